@@ -1,0 +1,22 @@
+"""Mask engines behind one interface; ``create_engine`` resolves ``--engine auto``."""
+from __future__ import annotations
+
+import sys
+
+from geoalps.engines.base import MaskEngine, engine_class, engine_names, register_engine
+from geoalps.engines import classical as _classical  # noqa: F401  (registers "classical")
+from geoalps.engines import sam as _sam  # noqa: F401  (registers "sam")
+from geoalps.options import LabelOptions
+
+__all__ = ["MaskEngine", "create_engine", "engine_names", "register_engine", "resolve_engine_name"]
+
+
+def resolve_engine_name(options: LabelOptions) -> str:
+    """``auto`` means sam when a checkpoint is known (option, environment or cache), else classical."""
+    if options.engine != "auto":
+        return options.engine
+    return "sam" if _sam.find_checkpoint(options) else "classical"
+
+
+def create_engine(options: LabelOptions) -> MaskEngine:
+    return engine_class(resolve_engine_name(options))(options)

@@ -1,0 +1,61 @@
+"""The mask-engine interface and its registry.
+
+An engine turns one tile's 8-bit RGB view into object masks. Adding an engine (SAM2, MobileSAM)
+is one subclass registered under a name; the pipeline never imports engines directly.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Callable, ClassVar
+
+import numpy as np
+
+from geoalps.masks import TileMasks
+from geoalps.options import LabelOptions
+
+
+class MaskEngine(ABC):
+    """Proposes object masks for one tile.
+
+    ``provides_embedding`` says whether ``generate`` fills ``TileMasks.embedding`` (a feature map
+    the pipeline pools under each mask, as ALPS does with SAM's image encoder).
+    """
+
+    name: ClassVar[str]
+    provides_embedding: ClassVar[bool] = False
+
+    def __init__(self, options: LabelOptions) -> None:
+        self.options = options
+
+    @abstractmethod
+    def generate(self, rgb: np.ndarray, valid: np.ndarray) -> TileMasks:
+        """Masks for an (H, W, 3) uint8 tile; ``valid`` (H, W) marks pixels with data."""
+
+    def describe(self) -> str:
+        """One line for the log: which engine and model a run used."""
+        return self.name
+
+
+_REGISTRY: dict[str, type[MaskEngine]] = {}
+
+
+def register_engine(name: str) -> Callable[[type[MaskEngine]], type[MaskEngine]]:
+    def decorate(cls: type[MaskEngine]) -> type[MaskEngine]:
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return decorate
+
+
+def engine_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def engine_class(name: str) -> type[MaskEngine]:
+    from geoalps.errors import GeoAlpsError
+
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise GeoAlpsError(f"unknown engine {name!r} (known: {', '.join(engine_names())})") from None

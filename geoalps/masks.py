@@ -1,0 +1,142 @@
+"""``TileMasks``: one tile's object masks and their per-mask records, filtered together.
+
+Like segment_anything's ``MaskData``, every field is indexed by mask, so a filter can never get
+masks and scores out of step. Masks are kept as crops to their bounding boxes: memory follows the
+objects' area, not (number of masks x tile area), which matters for engines that propose
+thousands of regions.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage
+
+
+@dataclass
+class TileMasks:
+    """Per-mask boolean crops, their boxes in tile pixels and per-mask scores.
+
+    ``boxes`` is (N, 4) int (row0, col0, row1, col1), half-open; ``crops[i]`` has the box's shape.
+    ``embedding`` is an optional engine feature map (C, h, w) whose grid covers the tile scaled by
+    ``embedding_extent`` = (rows, cols) cells (SAM pads its input, so only part of the map is
+    image); engines without one leave it None.
+    """
+
+    crops: list[np.ndarray]
+    boxes: np.ndarray
+    scores: np.ndarray
+    tile_shape: tuple[int, int]
+    embedding: np.ndarray | None = None
+    embedding_extent: tuple[int, int] | None = None
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.boxes = np.asarray(self.boxes, dtype=np.int64).reshape(-1, 4)
+        self.scores = np.asarray(self.scores, dtype=np.float32).reshape(-1)
+        if not len(self.crops) == len(self.boxes) == len(self.scores):
+            raise ValueError("one crop, box and score per mask")
+
+    def __len__(self) -> int:
+        return len(self.crops)
+
+    @property
+    def areas(self) -> np.ndarray:
+        return np.array([int(np.count_nonzero(c)) for c in self.crops], dtype=np.int64)
+
+    def select(self, keep: np.ndarray) -> "TileMasks":
+        """A new TileMasks holding only the masks chosen by a boolean or index array."""
+        index = np.flatnonzero(keep) if np.asarray(keep).dtype == bool else np.asarray(keep, int)
+        return TileMasks(
+            crops=[self.crops[i] for i in index],
+            boxes=self.boxes[index],
+            scores=self.scores[index],
+            tile_shape=self.tile_shape,
+            embedding=self.embedding,
+            embedding_extent=self.embedding_extent,
+            extra={name: values[index] for name, values in self.extra.items()},
+        )
+
+    def dense(self, i: int) -> np.ndarray:
+        """Mask ``i`` pasted into a full tile-sized boolean array."""
+        out = np.zeros(self.tile_shape, dtype=bool)
+        r0, c0, r1, c1 = self.boxes[i]
+        out[r0:r1, c0:c1] = self.crops[i]
+        return out
+
+    @classmethod
+    def from_dense(cls, masks: np.ndarray, scores: np.ndarray, **kwargs) -> "TileMasks":
+        """From (N, H, W) boolean masks, as SAM generators return them; empty masks are dropped."""
+        masks = np.asarray(masks, dtype=bool)
+        crops, boxes, kept = [], [], []
+        for i, mask in enumerate(masks):
+            rows = np.flatnonzero(mask.any(axis=1))
+            if not rows.size:
+                continue
+            cols = np.flatnonzero(mask.any(axis=0))
+            r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+            crops.append(mask[r0:r1, c0:c1].copy())
+            boxes.append((r0, c0, r1, c1))
+            kept.append(i)
+        extra = {k: np.asarray(v)[kept] for k, v in kwargs.pop("extra", {}).items()}
+        return cls(crops, np.array(boxes).reshape(-1, 4), np.asarray(scores)[kept],
+                   tile_shape=masks.shape[1:], extra=extra, **kwargs)
+
+    @classmethod
+    def from_labels(cls, labels: np.ndarray, scores_by_label: np.ndarray) -> "TileMasks":
+        """From a label image (0 = no object; 1..L = regions) and one score per label (index 0
+        unused), as region-growing engines produce. Costs one pass over the image."""
+        crops, boxes, scores = [], [], []
+        for index, region in enumerate(ndimage.find_objects(labels), start=1):
+            if region is None:
+                continue
+            crops.append(labels[region] == index)
+            boxes.append((region[0].start, region[1].start, region[0].stop, region[1].stop))
+            scores.append(scores_by_label[index])
+        return cls(crops, np.array(boxes).reshape(-1, 4), np.array(scores, dtype=np.float32),
+                   tile_shape=labels.shape)
+
+
+def filter_by_area(
+    tile_masks: TileMasks, valid: np.ndarray, min_area_px: int, max_area_frac: float
+) -> TileMasks:
+    """Clip every mask to valid data, then drop masks smaller than ``min_area_px`` or larger than
+    ``max_area_frac`` of the tile's valid area (ALPS's area threshold: huge masks are background,
+    not objects)."""
+    if not len(tile_masks):
+        return tile_masks
+    for crop, (r0, c0, r1, c1) in zip(tile_masks.crops, tile_masks.boxes):
+        crop &= valid[r0:r1, c0:c1]
+    areas = tile_masks.areas
+    max_area = max_area_frac * max(int(valid.sum()), 1)
+    return tile_masks.select((areas >= max(min_area_px, 1)) & (areas <= max_area))
+
+
+def remove_duplicates(tile_masks: TileMasks, iou_thresh: float = 0.7) -> TileMasks:
+    """Greedy non-maximum suppression on mask IoU: highest score first, drop masks that overlap a
+    kept one by more than ``iou_thresh``. Only pairs whose boxes meet are compared, on the box
+    intersection, so the cost follows object overlap rather than N^2 full-tile comparisons."""
+    if len(tile_masks) < 2:
+        return tile_masks
+    order = np.argsort(-tile_masks.scores, kind="stable")
+    boxes, crops, areas = tile_masks.boxes, tile_masks.crops, tile_masks.areas
+    kept: list[int] = []
+    for i in order:
+        r0, c0, r1, c1 = boxes[i]
+        duplicate = False
+        for j in kept:
+            q0, d0, q1, d1 = boxes[j]
+            ir0, ic0, ir1, ic1 = max(r0, q0), max(c0, d0), min(r1, q1), min(c1, d1)
+            if ir0 >= ir1 or ic0 >= ic1:
+                continue
+            inter = np.count_nonzero(
+                crops[i][ir0 - r0 : ir1 - r0, ic0 - c0 : ic1 - c0]
+                & crops[j][ir0 - q0 : ir1 - q0, ic0 - d0 : ic1 - d0]
+            )
+            union = areas[i] + areas[j] - inter
+            if union and inter / union > iou_thresh:
+                duplicate = True
+                break
+        if not duplicate:
+            kept.append(int(i))
+    return tile_masks.select(np.sort(np.asarray(kept, dtype=np.int64)))
