@@ -1,0 +1,175 @@
+"""geoalps:autolabel — "Auto-label raster", a wrapper of ``geoalps label``."""
+from __future__ import annotations
+
+import os
+
+from qgis.core import (
+    QgsProcessing,
+    QgsProcessingContext,
+    QgsProcessingFeedback,
+    QgsProcessingOutputNumber,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterFileDestination,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterString,
+    QgsProcessingParameterVectorDestination,
+)
+
+from ..outputs import style_on_load
+from .base import GeoAlpsAlgorithm, feature_count
+
+ENGINES = ("auto", "sam", "classical")
+MODEL_TYPES = ("auto", "vit_b", "vit_l", "vit_h")
+
+HELP = """Finds objects in a raster without training data and groups them into pseudo-classes.
+
+A mask engine proposes object masks tile by tile (SAM when a checkpoint is available, otherwise a weight-free classical segmenter); each mask gets features (spectral statistics, shape and, with SAM, its embedding) and online k-means assigns it one of K pseudo-classes. The result is a GeoPackage of polygons (layer "masks": instance_id, pseudo_class, score, area, scene) styled by class, and optionally a class raster (0..K-1, nodata 255, with a colour table).
+
+Bands: which bands the mask engine sees as red, green, blue, as 1-based indices ("3,2,1") or a preset name ("rgb"); empty lets geoalps choose.
+Engine (qgis_process index): 0 auto, 1 sam, 2 classical. Model type: 0 auto (from the checkpoint), 1 vit_b, 2 vit_l, 3 vit_h.
+Existing k-means model: reuse the classes of an earlier run (its "Fitted k-means model" output) so that class ids mean the same across scenes; it is not refitted.
+
+The work runs in your geoalps environment (the "geoalps" command or that environment's Python), set in Processing > Options > Providers > GeoALPS or in the GEOALPS_CLI environment variable. Cancelling stops it and leaves no output."""
+
+
+class AutoLabelAlgorithm(GeoAlpsAlgorithm):
+    INPUT = "INPUT"
+    BANDS = "BANDS"
+    ENGINE = "ENGINE"
+    CHECKPOINT = "CHECKPOINT"
+    MODEL_TYPE = "MODEL_TYPE"
+    CLASSES = "CLASSES"
+    TILE_SIZE = "TILE_SIZE"
+    OVERLAP = "OVERLAP"
+    KMEANS_MODEL = "KMEANS_MODEL"
+    KMEANS_MODEL_OUT = "KMEANS_MODEL_OUT"
+    SEED = "SEED"
+    OUTPUT = "OUTPUT"
+    RASTER_OUTPUT = "RASTER_OUTPUT"
+    FEATURE_COUNT = "FEATURE_COUNT"
+
+    def name(self) -> str:
+        return "autolabel"
+
+    def displayName(self) -> str:  # noqa: N802 (QGIS's name)
+        return "Auto-label raster"
+
+    def shortHelpString(self) -> str:  # noqa: N802 (QGIS's name)
+        return HELP
+
+    def tags(self):
+        return ["sam", "segment anything", "unsupervised", "pseudo-label", "k-means", "segmentation"]
+
+    def initAlgorithm(self, config=None):  # noqa: N802 (QGIS's name)
+        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Input raster"))
+        self.addParameter(QgsProcessingParameterString(
+            self.BANDS, "Bands shown to the mask engine (e.g. 3,2,1 or rgb; empty: automatic)",
+            defaultValue="", optional=True,
+        ))
+        self.addParameter(QgsProcessingParameterEnum(
+            self.ENGINE, "Mask engine", options=list(ENGINES), defaultValue=0,
+        ))
+        self.addParameter(QgsProcessingParameterFile(
+            self.CHECKPOINT, "SAM checkpoint", behavior=QgsProcessingParameterFile.File,
+            fileFilter="SAM checkpoints (*.pth *.pt);;All files (*)", optional=True,
+        ))
+        self.addParameter(QgsProcessingParameterEnum(
+            self.MODEL_TYPE, "SAM model type", options=list(MODEL_TYPES), defaultValue=0,
+        ))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.CLASSES, "Number of pseudo-classes", type=QgsProcessingParameterNumber.Integer,
+            defaultValue=10, minValue=2, maxValue=65534,
+        ))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.TILE_SIZE, "Tile size (pixels)", type=QgsProcessingParameterNumber.Integer,
+            defaultValue=1024, minValue=64,
+        ))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.OVERLAP, "Tile overlap (pixels)", type=QgsProcessingParameterNumber.Integer,
+            defaultValue=128, minValue=0,
+        ))
+        self.addParameter(QgsProcessingParameterFile(
+            self.KMEANS_MODEL, "Existing k-means model to reuse (optional)",
+            behavior=QgsProcessingParameterFile.File,
+            fileFilter="k-means models (*.joblib);;All files (*)", optional=True,
+        ))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.SEED, "Random seed", type=QgsProcessingParameterNumber.Integer,
+            defaultValue=0, minValue=0,
+        ))
+        self.addParameter(QgsProcessingParameterVectorDestination(
+            self.OUTPUT, "Pseudo-label polygons", type=QgsProcessing.TypeVectorPolygon,
+        ))
+        self.addParameter(QgsProcessingParameterRasterDestination(
+            self.RASTER_OUTPUT, "Pseudo-label raster", optional=True, createByDefault=False,
+        ))
+        self.addParameter(QgsProcessingParameterFileDestination(
+            self.KMEANS_MODEL_OUT, "Fitted k-means model", fileFilter="k-means models (*.joblib)",
+            optional=True, createByDefault=False,
+        ))
+        self.addOutput(QgsProcessingOutputNumber(self.FEATURE_COUNT, "Number of polygons"))
+
+    def checkParameterValues(self, parameters, context):  # noqa: N802 (QGIS's name)
+        tile = self.parameterAsInt(parameters, self.TILE_SIZE, context)
+        overlap = self.parameterAsInt(parameters, self.OVERLAP, context)
+        if overlap * 2 >= tile:
+            return False, f"Tile overlap ({overlap} px) must be less than half the tile size ({tile} px)."
+        reuse = self.parameterAsFile(parameters, self.KMEANS_MODEL, context)
+        save = self.parameterAsFileOutput(parameters, self.KMEANS_MODEL_OUT, context)
+        if reuse and save:
+            return False, (
+                "Give either an existing k-means model to reuse or a file to save the fitted one "
+                "to, not both (a reused model is not refitted)."
+            )
+        return super().checkParameterValues(parameters, context)
+
+    def arguments(self, parameters: dict, context: QgsProcessingContext) -> tuple[list[str], list[str]]:
+        """The ``geoalps label`` argument list and the files it writes (polygons first)."""
+        scene = self.raster_file(parameters, self.INPUT, context)
+        polygons = self.output_file(parameters, self.OUTPUT, context, (".gpkg",))
+        raster = self.output_file(parameters, self.RASTER_OUTPUT, context, (".tif", ".tiff"))
+        args = [
+            "label", scene, "-o", polygons,
+            "--engine", ENGINES[self.parameterAsEnum(parameters, self.ENGINE, context)],
+            "--model-type", MODEL_TYPES[self.parameterAsEnum(parameters, self.MODEL_TYPE, context)],
+            "--classes", str(self.parameterAsInt(parameters, self.CLASSES, context)),
+            "--tile-size", str(self.parameterAsInt(parameters, self.TILE_SIZE, context)),
+            "--overlap", str(self.parameterAsInt(parameters, self.OVERLAP, context)),
+            "--seed", str(self.parameterAsInt(parameters, self.SEED, context)),
+        ]
+        bands = (self.parameterAsString(parameters, self.BANDS, context) or "").strip()
+        if bands:
+            args += ["--bands", bands]
+        checkpoint = self.parameterAsFile(parameters, self.CHECKPOINT, context)
+        if checkpoint:
+            args += ["--checkpoint", checkpoint]
+        reuse = self.parameterAsFile(parameters, self.KMEANS_MODEL, context)
+        save = self.parameterAsFileOutput(parameters, self.KMEANS_MODEL_OUT, context)
+        if reuse:
+            args += ["--kmeans-model", reuse]
+        elif save:
+            args += ["--kmeans-model", save]
+        if raster:
+            args += ["--raster-out", raster]
+        args += ["--overwrite", "--progress-lines"]
+        return args, [polygons, raster, "" if reuse else save]
+
+    def processAlgorithm(  # noqa: N802 (QGIS's name)
+        self, parameters: dict, context: QgsProcessingContext, feedback: QgsProcessingFeedback
+    ) -> dict:
+        args, (polygons, raster, kmeans_out) = self.arguments(parameters, context)
+        if kmeans_out and os.path.exists(kmeans_out):
+            # geoalps reuses an existing model file; a destination is overwritten, as in Processing.
+            os.remove(kmeans_out)
+        self.run_cli(args, [polygons, raster, kmeans_out], feedback)
+        style_on_load(polygons, context)
+        style_on_load(raster, context)
+        return {
+            self.OUTPUT: polygons,
+            self.RASTER_OUTPUT: raster or None,
+            self.KMEANS_MODEL_OUT: kmeans_out or None,
+            self.FEATURE_COUNT: feature_count(polygons),
+        }

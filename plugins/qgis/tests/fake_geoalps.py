@@ -1,0 +1,87 @@
+"""A stand-in for the geoalps CLI, for testing the plugin's subprocess plumbing.
+
+conftest.py copies it next to a shebang line into a temp folder. FAKE_GEOALPS_MODE picks:
+ok (progress, logs, outputs), glued (a progress line glued to a progress-bar redraw),
+fail (an error line, exit 2), crash (no error line, exit 3), slow (one progress line, a temp
+file beside the output, a grandchild process, then a long sleep), notgeoalps (--version lies).
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+args = sys.argv[1:]
+mode = os.environ.get("FAKE_GEOALPS_MODE", "ok")
+here = os.path.dirname(os.path.abspath(__file__))
+
+if args == ["--version"]:
+    print("something else 1.0" if mode == "notgeoalps" else "geoalps, version 0.0-fake")
+    sys.exit(0)
+
+
+def progress(percent, message):
+    print(f"geoalps-progress: {percent} {message}", file=sys.stderr, flush=True)
+
+
+def log(line):
+    print(line, file=sys.stderr, flush=True)
+
+
+def value(flag):
+    return args[args.index(flag) + 1] if flag in args else None
+
+
+outputs = [p for p in (value("-o"), value("--raster-out"), value("--polygons")) if p]
+record = {
+    "argv": args,
+    "pid": os.getpid(),
+    "env": {k: v for k, v in os.environ.items() if k.startswith(("PYTHON", "GDAL_", "PROJ_"))},
+}
+
+
+def save_record():
+    with open(os.path.join(here, "record.json"), "w") as handle:
+        json.dump(record, handle)
+
+
+if mode == "slow":
+    sleeper = subprocess.Popen(["sleep", "300"])
+    record["grandchild"] = sleeper.pid
+    folder, name = os.path.split(os.path.abspath(outputs[0]))
+    stem, suffix = os.path.splitext(name)
+    temp = os.path.join(folder, f".{stem}.x1y2.tmp{suffix}")
+    with open(temp, "wb") as handle:
+        handle.write(b"half")
+    record["temp"] = temp
+    save_record()
+    progress(5.0, "tile 1/100")
+    time.sleep(300)
+    sys.exit(0)
+
+save_record()
+log("geoalps: engine classical")
+if mode == "fail":
+    progress(10, "tile 1/10")
+    log("some traceback-free log line")
+    log("geoalps: error: /data/scene.tif: not a raster GDAL can read")
+    sys.exit(2)
+if mode == "crash":
+    log("Segmentation fault (pretend)")
+    sys.exit(3)
+if mode == "signal":
+    os.kill(os.getpid(), signal.SIGKILL)
+
+progress(0.0, "starting")
+progress(50, "tile 1/2 scene.tif s0_r0_c0: 12 objects")
+if mode == "glued":
+    sys.stderr.write("labelling:  50%|#####     | 1/2\rlabelling: 100%|##########| 2/2")
+    sys.stderr.flush()
+    progress(99.5, "glued to a bar")
+log("a log line")
+print("a stdout line", flush=True)
+for path in outputs:
+    with open(path, "wb") as handle:
+        handle.write(b"fake output")
+progress(100.0, "done: 12 objects")

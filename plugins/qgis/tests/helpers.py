@@ -1,0 +1,73 @@
+"""Small helpers shared by the plugin tests."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from qgis.core import QgsProcessingFeedback
+
+
+class RecordingFeedback(QgsProcessingFeedback):
+    """Keeps what the algorithm reported; optionally cancels at the first progress update."""
+
+    def __init__(self, cancel_on_progress: bool = False) -> None:
+        super().__init__()
+        self.cancel_on_progress = cancel_on_progress
+        self.progress: list[float] = []
+        self.texts: list[str] = []
+        self.console: list[str] = []
+        self.commands: list[str] = []
+        self.infos: list[str] = []
+
+    def setProgress(self, progress: float) -> None:  # noqa: N802
+        self.progress.append(progress)
+        super().setProgress(progress)
+        if self.cancel_on_progress:
+            self.cancel()
+
+    def setProgressText(self, text: str) -> None:  # noqa: N802
+        self.texts.append(text)
+        super().setProgressText(text)
+
+    def pushConsoleInfo(self, info: str) -> None:  # noqa: N802
+        self.console.append(info)
+        super().pushConsoleInfo(info)
+
+    def pushCommandInfo(self, info: str) -> None:  # noqa: N802
+        self.commands.append(info)
+        super().pushCommandInfo(info)
+
+    def pushInfo(self, info: str) -> None:  # noqa: N802
+        self.infos.append(info)
+        super().pushInfo(info)
+
+
+def read_record(fake_cli: Path) -> dict:
+    return json.loads((fake_cli.parent / "record.json").read_text())
+
+
+def process_gone(pid: int) -> bool:
+    """True when ``pid`` no longer runs (a zombie waiting for its reaper counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            state = handle.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return True
+    return state in ("Z", "X")
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """Pids whose command line contains ``text`` (Linux /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                cmdline = handle.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline and not process_gone(int(entry)):
+            found.append(int(entry))
+    return found
