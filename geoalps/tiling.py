@@ -42,7 +42,7 @@ class Tile:
         return f"s{self.scene_index}_r{self.row}_c{self.col}"
 
     def transform(self, scene_transform: Affine) -> Affine:
-        return scene_transform * Affine.translation(self.col_off, self.row_off)
+        return scene_transform @ Affine.translation(self.col_off, self.row_off)
 
     def core_contains(self, col: float, row: float) -> bool:
         c0, r0, c1, r1 = self.core

@@ -52,7 +52,7 @@ def tile_geometries(tile_masks: TileMasks, tile_transform: Affine, min_part_px: 
     """Geometries of every mask of a tile, in the scene's map coordinates."""
     out = []
     for crop, (r0, c0, _, _) in zip(tile_masks.crops, tile_masks.boxes):
-        out.append(mask_to_geometry(crop, tile_transform * Affine.translation(c0, r0), min_part_px))
+        out.append(mask_to_geometry(crop, tile_transform @ Affine.translation(c0, r0), min_part_px))
     return out
 
 

@@ -33,7 +33,7 @@ class ClassicalEngine(MaskEngine):
             return TileMasks([], np.zeros((0, 4)), np.zeros(0), tile_shape=(height, width))
         min_size = max(16, self.options.min_area_px // 2)
         labels = felzenszwalb(
-            rgb, scale=self.options.classical_scale, sigma=0.8, min_size=min_size, channel_axis=-1
+            rgb, scale=self.options.classical_scale, sigma=0.3, min_size=min_size, channel_axis=-1
         )
         labels = labels + 1
         labels[~valid] = 0
@@ -79,10 +79,8 @@ def _contrast_scores(rgb: np.ndarray, labels: np.ndarray) -> np.ndarray:
         return scores
     index = np.arange(1, n + 1)
     pixels = rgb.astype(np.float32)
-    means = np.stack([ndimage.mean(pixels[..., c], labels, index) for c in range(3)], axis=1)
-    spread = np.sqrt(
-        sum(ndimage.variance(pixels[..., c], labels, index) for c in range(3))
-    )
+    with np.errstate(invalid="ignore", divide="ignore"):  # labels without pixels give NaN, zeroed below
+        means, spread = _region_colour_stats(pixels, labels, index)
     rag = graph.RAG(labels, connectivity=1)
     contrast = np.zeros(n, dtype=np.float32)
     for node in range(1, n + 1):
@@ -94,3 +92,9 @@ def _contrast_scores(rgb: np.ndarray, labels: np.ndarray) -> np.ndarray:
             contrast[node - 1] = float(np.mean(diffs))
     scores[1:] = contrast / (contrast + spread + 1.0)
     return scores
+
+
+def _region_colour_stats(pixels: np.ndarray, labels: np.ndarray, index: np.ndarray):
+    means = np.stack([ndimage.mean(pixels[..., c], labels, index) for c in range(3)], axis=1)
+    spread = np.sqrt(sum(ndimage.variance(pixels[..., c], labels, index) for c in range(3)))
+    return np.nan_to_num(means), np.nan_to_num(spread)

@@ -1,0 +1,36 @@
+"""Second half of ALPS: pre-train a segmentation net on pseudo-labels, fine-tune, predict, evaluate.
+
+The path of the data, one module each:
+
+    data.py        scenes + label rasters/vectors -> torchgeo datasets, regions (train/val/few-label)
+    models.py      timm Swin backbone (any band count) + UPerNet-style decoder, named sizes
+    mim.py         SimMIM: patch masks, reconstruction head, loss on masked pixels only
+    loop.py        pretrain() and finetune(): the training loop (device, AMP, resume, logs)
+    checkpoint.py  what a .pt file carries (architecture, bands, normalisation, classes, tile)
+    predict.py     sliding windows over a scene -> class raster on the scene grid (+ polygons)
+    metrics.py     confusion matrix, mIoU, per-class IoU, overall accuracy; evaluate() on rasters
+    outputs.py     temp-then-rename output files, overwrite refusal
+    progress.py    tqdm bar or ``geoalps-progress:`` lines for the QGIS plugin
+
+Importing this package is cheap; torch, timm and torchgeo load when a function needs them.
+"""
+from __future__ import annotations
+
+__all__ = ["pretrain", "finetune", "predict", "evaluate"]
+
+
+def __getattr__(name: str):
+    # Lazy re-exports so ``import geoalps.train`` does not pull in torch.
+    if name in ("pretrain", "finetune"):
+        from geoalps.train import loop
+
+        return getattr(loop, name)
+    if name == "predict":
+        from geoalps.train.predict import predict
+
+        return predict
+    if name == "evaluate":
+        from geoalps.train.metrics import evaluate
+
+        return evaluate
+    raise AttributeError(name)

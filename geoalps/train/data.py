@@ -1,0 +1,600 @@
+"""Scenes and their labels as torchgeo datasets, and the regions training may sample from.
+
+Images are a torchgeo ``RasterDataset``; label rasters (pseudo-labels from ``geoalps label`` or a
+user's class raster) a second one with ``is_image=False``; a vector ground truth is a torchgeo
+``VectorDataset`` rasterized on the fly. Image and labels are intersected (``images & labels``),
+``RandomGeoSampler`` draws training tiles and ``GridGeoSampler`` walks validation tiles.
+
+The train/validation split is spatial: each labelled area is cut into a validation strip at its
+bottom and a training part above it; ``label_fraction`` keeps one pixel-aligned block of the
+training part, the few-label case ALPS targets. Regions are boxes on each scene's pixel grid, so
+sampled tiles are whole pixels and nothing is resampled.
+
+A label raster must be on its image's grid (same CRS, transform and size); one that is not is
+refused with a message, never resampled, because a silent resample of class ids shifts labels.
+"""
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import rasterio
+from rasterio.windows import Window
+
+from geoalps.errors import GeoAlpsError
+
+#: Label value the loss and the metrics skip (torch's cross-entropy default).
+IGNORE_INDEX = -100
+#: Suffixes read as vector ground truth instead of rasters.
+VECTOR_SUFFIXES = (".gpkg", ".geojson", ".json", ".shp", ".fgb", ".parquet", ".gml", ".kml")
+
+
+# --------------------------------------------------------------------------- scene metadata
+
+
+@dataclass(frozen=True)
+class SceneInfo:
+    """What training needs to know about one raster, read once from its header."""
+
+    path: str
+    crs: Any
+    transform: Any
+    width: int
+    height: int
+    count: int
+    dtype: str
+    nodata: float | None
+    descriptions: tuple[str | None, ...]
+
+    @property
+    def res(self) -> tuple[float, float]:
+        return (abs(self.transform.a), abs(self.transform.e))
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """(minx, miny, maxx, maxy) in the scene CRS."""
+        left, top = self.transform.c, self.transform.f
+        right = left + self.width * self.transform.a
+        bottom = top + self.height * self.transform.e
+        return (min(left, right), min(top, bottom), max(left, right), max(top, bottom))
+
+
+def read_scene_info(path: str | os.PathLike, what: str = "scene") -> SceneInfo:
+    """Open ``path`` and check it can be tiled on its own pixel grid.
+
+    Refuses, with a one-line GeoAlpsError naming the file, rasters without a CRS and rotated or
+    sheared geotransforms (tiles are axis-aligned boxes in map units; warp such files north-up).
+    """
+    path = str(path)
+    if not os.path.exists(path):
+        raise GeoAlpsError(f"{path}: no such {what} file")
+    try:
+        with rasterio.open(path) as src:
+            info = SceneInfo(
+                path=path,
+                crs=src.crs,
+                transform=src.transform,
+                width=src.width,
+                height=src.height,
+                count=src.count,
+                dtype=src.dtypes[0],
+                nodata=src.nodata,
+                descriptions=tuple(src.descriptions),
+            )
+    except rasterio.errors.RasterioIOError as exc:
+        raise GeoAlpsError(f"{path}: not a readable raster ({str(exc).splitlines()[0]})") from None
+    if info.crs is None:
+        raise GeoAlpsError(f"{path}: {what} has no CRS; training and prediction need a georeferenced raster")
+    t = info.transform
+    if t.b != 0 or t.d != 0:
+        raise GeoAlpsError(
+            f"{path}: rotated or sheared geotransform is not supported; warp it north-up first "
+            f"(gdalwarp {path} north_up.tif)"
+        )
+    if t.a <= 0 or t.e >= 0:
+        raise GeoAlpsError(f"{path}: geotransform is not north-up (pixel size {t.a}, {t.e})")
+    return info
+
+
+def check_same_grid(image: SceneInfo, label: SceneInfo) -> None:
+    """Refuse a label raster that is not on its image's pixel grid (CRS, transform, size).
+
+    The transform may differ by float noise (1e-6 of a pixel), nothing more.
+    """
+    problems = []
+    if label.crs != image.crs:
+        problems.append(f"CRS {label.crs} vs {image.crs}")
+    if (label.width, label.height) != (image.width, image.height):
+        problems.append(f"size {label.width}x{label.height} vs {image.width}x{image.height} px")
+    if not label.transform.almost_equals(image.transform, precision=1e-6 * min(image.res)):
+        problems.append(
+            f"origin/pixel ({label.transform.c:.6f}, {label.transform.f:.6f}; {label.res[0]:g} x {label.res[1]:g})"
+            f" vs ({image.transform.c:.6f}, {image.transform.f:.6f}; {image.res[0]:g} x {image.res[1]:g})"
+        )
+    if problems:
+        raise GeoAlpsError(
+            f"{label.path}: label raster is not on the grid of {image.path} ({'; '.join(problems)}); "
+            "labels are never resampled: write them on the image grid (geoalps label --raster-out does)"
+        )
+
+
+@dataclass(frozen=True)
+class LabelInfo:
+    """Class ids present in a label source, its nodata value and colour table."""
+
+    path: str
+    n_classes: int
+    nodata: int | None
+    colours: dict[int, tuple[int, int, int]] = field(default_factory=dict)
+    pixel_counts: tuple[int, ...] = ()
+
+
+def read_label_info(path: str | os.PathLike, ignore_value: int | None = None, rows_per_read: int = 1024) -> LabelInfo:
+    """Scan a class raster for its largest class id (nodata and ``ignore_value`` excluded).
+
+    Cost: reads the whole first band once, ``rows_per_read`` full-width rows at a time (memory
+    is one such strip); about 0.1 s for 10 Mpx of uint8.
+    """
+    path = str(path)
+    with rasterio.open(path) as src:
+        dtype = np.dtype(src.dtypes[0])
+        if dtype.kind not in "ui":
+            raise GeoAlpsError(f"{path}: label raster has {dtype} pixels; class ids must be integers")
+        nodata = None if src.nodata is None else int(src.nodata)
+        counts = np.zeros(0, dtype=np.int64)
+        for row in range(0, src.height, rows_per_read):
+            window = Window(0, row, src.width, min(rows_per_read, src.height - row))
+            values = src.read(1, window=window).ravel()
+            keep = np.ones(values.shape, dtype=bool)
+            for skip in (nodata, ignore_value):
+                if skip is not None:
+                    keep &= values != skip
+            values = values[keep]
+            if values.size and values.min() < 0:
+                raise GeoAlpsError(f"{path}: negative class id {values.min()}; class ids are 0..K-1")
+            found = np.bincount(values.astype(np.int64), minlength=counts.size)
+            found[: counts.size] += counts
+            counts = found
+        try:
+            colormap = src.colormap(1)
+        except ValueError:
+            colormap = {}
+    n_classes = int(np.flatnonzero(counts).max()) + 1 if counts.any() else 0
+    if n_classes == 0:
+        raise GeoAlpsError(f"{path}: label raster has no labelled pixels (all nodata/ignored)")
+    colours = {int(k): tuple(int(c) for c in v[:3]) for k, v in colormap.items() if int(k) < n_classes}
+    return LabelInfo(path, n_classes, nodata, colours, tuple(int(c) for c in counts[:n_classes]))
+
+
+def is_vector(path: str | os.PathLike) -> bool:
+    """True for files read as vector ground truth (by suffix)."""
+    return Path(path).suffix.lower() in VECTOR_SUFFIXES
+
+
+def read_vector_label_info(path: str, label_column: str | None) -> tuple[LabelInfo, Any, tuple[float, float, float, float]]:
+    """Class count, CRS and extent of a vector ground truth.
+
+    Polygons are burnt with the integer in ``label_column`` (all 1 without one); uncovered
+    pixels are class 0, so ids in the column must be >= 1. Cost: reads the whole layer.
+    """
+    import geopandas as gpd
+
+    if not os.path.exists(path):
+        raise GeoAlpsError(f"{path}: no such label file")
+    try:
+        frame = gpd.read_file(path)
+    except Exception as exc:
+        raise GeoAlpsError(f"{path}: not a readable vector layer ({exc.__class__.__name__})") from None
+    if frame.crs is None:
+        raise GeoAlpsError(f"{path}: vector labels have no CRS")
+    if frame.empty:
+        raise GeoAlpsError(f"{path}: vector labels have no features")
+    if label_column is None:
+        n_classes = 2
+    else:
+        if label_column not in frame.columns:
+            raise GeoAlpsError(f"{path}: no column {label_column!r} (has {', '.join(map(str, frame.columns))})")
+        values = frame[label_column].to_numpy()
+        if not np.issubdtype(values.dtype, np.integer) or values.min() < 1:
+            raise GeoAlpsError(f"{path}: column {label_column!r} must hold integer class ids >= 1 (0 is background)")
+        n_classes = int(values.max()) + 1
+    return LabelInfo(path, n_classes, None), frame.crs, tuple(frame.total_bounds)
+
+
+def band_statistics(scenes: Sequence[SceneInfo], max_pixels: int = 1 << 20) -> tuple[list[float], list[float]]:
+    """Per-band mean and std over the valid pixels of all scenes, from decimated reads.
+
+    Cost: at most ``max_pixels`` pixels per band per scene are read (GDAL overviews when the
+    file has them), so a few tens of MB whatever the scene size.
+    """
+    count = scenes[0].count
+    total = np.zeros(count)
+    total_sq = np.zeros(count)
+    n = np.zeros(count)
+    for scene in scenes:
+        step = max(1, math.ceil(math.sqrt(scene.width * scene.height / max_pixels)))
+        shape = (scene.count, max(1, scene.height // step), max(1, scene.width // step))
+        with rasterio.open(scene.path) as src:
+            data = src.read(out_shape=shape, masked=True).astype(np.float64)
+        valid = ~np.ma.getmaskarray(data)
+        values = np.where(valid, data.filled(0), 0)
+        total += values.sum(axis=(1, 2))
+        total_sq += (values**2).sum(axis=(1, 2))
+        n += valid.sum(axis=(1, 2))
+    n = np.maximum(n, 1)
+    mean = total / n
+    std = np.sqrt(np.maximum(total_sq / n - mean**2, 0))
+    std = np.where(std > 1e-6, std, 1.0)
+    return [float(v) for v in mean], [float(v) for v in std]
+
+
+# --------------------------------------------------------------------------- torchgeo datasets
+
+
+def _dataset_classes():
+    """Build the torchgeo subclasses lazily (torchgeo import costs ~2 s)."""
+    from torchgeo.datasets import RasterDataset, VectorDataset
+
+    class SceneImages(RasterDataset):
+        """GeoTIFF scenes of any band count, read on their own grid.
+
+        torchgeo warps a file whenever ``calculate_default_transform`` differs from the file's
+        transform, which happens from float noise alone with non-square pixels; a scene already
+        in the dataset CRS is therefore read as it is, so tiles stay pixel for pixel.
+        """
+
+        filename_glob = "*"
+        is_image = True
+
+        def _load_warp_file(self, filepath):
+            src = rasterio.open(filepath)
+            if src.crs == self.crs:
+                return src
+            src.close()
+            return super()._load_warp_file(filepath)
+
+    class SceneLabels(SceneImages):
+        """Class rasters (pseudo-labels or ground truth): read as ``mask``, nearest resampling."""
+
+        is_image = False
+
+    class VectorLabels(VectorDataset):
+        """Polygons rasterized per tile; the whole layer is re-read for each tile (small layers)."""
+
+        filename_glob = "*"
+
+    return SceneImages, SceneLabels, VectorLabels
+
+
+@dataclass
+class TrainingData:
+    """Scenes, their labels and the torchgeo dataset that reads both, ready for samplers."""
+
+    dataset: Any
+    scenes: list[SceneInfo]
+    labels: list[LabelInfo]
+    labelled_windows: list[Window]
+    n_classes: int
+    label_nodata: int | None
+    ignore_value: int | None
+    colours: dict[int, tuple[int, int, int]]
+
+    @property
+    def res(self) -> tuple[float, float]:
+        return self.dataset.res
+
+
+def open_training_data(
+    images: Sequence[str | os.PathLike],
+    labels: Sequence[str | os.PathLike] | None = None,
+    label_column: str | None = None,
+    ignore_value: int | None = None,
+) -> TrainingData:
+    """Check scenes and labels pair up, then build ``images & labels`` as torchgeo datasets.
+
+    Args:
+        images: scene rasters; all must have the same band count.
+        labels: one label source per image, in the same order: class rasters on the image grid,
+            or vector layers (class from ``label_column``, background 0). None: images only (MIM).
+        label_column: attribute holding class ids in vector labels.
+        ignore_value: a class raster value to skip besides its nodata.
+
+    Returns:
+        TrainingData; ``dataset`` yields ``image`` (float32) and, with labels, ``mask`` (int64).
+    """
+    if not images:
+        raise GeoAlpsError("no --images given")
+    scenes = [read_scene_info(p) for p in images]
+    for scene in scenes[1:]:
+        if scene.count != scenes[0].count:
+            raise GeoAlpsError(
+                f"{scene.path}: {scene.count} bands, but {scenes[0].path} has {scenes[0].count}; "
+                "all scenes of one model need the same bands"
+            )
+    SceneImages, SceneLabels, VectorLabels = _dataset_classes()
+    crs, res = scenes[0].crs, scenes[0].res
+    image_ds = SceneImages(paths=[s.path for s in scenes], crs=crs, res=res)
+    full = [Window(0, 0, s.width, s.height) for s in scenes]
+    if labels is None:
+        return TrainingData(image_ds, scenes, [], full, 0, None, None, {})
+
+    if len(labels) != len(images):
+        raise GeoAlpsError(f"{len(images)} images but {len(labels)} label files; give one label file per image, in order")
+    kinds = {is_vector(p) for p in labels}
+    if len(kinds) > 1:
+        raise GeoAlpsError("mix of raster and vector labels; give one kind")
+    infos: list[LabelInfo] = []
+    windows: list[Window] = []
+    if kinds == {True}:
+        for scene, path in zip(scenes, labels):
+            info, vcrs, vbounds = read_vector_label_info(str(path), label_column)
+            windows.append(_labelled_window(scene, vcrs, vbounds, str(path)))
+            infos.append(info)
+        label_ds = VectorLabels(paths=[str(p) for p in labels], crs=crs, res=res, label_name=label_column)
+        nodata = None
+    else:
+        for scene, path in zip(scenes, labels):
+            check_same_grid(scene, read_scene_info(path, what="label"))
+            infos.append(read_label_info(path, ignore_value))
+        windows = full
+        nodatas = {i.nodata for i in infos}
+        if len(nodatas) > 1:
+            raise GeoAlpsError(f"label rasters disagree on nodata ({sorted(map(str, nodatas))}); give them one nodata value")
+        nodata = nodatas.pop()
+        label_ds = SceneLabels(paths=[str(p) for p in labels], crs=crs, res=res)
+    n_classes = max(i.n_classes for i in infos)
+    colours: dict[int, tuple[int, int, int]] = {}
+    for info in infos:
+        for k, v in info.colours.items():
+            colours.setdefault(k, v)
+    return TrainingData(image_ds & label_ds, scenes, infos, windows, n_classes, nodata, ignore_value, colours)
+
+
+def _labelled_window(scene: SceneInfo, crs: Any, bounds: tuple[float, float, float, float], path: str) -> Window:
+    """The scene pixels covered by a vector layer's extent, snapped inward to whole pixels."""
+    from rasterio.warp import transform_bounds
+    from rasterio.windows import from_bounds
+
+    if crs != scene.crs:
+        bounds = transform_bounds(crs, scene.crs, *bounds)
+    window = from_bounds(*bounds, transform=scene.transform)
+    col0 = max(0, math.ceil(window.col_off - 1e-6))
+    row0 = max(0, math.ceil(window.row_off - 1e-6))
+    col1 = min(scene.width, math.floor(window.col_off + window.width + 1e-6))
+    row1 = min(scene.height, math.floor(window.row_off + window.height + 1e-6))
+    if col1 <= col0 or row1 <= row0:
+        raise GeoAlpsError(f"{path}: vector labels do not overlap {scene.path}")
+    return Window(col0, row0, col1 - col0, row1 - row0)
+
+
+# --------------------------------------------------------------------------- regions
+
+
+@dataclass
+class Regions:
+    """Pixel-aligned map boxes (minx, miny, maxx, maxy) per scene, in the dataset CRS."""
+
+    train: list[tuple[float, float, float, float]]
+    val: list[tuple[float, float, float, float]]
+
+    def roi(self, which: str):
+        """The shapely (multi)polygon a torchgeo sampler takes as ``roi``; None if empty."""
+        import shapely
+
+        boxes = [shapely.box(*b) for b in getattr(self, which)]
+        if not boxes:
+            return None
+        return boxes[0] if len(boxes) == 1 else shapely.MultiPolygon(boxes)
+
+    def to_dict(self) -> dict[str, list[list[float]]]:
+        return {"train": [list(b) for b in self.train], "val": [list(b) for b in self.val]}
+
+
+def split_regions(
+    data: TrainingData,
+    tile_px: int,
+    val_fraction: float = 0.2,
+    label_fraction: float = 1.0,
+    seed: int = 0,
+) -> Regions:
+    """Cut each labelled area into a validation strip (bottom) and a training region (the rest).
+
+    Args:
+        data: scenes and their labelled windows.
+        tile_px: tile size; every region is at least this big in both directions.
+        val_fraction: share of each labelled area's rows kept for validation (0: none). A scene
+            too small for a tile-high strip and a tile-high training part gets no validation.
+        label_fraction: share of each labelled area (training + validation) that training may
+            see, as one block placed at a seeded random position inside the training part.
+        seed: places the block; the same seed gives the same block.
+    """
+    if not 0 < label_fraction <= 1:
+        raise GeoAlpsError(f"--label-fraction must be in (0, 1], got {label_fraction}")
+    if not 0 <= val_fraction < 1:
+        raise GeoAlpsError(f"--val-fraction must be in [0, 1), got {val_fraction}")
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for scene, win in zip(data.scenes, data.labelled_windows):
+        w, h = int(win.width), int(win.height)
+        if w < tile_px or h < tile_px:
+            raise GeoAlpsError(f"{scene.path}: labelled area {w}x{h} px is smaller than the {tile_px} px tile; use --tile-size")
+        n_val = max(tile_px, round(h * val_fraction)) if val_fraction > 0 else 0
+        if n_val and h - n_val < tile_px:
+            warnings.warn(f"{scene.path}: too small for a validation strip; all of it trains", stacklevel=2)
+            n_val = 0
+        h_train = h - n_val
+        if label_fraction < 1:
+            side = math.sqrt(label_fraction)
+            bw = min(w, max(tile_px, round(w * side)))
+            bh = min(h_train, max(tile_px, round(h * side)))
+            if bw * bh > 1.5 * label_fraction * w * h:
+                warnings.warn(
+                    f"{scene.path}: {label_fraction:.0%} of the labelled area is smaller than a tile; "
+                    f"training sees {bw * bh / (w * h):.0%}",
+                    stacklevel=2,
+                )
+            col = int(rng.integers(0, w - bw + 1))
+            row = int(rng.integers(0, h_train - bh + 1))
+        else:
+            bw, bh, col, row = w, h_train, 0, 0
+        train.append(_pixel_box(scene, data.dataset.crs, win.col_off + col, win.row_off + row, bw, bh))
+        if n_val:
+            val.append(_pixel_box(scene, data.dataset.crs, win.col_off, win.row_off + h_train, w, n_val))
+    return Regions(train, val)
+
+
+def _pixel_box(scene: SceneInfo, crs: Any, col: int, row: int, width: int, height: int) -> tuple[float, float, float, float]:
+    """Map box of a pixel window, transformed to the dataset CRS if the scene is in another."""
+    t = scene.transform
+    minx, maxy = t * (col, row)
+    maxx, miny = t * (col + width, row + height)
+    if crs != scene.crs:
+        from rasterio.warp import transform_bounds
+
+        return tuple(transform_bounds(scene.crs, crs, minx, miny, maxx, maxy))
+    return (minx, miny, maxx, maxy)
+
+
+# --------------------------------------------------------------------------- loaders and batches
+
+
+def train_loader(
+    data: TrainingData,
+    regions: Regions,
+    tile_px: int,
+    batch_size: int,
+    steps: int,
+    workers: int = 0,
+    generator: Any = None,
+    pin_memory: bool = False,
+):
+    """An endless-enough DataLoader: ``steps`` batches of random tiles inside the training boxes."""
+    from torch.utils.data import DataLoader
+    from torchgeo.datasets import stack_samples
+    from torchgeo.samplers import RandomGeoSampler, Units
+
+    sampler = RandomGeoSampler(
+        data.dataset, size=tile_px, length=steps * batch_size, roi=regions.roi("train"), units=Units.PIXELS, generator=generator
+    )
+    return DataLoader(
+        data.dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        collate_fn=stack_samples,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        pin_memory=pin_memory,
+    )
+
+
+def val_loader(data: TrainingData, regions: Regions, tile_px: int, batch_size: int, workers: int = 0):
+    """Non-overlapping tiles over the validation strips, or None without validation."""
+    from torch.utils.data import DataLoader
+    from torchgeo.datasets import stack_samples
+    from torchgeo.samplers import GridGeoSampler, Units
+
+    roi = regions.roi("val")
+    if roi is None:
+        return None
+    sampler = GridGeoSampler(data.dataset, size=tile_px, stride=tile_px, roi=roi, units=Units.PIXELS)
+    if len(sampler) == 0:
+        return None
+    return DataLoader(data.dataset, batch_size=batch_size, sampler=sampler, collate_fn=stack_samples, num_workers=workers)
+
+
+class BatchPrep:
+    """Turns a torchgeo batch into network input and targets on the device.
+
+    Normalises each band with the training statistics, zeroes nodata pixels, and maps label
+    nodata, the ignore value, invalid image pixels and (for validation) pixels outside the
+    region boxes to ``IGNORE_INDEX``.
+    """
+
+    def __init__(
+        self,
+        mean: Sequence[float],
+        std: Sequence[float],
+        image_nodata: float | None,
+        label_nodata: int | None = None,
+        ignore_value: int | None = None,
+        n_classes: int = 0,
+        res: tuple[float, float] = (1.0, 1.0),
+        device: Any = "cpu",
+        channels_last: bool = False,
+    ) -> None:
+        import torch
+
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+        self.image_nodata = image_nodata
+        self.skip = [v for v in (label_nodata, ignore_value) if v is not None]
+        self.n_classes = n_classes
+        self.res = res
+        self.device = device
+        self.channels_last = channels_last
+
+    def __call__(self, batch: dict[str, Any], boxes: Sequence[tuple[float, float, float, float]] | None = None):
+        """Returns (x, y, valid): float32 (B,C,H,W), int64 (B,H,W) or None, bool (B,H,W)."""
+        import torch
+
+        image = batch["image"].float()
+        if self.image_nodata is not None:
+            valid = (image != self.image_nodata).any(dim=1)
+        else:
+            valid = torch.ones(image.shape[0], *image.shape[2:], dtype=torch.bool)
+        x = ((image - self.mean) / self.std) * valid.unsqueeze(1)
+        y = None
+        if "mask" in batch:
+            y = batch["mask"].long().clone()
+            for value in self.skip:
+                y[y == value] = IGNORE_INDEX
+            y[(y >= self.n_classes) | (y < 0)] = IGNORE_INDEX
+            y[~valid] = IGNORE_INDEX
+            if boxes is not None:
+                y[~self.inside(batch["bounds"], boxes, y.shape[-2:])] = IGNORE_INDEX
+        x = x.to(self.device, non_blocking=True)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if y is not None:
+            y = y.to(self.device, non_blocking=True)
+        return x, y, valid.to(self.device)
+
+    def inside(self, bounds: Sequence[Any], boxes: Sequence[tuple[float, float, float, float]], shape) -> Any:
+        """Boolean (B,H,W): which pixels of each tile fall inside any of ``boxes``."""
+        import torch
+
+        h, w = shape
+        out = torch.zeros(len(bounds), h, w, dtype=torch.bool)
+        xres, yres = self.res
+        for i, (xs, ys, *_) in enumerate(bounds):
+            for minx, miny, maxx, maxy in boxes:
+                c0 = min(max(round((minx - xs.start) / xres), 0), w)
+                c1 = min(max(round((maxx - xs.start) / xres), 0), w)
+                r0 = min(max(round((ys.stop - maxy) / yres), 0), h)
+                r1 = min(max(round((ys.stop - miny) / yres), 0), h)
+                out[i, r0:r1, c0:c1] = True
+        return out
+
+
+def augment(*tensors: Any, generator: Any = None) -> tuple[Any, ...]:
+    """The same random flip and quarter turn per tile for every tensor given (None passes through).
+
+    Map imagery has no preferred orientation; tensors are (B, ..., H, W) and share B, H, W.
+    """
+    import torch
+
+    present = [t for t in tensors if t is not None]
+    out: list[list[Any]] = [[] for _ in present]
+    for i in range(present[0].shape[0]):
+        k = int(torch.randint(0, 4, (1,), generator=generator))
+        flip = bool(torch.randint(0, 2, (1,), generator=generator))
+        for j, t in enumerate(present):
+            ti = torch.rot90(t[i], k, dims=(-2, -1))
+            out[j].append(ti.flip(-1) if flip else ti)
+    stacked = iter([torch.stack(parts) for parts in out])
+    return tuple(None if t is None else next(stacked) for t in tensors)

@@ -1,0 +1,52 @@
+"""Shared test fixtures: small rasters written with rasterio, the repo and shared-data paths."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("GEOALPS_SHARED", REPO.parent / "shared"))
+REALDATA = SHARED / "realdata"
+#: A north-up transform with an odd origin and non-square pixels: catches half-pixel and axis slips.
+ODD_TRANSFORM = Affine(0.37, 0.0, 412345.67, 0.0, -0.53, 5123456.78)
+
+
+def write_raster(path, data: np.ndarray, transform=ODD_TRANSFORM, crs="EPSG:32633", nodata=None, **extra) -> Path:
+    """Write (bands, H, W) or (H, W) ``data`` as a GeoTIFF; ``crs=None`` leaves it ungeoreferenced."""
+    data = np.asarray(data)
+    if data.ndim == 2:
+        data = data[None]
+    profile = dict(driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
+                   dtype=data.dtype.name, transform=transform, nodata=nodata, **extra)
+    if crs is not None:
+        profile["crs"] = crs
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+    return Path(path)
+
+
+def scene_with_objects(height: int, width: int, boxes, seed: int = 0, bands: int = 3, dtype="uint8") -> np.ndarray:
+    """A textured background with solid, distinctly coloured rectangles at ``boxes`` (r0, c0, r1, c1)."""
+    rng = np.random.default_rng(seed)
+    data = np.empty((bands, height, width), dtype=np.float64)
+    data[:] = np.array([90, 120, 80, 140][:bands] + [100] * max(0, bands - 4))[:, None, None]
+    data += rng.normal(0, 2.0, size=data.shape)
+    palette = [(220, 40, 40), (40, 40, 220), (240, 240, 60), (30, 200, 200), (200, 60, 200), (250, 150, 30)]
+    for i, (r0, c0, r1, c1) in enumerate(boxes):
+        colour = palette[i % len(palette)]
+        for b in range(bands):
+            data[b, r0:r1, c0:c1] = colour[b % 3] + rng.normal(0, 1.0, size=(r1 - r0, c1 - c0))
+    scale = 1 if dtype == "uint8" else 40
+    return np.clip(data * scale, 1, np.iinfo(dtype).max if np.dtype(dtype).kind in "ui" else None).astype(dtype)
+
+
+@pytest.fixture
+def realdata() -> Path:
+    if not REALDATA.is_dir():
+        pytest.skip(f"shared real data not found at {REALDATA} (it sits beside the repository in CI)")
+    return REALDATA

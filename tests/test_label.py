@@ -1,0 +1,226 @@
+"""End-to-end tests of geoalps.label with the weight-free classical engine."""
+from __future__ import annotations
+
+import numpy as np
+import pyogrio
+import pytest
+import rasterio
+import shapely
+from affine import Affine
+
+from conftest import ODD_TRANSFORM, scene_with_objects, write_raster
+from geoalps import label
+from geoalps.errors import GeoAlpsError
+
+FAST = dict(engine="classical", classes=3, quiet=True, min_area_px=30)
+
+
+def _box_polygon(transform: Affine, r0, c0, r1, c1):
+    corners = [transform @ (c, r) for c, r in ((c0, r0), (c1, r0), (c1, r1), (c0, r1))]
+    return shapely.Polygon(corners)
+
+
+def _best_match(gdf, truth):
+    ious = shapely.area(shapely.intersection(gdf.geometry.values, truth)) / shapely.area(
+        shapely.union(gdf.geometry.values, truth))
+    return int(np.argmax(ious)), float(np.max(ious)), ious
+
+
+def test_polygon_lands_exactly_on_the_burnt_square(tmp_path):
+    data = scene_with_objects(120, 150, [(37, 53, 77, 101)])
+    path = write_raster(tmp_path / "square.tif", data, transform=ODD_TRANSFORM)
+    gdf = label(path, tmp_path / "out.gpkg", **FAST)
+    truth = _box_polygon(ODD_TRANSFORM, 37, 53, 77, 101)
+    index, iou, _ = _best_match(gdf, truth)
+    assert iou == pytest.approx(1.0)
+    geom = gdf.geometry.iloc[index]
+    # vertices are exactly the pixel corners: x0 + 53 * 0.37 etc.
+    xs, ys = np.array(geom.exterior.coords).T
+    assert xs.min() == pytest.approx(412345.67 + 53 * 0.37) and xs.max() == pytest.approx(412345.67 + 101 * 0.37)
+    assert ys.max() == pytest.approx(5123456.78 - 37 * 0.53) and ys.min() == pytest.approx(5123456.78 - 77 * 0.53)
+    assert gdf.area.iloc[index] == pytest.approx(40 * 48 * 0.37 * 0.53)
+    assert gdf.crs.to_epsg() == 32633
+    # the GeoPackage on disk says the same, in layer "masks", GPKG 1.2
+    written = pyogrio.read_dataframe(tmp_path / "out.gpkg", layer="masks")
+    assert written.crs.to_epsg() == 32633 and len(written) == len(gdf)
+    for column in ("instance_id", "pseudo_class", "score", "area", "scene"):
+        assert column in written.columns
+    assert set(written["scene"]) == {"square.tif"}
+    assert written["pseudo_class"].between(0, 2).all()
+    assert written["instance_id"].is_unique
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "out.gpkg") as db:
+        assert db.execute("PRAGMA application_id").fetchone()[0] == 0x47504B47
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 10200
+        assert db.execute("select count(*) from layer_styles").fetchone()[0] == 1
+
+
+def test_rotated_transform_alignment(tmp_path):
+    rotated = Affine(0.8, 0.3, 1000.0, 0.2, -0.9, 2000.0)
+    data = scene_with_objects(100, 100, [(20, 30, 50, 70)])
+    path = write_raster(tmp_path / "rot.tif", data, transform=rotated)
+    gdf = label(path, None, **FAST)
+    _, iou, _ = _best_match(gdf, _box_polygon(rotated, 20, 30, 50, 70))
+    assert iou == pytest.approx(1.0)
+
+
+# objects placed across the tile borders of a 256 px / 64 px-overlap plan (windows start at
+# 0, 192, 384; core cuts at 224 and 416), some wider than the overlap
+SEAM_BOXES = [
+    (40, 200, 90, 250),    # small, inside the overlap strip of two tiles
+    (120, 150, 170, 330),  # 180 px wide across the first seam: cut by both tiles
+    (200, 380, 330, 440),  # across the second column seam and the row seam
+    (300, 60, 330, 110),   # far from any seam
+    (400, 190, 470, 260),  # across a column seam near the bottom
+]
+
+
+@pytest.fixture
+def seam_scene(tmp_path):
+    data = scene_with_objects(512, 600, SEAM_BOXES, seed=3)
+    return write_raster(tmp_path / "seams.tif", data)
+
+
+def test_objects_across_tile_borders_come_out_once(seam_scene):
+    gdf = label(seam_scene, None, tile_size=256, overlap=64, **FAST)
+    for box in SEAM_BOXES:
+        truth = _box_polygon(ODD_TRANSFORM, *box)
+        _, best, ious = _best_match(gdf, truth)
+        assert best > 0.97, f"object {box} not recovered whole (best IoU {best:.2f})"
+        overlapping = shapely.area(shapely.intersection(gdf.geometry.values, truth)) > 0.05 * truth.area
+        assert overlapping.sum() == 1, f"object {box} is split or duplicated into {overlapping.sum()} polygons"
+    # no two output polygons overlap
+    tree = shapely.STRtree(gdf.geometry.values)
+    left, right = tree.query(gdf.geometry.values, predicate="overlaps")
+    assert (shapely.area(shapely.intersection(gdf.geometry.values[left], gdf.geometry.values[right])) < 1e-6).all()
+
+
+def test_tiling_does_not_change_the_objects(seam_scene):
+    whole = label(seam_scene, None, tile_size=1024, overlap=128, **FAST)
+    tiled = label(seam_scene, None, tile_size=256, overlap=64, **FAST)
+    for box in SEAM_BOXES:
+        truth = _box_polygon(ODD_TRANSFORM, *box)
+        a = whole.geometry.values[_best_match(whole, truth)[0]]
+        b = tiled.geometry.values[_best_match(tiled, truth)[0]]
+        assert a.symmetric_difference(b).area < 1e-6
+
+
+def test_same_inputs_same_output(seam_scene, tmp_path):
+    first = label(seam_scene, tmp_path / "a.gpkg", tile_size=256, overlap=64, seed=7, **FAST)
+    second = label(seam_scene, tmp_path / "b.gpkg", tile_size=256, overlap=64, seed=7, **FAST)
+    assert first.drop(columns="geometry").equals(second.drop(columns="geometry"))
+    assert all(a.equals(b) for a, b in zip(first.geometry, second.geometry))
+
+
+def test_label_raster_is_on_the_scene_grid(seam_scene, tmp_path):
+    gdf = label(seam_scene, tmp_path / "o.gpkg", raster_out=tmp_path / "o.tif", tile_size=256, overlap=64, **FAST)
+    with rasterio.open(seam_scene) as src, rasterio.open(tmp_path / "o.tif") as out:
+        assert out.crs == src.crs and out.transform == src.transform
+        assert (out.width, out.height) == (src.width, src.height)
+        assert out.dtypes[0] == "uint8" and out.nodata == 255
+        assert out.profile["tiled"] and out.compression is not None
+        colours = out.colormap(1)
+        assert len({colours[i] for i in range(3)}) == 3
+        labels = out.read(1)
+    assert set(np.unique(labels)) <= {0, 1, 2, 255}
+    # every object's pixels carry its class
+    for box in SEAM_BOXES:
+        r0, c0, r1, c1 = box
+        index = _best_match(gdf, _box_polygon(ODD_TRANSFORM, *box))[0]
+        assert (labels[r0:r1, c0:c1] == gdf.pseudo_class.iloc[index]).mean() > 0.99
+    assert (labels == 255).any()
+
+
+def test_kmeans_model_is_reused_frozen(seam_scene, tmp_path):
+    model = tmp_path / "km.joblib"
+    first = label(seam_scene, None, tile_size=256, overlap=64, kmeans_model=model, **FAST)
+    assert model.exists()
+    before = model.read_bytes()
+    other = write_raster(tmp_path / "other.tif", scene_with_objects(400, 400, SEAM_BOXES[:2], seed=11))
+    second = label(other, None, kmeans_model=model, **FAST)
+    assert model.read_bytes() == before, "a reused model must not be refitted"
+    # the same-coloured object gets the same class in both scenes
+    for box in SEAM_BOXES[:2]:
+        truth = _box_polygon(ODD_TRANSFORM, *box)
+        a = first.pseudo_class.iloc[_best_match(first, truth)[0]]
+        b = second.pseudo_class.iloc[_best_match(second, truth)[0]]
+        assert a == b
+    four_band = write_raster(tmp_path / "four.tif", scene_with_objects(100, 100, [], bands=4))
+    with pytest.raises(GeoAlpsError, match="fitted on features"):
+        label(four_band, None, kmeans_model=model, **FAST)
+
+
+@pytest.mark.parametrize("dtype,nodata", [("uint8", 0), ("uint16", 0), ("int16", -9999), ("float32", float("nan")), ("float64", -1e30)])
+def test_dtypes_and_nodata(tmp_path, dtype, nodata):
+    data = scene_with_objects(160, 160, [(30, 30, 70, 90), (100, 100, 140, 150)], bands=4,
+                              dtype="uint16" if dtype != "uint8" else "uint8").astype(dtype)
+    data[:, :, :20] = nodata  # a nodata strip on the left
+    path = write_raster(tmp_path / f"{dtype}.tif", data, nodata=nodata)
+    gdf = label(path, None, raster_out=tmp_path / "l.tif", **FAST)
+    for box in [(30, 30, 70, 90), (100, 100, 140, 150)]:
+        assert _best_match(gdf, _box_polygon(ODD_TRANSFORM, *box))[1] > 0.97
+    nodata_strip = shapely.box(*(ODD_TRANSFORM @ (0, 160)), *(ODD_TRANSFORM @ (20, 0)))
+    assert shapely.area(shapely.intersection(gdf.geometry.values, nodata_strip)).max() < 1e-6
+    with rasterio.open(tmp_path / "l.tif") as out:
+        assert (out.read(1)[:, :20] == 255).all()
+
+
+def test_several_scenes_in_different_crs(tmp_path):
+    a = write_raster(tmp_path / "a.tif", scene_with_objects(100, 100, [(20, 20, 60, 60)]))
+    b = write_raster(tmp_path / "b.tif", scene_with_objects(100, 100, [(30, 30, 70, 80)]), crs="EPSG:32634",
+                     transform=Affine(0.5, 0, 300000, 0, -0.5, 5000000))
+    folder = tmp_path / "rasters"
+    folder.mkdir()
+    gdf = label([a, b], tmp_path / "ab.gpkg", raster_out=folder, **FAST)
+    assert gdf.crs.to_epsg() == 32633
+    assert set(gdf.scene) == {"a.tif", "b.tif"}
+    with rasterio.open(folder / "b.labels.tif") as out:
+        assert out.crs.to_epsg() == 32634 and out.transform == Affine(0.5, 0, 300000, 0, -0.5, 5000000)
+    # b's object, reprojected into a's CRS, still covers the same ground
+    import pyproj
+
+    truth_b = _box_polygon(Affine(0.5, 0, 300000, 0, -0.5, 5000000), 30, 30, 70, 80)
+    project = pyproj.Transformer.from_crs(32634, 32633, always_xy=True).transform
+    truth_in_a = shapely.ops.transform(project, truth_b)
+    assert _best_match(gdf[gdf.scene == "b.tif"], truth_in_a)[1] > 0.95
+
+
+def test_existing_output_is_refused_and_failures_leave_nothing(tmp_path):
+    good = write_raster(tmp_path / "good.tif", scene_with_objects(100, 100, [(20, 20, 60, 60)]))
+    out = tmp_path / "out.gpkg"
+    out.write_text("precious")
+    with pytest.raises(GeoAlpsError, match="exists"):
+        label(good, out, **FAST)
+    assert out.read_text() == "precious"
+    empty = write_raster(tmp_path / "empty.tif", np.zeros((3, 50, 50), np.uint8), nodata=0)
+    with pytest.raises(GeoAlpsError, match="empty.tif: every pixel is nodata"):
+        label([good, empty], tmp_path / "new.gpkg", raster_out=tmp_path, **FAST)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.tif", "good.tif", "out.gpkg"]
+
+
+def test_folder_of_plain_chips_in_pixel_coordinates(tmp_path):
+    from PIL import Image
+
+    chips = tmp_path / "chips"
+    chips.mkdir()
+    for i in range(3):
+        rgb = scene_with_objects(64, 80, [(10 + i * 5, 10, 40 + i * 5, 50)], seed=i).transpose(1, 2, 0)
+        Image.fromarray(rgb).save(chips / f"chip_{i}.png")
+    with pytest.raises(GeoAlpsError, match="--allow-pixel-coords"):
+        label(chips, None, **FAST)
+    gdf = label(chips, tmp_path / "chips.gpkg", allow_pixel_coords=True, raster_out=tmp_path, **FAST)
+    assert gdf.crs is None and set(gdf.scene) == {f"chip_{i}.png" for i in range(3)}
+    chip1 = gdf[gdf.scene == "chip_1.png"]
+    # pixel coordinates: x = column, y = row
+    assert _best_match(chip1, shapely.box(10, 15, 50, 45))[1] == pytest.approx(1.0)
+    assert (tmp_path / "chip_2.labels.tif").exists()
+
+
+def test_all_nodata_tiles_are_skipped(tmp_path):
+    data = scene_with_objects(300, 600, [(100, 400, 150, 470)])
+    data[:, :, :300] = 0
+    gdf = label(write_raster(tmp_path / "half.tif", data, nodata=0), None, tile_size=256, overlap=32, **FAST)
+    stats = gdf.attrs["geoalps"]
+    assert stats["tiles"] == 6 and stats["tiles_skipped"] == 2
+    assert len(gdf) >= 1
