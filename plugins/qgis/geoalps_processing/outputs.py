@@ -6,6 +6,8 @@ table are applied here, after the layer is added to the project.
 """
 from __future__ import annotations
 
+from collections import deque
+
 from qgis.core import (
     QgsMapLayer,
     QgsPalettedRasterRenderer,
@@ -47,7 +49,8 @@ def apply_palette(layer: QgsRasterLayer) -> bool:
 
 
 class _Styler(QgsProcessingLayerPostProcessorInterface):
-    """Stateless post-processor; one shared instance per kind, kept alive by this module."""
+    """Styles one loaded layer. The context takes ownership and deletes it with itself, so each
+    layer needs its own instance (a shared one is deleted twice and crashes QGIS)."""
 
     def postProcessLayer(  # noqa: N802 (QGIS's name)
         self, layer: QgsMapLayer, context: QgsProcessingContext, feedback: QgsProcessingFeedback
@@ -59,10 +62,14 @@ class _Styler(QgsProcessingLayerPostProcessorInterface):
             apply_palette(layer)
 
 
-_STYLER = _Styler()
+# Python references to recent stylers, so their Python side outlives the algorithm object
+# until the GUI thread has loaded the layers (QGIS's documented pattern for post-processors).
+_RECENT_STYLERS: deque[_Styler] = deque(maxlen=64)
 
 
 def style_on_load(path: str, context: QgsProcessingContext) -> None:
     """If Processing will load ``path`` when the algorithm finishes, style it as it loads."""
     if path and context.willLoadLayerOnCompletion(path):
-        context.layerToLoadOnCompletionDetails(path).setPostProcessor(_STYLER)
+        styler = _Styler()
+        _RECENT_STYLERS.append(styler)
+        context.layerToLoadOnCompletionDetails(path).setPostProcessor(styler)
