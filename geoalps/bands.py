@@ -66,7 +66,8 @@ def stretch_to_uint8(
     out = np.zeros(data.shape[1:] + (3,), dtype=np.uint8)
     for channel, band in enumerate(bands):
         lo, hi = stats.low[band - 1], stats.high[band - 1]
-        scaled = (data[band - 1].astype(np.float32) - lo) * (255.0 / (hi - lo))
+        values = np.where(valid, data[band - 1], lo).astype(np.float64)  # nodata may be -3.4e38
+        scaled = ((values - lo) * (255.0 / (hi - lo))).astype(np.float32)
         np.clip(scaled, 0, 255, out=scaled)
         scaled = np.nan_to_num(scaled, nan=0.0)
         out[..., channel] = np.rint(scaled).astype(np.uint8)
@@ -76,6 +77,8 @@ def stretch_to_uint8(
 
 def normalise_bands(data: np.ndarray, stats: BandStats) -> np.ndarray:
     """All bands scaled to roughly 0..1 by the scene stretch, as float32 (for spectral features)."""
-    low = np.asarray(stats.low, dtype=np.float32)[:, None, None]
-    high = np.asarray(stats.high, dtype=np.float32)[:, None, None]
-    return (data.astype(np.float32) - low) / (high - low)
+    low = np.asarray(stats.low, dtype=np.float64)[:, None, None]
+    high = np.asarray(stats.high, dtype=np.float64)[:, None, None]
+    with np.errstate(over="ignore", invalid="ignore"):  # nodata pixels may hold -3.4e38; never used
+        scaled = (data.astype(np.float64) - low) / (high - low)
+    return np.clip(scaled, -1e6, 1e6).astype(np.float32)

@@ -286,13 +286,17 @@ def label(
     finally:
         progress.close()
     if clusterer is None:
-        raise GeoAlpsError(f"{paths[0]}: no objects were found in any tile (try a smaller --min-area-px)")
-    clusterer.finish()
+        # A flat or featureless scene: an empty (but valid) result beats an error.
+        if not quiet:
+            print(f"geoalps: warning: no objects found in {', '.join(s.name for s in opened)} "
+                  "(try a smaller --min-area-px or a larger --max-area-frac)", file=sys.stderr)
+    else:
+        clusterer.finish()
     progress.emit(92.0, "assigning classes")
 
     gdf = _assemble(opened, results, blocks, clusterer)
-    n_classes = clusterer.effective_classes
-    if clusterer.effective_classes < opts.classes and not clusterer.frozen and not quiet:
+    n_classes = clusterer.effective_classes if clusterer is not None else opts.classes
+    if clusterer is not None and n_classes < opts.classes and not clusterer.frozen and not quiet:
         print(f"geoalps: only {n_classes} distinct objects found, so {n_classes} classes instead of {opts.classes}", file=sys.stderr)
 
     progress.emit(95.0, "writing outputs")
@@ -308,7 +312,7 @@ def label(
         if output is not None:
             tmp = stack.enter_context(atomic_path(output, overwrite))
             write_geopackage_to(tmp, gdf, n_classes=max(n_classes, opts.classes))
-        if kmeans_model is not None and not clusterer.frozen:
+        if kmeans_model is not None and clusterer is not None and not clusterer.frozen:
             clusterer.save(kmeans_model)
     del gdf.attrs["_scene_geometries"]
 
@@ -328,7 +332,7 @@ def label(
     return gdf
 
 
-def _assemble(scenes: list[Scene], results: list[TileResult], blocks, clusterer: OnlineKMeans):
+def _assemble(scenes: list[Scene], results: list[TileResult], blocks, clusterer: OnlineKMeans | None):
     """Pass 2: merge seam fragments per scene, classify, and build the output table."""
     import geopandas as gpd
     import shapely
@@ -397,6 +401,8 @@ def _assemble(scenes: list[Scene], results: list[TileResult], blocks, clusterer:
             geometry=[], crs=scenes[0].crs_wkt,
         )
     gdf.insert(0, "instance_id", np.arange(1, len(gdf) + 1, dtype=np.int64))
-    gdf.insert(4, "area", gdf.geometry.area.round(6))
+    with warnings.catch_warnings():  # geographic CRSs: area in degrees squared, as documented
+        warnings.simplefilter("ignore", UserWarning)
+        gdf.insert(4, "area", gdf.geometry.area.round(6))
     gdf.attrs["_scene_geometries"] = scene_geometries
     return gdf

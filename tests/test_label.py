@@ -224,3 +224,13 @@ def test_all_nodata_tiles_are_skipped(tmp_path):
     stats = gdf.attrs["geoalps"]
     assert stats["tiles"] == 6 and stats["tiles_skipped"] == 2
     assert len(gdf) >= 1
+
+
+def test_featureless_scene_gives_an_empty_valid_layer(tmp_path):
+    flat = write_raster(tmp_path / "flat.tif", np.full((3, 80, 80), 50, np.uint8))
+    gdf = label(flat, tmp_path / "flat.gpkg", raster_out=tmp_path / "flat.labels.tif", **FAST)
+    assert len(gdf) == 0
+    written = pyogrio.read_dataframe(tmp_path / "flat.gpkg", layer="masks")
+    assert len(written) == 0 and "pseudo_class" in written.columns and written.crs.to_epsg() == 32633
+    with rasterio.open(tmp_path / "flat.labels.tif") as out:
+        assert (out.read(1) == 255).all()
