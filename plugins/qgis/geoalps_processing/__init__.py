@@ -1,7 +1,7 @@
 """GeoALPS QGIS plugin: a Processing provider that runs the geoalps CLI as a subprocess.
 
 Nothing here imports geoalps, torch or the rasterio/shapely wheels: they would clash with the
-GDAL/GEOS/PROJ that QGIS links (see plugins/qgis/README in the repository).
+GDAL/GEOS/PROJ that QGIS links (see plugins/qgis/README.md in the repository).
 """
 
 

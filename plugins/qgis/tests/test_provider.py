@@ -44,3 +44,13 @@ def test_overlap_must_be_smaller_than_half_a_tile(qgis_app, tiny_raster, tmp_pat
               "OUTPUT": str(tmp_path / "o.gpkg")}
     ok, message = alg.checkParameterValues(params, QgsProcessingContext())
     assert not ok and "overlap" in message.lower()
+
+
+def test_cli_path_setting_is_registered_under_the_provider(qgis_app):
+    from processing.core.ProcessingConfig import ProcessingConfig
+
+    from geoalps_processing.settings import SETTING_CLI
+
+    setting = ProcessingConfig.settings[SETTING_CLI]
+    assert setting.group == "GeoALPS"
+    assert "GEOALPS_CLI" in setting.description
