@@ -10,7 +10,7 @@ from qgis.core import QgsProcessingException
 from conftest import REPO
 from geoalps_processing import settings
 
-from test_fake_cli import autolabel_params
+from test_runner import autolabel_params
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The subprocess plumbing, against a fake geoalps: arguments, progress, logs, errors, cancel."""
+"""runner.py through the algorithms, against a fake geoalps: arguments, progress, logs, errors, cancel."""
 from __future__ import annotations
 
 import os
@@ -153,3 +153,27 @@ def test_non_gpkg_polygon_output_is_refused(qgis_app, fake_cli, tiny_raster, tmp
     params = autolabel_params(tiny_raster, tmp_path, OUTPUT=str(tmp_path / "labels.shp"))
     with pytest.raises(QgsProcessingException, match="gpkg"):
         processing.run("geoalps:autolabel", params)
+
+
+def test_output_guard_removes_only_what_the_run_made(tmp_path):
+    from geoalps_processing.runner import OutputGuard
+
+    old = tmp_path / "labels.gpkg"
+    old.write_bytes(b"previous result")
+    untouched = tmp_path / "labels.tif"
+    untouched.write_bytes(b"previous raster")
+    unrelated = tmp_path / "labels_notes.txt"
+    guard = OutputGuard([str(old), str(untouched), ""])
+
+    time.sleep(0.01)
+    old.write_bytes(b"half-written replacement")
+    temp = tmp_path / ".labels.abc123.tmp.gpkg"
+    temp.write_bytes(b"half")
+    journal = tmp_path / "labels.gpkg-journal"
+    journal.write_bytes(b"j")
+    unrelated.write_bytes(b"made meanwhile, not ours")
+
+    removed = guard.cleanup()
+    assert sorted(removed) == sorted(str(p) for p in (old, temp, journal))
+    assert untouched.read_bytes() == b"previous raster"
+    assert unrelated.exists()
