@@ -102,52 +102,75 @@ def write_label_raster(
     overwrite: bool = False,
     block_px: int = 1024,
 ) -> Path:
-    """Atomic :func:`write_label_raster_to`."""
+    """Atomic :func:`write_label_raster_to` for objects held in memory."""
     with atomic_path(path, overwrite) as tmp:
-        write_label_raster_to(tmp, scene, geometries, classes, n_classes, block_px)
+        write_label_raster_to(tmp, scene, objects_in_arrays(geometries, classes), n_classes, block_px)
     return Path(path)
 
 
-def write_label_raster_to(
-    path: Path, scene, geometries: np.ndarray, classes: np.ndarray, n_classes: int, block_px: int = 1024
-) -> None:
-    """Burn class ids of ``geometries`` (in the scene's CRS) onto exactly the scene's grid.
+def objects_in_arrays(geometries: np.ndarray, classes: np.ndarray):
+    """A block query over in-memory objects: bounds -> (geometries, classes) meeting them."""
+    import shapely
 
-    Same CRS, transform and size as ``scene``; classes 0..K-1; nodata (255, or 65535 beyond 255
-    classes) wherever no object lies. Smaller objects are burnt over larger ones. Tiled, DEFLATE,
-    with a colour table. Memory: one ``block_px`` square block at a time plus an STRtree of the
-    geometries, whatever the scene size.
+    geometries = np.asarray(geometries, dtype=object)
+    classes = np.asarray(classes)
+    tree = shapely.STRtree(geometries)
+
+    def query(bounds):
+        hits = np.sort(tree.query(shapely.box(*bounds), predicate="intersects"))
+        return geometries[hits], classes[hits]
+
+    return query
+
+
+def objects_in_layer(path: str | os.PathLike, layer: str = LAYER, field: str = "pseudo_class"):
+    """A block query over a GeoPackage layer, through its spatial index: memory follows the block."""
+    import pyogrio
+
+    def query(bounds):
+        frame = pyogrio.read_dataframe(path, layer=layer, bbox=tuple(bounds), columns=[field])
+        return frame.geometry.values, frame[field].to_numpy()
+
+    return query
+
+
+def write_label_raster_to(path: Path, scene, objects, n_classes: int, block_px: int = 1024) -> None:
+    """Burn class ids of the objects (in the scene's CRS) onto exactly the scene's grid.
+
+    ``objects(bounds)`` returns the geometries and classes meeting a block's bounds. Same CRS,
+    transform and size as ``scene``; classes 0..K-1; nodata (255, or 65535 beyond 255 classes)
+    wherever no object lies. Smaller objects are burnt over larger ones. Tiled, DEFLATE, with a
+    colour table. Memory: one ``block_px`` square block and its objects at a time.
     """
     import rasterio
     import shapely
     from rasterio import features as rio_features
-    from rasterio.windows import Window, bounds as window_bounds, transform as window_transform
+    from rasterio.windows import Window, transform as window_transform
 
     from geoalps.style import class_colors
 
     dtype, nodata = label_raster_dtype(n_classes)
-    geometries = np.asarray(geometries, dtype=object)
-    order = np.argsort(-shapely.area(geometries), kind="stable") if len(geometries) else np.zeros(0, int)
-    geometries, classes = geometries[order], np.asarray(classes)[order]
-    tree = shapely.STRtree(geometries)
     profile = {
         "driver": "GTiff", "width": scene.width, "height": scene.height, "count": 1,
         "dtype": dtype, "nodata": nodata, "transform": scene.transform,
-        "crs": scene.crs_wkt, "tiled": True, "blockxsize": 256, "blockysize": 256,
+        "tiled": True, "blockxsize": 256, "blockysize": 256,
         "compress": "deflate", "predictor": 2 if dtype == "uint16" else 1,
     }
-    if scene.crs_wkt is None:
-        profile.pop("crs")
+    if scene.crs_wkt is not None:
+        profile["crs"] = scene.crs_wkt
     with rasterio.open(path, "w", **profile) as dst:
         for row in range(0, scene.height, block_px):
             for col in range(0, scene.width, block_px):
                 window = Window(col, row, min(block_px, scene.width - col), min(block_px, scene.height - row))
-                box = shapely.box(*window_bounds(window, scene.transform))
-                hits = np.sort(tree.query(box, predicate="intersects"))
+                # all four corners: with a rotated transform the bounds are not two corners
+                xs, ys = zip(*(scene.transform @ (c, r) for c in (col, col + window.width)
+                               for r in (row, row + window.height)))
+                geoms, classes = objects((min(xs), min(ys), max(xs), max(ys)))
                 block = np.full((int(window.height), int(window.width)), nodata, dtype=dtype)
-                if len(hits):
+                if len(geoms):
+                    order = np.argsort(-shapely.area(geoms), kind="stable")  # small ones on top
                     rio_features.rasterize(
-                        zip(geometries[hits], classes[hits].tolist()),
+                        zip(geoms[order], np.asarray(classes)[order].tolist()),
                         out=block, transform=window_transform(window, scene.transform),
                     )
                 dst.write(block, 1, window=window)

@@ -1,160 +1,62 @@
 """``label``: scenes in, pseudo-classed polygons (and label rasters) out. The only module that
 knows the whole path of the data:
 
-    pass 1, per tile: read window -> map bands -> engine masks -> area filter, dedupe -> keep by
-            core -> features -> polygons; k-means partial_fit on the features, in tile order
-    pass 2, cheap:    merge seam fragments -> predict classes from stored features -> write
+    pass 1, per tile (tilework.py), in this process or on dask workers: masks -> features ->
+            polygons, each result saved to the work folder as it arrives; k-means partial_fit on
+            the features in tile order (so the result does not depend on the worker count)
+    pass 2 (assemble.py), streaming: classify from stored features, merge seam fragments, write
+            per-scene layers; then the output GeoPackage and label rasters
 
-Two passes because an object's class is only known once k-means has seen all objects. A tile's
-work depends only on (scene, tile, options), which is what lets tiles run anywhere.
+Two passes because an object's class is only known once k-means has seen all objects. Storing
+tile results makes pass 2 cheap, ``--resume`` natural and memory flat.
 """
 from __future__ import annotations
 
 import contextlib
 import os
 import sys
+import tempfile
 import time
-import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 
-from geoalps.bands import normalise_bands, resolve_bands, stretch_to_uint8
+from geoalps.bands import resolve_bands
 from geoalps.cluster import OnlineKMeans
 from geoalps.errors import GeoAlpsError
-from geoalps.features import compute_features, feature_blocks
-from geoalps.masks import filter_by_area, remove_duplicates
+from geoalps.features import feature_blocks
 from geoalps.options import LabelOptions
-from geoalps.scene import Scene, open_scene, read_window, valid_pixels
-from geoalps.tiling import Tile, plan_tiles
-from geoalps.vectorize import mask_centroids, merge_group, seam_groups, tile_geometries
+from geoalps.parallel import TileFailure, TileRunner
+from geoalps.scene import Scene, open_scene
+from geoalps.tilework import TileResult, check_engine, process_tile
+from geoalps.tiling import plan_tiles
+from geoalps.workstore import WorkStore, fingerprint, settings_digest
 
 #: File types taken from a folder given as a scene (chips such as iSAID / Potsdam patches).
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".jp2", ".vrt", ".img")
-
-
-@dataclass
-class TileResult:
-    """Everything pass 2 needs from one tile: its kept objects, never its pixels."""
-
-    tile: Tile
-    geometries: np.ndarray  # object array of shapely geometries in the scene CRS
-    scores: np.ndarray
-    area_px: np.ndarray
-    truncated: np.ndarray  # cut by an inner tile edge: may continue in the neighbour
-    seam_candidate: np.ndarray  # reaches into a part of the scene another tile also sees
-    features: dict[str, np.ndarray] = field(default_factory=dict)
-    skipped: bool = False
-    engine_seconds: float = 0.0
-    seconds: float = 0.0
-
-    def __len__(self) -> int:
-        return len(self.geometries)
-
-    def feature_matrix(self, blocks: Sequence[str]) -> np.ndarray:
-        if not len(self):
-            return np.zeros((0, 0), dtype=np.float32)
-        return np.concatenate([self.features[b] for b in blocks], axis=1)
-
-
-# -- pass 1: one tile -------------------------------------------------------------------------
-_ENGINES: dict = {}
-
-
-def engine_for(options: LabelOptions):
-    """One engine per process and options: SAM weights load once, not once per tile."""
-    from geoalps.engines import create_engine
-
-    if options not in _ENGINES:
-        _ENGINES.clear()
-        _ENGINES[options] = create_engine(options)
-    return _ENGINES[options]
-
-
-def process_tile(
-    scene: Scene,
-    tile: Tile,
-    options: LabelOptions,
-    bands: tuple[int, int, int],
-    blocks: tuple[str, ...],
-    spectral_bands: tuple[int, ...] | None = None,
-) -> TileResult:
-    """Masks, features and polygons of one tile (pass 1). Memory: the tile's pixels and masks."""
-    started = time.perf_counter()
-    data = read_window(scene, tile.window)
-    valid = valid_pixels(data, scene.nodata)
-    empty = np.zeros(0)
-    if not valid.any():
-        return TileResult(tile, np.zeros(0, object), empty, empty, empty.astype(bool),
-                          empty.astype(bool), skipped=True, seconds=time.perf_counter() - started)
-    rgb = stretch_to_uint8(data, valid, bands, scene.stats)
-    engine = engine_for(options)
-    engine_start = time.perf_counter()
-    tile_masks = engine.generate(rgb, valid)
-    engine_seconds = time.perf_counter() - engine_start
-    tile_masks = filter_by_area(tile_masks, valid, options.min_area_px, options.max_area_frac)
-    tile_masks = remove_duplicates(tile_masks, options.dedupe_iou)
-
-    # Keep an object only in the tile whose core holds its centroid.
-    centroids = mask_centroids(tile_masks) + (tile.col_off, tile.row_off)
-    keep = np.array([tile.core_contains(c, r) for c, r in centroids], dtype=bool)
-    tile_masks = tile_masks.select(keep)
-
-    bands_norm = normalise_bands(data, scene.stats)
-    if spectral_bands is not None:
-        bands_norm = bands_norm[[b - 1 for b in spectral_bands]]
-    features = compute_features(tile_masks, bands_norm, blocks)
-    geometries = np.array(
-        tile_geometries(tile_masks, tile.transform(scene.transform), max(1, options.min_area_px // 8)),
-        dtype=object,
-    )
-    boxes = tile_masks.boxes  # (row0, col0, row1, col1) in tile pixels
-    left, top, right, bottom = tile.inner_edges(scene.width, scene.height)
-    truncated = (
-        (left & (boxes[:, 1] == 0))
-        | (top & (boxes[:, 0] == 0))
-        | (right & (boxes[:, 3] >= tile.width))
-        | (bottom & (boxes[:, 2] >= tile.height))
-    )
-    ic0, ir0, ic1, ir1 = tile.interior
-    scene_boxes = boxes + (tile.row_off, tile.col_off, tile.row_off, tile.col_off)
-    inside_interior = (
-        (scene_boxes[:, 1] >= ic0) & (scene_boxes[:, 3] <= ic1)
-        & (scene_boxes[:, 0] >= ir0) & (scene_boxes[:, 2] <= ir1)
-    )
-    return TileResult(
-        tile=tile,
-        geometries=geometries,
-        scores=tile_masks.scores.astype(np.float32),
-        area_px=tile_masks.areas,
-        truncated=np.asarray(truncated, dtype=bool),
-        seam_candidate=~inside_interior,
-        features=features,
-        engine_seconds=engine_seconds,
-        seconds=time.perf_counter() - started,
-    )
 
 
 # -- progress ---------------------------------------------------------------------------------
 class Progress:
     """A tqdm bar over tiles (tiles/s), machine-readable lines for the QGIS plugin, or nothing."""
 
-    def __init__(self, total: int, quiet: bool, lines: bool) -> None:
-        self.total, self.lines, self.done = max(total, 1), lines, 0
+    def __init__(self, total: int, quiet: bool, lines: bool, done: int = 0, desc: str = "labelling",
+                 start: float = 0.0, span: float = 90.0) -> None:
+        self.total, self.lines, self.done = max(total, 1), lines, done
+        self.start, self.span = start, span
         self.bar = None
         if not quiet and not lines:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=total, unit="tile", desc="labelling", file=sys.stderr, dynamic_ncols=True)
+            self.bar = tqdm(total=total, initial=done, unit="tile", desc=desc, file=sys.stderr, dynamic_ncols=True)
 
     def step(self, message: str) -> None:
         self.done += 1
         if self.bar is not None:
             self.bar.update(1)
         if self.lines:
-            self.emit(90.0 * self.done / self.total, f"tile {self.done}/{self.total} {message}")
+            self.emit(self.start + self.span * self.done / self.total, f"tile {self.done}/{self.total} {message}")
 
     def emit(self, percent: float, message: str) -> None:
         if self.lines:
@@ -199,7 +101,7 @@ def _raster_targets(raster_out: str | os.PathLike | None, scenes: list[Scene]) -
 
 
 def label(
-    scenes: str | os.PathLike | Sequence[str | os.PathLike],
+    scenes,
     output: str | os.PathLike | None = None,
     *,
     raster_out: str | os.PathLike | None = None,
@@ -207,202 +109,335 @@ def label(
     overwrite: bool = False,
     quiet: bool = False,
     progress_lines: bool = False,
+    workers: int = 1,
+    scheduler: str | None = None,
+    resume: bool = False,
+    keep_work: bool = False,
+    work_dir: str | os.PathLike | None = None,
+    return_gdf: bool = True,
+    return_labels: bool = False,
     **options,
 ):
     """Label scenes into pseudo-classed polygons; returns a GeoDataFrame (layer ``masks``).
 
     Args:
-        scenes: raster paths (or folders of image chips); several scenes are clustered together
-            so a pseudo-class means the same thing in all of them.
+        scenes: raster paths, folders of image chips, or rioxarray DataArrays (with CRS and
+            transform; dask-backed is fine); several scenes are clustered together so a
+            pseudo-class means the same thing in all of them.
         output: GeoPackage to write (layer ``masks``); None to only return the GeoDataFrame.
         raster_out: pseudo-label GeoTIFF on the scene's grid, or a folder (``<scene>.labels.tif``
             each) when there are several scenes.
         kmeans_model: saved k-means; reused (frozen) when the file exists, else fitted and saved.
-        overwrite: replace existing outputs instead of refusing.
+        overwrite: replace existing outputs (and a stale work folder) instead of refusing.
         quiet / progress_lines: no progress bar / machine-readable ``geoalps-progress:`` lines.
+        workers / scheduler: tiles in parallel on a local dask cluster of ``workers`` processes,
+            or on an existing cluster at ``scheduler`` ("tcp://host:port"); 1 runs in-process.
+        resume / keep_work / work_dir: tile results are kept in ``work_dir`` (default
+            ``OUTPUT.geoalps-work`` beside the output) as they finish; ``resume`` continues an
+            interrupted run from there; the folder is removed at the end unless ``keep_work``.
+        return_gdf: False returns only the run's statistics (a dict), never loading all polygons.
+        return_labels: also return the label raster(s) as rioxarray DataArray(s): (gdf, labels).
         **options: the fields of :class:`geoalps.options.LabelOptions` (``engine``, ``checkpoint``,
             ``bands``, ``tile_size``, ``overlap``, ``classes``, ``seed``, ...).
 
-    Scenes in different CRSs are reprojected to the first scene's CRS in the returned layer;
-    each label raster stays on its own scene's grid. Memory: one tile's pixels at a time plus
-    every object's polygon and features (objects, not pixels).
+    Scenes in different CRSs are reprojected to the first scene's CRS in the output layer; each
+    label raster stays on its own scene's grid. Memory: per worker one tile's pixels and masks;
+    in this process the k-means, the seam candidates of one scene and one batch of polygons.
     """
     started = time.perf_counter()
     opts = LabelOptions(**options).validated()
-    paths = expand_scene_paths([scenes] if isinstance(scenes, (str, os.PathLike)) else scenes)
-    opened = [open_scene(p, nodata=opts.nodata, allow_pixel_coords=opts.allow_pixel_coords) for p in paths]
-    if len({s.georeferenced for s in opened}) > 1:
-        raise GeoAlpsError(
-            f"{next(s.path for s in opened if not s.georeferenced)}: has no georeferencing while "
-            "other scenes do; label pixel-coordinate chips in a separate run"
-        )
-    band_maps = [resolve_bands(opts.bands, s.count, s.path) for s in opened]
-    # Spectral features use every band; if scenes differ in band count, only the mapped three
-    # are comparable across scenes.
-    same_bands = len({s.count for s in opened}) == 1
-    spectral_bands = [None if same_bands else bm for bm in band_maps]
-    if output is not None:
+    with contextlib.ExitStack() as cleanup:
+        scene_inputs = _materialise_arrays(scenes, cleanup)
+        paths = expand_scene_paths(scene_inputs)
+        opened = [open_scene(p, nodata=opts.nodata, allow_pixel_coords=opts.allow_pixel_coords) for p in paths]
+        if len({s.georeferenced for s in opened}) > 1:
+            raise GeoAlpsError(
+                f"{next(s.path for s in opened if not s.georeferenced)}: has no georeferencing while "
+                "other scenes do; label pixel-coordinate chips in a separate run"
+            )
+        band_maps = [resolve_bands(opts.bands, s.count, s.path) for s in opened]
+        # Spectral features use every band; if scenes differ in band count, only the mapped three
+        # are comparable across scenes.
+        same_bands = len({s.count for s in opened}) == 1
+        spectral_bands = [None if same_bands else bm for bm in band_maps]
         from geoalps.io import check_writable
 
-        check_writable(output, overwrite)
-    raster_targets = _raster_targets(raster_out, opened)
-    for target in raster_targets:
-        if target is not None:
-            from geoalps.io import check_writable
-
-            check_writable(target, overwrite)
-
-    clusterer: OnlineKMeans | None = None
-    if kmeans_model is not None and Path(kmeans_model).exists():
-        clusterer = OnlineKMeans.load(kmeans_model)
-
-    from geoalps.engines import resolve_engine_name
-
-    engine = engine_for(opts)
-    if not quiet:
-        reason = " (no SAM checkpoint found)" if opts.engine == "auto" and resolve_engine_name(opts) == "classical" else ""
-        print(f"geoalps: engine {engine.describe()}{reason}", file=sys.stderr)
-    blocks = feature_blocks(opts.features, engine.provides_embedding)
-
-    plans = [plan_tiles(s.width, s.height, opts.tile_size, opts.overlap, i) for i, s in enumerate(opened)]
-    n_tiles = sum(len(p) for p in plans)
-    progress = Progress(n_tiles, quiet, progress_lines)
-    results: list[TileResult] = []
-    try:
-        for scene, plan, bands, spectral in zip(opened, plans, band_maps, spectral_bands):
-            for tile in plan:
-                result = process_tile(scene, tile, opts, bands, blocks, spectral)
-                results.append(result)
-                if len(result):
-                    features = result.feature_matrix(blocks)
-                    if clusterer is None:
-                        widths = {b: result.features[b].shape[1] for b in blocks}
-                        clusterer = OnlineKMeans(opts.classes, widths, seed=opts.seed)
-                    elif clusterer.frozen and not getattr(clusterer, "_checked", False):
-                        clusterer.check_compatible({b: result.features[b].shape[1] for b in blocks}, str(kmeans_model))
-                        clusterer._checked = True
-                    clusterer.partial_fit(features)
-                progress.step(f"{scene.name} {tile.key}: {len(result)} objects")
-    finally:
-        progress.close()
-    if clusterer is None:
-        # A flat or featureless scene: an empty (but valid) result beats an error.
-        if not quiet:
-            print(f"geoalps: warning: no objects found in {', '.join(s.name for s in opened)} "
-                  "(try a smaller --min-area-px or a larger --max-area-frac)", file=sys.stderr)
-    else:
-        clusterer.finish()
-    progress.emit(92.0, "assigning classes")
-
-    gdf = _assemble(opened, results, blocks, clusterer)
-    n_classes = clusterer.effective_classes if clusterer is not None else opts.classes
-    if clusterer is not None and n_classes < opts.classes and not clusterer.frozen and not quiet:
-        print(f"geoalps: only {n_classes} distinct objects found, so {n_classes} classes instead of {opts.classes}", file=sys.stderr)
-
-    progress.emit(95.0, "writing outputs")
-    from geoalps.io import atomic_path, write_geopackage_to, write_label_raster_to
-
-    with contextlib.ExitStack() as stack:
-        for scene, target in zip(opened, raster_targets):
-            if target is None:
-                continue
-            tmp = stack.enter_context(atomic_path(target, overwrite))
-            mine = gdf.attrs["_scene_geometries"][scene.path]
-            write_label_raster_to(tmp, scene, mine[0], mine[1], max(n_classes, opts.classes))
         if output is not None:
-            tmp = stack.enter_context(atomic_path(output, overwrite))
-            write_geopackage_to(tmp, gdf, n_classes=max(n_classes, opts.classes))
+            check_writable(output, overwrite)
+        if return_labels and raster_out is None:
+            raster_out = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="geoalps-labels-"))
+        raster_targets = _raster_targets(raster_out, opened)
+        for target in raster_targets:
+            if target is not None:
+                check_writable(target, overwrite)
+        clusterer: OnlineKMeans | None = None
+        if kmeans_model is not None and Path(kmeans_model).exists():
+            clusterer = OnlineKMeans.load(kmeans_model)
+
+        plans = [plan_tiles(s.width, s.height, opts.tile_size, opts.overlap, i) for i, s in enumerate(opened)]
+        all_tiles = [t for plan in plans for t in plan]
+        settings = {**opts.as_dict(), "bands_resolved": [list(b) for b in band_maps],
+                    "kmeans_model": str(kmeans_model) if clusterer is not None else None}
+        if work_dir is None and output is not None:
+            work_dir = f"{output}.geoalps-work"
+        store = WorkStore.open(work_dir, fingerprint(opened, settings), resume=resume, overwrite=overwrite)
+        done = store.finished() & {t.key for t in all_tiles}
+
+        with TileRunner(workers, scheduler) as runner:
+            if runner.distributed:
+                description, has_embedding = runner.client.submit(check_engine, opts, pure=False).result()
+            else:
+                description, has_embedding = check_engine(opts)
+            if not quiet:
+                from geoalps.engines import resolve_engine_name
+
+                reason = " (no SAM checkpoint found)" if opts.engine == "auto" and resolve_engine_name(opts) == "classical" else ""
+                where = f", {runner.workers} workers" if runner.distributed and not scheduler else (f", cluster {scheduler}" if scheduler else "")
+                resumed = f", resuming: {len(done)} of {len(all_tiles)} tiles already done" if done else ""
+                print(f"geoalps: engine {description}{reason}{where}{resumed}", file=sys.stderr)
+            blocks = feature_blocks(opts.features, has_embedding)
+
+            # Pass 1: tiles run in any order; k-means is fed strictly in plan order.
+            todo = [t for t in all_tiles if t.key not in done]
+            tasks = [(opened[t.scene_index], t, opts, band_maps[t.scene_index], blocks,
+                      spectral_bands[t.scene_index]) for t in todo]
+            digest = settings_digest(settings)
+            keys = [f"geoalps-{digest}-{t.key}" for t in todo]
+            progress = Progress(len(all_tiles), quiet, progress_lines, done=len(done))
+            feeder = _OrderedFeeder(all_tiles, store, blocks, clusterer, opts, kmeans_model)
+            failures: list[tuple[int, TileFailure]] = []
+            try:
+                feeder.advance(done)
+                for index, result in runner.run(process_tile, tasks, keys):
+                    tile = todo[index]
+                    if isinstance(result, TileFailure):
+                        failures.append((index, result))
+                        progress.step(f"{opened[tile.scene_index].name} {tile.key}: FAILED")
+                        continue
+                    store.save(tile.key, result)
+                    done.add(tile.key)
+                    feeder.advance(done, fresh={tile.key: result})
+                    progress.step(f"{opened[tile.scene_index].name} {tile.key}: {len(result)} objects")
+            except KeyboardInterrupt:
+                progress.close()
+                if not store.temporary:
+                    print(f"geoalps: interrupted; finished tiles are kept in {store.folder}; "
+                          "rerun the same command with --resume to continue", file=sys.stderr)
+                else:
+                    store.remove()
+                raise
+            finally:
+                progress.close()
+        if failures:
+            if store.temporary:
+                store.remove()
+            raise GeoAlpsError(_failure_message(failures, todo, opened, store))
+        clusterer = feeder.clusterer
+        engine_seconds, tile_seconds = feeder.engine_seconds, feeder.tile_seconds
+        if clusterer is None:
+            if not quiet:  # a flat or featureless scene: an empty (but valid) result beats an error
+                print(f"geoalps: warning: no objects found in {', '.join(s.name for s in opened)} "
+                      "(try a smaller --min-area-px or a larger --max-area-frac)", file=sys.stderr)
+        else:
+            clusterer.finish()
+        n_classes = clusterer.effective_classes if clusterer is not None else opts.classes
+        if clusterer is not None and n_classes < opts.classes and not clusterer.frozen and not quiet:
+            print(f"geoalps: only {n_classes} distinct objects found, so {n_classes} classes instead of {opts.classes}",
+                  file=sys.stderr)
+        raster_classes = max(n_classes, opts.classes)
+
+        # Pass 2: per-scene layers in the work folder, then the outputs.
+        from geoalps.assemble import LayerWriter, assemble_scene
+
+        assembly = Progress(len(all_tiles), quiet, progress_lines, desc="assembling", start=90.0, span=5.0)
+        scene_layers = []
+        try:
+            for scene, plan in zip(opened, plans):
+                layer_path = store.scratch(f"scene_{plan[0].scene_index}.gpkg") if plan else None
+                if layer_path.exists():
+                    layer_path.unlink()
+                writer = LayerWriter(layer_path, scene.crs_wkt)
+                assemble_scene(scene, plan, lambda t: store.load(t.key), blocks, clusterer, writer,
+                               on_tile=lambda: assembly.step("assembled"))
+                writer.close()
+                scene_layers.append(layer_path)
+        finally:
+            assembly.close()
+
+        progress.emit(95.0, "writing outputs")
+        stats = _write_outputs(opened, scene_layers, output, raster_targets, raster_classes, overwrite,
+                               kmeans_model, clusterer)
+        gdf = _read_all(scene_layers, opened) if return_gdf else None
+        if not keep_work or store.temporary:
+            store.remove()
+        wall = time.perf_counter() - started
+        stats.update({
+            "engine": description, "tiles": len(all_tiles),
+            "tiles_skipped": feeder.skipped, "tiles_resumed": len(all_tiles) - len(todo),
+            "seconds": wall, "engine_seconds": engine_seconds, "tile_seconds": tile_seconds,
+            "tiles_per_second": len(todo) / wall if wall else 0.0,
+            "workers": runner.workers if runner.distributed else 1,
+        })
+        progress.emit(100.0, f"done: {stats['objects']} objects")
+        if not return_gdf:
+            return stats
+        gdf.attrs["geoalps"] = stats
+        if return_labels:
+            import rioxarray
+
+            arrays = [rioxarray.open_rasterio(t).squeeze("band", drop=True).load() for t in raster_targets]
+            return gdf, arrays[0] if len(arrays) == 1 else arrays
+        return gdf
+
+
+class _OrderedFeeder:
+    """Feeds k-means with tile features strictly in plan order, whatever order tiles finish in,
+    so the fitted model (and every class) is the same for 1 worker, N workers or a resumed run.
+    Holds only the features of tiles that finished ahead of their turn."""
+
+    def __init__(self, tiles, store: WorkStore, blocks, clusterer: OnlineKMeans | None, opts: LabelOptions, model_path):
+        self.tiles, self.store, self.blocks = tiles, store, blocks
+        self.clusterer, self.opts, self.model_path = clusterer, opts, model_path
+        self.next = 0
+        self.waiting: dict[str, TileResult] = {}
+        self.skipped = 0
+        self.engine_seconds = 0.0
+        self.tile_seconds = 0.0
+        self._checked = False
+
+    def advance(self, done: set[str], fresh: dict[str, TileResult] | None = None) -> None:
+        if fresh:
+            self.waiting.update(fresh)
+        while self.next < len(self.tiles) and self.tiles[self.next].key in done:
+            key = self.tiles[self.next].key
+            result = self.waiting.pop(key, None) or self.store.load(key)
+            self._feed(result)
+            self.next += 1
+
+    def _feed(self, result: TileResult) -> None:
+        self.skipped += int(result.skipped)
+        self.engine_seconds += result.engine_seconds
+        self.tile_seconds += result.seconds
+        if not len(result):
+            return
+        widths = {b: result.features[b].shape[1] for b in self.blocks}
+        if self.clusterer is None:
+            self.clusterer = OnlineKMeans(self.opts.classes, widths, seed=self.opts.seed)
+        elif self.clusterer.frozen and not self._checked:
+            self.clusterer.check_compatible(widths, str(self.model_path))
+            self._checked = True
+        self.clusterer.partial_fit(result.feature_matrix(self.blocks))
+
+
+def _failure_message(failures, todo, scenes: list[Scene], store: WorkStore) -> str:
+    """One line: the first failed tile's scene, window and error, and how many failed."""
+    index, failure = failures[0]
+    tile = todo[index]
+    scene = scenes[tile.scene_index]
+    message = failure.message
+    if message.startswith(scene.path + ": "):
+        message = message[len(scene.path) + 2:]
+    where = f"tile {tile.key} (col {tile.col_off}, row {tile.row_off}, {tile.width} x {tile.height} px)"
+    others = f"; {len(failures) - 1} more tile(s) failed" if len(failures) > 1 else ""
+    kept = "" if store.temporary else f"; finished tiles are kept in {store.folder}, rerun with --resume after fixing the cause"
+    return f"{scene.path}: {where} failed: {message}{others}{kept}"
+
+
+def _materialise_arrays(scenes, cleanup: contextlib.ExitStack) -> list:
+    """rioxarray DataArrays become temporary tiled GeoTIFFs (written chunk by chunk when
+    dask-backed), so tasks still carry only a path and a window."""
+    items = [scenes] if isinstance(scenes, (str, os.PathLike)) or _is_dataarray(scenes) else list(scenes)
+    out = []
+    folder = None
+    for number, item in enumerate(items):
+        if not _is_dataarray(item):
+            out.append(item)
+            continue
+        if folder is None:
+            folder = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="geoalps-arrays-")))
+        name = str(item.name) if item.name is not None else f"array_{number}"
+        path = folder / f"{name}.tif"
+        array = item if "band" in item.dims else item.expand_dims("band")
+        if array.rio.crs is None and not array.rio.transform():
+            raise GeoAlpsError(f"{name}: DataArray has no CRS or transform (use rioxarray's .rio.write_crs)")
+        array.rio.to_raster(path, tiled=True, compress="deflate", windowed=True)
+        out.append(str(path))
+    return out
+
+
+def _is_dataarray(item) -> bool:
+    return type(item).__name__ == "DataArray" and hasattr(item, "rio")
+
+
+def _write_outputs(scenes, scene_layers, output, raster_targets, n_classes, overwrite, kmeans_model, clusterer) -> dict:
+    """All outputs appear together at the end, each renamed from a temporary file, or none."""
+    from geoalps.assemble import LayerWriter, read_layer_batches
+    from geoalps.io import atomic_path, objects_in_layer, write_label_raster_to
+
+    import pyogrio
+
+    objects = 0
+    classes_used: set[int] = set()
+    with contextlib.ExitStack() as stack:
+        for scene, layer, target in zip(scenes, scene_layers, raster_targets):
+            if target is not None:
+                tmp = stack.enter_context(atomic_path(target, overwrite))
+                write_label_raster_to(tmp, scene, objects_in_layer(layer), n_classes)
+        target_crs = scenes[0].crs_wkt
+        tmp_out = stack.enter_context(atomic_path(output, overwrite)) if output is not None else None
+        writer = LayerWriter(tmp_out, target_crs) if tmp_out is not None else None
+        next_id = 1
+        for scene, layer in zip(scenes, scene_layers):
+            for batch in read_layer_batches(layer):
+                if len(batch) and target_crs is not None and not _same_crs(batch.crs, target_crs):
+                    batch = batch.to_crs(target_crs)
+                classes_used.update(np.unique(batch["pseudo_class"]).tolist())
+                objects += len(batch)
+                if writer is not None and len(batch):
+                    writer.add(_with_ids(batch, next_id))
+                next_id += len(batch)
+        if writer is not None:
+            writer.close()
+            from geoalps.style import write_qgis_style
+
+            write_qgis_style(str(tmp_out), "masks", n_classes, field="pseudo_class")
         if kmeans_model is not None and clusterer is not None and not clusterer.frozen:
             clusterer.save(kmeans_model)
-    del gdf.attrs["_scene_geometries"]
-
-    engine_seconds = sum(r.engine_seconds for r in results)
-    wall = time.perf_counter() - started
-    gdf.attrs["geoalps"] = {
-        "engine": engine.describe(),
-        "tiles": n_tiles,
-        "tiles_skipped": sum(r.skipped for r in results),
-        "objects": len(gdf),
-        "classes_used": int(gdf["pseudo_class"].nunique()) if len(gdf) else 0,
-        "seconds": wall,
-        "engine_seconds": engine_seconds,
-        "tiles_per_second": n_tiles / wall if wall else 0.0,
-    }
-    progress.emit(100.0, f"done: {len(gdf)} objects")
-    return gdf
+    return {"objects": objects, "classes_used": len(classes_used), "n_classes": n_classes}
 
 
-def _assemble(scenes: list[Scene], results: list[TileResult], blocks, clusterer: OnlineKMeans | None):
-    """Pass 2: merge seam fragments per scene, classify, and build the output table."""
-    import geopandas as gpd
-    import shapely
+def _same_crs(a, b_wkt: str) -> bool:
+    from pyproj import CRS
 
-    frames = []
-    scene_geometries = {}
-    for index, scene in enumerate(scenes):
-        mine = [r for r in results if r.tile.scene_index == index and len(r)]
-        if not mine:
-            scene_geometries[scene.path] = (np.zeros(0, object), np.zeros(0, np.int32))
-            continue
-        geoms = np.concatenate([r.geometries for r in mine])
-        tile_ids = np.concatenate([np.full(len(r), i) for i, r in enumerate(mine)])
-        scores = np.concatenate([r.scores for r in mine]).astype(np.float64)
-        area_px = np.concatenate([r.area_px for r in mine]).astype(np.float64)
-        truncated = np.concatenate([r.truncated for r in mine])
-        candidate = np.concatenate([r.seam_candidate for r in mine])
-        feats = np.concatenate([r.feature_matrix(blocks) for r in mine])
+    return a is not None and CRS.from_user_input(a) == CRS.from_wkt(b_wkt)
 
-        # Only objects reaching into shared parts of the scene can meet another tile's objects.
-        groups = [np.array([i]) for i in np.flatnonzero(~candidate)]
-        cand = np.flatnonzero(candidate)
-        for group in seam_groups(geoms[cand], tile_ids[cand], truncated[cand]):
-            groups.append(cand[group])
-        groups.sort(key=lambda g: int(g[0]))
 
-        merged_geoms, merged_feats, merged_scores, merged_px, fragments = [], [], [], [], []
-        for g in groups:
-            weights = area_px[g] / area_px[g].sum()
-            merged_geoms.append(merge_group(geoms[g]))
-            merged_feats.append(weights @ feats[g])
-            merged_scores.append(float(weights @ scores[g]))
-            fragments.append(len(g))
-        merged_geoms = np.array(merged_geoms, dtype=object)
-        merged_feats = np.asarray(merged_feats)
-        classes = clusterer.predict(merged_feats)
-        distance = clusterer.distances(merged_feats)
-        pixel_area = abs(scene.transform.a * scene.transform.e - scene.transform.b * scene.transform.d)
-        merged_px = np.rint(shapely.area(merged_geoms) / pixel_area).astype(np.int64) if pixel_area else np.zeros(len(merged_geoms), np.int64)
-        scene_geometries[scene.path] = (merged_geoms, classes)
-        frame = gpd.GeoDataFrame(
-            {
-                "pseudo_class": classes.astype(np.int32),
-                "score": np.round(np.asarray(merged_scores), 6),
-                "area_px": merged_px,
-                "n_fragments": np.asarray(fragments, dtype=np.int32),
-                "class_distance": np.round(distance.astype(np.float64), 6),
-                "scene": scene.name,
-            },
-            geometry=list(merged_geoms),
-            crs=scene.crs_wkt,
-        )
-        frames.append(frame)
-    if frames:
-        target_crs = frames[0].crs
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            frames = [f if f.crs == target_crs or target_crs is None else f.to_crs(target_crs) for f in frames]
-        import pandas as pd
+def _with_ids(batch, first_id: int):
+    import warnings
 
-        gdf = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), geometry="geometry", crs=target_crs)
-    else:
-        gdf = gpd.GeoDataFrame(
-            {"pseudo_class": np.zeros(0, np.int32), "score": np.zeros(0), "area_px": np.zeros(0, np.int64),
-             "n_fragments": np.zeros(0, np.int32), "class_distance": np.zeros(0), "scene": np.zeros(0, str)},
-            geometry=[], crs=scenes[0].crs_wkt,
-        )
-    gdf.insert(0, "instance_id", np.arange(1, len(gdf) + 1, dtype=np.int64))
+    batch = batch.copy()
+    batch.insert(0, "instance_id", np.arange(first_id, first_id + len(batch), dtype=np.int64))
     with warnings.catch_warnings():  # geographic CRSs: area in degrees squared, as documented
         warnings.simplefilter("ignore", UserWarning)
-        gdf.insert(4, "area", gdf.geometry.area.round(6))
-    gdf.attrs["_scene_geometries"] = scene_geometries
-    return gdf
+        batch.insert(4, "area", batch.geometry.area.round(6))
+    return batch
+
+
+def _read_all(scene_layers, scenes):
+    """The whole result as one GeoDataFrame, as the output file holds it (API convenience)."""
+    import geopandas as gpd
+    import pandas as pd
+    import pyogrio
+
+    from geoalps.assemble import empty_frame
+
+    target_crs = scenes[0].crs_wkt
+    frames = []
+    for layer in scene_layers:
+        frame = pyogrio.read_dataframe(layer, layer="masks")
+        if len(frame) and target_crs is not None and not _same_crs(frame.crs, target_crs):
+            frame = frame.to_crs(target_crs)
+        frames.append(frame)
+    frames = [f for f in frames if len(f)] or [empty_frame(target_crs)]
+    gdf = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), geometry="geometry", crs=target_crs)
+    return _with_ids(gdf, 1)

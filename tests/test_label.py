@@ -35,7 +35,7 @@ def test_polygon_lands_exactly_on_the_burnt_square(tmp_path):
     assert iou == pytest.approx(1.0)
     geom = gdf.geometry.iloc[index]
     # vertices are exactly the pixel corners: x0 + 53 * 0.37 etc.
-    xs, ys = np.array(geom.exterior.coords).T
+    xs, ys = shapely.get_coordinates(geom).T
     assert xs.min() == pytest.approx(412345.67 + 53 * 0.37) and xs.max() == pytest.approx(412345.67 + 101 * 0.37)
     assert ys.max() == pytest.approx(5123456.78 - 37 * 0.53) and ys.min() == pytest.approx(5123456.78 - 77 * 0.53)
     assert gdf.area.iloc[index] == pytest.approx(40 * 48 * 0.37 * 0.53)

@@ -58,31 +58,38 @@ def _nodata(value: str | None) -> float | None:
 @click.option("--raster-out", type=click.Path(), default=None,
               help="Pseudo-label GeoTIFF on the scene's grid; a folder for several scenes (<scene>.labels.tif).")
 @click.option("--allow-pixel-coords", is_flag=True, help="Label images without georeferencing in pixel coordinates.")
+@click.option("--workers", type=click.IntRange(1), default=1, show_default=True,
+              help="Tiles in parallel on a local dask cluster of this many processes; 1 runs in-process.")
+@click.option("--scheduler", default=None, metavar="tcp://HOST:PORT", help="Run tiles on an existing dask cluster.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run from its work folder (OUTPUT.geoalps-work).")
+@click.option("--keep-work", is_flag=True, help="Keep the work folder of per-tile results after a finished run.")
 @click.option("--seed", type=int, default=_DEFAULTS.seed, show_default=True, help="Same inputs + seed = same output.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or log lines.")
 @click.option("--progress-lines", is_flag=True, help="Print 'geoalps-progress: <percent> <message>' lines on stderr (for the QGIS plugin).")
-def label_command(scenes, output, raster_out, kmeans_model, overwrite, quiet, progress_lines, nodata, **options):
+def label_command(scenes, output, raster_out, kmeans_model, overwrite, quiet, progress_lines, nodata,
+                  workers, scheduler, resume, keep_work, **options):
     """Label SCENES (GeoTIFFs, or folders of image chips) into a GeoPackage of pseudo-classed polygons.
 
     \b
     Example:
       $ geoalps label sample_data/scene_rgbn_u16.tif -o labels.gpkg --engine classical --classes 8
       $ geoalps label scene.tif -o out.gpkg --checkpoint sam_vit_b_01ec64.pth --bands 4,3,2 --raster-out out.tif
+      $ geoalps label tiles/ -o all.gpkg --workers 2 --resume
     """
     import sys
 
     from geoalps.pipeline import label
 
-    gdf = label(
+    stats = label(
         list(scenes), output, raster_out=raster_out, kmeans_model=kmeans_model, overwrite=overwrite,
-        quiet=quiet, progress_lines=progress_lines, nodata=_nodata(nodata), **options,
+        quiet=quiet, progress_lines=progress_lines, nodata=_nodata(nodata), workers=workers,
+        scheduler=scheduler, resume=resume, keep_work=keep_work, return_gdf=False, **options,
     )
     if not quiet:
-        stats = gdf.attrs.get("geoalps", {})
         print(
-            f"geoalps: wrote {output}: {stats.get('objects', len(gdf))} polygons, "
-            f"{stats.get('classes_used', 0)} pseudo-classes, {stats.get('tiles', 0)} tiles "
-            f"({stats.get('tiles_skipped', 0)} all nodata) in {stats.get('seconds', 0):.1f} s",
+            f"geoalps: wrote {output}: {stats['objects']} polygons, {stats['classes_used']} pseudo-classes, "
+            f"{stats['tiles']} tiles ({stats['tiles_skipped']} all nodata, {stats['tiles_resumed']} resumed) "
+            f"in {stats['seconds']:.1f} s",
             file=sys.stderr,
         )

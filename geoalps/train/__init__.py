@@ -9,7 +9,6 @@ The path of the data, one module each:
     checkpoint.py  what a .pt file carries (architecture, bands, normalisation, classes, tile)
     predict.py     sliding windows over a scene -> class raster on the scene grid (+ polygons)
     metrics.py     confusion matrix, mIoU, per-class IoU, overall accuracy; evaluate() on rasters
-    outputs.py     temp-then-rename output files, overwrite refusal
     progress.py    tqdm bar or ``geoalps-progress:`` lines for the QGIS plugin
 
 Importing this package is cheap; torch, timm and torchgeo load when a function needs them.

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from geoalps.errors import GeoAlpsError
-from geoalps.train.outputs import atomic_output
+from geoalps.io import atomic_path
 
 FORMAT = "geoalps-segmentation"
 VERSION = 1
@@ -33,7 +33,7 @@ def save_checkpoint(payload: dict[str, Any], path: str | os.PathLike, overwrite:
     import torch
 
     payload = {"format": FORMAT, "version": VERSION, **payload}
-    with atomic_output(path, overwrite=overwrite) as tmp:
+    with atomic_path(path, overwrite=overwrite) as tmp:
         torch.save(payload, tmp)
     return Path(path)
 

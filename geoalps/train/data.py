@@ -3,7 +3,8 @@
 Images are a torchgeo ``RasterDataset``; label rasters (pseudo-labels from ``geoalps label`` or a
 user's class raster) a second one with ``is_image=False``; a vector ground truth is a torchgeo
 ``VectorDataset`` rasterized on the fly. Image and labels are intersected (``images & labels``),
-``RandomGeoSampler`` draws training tiles and ``GridGeoSampler`` walks validation tiles.
+``RandomGeoSampler`` draws training tiles; validation walks a fixed grid of tiles over the
+validation strips (prediction uses torchgeo's ``GridGeoSampler``, see predict.py).
 
 The train/validation split is spatial: each labelled area is cut into a validation strip at its
 bottom and a training part above it; ``label_fraction`` keeps one pixel-aligned block of the
@@ -473,14 +474,23 @@ def train_loader(
     generator: Any = None,
     pin_memory: bool = False,
 ):
-    """An endless-enough DataLoader: ``steps`` batches of random tiles inside the training boxes."""
+    """``steps`` batches of random tiles inside the training boxes (torchgeo RandomGeoSampler).
+
+    The tile size goes to the sampler in map units, a hair (1e-9) under ``tile_px`` pixels: a
+    region exactly one tile wide then survives the sampler's size check despite float noise,
+    and the read still returns ``tile_px`` pixels (rasterio rounds the window).
+    """
     from torch.utils.data import DataLoader
     from torchgeo.datasets import stack_samples
     from torchgeo.samplers import RandomGeoSampler, Units
 
+    xres, yres = data.res
+    size = (tile_px * yres * (1 - 1e-9), tile_px * xres * (1 - 1e-9))
     sampler = RandomGeoSampler(
-        data.dataset, size=tile_px, length=steps * batch_size, roi=regions.roi("train"), units=Units.PIXELS, generator=generator
+        data.dataset, size=size, length=steps * batch_size, roi=regions.roi("train"), units=Units.CRS, generator=generator
     )
+    if not sampler.bounds:
+        raise GeoAlpsError(f"no training region holds a whole {tile_px} px tile; use a smaller --tile-size")
     return DataLoader(
         data.dataset,
         batch_size=batch_size,
@@ -492,19 +502,32 @@ def train_loader(
     )
 
 
+def grid_queries(boxes: Sequence[tuple[float, float, float, float]], tile_px: int, res: tuple[float, float], times: slice) -> list:
+    """Non-overlapping tile queries covering each box from its top-left corner, pixel-aligned.
+
+    The last row/column of tiles extends past the box; callers mask what lies outside
+    (``BatchPrep(..., boxes=...)``), so every box pixel is scored exactly once.
+    """
+    xres, yres = res
+    queries = []
+    for minx, miny, maxx, maxy in boxes:
+        width, height = round((maxx - minx) / xres), round((maxy - miny) / yres)
+        for row in range(0, height, tile_px):
+            for col in range(0, width, tile_px):
+                x0, y1 = minx + col * xres, maxy - row * yres
+                queries.append((slice(x0, x0 + tile_px * xres), slice(y1 - tile_px * yres, y1), slice(times.start, times.stop)))
+    return queries
+
+
 def val_loader(data: TrainingData, regions: Regions, tile_px: int, batch_size: int, workers: int = 0):
-    """Non-overlapping tiles over the validation strips, or None without validation."""
+    """Tiles over the validation strips in a fixed order, or None without validation."""
     from torch.utils.data import DataLoader
     from torchgeo.datasets import stack_samples
-    from torchgeo.samplers import GridGeoSampler, Units
 
-    roi = regions.roi("val")
-    if roi is None:
+    queries = grid_queries(regions.val, tile_px, data.res, data.dataset.bounds[2])
+    if not queries:
         return None
-    sampler = GridGeoSampler(data.dataset, size=tile_px, stride=tile_px, roi=roi, units=Units.PIXELS)
-    if len(sampler) == 0:
-        return None
-    return DataLoader(data.dataset, batch_size=batch_size, sampler=sampler, collate_fn=stack_samples, num_workers=workers)
+    return DataLoader(data.dataset, batch_size=batch_size, sampler=queries, collate_fn=stack_samples, num_workers=workers)
 
 
 class BatchPrep:

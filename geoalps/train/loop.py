@@ -315,10 +315,10 @@ def finetune(
 
 
 def _check_output(output: str | os.PathLike, overwrite: bool) -> Path:
-    from geoalps.train.outputs import refuse_overwrite
+    from geoalps.io import check_writable
 
     output = Path(output)
-    refuse_overwrite(output, overwrite)
+    check_writable(output, overwrite)
     return output
 
 

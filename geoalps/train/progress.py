@@ -27,6 +27,13 @@ class Progress:
 
             self._bar = tqdm(total=self.total, desc=desc, unit="step", dynamic_ncols=True, leave=False)
 
+    def set_total(self, total: int) -> None:
+        """Change the 100 % mark once the amount of work is known (e.g. the number of tiles)."""
+        self.total = max(int(total), 1)
+        if self._bar is not None:
+            self._bar.total = self.total
+            self._bar.refresh()
+
     def update(self, n: int = 1, message: str = "", **postfix: float | str) -> None:
         """Advance by ``n`` steps; ``postfix`` values (loss, img/s) go on the bar or into the line."""
         self.count = min(self.count + n, self.total)

@@ -1,0 +1,203 @@
+"""``geoalps pretrain | train | predict | evaluate``: thin over :mod:`geoalps.train`.
+
+torch, timm and torchgeo are imported inside the commands so ``geoalps --help`` stays instant.
+"""
+from __future__ import annotations
+
+import click
+
+from geoalps.cli import main
+
+SIZES = ("swin_t", "swin_s", "swin_b", "tiny")
+
+
+class _ListOptionsCommand(click.Command):
+    """Accepts ``--images a.tif b.tif`` (the documented form) as well as ``--images a.tif --images b.tif``.
+
+    Before click parses, each bare value following ``--images``/``--labels`` gets its own option
+    name in front, so click's ``multiple=True`` collects them in order.
+    """
+
+    list_options = ("--images", "--labels")
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        out: list[str] = []
+        current = None
+        for i, arg in enumerate(args):
+            if arg == "--":
+                out.extend(args[i:])
+                break
+            if arg.startswith("-"):
+                current = arg if arg in self.list_options else None
+            elif current is not None and out[-1] != current:
+                out.append(current)
+            out.append(arg)
+        return super().parse_args(ctx, out)
+
+
+def _budget_options(f):
+    """Options shared by pretrain and train: budget, device, resume, progress."""
+    options = [
+        click.option("--model", "size", type=click.Choice(SIZES), default="swin_t", show_default=True,
+                     help="Backbone size (tiny: for tests and quick CPU runs)."),
+        click.option("--tile-size", "tile_size_px", type=click.IntRange(32), default=None,
+                     help="Input tile in pixels, a multiple of 32 [default: 224; tiny 64; train --init: the init's]."),
+        click.option("--epochs", type=click.IntRange(1), default=10, show_default=True),
+        click.option("--steps-per-epoch", type=click.IntRange(1), default=50, show_default=True,
+                     help="Batches of random tiles per epoch."),
+        click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True),
+        click.option("--lr", type=click.FloatRange(0, min_open=True), default=3e-4, show_default=True,
+                     help="Peak AdamW learning rate (warm-up, then cosine decay)."),
+        click.option("--weight-decay", type=click.FloatRange(0), default=0.05, show_default=True),
+        click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.2, show_default=True,
+                     help="Share of each labelled area (a strip at its bottom) held out for validation."),
+        click.option("--ignore-value", type=int, default=None, help="Label value to skip, besides the label nodata."),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--device", default="auto", show_default=True, help="auto (cuda, mps, cpu), cpu, cuda, cuda:1, mps."),
+        click.option("--precision", type=click.Choice(["auto", "32", "bf16", "fp16"]), default="auto", show_default=True,
+                     help="auto: bf16/fp16 autocast on CUDA, float32 elsewhere."),
+        click.option("--workers", type=click.IntRange(0), default=None, help="DataLoader workers [default: 0 on CPU, 4 on GPU]."),
+        click.option("--no-augment", is_flag=True, help="No random flips and quarter turns."),
+        click.option("--resume", is_flag=True, help="Continue from OUTPUT's .last.pt (written after every epoch)."),
+        click.option("--overwrite", is_flag=True, help="Replace an existing OUTPUT."),
+        click.option("-q", "--quiet", is_flag=True, help="No progress bar or epoch lines."),
+        click.option("--progress-lines", is_flag=True, help="Print 'geoalps-progress: <percent> <message>' lines on stderr."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _train_options(kw: dict):
+    from geoalps.train.loop import TrainOptions
+
+    return TrainOptions(
+        epochs=kw.pop("epochs"), steps_per_epoch=kw.pop("steps_per_epoch"), batch_size=kw.pop("batch_size"),
+        lr=kw.pop("lr"), weight_decay=kw.pop("weight_decay"), val_fraction=kw.pop("val_fraction"), seed=kw.pop("seed"),
+        device=kw.pop("device"), precision=kw.pop("precision"), workers=kw.pop("workers"), augment=not kw.pop("no_augment"),
+        resume=kw.pop("resume"), progress_lines=kw.pop("progress_lines"), quiet=kw.pop("quiet"),
+    )
+
+
+def _done(output: str, history: list[dict], quiet: bool) -> None:
+    if quiet or not history:
+        return
+    last = history[-1]
+    extra = f", val mIoU {last['val_miou']:.3f}" if isinstance(last.get("val_miou"), float) else ""
+    click.echo(f"geoalps: wrote {output} after {last['epoch']} epochs (loss {last['train_loss']:.4f}{extra})", err=True)
+
+
+@main.command("pretrain", cls=_ListOptionsCommand)
+@click.option("--images", multiple=True, required=True, type=click.Path(dir_okay=False),
+              help="Scene rasters: --images a.tif b.tif.")
+@click.option("--labels", multiple=True, type=click.Path(dir_okay=False),
+              help="Pseudo-label rasters from 'geoalps label --raster-out', one per image, same order and grid.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Checkpoint to write (.pt).")
+@click.option("--objective", type=click.Choice(["pseudo", "mim", "both"]), default="pseudo", show_default=True,
+              help="pseudo: supervised on pseudo-classes (ALPS); mim: SimMIM masked image modelling; both: the sum.")
+@click.option("--backbone-weights", type=click.Path(dir_okay=False), default=None,
+              help="timm/Microsoft Swin checkpoint of the same size to start from; the first conv is adapted to the band count.")
+@click.option("--mask-ratio", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.6, show_default=True,
+              help="SimMIM: share of mask patches hidden.")
+@click.option("--mask-patch", "mask_patch_px", type=click.IntRange(4), default=None,
+              help="SimMIM mask patch in pixels [default: min(32, tile/4)].")
+@_budget_options
+def pretrain_command(images, labels, output, **kw):
+    """Pre-train a segmentation network on pseudo-labels and/or by masked image modelling.
+
+    \b
+    Example:
+      $ geoalps label a.tif --engine classical --raster-out a.labels.tif -o a.gpkg
+      $ geoalps pretrain --images a.tif --labels a.labels.tif -o pretrained.pt --model swin_t
+    Writes OUTPUT, OUTPUT's .metrics.csv (one row per epoch) and, while running, .last.pt.
+    """
+    from geoalps.train.loop import pretrain
+
+    quiet = kw["quiet"]
+    options = _train_options(kw)
+    history = pretrain(list(images), list(labels) or None, output, options=options, **kw)
+    _done(output, history, quiet)
+
+
+@main.command("train", cls=_ListOptionsCommand)
+@click.option("--images", multiple=True, required=True, type=click.Path(dir_okay=False), help="Scene rasters.")
+@click.option("--labels", multiple=True, required=True, type=click.Path(dir_okay=False),
+              help="Ground truth per image: class raster on the image grid, or a vector layer (GPKG, GeoJSON, ...).")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Model to write (.pt).")
+@click.option("--init", type=click.Path(dir_okay=False), default=None,
+              help="Checkpoint from 'geoalps pretrain' to start from (backbone and decoder; classifier if class counts agree).")
+@click.option("--backbone-weights", type=click.Path(dir_okay=False), default=None,
+              help="timm Swin weights to start from when there is no --init.")
+@click.option("--label-fraction", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
+              help="Share of the labelled area training may see (one block at a seeded place): the few-label case.")
+@click.option("--label-column", default=None, help="Vector labels: integer class column (>= 1; 0 is background). Default: all 1.")
+@click.option("--class-names", default=None, help="Comma-separated names of class ids 0..K-1.")
+@_budget_options
+def train_command(images, labels, output, class_names, **kw):
+    """Train (fine-tune) a segmentation network on ground-truth labels.
+
+    \b
+    Example:
+      $ geoalps train --images a.tif --labels a.gt.tif --init pretrained.pt -o model.pt --label-fraction 0.1
+    Writes OUTPUT and OUTPUT's .metrics.csv; --resume continues an interrupted run.
+    """
+    from geoalps.train.loop import finetune
+
+    quiet = kw["quiet"]
+    options = _train_options(kw)
+    names = [n.strip() for n in class_names.split(",")] if class_names else None
+    history = finetune(list(images), list(labels), output, class_names=names, options=options, **kw)
+    _done(output, history, quiet)
+
+
+@main.command("predict")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("scene", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Class raster to write (GeoTIFF, scene grid).")
+@click.option("--polygons", type=click.Path(dir_okay=False), default=None, help="Also write the classes as polygons (GeoPackage).")
+@click.option("--overlap", "overlap_px", type=click.IntRange(0), default=None, help="Tile overlap in pixels [default: tile/4].")
+@click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+@click.option("-q", "--quiet", is_flag=True)
+@click.option("--progress-lines", is_flag=True, help="Print 'geoalps-progress: <percent> <message>' lines on stderr (for the QGIS plugin).")
+def predict_command(model, scene, output, polygons, overlap_px, batch_size, device, overwrite, quiet, progress_lines):
+    """Predict classes for SCENE with MODEL: a raster on the scene's exact grid.
+
+    \b
+    Example:
+      $ geoalps predict model.pt scene.tif -o scene.pred.tif --polygons scene.pred.gpkg
+    """
+    from geoalps.train.predict import predict
+
+    predict(model, scene, output, polygons=polygons, overwrite=overwrite, overlap_px=overlap_px, batch_size=batch_size,
+            device=device, progress_lines=progress_lines, quiet=quiet)
+    if not quiet:
+        click.echo(f"geoalps: wrote {output}" + (f" and {polygons}" if polygons else ""), err=True)
+
+
+@main.command("evaluate")
+@click.argument("prediction", type=click.Path(dir_okay=False))
+@click.argument("truth", type=click.Path(dir_okay=False))
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
+              help="Also write miou, per_class_iou, overall_accuracy to this JSON file.")
+def evaluate_command(prediction, truth, json_path):
+    """Score PREDICTION against ground truth TRUTH (class rasters on one grid).
+
+    Ground-truth nodata pixels are skipped; classes absent from both rasters do not count.
+
+    \b
+    Example:
+      $ geoalps evaluate scene.pred.tif scene.gt.tif --json metrics.json
+    """
+    from geoalps.train.metrics import evaluate, write_json
+
+    result = evaluate(prediction, truth)
+    click.echo(f"mIoU              {result['miou']:.4f}")
+    click.echo(f"overall accuracy  {result['overall_accuracy']:.4f}")
+    click.echo(f"pixels scored     {result['pixels_scored']}")
+    for k, iou in result["per_class_iou"].items():
+        click.echo(f"  class {k:>5}  IoU {iou:.4f}")
+    if json_path:
+        write_json(result, json_path, overwrite=True)
+

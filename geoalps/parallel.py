@@ -1,0 +1,116 @@
+"""Running tile tasks: in-process for one worker, on dask.distributed otherwise.
+
+Tasks are plain picklable calls (a scene record with its path, a tile window, the options), never
+open datasets, so they run in any worker process on any machine that sees the same files.
+Results are yielded as they complete (``as_completed``); failed tasks are retried by dask and
+then reported as :class:`TileFailure` instead of stopping the run.
+"""
+from __future__ import annotations
+
+import logging
+import traceback
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Sequence
+
+from geoalps.errors import GeoAlpsError
+
+
+@dataclass(frozen=True)
+class TileFailure:
+    """A task that kept failing: which one and the last error, on one line."""
+
+    index: int
+    message: str
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, GeoAlpsError):
+        return str(exc)
+    last = traceback.format_exception_only(type(exc), exc)[-1].strip()
+    return " ".join(last.split())
+
+
+class TileRunner:
+    """Context manager yielding ``(index, result | TileFailure)`` for each task, in completion order.
+
+    ``workers=1`` and no ``scheduler``: run in this process (no dask overhead, engine loaded once).
+    ``workers=N``: a LocalCluster of N single-threaded processes (GDAL and torch prefer processes).
+    ``scheduler="tcp://host:port"``: an existing dask cluster; its workers need geoalps installed
+    and the scene paths readable.
+    """
+
+    def __init__(self, workers: int = 1, scheduler: str | None = None, retries: int = 2) -> None:
+        self.workers = max(1, int(workers))
+        self.scheduler = scheduler
+        self.retries = retries
+        self.client = None
+        self.cluster = None
+
+    @property
+    def distributed(self) -> bool:
+        return self.scheduler is not None or self.workers > 1
+
+    def __enter__(self) -> "TileRunner":
+        if not self.distributed:
+            return self
+        try:
+            from dask.distributed import Client, LocalCluster
+        except ImportError:
+            raise GeoAlpsError("--workers/--scheduler need dask.distributed: pip install 'dask[distributed]'") from None
+        try:
+            if self.scheduler:
+                self.client = Client(self.scheduler, timeout="20s")
+            else:
+                self.cluster = LocalCluster(
+                    n_workers=self.workers, threads_per_worker=1, processes=True,
+                    dashboard_address=None, silence_logs=logging.ERROR,
+                )
+                self.client = Client(self.cluster)
+        except OSError as exc:
+            self.close()
+            raise GeoAlpsError(f"{self.scheduler or 'local dask cluster'}: cannot connect ({_one_line(exc)})") from None
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+        if self.cluster is not None:
+            self.cluster.close()
+            self.cluster = None
+
+    def run(self, fn: Callable[..., Any], tasks: Sequence[tuple], keys: Sequence[str]) -> Iterator[tuple[int, Any]]:
+        """Call ``fn(*task)`` for every task; yield (task index, result or TileFailure)."""
+        if not self.distributed:
+            for index, task in enumerate(tasks):
+                try:
+                    yield index, fn(*task)
+                except (KeyboardInterrupt, MemoryError):
+                    raise
+                except Exception as exc:  # reported per tile; the run goes on
+                    yield index, TileFailure(index, _one_line(exc))
+            return
+        from dask.distributed import as_completed
+
+        futures = {}
+        for index, (task, key) in enumerate(zip(tasks, keys)):
+            future = self.client.submit(fn, *task, key=key, retries=self.retries, pure=False)
+            futures[future.key] = (index, future)
+        try:
+            for future in as_completed([f for _, f in futures.values()]):
+                index = futures[future.key][0]
+                if future.status == "finished":
+                    yield index, future.result()
+                else:
+                    try:
+                        exc = future.exception()
+                    except Exception as inner:  # the future itself was lost (e.g. killed workers)
+                        exc = inner
+                    yield index, TileFailure(index, _one_line(exc))
+                future.release()
+        finally:
+            for _, future in futures.values():
+                future.cancel()

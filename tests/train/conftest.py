@@ -1,0 +1,89 @@
+"""Fixtures for geoalps.train: tiny multispectral scenes with known classes, a tiny trained model.
+
+Scenes use a north-up transform with an odd origin and non-square pixels, so any half-pixel or
+axis slip in tiling, reading or writing shows up as misplaced classes.
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+
+#: Odd origin, non-square pixels, not a divisor of anything round.
+TRAIN_TRANSFORM = Affine(0.73, 0.0, 500123.37, 0.0, -0.61, 4100077.91)
+CRS = "EPSG:32633"
+
+
+def class_pattern(height: int, width: int, n_classes: int = 3, block: int = 12, seed: int = 0) -> np.ndarray:
+    """(H, W) uint8 classes: a checker of ``block`` px squares, shuffled so every class borders every other."""
+    rng = np.random.default_rng(seed)
+    rows, cols = -(-height // block), -(-width // block)
+    cells = rng.integers(0, n_classes, size=(rows, cols))
+    return np.kron(cells, np.ones((block, block), dtype=np.int64))[:height, :width].astype(np.uint8)
+
+
+def write_scene(path, classes: np.ndarray, bands: int = 4, transform=TRAIN_TRANSFORM, nodata=0, seed: int = 0, dtype="uint16") -> Path:
+    """A ``bands``-band scene where class k brightens band k % bands (plus noise): learnable in a few steps."""
+    rng = np.random.default_rng(seed)
+    h, w = classes.shape
+    data = 800 + rng.normal(0, 40, size=(bands, h, w))
+    for k in range(int(classes.max()) + 1):
+        data[k % bands][classes == k] += 900
+    data = np.clip(data, 1, 60000).astype(dtype)
+    with rasterio.open(path, "w", driver="GTiff", width=w, height=h, count=bands, dtype=dtype, crs=CRS,
+                       transform=transform, nodata=nodata) as dst:
+        dst.write(data)
+    return Path(path)
+
+
+def write_labels(path, classes: np.ndarray, transform=TRAIN_TRANSFORM, nodata=255, crs=CRS) -> Path:
+    """A uint8 class raster (with colour table) like ``geoalps label --raster-out`` writes."""
+    h, w = classes.shape
+    with rasterio.open(path, "w", driver="GTiff", width=w, height=h, count=1, dtype="uint8", crs=crs,
+                       transform=transform, nodata=nodata) as dst:
+        dst.write(classes.astype(np.uint8), 1)
+        dst.write_colormap(1, {0: (200, 30, 30, 255), 1: (30, 200, 30, 255), 2: (30, 30, 200, 255)})
+    return Path(path)
+
+
+@pytest.fixture(autouse=True)
+def _quiet_third_party_warnings():
+    # timm's table resizing and torchgeo emit deprecation chatter that is not ours to fix.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        yield
+
+
+@pytest.fixture
+def scene(tmp_path):
+    """(image path, label path, classes) for a 4-band 150 x 173 px scene with 3 classes."""
+    classes = class_pattern(150, 173)
+    return write_scene(tmp_path / "scene.tif", classes), write_labels(tmp_path / "scene.labels.tif", classes), classes
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """A tiny model pre-trained on pseudo-labels and fine-tuned on ground truth, once per session.
+
+    Returns (model path, scene path, label path, classes, pretrained path).
+    """
+    from geoalps.train.loop import TrainOptions, finetune, pretrain
+
+    folder = tmp_path_factory.mktemp("trained")
+    classes = class_pattern(150, 173, seed=1)
+    image = write_scene(folder / "scene.tif", classes, seed=1)
+    labels = write_labels(folder / "scene.labels.tif", classes)
+    options = TrainOptions(epochs=2, steps_per_epoch=12, batch_size=4, lr=2e-3, quiet=True)
+    pretrained = folder / "pretrained.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pretrain([image], [labels], pretrained, objective="pseudo", size="tiny", options=options)
+        model = folder / "model.pt"
+        finetune([image], [labels], model, init=pretrained, options=options, class_names=["red", "green", "blue"])
+    return model, image, labels, classes, pretrained

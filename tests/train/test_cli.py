@@ -1,0 +1,59 @@
+"""The pretrain -> train -> predict -> evaluate chain through the ``geoalps`` command (click runner)."""
+from __future__ import annotations
+
+import json
+
+import rasterio
+from click.testing import CliRunner
+
+from geoalps.cli import main
+
+from conftest import TRAIN_TRANSFORM, class_pattern, write_labels, write_scene
+
+TINY = ["--model", "tiny", "--epochs", "1", "--steps-per-epoch", "4", "--batch-size", "4", "--lr", "2e-3", "-q"]
+
+
+def test_whole_chain_with_two_scenes(tmp_path):
+    runner = CliRunner()
+    a_classes, b_classes = class_pattern(128, 140, seed=2), class_pattern(128, 140, seed=3)
+    b_transform = TRAIN_TRANSFORM * TRAIN_TRANSFORM.translation(0, 400)  # a second, disjoint scene
+    a, b = write_scene(tmp_path / "a.tif", a_classes), write_scene(tmp_path / "b.tif", b_classes, transform=b_transform)
+    al = write_labels(tmp_path / "a.labels.tif", a_classes)
+    bl = write_labels(tmp_path / "b.labels.tif", b_classes, transform=b_transform)
+    pre = tmp_path / "pre.pt"
+
+    result = runner.invoke(main, ["pretrain", "--images", str(a), str(b), "--labels", str(al), str(bl), "-o", str(pre),
+                                  "--objective", "both", *TINY])
+    assert result.exit_code == 0, result.output
+    model = tmp_path / "model.pt"
+    result = runner.invoke(main, ["train", "--images", str(a), "--labels", str(al), "--init", str(pre), "-o", str(model),
+                                  "--label-fraction", "0.3", "--class-names", "x,y,z", *TINY[2:]])
+    assert result.exit_code == 0, result.output
+
+    pred = tmp_path / "a.pred.tif"
+    result = runner.invoke(main, ["predict", str(model), str(a), "-o", str(pred), "--polygons", str(tmp_path / "a.gpkg"),
+                                  "--progress-lines"])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stderr.splitlines() if line.startswith("geoalps-progress: ")]
+    assert lines and lines[-1].split()[1] == "100"
+    assert all(0 <= float(line.split()[1]) <= 100 for line in lines)
+    with rasterio.open(pred) as p:
+        assert p.transform == TRAIN_TRANSFORM and (p.width, p.height) == (140, 128)
+
+    result = runner.invoke(main, ["predict", str(model), str(a), "-o", str(pred)])
+    assert result.exit_code == 2 and "exists" in result.stderr and "--overwrite" in result.stderr
+
+    result = runner.invoke(main, ["evaluate", str(pred), str(al), "--json", str(tmp_path / "m.json")])
+    assert result.exit_code == 0, result.output
+    assert set(json.loads((tmp_path / "m.json").read_text())) >= {"miou", "per_class_iou", "overall_accuracy"}
+
+
+def test_label_on_another_grid_is_a_one_line_error(tmp_path):
+    classes = class_pattern(96, 96)
+    image = write_scene(tmp_path / "a.tif", classes)
+    shifted = write_labels(tmp_path / "a.labels.tif", classes, transform=TRAIN_TRANSFORM * TRAIN_TRANSFORM.translation(3, 0))
+    result = CliRunner().invoke(main, ["pretrain", "--images", str(image), "--labels", str(shifted), "-o",
+                                       str(tmp_path / "p.pt"), *TINY])
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1 and "not on the grid" in result.stderr and "a.labels.tif" in result.stderr
+    assert not (tmp_path / "p.pt").exists()

@@ -1,0 +1,131 @@
+"""geoalps.train.data: pairing checks, spatial regions, pixel-exact tiles, vector labels, ignore values."""
+from __future__ import annotations
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import rasterio
+import shapely
+import torch
+from affine import Affine
+from rasterio.windows import from_bounds
+
+from geoalps.errors import GeoAlpsError
+from geoalps.train import data as gdata
+
+from conftest import CRS, TRAIN_TRANSFORM, class_pattern, write_labels, write_scene
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(transform=TRAIN_TRANSFORM * Affine.translation(1, 0)), "origin/pixel"),
+        (dict(crs="EPSG:32634"), "CRS"),
+        (dict(shape=(150, 172)), "size"),
+    ],
+)
+def test_label_raster_on_another_grid_is_refused(tmp_path, scene, change, message):
+    image, _, classes = scene
+    shape = change.pop("shape", classes.shape)
+    labels = write_labels(tmp_path / "off.tif", classes[: shape[0], : shape[1]], **change)
+    with pytest.raises(GeoAlpsError, match=f"not on the grid.*{message}") as err:
+        gdata.open_training_data([image], [labels])
+    assert str(labels) in str(err.value) and "never resampled" in str(err.value)
+
+
+def test_band_counts_must_agree(tmp_path):
+    classes = class_pattern(80, 80)
+    a, b = write_scene(tmp_path / "a.tif", classes, bands=4), write_scene(tmp_path / "b.tif", classes, bands=5)
+    with pytest.raises(GeoAlpsError, match="same bands"):
+        gdata.open_training_data([a, b])
+
+
+def test_regions_split_validation_strip_and_few_label_block(scene):
+    data = gdata.open_training_data([scene[0]], [scene[1]])
+    regions = gdata.split_regions(data, tile_px=64, val_fraction=0.2, label_fraction=0.2, seed=3)
+    (tminx, tminy, tmaxx, tmaxy), = regions.train
+    (vminx, vminy, vmaxx, vmaxy), = regions.val
+    info = data.scenes[0]
+    left, bottom, right, top = info.bounds
+    # Validation: the bottom 64 px (20 % of 150 is < a tile), full width.
+    assert (vminx, vminy, vmaxx) == pytest.approx((left, bottom, right))
+    assert (vmaxy - vminy) / 0.61 == pytest.approx(64)
+    # Training block: inside the rest, about 20 % of the labelled area, on whole pixels.
+    assert tminy >= vmaxy - 1e-6 and tmaxy <= top + 1e-6
+    w_px, h_px = (tmaxx - tminx) / 0.73, (tmaxy - tminy) / 0.61
+    assert w_px == pytest.approx(round(w_px)) and h_px == pytest.approx(round(h_px))
+    assert w_px * h_px == pytest.approx(0.2 * 150 * 173, rel=0.15)
+    assert ((tminx - left) / 0.73) == pytest.approx(round((tminx - left) / 0.73))
+    # Same seed, same block.
+    assert gdata.split_regions(data, 64, 0.2, 0.2, seed=3).train == regions.train
+
+
+def test_training_tiles_are_whole_scene_pixels(scene):
+    image, labels, classes = scene
+    data = gdata.open_training_data([image], [labels])
+    regions = gdata.split_regions(data, 64, val_fraction=0.2)
+    batch = next(iter(gdata.train_loader(data, regions, 64, batch_size=3, steps=1, generator=torch.Generator().manual_seed(0))))
+    with rasterio.open(image) as src:
+        for i, (xs, ys, _) in enumerate(batch["bounds"]):
+            window = from_bounds(xs.start, ys.start, xs.stop, ys.stop, transform=src.transform)
+            col, row = round(window.col_off), round(window.row_off)
+            assert window.col_off == pytest.approx(col, abs=1e-6) and window.row_off == pytest.approx(row, abs=1e-6)
+            assert row + 64 <= 150 - 64 + 1e-6  # never in the validation strip
+            expected = src.read(window=rasterio.windows.Window(col, row, 64, 64))
+            assert batch["image"][i].shape == (4, 64, 64)
+            assert np.array_equal(batch["image"][i].numpy(), expected.astype(np.float32))
+            assert np.array_equal(batch["mask"][i].numpy(), classes[row : row + 64, col : col + 64])
+
+
+def test_nodata_ignore_value_and_invalid_pixels_become_ignore_index():
+    image = torch.full((1, 2, 4, 4), 5.0)
+    image[0, :, 0, 0] = 0  # image nodata
+    mask = torch.tensor([[[255, 1, 2, 7], [0, 1, 2, 0], [0, 0, 0, 0], [1, 1, 1, 1]]])
+    prep = gdata.BatchPrep([5.0, 5.0], [1.0, 1.0], image_nodata=0, label_nodata=7, ignore_value=2, n_classes=3)
+    x, y, valid = prep({"image": image, "mask": mask})
+    ignored = y == gdata.IGNORE_INDEX
+    assert ignored[0, 0].tolist() == [True, False, True, True]  # nodata image, class 1, ignore 2, label nodata 7
+    assert ignored[0, 1:].sum() == 1  # the other 2
+    assert not valid[0, 0, 0] and x[0, :, 0, 0].abs().sum() == 0
+
+
+def test_vector_ground_truth_is_rasterized_on_the_image_grid(tmp_path):
+    classes = class_pattern(128, 128)
+    image = write_scene(tmp_path / "scene.tif", classes)
+    t = TRAIN_TRANSFORM
+    # Two buildings on pixel edges: rows 10..30 x cols 20..50 (class 2), rows 70..100 x cols 60..90 (class 1).
+    def pixel_box(r0, c0, r1, c1):
+        (x0, y0), (x1, y1) = t * (c0, r0), t * (c1, r1)
+        return shapely.box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
+
+    frame = gpd.GeoDataFrame({"kind": [2, 1]}, geometry=[pixel_box(10, 20, 30, 50), pixel_box(70, 60, 100, 90)], crs=CRS)
+    # Extend the layer's extent to the whole scene with a class-1 sliver in the corner.
+    frame = gpd.GeoDataFrame(
+        {"kind": [2, 1, 1]}, geometry=[*frame.geometry, pixel_box(0, 0, 1, 1).union(pixel_box(127, 127, 128, 128))], crs=CRS
+    )
+    path = tmp_path / "buildings.gpkg"
+    frame.to_file(path, driver="GPKG")
+    data = gdata.open_training_data([image], [path], label_column="kind")
+    assert data.n_classes == 3
+    sample = data.dataset[gdata.grid_queries([data.scenes[0].bounds], 128, data.res, data.dataset.bounds[2])[0]]
+    mask = sample["mask"].numpy()
+    expected = np.zeros((128, 128), dtype=np.int64)
+    expected[10:30, 20:50] = 2
+    expected[70:100, 60:90] = 1
+    expected[0, 0] = expected[127, 127] = 1
+    assert np.array_equal(mask, expected)
+
+
+def test_vector_labels_need_integer_ids_from_one(tmp_path):
+    image = write_scene(tmp_path / "scene.tif", class_pattern(64, 64))
+    frame = gpd.GeoDataFrame({"kind": [0]}, geometry=[shapely.box(*rasterio.open(image).bounds)], crs=CRS)
+    frame.to_file(tmp_path / "v.gpkg", driver="GPKG")
+    with pytest.raises(GeoAlpsError, match=">= 1"):
+        gdata.open_training_data([image], [tmp_path / "v.gpkg"], label_column="kind")
+
+
+def test_rotated_scene_is_refused(tmp_path):
+    rotated = Affine(0.5, 0.1, 1000, 0.1, -0.5, 2000)
+    image = write_scene(tmp_path / "r.tif", class_pattern(64, 64), transform=rotated)
+    with pytest.raises(GeoAlpsError, match="rotated"):
+        gdata.read_scene_info(image)

@@ -1,0 +1,86 @@
+"""geoalps.train.predict: pixel-for-pixel alignment, the scene grid, round-trip determinism, polygons."""
+from __future__ import annotations
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+
+from geoalps.errors import GeoAlpsError
+from geoalps.train.checkpoint import load_checkpoint, save_checkpoint
+from geoalps.train.predict import predict, predict_classes, tile_weights
+
+from conftest import class_pattern, write_scene
+
+
+@pytest.mark.parametrize(
+    "height, width, overlap",
+    [(150, 173, 13), (40, 90, 16), (64, 64, 0), (129, 200, 31)],  # ragged, smaller than a tile, exactly one tile
+)
+def test_known_pattern_lands_on_the_same_pixels(tmp_path, height, width, overlap):
+    # A "network" whose logits are the first 3 bands: the predicted class of every pixel must be
+    # the class painted there, which only holds if tiles, reads and accumulation are aligned.
+    classes = np.random.default_rng(height).integers(0, 3, size=(height, width))
+    image = np.ones((4, height, width), dtype=np.float32)
+    for k in range(3):
+        image[k][classes == k] = 5.0
+    image[:, :3, :5] = -9  # nodata corner
+    transform = Affine(0.37, 0.0, 412345.67, 0.0, -0.53, 5123456.78)
+    path = tmp_path / "s.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=width, height=height, count=4, dtype="float32",
+                       crs="EPSG:32633", transform=transform, nodata=-9) as dst:
+        dst.write(image)
+    found, valid = predict_classes(lambda x: x[:, :3], path, 64, 3, [0.0] * 4, [1.0] * 4, overlap, batch_size=3, nodata=-9)
+    assert found.shape == (height, width)
+    assert not valid[:3, :5].any() and valid.sum() == height * width - 15
+    assert np.array_equal(found[valid], classes[valid])
+
+
+def test_blending_weights_fall_towards_tile_edges():
+    w = tile_weights(64, 16)
+    assert w[32, 32] == 1.0 and w[0, 0] < w[0, 32] < w[32, 32]
+    assert np.allclose(w, w[::-1, ::-1])
+    assert (tile_weights(64, 0) == 1).all()
+
+
+def test_prediction_is_on_the_scene_grid_and_matches_the_truth(tmp_path, trained):
+    model, image, _, classes, _ = trained
+    out = predict(model, image, tmp_path / "pred.tif", polygons=tmp_path / "pred.gpkg", quiet=True)
+    with rasterio.open(image) as src, rasterio.open(out) as pred:
+        assert (pred.crs, pred.transform, pred.width, pred.height) == (src.crs, src.transform, src.width, src.height)
+        assert pred.dtypes[0] == "uint8" and pred.nodata == 255
+        assert pred.colormap(1)[1][:3] == (30, 200, 30)
+        predicted = pred.read(1)
+    assert (predicted == classes).mean() > 0.9
+    polygons = gpd.read_file(tmp_path / "pred.gpkg", layer="masks")
+    assert set(polygons["class_id"]) <= {0, 1, 2} and set(polygons["class_name"]) <= {"red", "green", "blue"}
+    assert polygons.crs == rasterio.open(image).crs
+    assert polygons.area.sum() == pytest.approx(150 * 173 * 0.73 * 0.61, rel=1e-6)
+
+
+def test_checkpoint_round_trip_predicts_identical_output(tmp_path, trained):
+    model, image, *_ = trained
+    copy = tmp_path / "copy.pt"
+    payload = load_checkpoint(model)
+    payload.pop("format"), payload.pop("version")
+    save_checkpoint(payload, copy)
+    first = predict(model, image, tmp_path / "a.tif", quiet=True)
+    second = predict(copy, image, tmp_path / "b.tif", quiet=True)
+    with rasterio.open(first) as a, rasterio.open(second) as b:
+        assert np.array_equal(a.read(), b.read())
+
+
+def test_refusals(tmp_path, trained):
+    model, image, labels, classes, _ = trained
+    (tmp_path / "exists.tif").write_bytes(b"")
+    with pytest.raises(GeoAlpsError, match="exists"):
+        predict(model, image, tmp_path / "exists.tif", quiet=True)
+    with pytest.raises(GeoAlpsError, match="1 bands"):
+        predict(model, labels, tmp_path / "x.tif", quiet=True)
+    with pytest.raises(GeoAlpsError, match="not a geoalps model"):
+        predict(image, image, tmp_path / "x.tif", quiet=True)
+    six = write_scene(tmp_path / "six.tif", class_pattern(70, 70), bands=6)
+    with pytest.raises(GeoAlpsError, match="6 bands"):
+        predict(model, six, tmp_path / "x.tif", quiet=True)
+    assert not list(tmp_path.glob(".*tmp*"))
