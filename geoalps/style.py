@@ -1,13 +1,15 @@
-"""Class colours and the QGIS style stored inside a GeoPackage.
+"""Class colours and the QGIS styles that travel with the outputs.
 
-The style lives in the GeoPackage's ``layer_styles`` table (the table QGIS itself writes with
-"Save style to database"), so QGIS shows the pseudo-classes coloured wherever the file is opened,
-with or without the geoalps plugin. Only the stdlib is used: this runs right after the layer is
-written, on the library side, and must not pull GDAL/QGIS in.
+The polygon style lives in the GeoPackage's ``layer_styles`` table (the table QGIS itself writes
+with "Save style to database"); the class raster's style is a ``.qml`` sidecar, which QGIS loads
+as the default style of a file-based layer. Either way QGIS shows the pseudo-classes coloured
+wherever the file is opened, with or without the geoalps plugin. Only the stdlib is used: this
+runs right after the outputs are written, on the library side, and must not pull GDAL/QGIS in.
 """
 from __future__ import annotations
 
 import colorsys
+import os
 import sqlite3
 import xml.etree.ElementTree as ET
 from datetime import datetime, timezone
@@ -259,3 +261,52 @@ def write_qgis_style(
             )
     finally:
         con.close()
+
+
+def paletted_raster_qml(colors: list[tuple[int, int, int]], class_names: list[str]) -> str:
+    """A QGIS 3.22 QML document: a paletted renderer on band 1, one entry per class id.
+
+    Listing only the K classes matters: a uint8 GeoTIFF's colour table always has 256 entries,
+    so a palette built from it shows 256 legend rows, most of them black.
+    """
+    root = ET.Element("qgis", version="3.22.0", styleCategories="Symbology")
+    pipe = ET.SubElement(root, "pipe")
+    renderer = ET.SubElement(
+        pipe, "rasterrenderer", type="paletted", band="1", opacity="1", alphaBand="-1",
+        nodataColor="",
+    )
+    palette = ET.SubElement(renderer, "colorPalette")
+    for class_id, (rgb, name) in enumerate(zip(colors, class_names)):
+        ET.SubElement(
+            palette, "paletteEntry", value=str(class_id), color=_hex(rgb), alpha="255", label=name
+        )
+    ET.SubElement(root, "blendMode").text = "0"
+    ET.indent(root, space=" ")
+    body = ET.tostring(root, encoding="unicode")
+    return "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n" + body + "\n"
+
+
+def raster_style_path(raster_path: str | os.PathLike) -> str:
+    """Where QGIS looks for a raster's default style: the same name with ``.qml``."""
+    return os.path.splitext(os.fspath(raster_path))[0] + ".qml"
+
+
+def write_qgis_raster_style(
+    raster_path: str | os.PathLike, n_classes: int, class_names: list[str] | None = None
+) -> str:
+    """Write the class raster's default QGIS style (``labels.tif`` -> ``labels.qml``).
+
+    Colours match :func:`class_colors` and so the polygons' categories. Call it once the raster
+    is at its final path; the sidecar is written to a temp name and renamed, so it is complete
+    or absent. Returns the sidecar's path.
+    """
+    if class_names is None:
+        class_names = [f"class {i}" for i in range(n_classes)]
+    if len(class_names) != n_classes:
+        raise ValueError(f"{len(class_names)} class names given for {n_classes} classes")
+    target = raster_style_path(raster_path)
+    temp = target + ".tmp"
+    with open(temp, "w", encoding="utf-8") as handle:
+        handle.write(paletted_raster_qml(class_colors(n_classes), class_names))
+    os.replace(temp, target)
+    return target

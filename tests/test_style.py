@@ -133,3 +133,30 @@ def test_unknown_layer_is_an_error(tmp_path):
     _write_masks(path)
     with pytest.raises(ValueError, match="nope"):
         write_qgis_style(str(path), "nope", 4)
+
+
+def test_raster_style_sidecar_lists_one_palette_entry_per_class(tmp_path):
+    from geoalps.style import raster_style_path, write_qgis_raster_style
+
+    raster = tmp_path / "labels.tif"
+    raster.write_bytes(b"")  # the sidecar does not read the raster
+    written = write_qgis_raster_style(raster, 3, class_names=["water", "trees", "roofs"])
+
+    assert written == raster_style_path(raster) == str(tmp_path / "labels.qml")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.qml", "labels.tif"]
+    text = (tmp_path / "labels.qml").read_text()
+    renderer = ET.fromstring(text.split("\n", 1)[1]).find("pipe/rasterrenderer")
+    assert renderer.get("type") == "paletted" and renderer.get("band") == "1"
+    entries = renderer.findall("colorPalette/paletteEntry")
+    assert [e.get("value") for e in entries] == ["0", "1", "2"]
+    assert [e.get("label") for e in entries] == ["water", "trees", "roofs"]
+    assert [e.get("color") for e in entries] == [
+        "#{:02x}{:02x}{:02x}".format(*rgb) for rgb in class_colors(3)
+    ]
+
+
+def test_raster_style_default_names(tmp_path):
+    from geoalps.style import write_qgis_raster_style
+
+    path = write_qgis_raster_style(tmp_path / "x.tif", 2)
+    assert 'label="class 1"' in open(path).read()

@@ -30,22 +30,48 @@ def apply_default_vector_style(layer: QgsVectorLayer) -> bool:
 
 
 def apply_palette(layer: QgsRasterLayer) -> bool:
-    """Render band 1 with its colour table (class colours); True when a paletted renderer results."""
+    """Render the class raster with one legend entry per class; True when a palette results.
+
+    First the ``.qml`` sidecar geoalps writes beside the raster (class names included); else
+    band 1's colour table cut to the ``n_classes`` the raster's metadata records (a uint8
+    GeoTIFF's table always has 256 entries, mostly unused black).
+    """
+    _, found = layer.loadDefaultStyle()
     renderer = layer.renderer()
-    if renderer is not None and renderer.type() == "paletted":
+    if found and renderer is not None and renderer.type() == "paletted":
+        layer.triggerRepaint()
         return True
     provider = layer.dataProvider()
     if provider is None:
         return False
-    table = provider.colorTable(1)
-    if not table:
-        return False
-    classes = QgsPalettedRasterRenderer.colorTableToClassData(table)
+    classes = QgsPalettedRasterRenderer.colorTableToClassData(provider.colorTable(1))
     if not classes:
         return False
+    n_classes = _recorded_class_count(layer.source())
+    if n_classes:
+        classes = [c for c in classes if 0 <= c.value < n_classes]
+        for c in classes:
+            c.label = f"class {int(c.value)}"
     layer.setRenderer(QgsPalettedRasterRenderer(provider, 1, classes))
     layer.triggerRepaint()
     return True
+
+
+def _recorded_class_count(path: str) -> int:
+    """The ``n_classes`` band tag geoalps writes, read with QGIS's own GDAL; 0 if absent."""
+    try:
+        from osgeo import gdal
+    except ImportError:
+        return 0
+    dataset = gdal.Open(path.split("|")[0])
+    if dataset is None:
+        return 0
+    value = dataset.GetRasterBand(1).GetMetadataItem("n_classes")
+    dataset = None
+    try:
+        return int(value) if value else 0
+    except ValueError:
+        return 0
 
 
 class _Styler(QgsProcessingLayerPostProcessorInterface):
