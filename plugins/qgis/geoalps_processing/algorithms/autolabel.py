@@ -8,6 +8,7 @@ from qgis.core import (
     QgsProcessingContext,
     QgsProcessingFeedback,
     QgsProcessingOutputNumber,
+    QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFile,
     QgsProcessingParameterFileDestination,
@@ -30,6 +31,7 @@ A mask engine proposes object masks tile by tile (SAM when a checkpoint is avail
 
 Bands: which bands the mask engine sees as red, green, blue, as 1-based indices ("3,2,1") or a preset name ("rgb"); empty lets geoalps choose.
 Engine (qgis_process index): 0 auto, 1 sam, 2 classical. Model type: 0 auto (from the checkpoint), 1 vit_b, 2 vit_l, 3 vit_h.
+Parallel worker processes (advanced): tiles run on a local dask cluster of that many processes; each needs its own memory (a SAM model per process).
 Existing k-means model: reuse the classes of an earlier run (its "Fitted k-means model" output) so that class ids mean the same across scenes; it is not refitted.
 
 The work runs in your geoalps environment (the "geoalps" command or that environment's Python), set in Processing > Options > Providers > GeoALPS or in the GEOALPS_CLI environment variable. Cancelling stops it and leaves no output."""
@@ -47,6 +49,7 @@ class AutoLabelAlgorithm(GeoAlpsAlgorithm):
     KMEANS_MODEL = "KMEANS_MODEL"
     KMEANS_MODEL_OUT = "KMEANS_MODEL_OUT"
     SEED = "SEED"
+    WORKERS = "WORKERS"
     OUTPUT = "OUTPUT"
     RASTER_OUTPUT = "RASTER_OUTPUT"
     FEATURE_COUNT = "FEATURE_COUNT"
@@ -100,6 +103,13 @@ class AutoLabelAlgorithm(GeoAlpsAlgorithm):
             self.SEED, "Random seed", type=QgsProcessingParameterNumber.Integer,
             defaultValue=0, minValue=0,
         ))
+        workers = QgsProcessingParameterNumber(
+            self.WORKERS, "Parallel worker processes (dask; 1 runs in one process)",
+            type=QgsProcessingParameterNumber.Integer, defaultValue=1, minValue=1,
+            optional=True,  # models saved before this parameter existed stay valid
+        )
+        workers.setFlags(workers.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        self.addParameter(workers)
         self.addParameter(QgsProcessingParameterVectorDestination(
             self.OUTPUT, "Pseudo-label polygons", type=QgsProcessing.TypeVectorPolygon,
         ))
@@ -140,6 +150,9 @@ class AutoLabelAlgorithm(GeoAlpsAlgorithm):
             "--overlap", str(self.parameterAsInt(parameters, self.OVERLAP, context)),
             "--seed", str(self.parameterAsInt(parameters, self.SEED, context)),
         ]
+        workers = self.parameterAsInt(parameters, self.WORKERS, context) or 1
+        if workers > 1:  # only then, so a geoalps without --workers still works
+            args += ["--workers", str(workers)]
         bands = (self.parameterAsString(parameters, self.BANDS, context) or "").strip()
         if bands:
             args += ["--bands", bands]
