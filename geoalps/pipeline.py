@@ -147,7 +147,7 @@ def label(
     started = time.perf_counter()
     opts = LabelOptions(**options).validated()
     with contextlib.ExitStack() as cleanup:
-        scene_inputs = _materialise_arrays(scenes, cleanup)
+        scene_inputs = _materialise_arrays(scenes, cleanup, opts.allow_pixel_coords)
         paths = expand_scene_paths(scene_inputs)
         opened = [open_scene(p, nodata=opts.nodata, allow_pixel_coords=opts.allow_pixel_coords) for p in paths]
         if len({s.georeferenced for s in opened}) > 1:
@@ -343,7 +343,7 @@ def _failure_message(failures, todo, scenes: list[Scene], store: WorkStore) -> s
     return f"{scene.path}: {where} failed: {message}{others}{kept}"
 
 
-def _materialise_arrays(scenes, cleanup: contextlib.ExitStack) -> list:
+def _materialise_arrays(scenes, cleanup: contextlib.ExitStack, allow_pixel_coords: bool) -> list:
     """rioxarray DataArrays become temporary tiled GeoTIFFs (written chunk by chunk when
     dask-backed), so tasks still carry only a path and a window."""
     items = [scenes] if isinstance(scenes, (str, os.PathLike)) or _is_dataarray(scenes) else list(scenes)
@@ -358,9 +358,10 @@ def _materialise_arrays(scenes, cleanup: contextlib.ExitStack) -> list:
         name = str(item.name) if item.name is not None else f"array_{number}"
         path = folder / f"{name}.tif"
         array = item if "band" in item.dims else item.expand_dims("band")
-        if array.rio.crs is None and not array.rio.transform():
-            raise GeoAlpsError(f"{name}: DataArray has no CRS or transform (use rioxarray's .rio.write_crs)")
-        array.rio.to_raster(path, tiled=True, compress="deflate", windowed=True)
+        if array.rio.crs is None and not allow_pixel_coords:
+            raise GeoAlpsError(f"{name}: DataArray has no CRS or transform (set them with rioxarray's "
+                               ".rio.write_crs / .rio.write_transform, or pass allow_pixel_coords)")
+        array.rio.to_raster(path, tiled=True, blockxsize=256, blockysize=256, compress="deflate", windowed=True)
         out.append(str(path))
     return out
 

@@ -81,7 +81,8 @@ def process_tile(
     tile_masks = engine.generate(rgb, valid)
     engine_seconds = time.perf_counter() - engine_start
     tile_masks = filter_by_area(tile_masks, valid, options.min_area_px, options.max_area_frac)
-    tile_masks = remove_duplicates(tile_masks, options.dedupe_iou)
+    if not engine.disjoint_masks:
+        tile_masks = remove_duplicates(tile_masks, options.dedupe_iou)
 
     # Keep an object only in the tile whose core holds its centroid.
     centroids = mask_centroids(tile_masks) + (tile.col_off, tile.row_off)

@@ -23,6 +23,8 @@ class MaskEngine(ABC):
 
     name: ClassVar[str]
     provides_embedding: ClassVar[bool] = False
+    #: True when masks never overlap (a partition of the tile): duplicate removal is skipped.
+    disjoint_masks: ClassVar[bool] = False
 
     def __init__(self, options: LabelOptions) -> None:
         self.options = options

@@ -25,6 +25,8 @@ class ClassicalEngine(MaskEngine):
     label images of the tile. Everything after the segmentation is vectorised over pixels.
     """
 
+    disjoint_masks = True  # a partition of the tile: nothing to deduplicate
+
     #: Neighbouring regions whose mean colours differ by less than this (0..255 RGB distance)
     #: are merged.
     merge_colour_distance = 10.0
@@ -70,9 +72,10 @@ class RegionGraph:
             np.stack([labels[:, :-1].ravel(), labels[:, 1:].ravel()], axis=1),
             np.stack([labels[:-1, :].ravel(), labels[1:, :].ravel()], axis=1),
         ])
-        pairs = pairs[(pairs[:, 0] != pairs[:, 1]) & (pairs[:, 0] > 0) & (pairs[:, 1] > 0)]
+        pairs = pairs[(pairs[:, 0] != pairs[:, 1]) & (pairs[:, 0] > 0) & (pairs[:, 1] > 0)].astype(np.int64)
         pairs.sort(axis=1)
-        self.edges = np.unique(pairs, axis=0) if len(pairs) else np.zeros((0, 2), dtype=labels.dtype)
+        codes = np.unique(pairs[:, 0] * self.n + pairs[:, 1])  # 1-D unique is far cheaper than axis=0
+        self.edges = np.stack([codes // self.n, codes % self.n], axis=1)
         self.edge_distance = np.linalg.norm(self.means[self.edges[:, 0]] - self.means[self.edges[:, 1]], axis=1)
 
     def merged(self, max_distance: float) -> np.ndarray:

@@ -4,8 +4,8 @@ Named sizes follow the Swin paper (``swin_t``, ``swin_s``, ``swin_b``) plus ``ti
 CPU experiments; adding a size is one registry entry. The backbone is timm's ``SwinTransformer``
 built for the tile size (``img_size``) and the scene's band count (``in_chans``), so 4-band RGBN
 or 13-band Sentinel-2 enter natively. ``--backbone-weights`` loads a timm/Microsoft Swin
-checkpoint file through timm's own loader, which adapts the 3-band first conv to N bands
-(RGB filters repeated and rescaled) and resizes relative-position tables to the window sizes.
+checkpoint file with timm's own helpers, which adapt the 3-band first conv to N bands (RGB
+filters repeated and rescaled) and resize relative-position tables to the window sizes.
 """
 from __future__ import annotations
 
@@ -179,18 +179,50 @@ def build_model(arch: dict[str, Any], backbone_weights: str | os.PathLike | None
         window_size=arch["window_size"],
         patch_size=arch["patch_size"],
     )
-    if backbone_weights is None:
-        swin = timm.create_model(arch["timm_name"], pretrained=False, **kwargs)
-    else:
-        path = str(backbone_weights)
-        if not os.path.isfile(path):
-            raise GeoAlpsError(f"{path}: no such backbone weights file")
-        try:
-            swin = timm.create_model(arch["timm_name"], pretrained=True, pretrained_cfg_overlay={"file": path}, **kwargs)
-        except (RuntimeError, KeyError, ValueError) as exc:
-            detail = " ".join(str(exc).split())[:240]
-            raise GeoAlpsError(f"{path}: not Swin weights for size {arch['size']} ({detail})") from None
+    swin = timm.create_model(arch["timm_name"], pretrained=False, **kwargs)
+    if backbone_weights is not None:
+        load_timm_weights(swin, backbone_weights, arch["size"])
     return SegmentationNet(SwinBackbone(swin), arch["decoder_channels"], arch["num_classes"])
+
+
+def load_timm_weights(swin: nn.Module, path: str | os.PathLike, size: str = "") -> None:
+    """Load a timm/Microsoft Swin checkpoint file into ``swin``, adapting it to the model.
+
+    timm's own helpers do the adapting: ``checkpoint_filter_fn`` converts the original
+    Microsoft layout and resizes relative-position tables to the window sizes in use, and
+    ``adapt_input_conv`` turns the RGB patch-embedding filters into N-band ones (repeated over
+    the bands and rescaled by 3/N, so a grey input gives the same response). The classifier
+    head is dropped. Every backbone tensor must be found: a file of another size is an error,
+    never a silent random start.
+    """
+    from timm.models import load_state_dict
+    from timm.models._manipulate import adapt_input_conv
+    from timm.models.swin_transformer import checkpoint_filter_fn
+
+    path = str(path)
+    if not os.path.isfile(path):
+        raise GeoAlpsError(f"{path}: no such backbone weights file")
+    try:
+        state = checkpoint_filter_fn(load_state_dict(path, use_ema=False), swin)
+        first = state.get("patch_embed.proj.weight")
+        if first is not None and first.shape[1] != swin.in_chans:
+            state["patch_embed.proj.weight"] = adapt_input_conv(swin.in_chans, first)
+        state = {k: v for k, v in state.items() if not k.startswith("head.")}
+        own = swin.state_dict()
+        wrong = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+        missing = [k for k in own if k not in state]
+        if wrong or missing:
+            example = (wrong or missing)[0]
+            raise GeoAlpsError(
+                f"{path}: not Swin weights for size {size} ({len(missing)} tensors missing, {len(wrong)} of another "
+                f"shape, e.g. {example})"
+            )
+        swin.load_state_dict(state, strict=False)
+    except GeoAlpsError:
+        raise
+    except Exception as exc:  # unreadable file, pickle, safetensors errors
+        detail = " ".join(str(exc).split())[:200]
+        raise GeoAlpsError(f"{path}: cannot read Swin weights ({exc.__class__.__name__}: {detail})") from None
 
 
 def load_weights(model: SegmentationNet, state: dict[str, torch.Tensor], keep_classifier: bool = True) -> list[str]:
