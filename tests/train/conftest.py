@@ -5,6 +5,7 @@ axis slip in tiling, reading or writing shows up as misplaced classes.
 """
 from __future__ import annotations
 
+import contextlib
 import warnings
 from pathlib import Path
 
@@ -50,10 +51,24 @@ def write_labels(path, classes: np.ndarray, transform=TRAIN_TRANSFORM, nodata=25
     return Path(path)
 
 
+@contextlib.contextmanager
+def one_torch_thread():
+    """Run torch on one thread: on a shared 2-core machine, two intra-op threads waiting on each
+    other's time slices made tiny-model steps 5-20x slower than one thread."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.fixture(autouse=True)
-def _quiet_third_party_warnings():
+def _train_test_environment():
     # timm's table resizing and torchgeo emit deprecation chatter that is not ours to fix.
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), one_torch_thread():
         warnings.simplefilter("ignore", UserWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", FutureWarning)
@@ -81,7 +96,7 @@ def trained(tmp_path_factory):
     labels = write_labels(folder / "scene.labels.tif", classes)
     options = TrainOptions(epochs=2, steps_per_epoch=12, batch_size=4, lr=2e-3, quiet=True)
     pretrained = folder / "pretrained.pt"
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), one_torch_thread():
         warnings.simplefilter("ignore")
         pretrain([image], [labels], pretrained, objective="pseudo", size="tiny", options=options)
         model = folder / "model.pt"

@@ -81,7 +81,8 @@ def test_few_labels_block_is_recorded(tmp_path, scene):
     finetune([image], [labels], tmp_path / "few.pt", size="tiny", label_fraction=0.15, options=_options(epochs=1, steps_per_epoch=2))
     regions = load_checkpoint(tmp_path / "few.pt")["training"]["regions"]
     (minx, miny, maxx, maxy), = regions["train"]
-    assert (maxx - minx) / 0.73 == pytest.approx(64) and (maxy - miny) / 0.61 == pytest.approx(64)  # clamped to a tile
+    # sqrt(0.15) of 173 x 150 px is 67 x 58 px; the height is clamped to one 64 px tile.
+    assert (maxx - minx) / 0.73 == pytest.approx(67) and (maxy - miny) / 0.61 == pytest.approx(64)
 
 
 def test_mim_only_pretraining_then_fine_tuning(tmp_path, scene):

@@ -78,7 +78,7 @@ def test_refusals(tmp_path, trained):
         predict(model, image, tmp_path / "exists.tif", quiet=True)
     with pytest.raises(GeoAlpsError, match="1 bands"):
         predict(model, labels, tmp_path / "x.tif", quiet=True)
-    with pytest.raises(GeoAlpsError, match="not a geoalps model"):
+    with pytest.raises(GeoAlpsError, match="not a readable torch checkpoint"):
         predict(image, image, tmp_path / "x.tif", quiet=True)
     six = write_scene(tmp_path / "six.tif", class_pattern(70, 70), bands=6)
     with pytest.raises(GeoAlpsError, match="6 bands"):
