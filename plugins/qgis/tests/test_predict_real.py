@@ -1,0 +1,71 @@
+"""End to end: "Predict segmentation" with a tiny model trained by the real ``geoalps train``.
+
+The model is trained for one step on the small RGB sample scene (quality is irrelevant here);
+what is checked is the plumbing: the class raster on the scene's grid with its palette, and the
+optional polygons.
+"""
+from __future__ import annotations
+
+import subprocess
+import time
+
+import processing
+import pytest
+from qgis.core import QgsCoordinateReferenceSystem, QgsRasterLayer, QgsVectorLayer
+
+from conftest import REPO, require_real_cli
+from geoalps_processing.outputs import apply_palette
+from geoalps_processing.settings import child_environment, command_prefix
+from helpers import RecordingFeedback
+
+SCENE = REPO / "sample_data" / "scene_rgb_u8.tif"
+TRUTH = REPO / "sample_data" / "scene_rgb_u8.gt.tif"
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> str:
+    cli = require_real_cli()
+    if not (SCENE.is_file() and TRUTH.is_file()):
+        pytest.skip(f"{SCENE} or its ground truth missing")
+    model = str(tmp_path_factory.mktemp("model") / "tiny.pt")
+    done = subprocess.run(
+        command_prefix(cli) + [
+            "train", "--images", str(SCENE), "--labels", str(TRUTH), "-o", model,
+            "--model", "tiny", "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "1",
+            "--quiet",
+        ],
+        env=child_environment(), capture_output=True, text=True, timeout=600,
+    )
+    if done.returncode != 0:
+        pytest.fail(f"geoalps train failed: {done.stderr[-1500:]}")
+    return model
+
+
+@pytest.mark.slow  # about 1 minute on 2 busy cores: skip with scripts/test_qgis.sh -m "not slow"
+def test_predict_writes_a_paletted_class_raster_and_polygons(qgis_app, tiny_model, tmp_path, monkeypatch):
+    monkeypatch.setenv("GEOALPS_CLI", require_real_cli())
+    params = {
+        "MODEL": tiny_model, "INPUT": str(SCENE),
+        "OUTPUT": str(tmp_path / "pred.tif"), "POLYGONS": str(tmp_path / "pred.gpkg"),
+    }
+    feedback = RecordingFeedback()
+    started = time.monotonic()
+    results = processing.run("geoalps:predict", params, feedback=feedback)
+    print(f"predict on the RGB sample scene took {time.monotonic() - started:.1f} s")
+
+    assert feedback.progress and max(feedback.progress) == 100.0
+    raster = QgsRasterLayer(results["OUTPUT"], "pred", "gdal")
+    scene = QgsRasterLayer(str(SCENE), "scene", "gdal")
+    assert raster.isValid()
+    assert raster.crs() == scene.crs() == QgsCoordinateReferenceSystem("EPSG:3857")
+    assert (raster.width(), raster.height(), raster.extent()) == (
+        scene.width(), scene.height(), scene.extent()
+    )
+    assert apply_palette(raster)
+    assert raster.renderer().type() == "paletted"
+    assert 2 <= len(raster.renderer().classes()) < 256
+
+    polygons = QgsVectorLayer(results["POLYGONS"], "pred", "ogr")
+    assert polygons.isValid() and polygons.featureCount() > 0
+    assert polygons.crs() == scene.crs()
+    del raster, scene, polygons
