@@ -177,3 +177,17 @@ def test_output_guard_removes_only_what_the_run_made(tmp_path):
     assert sorted(removed) == sorted(str(p) for p in (old, temp, journal))
     assert untouched.read_bytes() == b"previous raster"
     assert unrelated.exists()
+
+
+def test_sam_checkpoint_model_type_and_workers_are_passed(qgis_app, fake_cli, tiny_raster, tmp_path):
+    checkpoint = tmp_path / "sam vit_b.pth"
+    checkpoint.write_bytes(b"weights")
+    params = autolabel_params(
+        tiny_raster, tmp_path, ENGINE=1, CHECKPOINT=str(checkpoint), MODEL_TYPE=1, WORKERS=2,
+    )
+    processing.run("geoalps:autolabel", params)
+    argv = read_record(fake_cli)["argv"]
+    assert argv[argv.index("--engine") + 1] == "sam"
+    assert argv[argv.index("--checkpoint") + 1] == str(checkpoint)
+    assert argv[argv.index("--model-type") + 1] == "vit_b"
+    assert argv[argv.index("--workers") + 1] == "2"
