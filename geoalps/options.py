@@ -58,11 +58,11 @@ class LabelOptions:
             raise GeoAlpsError("--classes must be at least 1")
         if not 0 < self.max_area_frac <= 1:
             raise GeoAlpsError("--max-area-frac must be in (0, 1]")
-        checkpoint = self.checkpoint or os.environ.get("GEOALPS_SAM_CHECKPOINT") or None
+        checkpoint = str(self.checkpoint or os.environ.get("GEOALPS_SAM_CHECKPOINT") or "") or None
         if checkpoint and not os.path.isfile(checkpoint):
             source = "--checkpoint" if self.checkpoint else "GEOALPS_SAM_CHECKPOINT"
             raise GeoAlpsError(f"{checkpoint}: SAM checkpoint not found (from {source})")
-        return replace(self, checkpoint=checkpoint)
+        return replace(self, checkpoint=str(checkpoint) if checkpoint else None)
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -62,7 +62,7 @@ class WorkStore:
 
     def _init(self, prints: dict[str, Any]) -> "WorkStore":
         (self.folder / "tiles").mkdir(parents=True, exist_ok=True)
-        _atomic_write(self.folder / "run.json", json.dumps(prints, indent=1, sort_keys=True).encode())
+        _atomic_write(self.folder / "run.json", json.dumps(prints, indent=1, sort_keys=True, default=str).encode())
         return self
 
     @staticmethod
