@@ -36,14 +36,16 @@ def test_predict_parameters(qgis_app):
     assert alg.parameterDefinition("OUTPUT").defaultFileExtension() == "tif"
 
 
-def test_overlap_must_be_smaller_than_half_a_tile(qgis_app, tiny_raster, tmp_path):
+def test_overlap_must_be_at_most_half_a_tile(qgis_app, tiny_raster, tmp_path):
     from qgis.core import QgsProcessingContext
 
     alg = QgsApplication.processingRegistry().createAlgorithmById("geoalps:autolabel")
-    params = {"INPUT": tiny_raster, "TILE_SIZE": 256, "OVERLAP": 128,
+    params = {"INPUT": tiny_raster, "TILE_SIZE": 256, "OVERLAP": 129,
               "OUTPUT": str(tmp_path / "o.gpkg")}
     ok, message = alg.checkParameterValues(params, QgsProcessingContext())
     assert not ok and "overlap" in message.lower()
+    params["OVERLAP"] = 128
+    assert alg.checkParameterValues(params, QgsProcessingContext())[0]
 
 
 def test_cli_path_setting_is_registered_under_the_provider(qgis_app):

@@ -38,6 +38,8 @@ The work runs in your geoalps environment (the "geoalps" command or that environ
 
 
 class AutoLabelAlgorithm(GeoAlpsAlgorithm):
+    """Auto-label raster: object masks + online k-means, as a styled GeoPackage (and raster)."""
+
     INPUT = "INPUT"
     BANDS = "BANDS"
     ENGINE = "ENGINE"
@@ -125,8 +127,8 @@ class AutoLabelAlgorithm(GeoAlpsAlgorithm):
     def checkParameterValues(self, parameters, context):  # noqa: N802 (QGIS's name)
         tile = self.parameterAsInt(parameters, self.TILE_SIZE, context)
         overlap = self.parameterAsInt(parameters, self.OVERLAP, context)
-        if overlap * 2 >= tile:
-            return False, f"Tile overlap ({overlap} px) must be less than half the tile size ({tile} px)."
+        if overlap > tile // 2:  # the same rule as geoalps, caught before the run starts
+            return False, f"Tile overlap ({overlap} px) must be at most half the tile size ({tile} px)."
         reuse = self.parameterAsFile(parameters, self.KMEANS_MODEL, context)
         save = self.parameterAsFileOutput(parameters, self.KMEANS_MODEL_OUT, context)
         if reuse and save:

@@ -22,6 +22,8 @@ The work runs in your geoalps environment (the "geoalps" command or that environ
 
 
 class PredictAlgorithm(GeoAlpsAlgorithm):
+    """Predict segmentation: a trained geoalps model applied to a raster, on its exact grid."""
+
     MODEL = "MODEL"
     INPUT = "INPUT"
     OUTPUT = "OUTPUT"
