@@ -1,0 +1,101 @@
+"""Scale-out figures for `geoalps label` (issue 3), all measured in one session:
+
+- memory: peak RSS summed over the whole process tree (driver + dask workers) for a ~5k x 5k and a
+  ~20k x 20k 4-band uint16 scene with the classical engine; target: 20k under 2 GB and within 1.3x
+  of 5k.
+- throughput: tiles/s with --workers 2 against --workers 1 on the same scene; target >= 1.7x on 2 cores.
+
+The big scenes are VRT mosaics of the shipped sample scene (no pixels are copied; nothing is
+committed), written to --scratch.
+
+    .venv/bin/python benchmarks/scaling.py memory --sizes 5120 20480 --workers 2
+    .venv/bin/python benchmarks/scaling.py throughput --size 3840
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import rasterio
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _measure import run_measured  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SOURCE = REPO / "sample_data/scene_rgbn_u16.tif"
+
+
+def mosaic_vrt(size_px: int, folder: Path) -> Path:
+    """A size_px x size_px VRT that repeats the sample scene on a grid (same CRS, shifted origin)."""
+    with rasterio.open(SOURCE) as src:
+        width, height, count, dtype, nodata = src.width, src.height, src.count, src.dtypes[0], src.nodata
+        transform, crs_wkt = src.transform, src.crs.to_wkt()
+    gdal_type = {"uint16": "UInt16", "uint8": "Byte"}[dtype]
+    bands = []
+    for band in range(1, count + 1):
+        sources = []
+        for row in range(0, size_px, height):
+            for col in range(0, size_px, width):
+                w, h = min(width, size_px - col), min(height, size_px - row)
+                sources.append(
+                    f'<SimpleSource><SourceFilename relativeToVRT="0">{SOURCE}</SourceFilename>'
+                    f"<SourceBand>{band}</SourceBand>"
+                    f'<SrcRect xOff="0" yOff="0" xSize="{w}" ySize="{h}"/>'
+                    f'<DstRect xOff="{col}" yOff="{row}" xSize="{w}" ySize="{h}"/></SimpleSource>'
+                )
+        bands.append(f'<VRTRasterBand dataType="{gdal_type}" band="{band}"><NoDataValue>{nodata}</NoDataValue>'
+                     + "".join(sources) + "</VRTRasterBand>")
+    geotransform = ", ".join(str(v) for v in (transform.c, transform.a, transform.b, transform.f, transform.d, transform.e))
+    xml = (f'<VRTDataset rasterXSize="{size_px}" rasterYSize="{size_px}"><SRS>{crs_wkt}</SRS>'
+           f"<GeoTransform>{geotransform}</GeoTransform>" + "".join(bands) + "</VRTDataset>")
+    path = folder / f"mosaic_{size_px}.vrt"
+    path.write_text(xml)
+    return path
+
+
+def label_run(scene: Path, workers: int, folder: Path, extra: list[str]) -> dict:
+    out = folder / f"{scene.stem}_w{workers}.gpkg"
+    cmd = [str(Path(sys.executable).parent / "geoalps"), "label", str(scene), "-o", str(out), "--engine", "classical",
+           "--workers", str(workers), "--overwrite", "--progress-lines", *extra]
+    measured = run_measured(cmd)
+    if measured["returncode"] != 0:
+        raise SystemExit(f"{scene}: geoalps failed: {measured['stderr']}")
+    import pyogrio
+
+    with rasterio.open(scene) as src:
+        from geoalps.tiling import plan_tiles
+
+        tiles = len(plan_tiles(src.width, src.height, 1024, 128))
+    polygons = pyogrio.read_info(out, layer="masks")["features"]
+    return {"scene": scene.name, "workers": workers, "seconds": round(measured["seconds"], 1), "tiles": tiles,
+            "tiles_per_s": round(tiles / measured["seconds"], 3), "peak_rss_mb": round(measured["peak_rss_mb"], 1),
+            "polygons": polygons}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=["memory", "throughput"])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[5120, 20480])
+    parser.add_argument("--size", type=int, default=3840)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--scratch", type=Path, default=None)
+    parser.add_argument("extra", nargs="*")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(dir=args.scratch) as tmp:
+        folder = Path(tmp)
+        if args.what == "memory":
+            rows = [label_run(mosaic_vrt(size, folder), args.workers, folder, args.extra) for size in args.sizes]
+            result = {"runs": rows, "peak_ratio_last_vs_first": round(rows[-1]["peak_rss_mb"] / rows[0]["peak_rss_mb"], 3)}
+        else:
+            scene = mosaic_vrt(args.size, folder)
+            one = label_run(scene, 1, folder, args.extra)
+            two = label_run(scene, 2, folder, args.extra)
+            result = {"runs": [one, two], "speedup_2_vs_1": round(two["tiles_per_s"] / one["tiles_per_s"], 3)}
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
