@@ -293,7 +293,7 @@ def label(
 class _OrderedFeeder:
     """Feeds k-means with tile features strictly in plan order, whatever order tiles finish in,
     so the fitted model (and every class) is the same for 1 worker, N workers or a resumed run.
-    Holds only the features of tiles that finished ahead of their turn."""
+    Holds only the feature matrices of tiles that finished ahead of their turn."""
 
     def __init__(self, tiles, store: WorkStore, blocks, clusterer: OnlineKMeans | None, opts: LabelOptions, model_path):
         self.tiles, self.store, self.blocks = tiles, store, blocks
@@ -306,27 +306,31 @@ class _OrderedFeeder:
         self._checked = False
 
     def advance(self, done: set[str], fresh: dict[str, TileResult] | None = None) -> None:
-        if fresh:
-            self.waiting.update(fresh)
+        for key, result in (fresh or {}).items():
+            self.waiting[key] = self._summary(result)  # features only: polygons are on disk
         while self.next < len(self.tiles) and self.tiles[self.next].key in done:
             key = self.tiles[self.next].key
-            result = self.waiting.pop(key, None) or self.store.load(key)
-            self._feed(result)
+            summary = self.waiting.pop(key, None) or self._summary(self.store.load(key))
+            self._feed(*summary)
             self.next += 1
 
-    def _feed(self, result: TileResult) -> None:
-        self.skipped += int(result.skipped)
-        self.engine_seconds += result.engine_seconds
-        self.tile_seconds += result.seconds
-        if not len(result):
+    def _summary(self, result: TileResult) -> tuple:
+        widths = {b: result.features[b].shape[1] for b in self.blocks} if len(result) else {}
+        features = result.feature_matrix(self.blocks) if len(result) else None
+        return features, widths, result.skipped, result.engine_seconds, result.seconds
+
+    def _feed(self, features, widths, skipped: bool, engine_seconds: float, seconds: float) -> None:
+        self.skipped += int(skipped)
+        self.engine_seconds += engine_seconds
+        self.tile_seconds += seconds
+        if features is None:
             return
-        widths = {b: result.features[b].shape[1] for b in self.blocks}
         if self.clusterer is None:
             self.clusterer = OnlineKMeans(self.opts.classes, widths, seed=self.opts.seed)
         elif self.clusterer.frozen and not self._checked:
             self.clusterer.check_compatible(widths, str(self.model_path))
             self._checked = True
-        self.clusterer.partial_fit(result.feature_matrix(self.blocks))
+        self.clusterer.partial_fit(features)
 
 
 def _failure_message(failures, todo, scenes: list[Scene], store: WorkStore) -> str:
