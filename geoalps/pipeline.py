@@ -408,6 +408,11 @@ def _write_outputs(scenes, scene_layers, output, raster_targets, n_classes, over
             write_qgis_style(str(tmp_out), "masks", n_classes, field="pseudo_class")
         if kmeans_model is not None and clusterer is not None and not clusterer.frozen:
             clusterer.save(kmeans_model)
+    from geoalps.style import write_qgis_raster_style
+
+    for target in raster_targets:
+        if target is not None:  # QGIS default style: only the K classes in the legend
+            write_qgis_raster_style(target, n_classes)
     return {"objects": objects, "classes_used": len(classes_used), "n_classes": n_classes}
 
 

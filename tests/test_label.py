@@ -130,6 +130,8 @@ def test_label_raster_is_on_the_scene_grid(seam_scene, tmp_path):
         index = _best_match(gdf, _box_polygon(ODD_TRANSFORM, *box))[0]
         assert (labels[r0:r1, c0:c1] == gdf.pseudo_class.iloc[index]).mean() > 0.99
     assert (labels == 255).any()
+    qml = (tmp_path / "o.qml").read_text()  # QGIS default style beside the raster: K entries
+    assert qml.count("<paletteEntry") == 3
 
 
 def test_kmeans_model_is_reused_frozen(seam_scene, tmp_path):

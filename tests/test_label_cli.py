@@ -39,7 +39,7 @@ def test_label_writes_gpkg_and_raster_and_says_which_engine(scene, tmp_path):
     gdf = pyogrio.read_dataframe(out, layer="masks")
     assert len(gdf) >= 2 and gdf.crs.to_epsg() == 32633
     assert (tmp_path / "l.tif").exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["l.tif", "out.gpkg", "scene.tif"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["l.qml", "l.tif", "out.gpkg", "scene.tif"]
 
 
 def test_progress_lines_for_the_qgis_plugin(scene, tmp_path):
