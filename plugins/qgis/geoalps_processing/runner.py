@@ -25,6 +25,7 @@ from .settings import child_environment, subprocess_flags
 
 POLL_INTERVAL_S = 0.1
 TERMINATE_GRACE_S = 5.0
+GROUP_EXIT_WAIT_S = 2.0
 LOG_TAIL_LINES = 12
 
 
@@ -126,6 +127,23 @@ def _terminate(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         proc.kill()
     proc.wait()
+    if sys.platform != "win32":
+        _wait_group_gone(proc.pid, GROUP_EXIT_WAIT_S)
+
+
+def _wait_group_gone(pgid: int, timeout_s: float) -> None:
+    """Wait until no process of the group is left, so none writes after the cleanup.
+
+    Signals are delivered asynchronously; a killed worker may live a few milliseconds more.
+    Zombies still count as members until reaped, hence the bounded wait.
+    """
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return
+        time.sleep(0.05)
 
 
 def format_command(command: list[str]) -> str:

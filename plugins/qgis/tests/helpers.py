@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 from qgis.core import QgsProcessingFeedback
@@ -19,11 +20,13 @@ class RecordingFeedback(QgsProcessingFeedback):
         self.console: list[str] = []
         self.commands: list[str] = []
         self.infos: list[str] = []
+        self.cancelled_at: float | None = None  # time.monotonic() of the cancel
 
     def setProgress(self, progress: float) -> None:  # noqa: N802
         self.progress.append(progress)
         super().setProgress(progress)
-        if self.cancel_on_progress:
+        if self.cancel_on_progress and self.cancelled_at is None:
+            self.cancelled_at = time.monotonic()
             self.cancel()
 
     def setProgressText(self, text: str) -> None:  # noqa: N802

@@ -100,15 +100,15 @@ def test_cancel_kills_the_process_group_and_leaves_no_output(qgis_app, fake_cli,
     params = autolabel_params(tiny_raster, tmp_path)
     feedback = RecordingFeedback(cancel_on_progress=True)
 
-    started = time.monotonic()
     with pytest.raises(QgsProcessingException, match="cancelled"):
         processing.run("geoalps:autolabel", params, feedback=feedback)
 
-    assert time.monotonic() - started < 20
+    print(f"cancel took {time.monotonic() - feedback.cancelled_at:.2f} s")
+    assert time.monotonic() - feedback.cancelled_at < 10  # SIGTERM grace is 5 s
     record = read_record(fake_cli)
-    assert process_gone(record["pid"])
-    assert process_gone(record["grandchild"])
-    assert not os.path.exists(record["temp"])
+    assert process_gone(record["pid"]), record
+    assert process_gone(record["grandchild"]), record
+    assert not os.path.exists(record["temp"]), os.listdir(out_dir)
     assert not os.path.exists(params["OUTPUT"])
     assert bystander.read_bytes() == b"keep me"
 
