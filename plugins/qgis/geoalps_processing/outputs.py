@@ -34,7 +34,8 @@ def apply_palette(layer: QgsRasterLayer) -> bool:
 
     First the ``.qml`` sidecar geoalps writes beside the raster (class names included); else
     band 1's colour table cut to the ``n_classes`` the raster's metadata records (a uint8
-    GeoTIFF's table always has 256 entries, mostly unused black).
+    GeoTIFF's table always has 256 entries, mostly unused black), labelled with its
+    ``class_names`` tag when there is one (``geoalps predict`` writes it).
     """
     _, found = layer.loadDefaultStyle()
     renderer = layer.renderer()
@@ -47,31 +48,35 @@ def apply_palette(layer: QgsRasterLayer) -> bool:
     classes = QgsPalettedRasterRenderer.colorTableToClassData(provider.colorTable(1))
     if not classes:
         return False
-    n_classes = _recorded_class_count(layer.source())
+    n_classes, names = _recorded_classes(layer.source())
     if n_classes:
         classes = [c for c in classes if 0 <= c.value < n_classes]
         for c in classes:
-            c.label = f"class {int(c.value)}"
+            index = int(c.value)
+            c.label = names[index] if index < len(names) else f"class {index}"
     layer.setRenderer(QgsPalettedRasterRenderer(provider, 1, classes))
     layer.triggerRepaint()
     return True
 
 
-def _recorded_class_count(path: str) -> int:
-    """The ``n_classes`` band tag geoalps writes, read with QGIS's own GDAL; 0 if absent."""
+def _recorded_classes(path: str) -> tuple[int, list[str]]:
+    """The ``n_classes`` and ``class_names`` (``a;b;c``) band tags geoalps writes, read with
+    QGIS's own GDAL; ``(0, [])`` if absent."""
     try:
         from osgeo import gdal
     except ImportError:
-        return 0
+        return 0, []
     dataset = gdal.Open(path.split("|")[0])
     if dataset is None:
-        return 0
-    value = dataset.GetRasterBand(1).GetMetadataItem("n_classes")
-    dataset = None
+        return 0, []
+    band = dataset.GetRasterBand(1)
+    count, names = band.GetMetadataItem("n_classes"), band.GetMetadataItem("class_names")
+    band = dataset = None
     try:
-        return int(value) if value else 0
+        n_classes = int(count) if count else 0
     except ValueError:
-        return 0
+        n_classes = 0
+    return n_classes, (names.split(";") if names else [])
 
 
 class _Styler(QgsProcessingLayerPostProcessorInterface):

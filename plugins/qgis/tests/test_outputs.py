@@ -61,6 +61,18 @@ def test_palette_from_the_colour_table_is_cut_to_the_classes(class_raster):
     del layer
 
 
+def test_class_names_tag_labels_the_palette(class_raster):
+    from osgeo import gdal
+
+    dataset = gdal.Open(class_raster, gdal.GA_Update)
+    dataset.GetRasterBand(1).SetMetadataItem("class_names", "water;trees;roofs")
+    dataset = None
+    layer = _load_without_style(class_raster)
+    assert apply_palette(layer)
+    assert [c.label for c in layer.renderer().classes()] == ["water", "trees", "roofs"]
+    del layer
+
+
 def test_sidecar_style_wins(class_raster, tmp_path):
     (tmp_path / "labels.qml").write_text(QML_SIDECAR)
     layer = _load_without_style(class_raster)
