@@ -222,10 +222,13 @@ def _scores_against_image(
     """
     b, r, c = proj.shape
     flat = proj.reshape(b * r, c)
-    scores = torch.mm(flat, key_pe[0].t()).reshape(b, r, -1) + bias
+    scores = torch.mm(flat, key_pe[0].t()).reshape(b, r, -1)
+    scores += bias
     if keys.shape[0] == 1:
-        return torch.addmm(scores.reshape(b * r, -1), flat, keys[0].t()).reshape(b, r, -1)
-    return torch.baddbmm(scores, proj, keys.transpose(1, 2))
+        scores.reshape(b * r, -1).addmm_(flat, keys[0].t())
+    else:
+        scores.baddbmm_(proj, keys.transpose(1, 2))
+    return scores
 
 
 def _tokens_to_image(attn, q: torch.Tensor, keys: torch.Tensor, key_pe: torch.Tensor):

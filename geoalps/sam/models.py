@@ -353,8 +353,12 @@ def build_tiny_sam(seed: int = 0, **overrides) -> Sam:
 
     ``overrides`` replace fields of ``SAM_CONFIGS["tiny"]`` (e.g. ``encoder_embed_dim=48``).
     Every tensor is random, including those segment_anything initialises to zero (positional
-    tables), so a save/load round trip checks real values. The global RNG is left untouched.
-    Cost: about 0.1 s to build; the encoder runs in well under a second on one CPU core.
+    tables), so a save/load round trip checks real values. Plain random decoder weights give
+    one image-wide, near-zero noise mask per prompt that NMS collapses to a single mask, so the
+    decoder is given gains (``_give_decoder_contrast``) that make each prompt produce a few
+    distinct blobs with logits of several units: tens of masks per image at low thresholds.
+    The global RNG is left untouched. Cost: about 0.1 s to build; the encoder takes well under a
+    second and the decoder a few ms a prompt on one CPU core.
     """
     config = dataclasses.replace(SAM_CONFIGS["tiny"], **overrides)
     with torch.random.fork_rng(devices=[]):
@@ -364,7 +368,34 @@ def build_tiny_sam(seed: int = 0, **overrides) -> Sam:
             for name, param in model.named_parameters():
                 if name.endswith(("pos_embed", "rel_pos_h", "rel_pos_w")):
                     param.normal_(0.0, 0.02)
+            _give_decoder_contrast(model)
     return model.eval()
+
+
+def _give_decoder_contrast(model: Sam) -> None:
+    """Test-model gains: sharp image->token attention, strong token values, smooth upscaling.
+
+    - image->token attention queries/keys share one orthonormal projection (scaled x10), so each
+      pixel attends to the token most like it, and the attended token's value (x10) dominates;
+    - both transposed convolutions repeat one kernel tap, so masks are smooth at 4 px;
+    - the hypernetwork output is scaled x1000 so logits reach several units (stable masks).
+    """
+    decoder = model.mask_decoder
+    for layer in decoder.transformer.layers:
+        attn = layer.cross_attn_image_to_token
+        inner, dim = attn.q_proj.weight.shape
+        basis = torch.linalg.qr(torch.randn(dim, inner))[0].T
+        attn.q_proj.weight.copy_(basis * 10.0)
+        attn.k_proj.weight.copy_(basis)
+        attn.q_proj.bias.zero_()
+        attn.k_proj.bias.zero_()
+        attn.out_proj.weight.mul_(10.0)
+    for index in (0, 3):
+        weight = decoder.output_upscaling[index].weight
+        weight.copy_(weight[:, :, :1, :1].expand_as(weight))
+    for mlp in decoder.output_hypernetworks_mlps:
+        mlp.layers[-1].weight.mul_(1000.0)
+        mlp.layers[-1].bias.mul_(1000.0)
 
 
 def save_sam_checkpoint(model: Sam, path: str | Path) -> Path:
