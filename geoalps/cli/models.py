@@ -1,0 +1,75 @@
+"""``geoalps models download | list``: thin over :mod:`geoalps.sam.download`."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from geoalps.cli import main
+
+MODEL_TYPES = ("vit_b", "vit_l", "vit_h")
+
+
+@main.group("models")
+def models() -> None:
+    """SAM checkpoints: download the official ones into the cache, list what is there.
+
+    The cache folder is $GEOALPS_CACHE/sam (default ~/.cache/geoalps/sam); `geoalps label
+    --engine auto|sam` finds checkpoints there when no --checkpoint is given.
+    """
+
+
+@models.command("download")
+@click.argument("model_type", type=click.Choice(MODEL_TYPES))
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder to download into (default: the cache folder).",
+)
+@click.option("--url", default=None, help="Fetch from this mirror instead (the checksum still applies).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def download(model_type: str, directory: Path | None, url: str | None, quiet: bool) -> None:
+    """Download an official SAM checkpoint, verify its SHA-256 and print its path.
+
+    vit_b is 375 MB (fastest; the one to use on CPU), vit_l 1.2 GB, vit_h 2.4 GB. An interrupted
+    download resumes where it stopped when the command is run again.
+
+    \b
+    $ geoalps models download vit_b
+    $ geoalps label scene.tif -o labels.gpkg --engine sam
+    """
+    from geoalps.sam.download import download_checkpoint
+
+    path = download_checkpoint(model_type, directory, url=url, progress=not quiet)
+    click.echo(str(path))
+
+
+@models.command("list")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder to look in (default: the cache folder).",
+)
+def list_(directory: Path | None) -> None:
+    """Show which official checkpoints are cached, with sizes and paths.
+
+    \b
+    $ geoalps models list
+    """
+    from geoalps.sam.download import OFFICIAL_CHECKPOINTS, cache_dir, find_cached_checkpoint
+
+    folder = directory if directory is not None else cache_dir()
+    click.echo(f"cache: {folder}")
+    for name in OFFICIAL_CHECKPOINTS:
+        path = find_cached_checkpoint(name, folder)
+        if path is None:
+            click.echo(f"{name}  -  not downloaded (geoalps models download {name})")
+        else:
+            size_mb = path.stat().st_size / 1e6
+            click.echo(f"{name}  {size_mb:.0f} MB  {path}")
+    auto = find_cached_checkpoint("auto", folder)
+    click.echo(f"auto: {auto if auto else 'none'}")
