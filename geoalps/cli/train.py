@@ -57,6 +57,8 @@ def _budget_options(f):
         click.option("--precision", type=click.Choice(["auto", "32", "bf16", "fp16"]), default="auto", show_default=True,
                      help="auto: bf16/fp16 autocast on CUDA, float32 elsewhere."),
         click.option("--workers", type=click.IntRange(0), default=None, help="DataLoader workers [default: 0 on CPU, 4 on GPU]."),
+        click.option("--threads", type=click.IntRange(1), default=None,
+                     help="torch CPU threads [default: torch's]; 1 is often fastest on a busy machine."),
         click.option("--no-augment", is_flag=True, help="No random flips and quarter turns."),
         click.option("--resume", is_flag=True, help="Continue from OUTPUT's .last.pt (written after every epoch)."),
         click.option("--overwrite", is_flag=True, help="Replace an existing OUTPUT."),
@@ -74,7 +76,7 @@ def _train_options(kw: dict):
     return TrainOptions(
         epochs=kw.pop("epochs"), steps_per_epoch=kw.pop("steps_per_epoch"), batch_size=kw.pop("batch_size"),
         lr=kw.pop("lr"), weight_decay=kw.pop("weight_decay"), val_fraction=kw.pop("val_fraction"), seed=kw.pop("seed"),
-        device=kw.pop("device"), precision=kw.pop("precision"), workers=kw.pop("workers"), augment=not kw.pop("no_augment"),
+        device=kw.pop("device"), precision=kw.pop("precision"), workers=kw.pop("workers"), threads=kw.pop("threads"), augment=not kw.pop("no_augment"),
         resume=kw.pop("resume"), progress_lines=kw.pop("progress_lines"), quiet=kw.pop("quiet"),
     )
 
@@ -129,7 +131,7 @@ def pretrain_command(images, labels, output, **kw):
 @click.option("--backbone-weights", type=click.Path(dir_okay=False), default=None,
               help="timm Swin weights to start from when there is no --init.")
 @click.option("--label-fraction", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
-              help="Share of the labelled area training may see (one block at a seeded place): the few-label case.")
+              help="Share of the labelled area training may see, as tile-sized cells scattered at seeded places: the few-label case.")
 @click.option("--label-column", default=None, help="Vector labels: integer class column (>= 1; 0 is background). Default: all 1.")
 @click.option("--class-names", default=None, help="Comma-separated names of class ids 0..K-1.")
 @_budget_options
@@ -158,10 +160,11 @@ def train_command(images, labels, output, class_names, **kw):
 @click.option("--overlap", "overlap_px", type=click.IntRange(0), default=None, help="Tile overlap in pixels [default: tile/4].")
 @click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True)
 @click.option("--device", default="auto", show_default=True)
+@click.option("--threads", type=click.IntRange(1), default=None, help="torch CPU threads [default: torch's].")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @click.option("-q", "--quiet", is_flag=True)
 @click.option("--progress-lines", is_flag=True, help="Print 'geoalps-progress: <percent> <message>' lines on stderr (for the QGIS plugin).")
-def predict_command(model, scene, output, polygons, overlap_px, batch_size, device, overwrite, quiet, progress_lines):
+def predict_command(model, scene, output, polygons, overlap_px, batch_size, device, threads, overwrite, quiet, progress_lines):
     """Predict classes for SCENE with MODEL: a raster on the scene's exact grid.
 
     \b
@@ -171,7 +174,7 @@ def predict_command(model, scene, output, polygons, overlap_px, batch_size, devi
     from geoalps.train.predict import predict
 
     predict(model, scene, output, polygons=polygons, overwrite=overwrite, overlap_px=overlap_px, batch_size=batch_size,
-            device=device, progress_lines=progress_lines, quiet=quiet)
+            device=device, threads=threads, progress_lines=progress_lines, quiet=quiet)
     if not quiet:
         click.echo(f"geoalps: wrote {output}" + (f" and {polygons}" if polygons else ""), err=True)
 

@@ -7,7 +7,7 @@ user's class raster) a second one with ``is_image=False``; a vector ground truth
 validation strips (prediction uses torchgeo's ``GridGeoSampler``, see predict.py).
 
 The train/validation split is spatial: each labelled area is cut into a validation strip at its
-bottom and a training part above it; ``label_fraction`` keeps one pixel-aligned block of the
+bottom and a training part above it; ``label_fraction`` keeps a few tile-sized cells of the
 training part, the few-label case ALPS targets. Regions are boxes on each scene's pixel grid, so
 sampled tiles are whole pixels and nothing is resampled.
 
@@ -349,6 +349,12 @@ def open_training_data(
         nodata = nodatas.pop()
         label_ds = SceneLabels(paths=[str(p) for p in labels], crs=crs, res=res)
     n_classes = max(i.n_classes for i in infos)
+    present = {k for i in infos for k, c in enumerate(i.pixel_counts) if c}
+    if len(present) == 1 and kinds == {False}:
+        raise GeoAlpsError(
+            f"{labels[0]}: labels hold a single class ({present.pop()}) outside nodata ({nodata}); if background is "
+            "declared nodata, clear it (gdal_edit.py -unsetnodata) so it trains as a class"
+        )
     colours: dict[int, tuple[int, int, int]] = {}
     for info in infos:
         for k, v in info.colours.items():
@@ -383,15 +389,6 @@ class Regions:
     train: list[tuple[float, float, float, float]]
     val: list[tuple[float, float, float, float]]
 
-    def roi(self, which: str):
-        """The shapely (multi)polygon a torchgeo sampler takes as ``roi``; None if empty."""
-        import shapely
-
-        boxes = [shapely.box(*b) for b in getattr(self, which)]
-        if not boxes:
-            return None
-        return boxes[0] if len(boxes) == 1 else shapely.MultiPolygon(boxes)
-
     def to_dict(self) -> dict[str, list[list[float]]]:
         return {"train": [list(b) for b in self.train], "val": [list(b) for b in self.val]}
 
@@ -411,8 +408,10 @@ def split_regions(
         val_fraction: share of each labelled area's rows kept for validation (0: none). A scene
             too small for a tile-high strip and a tile-high training part gets no validation.
         label_fraction: share of each labelled area (training + validation) that training may
-            see, as one block placed at a seeded random position inside the training part.
-        seed: places the block; the same seed gives the same block.
+            see: that many tile-sized cells, drawn without replacement from a grid over the
+            training part (at least one). Like the few labelled patches of the ALPS experiments,
+            they are scattered, so a rare class has a chance to be among them.
+        seed: draws the cells; the same seed gives the same cells.
     """
     if not 0 < label_fraction <= 1:
         raise GeoAlpsError(f"--label-fraction must be in (0, 1], got {label_fraction}")
@@ -429,23 +428,25 @@ def split_regions(
             warnings.warn(f"{scene.path}: too small for a validation strip; all of it trains", stacklevel=2)
             n_val = 0
         h_train = h - n_val
+        col0, row0 = int(win.col_off), int(win.row_off)
         if label_fraction < 1:
-            side = math.sqrt(label_fraction)
-            bw = min(w, max(tile_px, round(w * side)))
-            bh = min(h_train, max(tile_px, round(h * side)))
-            if bw * bh > 1.5 * label_fraction * w * h:
+            rows, cols = h_train // tile_px, w // tile_px
+            wanted = max(1, round(label_fraction * w * h / tile_px**2))
+            if wanted > rows * cols:
+                warnings.warn(f"{scene.path}: only {rows * cols} tiles fit the training part; using all", stacklevel=2)
+            if wanted * tile_px**2 > 1.5 * label_fraction * w * h:
                 warnings.warn(
-                    f"{scene.path}: {label_fraction:.0%} of the labelled area is smaller than a tile; "
-                    f"training sees {bw * bh / (w * h):.0%}",
+                    f"{scene.path}: {label_fraction:.0%} of the labelled area is less than a tile; "
+                    f"training sees {wanted * tile_px**2 / (w * h):.0%}",
                     stacklevel=2,
                 )
-            col = int(rng.integers(0, w - bw + 1))
-            row = int(rng.integers(0, h_train - bh + 1))
+            for cell in sorted(rng.choice(rows * cols, size=min(wanted, rows * cols), replace=False)):
+                r, c = divmod(int(cell), cols)
+                train.append(_pixel_box(scene, data.dataset.crs, col0 + c * tile_px, row0 + r * tile_px, tile_px, tile_px))
         else:
-            bw, bh, col, row = w, h_train, 0, 0
-        train.append(_pixel_box(scene, data.dataset.crs, win.col_off + col, win.row_off + row, bw, bh))
+            train.append(_pixel_box(scene, data.dataset.crs, col0, row0, w, h_train))
         if n_val:
-            val.append(_pixel_box(scene, data.dataset.crs, win.col_off, win.row_off + h_train, w, n_val))
+            val.append(_pixel_box(scene, data.dataset.crs, col0, row0 + h_train, w, n_val))
     return Regions(train, val)
 
 
@@ -480,15 +481,25 @@ def train_loader(
     region exactly one tile wide then survives the sampler's size check despite float noise,
     and the read still returns ``tile_px`` pixels (rasterio rounds the window).
     """
+    import copy
+
+    import pandas as pd
+    import shapely
     from torch.utils.data import DataLoader
     from torchgeo.datasets import stack_samples
     from torchgeo.samplers import RandomGeoSampler, Units
 
+    # torchgeo samples inside the bounding box of each clipped index row, so several boxes in one
+    # scene (the few-label cells) must be separate rows: clip to each box on its own.
+    pieces = [data.dataset.index.clip(shapely.box(*b)) for b in regions.train]
+    pieces = [p for p in pieces if not p.empty]
+    if not pieces:
+        raise GeoAlpsError("the training regions miss every labelled scene")
+    view = copy.copy(data.dataset)
+    view.index = pd.concat(pieces)
     xres, yres = data.res
     size = (tile_px * yres * (1 - 1e-9), tile_px * xres * (1 - 1e-9))
-    sampler = RandomGeoSampler(
-        data.dataset, size=size, length=steps * batch_size, roi=regions.roi("train"), units=Units.CRS, generator=generator
-    )
+    sampler = RandomGeoSampler(view, size=size, length=steps * batch_size, units=Units.CRS, generator=generator)
     if not sampler.bounds:
         raise GeoAlpsError(f"no training region holds a whole {tile_px} px tile; use a smaller --tile-size")
     return DataLoader(

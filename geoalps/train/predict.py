@@ -148,6 +148,7 @@ def predict(
     overlap_px: int | None = None,
     batch_size: int = 8,
     device: str = "auto",
+    threads: int | None = None,
     progress_lines: bool = False,
     quiet: bool = False,
 ) -> Path:
@@ -162,6 +163,7 @@ def predict(
         overlap_px: tile overlap (default a quarter tile).
         batch_size: tiles per forward pass.
         device: "auto", "cpu", "cuda", ...
+        threads: torch CPU threads (None: torch's default).
         progress_lines / quiet: ``geoalps-progress:`` lines / no progress at all.
 
     Cost: see :func:`predict_classes`; vectorizing is proportional to the number of regions.
@@ -171,13 +173,15 @@ def predict(
     from geoalps.io import check_writable
     from geoalps.train.checkpoint import load_checkpoint
     from geoalps.train.data import read_scene_info
-    from geoalps.train.loop import autocast_dtype, select_device
+    from geoalps.train.loop import autocast_dtype, default_class_colours, select_device
     from geoalps.train.models import build_model
     from geoalps.train.progress import Progress
 
     check_writable(output, overwrite)
     if polygons is not None:
         check_writable(polygons, overwrite)
+    if threads:
+        torch.set_num_threads(threads)
     ckpt = load_checkpoint(checkpoint)
     arch = ckpt["arch"]
     n_classes = arch["num_classes"]
@@ -205,7 +209,7 @@ def predict(
         )
         progress.write(f"writing {output}")
         names = list(ckpt["classes"].get("names") or [f"class {k}" for k in range(n_classes)])
-        colours = [tuple(c) for c in ckpt["classes"].get("colours") or []]
+        colours = [tuple(c) for c in ckpt["classes"].get("colours") or []] or default_class_colours(n_classes)
         write_class_raster(output, info, classes, valid, n_classes, names, colours, overwrite)
         if polygons is not None:
             progress.write(f"writing {polygons}")

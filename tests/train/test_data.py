@@ -40,24 +40,38 @@ def test_band_counts_must_agree(tmp_path):
         gdata.open_training_data([a, b])
 
 
-def test_regions_split_validation_strip_and_few_label_block(scene):
+def test_regions_split_validation_strip_and_training_part(scene):
     data = gdata.open_training_data([scene[0]], [scene[1]])
-    regions = gdata.split_regions(data, tile_px=64, val_fraction=0.2, label_fraction=0.2, seed=3)
-    (tminx, tminy, tmaxx, tmaxy), = regions.train
+    regions = gdata.split_regions(data, tile_px=64, val_fraction=0.2)
+    left, bottom, right, top = data.scenes[0].bounds
     (vminx, vminy, vmaxx, vmaxy), = regions.val
-    info = data.scenes[0]
-    left, bottom, right, top = info.bounds
-    # Validation: the bottom 64 px (20 % of 150 is < a tile), full width.
+    # Validation: the bottom 64 px (20 % of 150 is less than a tile), full width; training: the rest.
     assert (vminx, vminy, vmaxx) == pytest.approx((left, bottom, right))
     assert (vmaxy - vminy) / 0.61 == pytest.approx(64)
-    # Training block: inside the rest, about 20 % of the labelled area, on whole pixels.
-    assert tminy >= vmaxy - 1e-6 and tmaxy <= top + 1e-6
-    w_px, h_px = (tmaxx - tminx) / 0.73, (tmaxy - tminy) / 0.61
-    assert w_px == pytest.approx(round(w_px)) and h_px == pytest.approx(round(h_px))
-    assert w_px * h_px == pytest.approx(0.2 * 150 * 173, rel=0.15)
-    assert ((tminx - left) / 0.73) == pytest.approx(round((tminx - left) / 0.73))
-    # Same seed, same block.
-    assert gdata.split_regions(data, 64, 0.2, 0.2, seed=3).train == regions.train
+    assert regions.train == [pytest.approx((left, vmaxy, right, top))]
+
+
+def test_few_labels_are_scattered_tile_cells(tmp_path):
+    classes = class_pattern(256, 256)
+    data = gdata.open_training_data([write_scene(tmp_path / "s.tif", classes)], [write_labels(tmp_path / "l.tif", classes)])
+    regions = gdata.split_regions(data, tile_px=64, val_fraction=0.25, label_fraction=0.25, seed=3)
+    left, _, _, top = data.scenes[0].bounds
+    cells = set()
+    for minx, miny, maxx, maxy in regions.train:
+        col, row = (minx - left) / 0.73, (top - maxy) / 0.61
+        assert (maxx - minx) / 0.73 == pytest.approx(64) and (maxy - miny) / 0.61 == pytest.approx(64)
+        assert col == pytest.approx(round(col)) and row == pytest.approx(round(row))
+        assert round(col) % 64 == 0 and round(row) % 64 == 0 and round(row) + 64 <= 256 - 64  # above validation
+        cells.add((round(row), round(col)))
+    assert len(cells) == 4  # 25 % of 256 x 256 px is four 64 px cells, all different
+    assert gdata.split_regions(data, 64, 0.25, 0.25, seed=3).train == regions.train
+    assert gdata.split_regions(data, 64, 0.25, 0.25, seed=4).train != regions.train
+
+    # The sampler draws exactly those cells, never the space between them.
+    loader = gdata.train_loader(data, regions, 64, batch_size=8, steps=2, generator=torch.Generator().manual_seed(0))
+    for batch in loader:
+        for xs, ys, _ in batch["bounds"]:
+            assert any(xs.start == pytest.approx(b[0]) and ys.stop == pytest.approx(b[3]) for b in regions.train)
 
 
 def test_training_tiles_are_whole_scene_pixels(scene):
@@ -129,3 +143,12 @@ def test_rotated_scene_is_refused(tmp_path):
     image = write_scene(tmp_path / "r.tif", class_pattern(64, 64), transform=rotated)
     with pytest.raises(GeoAlpsError, match="rotated"):
         gdata.read_scene_info(image)
+
+
+def test_a_single_labelled_class_is_refused_with_a_hint(tmp_path):
+    # A building mask whose background 0 is tagged nodata: only class 1 would be seen.
+    classes = (class_pattern(64, 64, n_classes=2) > 0).astype(np.uint8)
+    image = write_scene(tmp_path / "s.tif", classes)
+    labels = write_labels(tmp_path / "b.tif", classes, nodata=0)
+    with pytest.raises(GeoAlpsError, match="single class.*unsetnodata"):
+        gdata.open_training_data([image], [labels])

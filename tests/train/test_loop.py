@@ -76,13 +76,12 @@ def test_finetune_from_init_and_refusals(tmp_path, trained):
         finetune([five], [labels], tmp_path / "x.pt", init=pretrained, options=_options())
 
 
-def test_few_labels_block_is_recorded(tmp_path, scene):
+def test_few_label_cells_are_recorded(tmp_path, scene):
     image, labels, _ = scene
     finetune([image], [labels], tmp_path / "few.pt", size="tiny", label_fraction=0.15, options=_options(epochs=1, steps_per_epoch=2))
     regions = load_checkpoint(tmp_path / "few.pt")["training"]["regions"]
-    (minx, miny, maxx, maxy), = regions["train"]
-    # sqrt(0.15) of 173 x 150 px is 67 x 58 px; the height is clamped to one 64 px tile.
-    assert (maxx - minx) / 0.73 == pytest.approx(67) and (maxy - miny) / 0.61 == pytest.approx(64)
+    (minx, miny, maxx, maxy), = regions["train"]  # 15 % of 173 x 150 px rounds to one 64 px cell
+    assert (maxx - minx) / 0.73 == pytest.approx(64) and (maxy - miny) / 0.61 == pytest.approx(64)
 
 
 def test_mim_only_pretraining_then_fine_tuning(tmp_path, scene):
