@@ -152,7 +152,7 @@ def main() -> None:
         }
     out = args.work / "results.quick.json" if args.quick else HERE / "results.json"
     out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\n| dataset | seeds | mIoU ALPS init | mIoU random init | gain |\n|---|---|---|---|---|")
+    print("\n| dataset | seeds | mIoU ALPS init | mIoU random init | gain |\n|---|---|---|---|---|")
     for name, r in results["datasets"].items():
         print(f"| {name} | {len(r['runs'])} | {r['mean_miou_alps']:.4f} | {r['mean_miou_scratch']:.4f} | {r['mean_gain']:+.4f} |")
     print(f"\nwrote {out}")

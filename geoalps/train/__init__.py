@@ -15,7 +15,7 @@ Importing this package is cheap; torch, timm and torchgeo load when a function n
 """
 from __future__ import annotations
 
-__all__ = ["pretrain", "finetune", "predict", "evaluate"]
+__all__ = ["evaluate", "finetune", "predict", "pretrain"]
 
 
 def __getattr__(name: str):

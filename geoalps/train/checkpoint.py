@@ -47,7 +47,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise GeoAlpsError(f"{path}: no such checkpoint file")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle, zip and torch errors all mean "not a checkpoint we can read"
+    except Exception as exc:  # noqa: BLE001 - pickle, zip and torch errors all mean "not a checkpoint we can read"
         raise GeoAlpsError(f"{path}: not a readable torch checkpoint ({exc.__class__.__name__})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise GeoAlpsError(f"{path}: not a geoalps model (made by 'geoalps pretrain' or 'geoalps train')")

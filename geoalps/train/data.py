@@ -19,9 +19,10 @@ from __future__ import annotations
 import math
 import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -189,7 +190,7 @@ def read_vector_label_info(path: str, label_column: str | None) -> tuple[LabelIn
         raise GeoAlpsError(f"{path}: no such label file")
     try:
         frame = gpd.read_file(path)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - pyogrio/GDAL raise several unrelated types
         raise GeoAlpsError(f"{path}: not a readable vector layer ({exc.__class__.__name__})") from None
     if frame.crs is None:
         raise GeoAlpsError(f"{path}: vector labels have no CRS")

@@ -18,9 +18,10 @@ import os
 import random
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -366,7 +367,11 @@ def _fit(job: _Job) -> list[dict[str, Any]]:
 
     from geoalps.train import data as gdata
     from geoalps.train.checkpoint import load_checkpoint, resume_path, save_checkpoint
-    from geoalps.train.mim import masked_reconstruction_loss, random_patch_mask, upsample_mask
+    from geoalps.train.mim import (
+        masked_reconstruction_loss,
+        random_patch_mask,
+        upsample_mask,
+    )
     from geoalps.train.progress import Progress
 
     opt = job.options

@@ -10,8 +10,9 @@ filters repeated and rescaled) and resize relative-position tables to the window
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -220,7 +221,7 @@ def load_timm_weights(swin: nn.Module, path: str | os.PathLike, size: str = "") 
         swin.load_state_dict(state, strict=False)
     except GeoAlpsError:
         raise
-    except Exception as exc:  # unreadable file, pickle, safetensors errors
+    except Exception as exc:  # noqa: BLE001 - unreadable file, pickle, safetensors errors
         detail = " ".join(str(exc).split())[:200]
         raise GeoAlpsError(f"{path}: cannot read Swin weights ({exc.__class__.__name__}: {detail})") from None
 

@@ -5,10 +5,9 @@ import json
 
 import rasterio
 from click.testing import CliRunner
+from conftest import TRAIN_TRANSFORM, class_pattern, write_labels, write_scene
 
 from geoalps.cli import main
-
-from conftest import TRAIN_TRANSFORM, class_pattern, write_labels, write_scene
 
 TINY = ["--model", "tiny", "--epochs", "1", "--steps-per-epoch", "4", "--batch-size", "4", "--lr", "2e-3", "-q"]
 

@@ -8,12 +8,11 @@ import rasterio
 import shapely
 import torch
 from affine import Affine
+from conftest import CRS, TRAIN_TRANSFORM, class_pattern, write_labels, write_scene
 from rasterio.windows import from_bounds
 
 from geoalps.errors import GeoAlpsError
 from geoalps.train import data as gdata
-
-from conftest import CRS, TRAIN_TRANSFORM, class_pattern, write_labels, write_scene
 
 
 @pytest.mark.parametrize(

@@ -5,13 +5,12 @@ import csv
 
 import pytest
 import torch
+from conftest import class_pattern, write_labels, write_scene
 
 from geoalps.errors import GeoAlpsError
 from geoalps.train import loop
 from geoalps.train.checkpoint import load_checkpoint, resume_path
 from geoalps.train.loop import TrainOptions, finetune, pretrain
-
-from conftest import class_pattern, write_labels, write_scene
 
 
 def _options(**kw):

@@ -3,7 +3,12 @@ from __future__ import annotations
 
 import torch
 
-from geoalps.train.mim import SimMIMHead, masked_reconstruction_loss, random_patch_mask, upsample_mask
+from geoalps.train.mim import (
+    SimMIMHead,
+    masked_reconstruction_loss,
+    random_patch_mask,
+    upsample_mask,
+)
 from geoalps.train.models import build_model, make_arch
 
 

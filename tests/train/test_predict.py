@@ -6,12 +6,11 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
+from conftest import class_pattern, write_scene
 
 from geoalps.errors import GeoAlpsError
 from geoalps.train.checkpoint import load_checkpoint, save_checkpoint
 from geoalps.train.predict import predict, predict_classes, tile_weights
-
-from conftest import class_pattern, write_scene
 
 
 @pytest.mark.parametrize(
@@ -72,7 +71,7 @@ def test_checkpoint_round_trip_predicts_identical_output(tmp_path, trained):
 
 
 def test_refusals(tmp_path, trained):
-    model, image, labels, classes, _ = trained
+    model, image, labels, _, _ = trained
     (tmp_path / "exists.tif").write_bytes(b"")
     with pytest.raises(GeoAlpsError, match="exists"):
         predict(model, image, tmp_path / "exists.tif", quiet=True)
