@@ -28,7 +28,8 @@ class _ListOptionsCommand(click.Command):
                 out.extend(args[i:])
                 break
             if arg.startswith("-"):
-                current = arg if arg in self.list_options else None
+                name = arg.split("=", 1)[0]
+                current = name if name in self.list_options else None
             elif current is not None and out[-1] != current:
                 out.append(current)
             out.append(arg)
