@@ -7,7 +7,6 @@ are held until the scene is done, so memory follows the length of the seams, not
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Iterator, Sequence
 

@@ -17,8 +17,9 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable
 
 import numpy as np
 
@@ -56,11 +57,7 @@ class Progress:
         if self.bar is not None:
             self.bar.update(1)
         if self.lines:
-            self.emit(self.start + self.span * self.done / self.total, f"tile {self.done}/{self.total} {message}")
-
-    def emit(self, percent: float, message: str) -> None:
-        if self.lines:
-            print(f"geoalps-progress: {percent:.1f} {message}", file=sys.stderr, flush=True)
+            _emit(True, self.start + self.span * self.done / self.total, f"tile {self.done}/{self.total} {message}")
 
     def close(self) -> None:
         if self.bar is not None:
@@ -147,147 +144,190 @@ def label(
     started = time.perf_counter()
     opts = LabelOptions(**options).validated()
     with contextlib.ExitStack() as cleanup:
-        scene_inputs = _materialise_arrays(scenes, cleanup, opts.allow_pixel_coords)
-        paths = expand_scene_paths(scene_inputs)
-        opened = [open_scene(p, nodata=opts.nodata, allow_pixel_coords=opts.allow_pixel_coords) for p in paths]
-        if len({s.georeferenced for s in opened}) > 1:
-            raise GeoAlpsError(
-                f"{next(s.path for s in opened if not s.georeferenced)}: has no georeferencing while "
-                "other scenes do; label pixel-coordinate chips in a separate run"
-            )
-        band_maps = [resolve_bands(opts.bands, s.count, s.path) for s in opened]
-        # Spectral features use every band; if scenes differ in band count, only the mapped three
-        # are comparable across scenes.
-        same_bands = len({s.count for s in opened}) == 1
-        spectral_bands = [None if same_bands else bm for bm in band_maps]
-        from geoalps.io import check_writable
-
-        if output is not None:
-            check_writable(output, overwrite)
-        if return_labels and raster_out is None:
-            raster_out = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="geoalps-labels-"))
-        raster_targets = _raster_targets(raster_out, opened)
-        for target in raster_targets:
-            if target is not None:
-                check_writable(target, overwrite)
-        clusterer: OnlineKMeans | None = None
-        if kmeans_model is not None and Path(kmeans_model).exists():
-            clusterer = OnlineKMeans.load(kmeans_model)
-
-        plans = [plan_tiles(s.width, s.height, opts.tile_size, opts.overlap, i) for i, s in enumerate(opened)]
-        all_tiles = [t for plan in plans for t in plan]
-        settings = {**opts.as_dict(), "bands_resolved": [list(b) for b in band_maps],
-                    "kmeans_model": str(kmeans_model) if clusterer is not None else None}
-        if work_dir is None and output is not None:
-            work_dir = f"{output}.geoalps-work"
-        store = WorkStore.open(work_dir, fingerprint(opened, settings), resume=resume, overwrite=overwrite)
-        done = store.finished() & {t.key for t in all_tiles}
-
+        run = _prepare(scenes, output, raster_out, kmeans_model, overwrite, return_labels, work_dir,
+                       resume, opts, cleanup)
         with TileRunner(workers, scheduler) as runner:
-            if runner.distributed:
-                description, has_embedding = runner.client.submit(check_engine, opts, pure=False).result()
-            else:
-                description, has_embedding = check_engine(opts)
-            if not quiet:
-                from geoalps.engines import resolve_engine_name
-
-                reason = " (no SAM checkpoint found)" if opts.engine == "auto" and resolve_engine_name(opts) == "classical" else ""
-                where = f", {runner.workers} workers" if runner.distributed and not scheduler else (f", cluster {scheduler}" if scheduler else "")
-                resumed = f", resuming: {len(done)} of {len(all_tiles)} tiles already done" if done else ""
-                print(f"geoalps: engine {description}{reason}{where}{resumed}", file=sys.stderr)
-            blocks = feature_blocks(opts.features, has_embedding)
-
-            # Pass 1: tiles run in any order; k-means is fed strictly in plan order.
-            todo = [t for t in all_tiles if t.key not in done]
-            tasks = [(opened[t.scene_index], t, opts, band_maps[t.scene_index], blocks,
-                      spectral_bands[t.scene_index]) for t in todo]
-            digest = settings_digest(settings)
-            keys = [f"geoalps-{digest}-{t.key}" for t in todo]
-            progress = Progress(len(all_tiles), quiet, progress_lines, done=len(done))
-            feeder = _OrderedFeeder(all_tiles, store, blocks, clusterer, opts, kmeans_model)
-            failures: list[tuple[int, TileFailure]] = []
-            try:
-                feeder.advance(done)
-                for index, result in runner.run(process_tile, tasks, keys):
-                    tile = todo[index]
-                    if isinstance(result, TileFailure):
-                        failures.append((index, result))
-                        progress.step(f"{opened[tile.scene_index].name} {tile.key}: FAILED")
-                        continue
-                    store.save(tile.key, result)
-                    done.add(tile.key)
-                    feeder.advance(done, fresh={tile.key: result})
-                    progress.step(f"{opened[tile.scene_index].name} {tile.key}: {len(result)} objects")
-            except KeyboardInterrupt:
-                progress.close()
-                if not store.temporary:
-                    print(f"geoalps: interrupted; finished tiles are kept in {store.folder}; "
-                          "rerun the same command with --resume to continue", file=sys.stderr)
-                else:
-                    store.remove()
-                raise
-            finally:
-                progress.close()
-        if failures:
-            if store.temporary:
-                store.remove()
-            raise GeoAlpsError(_failure_message(failures, todo, opened, store))
-        clusterer = feeder.clusterer
-        engine_seconds, tile_seconds = feeder.engine_seconds, feeder.tile_seconds
-        if clusterer is None:
-            if not quiet:  # a flat or featureless scene: an empty (but valid) result beats an error
-                print(f"geoalps: warning: no objects found in {', '.join(s.name for s in opened)} "
-                      "(try a smaller --min-area-px or a larger --max-area-frac)", file=sys.stderr)
-        else:
-            clusterer.finish()
-        n_classes = clusterer.effective_classes if clusterer is not None else opts.classes
-        if clusterer is not None and n_classes < opts.classes and not clusterer.frozen and not quiet:
-            print(f"geoalps: only {n_classes} distinct objects found, so {n_classes} classes instead of {opts.classes}",
-                  file=sys.stderr)
-        raster_classes = max(n_classes, opts.classes)
-
-        # Pass 2: per-scene layers in the work folder, then the outputs.
-        from geoalps.assemble import LayerWriter, assemble_scene
-
-        assembly = Progress(len(all_tiles), quiet, progress_lines, desc="assembling", start=90.0, span=5.0)
-        scene_layers = []
-        try:
-            for scene, plan in zip(opened, plans):
-                layer_path = store.scratch(f"scene_{plan[0].scene_index}.gpkg") if plan else None
-                if layer_path.exists():
-                    layer_path.unlink()
-                writer = LayerWriter(layer_path, scene.crs_wkt)
-                assemble_scene(scene, plan, lambda t: store.load(t.key), blocks, clusterer, writer,
-                               on_tile=lambda: assembly.step("assembled"))
-                writer.close()
-                scene_layers.append(layer_path)
-        finally:
-            assembly.close()
-
-        progress.emit(95.0, "writing outputs")
-        stats = _write_outputs(opened, scene_layers, output, raster_targets, raster_classes, overwrite,
+            description, blocks = _start_engine(runner, run, opts, quiet, scheduler)
+            feeder = _pass1(runner, run, opts, blocks, quiet, progress_lines)
+        clusterer = _finish_clustering(feeder.clusterer, run, opts, quiet)
+        n_classes = max(clusterer.effective_classes if clusterer is not None else 0, opts.classes)
+        scene_layers = _pass2(run, blocks, clusterer, quiet, progress_lines)
+        _emit(progress_lines, 95.0, "writing outputs")
+        stats = _write_outputs(run.scenes, scene_layers, output, run.raster_targets, n_classes, overwrite,
                                kmeans_model, clusterer)
-        gdf = _read_all(scene_layers, opened) if return_gdf else None
-        if not keep_work or store.temporary:
-            store.remove()
+        gdf = _read_all(scene_layers, run.scenes) if return_gdf else None
+        if not keep_work or run.store.temporary:
+            run.store.remove()
         wall = time.perf_counter() - started
         stats.update({
-            "engine": description, "tiles": len(all_tiles),
-            "tiles_skipped": feeder.skipped, "tiles_resumed": len(all_tiles) - len(todo),
-            "seconds": wall, "engine_seconds": engine_seconds, "tile_seconds": tile_seconds,
-            "tiles_per_second": len(todo) / wall if wall else 0.0,
+            "engine": description, "tiles": len(run.tiles), "tiles_skipped": feeder.skipped,
+            "tiles_resumed": run.resumed, "seconds": wall, "engine_seconds": feeder.engine_seconds,
+            "tile_seconds": feeder.tile_seconds, "tiles_per_second": (len(run.tiles) - run.resumed) / wall if wall else 0.0,
             "workers": runner.workers if runner.distributed else 1,
         })
-        progress.emit(100.0, f"done: {stats['objects']} objects")
+        _emit(progress_lines, 100.0, f"done: {stats['objects']} objects")
         if not return_gdf:
             return stats
         gdf.attrs["geoalps"] = stats
         if return_labels:
             import rioxarray
 
-            arrays = [rioxarray.open_rasterio(t).squeeze("band", drop=True).load() for t in raster_targets]
+            arrays = [rioxarray.open_rasterio(t).squeeze("band", drop=True).load() for t in run.raster_targets]
             return gdf, arrays[0] if len(arrays) == 1 else arrays
         return gdf
+
+
+@dataclass
+class _Run:
+    """What the phases of one run share: the opened scenes, their tile plans and the work store."""
+
+    scenes: list[Scene]
+    band_maps: list[tuple[int, int, int]]
+    spectral_bands: list[tuple[int, int, int] | None]
+    raster_targets: list[Path | None]
+    clusterer: OnlineKMeans | None
+    plans: list
+    tiles: list
+    settings: dict
+    store: WorkStore
+    done: set[str]
+    resumed: int
+    kmeans_model: str | os.PathLike | None
+
+
+def _prepare(scenes, output, raster_out, kmeans_model, overwrite, return_labels, work_dir, resume,
+             opts: LabelOptions, cleanup: contextlib.ExitStack) -> _Run:
+    """Open and check every input and output before any tile work, so bad input fails in seconds."""
+    from geoalps.io import check_writable
+
+    paths = expand_scene_paths(_materialise_arrays(scenes, cleanup, opts.allow_pixel_coords))
+    opened = [open_scene(p, nodata=opts.nodata, allow_pixel_coords=opts.allow_pixel_coords) for p in paths]
+    if len({s.georeferenced for s in opened}) > 1:
+        raise GeoAlpsError(
+            f"{next(s.path for s in opened if not s.georeferenced)}: has no georeferencing while "
+            "other scenes do; label pixel-coordinate chips in a separate run"
+        )
+    band_maps = [resolve_bands(opts.bands, s.count, s.path) for s in opened]
+    # Spectral features use every band; if scenes differ in band count, only the mapped three
+    # are comparable across scenes.
+    same_bands = len({s.count for s in opened}) == 1
+    if output is not None:
+        check_writable(output, overwrite)
+    if return_labels and raster_out is None:
+        raster_out = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="geoalps-labels-"))
+    raster_targets = _raster_targets(raster_out, opened)
+    for target in raster_targets:
+        if target is not None:
+            check_writable(target, overwrite)
+    clusterer = OnlineKMeans.load(kmeans_model) if kmeans_model is not None and Path(kmeans_model).exists() else None
+    plans = [plan_tiles(s.width, s.height, opts.tile_size, opts.overlap, i) for i, s in enumerate(opened)]
+    tiles = [t for plan in plans for t in plan]
+    settings = {**opts.as_dict(), "bands_resolved": [list(b) for b in band_maps],
+                "kmeans_model": str(kmeans_model) if clusterer is not None else None}
+    if work_dir is None and output is not None:
+        work_dir = f"{output}.geoalps-work"
+    store = WorkStore.open(work_dir, fingerprint(opened, settings), resume=resume, overwrite=overwrite)
+    if store.temporary:
+        cleanup.callback(store.remove)
+    done = store.finished() & {t.key for t in tiles}
+    return _Run(opened, band_maps, [None if same_bands else bm for bm in band_maps], raster_targets, clusterer,
+                plans, tiles, settings, store, done, len(done), kmeans_model)
+
+
+def _start_engine(runner: TileRunner, run: _Run, opts: LabelOptions, quiet: bool, scheduler) -> tuple[str, tuple]:
+    """Load the engine once (in a worker when distributed) and say which one runs, on stderr."""
+    if runner.distributed:
+        description, has_embedding = runner.client.submit(check_engine, opts, pure=False).result()
+    else:
+        description, has_embedding = check_engine(opts)
+    if not quiet:
+        from geoalps.engines import resolve_engine_name
+
+        reason = " (no SAM checkpoint found)" if opts.engine == "auto" and resolve_engine_name(opts) == "classical" else ""
+        where = f", cluster {scheduler}" if scheduler else (f", {runner.workers} workers" if runner.distributed else "")
+        resumed = f", resuming: {run.resumed} of {len(run.tiles)} tiles already done" if run.resumed else ""
+        print(f"geoalps: engine {description}{reason}{where}{resumed}", file=sys.stderr)
+    return description, feature_blocks(opts.features, has_embedding)
+
+
+def _pass1(runner: TileRunner, run: _Run, opts: LabelOptions, blocks, quiet: bool, progress_lines: bool) -> "_OrderedFeeder":
+    """Every tile not yet in the work store, in any order; k-means is fed strictly in plan order.
+
+    A tile that keeps failing does not stop the others: all failures are reported together at
+    the end, and the finished tiles stay in the work store for ``--resume``.
+    """
+    done = set(run.done)
+    todo = [t for t in run.tiles if t.key not in done]
+    tasks = [(run.scenes[t.scene_index], t, opts, run.band_maps[t.scene_index], blocks,
+              run.spectral_bands[t.scene_index]) for t in todo]
+    digest = settings_digest(run.settings)
+    keys = [f"geoalps-{digest}-{t.key}" for t in todo]
+    progress = Progress(len(run.tiles), quiet, progress_lines, done=len(done))
+    feeder = _OrderedFeeder(run.tiles, run.store, blocks, run.clusterer, opts, run.kmeans_model)
+    failures: list[tuple[int, TileFailure]] = []
+    try:
+        feeder.advance(done)
+        for index, result in runner.run(process_tile, tasks, keys):
+            tile = todo[index]
+            name = run.scenes[tile.scene_index].name
+            if isinstance(result, TileFailure):
+                failures.append((index, result))
+                progress.step(f"{name} {tile.key}: FAILED")
+                continue
+            run.store.save(tile.key, result)
+            done.add(tile.key)
+            feeder.advance(done, fresh={tile.key: result})
+            progress.step(f"{name} {tile.key}: {len(result)} objects")
+    except KeyboardInterrupt:
+        progress.close()
+        if not run.store.temporary:
+            print(f"geoalps: interrupted; finished tiles are kept in {run.store.folder}; "
+                  "rerun the same command with --resume to continue", file=sys.stderr)
+        raise
+    finally:
+        progress.close()
+    if failures:
+        raise GeoAlpsError(_failure_message(failures, todo, run.scenes, run.store))
+    return feeder
+
+
+def _finish_clustering(clusterer: OnlineKMeans | None, run: _Run, opts: LabelOptions, quiet: bool):
+    if clusterer is None:
+        if not quiet:  # a flat or featureless scene: an empty (but valid) result beats an error
+            print(f"geoalps: warning: no objects found in {', '.join(s.name for s in run.scenes)} "
+                  "(try a smaller --min-area-px or a larger --max-area-frac)", file=sys.stderr)
+        return None
+    clusterer.finish()
+    if clusterer.effective_classes < opts.classes and not clusterer.frozen and not quiet:
+        print(f"geoalps: only {clusterer.effective_classes} distinct objects found, so "
+              f"{clusterer.effective_classes} classes instead of {opts.classes}", file=sys.stderr)
+    return clusterer
+
+
+def _pass2(run: _Run, blocks, clusterer, quiet: bool, progress_lines: bool) -> list[Path]:
+    """Classify, merge seams and write one layer per scene into the work folder."""
+    from geoalps.assemble import LayerWriter, assemble_scene
+
+    assembly = Progress(len(run.tiles), quiet, progress_lines, desc="assembling", start=90.0, span=5.0)
+    scene_layers = []
+    try:
+        for index, (scene, plan) in enumerate(zip(run.scenes, run.plans)):
+            layer_path = run.store.scratch(f"scene_{index}.gpkg")
+            if layer_path.exists():  # pass 2 of an interrupted run is redone from scratch
+                layer_path.unlink()
+            writer = LayerWriter(layer_path, scene.crs_wkt)
+            assemble_scene(scene, plan, lambda t: run.store.load(t.key), blocks, clusterer, writer,
+                           on_tile=lambda: assembly.step("assembled"))
+            writer.close()
+            scene_layers.append(layer_path)
+    finally:
+        assembly.close()
+    return scene_layers
+
+
+def _emit(progress_lines: bool, percent: float, message: str) -> None:
+    if progress_lines:
+        print(f"geoalps-progress: {percent:.1f} {message}", file=sys.stderr, flush=True)
 
 
 class _OrderedFeeder:
@@ -379,7 +419,6 @@ def _write_outputs(scenes, scene_layers, output, raster_targets, n_classes, over
     from geoalps.assemble import LayerWriter, read_layer_batches
     from geoalps.io import atomic_path, objects_in_layer, write_label_raster_to
 
-    import pyogrio
 
     objects = 0
     classes_used: set[int] = set()

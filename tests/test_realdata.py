@@ -2,7 +2,6 @@
 ones fail with one line naming the file, and polygons land on the imagery."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import rasterio
 import shapely
@@ -71,7 +70,7 @@ def test_broken_files_fail_cleanly(realdata, tmp_path, name, fragment):
 def test_aerial_buildings_are_found(realdata, tmp_path):
     """Masks match real objects: most building pixels of the aerial tile are inside one polygon."""
     path = realdata / "aerial/aerial_rgb_030m_1.tif"
-    gdf = label(path, None, engine="classical", classes=6, quiet=True, raster_out=tmp_path / "l.tif")
+    label(path, None, engine="classical", classes=6, quiet=True, raster_out=tmp_path / "l.tif")
     with rasterio.open(str(path).replace(".tif", ".buildings.tif")) as b, rasterio.open(tmp_path / "l.tif") as l:
         buildings, labels = b.read(1) > 0, l.read(1)
     assert buildings.any()

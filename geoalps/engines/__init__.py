@@ -1,7 +1,6 @@
 """Mask engines behind one interface; ``create_engine`` resolves ``--engine auto``."""
 from __future__ import annotations
 
-import sys
 
 from geoalps.engines.base import MaskEngine, engine_class, engine_names, register_engine
 from geoalps.engines import classical as _classical  # noqa: F401  (registers "classical")
