@@ -110,3 +110,21 @@ def test_readme_main_command_labels_the_sample_scene(tmp_path):
     with rasterio.open(REPO / "sample_data/scene_rgbn_u16.gt.tif") as gt, rasterio.open(tmp_path / "sample_labels.tif") as lab:
         truth, labels = gt.read(1), lab.read(1)
     assert (labels[truth == 1] != 255).mean() > 0.8
+
+
+def test_unexpected_errors_are_one_line_too(scene, tmp_path, monkeypatch):
+    """A bug deep inside (simulated) still gives one error line and a non-zero exit, no traceback."""
+    from click.testing import CliRunner
+
+    import geoalps.pipeline
+    from geoalps.cli import main
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(geoalps.pipeline, "label", broken)
+    monkeypatch.delenv("GEOALPS_DEBUG", raising=False)
+    result = CliRunner().invoke(main, ["label", str(scene), "-o", str(tmp_path / "o.gpkg")])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("geoalps: error: internal error ZeroDivisionError: division by zero")

@@ -4,6 +4,7 @@ Sub-commands import heavy libraries (torch, rasterio) lazily so ``geoalps --help
 """
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -23,6 +24,22 @@ class _Group(click.Group):
         except KeyboardInterrupt:
             click.echo("geoalps: interrupted", err=True)
             sys.exit(130)
+        except (click.exceptions.Exit, click.ClickException, SystemExit):
+            raise
+        except Exception as exc:  # a bug, not bad input: still one line unless debugging
+            if os.environ.get("GEOALPS_DEBUG"):
+                raise
+            where = _last_frame(exc)
+            click.echo(f"geoalps: error: internal error {type(exc).__name__}: {' '.join(str(exc).split())} "
+                       f"(at {where}; set GEOALPS_DEBUG=1 for the traceback and please report it)", err=True)
+            sys.exit(1)
+
+
+def _last_frame(exc: BaseException) -> str:
+    import traceback
+
+    frames = traceback.extract_tb(exc.__traceback__)
+    return f"{os.path.basename(frames[-1].filename)}:{frames[-1].lineno}" if frames else "?"
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
