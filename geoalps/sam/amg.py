@@ -207,6 +207,7 @@ class FastMaskGenerator:
         jobs = []  # (image index, crop box, layer, points in crop pixels)
         for index, (image, valid) in enumerate(zip(images, valids)):
             _check_image(image, valid)
+            valid = None if valid is None else np.asarray(valid, dtype=bool)
             boxes, layers = generate_crop_boxes(
                 image.shape[:2], self.crop_n_layers, self.crop_overlap_ratio
             )
@@ -281,20 +282,21 @@ class FastMaskGenerator:
         features = features.float()
         return [features[k : k + 1] for k in range(len(crops))], [r.shape[:2] for r in resized]
 
-    def _decode(self, points_1024: torch.Tensor):
-        """Decoder on one batch, halving the batch on CUDA out-of-memory."""
+    def _decode(self, points_1024: torch.Tensor, min_iou: float | None):
+        """Decoder on one batch (see ``PointPromptDecoder.decode``), halving it on CUDA OOM."""
         try:
             with self._autocast():
-                low, iou = self.decoder(points_1024)
-            return low.float(), iou.float()
+                iou, index, low = self.decoder.decode(points_1024, min_iou)
+            return iou.float(), index, low.float()
         except torch.cuda.OutOfMemoryError:
             if len(points_1024) == 1:
                 raise
             torch.cuda.empty_cache()
             half = len(points_1024) // 2
             self.decoder_batch = max(1, half)
-            a, b = self._decode(points_1024[:half]), self._decode(points_1024[half:])
-            return torch.cat([a[0], b[0]]), torch.cat([a[1], b[1]])
+            a = self._decode(points_1024[:half], min_iou)
+            b = self._decode(points_1024[half:], min_iou)
+            return torch.cat([a[0], b[0]]), torch.cat([a[1], b[1] + half]), torch.cat([a[2], b[2]])
 
     def _process_crop(self, embedding, input_size, crop_box, points, orig_hw, timings) -> dict:
         """SamAutomaticMaskGenerator._process_crop on low-res logits; candidates bit-packed."""
@@ -308,8 +310,11 @@ class FastMaskGenerator:
             self.model.prompt_encoder.mask_input_size[0],
             self.device,
         )
+        # float64 like SamAutomaticMaskGenerator (the prompt encoder normalises before casting);
+        # MPS has no float64.
+        dtype = torch.float32 if self.device.type == "mps" else torch.float64
         points_1024 = torch.as_tensor(
-            self.transform.apply_coords(points, crop_hw), dtype=torch.float32, device=self.device
+            self.transform.apply_coords(points, crop_hw), dtype=dtype, device=self.device
         )
         points = torch.as_tensor(points, dtype=torch.float32)
         kept = {"boxes": [], "iou": [], "stability": [], "points": [], "packed": []}
@@ -317,12 +322,15 @@ class FastMaskGenerator:
         offset = self.stability_score_offset
         for start in range(0, len(points), self.decoder_batch):
             t0 = time.perf_counter()
-            low, iou = self._decode(points_1024[start : start + self.decoder_batch])
+            min_iou = self.pred_iou_thresh if self.pred_iou_thresh > 0.0 else None
+            iou, index, low = self._decode(points_1024[start : start + self.decoder_batch], min_iou)
             t1 = time.perf_counter()
             timings["decoder"] += t1 - t0
-            m = low.shape[1]
-            low, iou = low.flatten(0, 1), iou.flatten(0, 1)
-            batch_points = points[start : start + self.decoder_batch].repeat_interleave(m, 0)
+            m = iou.shape[1]
+            # Only prompts with a mask that can pass the IoU filter came back with logits.
+            low, iou = low.flatten(0, 1), iou[index].flatten(0, 1)
+            batch_points = points[start : start + self.decoder_batch][index.cpu()]
+            batch_points = batch_points.repeat_interleave(m, 0)
             keep = torch.ones_like(iou, dtype=torch.bool)
             if self.pred_iou_thresh > 0.0:
                 keep &= iou > self.pred_iou_thresh
@@ -332,7 +340,7 @@ class FastMaskGenerator:
                 keep[idx[upper < self.stability_score_thresh]] = False
             idx = keep.nonzero()[:, 0]
             for sub in idx.split(16):  # exact full-resolution checks, a few masks at a time
-                logits = self.model.postprocess_masks(low[sub][:, None], input_size, crop_hw)[:, 0]
+                logits = upsample_logits(self.model, low[sub], input_size, crop_hw)
                 stability = calculate_stability_score(logits, threshold, offset)
                 good = torch.ones_like(stability, dtype=torch.bool)
                 if self.stability_score_thresh > 0.0:
@@ -415,13 +423,29 @@ class FastMaskGenerator:
         return result
 
 
+def upsample_logits(model: Sam, low: torch.Tensor, input_size, orig_size) -> torch.Tensor:
+    """``Sam.postprocess_masks`` for (K, h, w) logits, without its identity steps.
+
+    Same values bit for bit: a bilinear resize to the same size returns its input (weights 1
+    and 0), so for a 1024 px image the second resize and the crop are skipped; they cost as much
+    as the first resize.
+    """
+    size = model.image_encoder.img_size
+    x = F.interpolate(low[:, None], (size, size), mode="bilinear", align_corners=False)
+    if tuple(input_size) != (size, size):
+        x = x[..., : input_size[0], : input_size[1]]
+    if tuple(orig_size) != tuple(x.shape[-2:]):
+        x = F.interpolate(x, tuple(orig_size), mode="bilinear", align_corners=False)
+    return x[:, 0]
+
+
 def _check_image(image: np.ndarray, valid: np.ndarray | None) -> None:
     if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected an (H, W, 3) uint8 image, got shape {getattr(image, 'shape', None)}")
     if image.dtype != np.uint8:
         raise ValueError(f"expected a uint8 image, got {image.dtype}")
-    if valid is not None and (valid.shape != image.shape[:2] or valid.dtype != bool):
-        raise ValueError(f"valid must be a bool array of shape {image.shape[:2]}")
+    if valid is not None and np.shape(valid) != image.shape[:2]:
+        raise ValueError(f"valid must be an array of shape {image.shape[:2]}, got {np.shape(valid)}")
 
 
 class _StabilityBound:

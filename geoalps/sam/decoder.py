@@ -81,17 +81,34 @@ class PointPromptDecoder:
 
         Args:
             points: (B, 2) float, x/y in the model's 1024 px input frame (SamPredictor's
-                ``transform.apply_coords`` output).
+                ``transform.apply_coords`` output; float64 as SamAutomaticMaskGenerator passes).
 
         Returns:
             Low-resolution mask logits (B, M, 4h, 4w) and predicted IoU (B, M), M the number of
             multimask outputs (3 for SAM), as ``mask_decoder(..., multimask_output=True)``.
         """
+        iou, _, masks = self.decode(points)
+        return masks, iou
+
+    @torch.inference_mode()
+    def decode(
+        self, points: torch.Tensor, min_iou: float | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Predicted IoU for every prompt, mask logits only for prompts that can pass ``min_iou``.
+
+        The IoU head reads the transformer's IoU token alone, so prompts whose masks all have
+        predicted IoU <= ``min_iou`` (SamAutomaticMaskGenerator drops those masks first) skip the
+        mask upscaling, about half of the decoder's cost.
+
+        Returns:
+            ``iou`` (B, M); ``index`` (K,) of the prompts with at least one mask above
+            ``min_iou`` (all prompts when None); ``masks`` (K, M, 4h, 4w) logits for them.
+        """
         if self._image is None:
             raise RuntimeError("call set_embedding() first")
         image = self._image
         device = image["keys"].device
-        coords = points.to(device=device, dtype=torch.float32)[:, None, :]
+        coords = points.to(device=device)[:, None, :]
         labels = torch.ones(coords.shape[0], 1, dtype=torch.int, device=device)
         sparse, _ = self.model.prompt_encoder(points=(coords, labels), boxes=None, masks=None)
         dec = self.decoder
@@ -101,10 +118,17 @@ class PointPromptDecoder:
 
         queries, keys = self._transformer(tokens, image)
 
-        hs = queries
-        masks = self._upscale_and_project(keys, hs)
-        iou_pred = dec.iou_prediction_head(hs[:, 0, :])[:, 1:]
-        return masks, iou_pred
+        iou = dec.iou_prediction_head(queries[:, 0, :])[:, 1:]
+        index = torch.arange(len(iou), device=iou.device)
+        if min_iou is not None:
+            index = (iou > min_iou).any(dim=1).nonzero()[:, 0]
+            keys, queries = keys[index], queries[index]
+        if len(index):
+            masks = self._upscale_and_project(keys, queries)
+        else:
+            h, w = self._hw
+            masks = keys.new_zeros((0, iou.shape[1], 4 * h, 4 * w))
+        return iou, index, masks
 
     def _transformer(self, tokens: torch.Tensor, image: dict[str, torch.Tensor]):
         """TwoWayTransformer.forward: layer 0 on the shared image, later layers per prompt."""

@@ -355,7 +355,7 @@ def build_tiny_sam(seed: int = 0, **overrides) -> Sam:
     Every tensor is random, including those segment_anything initialises to zero (positional
     tables), so a save/load round trip checks real values. Plain random decoder weights give
     one image-wide, near-zero noise mask per prompt that NMS collapses to a single mask, so the
-    decoder is given gains (``_give_decoder_contrast``) that make each prompt produce a few
+    decoder is given gains (``sharpen_random_decoder``) that make each prompt produce a few
     distinct blobs with logits of several units: tens of masks per image at low thresholds.
     The global RNG is left untouched. Cost: about 0.1 s to build; the encoder takes well under a
     second and the decoder a few ms a prompt on one CPU core.
@@ -368,11 +368,11 @@ def build_tiny_sam(seed: int = 0, **overrides) -> Sam:
             for name, param in model.named_parameters():
                 if name.endswith(("pos_embed", "rel_pos_h", "rel_pos_w")):
                     param.normal_(0.0, 0.02)
-            _give_decoder_contrast(model)
+            sharpen_random_decoder(model)
     return model.eval()
 
 
-def _give_decoder_contrast(model: Sam) -> None:
+def sharpen_random_decoder(model: Sam) -> None:
     """Test-model gains: sharp image->token attention, strong token values, smooth upscaling.
 
     - image->token attention queries/keys share one orthonormal projection (scaled x10), so each

@@ -13,6 +13,7 @@ from geoalps.sam.amg import (
     _StabilityBound,
     reference_generate,
     remove_small_regions,
+    upsample_logits,
 )
 from geoalps.sam.decoder import PointPromptDecoder
 from geoalps.sam.models import load_sam
@@ -107,13 +108,13 @@ def test_prompts_on_nodata_are_skipped(model, image, monkeypatch):
     valid[:, :200] = False  # left half is nodata
     generator = FastMaskGenerator(model, points_per_side=6, **SETTINGS)
     calls = []
-    decode = PointPromptDecoder.__call__
+    decode = PointPromptDecoder.decode
 
-    def counting(self, points):
+    def counting(self, points, min_iou=None):
         calls.append(len(points))
-        return decode(self, points)
+        return decode(self, points, min_iou)
 
-    monkeypatch.setattr(PointPromptDecoder, "__call__", counting)
+    monkeypatch.setattr(PointPromptDecoder, "decode", counting)
     got = generator.generate(image, valid=valid)
 
     assert sum(calls) == 18  # half of the 6x6 grid
@@ -167,6 +168,16 @@ def test_stability_bound_is_an_upper_bound(model, input_size, orig_size):
     assert (bound >= exact - 1e-6).all()
     assert (bound < exact + 0.3).all()  # and tight enough to reject clearly unstable masks
     assert (bound < 0.9).sum() >= 3
+
+
+@pytest.mark.parametrize(
+    "input_size, orig_size",
+    [((1024, 1024), (1024, 1024)), ((768, 1024), (300, 400)), ((1024, 768), (1024, 768))],
+)
+def test_upsample_logits_is_postprocess_masks_bit_for_bit(model, input_size, orig_size):
+    low = torch.randn(3, 256, 256, generator=torch.Generator().manual_seed(0)) * 5
+    expected = model.postprocess_masks(low[:, None], input_size, orig_size)[:, 0]
+    assert torch.equal(upsample_logits(model, low, input_size, orig_size), expected)
 
 
 def test_mask_embeddings_average_under_each_mask():

@@ -42,3 +42,20 @@ def test_matches_mask_decoder(overrides):
 def test_needs_an_embedding_first():
     with pytest.raises(RuntimeError, match="set_embedding"):
         PointPromptDecoder(build_tiny_sam())(torch.zeros(1, 2))
+
+
+def test_prompts_below_the_iou_threshold_skip_the_upscaling():
+    model = build_tiny_sam(seed=2)
+    gen = torch.Generator().manual_seed(0)
+    decoder = PointPromptDecoder(model)
+    decoder.set_embedding(torch.randn(1, 64, 64, 64, generator=gen))
+    points = torch.rand(6, 2, generator=gen) * 1024
+    masks, iou = decoder(points)
+    threshold = float(iou.max(dim=1).values.median())
+
+    iou_kept, index, kept = decoder.decode(points, min_iou=threshold)
+
+    expected = (iou > threshold).any(dim=1).nonzero()[:, 0]
+    assert 0 < len(index) < 6 and torch.equal(index, expected)
+    assert torch.equal(iou_kept, iou)
+    assert torch.allclose(kept, masks[index], atol=1e-5)
