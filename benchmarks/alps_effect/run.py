@@ -101,6 +101,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/geoalps-alps-effect"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--label-fraction", type=float, default=0.1)
+    parser.add_argument("--datasets", nargs="+", default=None, help="names to run (default: all)")
+    parser.add_argument("--out", type=Path, default=HERE / "results.json")
     parser.add_argument("--quick", action="store_true", help="tiny budgets, one seed: checks the plumbing only")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
@@ -119,6 +121,8 @@ def main() -> None:
         "seeds": args.seeds,
     }, "datasets": {}}
     for ds in datasets(args.work):
+        if args.datasets and ds["name"] not in args.datasets:
+            continue
         name, scene, truth = ds["name"], ds["scene"], ds["truth"]
         model = [*common, "--tile-size", str(ds["tile"])]
         w = args.work / name
@@ -156,7 +160,7 @@ def main() -> None:
             "mean_gain": float(np.mean(alps) - np.mean(scratch)),
             "seconds": {k: round(v, 1) for k, v in timing.items()},
         }
-    out = args.work / "results.quick.json" if args.quick else HERE / "results.json"
+    out = args.work / "results.quick.json" if args.quick else args.out
     out.write_text(json.dumps(results, indent=2) + "\n")
     print("\n| dataset | seeds | mIoU ALPS init | mIoU random init | gain |\n|---|---|---|---|---|")
     for name, r in results["datasets"].items():
