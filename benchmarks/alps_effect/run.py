@@ -143,7 +143,7 @@ def main() -> None:
                 test_gt = Path(f"{w}.s{seed}.test_gt.tif")
                 test_truth(truth, ckpt, test_gt)
                 scores = Path(f"{w}.{arm}.s{seed}.json")
-                geoalps("evaluate", pred, test_gt, "--json", scores)
+                geoalps("evaluate", pred, test_gt, "--json", scores, "--overwrite")
                 row[arm] = json.loads(scores.read_text())
             row["gain_miou"] = row["alps"]["miou"] - row["scratch"]["miou"]
             runs.append(row)

@@ -134,7 +134,8 @@ def pretrain_command(images, labels, output, **kw):
 @click.option("--label-fraction", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
               help="Share of the labelled area training may see, as tile-sized cells scattered at seeded places: the few-label case.")
 @click.option("--label-column", default=None, help="Vector labels: integer class column (>= 1; 0 is background). Default: all 1.")
-@click.option("--class-names", default=None, help="Comma-separated names of class ids 0..K-1.")
+@click.option("--class-names", default=None,
+              help="Comma-separated names of class ids 0..K-1 [default: the label raster's CLASS_NAMES tag].")
 @_budget_options
 def train_command(images, labels, output, class_names, **kw):
     """Train (fine-tune) a segmentation network on ground-truth labels.
@@ -185,7 +186,8 @@ def predict_command(model, scene, output, polygons, overlap_px, batch_size, devi
 @click.argument("truth", type=click.Path(dir_okay=False))
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Also write miou, per_class_iou, overall_accuracy to this JSON file.")
-def evaluate_command(prediction, truth, json_path):
+@click.option("--overwrite", is_flag=True, help="Replace an existing JSON file.")
+def evaluate_command(prediction, truth, json_path, overwrite):
     """Score PREDICTION against ground truth TRUTH (class rasters on one grid).
 
     Ground-truth nodata pixels are skipped; classes absent from both rasters do not count.
@@ -194,8 +196,11 @@ def evaluate_command(prediction, truth, json_path):
     Example:
       $ geoalps evaluate scene.pred.tif scene.gt.tif --json metrics.json
     """
+    from geoalps.io import check_writable
     from geoalps.train.metrics import evaluate, write_json
 
+    if json_path:
+        check_writable(json_path, overwrite)
     result = evaluate(prediction, truth)
     click.echo(f"mIoU              {result['miou']:.4f}")
     click.echo(f"overall accuracy  {result['overall_accuracy']:.4f}")
@@ -203,5 +208,5 @@ def evaluate_command(prediction, truth, json_path):
     for k, iou in result["per_class_iou"].items():
         click.echo(f"  class {k:>5}  IoU {iou:.4f}")
     if json_path:
-        write_json(result, json_path, overwrite=True)
+        write_json(result, json_path, overwrite=overwrite)
 

@@ -127,13 +127,18 @@ def check_same_grid(image: SceneInfo, label: SceneInfo) -> None:
 
 @dataclass(frozen=True)
 class LabelInfo:
-    """Class ids present in a label source, its nodata value and colour table."""
+    """Class ids present in a label source, its nodata value, colour table and class names.
+
+    Names come from the dataset tag ``CLASS_NAMES`` (comma separated, in id order), as in
+    ``sample_data`` and in rasters written by ``geoalps predict``.
+    """
 
     path: str
     n_classes: int
     nodata: int | None
     colours: dict[int, tuple[int, int, int]] = field(default_factory=dict)
     pixel_counts: tuple[int, ...] = ()
+    names: tuple[str, ...] = ()
 
 
 def read_label_info(path: str | os.PathLike, ignore_value: int | None = None, rows_per_read: int = 1024) -> LabelInfo:
@@ -166,11 +171,12 @@ def read_label_info(path: str | os.PathLike, ignore_value: int | None = None, ro
             colormap = src.colormap(1)
         except ValueError:
             colormap = {}
+        names = tuple(n.strip() for n in src.tags().get("CLASS_NAMES", "").split(",") if n.strip())
     n_classes = int(np.flatnonzero(counts).max()) + 1 if counts.any() else 0
     if n_classes == 0:
         raise GeoAlpsError(f"{path}: label raster has no labelled pixels (all nodata/ignored)")
     colours = {int(k): tuple(int(c) for c in v[:3]) for k, v in colormap.items() if int(k) < n_classes}
-    return LabelInfo(path, n_classes, nodata, colours, tuple(int(c) for c in counts[:n_classes]))
+    return LabelInfo(path, n_classes, nodata, colours, tuple(int(c) for c in counts[:n_classes]), names)
 
 
 def is_vector(path: str | os.PathLike) -> bool:
@@ -285,6 +291,14 @@ class TrainingData:
     label_nodata: int | None
     ignore_value: int | None
     colours: dict[int, tuple[int, int, int]]
+
+    @property
+    def class_names(self) -> list[str] | None:
+        """Names from the first label raster that names every class, else None."""
+        for info in self.labels:
+            if len(info.names) >= self.n_classes:
+                return list(info.names[: self.n_classes])
+        return None
 
     @property
     def res(self) -> tuple[float, float]:

@@ -249,7 +249,7 @@ def finetune(
         label_fraction: share of the labelled area training may see (scattered tile cells; see data.split_regions).
         label_column: class id attribute of vector labels (polygons without it are class 1).
         ignore_value: label value to skip besides the label nodata.
-        class_names: one name per class id.
+        class_names: one name per class id (default: the label raster's CLASS_NAMES tag).
         overwrite: replace an existing ``output``.
         options: budget, device, resume, progress.
 
@@ -290,7 +290,7 @@ def finetune(
         norm = {"mean": mean, "std": std}
     if class_names is not None and len(class_names) != data.n_classes:
         raise GeoAlpsError(f"{len(class_names)} class names for {data.n_classes} classes (ids 0..{data.n_classes - 1})")
-    names = list(class_names) if class_names else [f"class {k}" for k in range(data.n_classes)]
+    names = list(class_names or data.class_names or [f"class {k}" for k in range(data.n_classes)])
     palette = default_class_colours(data.n_classes)
     colours = [list(data.colours.get(k, palette[k])) for k in range(data.n_classes)]
     job = _Job(

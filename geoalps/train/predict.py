@@ -246,7 +246,8 @@ def write_class_raster(
             if dtype == "uint8" and colours:
                 dst.write_colormap(1, {k: (*colours[k][:3], 255) for k in range(min(n_classes, len(colours)))})
             dst.set_band_description(1, "class")
-            dst.update_tags(1, n_classes=str(n_classes), class_names=";".join(names))
+            dst.update_tags(CLASS_NAMES=",".join(names))
+            dst.update_tags(1, n_classes=str(n_classes))
 
 
 def write_class_polygons(

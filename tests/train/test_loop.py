@@ -83,6 +83,16 @@ def test_few_label_cells_are_recorded(tmp_path, scene):
     assert (maxx - minx) / 0.73 == pytest.approx(64) and (maxy - miny) / 0.61 == pytest.approx(64)
 
 
+def test_class_names_come_from_the_label_raster_tag(tmp_path, scene):
+    import rasterio
+
+    image, labels, _ = scene
+    with rasterio.open(labels, "r+") as dst:
+        dst.update_tags(CLASS_NAMES="ground,building,road")
+    finetune([image], [labels], tmp_path / "n.pt", size="tiny", options=_options(epochs=1, steps_per_epoch=1))
+    assert load_checkpoint(tmp_path / "n.pt")["classes"]["names"] == ["ground", "building", "road"]
+
+
 def test_mim_only_pretraining_then_fine_tuning(tmp_path, scene):
     image, labels, _ = scene
     history = pretrain([image], None, tmp_path / "mim.pt", objective="mim", size="tiny", options=_options(epochs=1, steps_per_epoch=3))

@@ -74,3 +74,16 @@ def test_cli_evaluate_writes_the_contract_keys(tmp_path):
     assert saved["miou"] == pytest.approx(EXPECTED_MIOU)
     assert saved["per_class_iou"]["1"] == pytest.approx(0.6)
     assert saved["overall_accuracy"] == pytest.approx(0.7)
+
+
+def test_cli_evaluate_refuses_to_overwrite_json(tmp_path):
+    from click.testing import CliRunner
+
+    from geoalps.cli import main
+
+    pred, truth = _write(tmp_path / "p.tif", PRED), _write(tmp_path / "t.tif", TRUTH)
+    (tmp_path / "m.json").write_text("{}")
+    result = CliRunner().invoke(main, ["evaluate", str(pred), str(truth), "--json", str(tmp_path / "m.json")])
+    assert result.exit_code == 2 and "--overwrite" in result.stderr
+    result = CliRunner().invoke(main, ["evaluate", str(pred), str(truth), "--json", str(tmp_path / "m.json"), "--overwrite"])
+    assert result.exit_code == 0 and json.loads((tmp_path / "m.json").read_text())["overall_accuracy"] == pytest.approx(0.7)

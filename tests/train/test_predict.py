@@ -50,6 +50,7 @@ def test_prediction_is_on_the_scene_grid_and_matches_the_truth(tmp_path, trained
         assert (pred.crs, pred.transform, pred.width, pred.height) == (src.crs, src.transform, src.width, src.height)
         assert pred.dtypes[0] == "uint8" and pred.nodata == 255
         assert pred.colormap(1)[1][:3] == (30, 200, 30)
+        assert pred.tags()["CLASS_NAMES"] == "red,green,blue"
         predicted = pred.read(1)
     assert (predicted == classes).mean() > 0.9
     polygons = gpd.read_file(tmp_path / "pred.gpkg", layer="masks")
