@@ -8,11 +8,13 @@ import rasterio
 import shapely
 import torch
 from affine import Affine
-from conftest import CRS, TRAIN_TRANSFORM, class_pattern, write_labels, write_scene
 from rasterio.windows import from_bounds
 
 from geoalps.errors import GeoAlpsError
 from geoalps.train import data as gdata
+
+from train_scenes import CRS, TRAIN_TRANSFORM, class_pattern, write_labels, write_scene
+from train_scenes import _train_test_environment, scene  # noqa: F401 - fixtures used by name
 
 
 @pytest.mark.parametrize(

@@ -5,12 +5,14 @@ import csv
 
 import pytest
 import torch
-from conftest import class_pattern, write_labels, write_scene
 
 from geoalps.errors import GeoAlpsError
 from geoalps.train import loop
 from geoalps.train.checkpoint import load_checkpoint, resume_path
 from geoalps.train.loop import TrainOptions, finetune, pretrain
+
+from train_scenes import class_pattern, write_labels, write_scene
+from train_scenes import _train_test_environment, scene, trained  # noqa: F401 - fixtures used by name
 
 
 def _options(**kw):

@@ -11,6 +11,8 @@ from geoalps.train.mim import (
 )
 from geoalps.train.models import build_model, make_arch
 
+from train_scenes import _train_test_environment  # noqa: F401 - fixtures used by name
+
 
 def test_mask_has_the_requested_share_of_patches():
     mask = random_patch_mask(batch=5, tile_px=64, mask_patch_px=16, ratio=0.6, generator=torch.Generator().manual_seed(0))

@@ -1,7 +1,12 @@
-"""Fixtures for geoalps.train: tiny multispectral scenes with known classes, a tiny trained model.
+"""Tiny multispectral scenes with known classes, and the fixtures of the geoalps.train tests.
 
 Scenes use a north-up transform with an odd origin and non-square pixels, so any half-pixel or
 axis slip in tiling, reading or writing shows up as misplaced classes.
+
+Test modules import what they need from here. There is deliberately no tests/train/conftest.py:
+pytest imports every conftest.py outside a package as the one module ``conftest``, and the tests
+in tests/ do ``from conftest import ...``; a second conftest here would shadow theirs whenever
+it is loaded last (e.g. ``pytest tests/train tests/test_scene.py``).
 """
 from __future__ import annotations
 
@@ -82,13 +87,20 @@ def scene(tmp_path):
     return write_scene(tmp_path / "scene.tif", classes), write_labels(tmp_path / "scene.labels.tif", classes), classes
 
 
+_TRAINED: dict = {}
+
+
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory):
     """A tiny model pre-trained on pseudo-labels and fine-tuned on ground truth, once per session.
 
-    Returns (model path, scene path, label path, classes, pretrained path).
+    Returns (model path, scene path, label path, classes, pretrained path). Test modules import
+    this fixture, so pytest keeps one instance per module; the memo trains only once.
     """
     from geoalps.train.loop import TrainOptions, finetune, pretrain
+
+    if _TRAINED:
+        return _TRAINED["result"]
 
     folder = tmp_path_factory.mktemp("trained")
     classes = class_pattern(150, 173, seed=1)
@@ -101,4 +113,5 @@ def trained(tmp_path_factory):
         pretrain([image], [labels], pretrained, objective="pseudo", size="tiny", options=options)
         model = folder / "model.pt"
         finetune([image], [labels], model, init=pretrained, options=options, class_names=["red", "green", "blue"])
-    return model, image, labels, classes, pretrained
+    _TRAINED["result"] = (model, image, labels, classes, pretrained)
+    return _TRAINED["result"]
