@@ -9,6 +9,7 @@ The output has the scene's CRS, transform and size, class ids 0..K-1, nodata 255
 """
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -63,6 +64,7 @@ def predict_classes(
     nodata: float | None = None,
     progress: Any = None,
     scratch_dir: str | os.PathLike | None = None,
+    progress_reserve: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Blend ``network`` scores over a scene; return (classes (H, W) int64, valid (H, W) bool).
 
@@ -78,6 +80,7 @@ def predict_classes(
         nodata: the scene's nodata value (pixels where every band equals it are invalid).
         progress: a ``Progress`` counted in tiles.
         scratch_dir: where a large score accumulator is memory-mapped.
+        progress_reserve: share of the progress bar left to the caller's later steps (writing).
 
     Cost: one forward pass per tile, (tile / stride)^2 tiles per tile area (1.8x at overlap
     tile/4); memory K x H x W float32 for the scores (memory-mapped beyond 1 GiB) plus one bool
@@ -97,7 +100,7 @@ def predict_classes(
     dataset = SceneImages(paths=[scene.path], crs=scene.crs, res=scene.res)
     chips = list(scene_chips(dataset, scene, tile_px, tile_px - overlap_px))
     if progress is not None:
-        progress.set_total(len(chips))
+        progress.set_total(math.ceil(max(len(chips), 1) / (1 - progress_reserve)))
     loader = DataLoader(dataset, batch_size=batch_size, sampler=chips, collate_fn=stack_samples)
     prep = BatchPrep(mean, std, nodata, n_classes=n_classes, device=device)
     weights = torch.from_numpy(tile_weights(tile_px, overlap_px))
@@ -206,15 +209,17 @@ def predict(
     with Progress(1, desc="predict", lines=progress_lines, enabled=not quiet) as progress:
         classes, valid = predict_classes(
             network, info.path, ckpt["tile_size_px"], n_classes, ckpt["norm"]["mean"], ckpt["norm"]["std"],
-            overlap_px, batch_size, dev, info.nodata, progress, Path(output).parent,
+            overlap_px, batch_size, dev, info.nodata, progress, Path(output).parent, progress_reserve=0.1,
         )
-        progress.write(f"writing {output}")
+        left = progress.total - progress.count
+        progress.update(0, message=f"writing {output}")
         names = list(ckpt["classes"].get("names") or [f"class {k}" for k in range(n_classes)])
         colours = [tuple(c) for c in ckpt["classes"].get("colours") or []] or default_class_colours(n_classes)
         write_class_raster(output, info, classes, valid, n_classes, names, colours, overwrite)
         if polygons is not None:
-            progress.write(f"writing {polygons}")
+            progress.update(left // 2, message=f"writing {polygons}")
             write_class_polygons(polygons, info, classes, valid, n_classes, names, overwrite)
+        progress.update(progress.total - progress.count, message="done")
     return Path(output)
 
 

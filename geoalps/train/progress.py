@@ -45,7 +45,7 @@ class Progress:
             self._bar.update(n)
             return
         pct = int(100 * self.count / self.total)
-        if pct != self._last_pct or self.count == self.total:
+        if pct != self._last_pct or self.count == self.total or (n == 0 and message):
             self._last_pct = pct
             extra = " ".join(f"{k}={v}" for k, v in postfix.items())
             text = " ".join(t for t in (self.desc, message, extra) if t)
