@@ -104,8 +104,9 @@ def _conv_norm_act(cin: int, cout: int, k: int) -> nn.Sequential:
 class UPerDecoder(nn.Module):
     """UPerNet (Xiao et al. 2018): pyramid pooling on the coarsest map, FPN top-down, fuse at 1/4.
 
-    Cost: the fuse conv runs at 1/4 resolution on 4 x ``channels`` inputs and dominates for
-    wide decoders; ``channels`` is 256 for swin_t (the paper's 512 is 4x the FLOPs).
+    Cost: the 3x3 convs at 1/4 resolution (the fuse conv takes 4 x ``channels`` inputs) dominate:
+    for swin_t (256 channels) at 224 px the decoder is about 20 GFLOPs per image against 9 for
+    the backbone (torch FlopCounterMode); the paper's 512 channels would be about 4x that.
     """
 
     def __init__(self, in_channels: Sequence[int], channels: int, pool_scales: Sequence[int] = (1, 2, 3, 6)) -> None:
