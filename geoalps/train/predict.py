@@ -253,6 +253,12 @@ def write_class_raster(
             dst.set_band_description(1, "class")
             dst.update_tags(CLASS_NAMES=",".join(names))
             dst.update_tags(1, n_classes=str(n_classes))
+    if colours and len(colours) >= n_classes and len(names) >= n_classes:
+        # QGIS default style beside the raster: only the K classes in the legend, named
+        from geoalps.style import paletted_raster_qml, raster_style_path
+
+        Path(raster_style_path(path)).write_text(
+            paletted_raster_qml([tuple(c[:3]) for c in colours[:n_classes]], list(names[:n_classes])), encoding="utf-8")
 
 
 def write_class_polygons(

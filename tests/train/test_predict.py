@@ -54,6 +54,8 @@ def test_prediction_is_on_the_scene_grid_and_matches_the_truth(tmp_path, trained
         assert pred.colormap(1)[1][:3] == (30, 200, 30)
         assert pred.tags()["CLASS_NAMES"] == "red,green,blue"
         predicted = pred.read(1)
+    qml = (tmp_path / "pred.qml").read_text()  # QGIS legend: 3 named classes, not 256 entries
+    assert qml.count("<paletteEntry") == 3 and 'label="green"' in qml
     assert (predicted == classes).mean() > 0.9
     polygons = gpd.read_file(tmp_path / "pred.gpkg", layer="masks")
     assert set(polygons["class_id"]) <= {0, 1, 2} and set(polygons["class_name"]) <= {"red", "green", "blue"}
