@@ -350,9 +350,9 @@ class FastMaskGenerator:
                 good = torch.ones_like(stability, dtype=torch.bool)
                 if self.stability_score_thresh > 0.0:
                     good &= stability >= self.stability_score_thresh
+                boxes = boxes_from_logits(logits, threshold)
                 masks = logits > threshold
                 del logits
-                boxes = batched_mask_to_box(masks)
                 near = is_box_near_crop_edge(boxes, crop_box, [0, 0, orig_hw[1], orig_hw[0]])
                 good &= ~near
                 if not good.any():
@@ -442,6 +442,25 @@ def upsample_logits(model: Sam, low: torch.Tensor, input_size, orig_size) -> tor
     if tuple(orig_size) != tuple(x.shape[-2:]):
         x = F.interpolate(x, tuple(orig_size), mode="bilinear", align_corners=False)
     return x[:, 0]
+
+
+def boxes_from_logits(logits: torch.Tensor, threshold: float) -> torch.Tensor:
+    """``batched_mask_to_box(logits > threshold)`` from row and column maxima of the logits.
+
+    Same boxes (XYXY, inclusive, [0, 0, 0, 0] when empty) for a quarter of the memory passes:
+    a row holds a mask pixel exactly when its largest logit exceeds the threshold.
+    """
+    rows = logits.amax(dim=-1) > threshold  # (K, H)
+    cols = logits.amax(dim=-2) > threshold  # (K, W)
+    h, w = logits.shape[-2:]
+    ys = torch.arange(h, device=logits.device)
+    xs = torch.arange(w, device=logits.device)
+    top = torch.where(rows, ys, h).amin(dim=-1)
+    bottom = torch.where(rows, ys, -1).amax(dim=-1)
+    left = torch.where(cols, xs, w).amin(dim=-1)
+    right = torch.where(cols, xs, -1).amax(dim=-1)
+    boxes = torch.stack([left, top, right, bottom], dim=-1)
+    return boxes * rows.any(dim=-1, keepdim=True)
 
 
 def _check_image(image: np.ndarray, valid: np.ndarray | None) -> None:

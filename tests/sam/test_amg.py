@@ -13,6 +13,7 @@ from geoalps.sam.amg import (
     _StabilityBound,
     reference_generate,
     remove_small_regions,
+    boxes_from_logits,
     upsample_logits,
 )
 from geoalps.sam.decoder import PointPromptDecoder
@@ -178,6 +179,15 @@ def test_upsample_logits_is_postprocess_masks_bit_for_bit(model, input_size, ori
     low = torch.randn(3, 256, 256, generator=torch.Generator().manual_seed(0)) * 5
     expected = model.postprocess_masks(low[:, None], input_size, orig_size)[:, 0]
     assert torch.equal(upsample_logits(model, low, input_size, orig_size), expected)
+
+
+def test_boxes_from_logits_equal_segment_anything_boxes():
+    from segment_anything.utils.amg import batched_mask_to_box
+
+    logits = torch.randn(6, 50, 70, generator=torch.Generator().manual_seed(0)) - 2.5
+    logits[0] = -1.0  # empty mask
+    logits[1, 10, 20] = 3.0  # one pixel
+    assert torch.equal(boxes_from_logits(logits, 0.0), batched_mask_to_box(logits > 0.0))
 
 
 def test_mask_embeddings_average_under_each_mask():
