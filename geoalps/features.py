@@ -25,11 +25,12 @@ def feature_blocks(mode: str, engine_has_embedding: bool) -> tuple[str, ...]:
 
 
 def compute_features(
-    tile_masks: TileMasks, bands_norm: np.ndarray, blocks: tuple[str, ...]
+    tile_masks: TileMasks, bands_norm: np.ndarray | None, blocks: tuple[str, ...]
 ) -> dict[str, np.ndarray]:
     """Feature blocks for every mask of a tile, each (N, width) float32.
 
-    ``bands_norm`` is the tile's (bands, H, W) data stretched to about 0..1 per band. Cost is
+    ``bands_norm`` is the tile's (bands, H, W) data stretched to about 0..1 per band (needed only
+    for the spectral block). Cost is
     proportional to the masks' total area (each mask is read from its bounding-box crop).
     """
     out: dict[str, np.ndarray] = {}

@@ -66,61 +66,23 @@ def write_geopackage(
     """Write ``gdf`` as a GeoPackage 1.2 layer (QGIS 3.22 opens it without the 'partially
     supported' warning), with a default categorized QGIS style on ``class_field`` when
     ``n_classes`` is given. Atomic: the file appears complete or not at all."""
-    with atomic_path(path, overwrite) as tmp:
-        write_geopackage_to(tmp, gdf, layer, n_classes, class_field, class_names)
-    return Path(path)
-
-
-def write_geopackage_to(
-    path: Path, gdf, layer: str = LAYER, n_classes: int | None = None,
-    class_field: str = "pseudo_class", class_names: list[str] | None = None,
-) -> None:
-    """The non-atomic core of :func:`write_geopackage`, for callers that manage temp paths."""
     import pyogrio
 
-    pyogrio.write_dataframe(
-        gdf, path, layer=layer, driver="GPKG", dataset_options={"VERSION": "1.2"},
-        layer_options={"SPATIAL_INDEX": "YES"},
-    )
-    if n_classes:
-        from geoalps.style import write_qgis_style
+    with atomic_path(path, overwrite) as tmp:
+        pyogrio.write_dataframe(
+            gdf, tmp, layer=layer, driver="GPKG", dataset_options={"VERSION": "1.2"},
+            layer_options={"SPATIAL_INDEX": "YES"},
+        )
+        if n_classes:
+            from geoalps.style import write_qgis_style
 
-        write_qgis_style(str(path), layer, n_classes, field=class_field, class_names=class_names)
+            write_qgis_style(str(tmp), layer, n_classes, field=class_field, class_names=class_names)
+    return Path(path)
 
 
 def label_raster_dtype(n_classes: int) -> tuple[str, int]:
     """(dtype, nodata) for a class raster: uint8 with 255 as nodata up to 255 classes, else uint16."""
     return ("uint8", 255) if n_classes <= 255 else ("uint16", 65535)
-
-
-def write_label_raster(
-    path: str | os.PathLike,
-    scene,
-    geometries: np.ndarray,
-    classes: np.ndarray,
-    n_classes: int,
-    overwrite: bool = False,
-    block_px: int = 1024,
-) -> Path:
-    """Atomic :func:`write_label_raster_to` for objects held in memory."""
-    with atomic_path(path, overwrite) as tmp:
-        write_label_raster_to(tmp, scene, objects_in_arrays(geometries, classes), n_classes, block_px)
-    return Path(path)
-
-
-def objects_in_arrays(geometries: np.ndarray, classes: np.ndarray):
-    """A block query over in-memory objects: bounds -> (geometries, classes) meeting them."""
-    import shapely
-
-    geometries = np.asarray(geometries, dtype=object)
-    classes = np.asarray(classes)
-    tree = shapely.STRtree(geometries)
-
-    def query(bounds):
-        hits = np.sort(tree.query(shapely.box(*bounds), predicate="intersects"))
-        return geometries[hits], classes[hits]
-
-    return query
 
 
 def objects_in_layer(path: str | os.PathLike, layer: str = LAYER, field: str = "pseudo_class"):

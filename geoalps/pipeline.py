@@ -155,7 +155,9 @@ def label(
         _emit(progress_lines, 95.0, "writing outputs")
         stats = _write_outputs(run.scenes, scene_layers, output, run.raster_targets, n_classes, overwrite,
                                kmeans_model, clusterer)
-        gdf = _read_all(scene_layers, run.scenes) if return_gdf else None
+        gdf = None
+        if return_gdf:  # the written file already holds ids, areas and the target CRS
+            gdf = _read_output(output) if output is not None else _read_all(scene_layers, run.scenes)
         if not keep_work or run.store.temporary:
             run.store.remove()
         wall = time.perf_counter() - started
@@ -470,6 +472,12 @@ def _with_ids(batch, first_id: int):
         warnings.simplefilter("ignore", UserWarning)
         batch.insert(4, "area", batch.geometry.area.round(6))
     return batch
+
+
+def _read_output(output):
+    import pyogrio
+
+    return pyogrio.read_dataframe(output, layer="masks")
 
 
 def _read_all(scene_layers, scenes):

@@ -89,9 +89,11 @@ def process_tile(
     keep = np.array([tile.core_contains(c, r) for c, r in centroids], dtype=bool)
     tile_masks = tile_masks.select(keep)
 
-    bands_norm = normalise_bands(data, scene.stats)
-    if spectral_bands is not None:
-        bands_norm = bands_norm[[b - 1 for b in spectral_bands]]
+    bands_norm = None
+    if "spectral" in blocks:  # a float copy of every band: only when spectral features need it
+        bands_norm = normalise_bands(data, scene.stats)
+        if spectral_bands is not None:
+            bands_norm = bands_norm[[b - 1 for b in spectral_bands]]
     features = compute_features(tile_masks, bands_norm, blocks)
     geometries = np.array(
         tile_geometries(tile_masks, tile.transform(scene.transform), max(1, options.min_area_px // 8)),
