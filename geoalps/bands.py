@@ -73,12 +73,3 @@ def stretch_to_uint8(
         out[..., channel] = np.rint(scaled).astype(np.uint8)
     out[~valid] = 0
     return out
-
-
-def normalise_bands(data: np.ndarray, stats: BandStats) -> np.ndarray:
-    """All bands scaled to roughly 0..1 by the scene stretch, as float32 (for spectral features)."""
-    low = np.asarray(stats.low, dtype=np.float64)[:, None, None]
-    high = np.asarray(stats.high, dtype=np.float64)[:, None, None]
-    with np.errstate(over="ignore", invalid="ignore"):  # nodata pixels may hold -3.4e38; never used
-        scaled = (data.astype(np.float64) - low) / (high - low)
-    return np.clip(scaled, -1e6, 1e6).astype(np.float32)

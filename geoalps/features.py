@@ -25,30 +25,47 @@ def feature_blocks(mode: str, engine_has_embedding: bool) -> tuple[str, ...]:
 
 
 def compute_features(
-    tile_masks: TileMasks, bands_norm: np.ndarray | None, blocks: tuple[str, ...]
+    tile_masks: TileMasks,
+    blocks: tuple[str, ...],
+    data: np.ndarray | None = None,
+    stretch: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """Feature blocks for every mask of a tile, each (N, width) float32.
 
-    ``bands_norm`` is the tile's (bands, H, W) data stretched to about 0..1 per band (needed only
-    for the spectral block). Cost is
-    proportional to the masks' total area (each mask is read from its bounding-box crop).
+    ``data`` is the tile's (bands, H, W) scene values and ``stretch`` the (low, high) per band
+    that map them to about 0..1 (the scene stretch); both are needed only for the spectral block.
+    Cost follows the masks' total area (crops), or one pass over the tile for disjoint masks.
     """
     out: dict[str, np.ndarray] = {}
     if "sam" in blocks:
         out["sam"] = pooled_embedding(tile_masks)
     if "spectral" in blocks:
-        out["spectral"] = spectral_stats(tile_masks, bands_norm)
+        out["spectral"] = spectral_stats(tile_masks, data, *stretch)
     if "shape" in blocks:
         out["shape"] = shape_measures(tile_masks)
     return out
 
 
-def spectral_stats(tile_masks: TileMasks, bands_norm: np.ndarray) -> np.ndarray:
-    """Mean and standard deviation of every band under each mask: (N, 2 x bands)."""
-    n_bands = bands_norm.shape[0]
+def spectral_stats(tile_masks: TileMasks, data: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """Mean and standard deviation of every band under each mask, in stretched units
+    ((value - low) / (high - low)): (N, 2 x bands). Sums are float64: float32 drifts on big masks."""
+    n_bands = data.shape[0]
+    low = np.asarray(low, dtype=np.float64).reshape(-1)
+    scale = 1.0 / (np.asarray(high, dtype=np.float64).reshape(-1) - low)
     out = np.zeros((len(tile_masks), 2 * n_bands), dtype=np.float32)
+    if tile_masks.labels is not None and len(tile_masks):
+        index = tile_masks.index_image().ravel()
+        n = len(tile_masks) + 1
+        counts = np.maximum(np.bincount(index, minlength=n), 1)[1:]
+        for b in range(n_bands):
+            values = data[b].ravel().astype(np.float64) - low[b]  # nodata pixels have index 0: ignored
+            mean = np.bincount(index, values, n)[1:] / counts
+            square = np.bincount(index, values * values, n)[1:] / counts
+            out[:, b] = mean * scale[b]
+            out[:, n_bands + b] = np.sqrt(np.maximum(square - mean * mean, 0.0)) * scale[b]
+        return np.nan_to_num(out)
     for i, (crop, (r0, c0, r1, c1)) in enumerate(zip(tile_masks.crops, tile_masks.boxes)):
-        values = bands_norm[:, r0:r1, c0:c1][:, crop]
+        values = (data[:, r0:r1, c0:c1][:, crop].astype(np.float64) - low[:, None]) * scale[:, None]
         if values.size:
             out[i, :n_bands] = values.mean(axis=1)
             out[i, n_bands:] = values.std(axis=1)
@@ -59,6 +76,8 @@ def shape_measures(tile_masks: TileMasks) -> np.ndarray:
     """log area, compactness (4 pi A / P^2), extent (area / box area), elongation (1 - minor/major
     axis from second moments): (N, 4)."""
     out = np.zeros((len(tile_masks), len(SHAPE_FEATURES)), dtype=np.float32)
+    if tile_masks.labels is not None and len(tile_masks):
+        return _disjoint_shape_measures(tile_masks)
     for i, crop in enumerate(tile_masks.crops):
         area = int(np.count_nonzero(crop))
         if not area:
@@ -78,6 +97,44 @@ def shape_measures(tile_masks: TileMasks) -> np.ndarray:
             area / crop.size,
             elongation,
         )
+    return out
+
+
+def _disjoint_shape_measures(tile_masks: TileMasks) -> np.ndarray:
+    """:func:`shape_measures` for disjoint masks, from sums over the index image in one pass."""
+    index = np.pad(tile_masks.index_image(), 1)  # pixels outside the tile count as background
+    n = len(tile_masks) + 1
+    flat = index.ravel()
+    area = np.bincount(flat, minlength=n)[1:].astype(np.float64)
+    # Perimeter: pixel edges whose two sides differ, counted for the mask on each side.
+    perimeter = np.zeros(n)
+    for a, b in ((index[1:, :], index[:-1, :]), (index[:, 1:], index[:, :-1])):
+        differ = a != b
+        perimeter += np.bincount(a[differ], minlength=n) + np.bincount(b[differ], minlength=n)
+    perimeter = perimeter[1:]
+    rows = np.repeat(np.arange(index.shape[0], dtype=np.float64), index.shape[1])
+    cols = np.broadcast_to(np.arange(index.shape[1], dtype=np.float64), index.shape).ravel()
+    # Second moments about each mask's mean (np.cov, ddof=1) from raw sums.
+    sums = {name: np.bincount(flat, w, n)[1:] for name, w in
+            (("r", rows), ("c", cols), ("rr", rows * rows), ("cc", cols * cols), ("rc", rows * cols))}
+    safe = np.maximum(area, 1)
+    dof = np.maximum(area - 1, 1)
+    var_r = (sums["rr"] - sums["r"] ** 2 / safe) / dof
+    var_c = (sums["cc"] - sums["c"] ** 2 / safe) / dof
+    cov_rc = (sums["rc"] - sums["r"] * sums["c"] / safe) / dof
+    half_trace, det_term = (var_r + var_c) / 2, np.sqrt(((var_r - var_c) / 2) ** 2 + cov_rc**2)
+    small, large = half_trace - det_term, half_trace + det_term
+    elongation = 1.0 - np.sqrt(np.maximum(small, 1e-9) / np.maximum(large, 1e-9))
+    elongation[area <= 2] = 0.0  # np.eye(2) in the crop path: equal axes
+    boxes = tile_masks.boxes
+    box_area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    out = np.stack([
+        np.log(safe),
+        np.minimum(1.0, 4 * np.pi * area / np.maximum(perimeter, 1) ** 2),
+        area / np.maximum(box_area, 1),
+        elongation,
+    ], axis=1).astype(np.float32)
+    out[area == 0] = 0.0
     return out
 
 

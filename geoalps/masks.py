@@ -21,6 +21,10 @@ class TileMasks:
     ``embedding`` is an optional engine feature map (C, h, w) whose grid covers the tile scaled by
     ``embedding_extent`` = (rows, cols) cells (SAM pads its input, so only part of the map is
     image); engines without one leave it None.
+
+    ``labels`` is set when the masks are disjoint regions of one label image (region engines):
+    mask i is ``labels == label_ids[i]``. Vectorising and features then take one pass over the
+    image instead of one call per mask (thousands of masks per tile).
     """
 
     crops: list[np.ndarray]
@@ -30,18 +34,26 @@ class TileMasks:
     embedding: np.ndarray | None = None
     embedding_extent: tuple[int, int] | None = None
     extra: dict[str, np.ndarray] = field(default_factory=dict)
+    labels: np.ndarray | None = None
+    label_ids: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.boxes = np.asarray(self.boxes, dtype=np.int64).reshape(-1, 4)
         self.scores = np.asarray(self.scores, dtype=np.float32).reshape(-1)
         if not len(self.crops) == len(self.boxes) == len(self.scores):
             raise ValueError("one crop, box and score per mask")
+        if self.labels is not None:
+            self.label_ids = np.asarray(self.label_ids, dtype=np.int64).reshape(-1)
+            if len(self.label_ids) != len(self.crops):
+                raise ValueError("one label id per mask")
 
     def __len__(self) -> int:
         return len(self.crops)
 
     @property
     def areas(self) -> np.ndarray:
+        if self.labels is not None and len(self):
+            return np.bincount(self.index_image().ravel(), minlength=len(self) + 1)[1:].astype(np.int64)
         return np.array([int(np.count_nonzero(c)) for c in self.crops], dtype=np.int64)
 
     def select(self, keep: np.ndarray) -> "TileMasks":
@@ -55,7 +67,18 @@ class TileMasks:
             embedding=self.embedding,
             embedding_extent=self.embedding_extent,
             extra={name: values[index] for name, values in self.extra.items()},
+            labels=self.labels,
+            label_ids=None if self.labels is None else self.label_ids[index],
         )
+
+    def index_image(self) -> np.ndarray:
+        """For disjoint masks (``labels`` set): int32 image holding mask index + 1, 0 where no
+        kept mask lies; the input to one-pass vectorising and per-mask statistics."""
+        if self.labels is None:
+            raise ValueError("index_image needs disjoint masks from a label image")
+        lookup = np.zeros(int(self.labels.max()) + 1, dtype=np.int32)
+        lookup[self.label_ids] = np.arange(1, len(self) + 1, dtype=np.int32)
+        return lookup[self.labels]
 
     def dense(self, i: int) -> np.ndarray:
         """Mask ``i`` pasted into a full tile-sized boolean array."""
@@ -86,15 +109,16 @@ class TileMasks:
     def from_labels(cls, labels: np.ndarray, scores_by_label: np.ndarray) -> "TileMasks":
         """From a label image (0 = no object; 1..L = regions) and one score per label (index 0
         unused), as region-growing engines produce. Costs one pass over the image."""
-        crops, boxes, scores = [], [], []
+        crops, boxes, scores, ids = [], [], [], []
         for index, region in enumerate(ndimage.find_objects(labels), start=1):
             if region is None:
                 continue
             crops.append(labels[region] == index)
             boxes.append((region[0].start, region[1].start, region[0].stop, region[1].stop))
             scores.append(scores_by_label[index])
+            ids.append(index)
         return cls(crops, np.array(boxes).reshape(-1, 4), np.array(scores, dtype=np.float32),
-                   tile_shape=labels.shape)
+                   tile_shape=labels.shape, labels=labels, label_ids=np.array(ids, dtype=np.int64))
 
 
 def filter_by_area(
@@ -105,8 +129,11 @@ def filter_by_area(
     not objects)."""
     if not len(tile_masks):
         return tile_masks
-    for crop, (r0, c0, r1, c1) in zip(tile_masks.crops, tile_masks.boxes):
-        crop &= valid[r0:r1, c0:c1]
+    if not valid.all():
+        for crop, (r0, c0, r1, c1) in zip(tile_masks.crops, tile_masks.boxes):
+            crop &= valid[r0:r1, c0:c1]
+        if tile_masks.labels is not None:  # keep the label image in step with the clipped crops
+            tile_masks.labels[~valid] = 0
     areas = tile_masks.areas
     max_area = max_area_frac * max(int(valid.sum()), 1)
     return tile_masks.select((areas >= max(min_area_px, 1)) & (areas <= max_area))

@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from geoalps.bands import normalise_bands, stretch_to_uint8
+from geoalps.bands import stretch_to_uint8
 from geoalps.features import compute_features
 from geoalps.masks import filter_by_area, remove_duplicates
 from geoalps.options import LabelOptions
@@ -89,12 +89,12 @@ def process_tile(
     keep = np.array([tile.core_contains(c, r) for c, r in centroids], dtype=bool)
     tile_masks = tile_masks.select(keep)
 
-    bands_norm = None
-    if "spectral" in blocks:  # a float copy of every band: only when spectral features need it
-        bands_norm = normalise_bands(data, scene.stats)
-        if spectral_bands is not None:
-            bands_norm = bands_norm[[b - 1 for b in spectral_bands]]
-    features = compute_features(tile_masks, bands_norm, blocks)
+    stretch, spectral_data = None, None
+    if "spectral" in blocks:
+        picked = [b - 1 for b in spectral_bands] if spectral_bands is not None else list(range(scene.count))
+        spectral_data = data[picked]
+        stretch = (np.asarray(scene.stats.low)[picked], np.asarray(scene.stats.high)[picked])
+    features = compute_features(tile_masks, blocks, spectral_data, stretch)
     geometries = np.array(
         tile_geometries(tile_masks, tile.transform(scene.transform), max(1, options.min_area_px // 8)),
         dtype=object,
