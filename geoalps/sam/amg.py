@@ -54,6 +54,8 @@ from geoalps.errors import GeoAlpsError
 from geoalps.sam.decoder import PointPromptDecoder
 
 CPU_DECODER_BATCH = 32  # larger batches only cost memory on CPU (the GEMMs are already large)
+CELL_CHUNK = 16  # masks per _ExactCells call: its (K, 256, 256) temporaries stay in cache
+STRIP_CELLS = 32768  # boundary cells per F.interpolate strip (float32 coordinates stay exact)
 
 
 @dataclass
@@ -304,17 +306,23 @@ class FastMaskGenerator:
             return torch.cat([a[0], b[0]]), torch.cat([a[1], b[1] + half]), torch.cat([a[2], b[2]])
 
     def _process_crop(self, embedding, input_size, crop_box, points, orig_hw, timings) -> dict:
-        """SamAutomaticMaskGenerator._process_crop on low-res logits; candidates bit-packed."""
+        """SamAutomaticMaskGenerator._process_crop on low-res logits; candidates kept compact.
+
+        When the crop's masks are a plain 4x upsampling of the logits (the image's long side is
+        the model input, e.g. 1024 px tiles), stability, boxes and masks come exactly from the
+        low-resolution cells (``_ExactCells``); otherwise every candidate is upsampled as in
+        segment_anything and kept bit-packed.
+        """
         x0, y0, x1, y1 = crop_box
         crop_hw = (y1 - y0, x1 - x0)
         self.decoder.set_embedding(embedding)
+        low_len = self.model.prompt_encoder.mask_input_size[0]
         bound = _StabilityBound(
-            input_size,
-            crop_hw,
-            self.model.image_encoder.img_size,
-            self.model.prompt_encoder.mask_input_size[0],
-            self.device,
+            input_size, crop_hw, self.model.image_encoder.img_size, low_len, self.device
         )
+        cells = None
+        if _ExactCells.applies(self.model, input_size, crop_hw):
+            cells = _ExactCells(crop_hw, low_len, self.device)
         # float64 like SamAutomaticMaskGenerator (the prompt encoder normalises before casting);
         # MPS has no float64.
         dtype = torch.float32 if self.device.type == "mps" else torch.float64
@@ -322,9 +330,10 @@ class FastMaskGenerator:
             self.transform.apply_coords(points, crop_hw), dtype=dtype, device=self.device
         )
         points = torch.as_tensor(points, dtype=torch.float32)
-        kept = {"boxes": [], "iou": [], "stability": [], "points": [], "packed": []}
+        kept = {"boxes": [], "iou": [], "stability": [], "points": [], "masks": []}
         threshold = self.model.mask_threshold
         offset = self.stability_score_offset
+        edge_box = [0, 0, orig_hw[1], orig_hw[0]]
         for start in range(0, len(points), self.decoder_batch):
             t0 = time.perf_counter()
             min_iou = self.pred_iou_thresh if self.pred_iou_thresh > 0.0 else None
@@ -344,17 +353,22 @@ class FastMaskGenerator:
                 upper = bound.upper(low[idx], threshold, offset)
                 keep[idx[upper < self.stability_score_thresh]] = False
             idx = keep.nonzero()[:, 0]
-            for sub in idx.split(16):  # exact full-resolution checks, a few masks at a time
-                logits = upsample_logits(self.model, low[sub], input_size, crop_hw)
-                stability = calculate_stability_score(logits, threshold, offset)
+            chunk = CELL_CHUNK if cells is not None else 16
+            for sub in idx.split(chunk):  # exact full-resolution checks, a few masks at a time
+                if cells is not None:
+                    counts, boxes, masks = cells(low[sub], [threshold + offset, threshold - offset], threshold)
+                    # calculate_stability_score's arithmetic: int32 counts, float32 quotient.
+                    stability = counts[:, 0].int() / counts[:, 1].int()
+                else:
+                    logits = upsample_logits(self.model, low[sub], input_size, crop_hw)
+                    stability = calculate_stability_score(logits, threshold, offset)
+                    boxes = boxes_from_logits(logits, threshold)
+                    masks = logits > threshold
+                    del logits
                 good = torch.ones_like(stability, dtype=torch.bool)
                 if self.stability_score_thresh > 0.0:
                     good &= stability >= self.stability_score_thresh
-                boxes = boxes_from_logits(logits, threshold)
-                masks = logits > threshold
-                del logits
-                near = is_box_near_crop_edge(boxes, crop_box, [0, 0, orig_hw[1], orig_hw[0]])
-                good &= ~near
+                good &= ~is_box_near_crop_edge(boxes, crop_box, edge_box)
                 if not good.any():
                     continue
                 sel = sub[good.to(sub.device)]
@@ -362,11 +376,14 @@ class FastMaskGenerator:
                 kept["iou"].append(iou[sel].cpu())
                 kept["stability"].append(stability[good].cpu())
                 kept["points"].append(batch_points[sel.cpu()])
-                kept["packed"].extend(np.packbits(masks[good].cpu().numpy(), axis=-1))
+                if cells is not None:
+                    kept["masks"].extend(masks[i] for i in good.nonzero()[:, 0].tolist())
+                else:
+                    kept["masks"].extend(np.packbits(masks[good].cpu().numpy(), axis=-1))
             timings["postprocess"] += time.perf_counter() - t1
-        if not kept["packed"]:
+        if not kept["masks"]:
             return {}
-        data = {k: torch.cat(v) for k, v in kept.items() if k != "packed"}
+        data = {k: torch.cat(v) for k, v in kept.items() if k != "masks"}
         order = batched_nms(
             data["boxes"].float(),
             data["iou"],
@@ -379,7 +396,7 @@ class FastMaskGenerator:
             "iou": data["iou"][order],
             "stability": data["stability"][order],
             "points": data["points"][order] + offset_xy,
-            "packed": [kept["packed"][i] for i in order.tolist()],
+            "masks": [kept["masks"][i] for i in order.tolist()],
             "crop_box": list(crop_box),
         }
 
@@ -394,7 +411,7 @@ class FastMaskGenerator:
         stability = torch.cat([c["stability"] for c in crops])
         points = torch.cat([c["points"] for c in crops])
         crop_boxes = torch.cat([torch.tensor([c["crop_box"]] * len(c["iou"])) for c in crops])
-        packed = [(c["crop_box"], p) for c in crops for p in c["packed"]]
+        packed = [(c["crop_box"], p) for c in crops for p in c["masks"]]
         if self.crop_n_layers > 0:
             order = batched_nms(
                 boxes.float(),
@@ -407,8 +424,11 @@ class FastMaskGenerator:
         h, w = image_hw
         masks = np.zeros((len(order), h, w), bool)
         for row, i in enumerate(order.tolist()):
-            (x0, y0, x1, y1), bits = packed[i]
-            masks[row, y0:y1, x0:x1] = np.unpackbits(bits, axis=-1, count=x1 - x0).astype(bool)
+            (x0, y0, x1, y1), mask = packed[i]
+            if isinstance(mask, CellMask):
+                masks[row, y0:y1, x0:x1] = mask.to_mask((y1 - y0, x1 - x0))
+            else:  # bit-packed rows
+                masks[row, y0:y1, x0:x1] = np.unpackbits(mask, axis=-1, count=x1 - x0).astype(bool)
         result = SamMasks(
             masks=masks,
             scores=iou[order].numpy().astype(np.float32),
@@ -531,6 +551,239 @@ class _StabilityBound:
         union = self._count(lo - tol * (1 + lo.abs()) > threshold - offset)
         bound = torch.where(union > 0, inter / union.clamp_min(1), torch.full_like(inter, math.inf))
         return bound.float()
+
+
+# -- exact statistics of 4x-upsampled logits from the low-resolution cells ------------------
+
+
+@dataclass
+class CellMask:
+    """One mask of a 4x bilinear upsampling, stored per low-resolution cell (about 20 kB).
+
+    ``whole``: bit-packed (n-1, n-1) cells whose 4x4 output pixels all pass the threshold;
+    ``cells``/``hits``: the boundary cells (row, column) and their exact 4x4 pixels (16 bits);
+    ``top``/``bottom``/``left``/``right``: the exact 2-pixel image borders outside the cells.
+    """
+
+    whole: np.ndarray
+    cells: np.ndarray
+    hits: np.ndarray
+    top: np.ndarray
+    bottom: np.ndarray
+    left: np.ndarray
+    right: np.ndarray
+
+    def to_mask(self, out_hw: tuple[int, int]) -> np.ndarray:
+        """The (H, W) bool mask, equal to ``upsampled logits > threshold`` pixel for pixel."""
+        n = self.whole.shape[0]
+        size = 4 * (n + 1)
+        mask = np.zeros((size, size), bool)
+        whole = np.unpackbits(self.whole, axis=1, count=n).astype(bool)
+        inner = np.repeat(np.repeat(whole, 4, axis=0), 4, axis=1).reshape(n, 4, n, 4)
+        if len(self.cells):
+            bits = np.unpackbits(self.hits, axis=1, count=16).astype(bool).reshape(-1, 4, 4)
+            inner[self.cells[:, 0], :, self.cells[:, 1], :] = bits
+        mask[2 : size - 2, 2 : size - 2] = inner.reshape(size - 4, size - 4)
+        mask[: self.top.shape[0], : self.top.shape[1]] = self.top
+        mask[size - 2 : size - 2 + self.bottom.shape[0], : self.bottom.shape[1]] = self.bottom
+        mask[2 : 2 + self.left.shape[0], : self.left.shape[1]] = self.left
+        mask[2 : 2 + self.right.shape[0], size - 2 : size - 2 + self.right.shape[1]] = self.right
+        return mask[: out_hw[0], : out_hw[1]]
+
+
+class _ExactCells:
+    """Exact counts, boxes and masks of ``Sam.postprocess_masks`` output, from 256x256 logits.
+
+    Applies when ``postprocess_masks`` is a 4x bilinear upsampling (align_corners=False), cropped:
+    the image's long side equals the model input (1024 px tiles, any aspect). Output pixels
+    2..4n-3 fall in cells of 4x4 pixels, each cell interpolating its 2x2 low-resolution corners,
+    so a cell whose corners all lie on one side of every threshold (with a rounding margin) is
+    counted whole, and only cells a threshold crosses ("boundary" cells, a few percent) are
+    evaluated pixel by pixel; the 2-pixel image borders are evaluated exactly too.
+
+    Exact evaluation goes through ``F.interpolate`` itself, so values are bit-identical to
+    segment_anything's: the boundary cells' 2x2 corners are laid side by side in one 2-row strip
+    and upsampled 4x (same scale, same weights, same generic kernel: the output is kept wider
+    than the 128 px under which PyTorch switches to its channels-last kernel, whose rounding
+    differs); the inner 4x4 pixels of each 8x8 block are the cell's exact pixels.
+
+    Cost per mask: a few passes over the 256x256 logits, plus about 64 interpolated values per
+    boundary cell: under 1 ms on one CPU core, against 5-10 ms for upsampling to 1024x1024 and
+    thresholding.
+    """
+
+    def __init__(self, out_hw: tuple[int, int], low_len: int, device) -> None:
+        self.h, self.w = (int(v) for v in out_hw)
+        self.n = low_len - 1  # cells per side
+        self.size = 4 * low_len
+        starts = 4 * torch.arange(self.n, device=device) + 2  # first output pixel of each cell
+        self.row_n = (self.h - starts).clamp(0, 4)  # output rows of each cell row inside the image
+        self.col_n = (self.w - starts).clamp(0, 4)
+        weight = self.row_n[:, None] * self.col_n[None, :]
+        self.full = weight == 16
+        self.partial = (weight > 0) & ~self.full  # cut by the image edge: always evaluated
+        self.all_full = bool(self.full.all())
+        self.full_u8 = self.full.to(torch.uint8)
+        self.four = torch.arange(4, device=device)
+        self.row_dtype = torch.uint8 if self.n <= 255 else torch.int32
+        self.corner = torch.tensor([0, 1, low_len, low_len + 1], device=device)
+
+    @staticmethod
+    def applies(model: Sam, input_size, orig_size) -> bool:
+        """True when postprocess_masks is a 4x upsampling cropped to the image (no 2nd resize)."""
+        low_len = model.prompt_encoder.mask_input_size[0]
+        return (
+            tuple(int(v) for v in input_size) == tuple(int(v) for v in orig_size)
+            and model.image_encoder.img_size == 4 * low_len
+            and tuple(model.prompt_encoder.mask_input_size) == (low_len, low_len)
+        )
+
+    def __call__(
+        self, low: torch.Tensor, thresholds: Sequence[float], mask_threshold: float
+    ) -> tuple[torch.Tensor, torch.Tensor, list[CellMask]]:
+        """For (K, n+1, n+1) logits: counts of pixels above each threshold (K, T) int64, boxes
+        (K, 4) of pixels above ``mask_threshold`` (``batched_mask_to_box`` convention), and each
+        mask's ``CellMask`` at ``mask_threshold``."""
+        K, dev = low.shape[0], low.device
+        taus = sorted(set(float(t) for t in thresholds) | {float(mask_threshold)})
+        # Interpolated values are convex combinations computed in float32: within a few ulps
+        # of the corners' range. The margin only widens the set of exactly evaluated cells.
+        if K == 0:
+            empty = torch.zeros(0, dtype=torch.int64, device=dev)
+            return empty.view(0, len(thresholds)), empty.view(0, 4), []
+        low_min, low_max = torch.aminmax(low)
+        tol = 1e-5 * (1.0 + max(-float(low_min), float(low_max)))
+        lo = hi = None  # per logit: how many thresholds it surely exceeds / may exceed
+        for t in taus:
+            a = (low > t + tol).view(torch.uint8)
+            b = (low > t - tol).view(torch.uint8)
+            lo = a if lo is None else lo.add_(a)
+            hi = b if hi is None else hi.add_(b)
+        lo = torch.minimum(lo[:, :-1], lo[:, 1:])
+        lo = torch.minimum(lo[..., :-1], lo[..., 1:])  # (K, n, n): min over the 4 corners
+        hi = torch.maximum(hi[:, :-1], hi[:, 1:])
+        hi = torch.maximum(hi[..., :-1], hi[..., 1:])
+        boundary = lo != hi
+        if not self.all_full:
+            boundary &= self.full
+            boundary |= self.partial
+            lo *= self.full_u8
+        lo *= (~boundary).view(torch.uint8)  # level of the cells counted whole, else 0
+        k, r, c = boundary.nonzero().unbind(1)
+        vals = self._cell_values(low, k, r, c)  # (4, B, 4): row in cell, cell, column in cell
+        ok = None
+        if not self.all_full:
+            ok = (self.four[:, None] < self.row_n[r]).unsqueeze(2) & (
+                self.four[:, None] < self.col_n[c]
+            ).unsqueeze(0).permute(0, 2, 1)
+        strips = self._strips(low)
+        # Cells whose level exceeds rank: min(level, rank + 1) - min(level, rank), 0 or 1.
+        clipped = [lo.clamp_max(rank) for rank in range(len(taus) + 1)]
+        above = [(clipped[rank + 1] - clipped[rank]) for rank in range(len(taus))]
+        counts = torch.zeros(K, len(thresholds), dtype=torch.int64, device=dev)
+        for j, t in enumerate(thresholds):
+            rank = taus.index(float(t))
+            # Row sums fit in uint8 (at most 255 cells); summing uint8 avoids a widening copy.
+            n = above[rank].sum(2, dtype=self.row_dtype).sum(1) * 16
+            hits = vals > t
+            if ok is not None:
+                hits &= ok
+            n.index_add_(0, k, hits.sum((0, 2)))
+            for s in strips:
+                n += (s > t).flatten(1).sum(1)
+            counts[:, j] = n
+        rank = taus.index(float(mask_threshold))
+        whole = above[rank]  # uint8 0/1
+        hits = vals > mask_threshold
+        if ok is not None:
+            hits &= ok
+        edges = [s > mask_threshold for s in strips]
+        boxes = self._boxes(whole, k, r, c, hits, edges)
+        return counts, boxes, self._cell_masks(whole, k, r, c, hits, edges)
+
+    def _cell_values(self, low, k, r, c) -> torch.Tensor:
+        """Exact output pixels (4, B, 4) of the B cells (k, r, c), via F.interpolate on strips.
+
+        At most ``STRIP_CELLS`` cells a strip: the kernel computes source coordinates in float32,
+        exact only while output columns stay well below 2**23.
+        """
+        start = (k * low.shape[1] + r) * low.shape[2] + c
+        corners = low.reshape(-1)[start[:, None] + self.corner]  # (B, 4): (r,c) (r,c+1) (r+1,c) ...
+        out = []
+        for part in corners.split(STRIP_CELLS):
+            b = len(part)
+            m = max(b, 16)  # 8 + 8m > 128: PyTorch's generic kernel, as for 1024 px masks
+            strip = low.new_zeros(2, m, 2)
+            strip[:, :b] = part.view(b, 2, 2).transpose(0, 1)
+            up = F.interpolate(
+                strip.view(1, 1, 2, 2 * m), (8, 8 * m), mode="bilinear", align_corners=False
+            )
+            out.append(up.view(8, m, 8)[2:6, :b, 2:6])
+        return out[0] if len(out) == 1 else torch.cat(out, 1)
+
+    def _strips(self, low) -> list[torch.Tensor]:
+        """Exact output rows 0-1 and size-2.. and columns 0-1 and size-2.., cropped to the image."""
+        h, w, size = self.h, self.w, self.size
+
+        def up(x, out):
+            return F.interpolate(x[:, None], out, mode="bilinear", align_corners=False)[:, 0]
+
+        top = up(low[:, :2, :], (8, size))[:, : min(2, h), :w]
+        bottom = up(low[:, -2:, :], (8, size))[:, 6 : 6 + max(0, h - (size - 2)), :w]
+        mid = slice(2, max(2, min(h, size - 2)))
+        left = up(low[:, :, :2], (size, 8))[:, mid, : min(2, w)]
+        right = up(low[:, :, -2:], (size, 8))[:, mid, 6 : 6 + max(0, w - (size - 2))]
+        return [top, bottom, left, right]
+
+    def _boxes(self, whole, k, r, c, hits, edges) -> torch.Tensor:
+        K, dev = whole.shape[0], whole.device
+        rows = torch.zeros(K, self.size, dtype=torch.bool, device=dev)
+        cols = torch.zeros(K, self.size, dtype=torch.bool, device=dev)
+        rows[:, 2 : self.size - 2] = whole.amax(2).bool().repeat_interleave(4, 1)
+        cols[:, 2 : self.size - 2] = whole.amax(1).bool().repeat_interleave(4, 1)
+        i, b = hits.any(2).nonzero().unbind(1)  # row i of boundary cell b has a pixel
+        rows.view(-1).index_fill_(0, k[b] * self.size + 4 * r[b] + 2 + i, True)
+        b, j = hits.any(0).nonzero().unbind(1)
+        cols.view(-1).index_fill_(0, k[b] * self.size + 4 * c[b] + 2 + j, True)
+        top, bottom, left, right = edges
+        rows[:, : top.shape[1]] |= top.any(2)
+        cols[:, : top.shape[2]] |= top.any(1)
+        rows[:, self.size - 2 : self.size - 2 + bottom.shape[1]] |= bottom.any(2)
+        cols[:, : bottom.shape[2]] |= bottom.any(1)
+        rows[:, 2 : 2 + left.shape[1]] |= left.any(2)
+        cols[:, : left.shape[2]] |= left.any(1)
+        rows[:, 2 : 2 + right.shape[1]] |= right.any(2)
+        cols[:, self.size - 2 : self.size - 2 + right.shape[2]] |= right.any(1)
+        return _boxes_from_hits(rows[:, : self.h], cols[:, : self.w])
+
+    def _cell_masks(self, whole, k, r, c, hits, edges) -> list[CellMask]:
+        K = whole.shape[0]
+        whole = np.packbits(whole.cpu().numpy().view(bool), axis=-1)
+        per_mask = torch.bincount(k, minlength=K).tolist() if len(k) else [0] * K
+        cells = torch.stack([r, c], 1).to(torch.int16).cpu().numpy()
+        bits = np.packbits(hits.permute(1, 0, 2).reshape(-1, 16).cpu().numpy(), axis=-1)
+        edges = [e.cpu().numpy() for e in edges]
+        out, start = [], 0
+        for i, count in enumerate(per_mask):
+            stop = start + count
+            out.append(
+                CellMask(whole[i], cells[start:stop], bits[start:stop], *(e[i] for e in edges))
+            )
+            start = stop
+        return out
+
+
+def _boxes_from_hits(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """XYXY boxes (inclusive, [0, 0, 0, 0] when empty) from (K, H) / (K, W) occupied rows/cols."""
+    h, w = rows.shape[1], cols.shape[1]
+    ys = torch.arange(h, device=rows.device)
+    xs = torch.arange(w, device=cols.device)
+    top = torch.where(rows, ys, h).amin(dim=-1)
+    bottom = torch.where(rows, ys, -1).amax(dim=-1)
+    left = torch.where(cols, xs, w).amin(dim=-1)
+    right = torch.where(cols, xs, -1).amax(dim=-1)
+    boxes = torch.stack([left, top, right, bottom], dim=-1)
+    return boxes * rows.any(dim=-1, keepdim=True)
 
 
 def remove_small_regions(result: SamMasks, min_area: int, nms_thresh: float) -> SamMasks:

@@ -7,8 +7,11 @@ import pytest
 import torch
 from segment_anything import SamPredictor
 
+from segment_anything.utils.amg import batched_mask_to_box, calculate_stability_score
+
 from geoalps.sam.amg import (
     FastMaskGenerator,
+    _ExactCells,
     SamMasks,
     _StabilityBound,
     reference_generate,
@@ -239,3 +242,96 @@ def test_rejects_bad_inputs(model, image):
         generator.generate(image.astype(np.float32))
     with pytest.raises(ValueError, match="valid"):
         generator.generate(image, valid=np.ones((10, 10), bool))
+
+
+# -- exact statistics from the low-resolution cells (1024 px long side) ----------------------
+
+
+def smooth_logits(n: int, seed: int, ties: bool = False) -> torch.Tensor:
+    """(n, 256, 256) SAM-like logits: smooth blobs from strong to weak contrast."""
+    gen = torch.Generator().manual_seed(seed)
+    base = torch.nn.functional.interpolate(
+        torch.randn(n, 1, 16, 16, generator=gen), (256, 256), mode="bilinear"
+    )[:, 0]
+    low = base * torch.linspace(0.5, 50, n)[:, None, None]
+    if ties:  # multiples of 1/4: many upsampled pixels land exactly on the thresholds
+        low = (low * 4).round() / 4
+    return low
+
+
+@pytest.mark.parametrize(
+    "out_hw", [(1024, 1024), (1024, 683), (600, 1024), (1023, 1022), (5, 1024), (1024, 1)]
+)
+@pytest.mark.parametrize("ties", [False, True])
+def test_exact_cells_equal_segment_anything_stability_boxes_and_masks(model, out_hw, ties):
+    low = smooth_logits(10, seed=out_hw[1], ties=ties)
+    low[0] = -3.0  # empty mask
+    low[1, 120, 7] = 2.0  # a single bump
+    low[2, 0, 255] = 1.0  # exactly on the stability threshold at an image corner
+    assert _ExactCells.applies(model, out_hw, out_hw)
+    up = model.postprocess_masks(low[:, None], out_hw, out_hw)[:, 0]
+    threshold, offset = model.mask_threshold, 1.0
+
+    counts, boxes, masks = _ExactCells(out_hw, 256, "cpu")(
+        low, [threshold + offset, threshold - offset], threshold
+    )
+
+    stability = counts[:, 0].int() / counts[:, 1].int()
+    expected = calculate_stability_score(up, threshold, offset)
+    assert torch.equal(stability.nan_to_num(-1.0), expected.nan_to_num(-1.0))
+    assert torch.equal(boxes, batched_mask_to_box(up > threshold))
+    for cell_mask, exact in zip(masks, up > threshold):
+        np.testing.assert_array_equal(cell_mask.to_mask(out_hw), exact.numpy())
+
+
+def test_exact_cells_on_tiny_model_logits(model):
+    """The decoder's own logits for a grid of prompts, thresholds 0: same stability and boxes."""
+    image = synthetic_image(1024, 1024, seed=3)
+    generator = FastMaskGenerator(model, pred_iou_thresh=0.0, stability_score_thresh=0.0)
+    (embedding,), (input_size,) = generator._encode([image])
+    generator.decoder.set_embedding(embedding)
+    points = torch.cartesian_prod(torch.arange(16, 1024, 64), torch.arange(16, 1024, 64))
+    _, _, low = generator.decoder.decode(points.double(), None)
+    low = low.flatten(0, 1)
+    up = model.postprocess_masks(low[:, None], input_size, (1024, 1024))[:, 0]
+
+    counts, boxes, _ = _ExactCells((1024, 1024), 256, "cpu")(low, [1.0, -1.0], 0.0)
+
+    stability = counts[:, 0].int() / counts[:, 1].int()  # 0/0 = nan for empty masks, as SAM's
+    expected = calculate_stability_score(up, 0.0, 1.0)
+    assert torch.equal(stability.nan_to_num(-1.0), expected.nan_to_num(-1.0))
+    assert (expected > 0).sum() >= 20  # many non-empty masks
+    assert torch.equal(boxes, batched_mask_to_box(up > 0.0))
+
+
+@pytest.mark.parametrize("shape", [(1024, 1024), (640, 1024)])
+def test_same_masks_as_segment_anything_on_full_size_tiles(model, shape, monkeypatch):
+    """Thresholds 0 on images whose long side is the model input: the cell path, exact."""
+    image = synthetic_image(*shape, seed=2)
+    settings = dict(points_per_side=12, pred_iou_thresh=0.0, stability_score_thresh=0.0)
+    expected = reference_generate(model, image, **settings)
+    calls = []
+    original = _ExactCells.__call__
+
+    def counting(self, *args):
+        calls.append(1)
+        return original(self, *args)
+
+    monkeypatch.setattr(_ExactCells, "__call__", counting)
+    got = FastMaskGenerator(model, **settings).generate(image)
+
+    assert calls and len(expected) >= 10
+    assert_same_masks(expected, got)
+    assert (match_ious(expected, got) == 1.0).all()
+    # Same (box, stability) pairs. Stability is exact for equal logits (tests above); the
+    # decoders' logits differ by float rounding (up to 3e-4 with this model's x1000 gains), which
+    # moves a few pixels at the +-1 thresholds.
+    def pairs(result: SamMasks) -> tuple[list, np.ndarray]:
+        stability = np.nan_to_num(result.stability, nan=-1.0)
+        ordered = sorted((tuple(b), float(s)) for b, s in zip(result.boxes.tolist(), stability))
+        return [b for b, _ in ordered], np.array([s for _, s in ordered])
+
+    boxes, stability = pairs(got)
+    ref_boxes, ref_stability = pairs(expected)
+    assert boxes == ref_boxes
+    np.testing.assert_allclose(stability, ref_stability, atol=1e-4)
