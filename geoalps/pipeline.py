@@ -238,10 +238,7 @@ def _prepare(scenes, output, raster_out, kmeans_model, overwrite, return_labels,
 
 def _start_engine(runner: TileRunner, run: _Run, opts: LabelOptions, quiet: bool, scheduler) -> tuple[str, tuple]:
     """Load the engine once (in a worker when distributed) and say which one runs, on stderr."""
-    if runner.distributed:
-        description, has_embedding = runner.client.submit(check_engine, opts, pure=False).result()
-    else:
-        description, has_embedding = check_engine(opts)
+    description, has_embedding = runner.on_every_worker(check_engine, opts)
     if not quiet:
         from geoalps.engines import resolve_engine_name
 

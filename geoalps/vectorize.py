@@ -148,10 +148,15 @@ def seam_groups(
         return i
 
     if n > 1:
+        # Boxes first, then the exact test only for pairs from different tiles: most box
+        # neighbours are objects of the same tile, which never merge.
         tree = shapely.STRtree(geometries)
-        left, right = tree.query(geometries, predicate="intersects")
+        left, right = tree.query(geometries)
         pick = (left < right) & (tile_ids[left] != tile_ids[right])
         left, right = left[pick], right[pick]
+        shapely.prepare(geometries)
+        meet = shapely.intersects(geometries[left], geometries[right])
+        left, right = left[meet], right[meet]
         if len(left):
             a, b = geometries[left], geometries[right]
             inter = shapely.area(shapely.intersection(a, b))
