@@ -202,3 +202,28 @@ def test_dataarray_in_and_out(tmp_path):
     assert int(labels.sel(x=array.x[70], y=array.y[55], method="nearest")) != 255  # inside the object
     with pytest.raises(GeoAlpsError, match="no CRS or transform"):
         label(xr.DataArray(np.ones((3, 10, 10)), dims=("band", "y", "x")), None, engine="classical")
+
+
+def _worker_environment() -> dict:
+    import os as worker_os
+
+    from geoalps.tilework import _ENGINES
+
+    keys = ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS")
+    return {**{k: worker_os.environ.get(k) for k in keys}, "engines_loaded": len(_ENGINES)}
+
+
+def test_local_workers_are_single_threaded_keep_adaptive_malloc_and_have_the_engine_loaded():
+    """MALLOC_TRIM_THRESHOLD_ (dask's default) makes glibc map and zero every tile-sized array
+    afresh; the engine is loaded in every worker before the first tile is sent."""
+    from geoalps.options import LabelOptions
+    from geoalps.parallel import TileRunner
+    from geoalps.tilework import check_engine
+
+    with TileRunner(workers=2) as runner:
+        description, _ = runner.on_every_worker(check_engine, LabelOptions(engine="classical").validated())
+        seen = runner.client.run(_worker_environment)
+    assert description.startswith("classical")
+    assert len(seen) == 2
+    for env in seen.values():
+        assert env == {"MALLOC_TRIM_THRESHOLD_": None, "OMP_NUM_THREADS": "1", "engines_loaded": 1}
