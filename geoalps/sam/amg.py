@@ -53,7 +53,7 @@ from torchvision.ops.boxes import batched_nms, box_area
 from geoalps.errors import GeoAlpsError
 from geoalps.sam.decoder import PointPromptDecoder
 
-CPU_DECODER_BATCH = 32  # larger batches only cost memory on CPU (the GEMMs are already large)
+CPU_DECODER_BATCH = 8  # larger batches run slower on CPU: their working set falls out of cache
 CELL_CHUNK = 16  # masks per _ExactCells call: its (K, 256, 256) temporaries stay in cache
 STRIP_CELLS = 32768  # boundary cells per F.interpolate strip (float32 coordinates stay exact)
 
@@ -140,7 +140,7 @@ class FastMaskGenerator:
         model: a segment_anything ``Sam`` (e.g. from ``geoalps.sam.models.load_sam``).
         points_per_side: the point grid is ``points_per_side**2`` prompts per image.
         points_per_batch: prompts per decoder call on GPU (about 35 MB each for vit_b in fp32;
-            halved automatically on out-of-memory). On CPU at most 32 are decoded at a time.
+            halved automatically on out-of-memory). On CPU at most 8 are decoded at a time.
         pred_iou_thresh, stability_score_thresh, stability_score_offset, box_nms_thresh,
         crop_n_layers, crop_nms_thresh, crop_overlap_ratio, crop_n_points_downscale_factor,
         min_mask_region_area: as in ``SamAutomaticMaskGenerator``; small-region removal uses
