@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -194,6 +195,7 @@ class FastMaskGenerator:
         self.sdpa = on_cuda if sdpa is None else sdpa
         self.transform = ResizeLongestSide(model.image_encoder.img_size)
         self.decoder = PointPromptDecoder(model)
+        self.post_single_thread = True  # see _post_threads
         self._encoder = (lambda x: _encoder_forward_sdpa(model.image_encoder, x)) if self.sdpa else model.image_encoder
         if compile:
             self._encoder = torch.compile(self._encoder)
@@ -331,9 +333,10 @@ class FastMaskGenerator:
         )
         points = torch.as_tensor(points, dtype=torch.float32)
         kept = {"boxes": [], "iou": [], "stability": [], "points": [], "masks": []}
-        threshold = self.model.mask_threshold
-        offset = self.stability_score_offset
-        edge_box = [0, 0, orig_hw[1], orig_hw[0]]
+        crop = dict(
+            bound=bound, cells=cells, input_size=input_size, crop_hw=crop_hw, crop_box=crop_box,
+            edge_box=[0, 0, orig_hw[1], orig_hw[0]],
+        )
         for start in range(0, len(points), self.decoder_batch):
             t0 = time.perf_counter()
             min_iou = self.pred_iou_thresh if self.pred_iou_thresh > 0.0 else None
@@ -345,41 +348,8 @@ class FastMaskGenerator:
             low, iou = low.flatten(0, 1), iou[index].flatten(0, 1)
             batch_points = points[start : start + self.decoder_batch][index.cpu()]
             batch_points = batch_points.repeat_interleave(m, 0)
-            keep = torch.ones_like(iou, dtype=torch.bool)
-            if self.pred_iou_thresh > 0.0:
-                keep &= iou > self.pred_iou_thresh
-            if self.stability_score_thresh > 0.0 and keep.any():
-                idx = keep.nonzero()[:, 0]
-                upper = bound.upper(low[idx], threshold, offset)
-                keep[idx[upper < self.stability_score_thresh]] = False
-            idx = keep.nonzero()[:, 0]
-            chunk = CELL_CHUNK if cells is not None else 16
-            for sub in idx.split(chunk):  # exact full-resolution checks, a few masks at a time
-                if cells is not None:
-                    counts, boxes, masks = cells(low[sub], [threshold + offset, threshold - offset], threshold)
-                    # calculate_stability_score's arithmetic: int32 counts, float32 quotient.
-                    stability = counts[:, 0].int() / counts[:, 1].int()
-                else:
-                    logits = upsample_logits(self.model, low[sub], input_size, crop_hw)
-                    stability = calculate_stability_score(logits, threshold, offset)
-                    boxes = boxes_from_logits(logits, threshold)
-                    masks = logits > threshold
-                    del logits
-                good = torch.ones_like(stability, dtype=torch.bool)
-                if self.stability_score_thresh > 0.0:
-                    good &= stability >= self.stability_score_thresh
-                good &= ~is_box_near_crop_edge(boxes, crop_box, edge_box)
-                if not good.any():
-                    continue
-                sel = sub[good.to(sub.device)]
-                kept["boxes"].append(boxes[good].cpu())
-                kept["iou"].append(iou[sel].cpu())
-                kept["stability"].append(stability[good].cpu())
-                kept["points"].append(batch_points[sel.cpu()])
-                if cells is not None:
-                    kept["masks"].extend(masks[i] for i in good.nonzero()[:, 0].tolist())
-                else:
-                    kept["masks"].extend(np.packbits(masks[good].cpu().numpy(), axis=-1))
+            with self._post_threads():
+                self._filter_batch(low, iou, batch_points, crop, kept)
             timings["postprocess"] += time.perf_counter() - t1
         if not kept["masks"]:
             return {}
@@ -399,6 +369,71 @@ class FastMaskGenerator:
             "masks": [kept["masks"][i] for i in order.tolist()],
             "crop_box": list(crop_box),
         }
+
+    def _filter_batch(self, low, iou, batch_points, crop: dict, kept: dict) -> None:
+        """segment_anything's filters (IoU, stability, crop edge) on one decoder batch's masks;
+        survivors' boxes, scores and masks (``CellMask`` or bit-packed rows) go into ``kept``."""
+        threshold = self.model.mask_threshold
+        offset = self.stability_score_offset
+        cells = crop["cells"]
+        keep = torch.ones_like(iou, dtype=torch.bool)
+        if self.pred_iou_thresh > 0.0:
+            keep &= iou > self.pred_iou_thresh
+        if self.stability_score_thresh > 0.0 and keep.any():
+            idx = keep.nonzero()[:, 0]
+            upper = crop["bound"].upper(low[idx], threshold, offset)
+            keep[idx[upper < self.stability_score_thresh]] = False
+        idx = keep.nonzero()[:, 0]
+        chunk = CELL_CHUNK if cells is not None else 16
+        for sub in idx.split(chunk):  # exact full-resolution checks, a few masks at a time
+            if cells is not None:
+                counts, boxes, masks = cells(low[sub], [threshold + offset, threshold - offset], threshold)
+                # calculate_stability_score's arithmetic: int32 counts, float32 quotient.
+                stability = counts[:, 0].int() / counts[:, 1].int()
+            else:
+                logits = upsample_logits(self.model, low[sub], crop["input_size"], crop["crop_hw"])
+                stability = calculate_stability_score(logits, threshold, offset)
+                boxes = boxes_from_logits(logits, threshold)
+                masks = logits > threshold
+                del logits
+            good = torch.ones_like(stability, dtype=torch.bool)
+            if self.stability_score_thresh > 0.0:
+                good &= stability >= self.stability_score_thresh
+            good &= ~is_box_near_crop_edge(boxes, crop["crop_box"], crop["edge_box"])
+            if not good.any():
+                continue
+            sel = sub[good.to(sub.device)]
+            kept["boxes"].append(boxes[good].cpu())
+            kept["iou"].append(iou[sel].cpu())
+            kept["stability"].append(stability[good].cpu())
+            kept["points"].append(batch_points[sel.cpu()])
+            if cells is not None:
+                kept["masks"].extend(masks[i] for i in good.nonzero()[:, 0].tolist())
+            else:
+                kept["masks"].extend(np.packbits(masks[good].cpu().numpy(), axis=-1))
+
+    @contextmanager
+    def _post_threads(self):
+        """One intra-op thread for the post-processing on CPU (restored afterwards).
+
+        Post-processing is many medium-sized, memory-bound ops; splitting each over threads
+        gains little when the machine is idle, and when another process holds a core every op
+        waits for its slowest thread: measured 15x slower with 2 threads than with 1 on 2 busy
+        cores. ``torch.set_num_threads`` is process-wide: torch work in other Python threads
+        runs single-threaded meanwhile (slower, never wrong).
+        """
+        if self.device.type != "cpu" or not self.post_single_thread:
+            yield
+            return
+        before = torch.get_num_threads()
+        if before == 1:
+            yield
+            return
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
 
     def _assemble(self, image_hw, crops: list[dict], embedding, input_size) -> SamMasks:
         """Cross-crop NMS (smaller crops first), unpack survivors into image-sized masks."""
