@@ -196,6 +196,7 @@ class FastMaskGenerator:
         self.transform = ResizeLongestSide(model.image_encoder.img_size)
         self.decoder = PointPromptDecoder(model)
         self.post_single_thread = True  # see _post_threads
+        self._copy_stream = None  # CUDA stream for host->device uploads, made on first use
         self._encoder = (lambda x: _encoder_forward_sdpa(model.image_encoder, x)) if self.sdpa else model.image_encoder
         if compile:
             self._encoder = torch.compile(self._encoder)
@@ -228,13 +229,27 @@ class FastMaskGenerator:
         timings = [dict(encoder=0.0, decoder=0.0, postprocess=0.0) for _ in images]
         crops = {i: [] for i in range(len(images))}
         full = {}
+        chunks = [
+            jobs[start : start + self.encoder_batch_size]
+            for start in range(0, len(jobs), self.encoder_batch_size)
+        ]
+
+        def pixels(chunk):
+            return [images[i][y0:y1, x0:x1] for i, (x0, y0, x1, y1), _, _ in chunk]
+
+        # On CUDA the next batch's upload is issued right after this batch's encoder is queued,
+        # so its resize and host->device copy overlap the GPU's encoder and decoder work.
+        prefetch = self.device.type == "cuda"
         with torch.inference_mode():
-            for start in range(0, len(jobs), self.encoder_batch_size):
-                chunk = jobs[start : start + self.encoder_batch_size]
+            upload = self._upload(pixels(chunks[0])) if prefetch and chunks else None
+            for number, chunk in enumerate(chunks):
                 t0 = time.perf_counter()
-                crops_px = [images[i][y0:y1, x0:x1] for i, (x0, y0, x1, y1), _, _ in chunk]
-                embeddings, input_sizes = self._encode(crops_px)
-                for (i, _, _, _), _ in zip(chunk, crops_px):
+                if not prefetch:
+                    upload = self._upload(pixels(chunk))
+                embeddings, input_sizes = self._encode_uploaded(upload)
+                if prefetch and number + 1 < len(chunks):
+                    upload = self._upload(pixels(chunks[number + 1]))
+                for i, _, _, _ in chunk:
                     timings[i]["encoder"] += (time.perf_counter() - t0) / len(chunk)
                 for (i, crop_box, _, points), emb, input_size in zip(chunk, embeddings, input_sizes):
                     h, w = images[i].shape[:2]
@@ -272,24 +287,49 @@ class FastMaskGenerator:
 
     def _encode(self, crops: list[np.ndarray]):
         """Encoder embeddings (1, C, 64, 64) float32 for crops, as SamPredictor.set_image does."""
+        return self._encode_uploaded(self._upload(crops))
+
+    def _upload(self, crops: list[np.ndarray]) -> tuple[torch.Tensor, list, Any]:
+        """Resize crops into one uint8 (B, 3, S, S) batch on the model's device.
+
+        On CUDA the batch is built in pinned memory and copied on a side stream without
+        blocking: called for the next encoder batch while the GPU still works on the current
+        one, the copy overlaps that work. Returns (batch, resized (h, w)s, copy-done event).
+        """
         resized = [self.transform.apply_image(c) for c in crops]
         size = self.model.image_encoder.img_size
-        batch = torch.zeros((len(crops), 3, size, size), dtype=torch.uint8)
+        on_cuda = self.device.type == "cuda"
+        batch = torch.zeros((len(crops), 3, size, size), dtype=torch.uint8, pin_memory=on_cuda)
         for k, r in enumerate(resized):
             batch[k, :, : r.shape[0], : r.shape[1]] = torch.from_numpy(r).permute(2, 0, 1)
-        if self.device.type == "cuda":
-            batch = batch.pin_memory().to(self.device, non_blocking=True)
-        else:
-            batch = batch.to(self.device)
+        shapes = [r.shape[:2] for r in resized]
+        if not on_cuda:
+            return batch.to(self.device), shapes, None
+        if self._copy_stream is None:
+            self._copy_stream = torch.cuda.Stream(self.device)
+        with torch.cuda.stream(self._copy_stream):
+            # The pinned source stays reserved until the copy is done (PyTorch records the
+            # copy's stream on it), so it may go out of scope here.
+            on_device = batch.to(self.device, non_blocking=True)
+            ready = torch.cuda.Event()
+            ready.record(self._copy_stream)
+        return on_device, shapes, ready
+
+    def _encode_uploaded(self, upload: tuple[torch.Tensor, list, Any]):
+        """Encoder embeddings for a batch from ``_upload`` (waits for its copy on CUDA)."""
+        batch, shapes, ready = upload
+        if ready is not None:
+            current = torch.cuda.current_stream(self.device)
+            current.wait_event(ready)
+            batch.record_stream(current)  # allocated on the copy stream, used on this one
         # Normalise each image before padding, as Sam.preprocess does (padding stays 0).
         x = torch.zeros(batch.shape, dtype=torch.float32, device=self.device)
-        for k, r in enumerate(resized):
-            h, w = r.shape[:2]
+        for k, (h, w) in enumerate(shapes):
             x[k, :, :h, :w] = (batch[k, :, :h, :w] - self.model.pixel_mean) / self.model.pixel_std
         with self._autocast():
             features = self._encoder(x)
         features = features.float()
-        return [features[k : k + 1] for k in range(len(crops))], [r.shape[:2] for r in resized]
+        return [features[k : k + 1] for k in range(len(shapes))], shapes
 
     def _decode(self, points_1024: torch.Tensor, min_iou: float | None):
         """Decoder on one batch (see ``PointPromptDecoder.decode``), halving it on CUDA OOM."""
