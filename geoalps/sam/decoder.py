@@ -210,7 +210,8 @@ class PointPromptDecoder:
         kb = torch.einsum("bthd,hd->bth", k, attn.q_proj.bias.reshape(heads, d))
         scores = _scores_against_image(kq, kb.reshape(b, t * heads, 1), keys, key_pe)
         scores = scores.reshape(b, t, heads, -1) / math.sqrt(d)
-        keys = _image_to_tokens_output(attn, scores, queries, keys)
+        # This layer's input keys are not read again: accumulate into them in place.
+        keys = _image_to_tokens_output(attn, scores, queries, keys, inplace=True)
         return queries, layer.norm4(keys)
     def _upscale_and_project(self, keys: torch.Tensor, hs: torch.Tensor) -> torch.Tensor:
         """output_upscaling + hypernetwork product, on the token layout (B, N, C).
@@ -293,7 +294,7 @@ def _tokens_to_image(attn, q: torch.Tensor, keys: torch.Tensor, key_pe: torch.Te
     return attn.out_proj(out.reshape(b, t, inner))
 
 
-def _image_to_tokens_output(attn, scores, queries, keys):
+def _image_to_tokens_output(attn, scores, queries, keys, inplace: bool = False):
     """``keys + out_proj(softmax(scores) @ v)`` with scores (B, T, h, N) before softmax.
 
     The softmax runs over the T tokens along a leading axis (fast; a last axis of size 7 is
@@ -309,4 +310,6 @@ def _image_to_tokens_output(attn, scores, queries, keys):
     vo = torch.einsum("bthd,chd->bthc", v.reshape(b, t, heads, d), w_o).reshape(b, t * heads, c)
     # Each pixel's weights sum to 1 per head, so the output bias folds into the value rows.
     vo = vo + attn.out_proj.bias / heads
+    if inplace and keys.shape[0] == b:
+        return keys.baddbmm_(weights.transpose(1, 2), vo)  # saves a (B, N, C) copy
     return torch.baddbmm(keys.expand(b, -1, -1), weights.transpose(1, 2), vo)
