@@ -24,6 +24,7 @@ class LabelOptions:
     sam_generator: str = "fast"
     points_per_side: int = 32
     points_per_batch: int = 64
+    tile_batch: int = 0
     pred_iou_thresh: float = 0.88
     stability_thresh: float = 0.95
     crop_layers: int = 0
@@ -54,6 +55,8 @@ class LabelOptions:
             raise GeoAlpsError("--tile-size must be at least 64 px")
         if not 0 <= self.overlap <= self.tile_size // 2:
             raise GeoAlpsError(f"--overlap must be between 0 and half the tile size ({self.tile_size // 2} px)")
+        if self.tile_batch < 0:
+            raise GeoAlpsError("--tile-batch must be 0 (auto) or a positive number of tiles")
         if self.classes < 1:
             raise GeoAlpsError("--classes must be at least 1")
         if not 0 < self.max_area_frac <= 1:

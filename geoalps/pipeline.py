@@ -30,8 +30,8 @@ from geoalps.features import feature_blocks
 from geoalps.options import LabelOptions
 from geoalps.parallel import TileFailure, TileRunner
 from geoalps.scene import Scene, open_scene
-from geoalps.tilework import TileResult, check_engine, process_tile
-from geoalps.tiling import plan_tiles
+from geoalps.tilework import TileResult, check_engine, process_tiles
+from geoalps.tiling import Tile, plan_tiles
 from geoalps.workstore import WorkStore, fingerprint, settings_digest
 
 #: File types taken from a folder given as a scene (chips such as iSAID / Potsdam patches).
@@ -147,8 +147,8 @@ def label(
         run = _prepare(scenes, output, raster_out, kmeans_model, overwrite, return_labels, work_dir,
                        resume, opts, cleanup)
         with TileRunner(workers, scheduler) as runner:
-            description, blocks = _start_engine(runner, run, opts, quiet, scheduler)
-            feeder = _pass1(runner, run, opts, blocks, quiet, progress_lines)
+            description, blocks, batch = _start_engine(runner, run, opts, quiet, scheduler)
+            feeder = _pass1(runner, run, opts, blocks, batch, quiet, progress_lines)
         clusterer = _finish_clustering(feeder.clusterer, run, opts, quiet)
         n_classes = max(clusterer.effective_classes if clusterer is not None else 0, opts.classes)
         scene_layers = _pass2(run, blocks, clusterer, quiet, progress_lines)
@@ -224,7 +224,8 @@ def _prepare(scenes, output, raster_out, kmeans_model, overwrite, return_labels,
     clusterer = OnlineKMeans.load(kmeans_model) if kmeans_model is not None and Path(kmeans_model).exists() else None
     plans = [plan_tiles(s.width, s.height, opts.tile_size, opts.overlap, i) for i, s in enumerate(opened)]
     tiles = [t for plan in plans for t in plan]
-    settings = {**opts.as_dict(), "bands_resolved": [list(b) for b in band_maps],
+    settings = {**{k: v for k, v in opts.as_dict().items() if k != "tile_batch"},  # batching changes no result
+                "bands_resolved": [list(b) for b in band_maps],
                 "kmeans_model": str(kmeans_model) if clusterer is not None else None}
     if work_dir is None and output is not None:
         work_dir = f"{output}.geoalps-work"
@@ -236,47 +237,51 @@ def _prepare(scenes, output, raster_out, kmeans_model, overwrite, return_labels,
                 plans, tiles, settings, store, done, len(done), kmeans_model)
 
 
-def _start_engine(runner: TileRunner, run: _Run, opts: LabelOptions, quiet: bool, scheduler) -> tuple[str, tuple]:
-    """Load the engine once (in a worker when distributed) and say which one runs, on stderr."""
-    description, has_embedding = runner.on_every_worker(check_engine, opts)
+def _start_engine(runner: TileRunner, run: _Run, opts: LabelOptions, quiet: bool, scheduler) -> tuple[str, tuple, int]:
+    """Load the engine in every worker (or here) and say which one runs, on stderr."""
+    description, has_embedding, batch = runner.on_every_worker(check_engine, opts)
     if not quiet:
         from geoalps.engines import resolve_engine_name
 
         reason = " (no SAM checkpoint found)" if opts.engine == "auto" and resolve_engine_name(opts) == "classical" else ""
         where = f", cluster {scheduler}" if scheduler else (f", {runner.workers} workers" if runner.distributed else "")
         resumed = f", resuming: {run.resumed} of {len(run.tiles)} tiles already done" if run.resumed else ""
-        print(f"geoalps: engine {description}{reason}{where}{resumed}", file=sys.stderr)
-    return description, feature_blocks(opts.features, has_embedding)
+        batched = f", {batch} tiles per engine call" if batch > 1 else ""
+        print(f"geoalps: engine {description}{reason}{where}{batched}{resumed}", file=sys.stderr)
+    return description, feature_blocks(opts.features, has_embedding), batch
 
 
-def _pass1(runner: TileRunner, run: _Run, opts: LabelOptions, blocks, quiet: bool, progress_lines: bool) -> "_OrderedFeeder":
+def _pass1(runner: TileRunner, run: _Run, opts: LabelOptions, blocks, batch: int, quiet: bool,
+           progress_lines: bool) -> "_OrderedFeeder":
     """Every tile not yet in the work store, in any order; k-means is fed strictly in plan order.
 
-    A tile that keeps failing does not stop the others: all failures are reported together at
-    the end, and the finished tiles stay in the work store for ``--resume``.
+    A task is ``batch`` neighbouring tiles of one scene (engines that batch, SAM on a GPU) or one
+    tile. A tile that keeps failing does not stop the others: all failures are reported together
+    at the end, and the finished tiles stay in the work store for ``--resume``.
     """
     done = set(run.done)
-    todo = [t for t in run.tiles if t.key not in done]
-    tasks = [(run.scenes[t.scene_index], t, opts, run.band_maps[t.scene_index], blocks,
-              run.spectral_bands[t.scene_index]) for t in todo]
+    groups = _task_groups([t for t in run.tiles if t.key not in done], batch)
+    tasks = [(run.scenes[g[0].scene_index], g, opts, run.band_maps[g[0].scene_index], blocks,
+              run.spectral_bands[g[0].scene_index]) for g in groups]
     digest = settings_digest(run.settings)
-    keys = [f"geoalps-{digest}-{t.key}" for t in todo]
+    keys = [f"geoalps-{digest}-{g[0].key}" + (f"+{len(g) - 1}" if len(g) > 1 else "") for g in groups]
     progress = Progress(len(run.tiles), quiet, progress_lines, done=len(done))
     feeder = _OrderedFeeder(run.tiles, run.store, blocks, run.clusterer, opts, run.kmeans_model)
-    failures: list[tuple[int, TileFailure]] = []
+    failures: list[tuple[Tile, TileFailure]] = []
     try:
         feeder.advance(done)
-        for index, result in runner.run(process_tile, tasks, keys):
-            tile = todo[index]
-            name = run.scenes[tile.scene_index].name
-            if isinstance(result, TileFailure):
-                failures.append((index, result))
-                progress.step(f"{name} {tile.key}: FAILED")
-                continue
-            run.store.save(tile.key, result)
-            done.add(tile.key)
-            feeder.advance(done, fresh={tile.key: result})
-            progress.step(f"{name} {tile.key}: {len(result)} objects")
+        for index, results in runner.run(process_tiles, tasks, keys):
+            for position, tile in enumerate(groups[index]):
+                name = run.scenes[tile.scene_index].name
+                if isinstance(results, TileFailure):
+                    failures.append((tile, results))
+                    progress.step(f"{name} {tile.key}: FAILED")
+                    continue
+                result = results[position]
+                run.store.save(tile.key, result)
+                done.add(tile.key)
+                feeder.advance(done, fresh={tile.key: result})
+                progress.step(f"{name} {tile.key}: {len(result)} objects")
     except KeyboardInterrupt:
         progress.close()
         if not run.store.temporary:
@@ -286,8 +291,19 @@ def _pass1(runner: TileRunner, run: _Run, opts: LabelOptions, blocks, quiet: boo
     finally:
         progress.close()
     if failures:
-        raise GeoAlpsError(_failure_message(failures, todo, run.scenes, run.store))
+        raise GeoAlpsError(_failure_message(failures, run.scenes, run.store))
     return feeder
+
+
+def _task_groups(tiles: list, batch: int) -> list[list]:
+    """Consecutive tiles of the same scene, ``batch`` at a time (plan order is kept)."""
+    groups: list[list] = []
+    for tile in tiles:
+        if groups and len(groups[-1]) < batch and groups[-1][0].scene_index == tile.scene_index:
+            groups[-1].append(tile)
+        else:
+            groups.append([tile])
+    return groups
 
 
 def _finish_clustering(clusterer: OnlineKMeans | None, run: _Run, opts: LabelOptions, quiet: bool):
@@ -372,10 +388,9 @@ class _OrderedFeeder:
         self.clusterer.partial_fit(features)
 
 
-def _failure_message(failures, todo, scenes: list[Scene], store: WorkStore) -> str:
+def _failure_message(failures: list[tuple[Tile, TileFailure]], scenes: list[Scene], store: WorkStore) -> str:
     """One line: the first failed tile's scene, window and error, and how many failed."""
-    index, failure = failures[0]
-    tile = todo[index]
+    tile, failure = failures[0]
     scene = scenes[tile.scene_index]
     message = failure.message
     if message.startswith(scene.path + ": "):

@@ -68,18 +68,48 @@ def process_tile(
     spectral_bands: tuple[int, ...] | None = None,
 ) -> TileResult:
     """Masks, features and polygons of one tile (pass 1). Memory: the tile's pixels and masks."""
+    return process_tiles(scene, [tile], options, bands, blocks, spectral_bands)[0]
+
+
+def process_tiles(
+    scene: Scene,
+    tiles: Sequence[Tile],
+    options: LabelOptions,
+    bands: tuple[int, int, int],
+    blocks: tuple[str, ...],
+    spectral_bands: tuple[int, ...] | None = None,
+) -> list[TileResult]:
+    """Pass 1 for several tiles of one scene whose engine calls are batched (SAM's encoder on a
+    GPU); one result per tile, each the same as :func:`process_tile` would give."""
     started = time.perf_counter()
-    data = read_window(scene, tile.window)
-    valid = valid_pixels(data, scene.nodata)
-    empty = np.zeros(0)
-    if not valid.any():
-        return TileResult(tile, np.zeros(0, object), empty, empty, empty.astype(bool),
-                          empty.astype(bool), skipped=True, seconds=time.perf_counter() - started)
-    rgb = stretch_to_uint8(data, valid, bands, scene.stats)
     engine = engine_for(options)
-    engine_start = time.perf_counter()
-    tile_masks = engine.generate(rgb, valid)
-    engine_seconds = time.perf_counter() - engine_start
+    results: dict[int, TileResult] = {}
+    pending = []  # (position, data, valid, rgb)
+    for position, tile in enumerate(tiles):
+        data = read_window(scene, tile.window)
+        valid = valid_pixels(data, scene.nodata)
+        if not valid.any():
+            empty = np.zeros(0)
+            results[position] = TileResult(tile, np.zeros(0, object), empty, empty, empty.astype(bool),
+                                           empty.astype(bool), skipped=True)
+            continue
+        pending.append((position, data, valid, stretch_to_uint8(data, valid, bands, scene.stats)))
+    if pending:
+        engine_start = time.perf_counter()
+        all_masks = engine.generate_many([p[3] for p in pending], [p[2] for p in pending])
+        engine_seconds = (time.perf_counter() - engine_start) / len(pending)
+        for (position, data, valid, _), tile_masks in zip(pending, all_masks):
+            results[position] = _tile_result(scene, tiles[position], data, valid, tile_masks, engine,
+                                             options, blocks, spectral_bands, engine_seconds)
+    seconds = (time.perf_counter() - started) / len(tiles)
+    for result in results.values():
+        result.seconds = seconds
+    return [results[i] for i in range(len(tiles))]
+
+
+def _tile_result(scene: Scene, tile: Tile, data: np.ndarray, valid: np.ndarray, tile_masks, engine,
+                 options: LabelOptions, blocks: tuple[str, ...], spectral_bands, engine_seconds: float) -> TileResult:
+    """Everything after the engine for one tile: area filter, dedupe, core rule, features, polygons."""
     tile_masks = filter_by_area(tile_masks, valid, options.min_area_px, options.max_area_frac)
     if not engine.disjoint_masks:
         tile_masks = remove_duplicates(tile_masks, options.dedupe_iou)
@@ -122,14 +152,12 @@ def process_tile(
         seam_candidate=~inside_interior,
         features=features,
         engine_seconds=engine_seconds,
-        seconds=time.perf_counter() - started,
     )
 
 
-
-
-def check_engine(options: LabelOptions) -> tuple[str, bool]:
+def check_engine(options: LabelOptions) -> tuple[str, bool, int]:
     """Load the engine here (cached for later tiles) and describe it: run once before the tiles so
-    a bad checkpoint is one clear error, not one per tile."""
+    a bad checkpoint is one clear error, not one per tile. Returns (description, whether it gives
+    an embedding, tiles per engine call)."""
     engine = engine_for(options)
-    return engine.describe(), engine.provides_embedding
+    return engine.describe(), engine.provides_embedding, engine.tiles_per_call

@@ -76,12 +76,15 @@ def dask_cluster(tmp_path):
     """A real dask scheduler and two single-threaded workers on 127.0.0.1, as separate processes."""
     port = _free_port()
     address = f"tcp://127.0.0.1:{port}"
+    # Own process groups: killing one takes its nanny and worker process with it, so no orphaned
+    # worker outlives the test and joins a later test's scheduler on a reused port.
     procs = [subprocess.Popen([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
-                               "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+                               "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)]
     for i in range(2):
         procs.append(subprocess.Popen([str(BIN / "dask"), "worker", address, "--nthreads", "1", "--nworkers", "1",
                                        "--no-dashboard", "--name", f"w{i}", "--local-directory", str(tmp_path / f"w{i}")],
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
     from dask.distributed import Client
 
     deadline = time.time() + 60
@@ -96,8 +99,15 @@ def dask_cluster(tmp_path):
             time.sleep(0.5)
     yield address, procs
     for proc in procs:
-        proc.kill()
-        proc.wait()
+        _kill_group(proc)
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
 
 
 def test_existing_dask_cluster_gives_the_same_output(busy_scene, reference, dask_cluster, tmp_path):
@@ -127,7 +137,7 @@ def test_worker_killed_mid_run_loses_nothing(busy_scene, reference, dask_cluster
     proc = subprocess.Popen([str(BIN / "geoalps"), "label", str(busy_scene), "-o", str(out), "--scheduler", address,
                              *SMALL_TILES], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for_tiles(Path(f"{out}.geoalps-work"), 8, proc)
-    procs[1].send_signal(signal.SIGKILL)  # one worker dies mid-run
+    _kill_group(procs[1])  # one worker (with its nanny) dies mid-run
     assert proc.wait(timeout=300) == 0, proc.stderr.read()
     assert_same(reference, pyogrio.read_dataframe(out, layer="masks"))
 
@@ -221,9 +231,9 @@ def test_local_workers_are_single_threaded_keep_adaptive_malloc_and_have_the_eng
     from geoalps.tilework import check_engine
 
     with TileRunner(workers=2) as runner:
-        description, _ = runner.on_every_worker(check_engine, LabelOptions(engine="classical").validated())
+        description, _, batch = runner.on_every_worker(check_engine, LabelOptions(engine="classical").validated())
         seen = runner.client.run(_worker_environment)
-    assert description.startswith("classical")
+    assert description.startswith("classical") and batch == 1
     assert len(seen) == 2
     for env in seen.values():
         assert env == {"MALLOC_TRIM_THRESHOLD_": None, "OMP_NUM_THREADS": "1", "engines_loaded": 1}

@@ -93,3 +93,29 @@ def test_pooling_weights_cells_by_mask_coverage():
     # SAM pads a non-square tile: only the top rows of the grid cover an 8 x 4 (h x w) image
     tall = TileMasks.from_dense(np.ones((1, 4, 8), bool), np.ones(1), embedding=embedding, embedding_extent=(2, 4))
     assert np.allclose(pooled_embedding(tall)[0], embedding[:, :2, :].mean(axis=(1, 2)))
+
+
+def test_tile_batch_encodes_tiles_together_and_changes_nothing(tiny_checkpoint, scene, tmp_path, monkeypatch):
+    """--tile-batch N hands N tiles to one encoder call (GPU throughput); polygons, classes and
+    the work-folder fingerprint stay what one tile at a time gives."""
+    from geoalps.sam.amg import FastMaskGenerator
+
+    encoder_batches: list[int] = []
+    encode = FastMaskGenerator._encode
+
+    def spy(self, crops):
+        encoder_batches.append(len(crops))
+        return encode(self, crops)
+
+    monkeypatch.setattr(FastMaskGenerator, "_encode", spy)
+    small = dict(KEEP_ALL, tile_size=96, overlap=16, seed=1)
+    one = label(scene, tmp_path / "one.gpkg", checkpoint=tiny_checkpoint, tile_batch=1, **small)
+    assert encoder_batches and set(encoder_batches) == {1}
+    tiles = one.attrs["geoalps"]["tiles"]
+    assert tiles == len(encoder_batches) == 6
+    encoder_batches.clear()
+    three = label(scene, tmp_path / "three.gpkg", checkpoint=tiny_checkpoint, tile_batch=3, **small)
+    assert encoder_batches == [3, 3]
+    assert len(one) == len(three) > 0
+    assert one.drop(columns="geometry").equals(three.drop(columns="geometry"))
+    assert one.geometry.geom_equals_exact(three.geometry, tolerance=1e-6).all()

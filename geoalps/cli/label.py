@@ -32,6 +32,8 @@ def _nodata(value: str | None) -> float | None:
               help="geoalps's fast automatic mask generator or segment_anything's reference one.")
 @click.option("--points-per-side", type=click.IntRange(1, 256), default=_DEFAULTS.points_per_side, show_default=True)
 @click.option("--points-per-batch", type=click.IntRange(1, 4096), default=_DEFAULTS.points_per_batch, show_default=True)
+@click.option("--tile-batch", type=click.IntRange(0, 64), default=_DEFAULTS.tile_batch, show_default=True,
+              help="Tiles per engine call: SAM encodes them in one batch. 0 = auto (1 on CPU, by free memory on CUDA).")
 @click.option("--pred-iou-thresh", type=float, default=_DEFAULTS.pred_iou_thresh, show_default=True)
 @click.option("--stability-thresh", type=float, default=_DEFAULTS.stability_thresh, show_default=True)
 @click.option("--crop-layers", type=click.IntRange(0, 4), default=_DEFAULTS.crop_layers, show_default=True)

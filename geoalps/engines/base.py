@@ -37,6 +37,16 @@ class MaskEngine(ABC):
         """One line for the log: which engine and model a run used."""
         return self.name
 
+    @property
+    def tiles_per_call(self) -> int:
+        """How many tiles one task hands to :meth:`generate_many` (engines that batch on a GPU
+        say more than 1)."""
+        return 1
+
+    def generate_many(self, rgbs: list[np.ndarray], valids: list[np.ndarray]) -> list[TileMasks]:
+        """Masks for several tiles at once; engines that can batch (SAM's encoder) override it."""
+        return [self.generate(rgb, valid) for rgb, valid in zip(rgbs, valids)]
+
 
 _REGISTRY: dict[str, type[MaskEngine]] = {}
 

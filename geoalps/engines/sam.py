@@ -69,6 +69,8 @@ class SamEngine(MaskEngine):
             crop_n_layers=options.crop_layers,
             box_nms_thresh=options.dedupe_iou,
         )
+        self._generator = None
+        self._batch = 1
         if options.sam_generator == "reference":
             from geoalps.sam.amg import reference_generate
 
@@ -76,15 +78,29 @@ class SamEngine(MaskEngine):
         else:
             from geoalps.sam.amg import FastMaskGenerator
 
-            generator = FastMaskGenerator(self.model, **settings)
-            self._generate = generator.generate
+            self._batch = options.tile_batch or auto_tile_batch(self.model)
+            self._generator = FastMaskGenerator(self.model, encoder_batch_size=self._batch, **settings)
+            self._generate = self._generator.generate
 
     def describe(self) -> str:
         return f"sam ({self.model_name}, {Path(self.checkpoint).name}, {self.options.sam_generator} generator)"
 
+    @property
+    def tiles_per_call(self) -> int:
+        return self._batch
+
     def generate(self, rgb: np.ndarray, valid: np.ndarray) -> TileMasks:
-        result = self._generate(rgb, valid)
-        masks = np.asarray(result.masks, dtype=bool).reshape(-1, *rgb.shape[:2])
+        return self._to_tile_masks(self._generate(rgb, valid), rgb.shape[:2])
+
+    def generate_many(self, rgbs: list[np.ndarray], valids: list[np.ndarray]) -> list[TileMasks]:
+        """Several tiles with their encoder passes batched (``--tile-batch``)."""
+        if self._generator is None or len(rgbs) == 1:
+            return super().generate_many(rgbs, valids)
+        results = self._generator.generate_many(rgbs, valids)
+        return [self._to_tile_masks(r, rgb.shape[:2]) for r, rgb in zip(results, rgbs)]
+
+    def _to_tile_masks(self, result, shape: tuple[int, int]) -> TileMasks:
+        masks = np.asarray(result.masks, dtype=bool).reshape(-1, *shape)
         embedding = result.embedding
         if hasattr(embedding, "detach"):
             embedding = embedding.detach().float().cpu().numpy()
@@ -103,3 +119,22 @@ class SamEngine(MaskEngine):
         return TileMasks.from_dense(
             masks, np.asarray(result.scores), embedding=embedding, embedding_extent=extent
         )
+
+
+#: Rough GPU memory one 1024 px image takes through each encoder (bf16 autocast, activations
+#: included), in GiB; used to pick how many tiles share an encoder batch.
+_ENCODER_GIB_PER_IMAGE = {"vit_b": 1.5, "vit_l": 2.5, "vit_h": 3.5}
+
+
+def auto_tile_batch(model) -> int:
+    """Tiles per encoder batch for ``--tile-batch 0``: 1 on CPU (batching buys nothing there and
+    multiplies memory), on CUDA as many as half the free memory holds, at most 8."""
+    device = getattr(model, "device", None)
+    if device is None or device.type != "cuda":
+        return 1
+    import torch
+
+    free, _ = torch.cuda.mem_get_info(device)
+    width = model.image_encoder.patch_embed.proj.out_channels
+    per_image = {768: "vit_b", 1024: "vit_l", 1280: "vit_h"}.get(width, "vit_h")
+    return int(max(1, min(8, (free / 2**30) * 0.5 // _ENCODER_GIB_PER_IMAGE[per_image])))
