@@ -49,7 +49,7 @@ REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(HERE.parent))
 
-from _measure import run_measured  # noqa: E402
+from _measure import run_measured
 
 SHARED = Path(os.environ.get("GEOALPS_SHARED", REPO.parent / "shared"))
 SCRATCH = Path(os.environ.get("GEOALPS_PEER_SCRATCH", "/tmp/geoalps-peer"))
@@ -94,8 +94,12 @@ def make_checkpoint(path: Path) -> Path:
     if path.is_file():
         return path
     import torch
-
-    from geoalps.sam.models import SAM_CONFIGS, build_sam, save_sam_checkpoint, sharpen_random_decoder
+    from geoalps.sam.models import (
+        SAM_CONFIGS,
+        build_sam,
+        save_sam_checkpoint,
+        sharpen_random_decoder,
+    )
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with torch.random.fork_rng(devices=[]):
@@ -136,6 +140,17 @@ def make_aerial_mosaic(path: Path) -> Path:
     return path
 
 
+def git_state() -> str:
+    """HEAD of the repo whose geoalps runs (editable install), with ``+dirty`` when geoalps/
+    has uncommitted edits: others may commit while a long benchmark runs."""
+    import subprocess
+
+    def git(*a: str) -> str:
+        return subprocess.run(["git", "-C", str(REPO), *a], capture_output=True, text=True, check=False).stdout.strip()
+
+    return git("rev-parse", "--short", "HEAD") + ("+dirty" if git("status", "--porcelain", "geoalps") else "")
+
+
 @contextmanager
 def cpu_lock():
     """The same lock as ``flock /tmp/geoalps-cpu.lock CMD``: timed runs never overlap."""
@@ -171,7 +186,7 @@ def inspect_output(gpkg: Path, scene: Path) -> dict:
         inside, cover = None, 0.0
     return {
         "layer": layer,
-        "polygons": int(len(gdf)),
+        "polygons": len(gdf),
         "crs": gdf.crs.to_string() if gdf.crs is not None else None,
         "same_crs_as_scene": bool(same_crs),
         "bounds": [x0, y0, x1, y1],
@@ -217,8 +232,8 @@ def summarise(rows: list[dict]) -> str:
     out = []
     for (pps, iou, stab), by_variant in groups.items():
         out += [f"points_per_side {pps}, pred_iou_thresh {iou}, stability_thresh {stab}", "",
-                "| variant | wall s per run | peak MB per run | polygons | SAM masks (samgeo) "
-                "| georeferenced |", "|---|---|---|---|---|---|"]
+                ("| variant | wall s per run | peak MB per run | polygons | SAM masks (samgeo) "
+                "| georeferenced |"), "|---|---|---|---|---|---|"]
         for variant in VARIANTS:
             rs = by_variant.get(variant)
             if not rs:
@@ -288,7 +303,7 @@ def main() -> None:
                     load_before = os.getloadavg()[0]
                     measured = run_measured(cmd)
                     load_after = os.getloadavg()[0]
-                row = {**meta, "round": rnd, "variant": variant, "tool": VARIANTS[variant][0],
+                row = {**meta, "geoalps_commit": git_state(), "round": rnd, "variant": variant, "tool": VARIANTS[variant][0],
                        "scene": str(scene), "cmd": cmd,
                        "seconds": round(measured["seconds"], 2),
                        "peak_rss_mb": round(measured["peak_rss_mb"], 1),

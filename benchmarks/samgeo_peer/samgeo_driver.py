@@ -52,13 +52,13 @@ def main() -> None:
         model_type="vit_b",
         checkpoint=args.checkpoint,
         device="cpu",
-        sam_kwargs=dict(
-            points_per_side=args.points_per_side,
-            points_per_batch=args.points_per_batch,
-            pred_iou_thresh=args.pred_iou_thresh,
-            stability_score_thresh=args.stability_thresh,
-            box_nms_thresh=args.box_nms_thresh,
-        ),
+        sam_kwargs={
+            "points_per_side": args.points_per_side,
+            "points_per_batch": args.points_per_batch,
+            "pred_iou_thresh": args.pred_iou_thresh,
+            "stability_score_thresh": args.stability_thresh,
+            "box_nms_thresh": args.box_nms_thresh,
+        },
     )
     assert sam.checkpoint == args.checkpoint, sam.checkpoint  # no download happened
     counts = []
