@@ -82,24 +82,44 @@ def aerial_tile() -> tuple[np.ndarray, str]:
 
 
 def match(expected: SamMasks, got: SamMasks) -> dict:
-    """Counts, and how many masks of each side have a partner with IoU >= 0.99."""
+    """Counts, how many masks of each side have a partner with IoU >= 0.99, and (same count)
+    whether the boxes are the same and the largest stability and predicted-IoU differences."""
 
-    def best(a: SamMasks, b: SamMasks) -> np.ndarray:
+    def best(a: SamMasks, b: SamMasks) -> tuple[np.ndarray, np.ndarray]:  # best IoU, partner
         if len(a) == 0:
-            return np.zeros(0)
+            return np.zeros(0), np.zeros(0, int)
         if len(b) == 0:
-            return np.zeros(len(a))
-        out = []
+            return np.zeros(len(a)), np.zeros(len(a), int)
+        out, arg = [], []
         fb = b.masks.reshape(len(b), -1)
         sb = fb.sum(1).astype(np.float64)
         for start in range(0, len(a), 64):
             fa = a.masks[start : start + 64].reshape(-1, fb.shape[1])
             inter = fa.astype(np.float32) @ fb.T.astype(np.float32)
             union = fa.sum(1)[:, None] + sb[None, :] - inter
-            out.append(np.where(union > 0, inter / np.maximum(union, 1), 1.0).max(1))
-        return np.concatenate(out)
+            iou = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+            out.append(iou.max(1))
+            arg.append(iou.argmax(1))
+        return np.concatenate(out), np.concatenate(arg)
 
-    ref_best, fast_best = best(expected, got), best(got, expected)
+    (ref_best, _), (fast_best, _) = best(expected, got), best(got, expected)
+    paired = {}
+    if len(got) == len(expected) and len(got):
+        # Masks sorted by (box, value) on both sides: equal boxes, then value differences
+        # (duplicated boxes, e.g. several empty masks, pair up whatever their order).
+        def ordered(result: SamMasks, values: np.ndarray) -> tuple[list, np.ndarray]:
+            rows = sorted(zip(map(tuple, result.boxes.tolist()), np.nan_to_num(values, nan=-1.0)))
+            return [b for b, _ in rows], np.array([v for _, v in rows])
+
+        boxes, stab = ordered(got, got.stability)
+        ref_boxes, ref_stab = ordered(expected, expected.stability)
+        _, score = ordered(got, got.scores)
+        _, ref_score = ordered(expected, expected.scores)
+        paired = {
+            "boxes_same": boxes == ref_boxes,
+            "max_stability_diff": float(np.abs(stab - ref_stab).max()),
+            "max_score_diff": float(np.abs(score - ref_score).max()),
+        }
     return {
         "reference_masks": len(expected),
         "fast_masks": len(got),
@@ -109,6 +129,7 @@ def match(expected: SamMasks, got: SamMasks) -> dict:
         "same": len(expected) == len(got)
         and bool((ref_best >= 0.99).all())
         and bool((fast_best >= 0.99).all()),
+        **paired,
     }
 
 

@@ -4,22 +4,28 @@
 (same model, settings, point grid, filters and NMS), for much less work:
 
 - one encoder pass per image (or crop); several images can share one encoder batch;
-- prompts decoded in large batches by ``PointPromptDecoder`` (layer-0 image work shared by all
-  prompts, upscaling as GEMMs: about 5x cheaper than ``mask_decoder`` on CPU for vit_b), and
-  no upscaling at all for prompts none of whose masks can pass ``pred_iou_thresh``;
-- predicted-IoU filter and a provable upper bound of the stability score on the 256x256 logits,
-  so only masks that can pass the stability threshold are upsampled; their exact full-resolution
-  stability, boxes, crop-edge filter and NMS follow segment_anything's code and order;
-- no RLE round trips: candidates are kept bit-packed (1 bit a pixel) until NMS has chosen;
+- prompts decoded in batches by ``PointPromptDecoder`` (layer-0 image work shared by all
+  prompts, upscaling as GEMMs one prompt at a time so it stays in cache: about 6x cheaper than
+  ``mask_decoder`` on CPU for vit_b), and no upscaling at all for prompts none of whose masks
+  can pass ``pred_iou_thresh``;
+- predicted-IoU filter and a provable upper bound of the stability score on the 256x256 logits;
+  then, for images whose long side is the model input (1024 px tiles), the exact
+  full-resolution stability scores, boxes and masks come from the logits' cells
+  (``_ExactCells``: only the cells a threshold crosses are interpolated, through
+  ``F.interpolate`` itself, so every pixel is bit-identical to segment_anything's) and no mask
+  is upsampled at all; other sizes (and crops) upsample each candidate as segment_anything does.
+  Crop-edge filter and NMS follow segment_anything's code and order;
+- no RLE round trips: candidates are kept per cell (``CellMask``, about 20 kB) or bit-packed
+  (128 kB) until NMS has chosen, and only the survivors become full masks;
 - prompts on nodata pixels (``valid`` False) are skipped, and crops without a valid prompt are
   not encoded at all.
 
 Costs, vit_b on 2 CPU cores, one 1024 px tile, 32x32 points: the encoder (13-30 s) plus about
-65 ms a prompt for the decoder (40% less for prompts whose three IoU predictions miss the
-threshold: their masks are never upscaled) plus about 20 ms for each mask that passes the
-IoU filter and the stability bound; memory about 35 MB a prompt in a decoder batch plus 128 kB
-a candidate mask. benchmarks/sam_amg/README.md has the measured figures (2.25x to 3.9x faster
-than SamAutomaticMaskGenerator end to end, same masks).
+30 ms a prompt for the decoder (about 18 ms for prompts whose three IoU predictions miss the
+threshold: their masks are never upscaled) plus about 1-1.5 ms for each mask that passes the
+IoU filter and the stability bound (5-10 ms when it has to be upsampled), plus about 1 ms for
+each final mask; memory about 15 MB a prompt in a decoder batch (8 prompts on CPU) plus 20 kB
+a candidate mask. benchmarks/sam_amg/README.md has the measured figures.
 On CUDA the encoder and decoder run under bf16 autocast and the encoder uses
 ``scaled_dot_product_attention``; results then differ from float32 by bf16 rounding.
 """
@@ -54,7 +60,7 @@ from torchvision.ops.boxes import batched_nms, box_area
 from geoalps.errors import GeoAlpsError
 from geoalps.sam.decoder import PointPromptDecoder
 
-CPU_DECODER_BATCH = 8  # larger batches run slower on CPU: their working set falls out of cache
+CPU_DECODER_BATCH = 8  # vit_b prompts per CPU decoder call: larger batches fall out of cache
 CELL_CHUNK = 16  # masks per _ExactCells call: its (K, 256, 256) temporaries stay in cache
 STRIP_CELLS = 32768  # boundary cells per F.interpolate strip (float32 coordinates stay exact)
 
@@ -141,7 +147,7 @@ class FastMaskGenerator:
         model: a segment_anything ``Sam`` (e.g. from ``geoalps.sam.models.load_sam``).
         points_per_side: the point grid is ``points_per_side**2`` prompts per image.
         points_per_batch: prompts per decoder call on GPU (about 35 MB each for vit_b in fp32;
-            halved automatically on out-of-memory). On CPU at most 8 are decoded at a time.
+            halved automatically on out-of-memory). On CPU at most 8 (vit_b) are decoded at a time.
         pred_iou_thresh, stability_score_thresh, stability_score_offset, box_nms_thresh,
         crop_n_layers, crop_nms_thresh, crop_overlap_ratio, crop_n_points_downscale_factor,
         min_mask_region_area: as in ``SamAutomaticMaskGenerator``; small-region removal uses
@@ -181,7 +187,11 @@ class FastMaskGenerator:
             points_per_side, crop_n_layers, crop_n_points_downscale_factor
         )
         self.points_per_batch = points_per_batch
-        self.decoder_batch = points_per_batch if on_cuda else min(points_per_batch, CPU_DECODER_BATCH)
+        # On CPU the batch's (B, 4096, C) image-token maps should stay near cache size: 8 prompts
+        # for SAM's 256-d decoder, more for narrower (test) decoders, whose ops are small.
+        width = model.mask_decoder.transformer_dim
+        cpu_batch = min(32, CPU_DECODER_BATCH * max(1, 256 // width))
+        self.decoder_batch = points_per_batch if on_cuda else min(points_per_batch, cpu_batch)
         self.pred_iou_thresh = pred_iou_thresh
         self.stability_score_thresh = stability_score_thresh
         self.stability_score_offset = stability_score_offset

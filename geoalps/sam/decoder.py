@@ -10,12 +10,14 @@ positive point per prompt. What changes is where the work happens:
   repeats the image embedding per prompt (``repeat_interleave``) and projects every copy.
 - The mask upscaling (two stride-2, kernel-2 transposed convolutions) runs as two matrix products
   on the token layout the transformer already produces, with a fused ``layer_norm``; the pixels are
-  reordered only once, on the three output masks, instead of transposing wide feature maps.
+  reordered only once, on the three output masks, instead of transposing wide feature maps. On
+  CPU it runs one prompt at a time, so its 12 MB of intermediates stay in cache.
 - Only the three multimask outputs are built.
 
 Cost per prompt for vit_b (256-d decoder, 64x64 tokens): about 1.3 GMAC, mostly large GEMMs,
-against about 1.75 GMAC plus heavy memory traffic in segment_anything; peak memory about 40 MB
-per prompt in a batch (keys, projections, the 128x128 and 256x256 upscaling maps).
+against about 1.75 GMAC plus heavy memory traffic in segment_anything; peak memory about 15 MB
+per prompt in a batch on CPU (keys, projections; the upscaling maps, 12 MB, exist for one prompt at
+a time), about 40 MB on GPU (the whole batch is upscaled at once).
 """
 from __future__ import annotations
 
@@ -24,6 +26,9 @@ import math
 import torch
 import torch.nn.functional as F
 from segment_anything.modeling import Sam
+
+
+UPSCALE_BYTES = 8 << 20  # CPU upscaling working set: one vit_b prompt, several small-model ones
 
 
 class PointPromptDecoder:
@@ -216,9 +221,11 @@ class PointPromptDecoder:
     def _upscale_and_project(self, keys: torch.Tensor, hs: torch.Tensor) -> torch.Tensor:
         """output_upscaling + hypernetwork product, on the token layout (B, N, C).
 
-        On CPU one prompt at a time: its intermediates (4 MB + 8 MB for vit_b) stay in cache, which
-        makes the memory-bound steps (bias, layer norm, GELUs, the 3-column product) about twice
-        as fast as on a batch-sized (B x 12 MB) working set. GPUs take the whole batch at once.
+        On CPU one vit_b prompt at a time (``UPSCALE_BYTES``): its intermediates (4 MB + 8 MB)
+        stay in cache, which makes the memory-bound steps (bias, layer norm, GELUs, the 3-column
+        product) about twice as fast as on a batch-sized (B x 12 MB) working set; smaller
+        decoders take several prompts per step, so the op count stays low. GPUs take the whole
+        batch at once.
         """
         dec = self.decoder
         b = keys.shape[0]
@@ -232,7 +239,9 @@ class PointPromptDecoder:
             dim=2,
         )  # (B, C2, M)
         m = hyper.shape[-1]
-        step = b if keys.device.type != "cpu" else 1
+        # CPU: as many prompts as keep the largest map (N*16 x C2 floats) within UPSCALE_BYTES.
+        per_prompt = keys.shape[1] * 16 * self._c2 * keys.element_size()
+        step = b if keys.device.type != "cpu" else max(1, UPSCALE_BYTES // per_prompt)
         out = keys.new_empty((b, m, 4 * h, 4 * w))
         for s in range(0, b, step):
             k = keys[s : s + step]
