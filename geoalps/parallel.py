@@ -117,14 +117,14 @@ class TileRunner:
         try:
             for future in as_completed([f for _, f in futures.values()]):
                 index = futures[future.key][0]
-                if future.status == "finished":
-                    yield index, future.result()
-                else:
-                    try:
-                        exc = future.exception()
-                    except Exception as inner:  # the future itself was lost (e.g. killed workers)
-                        exc = inner
+                try:
+                    # A result lost with its worker before it was fetched is recomputed by the
+                    # scheduler: result() waits for that instead of reporting a failure.
+                    result = future.result()
+                except Exception as exc:  # the task kept failing (retries used up)
                     yield index, TileFailure(index, _one_line(exc))
+                else:
+                    yield index, result
                 future.release()
         finally:
             for _, future in futures.values():

@@ -98,16 +98,16 @@ def test_pooling_weights_cells_by_mask_coverage():
 def test_tile_batch_encodes_tiles_together_and_changes_nothing(tiny_checkpoint, scene, tmp_path, monkeypatch):
     """--tile-batch N hands N tiles to one encoder call (GPU throughput); polygons, classes and
     the work-folder fingerprint stay what one tile at a time gives."""
-    from geoalps.sam.amg import FastMaskGenerator
+    from segment_anything.modeling.image_encoder import ImageEncoderViT
 
     encoder_batches: list[int] = []
-    encode = FastMaskGenerator._encode
+    forward = ImageEncoderViT.forward
 
-    def spy(self, crops):
-        encoder_batches.append(len(crops))
-        return encode(self, crops)
+    def spy(self, x):
+        encoder_batches.append(int(x.shape[0]))
+        return forward(self, x)
 
-    monkeypatch.setattr(FastMaskGenerator, "_encode", spy)
+    monkeypatch.setattr(ImageEncoderViT, "forward", spy)
     small = dict(KEEP_ALL, tile_size=96, overlap=16, seed=1)
     one = label(scene, tmp_path / "one.gpkg", checkpoint=tiny_checkpoint, tile_batch=1, **small)
     assert encoder_batches and set(encoder_batches) == {1}
