@@ -555,17 +555,7 @@ def boxes_from_logits(logits: torch.Tensor, threshold: float) -> torch.Tensor:
     Same boxes (XYXY, inclusive, [0, 0, 0, 0] when empty) for a quarter of the memory passes:
     a row holds a mask pixel exactly when its largest logit exceeds the threshold.
     """
-    rows = logits.amax(dim=-1) > threshold  # (K, H)
-    cols = logits.amax(dim=-2) > threshold  # (K, W)
-    h, w = logits.shape[-2:]
-    ys = torch.arange(h, device=logits.device)
-    xs = torch.arange(w, device=logits.device)
-    top = torch.where(rows, ys, h).amin(dim=-1)
-    bottom = torch.where(rows, ys, -1).amax(dim=-1)
-    left = torch.where(cols, xs, w).amin(dim=-1)
-    right = torch.where(cols, xs, -1).amax(dim=-1)
-    boxes = torch.stack([left, top, right, bottom], dim=-1)
-    return boxes * rows.any(dim=-1, keepdim=True)
+    return _boxes_from_hits(logits.amax(dim=-1) > threshold, logits.amax(dim=-2) > threshold)
 
 
 def _check_image(image: np.ndarray, valid: np.ndarray | None) -> None:
