@@ -111,8 +111,8 @@ def _disjoint_geometries(tile_masks: TileMasks, tile_transform: Affine, min_part
     geometries[part_mask[single]] = parts[single]
     multi = ~single
     if multi.any():
-        owners = part_mask[multi]
-        geometries[np.unique(owners)] = shapely.multipolygons(parts[multi], indices=np.unique(owners, return_inverse=True)[1])
+        owners, position = np.unique(part_mask[multi], return_inverse=True)
+        geometries[owners] = shapely.multipolygons(parts[multi], indices=position)
     present = np.flatnonzero(geometries != None)  # noqa: E711 (element-wise)
     invalid = present[~shapely.is_valid(geometries[present])]
     if len(invalid):
