@@ -214,26 +214,59 @@ def test_dataarray_in_and_out(tmp_path):
         label(xr.DataArray(np.ones((3, 10, 10)), dims=("band", "y", "x")), None, engine="classical")
 
 
-def _worker_environment() -> dict:
-    import os as worker_os
+WORKER_PROBE = """
+import json, os, sys
+from geoalps.options import LabelOptions
+from geoalps.parallel import TileRunner
+from geoalps.tilework import check_engine
 
+def probe():
+    from threadpoolctl import threadpool_info
     from geoalps.tilework import _ENGINES
+    return {"MALLOC_TRIM_THRESHOLD_": os.environ.get("MALLOC_TRIM_THRESHOLD_"),
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+            "pool_threads": sorted({pool["num_threads"] for pool in threadpool_info()}),
+            "engines_loaded": len(_ENGINES), "forked": hasattr(sys, "_geoalps_parent")}
 
-    keys = ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS")
-    return {**{k: worker_os.environ.get(k) for k in keys}, "engines_loaded": len(_ENGINES)}
-
-
-def test_local_workers_are_single_threaded_keep_adaptive_malloc_and_have_the_engine_loaded():
-    """MALLOC_TRIM_THRESHOLD_ (dask's default) makes glibc map and zero every tile-sized array
-    afresh; the engine is loaded in every worker before the first tile is sent."""
-    from geoalps.options import LabelOptions
-    from geoalps.parallel import TileRunner
-    from geoalps.tilework import check_engine
-
+if __name__ == "__main__":
+    sys._geoalps_parent = True  # seen in a worker only if it was forked from here
     with TileRunner(workers=2) as runner:
         description, _, batch = runner.on_every_worker(check_engine, LabelOptions(engine="classical").validated())
-        seen = runner.client.run(_worker_environment)
-    assert description.startswith("classical") and batch == 1
-    assert len(seen) == 2
-    for env in seen.values():
-        assert env == {"MALLOC_TRIM_THRESHOLD_": None, "OMP_NUM_THREADS": "1", "engines_loaded": 1}
+        print(json.dumps({"description": description, "batch": batch, "workers": list(runner.client.run(probe).values())}))
+"""
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_local_workers_are_single_threaded_keep_adaptive_malloc_and_have_the_engine_loaded(tmp_path, method):
+    """Workers start by fork (fast) or spawn; either way: one BLAS/OpenMP thread each (a forked
+    worker inherits pools sized for all cores), no MALLOC_TRIM_THRESHOLD_ (dask's default makes
+    glibc map and zero every tile-sized array afresh), the engine loaded before the first tile."""
+    import json
+
+    script = tmp_path / "probe.py"
+    script.write_text(WORKER_PROBE)
+    env = {**os.environ, "GEOALPS_DASK_START": method}
+    env.pop("OMP_NUM_THREADS", None)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["description"].startswith("classical") and seen["batch"] == 1
+    assert len(seen["workers"]) == 2
+    for worker in seen["workers"]:
+        assert worker == {"MALLOC_TRIM_THRESHOLD_": None, "OMP_NUM_THREADS": "1", "pool_threads": [1],
+                          "engines_loaded": 1, "forked": method == "fork"}
+
+
+def test_worker_start_method(monkeypatch):
+    from geoalps.parallel import worker_start_method
+
+    monkeypatch.delenv("GEOALPS_DASK_START", raising=False)
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
+    assert worker_start_method() == ("fork" if sys.platform.startswith("linux") else "spawn")
+    monkeypatch.setitem(sys.modules, "torch", object())  # torch's thread pools and CUDA do not survive fork
+    assert worker_start_method() == "spawn"
+    monkeypatch.setenv("GEOALPS_DASK_START", "forkserver")
+    assert worker_start_method() == "forkserver"
+    monkeypatch.setenv("GEOALPS_DASK_START", "threads")
+    with pytest.raises(GeoAlpsError, match="GEOALPS_DASK_START"):
+        worker_start_method()
