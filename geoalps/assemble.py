@@ -134,7 +134,8 @@ def assemble_scene(
         truncated = np.concatenate([h.truncated for h in held])
         tile_ids = np.concatenate(held_tile)
         merged_geoms, merged_feats, merged_scores, fragments = [], [], [], []
-        for group in seam_groups(geoms, tile_ids, truncated):
+        tile_bounds = np.array([t.envelope(scene.transform) for t in tiles])
+        for group in seam_groups(geoms, tile_ids, truncated, tile_bounds):
             weights = area_px[group] / max(area_px[group].sum(), 1)
             merged_geoms.append(merge_group(geoms[group]))
             merged_feats.append(weights @ feats[group])

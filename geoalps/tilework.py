@@ -149,7 +149,7 @@ def _tile_result(scene: Scene, tile: Tile, data: np.ndarray, valid: np.ndarray, 
         scores=tile_masks.scores.astype(np.float32),
         area_px=tile_masks.areas,
         truncated=np.asarray(truncated, dtype=bool),
-        seam_candidate=~inside_interior,
+        seam_candidate=~inside_interior | truncated,  # with --overlap 0 the interior is the whole tile
         features=features,
         engine_seconds=engine_seconds,
     )

@@ -44,6 +44,13 @@ class Tile:
     def transform(self, scene_transform: Affine) -> Affine:
         return scene_transform @ Affine.translation(self.col_off, self.row_off)
 
+    def envelope(self, scene_transform: Affine) -> tuple[float, float, float, float]:
+        """(xmin, ymin, xmax, ymax) of the tile's footprint in scene coordinates, from all four
+        corners (on a rotated grid two corners do not bound the tile)."""
+        xs, ys = zip(*(scene_transform * (self.col_off + dc, self.row_off + dr)
+                       for dc in (0, self.width) for dr in (0, self.height)))
+        return min(xs), min(ys), max(xs), max(ys)
+
     def core_contains(self, col: float, row: float) -> bool:
         c0, r0, c1, r1 = self.core
         return c0 <= col < c1 and r0 <= row < r1

@@ -124,6 +124,7 @@ def seam_groups(
     geometries: np.ndarray,
     tile_ids: np.ndarray,
     truncated: np.ndarray,
+    tile_bounds: np.ndarray | None = None,
     iou_merge: float = 0.5,
     fragment_overlap: float = 0.2,
 ) -> list[np.ndarray]:
@@ -135,8 +136,14 @@ def seam_groups(
     between tiles, when both were cut and they share a stretch of boundary. Objects of the same
     tile are never merged: the engine's own duplicate removal has already judged them.
 
+    ``tile_bounds`` (one ``(xmin, ymin, xmax, ymax)`` row per tile id, each object inside its
+    tile's row) makes the pair tests cheap without changing their outcome: what two objects of
+    different tiles share lies where their tiles overlap, so each pair is tested on the pieces of
+    the two objects inside that box (see :func:`_pair_pieces`).
+
     Returns index arrays, one per merged object (singletons included), in first-index order.
-    Cost: one STRtree query over the candidates; pairs are tested with vectorised shapely.
+    Cost: one STRtree query over the candidates; pairs are tested with vectorised shapely, and
+    the intersection itself is computed only for pairs whose interiors overlap.
     """
     n = len(geometries)
     parent = np.arange(n)
@@ -154,13 +161,16 @@ def seam_groups(
         left, right = tree.query(geometries)
         pick = (left < right) & (tile_ids[left] != tile_ids[right])
         left, right = left[pick], right[pick]
-        shapely.prepare(geometries)
-        meet = shapely.intersects(geometries[left], geometries[right])
-        left, right = left[meet], right[meet]
+        a, b = _pair_pieces(geometries, tile_ids, left, right, tile_bounds)
+        meet = shapely.intersects(a, b)
+        left, right, a, b = left[meet], right[meet], a[meet], b[meet]
         if len(left):
-            a, b = geometries[left], geometries[right]
-            inter = shapely.area(shapely.intersection(a, b))
-            area_a, area_b = shapely.area(a), shapely.area(b)
+            # Most neighbours only touch: the overlay is computed only where interiors overlap.
+            overlap = shapely.relate_pattern(a, b, "T********")
+            inter = np.zeros(len(left))
+            if overlap.any():
+                inter[overlap] = shapely.area(shapely.intersection(_valid(a[overlap]), _valid(b[overlap])))
+            area_a, area_b = shapely.area(geometries[left]), shapely.area(geometries[right])
             union = area_a + area_b - inter
             iou = np.where(union > 0, inter / np.maximum(union, 1e-12), 0)
             ios = inter / np.maximum(np.minimum(area_a, area_b), 1e-12)
@@ -168,9 +178,9 @@ def seam_groups(
             same = (iou >= iou_merge) | ((cut_a | cut_b) & (ios >= fragment_overlap))
             touching = ~same & cut_a & cut_b & (inter <= 1e-9 * np.maximum(union, 1))
             if touching.any():
-                shared = shapely.length(
-                    shapely.intersection(shapely.boundary(a[touching]), shapely.boundary(b[touching]))
-                )
+                shared = shapely.length(shapely.intersection(
+                    shapely.boundary(_valid(a[touching])), shapely.boundary(_valid(b[touching]))
+                ))
                 side = np.sqrt(np.minimum(area_a[touching], area_b[touching]))
                 same[np.flatnonzero(touching)] = shared >= 0.25 * side
             for i, j in zip(left[same], right[same]):
@@ -181,6 +191,46 @@ def seam_groups(
     order = np.argsort(roots, kind="stable")
     boundaries = np.flatnonzero(np.diff(roots[order])) + 1
     return [np.sort(g) for g in np.split(order, boundaries)] if n else []
+
+
+def _pair_pieces(geometries: np.ndarray, tile_ids: np.ndarray, left: np.ndarray, right: np.ndarray,
+                 tile_bounds: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """The two sides of each pair, clipped to the box shared by their tiles, padded by 1 % of a
+    tile so the clip lines lie outside both tiles' common part.
+
+    Exact for the tests that follow: an object lies inside its tile, so the intersection of two
+    objects (and any boundary they share) lies inside the shared box, and no point of a clip line
+    lies in both tiles, so no clip line is shared by the two pieces. The pieces are small where whole objects can be huge (a background region
+    with a hole for every object has thousands of vertices).
+    """
+    if tile_bounds is None:
+        shapely.prepare(geometries)
+        return geometries[left], geometries[right]
+    tile_bounds = np.asarray(tile_bounds, dtype=np.float64)
+    pad = 0.01 * float(np.min(tile_bounds[:, 2:] - tile_bounds[:, :2]))
+    n_tiles = len(tile_bounds)
+    pair_tiles = tile_ids[left].astype(np.int64) * n_tiles + tile_ids[right]
+    order = np.argsort(pair_tiles, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(pair_tiles[order]) != 0])
+    a = np.empty(len(left), dtype=object)
+    b = np.empty(len(left), dtype=object)
+    for sel in np.split(order, starts[1:]):
+        i, j = divmod(int(pair_tiles[sel[0]]), n_tiles)
+        low = np.maximum(tile_bounds[i, :2], tile_bounds[j, :2]) - pad
+        high = np.minimum(tile_bounds[i, 2:], tile_bounds[j, 2:]) + pad
+        for ids, out in ((left, a), (right, b)):
+            unique, back = np.unique(ids[sel], return_inverse=True)
+            out[sel] = shapely.clip_by_rect(geometries[unique], low[0], low[1], high[0], high[1])[back]
+    return a, b
+
+
+def _valid(geometries: np.ndarray) -> np.ndarray:
+    """clip_by_rect may leave a ring touching itself at a point; overlay needs valid input."""
+    bad = ~shapely.is_valid(geometries)
+    if bad.any():
+        geometries = geometries.copy()
+        geometries[bad] = shapely.make_valid(geometries[bad])
+    return geometries
 
 
 def merge_group(geometries: np.ndarray):

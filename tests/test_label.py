@@ -82,8 +82,9 @@ def seam_scene(tmp_path):
     return write_raster(tmp_path / "seams.tif", data)
 
 
-def test_objects_across_tile_borders_come_out_once(seam_scene):
-    gdf = label(seam_scene, None, tile_size=256, overlap=64, **FAST)
+@pytest.mark.parametrize("overlap", [64, 0])  # 0: fragments only touch across the seam
+def test_objects_across_tile_borders_come_out_once(seam_scene, overlap):
+    gdf = label(seam_scene, None, tile_size=256, overlap=overlap, **FAST)
     for box in SEAM_BOXES:
         truth = _box_polygon(ODD_TRANSFORM, *box)
         _, best, ious = _best_match(gdf, truth)
