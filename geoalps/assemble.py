@@ -1,9 +1,9 @@
 """Pass 2 of a run: classify every object from its stored features, merge seam fragments, and
 stream the result into per-scene GeoPackage layers.
 
-Tiles are read back from the work store one at a time. Objects entirely inside their tile's
-interior (seen by no other tile) are classified and written straight away; only seam candidates
-are held until the scene is done, so memory follows the length of the seams, not the scene area.
+Tiles are read back from the work store one at a time. Which objects merge across seams is known
+before (:class:`geoalps.seams.SeamIndex`, filled in pass 1): every other object is classified and
+written straight away, and only the fragments of merged objects are held until the scene is done.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from geoalps.cluster import OnlineKMeans
 from geoalps.scene import Scene
 from geoalps.tilework import TileResult
 from geoalps.tiling import Tile
-from geoalps.vectorize import merge_group, seam_groups
+from geoalps.seams import merge_group
 
 #: Features written per GeoPackage transaction.
 BATCH_ROWS = 20_000
@@ -100,15 +100,21 @@ def assemble_scene(
     blocks: Sequence[str],
     clusterer: OnlineKMeans | None,
     writer: LayerWriter,
+    merged: Sequence[Sequence[tuple[int, int]]] = (),
     on_tile=None,
 ) -> int:
     """Classify, merge and write one scene's objects; returns the number written.
 
-    Seam candidates from all tiles are merged with :func:`geoalps.vectorize.seam_groups`; a merged
-    object's features, score and class come from its fragments weighted by pixel area.
+    ``merged`` lists the objects that are one object across a seam, as groups of (tile number,
+    object index) (:meth:`geoalps.seams.SeamIndex.merged`); every other object is written as its
+    tile is read. A merged object's features, score and class come from its fragments weighted
+    by pixel area.
     """
-    held: list[TileResult] = []
-    held_tile: list[np.ndarray] = []
+    group_of: dict[int, dict[int, int]] = {}
+    for group_number, group in enumerate(merged):
+        for tile_number, index in group:
+            group_of.setdefault(tile_number, {})[index] = group_number
+    fragments: dict[tuple[int, int], tuple] = {}  # only fragments of merged objects are held
     written = 0
     for tile_number, tile in enumerate(tiles):
         result = load(tile)
@@ -117,43 +123,31 @@ def assemble_scene(
         if not len(result):
             continue
         feats = result.feature_matrix(blocks)
-        alone = ~result.seam_candidate
+        alone = np.ones(len(result), dtype=bool)
+        for index in group_of.get(tile_number, {}):
+            alone[index] = False
+            fragments[(tile_number, index)] = (result.geometries[index], feats[index], float(result.scores[index]),
+                                               float(result.area_px[index]))
         if alone.any():
             frame = _frame(scene, result.geometries[alone], feats[alone], result.scores[alone],
                            np.ones(int(alone.sum())), clusterer)
             writer.add(frame)
             written += len(frame)
-        if (~alone).any():
-            held.append(_subset(result, ~alone, feats))
-            held_tile.append(np.full(int((~alone).sum()), tile_number))
-    if held:
-        geoms = np.concatenate([h.geometries for h in held])
-        feats = np.concatenate([h.features["_all"] for h in held])
-        scores = np.concatenate([h.scores for h in held]).astype(np.float64)
-        area_px = np.concatenate([h.area_px for h in held]).astype(np.float64)
-        truncated = np.concatenate([h.truncated for h in held])
-        tile_ids = np.concatenate(held_tile)
-        merged_geoms, merged_feats, merged_scores, fragments = [], [], [], []
-        tile_bounds = np.array([t.envelope(scene.transform) for t in tiles])
-        for group in seam_groups(geoms, tile_ids, truncated, tile_bounds):
-            weights = area_px[group] / max(area_px[group].sum(), 1)
-            merged_geoms.append(merge_group(geoms[group]))
-            merged_feats.append(weights @ feats[group])
-            merged_scores.append(float(weights @ scores[group]))
-            fragments.append(len(group))
+    if merged:
+        merged_geoms, merged_feats, merged_scores, counts = [], [], [], []
+        for group in merged:
+            parts = [fragments.pop(member) for member in group]
+            area_px = np.array([p[3] for p in parts])
+            weights = area_px / max(area_px.sum(), 1)
+            merged_geoms.append(merge_group(np.array([p[0] for p in parts], dtype=object)))
+            merged_feats.append(weights @ np.stack([p[1] for p in parts]))
+            merged_scores.append(float(weights @ np.array([p[2] for p in parts])))
+            counts.append(len(parts))
         frame = _frame(scene, np.array(merged_geoms, dtype=object), np.asarray(merged_feats),
-                       merged_scores, fragments, clusterer)
+                       merged_scores, counts, clusterer)
         writer.add(frame)
         written += len(frame)
     return written
-
-
-def _subset(result: TileResult, keep: np.ndarray, feats: np.ndarray) -> TileResult:
-    return TileResult(
-        tile=result.tile, geometries=result.geometries[keep], scores=result.scores[keep],
-        area_px=result.area_px[keep], truncated=result.truncated[keep],
-        seam_candidate=result.seam_candidate[keep], features={"_all": feats[keep]},
-    )
 
 
 def read_layer_batches(path: Path, layer: str = "masks", batch_rows: int = BATCH_ROWS) -> Iterator:

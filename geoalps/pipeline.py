@@ -30,6 +30,7 @@ from geoalps.features import feature_blocks
 from geoalps.options import LabelOptions
 from geoalps.parallel import TileFailure, TileRunner
 from geoalps.scene import Scene, open_scene
+from geoalps.seams import SeamIndex
 from geoalps.tilework import TileResult, check_engine, process_tiles
 from geoalps.tiling import Tile, plan_tiles
 from geoalps.workstore import WorkStore, fingerprint, settings_digest
@@ -148,10 +149,11 @@ def label(
                        resume, opts, cleanup)
         with TileRunner(workers, scheduler) as runner:
             description, blocks, batch = _start_engine(runner, run, opts, quiet, scheduler)
-            feeder = _pass1(runner, run, opts, blocks, batch, quiet, progress_lines)
+            seams = SeamIndex(run.plans, [s.transform for s in run.scenes])
+            feeder = _pass1(runner, run, opts, blocks, batch, seams, quiet, progress_lines)
         clusterer = _finish_clustering(feeder.clusterer, run, opts, quiet)
         n_classes = max(clusterer.effective_classes if clusterer is not None else 0, opts.classes)
-        scene_layers = _pass2(run, blocks, clusterer, quiet, progress_lines)
+        scene_layers = _pass2(run, blocks, clusterer, seams, quiet, progress_lines)
         _emit(progress_lines, 95.0, "writing outputs")
         stats = _write_outputs(run.scenes, scene_layers, output, run.raster_targets, n_classes, overwrite,
                                kmeans_model, clusterer)
@@ -251,9 +253,10 @@ def _start_engine(runner: TileRunner, run: _Run, opts: LabelOptions, quiet: bool
     return description, feature_blocks(opts.features, has_embedding), batch
 
 
-def _pass1(runner: TileRunner, run: _Run, opts: LabelOptions, blocks, batch: int, quiet: bool,
-           progress_lines: bool) -> "_OrderedFeeder":
-    """Every tile not yet in the work store, in any order; k-means is fed strictly in plan order.
+def _pass1(runner: TileRunner, run: _Run, opts: LabelOptions, blocks, batch: int, seams: SeamIndex,
+           quiet: bool, progress_lines: bool) -> "_OrderedFeeder":
+    """Every tile not yet in the work store, in any order; k-means is fed strictly in plan order
+    and seam decisions are made as tiles finish (``seams``).
 
     A task is ``batch`` neighbouring tiles of one scene (engines that batch, SAM on a GPU) or one
     tile. A tile that keeps failing does not stop the others: all failures are reported together
@@ -270,6 +273,9 @@ def _pass1(runner: TileRunner, run: _Run, opts: LabelOptions, blocks, batch: int
     failures: list[tuple[Tile, TileFailure]] = []
     try:
         feeder.advance(done)
+        for tile in run.tiles:  # tiles finished by an interrupted run
+            if tile.key in done:
+                seams.add(tile, run.store.load(tile.key))
         for index, results in runner.run(process_tiles, tasks, keys):
             for position, tile in enumerate(groups[index]):
                 name = run.scenes[tile.scene_index].name
@@ -281,6 +287,7 @@ def _pass1(runner: TileRunner, run: _Run, opts: LabelOptions, blocks, batch: int
                 run.store.save(tile.key, result)
                 done.add(tile.key)
                 feeder.advance(done, fresh={tile.key: result})
+                seams.add(tile, result)
                 progress.step(f"{name} {tile.key}: {len(result)} objects")
     except KeyboardInterrupt:
         progress.close()
@@ -319,7 +326,7 @@ def _finish_clustering(clusterer: OnlineKMeans | None, run: _Run, opts: LabelOpt
     return clusterer
 
 
-def _pass2(run: _Run, blocks, clusterer, quiet: bool, progress_lines: bool) -> list[Path]:
+def _pass2(run: _Run, blocks, clusterer, seams: SeamIndex, quiet: bool, progress_lines: bool) -> list[Path]:
     """Classify, merge seams and write one layer per scene into the work folder."""
     from geoalps.assemble import LayerWriter, assemble_scene
 
@@ -332,7 +339,7 @@ def _pass2(run: _Run, blocks, clusterer, quiet: bool, progress_lines: bool) -> l
                 layer_path.unlink()
             writer = LayerWriter(layer_path, scene.crs_wkt)
             assemble_scene(scene, plan, lambda t: run.store.load(t.key), blocks, clusterer, writer,
-                           on_tile=lambda: assembly.step("assembled"))
+                           seams.merged(index), on_tile=lambda: assembly.step("assembled"))
             writer.close()
             scene_layers.append(layer_path)
     finally:

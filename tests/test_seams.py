@@ -14,7 +14,7 @@ from geoalps.options import LabelOptions
 from geoalps.scene import open_scene
 from geoalps.tilework import process_tile
 from geoalps.tiling import plan_tiles
-from geoalps.vectorize import seam_groups
+from geoalps.seams import SeamIndex, seam_groups
 
 
 def _boxes(n: int, size: int, seed: int) -> list[tuple[int, int, int, int]]:
@@ -33,15 +33,16 @@ def _seam_candidates(path, tile_size: int, overlap: int):
     tiles = plan_tiles(scene.width, scene.height, opts.tile_size, opts.overlap)
     bands = resolve_bands(opts.bands, scene.count, scene.path)
     blocks = feature_blocks(opts.features, False)
-    geoms, tile_ids, truncated = [], [], []
+    geoms, tile_ids, truncated, results = [], [], [], []
     for number, tile in enumerate(tiles):
         result = process_tile(scene, tile, opts, bands, blocks)
+        results.append(result)
         keep = result.seam_candidate
         geoms.append(result.geometries[keep])
         tile_ids.append(np.full(int(keep.sum()), number))
         truncated.append(result.truncated[keep])
     bounds = np.array([t.envelope(scene.transform) for t in tiles])
-    return np.concatenate(geoms), np.concatenate(tile_ids), np.concatenate(truncated), bounds
+    return np.concatenate(geoms), np.concatenate(tile_ids), np.concatenate(truncated), bounds, (tiles, results, scene)
 
 
 @pytest.mark.parametrize("transform, overlap", [
@@ -52,7 +53,7 @@ def _seam_candidates(path, tile_size: int, overlap: int):
 def test_clipped_pair_tests_group_like_whole_objects(tmp_path, transform, overlap):
     data = scene_with_objects(384, 384, _boxes(40, 384, seed=3), seed=4, bands=3)
     path = write_raster(tmp_path / "busy.tif", data, transform=transform)
-    geoms, tile_ids, truncated, bounds = _seam_candidates(path, 128, overlap)
+    geoms, tile_ids, truncated, bounds, (tiles, results, scene) = _seam_candidates(path, 128, overlap)
     for geom, tile in zip(geoms, tile_ids):  # the premise of clipping: objects stay in their tile
         assert shapely.box(*bounds[tile]).buffer(1e-6).contains(geom)
 
@@ -66,3 +67,13 @@ def test_clipped_pair_tests_group_like_whole_objects(tmp_path, transform, overla
     if overlap == 0:  # merges across a zero-width seam can only come from shared boundaries
         a, b = geoms[merged[0][0]], geoms[merged[0][1]]
         assert shapely.area(shapely.intersection(a, b)) == pytest.approx(0, abs=1e-6)
+
+    # The same decisions made tile by tile as tiles finish, in any order (pass 1's SeamIndex).
+    object_of = np.concatenate([np.flatnonzero(r.seam_candidate) for r in results])
+    expected = [[(int(tile_ids[i]), int(object_of[i])) for i in g] for g in merged]
+    for seed in (0, 1):
+        index = SeamIndex([tiles], [scene.transform])
+        for number in np.random.default_rng(seed).permutation(len(tiles)):
+            index.add(tiles[number], results[number])
+        assert index.merged(0) == expected
+        assert not index._held, "candidates are dropped once all neighbours of their tile are in"
