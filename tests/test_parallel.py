@@ -142,6 +142,23 @@ def test_worker_killed_mid_run_loses_nothing(busy_scene, reference, dask_cluster
     assert_same(reference, pyogrio.read_dataframe(out, layer="masks"))
 
 
+def test_local_worker_killed_mid_run_is_replaced(busy_scene, reference, tmp_path):
+    """A --workers 2 worker process SIGKILLed mid-run: its nanny starts a new one (forked from the
+    driver, which by then has threads and a dask client) and the run completes with every tile."""
+    import psutil
+
+    out = tmp_path / "local_killed.gpkg"
+    proc = subprocess.Popen([str(BIN / "geoalps"), "label", str(busy_scene), "-o", str(out), "--workers", "2",
+                             *SMALL_TILES], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_tiles(Path(f"{out}.geoalps-work"), 8, proc)
+    workers = [c for c in psutil.Process(proc.pid).children(recursive=True)
+               if "resource_tracker" not in " ".join(c.cmdline())]
+    assert len(workers) == 2, [w.cmdline() for w in workers]
+    workers[0].send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=300) == 0, proc.stderr.read()
+    assert_same(reference, pyogrio.read_dataframe(out, layer="masks"))
+
+
 def test_kill_9_then_resume_equals_an_uninterrupted_run(busy_scene, reference, tmp_path):
     out = tmp_path / "resumed.gpkg"
     work = Path(f"{out}.geoalps-work")
