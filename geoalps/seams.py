@@ -114,19 +114,29 @@ def _pair_pieces(geometries: np.ndarray, tile_ids: np.ndarray, left: np.ndarray,
     starts = np.flatnonzero(np.r_[True, np.diff(pair_tiles[order]) != 0])
     a = np.empty(len(left), dtype=object)
     b = np.empty(len(left), dtype=object)
+    pad = _box_pad(tile_bounds)
     for sel in np.split(order, starts[1:]):
         i, j = divmod(int(pair_tiles[sel[0]]), n_tiles)
-        box = _shared_box(tile_bounds, i, j)
-        for ids, out in ((left, a), (right, b)):
-            unique, back = np.unique(ids[sel], return_inverse=True)
-            out[sel] = shapely.clip_by_rect(geometries[unique], *box)[back]
+        box = _shared_box(tile_bounds, i, j, pad)
+        a[sel] = _clipped(geometries, left[sel], box)
+        b[sel] = _clipped(geometries, right[sel], box)
     return a, b
 
 
-def _shared_box(tile_bounds: np.ndarray, i: int, j: int) -> tuple[float, float, float, float]:
-    """Common box of tiles i and j, padded by 1 % of the smallest tile so that the clip lines lie
+def _clipped(geometries: np.ndarray, ids: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
+    """``geometries[ids]`` clipped to ``box``, clipping each distinct geometry once."""
+    unique, back = np.unique(ids, return_inverse=True)
+    return shapely.clip_by_rect(geometries[unique], *box)[back]
+
+
+def _box_pad(tile_bounds: np.ndarray) -> float:
+    """1 % of the smallest tile side: how far shared boxes and neighbour tests reach past a tile."""
+    return 0.01 * float(np.min(tile_bounds[:, 2:] - tile_bounds[:, :2]))
+
+
+def _shared_box(tile_bounds: np.ndarray, i: int, j: int, pad: float) -> tuple[float, float, float, float]:
+    """Common box of tiles i and j, padded by ``pad`` (:func:`_box_pad`) so that the clip lines lie
     outside the part the two tiles share (an empty-looking box when the tiles only touch)."""
-    pad = 0.01 * float(np.min(tile_bounds[:, 2:] - tile_bounds[:, :2]))
     low = np.maximum(tile_bounds[i, :2], tile_bounds[j, :2]) - pad
     high = np.minimum(tile_bounds[i, 2:], tile_bounds[j, 2:]) + pad
     return float(low[0]), float(low[1]), float(high[0]), float(high[1])
@@ -174,7 +184,8 @@ class SeamIndex:
     def __init__(self, plans: Sequence[Sequence[Tile]], transforms: Sequence[Affine]) -> None:
         self._where = {t.key: (s, n) for s, plan in enumerate(plans) for n, t in enumerate(plan)}
         self._bounds = [np.array([t.envelope(tr) for t in plan]).reshape(-1, 4) for plan, tr in zip(plans, transforms)]
-        self._neighbours = [_touching_tiles(b) for b in self._bounds]
+        self._pads = [_box_pad(b) if len(b) else 0.0 for b in self._bounds]
+        self._neighbours = [_touching_tiles(b, pad) for b, pad in zip(self._bounds, self._pads)]
         self._finished = [set() for _ in plans]
         self._held: dict[tuple[int, int], _Candidates] = {}
         self._links: list[list[np.ndarray]] = [[] for _ in plans]  # (tile, object, tile, object) rows
@@ -203,11 +214,9 @@ class SeamIndex:
         ia, ib = shapely.STRtree(b.geometries).query(a.geometries)
         if not len(ia):
             return
-        box = _shared_box(self._bounds[scene], i, j)
-        ua, back_a = np.unique(ia, return_inverse=True)
-        ub, back_b = np.unique(ib, return_inverse=True)
-        pa = shapely.clip_by_rect(a.geometries[ua], *box)[back_a]
-        pb = shapely.clip_by_rect(b.geometries[ub], *box)[back_b]
+        box = _shared_box(self._bounds[scene], i, j, self._pads[scene])
+        pa = _clipped(a.geometries, ia, box)
+        pb = _clipped(b.geometries, ib, box)
         meet = shapely.intersects(pa, pb)
         ia, ib, pa, pb = ia[meet], ib[meet], pa[meet], pb[meet]
         same = same_object(pa, pb, a.areas[ia], b.areas[ib], a.truncated[ia], b.truncated[ib])
@@ -229,11 +238,10 @@ class SeamIndex:
         return [[(int(t), int(o)) for t, o in nodes[g]] for g in groups if len(g) > 1]
 
 
-def _touching_tiles(bounds: np.ndarray) -> list[tuple[int, ...]]:
-    """For each tile, the other tiles whose boxes meet or touch its box."""
+def _touching_tiles(bounds: np.ndarray, pad: float) -> list[tuple[int, ...]]:
+    """For each tile, the other tiles whose boxes, grown by ``pad``, meet or touch its box."""
     if not len(bounds):
         return []
-    pad = 0.01 * float(np.min(bounds[:, 2:] - bounds[:, :2]))
     boxes = shapely.box(bounds[:, 0] - pad, bounds[:, 1] - pad, bounds[:, 2] + pad, bounds[:, 3] + pad)
     left, right = shapely.STRtree(boxes).query(boxes, predicate="intersects")
     out: list[list[int]] = [[] for _ in range(len(bounds))]
