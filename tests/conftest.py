@@ -30,6 +30,18 @@ def write_raster(path, data: np.ndarray, transform=ODD_TRANSFORM, crs="EPSG:3263
     return Path(path)
 
 
+def random_boxes(n: int, size: int, seed: int = 0, sides: tuple[int, int] = (15, 55),
+                 margin: int = 60) -> list[tuple[int, int, int, int]]:
+    """``n`` rectangles (r0, c0, r1, c1) in a ``size`` px square, sides drawn from ``sides``,
+    top-left corners at least ``margin`` px from the far edges."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        r, c = rng.integers(0, size - margin, 2)
+        out.append((int(r), int(c), int(r + rng.integers(*sides)), int(c + rng.integers(*sides))))
+    return out
+
+
 def scene_with_objects(height: int, width: int, boxes, seed: int = 0, bands: int = 3, dtype="uint8") -> np.ndarray:
     """A textured background with solid, distinctly coloured rectangles at ``boxes`` (r0, c0, r1, c1)."""
     rng = np.random.default_rng(seed)

@@ -15,7 +15,7 @@ import pyogrio
 import pytest
 import rasterio
 
-from conftest import scene_with_objects, write_raster
+from conftest import random_boxes, scene_with_objects, write_raster
 from geoalps import label
 from geoalps.errors import GeoAlpsError
 
@@ -23,19 +23,10 @@ BIN = Path(sys.executable).parent
 SMALL_TILES = ["--engine", "classical", "--classes", "4", "--tile-size", "128", "--overlap", "16", "--min-area-px", "30"]
 
 
-def _boxes(n, size, seed=0):
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(n):
-        r, c = rng.integers(0, size - 60, 2)
-        out.append((int(r), int(c), int(r + rng.integers(15, 55)), int(c + rng.integers(15, 55))))
-    return out
-
-
 @pytest.fixture(scope="module")
 def busy_scene(tmp_path_factory):
     folder = tmp_path_factory.mktemp("busy")
-    return write_raster(folder / "busy.tif", scene_with_objects(768, 768, _boxes(60, 768), seed=5, bands=4, dtype="uint16"),
+    return write_raster(folder / "busy.tif", scene_with_objects(768, 768, random_boxes(60, 768), seed=5, bands=4, dtype="uint16"),
                         nodata=0, tiled=True, blockxsize=128, blockysize=128)
 
 
@@ -193,7 +184,7 @@ def test_a_failing_tile_is_reported_and_the_rest_is_kept(tmp_path):
     """One tile's compressed data is corrupt: the other tiles finish, the command names the bad
     tile, exits non-zero and writes no output, and keeps the finished tiles for --resume."""
     path = tmp_path / "partly_corrupt.tif"
-    data = scene_with_objects(2048, 2048, _boxes(30, 2048), seed=2)
+    data = scene_with_objects(2048, 2048, random_boxes(30, 2048), seed=2)
     write_raster(path, data, tiled=True, blockxsize=256, blockysize=256, compress="deflate")
     with rasterio.open(path, "r+") as dst:
         dst.build_overviews([2, 4, 8])  # the scene statistics come from overviews, as in real COGs

@@ -7,7 +7,7 @@ import pytest
 import shapely
 from affine import Affine
 
-from conftest import scene_with_objects, write_raster
+from conftest import random_boxes, scene_with_objects, write_raster
 from geoalps.bands import resolve_bands
 from geoalps.features import feature_blocks
 from geoalps.options import LabelOptions
@@ -15,15 +15,6 @@ from geoalps.scene import open_scene
 from geoalps.tilework import process_tile
 from geoalps.tiling import plan_tiles
 from geoalps.seams import SeamIndex, seam_groups
-
-
-def _boxes(n: int, size: int, seed: int) -> list[tuple[int, int, int, int]]:
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(n):
-        r, c = rng.integers(0, size - 70, 2)
-        out.append((int(r), int(c), int(r + rng.integers(20, 70)), int(c + rng.integers(20, 70))))
-    return out
 
 
 def _seam_candidates(path, tile_size: int, overlap: int):
@@ -51,7 +42,7 @@ def _seam_candidates(path, tile_size: int, overlap: int):
     (Affine(0.8, 0.3, 1000.0, 0.2, -0.9, 2000.0), 16),  # rotated grid: tile boxes are envelopes
 ])
 def test_clipped_pair_tests_group_like_whole_objects(tmp_path, transform, overlap):
-    data = scene_with_objects(384, 384, _boxes(40, 384, seed=3), seed=4, bands=3)
+    data = scene_with_objects(384, 384, random_boxes(40, 384, seed=3, sides=(20, 70), margin=70), seed=4, bands=3)
     path = write_raster(tmp_path / "busy.tif", data, transform=transform)
     geoms, tile_ids, truncated, bounds, (tiles, results, scene) = _seam_candidates(path, 128, overlap)
     for geom, tile in zip(geoms, tile_ids):  # the premise of clipping: objects stay in their tile
