@@ -71,7 +71,7 @@ def label_run(scene: Path, workers: int, folder: Path, extra: list[str]) -> dict
     import pyogrio
 
     with rasterio.open(scene) as src:
-        from geoalps.tiling import plan_tiles
+        from geoalps.inputs.tiles import plan_tiles
 
         tiles = len(plan_tiles(src.width, src.height, 1024, 128))
     polygons = pyogrio.read_info(out, layer="masks")["features"]

@@ -15,7 +15,7 @@ from geoalps.errors import GeoAlpsError
 
 def __getattr__(name: str):
     if name == "label":
-        from geoalps.pipeline import label
+        from geoalps.labelling.run import label
 
         return label
     raise AttributeError(f"module 'geoalps' has no attribute {name!r}")

@@ -34,8 +34,8 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO))
 
-from geoalps.sam.amg import FastMaskGenerator, SamMasks, reference_generate  # noqa: E402
-from geoalps.sam.models import build_tiny_sam, sharpen_random_decoder  # noqa: E402
+from geoalps.engines.sam.amg import FastMaskGenerator, SamMasks, reference_generate  # noqa: E402
+from geoalps.engines.sam.models import build_tiny_sam, sharpen_random_decoder  # noqa: E402
 
 SHARED = Path(os.environ.get("GEOALPS_SHARED", REPO.parent / "shared"))
 AERIAL = [

@@ -1,4 +1,4 @@
-"""``geoalps label``: thin over :func:`geoalps.pipeline.label`."""
+"""``geoalps label``: thin over :func:`geoalps.labelling.run.label`."""
 from __future__ import annotations
 
 import click
@@ -81,7 +81,7 @@ def label_command(scenes, output, raster_out, kmeans_model, overwrite, quiet, pr
     """
     import sys
 
-    from geoalps.pipeline import label
+    from geoalps.labelling.run import label
 
     stats = label(
         list(scenes), output, raster_out=raster_out, kmeans_model=kmeans_model, overwrite=overwrite,

@@ -1,4 +1,4 @@
-"""``geoalps models download | list``: thin over :mod:`geoalps.sam.download`."""
+"""``geoalps models download | list``: thin over :mod:`geoalps.engines.sam.checkpoints`."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -40,7 +40,7 @@ def download(model_type: str, directory: Path | None, url: str | None, quiet: bo
     $ geoalps models download vit_b
     $ geoalps label scene.tif -o labels.gpkg --engine sam
     """
-    from geoalps.sam.download import download_checkpoint
+    from geoalps.engines.sam.checkpoints import download_checkpoint
 
     path = download_checkpoint(model_type, directory, url=url, progress=not quiet)
     click.echo(str(path))
@@ -60,7 +60,7 @@ def list_(directory: Path | None) -> None:
     \b
     $ geoalps models list
     """
-    from geoalps.sam.download import OFFICIAL_CHECKPOINTS, cache_dir, find_cached_checkpoint
+    from geoalps.engines.sam.checkpoints import OFFICIAL_CHECKPOINTS, cache_dir, find_cached_checkpoint
 
     folder = directory if directory is not None else cache_dir()
     click.echo(f"cache: {folder}")

@@ -196,7 +196,7 @@ def evaluate_command(prediction, truth, json_path, overwrite):
     Example:
       $ geoalps evaluate scene.pred.tif scene.gt.tif --json metrics.json
     """
-    from geoalps.io import check_writable
+    from geoalps.outputs.vector import check_writable
     from geoalps.train.metrics import evaluate, write_json
 
     if json_path:

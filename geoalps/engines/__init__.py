@@ -5,6 +5,7 @@ from __future__ import annotations
 from geoalps.engines.base import MaskEngine, engine_class, engine_names, register_engine
 from geoalps.engines import classical as _classical  # noqa: F401  (registers "classical")
 from geoalps.engines import sam as _sam  # noqa: F401  (registers "sam")
+from geoalps.engines.sam.engine import find_checkpoint
 from geoalps.options import LabelOptions
 
 __all__ = ["MaskEngine", "create_engine", "engine_names", "register_engine", "resolve_engine_name"]
@@ -14,7 +15,7 @@ def resolve_engine_name(options: LabelOptions) -> str:
     """``auto`` means sam when a checkpoint is known (option, environment or cache), else classical."""
     if options.engine != "auto":
         return options.engine
-    return "sam" if _sam.find_checkpoint(options) else "classical"
+    return "sam" if find_checkpoint(options) else "classical"
 
 
 def create_engine(options: LabelOptions) -> MaskEngine:

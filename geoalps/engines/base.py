@@ -10,7 +10,7 @@ from typing import Callable, ClassVar
 
 import numpy as np
 
-from geoalps.masks import TileMasks
+from geoalps.objects.masks import TileMasks
 from geoalps.options import LabelOptions
 
 

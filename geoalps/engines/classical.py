@@ -14,7 +14,7 @@ from skimage.measure import label as connected_label
 from skimage.segmentation import felzenszwalb
 
 from geoalps.engines.base import MaskEngine, register_engine
-from geoalps.masks import TileMasks
+from geoalps.objects.masks import TileMasks
 
 
 @register_engine("classical")

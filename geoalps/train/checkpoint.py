@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from geoalps.errors import GeoAlpsError
-from geoalps.io import atomic_path
+from geoalps.outputs.vector import atomic_path
 
 FORMAT = "geoalps-segmentation"
 VERSION = 1

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from geoalps.devices import autocast_dtype, resolve_device
 from geoalps.errors import GeoAlpsError
 
 OBJECTIVES = ("pseudo", "mim", "both")
@@ -75,43 +76,10 @@ class TrainOptions:
     quiet: bool = False
 
 
-def select_device(name: str = "auto"):
-    """CUDA if present, then Apple MPS, else CPU; or the device named."""
-    import torch
-
-    if name != "auto":
-        try:
-            return torch.device(name)
-        except RuntimeError:
-            raise GeoAlpsError(f"unknown --device {name!r}") from None
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def autocast_dtype(device, precision: str = "auto"):
-    """The autocast dtype for ``precision`` on ``device``; None means plain float32."""
-    import torch
-
-    if precision == "32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if precision == "fp16":
-        return torch.float16
-    if precision != "auto":
-        raise GeoAlpsError(f"unknown --precision {precision!r}; use auto, 32, bf16 or fp16")
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return None
-
-
 def default_class_colours(n: int) -> list[tuple[int, int, int]]:
-    """Distinct colours for ``n`` classes: geoalps.style's palette when present, else golden-ratio hues."""
+    """Distinct colours for ``n`` classes: geoalps.outputs.style's palette when present, else golden-ratio hues."""
     try:
-        from geoalps.style import class_colors
+        from geoalps.outputs.style import class_colors
 
         return [tuple(c) for c in class_colors(n)]
     except ImportError:
@@ -319,7 +287,7 @@ def finetune(
 
 
 def _check_output(output: str | os.PathLike, overwrite: bool) -> Path:
-    from geoalps.io import check_writable
+    from geoalps.outputs.vector import check_writable
 
     output = Path(output)
     check_writable(output, overwrite)
@@ -377,7 +345,7 @@ def _fit(job: _Job) -> list[dict[str, Any]]:
     opt = job.options
     if opt.threads:
         torch.set_num_threads(opt.threads)
-    device = select_device(opt.device)
+    device = resolve_device(opt.device)
     amp_dtype = autocast_dtype(device, opt.precision)
     channels_last = device.type == "cuda"
     workers = opt.workers if opt.workers is not None else (0 if device.type == "cpu" else min(4, os.cpu_count() or 1))

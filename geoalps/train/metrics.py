@@ -102,7 +102,7 @@ def evaluate(prediction: str | os.PathLike, truth: str | os.PathLike, rows_per_r
 
 def write_json(result: dict[str, Any], path: str | os.PathLike, overwrite: bool = True) -> None:
     """Write scores as JSON atomically."""
-    from geoalps.io import atomic_path
+    from geoalps.outputs.vector import atomic_path
 
     with atomic_path(path, overwrite=overwrite) as tmp:
         tmp.write_text(json.dumps(result, indent=2) + "\n")

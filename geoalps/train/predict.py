@@ -174,10 +174,11 @@ def predict(
     """
     import torch
 
-    from geoalps.io import check_writable
+    from geoalps.outputs.vector import check_writable
     from geoalps.train.checkpoint import load_checkpoint
     from geoalps.train.data import read_scene_info
-    from geoalps.train.loop import autocast_dtype, default_class_colours, select_device
+    from geoalps.devices import autocast_dtype, resolve_device
+    from geoalps.train.loop import default_class_colours
     from geoalps.train.models import build_model
     from geoalps.train.progress import Progress
 
@@ -194,7 +195,7 @@ def predict(
     info = read_scene_info(scene)
     if info.count != arch["in_chans"]:
         raise GeoAlpsError(f"{scene}: {info.count} bands, but {checkpoint} was trained on {arch['in_chans']}")
-    dev = select_device(device)
+    dev = resolve_device(device)
     model = build_model(arch)
     model.load_state_dict(ckpt["model"])
     model.eval().to(dev)
@@ -236,7 +237,7 @@ def write_class_raster(
     """Write classes on exactly ``scene``'s grid (atomic), nodata where ``valid`` is False."""
     import rasterio
 
-    from geoalps.io import atomic_path, label_raster_dtype
+    from geoalps.outputs.vector import atomic_path, label_raster_dtype
 
     dtype, nodata = label_raster_dtype(n_classes)
     out = np.where(valid, classes, nodata).astype(dtype)
@@ -255,7 +256,7 @@ def write_class_raster(
             dst.update_tags(1, n_classes=str(n_classes))
     if colours and len(colours) >= n_classes and len(names) >= n_classes:
         # QGIS default style beside the raster: only the K classes in the legend, named
-        from geoalps.style import paletted_raster_qml, raster_style_path
+        from geoalps.outputs.style import paletted_raster_qml, raster_style_path
 
         Path(raster_style_path(path)).write_text(
             paletted_raster_qml([tuple(c[:3]) for c in colours[:n_classes]], list(names[:n_classes])), encoding="utf-8")
@@ -279,7 +280,7 @@ def write_class_polygons(
     import shapely
     from rasterio import features as rio_features
 
-    from geoalps.io import write_geopackage
+    from geoalps.outputs.vector import write_geopackage
 
     dtype = np.uint8 if n_classes <= 255 else np.int32
     geoms, ids = [], []

@@ -8,8 +8,8 @@ from click.testing import CliRunner
 
 from geoalps.cli import main
 
-from train_scenes import TRAIN_TRANSFORM, class_pattern, write_labels, write_scene
-from train_scenes import _train_test_environment  # noqa: F401 - fixtures used by name
+from train.train_scenes import TRAIN_TRANSFORM, class_pattern, write_labels, write_scene
+from train.train_scenes import _train_test_environment  # noqa: F401 - fixtures used by name
 
 TINY = ["--model", "tiny", "--epochs", "1", "--steps-per-epoch", "4", "--batch-size", "4", "--lr", "2e-3", "-q"]
 

@@ -13,8 +13,8 @@ from rasterio.windows import from_bounds
 from geoalps.errors import GeoAlpsError
 from geoalps.train import data as gdata
 
-from train_scenes import CRS, TRAIN_TRANSFORM, class_pattern, write_labels, write_scene
-from train_scenes import _train_test_environment, scene  # noqa: F401 - fixtures used by name
+from train.train_scenes import CRS, TRAIN_TRANSFORM, class_pattern, write_labels, write_scene
+from train.train_scenes import _train_test_environment, scene  # noqa: F401 - fixtures used by name
 
 
 @pytest.mark.parametrize(

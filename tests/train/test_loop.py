@@ -11,8 +11,8 @@ from geoalps.train import loop
 from geoalps.train.checkpoint import load_checkpoint, resume_path
 from geoalps.train.loop import TrainOptions, finetune, pretrain
 
-from train_scenes import class_pattern, write_labels, write_scene
-from train_scenes import _train_test_environment, scene, trained  # noqa: F401 - fixtures used by name
+from train.train_scenes import class_pattern, write_labels, write_scene
+from train.train_scenes import _train_test_environment, scene, trained  # noqa: F401 - fixtures used by name
 
 
 def _options(**kw):

@@ -11,7 +11,7 @@ from affine import Affine
 from geoalps.errors import GeoAlpsError
 from geoalps.train.metrics import confusion_matrix, evaluate, scores
 
-from train_scenes import _train_test_environment  # noqa: F401 - fixtures used by name
+from train.train_scenes import _train_test_environment  # noqa: F401 - fixtures used by name
 
 N = 255
 TRUTH = np.array([[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, N, N]], dtype=np.uint8)

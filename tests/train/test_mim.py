@@ -11,7 +11,7 @@ from geoalps.train.mim import (
 )
 from geoalps.train.models import build_model, make_arch
 
-from train_scenes import _train_test_environment  # noqa: F401 - fixtures used by name
+from train.train_scenes import _train_test_environment  # noqa: F401 - fixtures used by name
 
 
 def test_mask_has_the_requested_share_of_patches():

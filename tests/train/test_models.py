@@ -9,7 +9,7 @@ from timm.models._manipulate import adapt_input_conv
 from geoalps.errors import GeoAlpsError
 from geoalps.train.models import MODEL_SIZES, build_model, load_weights, make_arch
 
-from train_scenes import _train_test_environment  # noqa: F401 - fixtures used by name
+from train.train_scenes import _train_test_environment  # noqa: F401 - fixtures used by name
 
 
 @pytest.mark.parametrize("bands", [4, 13])

@@ -11,8 +11,8 @@ from geoalps.errors import GeoAlpsError
 from geoalps.train.checkpoint import load_checkpoint, save_checkpoint
 from geoalps.train.predict import predict, predict_classes, tile_weights
 
-from train_scenes import class_pattern, write_scene
-from train_scenes import _train_test_environment, trained  # noqa: F401 - fixtures used by name
+from train.train_scenes import class_pattern, write_scene
+from train.train_scenes import _train_test_environment, trained  # noqa: F401 - fixtures used by name
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,142 @@
+"""Fingerprints of ``geoalps label`` outputs on the sample scenes, to prove a change kept them.
+
+Runs the CLI (``python -m geoalps``, so it works on any checkout) for both engines (the classical
+engine, and SAM with a tiny random-weight checkpoint built here), with 1 and 2 workers, and once
+resumed from a half-finished work folder; for every run it records the number of polygons, a
+SHA-256 over the rows sorted by geometry (WKB hex + every attribute) and a SHA-256 over the label
+raster's pixels. Compare two checkouts' JSON files with ``--compare``:
+
+    python benchmarks/output_fingerprint.py -o before.json      # on the old commit
+    python benchmarks/output_fingerprint.py -o after.json       # on the new one
+    python benchmarks/output_fingerprint.py --compare before.json after.json
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SCENES = ("scene_rgb_u8.tif", "scene_rgbn_u16.tif")
+
+
+def layer_digest(path: Path) -> dict:
+    """Rows sorted by (WKB, attributes): the same set of polygons and attributes gives the same hash."""
+    import numpy as np
+    import pyogrio
+    import shapely
+
+    frame = pyogrio.read_dataframe(path, layer="masks")
+    columns = [c for c in frame.columns if c != "geometry"]
+    rows = sorted(
+        (shapely.to_wkb(g, hex=True), tuple(str(frame[c].iloc[i]) for c in columns if c != "instance_id"))
+        for i, g in enumerate(frame.geometry.values)
+    )
+    digest = hashlib.sha256(json.dumps(rows).encode()).hexdigest()
+    ids = frame["instance_id"].to_numpy() if "instance_id" in frame else np.zeros(0)
+    return {"polygons": len(frame), "columns": columns, "rows_sha256": digest,
+            "first_instance_id": int(ids.min()) if len(ids) else None}
+
+
+def raster_digest(path: Path) -> dict:
+    import rasterio
+
+    with rasterio.open(path) as src:
+        data = src.read()
+        return {"pixels_sha256": hashlib.sha256(data.tobytes()).hexdigest(), "crs": str(src.crs),
+                "transform": list(src.transform)[:6], "tags_band1": src.tags(1)}
+
+
+def tiny_checkpoint(folder: Path) -> Path:
+    """A tiny random-weight SAM saved as a real checkpoint (the layout of the package may differ)."""
+    code = (
+        "import sys\n"
+        "try:\n from geoalps.engines.sam.models import build_tiny_sam, save_sam_checkpoint\n"
+        "except ImportError:\n from geoalps.sam.models import build_tiny_sam, save_sam_checkpoint\n"
+        "save_sam_checkpoint(build_tiny_sam(seed=0), sys.argv[1])\n"
+    )
+    path = folder / "tiny_sam.pth"
+    subprocess.run([sys.executable, "-c", code, str(path)], check=True)
+    return path
+
+
+def run_label(scene: Path, out: Path, extra: list[str]) -> None:
+    cmd = [sys.executable, "-m", "geoalps", "label", str(scene), "-o", str(out),
+           "--raster-out", str(out.with_suffix(".tif")), "--overwrite", "-q", *extra]
+    subprocess.run(cmd, check=True, cwd=REPO)
+
+
+def fingerprints(folder: Path) -> dict:
+    checkpoint = tiny_checkpoint(folder)
+    engines = {
+        "classical": ["--engine", "classical", "--tile-size", "512", "--overlap", "64"],
+        "sam": ["--engine", "sam", "--checkpoint", str(checkpoint), "--points-per-side", "8",
+                "--pred-iou-thresh", "0", "--stability-thresh", "0", "--tile-size", "512", "--overlap", "64"],
+    }
+    report = {}
+    for scene_name in SCENES:
+        scene = REPO / "sample_data" / scene_name
+        for engine, args in engines.items():
+            for workers in (1, 2):
+                key = f"{scene_name}:{engine}:workers{workers}"
+                out = folder / f"{key.replace(':', '_')}.gpkg"
+                run_label(scene, out, [*args, "--workers", str(workers)])
+                report[key] = {"layer": layer_digest(out), "raster": raster_digest(out.with_suffix(".tif"))}
+                print(key, report[key]["layer"]["polygons"], report[key]["layer"]["rows_sha256"][:12], file=sys.stderr)
+            # resumed: keep the work folder, drop half its tiles, run again with --resume
+            key = f"{scene_name}:{engine}:resumed"
+            out = folder / f"{key.replace(':', '_')}.gpkg"
+            run_label(scene, out, [*args, "--keep-work"])
+            tiles = sorted((Path(f"{out}.geoalps-work") / "tiles").glob("*.pkl"))
+            for tile in tiles[::2]:
+                tile.unlink()
+            out.unlink()
+            out.with_suffix(".tif").unlink()
+            run_label(scene, out, [*args, "--resume"])
+            report[key] = {"layer": layer_digest(out), "raster": raster_digest(out.with_suffix(".tif")),
+                           "tiles_redone": len(tiles[::2])}
+            print(key, report[key]["layer"]["polygons"], report[key]["layer"]["rows_sha256"][:12], file=sys.stderr)
+    return report
+
+
+def compare(a_path: str, b_path: str) -> int:
+    a, b = json.loads(Path(a_path).read_text()), json.loads(Path(b_path).read_text())
+    differ = 0
+    for key in sorted(set(a) | set(b)):
+        same = a.get(key) == b.get(key)
+        differ += not same
+        layer = (b.get(key) or a.get(key))["layer"]
+        print(f"{'same   ' if same else 'DIFFERS'} {key}: {layer['polygons']} polygons")
+        if not same and key in a and key in b:
+            for part in ("layer", "raster"):
+                if a[key][part] != b[key][part]:
+                    print(f"    {part}: {a[key][part]} -> {b[key][part]}")
+    print(f"{len(set(a) | set(b)) - differ} same, {differ} differ")
+    return 1 if differ else 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-o", "--output", help="JSON file for the fingerprints")
+    parser.add_argument("--compare", nargs=2, metavar=("BEFORE", "AFTER"))
+    args = parser.parse_args()
+    if args.compare:
+        return compare(*args.compare)
+    with tempfile.TemporaryDirectory(prefix="geoalps-fingerprint-") as tmp:
+        report = fingerprints(Path(tmp))
+    text = json.dumps(report, indent=1, sort_keys=True)
+    if args.output:
+        Path(args.output).write_text(text)
+    else:
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("GEOALPS_DASK_START", "fork")
+    sys.exit(main())

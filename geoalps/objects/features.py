@@ -1,0 +1,163 @@
+"""Per-mask feature vectors for clustering: SAM embedding pooled under the mask (as ALPS does),
+spectral statistics of ALL bands of the scene (not only the three the engine sees) and shape.
+
+Features come in named blocks so the clusterer can weigh each block equally, whatever its width
+(SAM gives 256 numbers, shape 4).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from geoalps.objects.masks import TileMasks
+
+SHAPE_FEATURES = ("log_area_px", "compactness", "extent", "elongation")
+
+
+def feature_blocks(mode: str, engine_has_embedding: bool) -> tuple[str, ...]:
+    """The feature blocks a run computes for ``--features mode``."""
+    if mode == "auto":
+        mode = "both" if engine_has_embedding else "spectral"
+    if mode in ("sam", "both") and not engine_has_embedding:
+        from geoalps.errors import GeoAlpsError
+
+        raise GeoAlpsError(f"--features {mode} needs the sam engine (it pools SAM's image embedding)")
+    return {"sam": ("sam",), "spectral": ("spectral", "shape"), "both": ("sam", "spectral", "shape")}[mode]
+
+
+def compute_features(
+    tile_masks: TileMasks,
+    blocks: tuple[str, ...],
+    data: np.ndarray | None = None,
+    stretch: tuple[np.ndarray, np.ndarray] | None = None,
+) -> dict[str, np.ndarray]:
+    """Feature blocks for every mask of a tile, each (N, width) float32.
+
+    ``data`` is the tile's (bands, H, W) scene values and ``stretch`` the (low, high) per band
+    that map them to about 0..1 (the scene stretch); both are needed only for the spectral block.
+    Cost follows the masks' total area (crops), or one pass over the tile for disjoint masks.
+    """
+    out: dict[str, np.ndarray] = {}
+    if "sam" in blocks:
+        out["sam"] = pooled_embedding(tile_masks)
+    if "spectral" in blocks:
+        out["spectral"] = spectral_stats(tile_masks, data, *stretch)
+    if "shape" in blocks:
+        out["shape"] = shape_measures(tile_masks)
+    return out
+
+
+def spectral_stats(tile_masks: TileMasks, data: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """Mean and standard deviation of every band under each mask, in stretched units
+    ((value - low) / (high - low)): (N, 2 x bands). Sums are float64: float32 drifts on big masks."""
+    n_bands = data.shape[0]
+    low = np.asarray(low, dtype=np.float64).reshape(-1)
+    scale = 1.0 / (np.asarray(high, dtype=np.float64).reshape(-1) - low)
+    out = np.zeros((len(tile_masks), 2 * n_bands), dtype=np.float32)
+    if tile_masks.labels is not None and len(tile_masks):
+        index = tile_masks.index_image().ravel()
+        n = len(tile_masks) + 1
+        counts = np.maximum(np.bincount(index, minlength=n), 1)[1:]
+        for b in range(n_bands):
+            values = data[b].ravel().astype(np.float64) - low[b]  # nodata pixels have index 0: ignored
+            mean = np.bincount(index, values, n)[1:] / counts
+            square = np.bincount(index, values * values, n)[1:] / counts
+            out[:, b] = mean * scale[b]
+            out[:, n_bands + b] = np.sqrt(np.maximum(square - mean * mean, 0.0)) * scale[b]
+        return np.nan_to_num(out)
+    for i, (crop, (r0, c0, r1, c1)) in enumerate(zip(tile_masks.crops, tile_masks.boxes)):
+        values = (data[:, r0:r1, c0:c1][:, crop].astype(np.float64) - low[:, None]) * scale[:, None]
+        if values.size:
+            out[i, :n_bands] = values.mean(axis=1)
+            out[i, n_bands:] = values.std(axis=1)
+    return np.nan_to_num(out)
+
+
+def shape_measures(tile_masks: TileMasks) -> np.ndarray:
+    """log area, compactness (4 pi A / P^2), extent (area / box area), elongation (1 - minor/major
+    axis from second moments): (N, 4)."""
+    out = np.zeros((len(tile_masks), len(SHAPE_FEATURES)), dtype=np.float32)
+    if tile_masks.labels is not None and len(tile_masks):
+        return _disjoint_shape_measures(tile_masks)
+    for i, crop in enumerate(tile_masks.crops):
+        area = int(np.count_nonzero(crop))
+        if not area:
+            continue
+        padded = np.pad(crop, 1)
+        # Perimeter as the number of pixel edges between object and background.
+        perimeter = np.count_nonzero(padded[1:, :] != padded[:-1, :]) + np.count_nonzero(
+            padded[:, 1:] != padded[:, :-1]
+        )
+        rows, cols = np.nonzero(crop)
+        cov = np.cov(np.vstack([rows, cols])) if area > 2 else np.eye(2)
+        eig = np.sort(np.linalg.eigvalsh(np.atleast_2d(cov)))
+        elongation = 1.0 - np.sqrt(max(eig[0], 1e-9) / max(eig[-1], 1e-9))
+        out[i] = (
+            np.log(area),
+            min(1.0, 4 * np.pi * area / max(perimeter, 1) ** 2),
+            area / crop.size,
+            elongation,
+        )
+    return out
+
+
+def _disjoint_shape_measures(tile_masks: TileMasks) -> np.ndarray:
+    """:func:`shape_measures` for disjoint masks, from sums over the index image in one pass."""
+    index = np.pad(tile_masks.index_image(), 1)  # pixels outside the tile count as background
+    n = len(tile_masks) + 1
+    flat = index.ravel()
+    area = np.bincount(flat, minlength=n)[1:].astype(np.float64)
+    # Perimeter: pixel edges whose two sides differ, counted for the mask on each side.
+    perimeter = np.zeros(n)
+    for a, b in ((index[1:, :], index[:-1, :]), (index[:, 1:], index[:, :-1])):
+        differ = a != b
+        perimeter += np.bincount(a[differ], minlength=n) + np.bincount(b[differ], minlength=n)
+    perimeter = perimeter[1:]
+    rows = np.repeat(np.arange(index.shape[0], dtype=np.float64), index.shape[1])
+    cols = np.broadcast_to(np.arange(index.shape[1], dtype=np.float64), index.shape).ravel()
+    # Second moments about each mask's mean (np.cov, ddof=1) from raw sums.
+    sums = {name: np.bincount(flat, w, n)[1:] for name, w in
+            (("r", rows), ("c", cols), ("rr", rows * rows), ("cc", cols * cols), ("rc", rows * cols))}
+    safe = np.maximum(area, 1)
+    dof = np.maximum(area - 1, 1)
+    var_r = (sums["rr"] - sums["r"] ** 2 / safe) / dof
+    var_c = (sums["cc"] - sums["c"] ** 2 / safe) / dof
+    cov_rc = (sums["rc"] - sums["r"] * sums["c"] / safe) / dof
+    half_trace, det_term = (var_r + var_c) / 2, np.sqrt(((var_r - var_c) / 2) ** 2 + cov_rc**2)
+    small, large = half_trace - det_term, half_trace + det_term
+    elongation = 1.0 - np.sqrt(np.maximum(small, 1e-9) / np.maximum(large, 1e-9))
+    elongation[area <= 2] = 0.0  # np.eye(2) in the crop path: equal axes
+    boxes = tile_masks.boxes
+    box_area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    out = np.stack([
+        np.log(safe),
+        np.minimum(1.0, 4 * np.pi * area / np.maximum(perimeter, 1) ** 2),
+        area / np.maximum(box_area, 1),
+        elongation,
+    ], axis=1).astype(np.float32)
+    out[area == 0] = 0.0
+    return out
+
+
+def pooled_embedding(tile_masks: TileMasks) -> np.ndarray:
+    """SAM image-encoder embedding averaged under each mask, weighted by how much of every
+    embedding cell the mask covers: (N, channels)."""
+    embedding = tile_masks.embedding
+    if embedding is None:
+        raise ValueError("this engine gives no embedding to pool")
+    channels = embedding.shape[0]
+    grid_rows, grid_cols = tile_masks.embedding_extent or embedding.shape[1:]
+    height, width = tile_masks.tile_shape
+    out = np.zeros((len(tile_masks), channels), dtype=np.float32)
+    for i, (crop, (r0, c0, r1, c1)) in enumerate(zip(tile_masks.crops, tile_masks.boxes)):
+        cell_r = np.minimum(np.arange(r0, r1) * grid_rows // height, grid_rows - 1)
+        cell_c = np.minimum(np.arange(c0, c1) * grid_cols // width, grid_cols - 1)
+        # Weight of each (cell row, cell col) = mask pixels falling in that cell.
+        row_onehot = (cell_r[None, :] == np.arange(cell_r[0], cell_r[-1] + 1)[:, None]).astype(np.float32)
+        col_onehot = (cell_c[:, None] == np.arange(cell_c[0], cell_c[-1] + 1)[None, :]).astype(np.float32)
+        weights = row_onehot @ crop.astype(np.float32) @ col_onehot
+        total = weights.sum()
+        if total == 0:
+            continue
+        cells = embedding[:, cell_r[0] : cell_r[-1] + 1, cell_c[0] : cell_c[-1] + 1]
+        out[i] = (cells * weights[None]).sum(axis=(1, 2)) / total
+    return out

@@ -1,0 +1,130 @@
+"""The geoalps command as users run it: exit codes, one-line errors, no partial outputs."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pyogrio
+import pytest
+import rasterio
+
+from conftest import REPO, scene_with_objects, write_raster
+
+
+def run(*args, env=None, cwd=None):
+    return subprocess.run([sys.executable, "-m", "geoalps", *map(str, args)], capture_output=True, text=True,
+                          env=env, cwd=cwd, timeout=600)
+
+
+def _error_line(result):
+    lines = [l for l in result.stderr.strip().splitlines() if l.strip()]
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert lines[-1].startswith("geoalps: error: ")
+    return lines[-1]
+
+
+@pytest.fixture
+def scene(tmp_path):
+    return write_raster(tmp_path / "scene.tif", scene_with_objects(200, 220, [(30, 40, 80, 100), (120, 120, 170, 190)], bands=4))
+
+
+def test_label_writes_gpkg_and_raster_and_says_which_engine(scene, tmp_path):
+    out = tmp_path / "out.gpkg"
+    result = run("label", scene, "-o", out, "--engine", "auto", "--classes", "3", "--raster-out", tmp_path / "l.tif",
+                 "--bands", "4,3,2", env={"PATH": "/usr/bin:/bin", "GEOALPS_CACHE": str(tmp_path / "cache")})
+    assert result.returncode == 0, result.stderr
+    assert "engine classical (no SAM checkpoint found)" in result.stderr
+    gdf = pyogrio.read_dataframe(out, layer="masks")
+    assert len(gdf) >= 2 and gdf.crs.to_epsg() == 32633
+    assert (tmp_path / "l.tif").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["l.qml", "l.tif", "out.gpkg", "scene.tif"]
+
+
+def test_progress_lines_for_the_qgis_plugin(scene, tmp_path):
+    result = run("label", scene, "-o", tmp_path / "p.gpkg", "--engine", "classical", "--classes", "2",
+                 "--progress-lines", "--tile-size", "128", "--overlap", "32")
+    assert result.returncode == 0, result.stderr
+    percents = [float(l.split()[1]) for l in result.stderr.splitlines() if l.startswith("geoalps-progress: ")]
+    assert len(percents) >= 5 and percents == sorted(percents) and percents[-1] == 100.0
+
+
+@pytest.mark.parametrize("make,args,fragment", [
+    (lambda p: p.write_text("hello"), [], "not a raster"),
+    (None, ["--bands", "7,3,2"], "band 7 does not exist (the scene has 4 bands"),
+    (lambda p: write_raster(p, np.ones((3, 40, 40), np.uint8), crs=None,
+                            transform=rasterio.Affine.identity()), [], "--allow-pixel-coords"),
+    (lambda p: write_raster(p, np.zeros((4, 40, 40), np.uint16), nodata=0), [], "every pixel is nodata"),
+])
+def test_bad_input_one_line_error_and_no_output(scene, tmp_path, make, args, fragment):
+    target = scene
+    if make is not None:
+        target = tmp_path / "bad.tif"
+        make(target)
+    out = tmp_path / "never.gpkg"
+    result = run("label", target, "-o", out, "--engine", "classical", "--raster-out", tmp_path / "never.tif", *args)
+    line = _error_line(result)
+    assert str(target) in line and fragment in line
+    assert not out.exists() and not (tmp_path / "never.tif").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temporary files left behind"
+
+
+def test_truncated_file(scene, tmp_path):
+    truncated = tmp_path / "cut.tif"
+    truncated.write_bytes(scene.read_bytes()[: scene.stat().st_size // 3])
+    line = _error_line(run("label", truncated, "-o", tmp_path / "x.gpkg", "--engine", "classical"))
+    assert "cut.tif" in line
+
+
+def test_overwrite_is_needed_to_replace(scene, tmp_path):
+    out = tmp_path / "o.gpkg"
+    assert run("label", scene, "-o", out, "--engine", "classical", "-q").returncode == 0
+    line = _error_line(run("label", scene, "-o", out, "--engine", "classical", "-q"))
+    assert "exists" in line and "--overwrite" in line
+    assert run("label", scene, "-o", out, "--engine", "classical", "-q", "--overwrite").returncode == 0
+
+
+def test_sam_engine_without_checkpoint_is_a_clear_error(scene, tmp_path):
+    line = _error_line(run("label", scene, "-o", tmp_path / "o.gpkg", "--engine", "sam",
+                           env={"PATH": "/usr/bin:/bin", "GEOALPS_CACHE": str(tmp_path / "c")}))
+    assert "needs a SAM checkpoint" in line
+    line = _error_line(run("label", scene, "-o", tmp_path / "o.gpkg", "--checkpoint", tmp_path / "nope.pth"))
+    assert "nope.pth" in line and "not found" in line
+
+
+def test_readme_main_command_labels_the_sample_scene(tmp_path):
+    """The README's first command, minus the install: the shipped sample scene, default options."""
+    readme = (REPO / "README.md").read_text().splitlines()[0]
+    assert ".venv/bin/geoalps label sample_data/scene_rgbn_u16.tif" in readme
+    result = run("label", REPO / "sample_data/scene_rgbn_u16.tif", "-o", tmp_path / "sample_labels.gpkg",
+                 "--raster-out", tmp_path / "sample_labels.tif", "--overwrite", "-q",
+                 env={"PATH": "/usr/bin:/bin", "GEOALPS_CACHE": str(tmp_path / "cache")})
+    assert result.returncode == 0, result.stderr
+    gdf = pyogrio.read_dataframe(tmp_path / "sample_labels.gpkg", layer="masks")
+    assert len(gdf) > 200 and gdf.pseudo_class.nunique() == 10
+    with rasterio.open(REPO / "sample_data/scene_rgbn_u16.tif") as src:
+        assert gdf.crs == src.crs
+        assert gdf.total_bounds[0] >= src.bounds.left and gdf.total_bounds[2] <= src.bounds.right
+    # the ground truth's buildings are found: most building pixels are covered by some polygon
+    with rasterio.open(REPO / "sample_data/scene_rgbn_u16.gt.tif") as gt, rasterio.open(tmp_path / "sample_labels.tif") as lab:
+        truth, labels = gt.read(1), lab.read(1)
+    assert (labels[truth == 1] != 255).mean() > 0.8
+
+
+def test_unexpected_errors_are_one_line_too(scene, tmp_path, monkeypatch):
+    """A bug deep inside (simulated) still gives one error line and a non-zero exit, no traceback."""
+    from click.testing import CliRunner
+
+    import geoalps.labelling.run
+    from geoalps.cli import main
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(geoalps.labelling.run, "label", broken)
+    monkeypatch.delenv("GEOALPS_DEBUG", raising=False)
+    result = CliRunner().invoke(main, ["label", str(scene), "-o", str(tmp_path / "o.gpkg")])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("geoalps: error: internal error ZeroDivisionError: division by zero")

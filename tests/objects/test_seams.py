@@ -1,0 +1,70 @@
+"""Seam merging: clipping each pair of objects to the box their tiles share is a speed-up only;
+it must group exactly the objects that the test on whole objects groups."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import shapely
+from affine import Affine
+
+from conftest import random_boxes, scene_with_objects, write_raster
+from geoalps.inputs.bands import resolve_bands
+from geoalps.objects.features import feature_blocks
+from geoalps.options import LabelOptions
+from geoalps.inputs.scene import open_scene
+from geoalps.labelling.tile_work import process_tile
+from geoalps.inputs.tiles import plan_tiles
+from geoalps.objects.seams import SeamIndex, seam_groups
+
+
+def _seam_candidates(path, tile_size: int, overlap: int):
+    """Every tile's seam candidates, their tile ids and the tiles' bounds, as pass 2 sees them."""
+    scene = open_scene(str(path))
+    opts = LabelOptions(engine="classical", tile_size=tile_size, overlap=overlap, min_area_px=30).validated()
+    tiles = plan_tiles(scene.width, scene.height, opts.tile_size, opts.overlap)
+    bands = resolve_bands(opts.bands, scene.count, scene.path)
+    blocks = feature_blocks(opts.features, False)
+    geoms, tile_ids, truncated, results = [], [], [], []
+    for number, tile in enumerate(tiles):
+        result = process_tile(scene, tile, opts, bands, blocks)
+        results.append(result)
+        keep = result.seam_candidate
+        geoms.append(result.geometries[keep])
+        tile_ids.append(np.full(int(keep.sum()), number))
+        truncated.append(result.truncated[keep])
+    bounds = np.array([t.envelope(scene.transform) for t in tiles])
+    return np.concatenate(geoms), np.concatenate(tile_ids), np.concatenate(truncated), bounds, (tiles, results, scene)
+
+
+@pytest.mark.parametrize("transform, overlap", [
+    (Affine(0.5, 0, 500000.0, 0, -0.5, 4100000.0), 16),
+    (Affine(0.5, 0, 500000.0, 0, -0.5, 4100000.0), 0),  # no overlap: only cut objects that touch merge
+    (Affine(0.8, 0.3, 1000.0, 0.2, -0.9, 2000.0), 16),  # rotated grid: tile boxes are envelopes
+])
+def test_clipped_pair_tests_group_like_whole_objects(tmp_path, transform, overlap):
+    data = scene_with_objects(384, 384, random_boxes(40, 384, seed=3, sides=(20, 70), margin=70), seed=4, bands=3)
+    path = write_raster(tmp_path / "busy.tif", data, transform=transform)
+    geoms, tile_ids, truncated, bounds, (tiles, results, scene) = _seam_candidates(path, 128, overlap)
+    for geom, tile in zip(geoms, tile_ids):  # the premise of clipping: objects stay in their tile
+        assert shapely.box(*bounds[tile]).buffer(1e-6).contains(geom)
+
+    whole = seam_groups(geoms, tile_ids, truncated)
+    clipped = seam_groups(geoms, tile_ids, truncated, bounds)
+
+    assert [g.tolist() for g in clipped] == [g.tolist() for g in whole]
+    merged = [g for g in whole if len(g) > 1]
+    assert len(merged) >= 5, "the scene must exercise real seam merges"
+    assert all(len(set(tile_ids[g])) > 1 for g in merged)
+    if overlap == 0:  # merges across a zero-width seam can only come from shared boundaries
+        a, b = geoms[merged[0][0]], geoms[merged[0][1]]
+        assert shapely.area(shapely.intersection(a, b)) == pytest.approx(0, abs=1e-6)
+
+    # The same decisions made tile by tile as tiles finish, in any order (pass 1's SeamIndex).
+    object_of = np.concatenate([np.flatnonzero(r.seam_candidate) for r in results])
+    expected = [[(int(tile_ids[i]), int(object_of[i])) for i in g] for g in merged]
+    for seed in (0, 1):
+        index = SeamIndex([tiles], [scene.transform])
+        for number in np.random.default_rng(seed).permutation(len(tiles)):
+            index.add(tiles[number], results[number])
+        assert index.merged(0) == expected
+        assert not index._held, "candidates are dropped once all neighbours of their tile are in"
