@@ -39,7 +39,7 @@ def main() -> None:
             cmd = [sys.executable, "-c", (
                 "import json,sys; from geoalps import label; "
                 f"s=label({str(scene)!r}, {str(out)!r}, engine={args.engine!r}, workers={int(args.workers)}, "
-                "quiet=True, return_gdf=False, overwrite=True); "
+                "quiet=True, overwrite=True).stats; "
                 f"open({str(stats_file)!r},'w').write(json.dumps(s))")]
             measured = run_measured(cmd)
             if measured["returncode"] != 0:

@@ -29,15 +29,17 @@ def check_writable(path: str | os.PathLike, overwrite: bool) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, overwrite: bool = False, keep_suffix: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
 
-    The temporary name keeps the destination's suffix so GDAL drivers are picked by extension,
-    and does not exist yet (GDAL wants to create the file itself). SQLite side files of a
-    GeoPackage left by a failed write are removed too.
+    The temporary name keeps the destination's suffix (``keep_suffix``) so GDAL drivers are
+    picked by extension, and does not exist yet (GDAL wants to create the file itself). Without
+    ``keep_suffix`` it ends in ``.tmp``, so a leftover after a hard kill never looks like an
+    output to a glob. SQLite side files of a GeoPackage left by a failed write are removed too.
     """
     path = check_writable(path, overwrite)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    prefix, suffix = (f".{path.stem}.", f".tmp{path.suffix}") if keep_suffix else (f".{path.name}.", ".tmp")
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=path.parent)
     os.close(fd)
     os.remove(tmp)
     tmp_path = Path(tmp)
@@ -54,7 +56,7 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes, fsync: bool = True)
     """Write ``data`` to ``path`` through a temporary file (flushed to disk when ``fsync``), so a
     crash at any moment leaves the old file or the new one, never a torn one. Overwrites."""
     path = Path(path)
-    with atomic_path(path, overwrite=True) as tmp:
+    with atomic_path(path, overwrite=True, keep_suffix=False) as tmp:
         with open(tmp, "wb") as handle:
             handle.write(data)
             handle.flush()

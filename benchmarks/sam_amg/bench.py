@@ -34,7 +34,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO))
 
-from geoalps.engines.sam.amg import FastMaskGenerator, SamMasks, reference_generate  # noqa: E402
+from geoalps.engines.sam.generators import FastMaskGenerator, SamMasks, reference_generate  # noqa: E402
 from geoalps.engines.sam.models import build_tiny_sam, sharpen_random_decoder  # noqa: E402
 
 SHARED = Path(os.environ.get("GEOALPS_SHARED", REPO.parent / "shared"))
@@ -81,6 +81,11 @@ def aerial_tile() -> tuple[np.ndarray, str]:
     return synthetic_image(1024, 1024), "synthetic"
 
 
+def dense_masks(result: SamMasks, indexes) -> np.ndarray:
+    """(n, H, W) bool: the masks ``indexes`` pasted into image-sized arrays."""
+    return np.stack([result.dense(i) for i in indexes])
+
+
 def match(expected: SamMasks, got: SamMasks) -> dict:
     """Counts, how many masks of each side have a partner with IoU >= 0.99, and (same count)
     whether the boxes are the same and the largest stability and predicted-IoU differences."""
@@ -91,10 +96,10 @@ def match(expected: SamMasks, got: SamMasks) -> dict:
         if len(b) == 0:
             return np.zeros(len(a)), np.zeros(len(a), int)
         out, arg = [], []
-        fb = b.masks.reshape(len(b), -1)
+        fb = dense_masks(b, range(len(b))).reshape(len(b), -1)
         sb = fb.sum(1).astype(np.float64)
         for start in range(0, len(a), 64):
-            fa = a.masks[start : start + 64].reshape(-1, fb.shape[1])
+            fa = dense_masks(a, range(start, min(start + 64, len(a)))).reshape(-1, fb.shape[1])
             inter = fa.astype(np.float32) @ fb.T.astype(np.float32)
             union = fa.sum(1)[:, None] + sb[None, :] - inter
             iou = np.where(union > 0, inter / np.maximum(union, 1), 1.0)

@@ -13,14 +13,16 @@ from geoalps.errors import GeoAlpsError
 
 
 class _Group(click.Group):
-    """Turns GeoAlpsError into a one-line message and a non-zero exit, never a traceback."""
+    """Turns GeoAlpsError into a one-line message and its kind's exit code (``exit_code``:
+    2 options, 3 inputs, 4 outputs, 5 models, 6 missing packages, 7 work folder, 8 failed tiles,
+    9 downloads), never a traceback; 1 is an internal error, 130 an interrupt."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except GeoAlpsError as exc:
             click.echo(f"geoalps: error: {exc}", err=True)
-            sys.exit(2)
+            sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("geoalps: interrupted", err=True)
             sys.exit(130)
@@ -52,7 +54,7 @@ def _register() -> None:
     # Each sub-command lives in its own module; a missing optional module must not break the rest.
     from geoalps.cli import label as _label  # noqa: F401
 
-    for name in ("train", "models"):
+    for name in ("train", "models", "evaluate", "classes"):
         try:
             __import__(f"geoalps.cli.{name}")
         except ModuleNotFoundError as exc:

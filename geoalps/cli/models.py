@@ -10,6 +10,11 @@ from geoalps.cli import main
 MODEL_TYPES = ("vit_b", "vit_l", "vit_h")
 
 
+def _dir_opt(help_text: str):
+    return click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path), default=None,
+                        help=help_text)
+
+
 @main.group("models")
 def models() -> None:
     """SAM checkpoints: download the official ones into the cache, list what is there.
@@ -21,13 +26,7 @@ def models() -> None:
 
 @models.command("download")
 @click.argument("model_type", type=click.Choice(MODEL_TYPES))
-@click.option(
-    "--dir",
-    "directory",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Folder to download into (default: the cache folder).",
-)
+@_dir_opt("Folder to download into (default: the cache folder).")
 @click.option("--url", default=None, help="Fetch from this mirror instead (the checksum still applies).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def download(model_type: str, directory: Path | None, url: str | None, quiet: bool) -> None:
@@ -47,13 +46,7 @@ def download(model_type: str, directory: Path | None, url: str | None, quiet: bo
 
 
 @models.command("list")
-@click.option(
-    "--dir",
-    "directory",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Folder to look in (default: the cache folder).",
-)
+@_dir_opt("Folder to look in (default: the cache folder).")
 def list_(directory: Path | None) -> None:
     """Show which official checkpoints are cached, with sizes and paths.
 

@@ -7,8 +7,13 @@ from __future__ import annotations
 import click
 
 from geoalps.cli import main
+from geoalps.cli.options import (device_opt, overwrite_opt, progress_lines_opt, quiet_opt, seed_opt, stack,
+                                 threads_opt)
+from geoalps.train.loop import TrainOptions
 
 SIZES = ("swin_t", "swin_s", "swin_b", "tiny")
+PRECISIONS = ("auto", "32", "bf16", "fp16")
+_TRAIN = TrainOptions()  # the defaults, declared once in the dataclass
 
 
 class _ListOptionsCommand(click.Command):
@@ -36,50 +41,42 @@ class _ListOptionsCommand(click.Command):
         return super().parse_args(ctx, out)
 
 
-def _budget_options(f):
-    """Options shared by pretrain and train: budget, device, resume, progress."""
-    options = [
-        click.option("--model", "size", type=click.Choice(SIZES), default="swin_t", show_default=True,
-                     help="Backbone size (tiny: for tests and quick CPU runs)."),
-        click.option("--tile-size", "tile_size_px", type=click.IntRange(32), default=None,
-                     help="Input tile in pixels, a multiple of 32 [default: 224; tiny 64; train --init: the init's]."),
-        click.option("--epochs", type=click.IntRange(1), default=10, show_default=True),
-        click.option("--steps-per-epoch", type=click.IntRange(1), default=50, show_default=True,
-                     help="Batches of random tiles per epoch."),
-        click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True),
-        click.option("--lr", type=click.FloatRange(0, min_open=True), default=3e-4, show_default=True,
-                     help="Peak AdamW learning rate (warm-up, then cosine decay)."),
-        click.option("--weight-decay", type=click.FloatRange(0), default=0.05, show_default=True),
-        click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.2, show_default=True,
-                     help="Share of each labelled area (a strip at its bottom) held out for validation."),
-        click.option("--ignore-value", type=int, default=None, help="Label value to skip, besides the label nodata."),
-        click.option("--seed", type=int, default=0, show_default=True),
-        click.option("--device", default="auto", show_default=True, help="auto (cuda, mps, cpu), cpu, cuda, cuda:1, mps."),
-        click.option("--precision", type=click.Choice(["auto", "32", "bf16", "fp16"]), default="auto", show_default=True,
-                     help="auto: bf16/fp16 autocast on CUDA, float32 elsewhere."),
-        click.option("--workers", type=click.IntRange(0), default=None, help="DataLoader workers [default: 0 on CPU, 4 on GPU]."),
-        click.option("--threads", type=click.IntRange(1), default=None,
-                     help="torch CPU threads [default: torch's]; 1 is often fastest on a busy machine."),
-        click.option("--no-augment", is_flag=True, help="No random flips and quarter turns."),
-        click.option("--resume", is_flag=True, help="Continue from OUTPUT's .last.pt (written after every epoch)."),
-        click.option("--overwrite", is_flag=True, help="Replace an existing OUTPUT."),
-        click.option("-q", "--quiet", is_flag=True, help="No progress bar or epoch lines."),
-        click.option("--progress-lines", is_flag=True, help="Print 'geoalps-progress: <percent> <message>' lines on stderr."),
-    ]
-    for option in reversed(options):
-        f = option(f)
-    return f
+# Options shared by pretrain and train: budget, device, resume, progress (most are TrainOptions' fields).
+_budget_options = stack(
+    click.option("--model", "size", type=click.Choice(SIZES), default="swin_t", show_default=True,
+                 help="Backbone size (tiny: for tests and quick CPU runs)."),
+    click.option("--tile-size", "tile_size_px", type=click.IntRange(32), default=None,
+                 help="Input tile in pixels, a multiple of 32 [default: 224; tiny 64; train --init: the init's]."),
+    click.option("--epochs", type=click.IntRange(1), default=_TRAIN.epochs, show_default=True),
+    click.option("--steps-per-epoch", type=click.IntRange(1), default=_TRAIN.steps_per_epoch, show_default=True,
+                 help="Batches of random tiles per epoch."),
+    click.option("--batch-size", type=click.IntRange(1), default=_TRAIN.batch_size, show_default=True),
+    click.option("--lr", type=click.FloatRange(0, min_open=True), default=_TRAIN.lr, show_default=True,
+                 help="Peak AdamW learning rate (warm-up, then cosine decay)."),
+    click.option("--weight-decay", type=click.FloatRange(0), default=_TRAIN.weight_decay, show_default=True),
+    click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=_TRAIN.val_fraction,
+                 show_default=True, help="Share of each labelled area (a strip at its bottom) held out for validation."),
+    click.option("--ignore-value", type=int, default=None, help="Label value to skip, besides the label nodata."),
+    seed_opt,
+    device_opt,
+    click.option("--precision", type=click.Choice(PRECISIONS), default=_TRAIN.precision, show_default=True,
+                 help="auto: bf16/fp16 autocast on CUDA, float32 elsewhere."),
+    click.option("--workers", type=click.IntRange(0), default=None, help="DataLoader workers [default: 0 on CPU, 4 on GPU]."),
+    threads_opt,
+    click.option("--no-augment", is_flag=True, help="No random flips and quarter turns."),
+    click.option("--resume", is_flag=True, help="Continue from OUTPUT's .last.pt (written after every epoch)."),
+    overwrite_opt,
+    quiet_opt,
+    progress_lines_opt,
+)
 
 
 def _train_options(kw: dict):
-    from geoalps.train.loop import TrainOptions
+    """Move the CLI values that are :class:`~geoalps.train.loop.TrainOptions` fields out of ``kw``."""
+    from dataclasses import fields
 
-    return TrainOptions(
-        epochs=kw.pop("epochs"), steps_per_epoch=kw.pop("steps_per_epoch"), batch_size=kw.pop("batch_size"),
-        lr=kw.pop("lr"), weight_decay=kw.pop("weight_decay"), val_fraction=kw.pop("val_fraction"), seed=kw.pop("seed"),
-        device=kw.pop("device"), precision=kw.pop("precision"), workers=kw.pop("workers"), threads=kw.pop("threads"), augment=not kw.pop("no_augment"),
-        resume=kw.pop("resume"), progress_lines=kw.pop("progress_lines"), quiet=kw.pop("quiet"),
-    )
+    kw["augment"] = not kw.pop("no_augment")
+    return TrainOptions(**{f.name: kw.pop(f.name) for f in fields(TrainOptions) if f.name in kw})
 
 
 def _done(output: str, history: list[dict], quiet: bool) -> None:
@@ -161,11 +158,11 @@ def train_command(images, labels, output, class_names, **kw):
 @click.option("--polygons", type=click.Path(dir_okay=False), default=None, help="Also write the classes as polygons (GeoPackage).")
 @click.option("--overlap", "overlap_px", type=click.IntRange(0), default=None, help="Tile overlap in pixels [default: tile/4].")
 @click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True)
-@click.option("--device", default="auto", show_default=True)
-@click.option("--threads", type=click.IntRange(1), default=None, help="torch CPU threads [default: torch's].")
-@click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
-@click.option("-q", "--quiet", is_flag=True)
-@click.option("--progress-lines", is_flag=True, help="Print 'geoalps-progress: <percent> <message>' lines on stderr (for the QGIS plugin).")
+@device_opt
+@threads_opt
+@overwrite_opt
+@quiet_opt
+@progress_lines_opt
 def predict_command(model, scene, output, polygons, overlap_px, batch_size, device, threads, overwrite, quiet, progress_lines):
     """Predict classes for SCENE with MODEL: a raster on the scene's exact grid.
 
@@ -179,34 +176,3 @@ def predict_command(model, scene, output, polygons, overlap_px, batch_size, devi
             device=device, threads=threads, progress_lines=progress_lines, quiet=quiet)
     if not quiet:
         click.echo(f"geoalps: wrote {output}" + (f" and {polygons}" if polygons else ""), err=True)
-
-
-@main.command("evaluate")
-@click.argument("prediction", type=click.Path(dir_okay=False))
-@click.argument("truth", type=click.Path(dir_okay=False))
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
-              help="Also write miou, per_class_iou, overall_accuracy to this JSON file.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing JSON file.")
-def evaluate_command(prediction, truth, json_path, overwrite):
-    """Score PREDICTION against ground truth TRUTH (class rasters on one grid).
-
-    Ground-truth nodata pixels are skipped; classes absent from both rasters do not count.
-
-    \b
-    Example:
-      $ geoalps evaluate scene.pred.tif scene.gt.tif --json metrics.json
-    """
-    from geoalps.outputs.vector import check_writable
-    from geoalps.train.metrics import evaluate, write_json
-
-    if json_path:
-        check_writable(json_path, overwrite)
-    result = evaluate(prediction, truth)
-    click.echo(f"mIoU              {result['miou']:.4f}")
-    click.echo(f"overall accuracy  {result['overall_accuracy']:.4f}")
-    click.echo(f"pixels scored     {result['pixels_scored']}")
-    for k, iou in result["per_class_iou"].items():
-        click.echo(f"  class {k:>5}  IoU {iou:.4f}")
-    if json_path:
-        write_json(result, json_path, overwrite=overwrite)
-

@@ -9,7 +9,6 @@ few times K samples have arrived so the initial centres are spread over real dat
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import joblib
@@ -17,7 +16,9 @@ import numpy as np
 from sklearn.cluster import MiniBatchKMeans
 from sklearn.preprocessing import StandardScaler
 
-from geoalps.errors import GeoAlpsError
+from geoalps.clustering.names import ClassNames
+from geoalps.errors import ModelError
+from geoalps.files import atomic_path
 
 _FORMAT = "geoalps-kmeans/1"
 
@@ -37,6 +38,8 @@ class OnlineKMeans:
         self._pending: list[np.ndarray] = []
         self.n_seen = 0
         self.frozen = False
+        #: Names users gave the classes (``geoalps classes name``), stored with the model.
+        self.class_names: ClassNames | None = None
 
     # -- fitting -------------------------------------------------------------------------
     def _weights(self) -> np.ndarray:
@@ -75,7 +78,7 @@ class OnlineKMeans:
             self._start(np.concatenate(self._pending))
             self._pending = []
         if self.kmeans is None:
-            raise GeoAlpsError("no objects were found in any tile, so there is nothing to cluster")
+            raise ModelError("no objects were found in any tile, so there is nothing to cluster")
 
     @property
     def effective_classes(self) -> int:
@@ -84,7 +87,7 @@ class OnlineKMeans:
     # -- using ---------------------------------------------------------------------------
     def predict(self, features: np.ndarray) -> np.ndarray:
         if self.kmeans is None:
-            raise RuntimeError("k-means is not fitted yet")
+            raise ModelError("k-means is not fitted yet")
         if not len(features):
             return np.zeros(0, dtype=np.int32)
         return self.kmeans.predict(self._prepare(np.asarray(features, np.float64))).astype(np.int32)
@@ -107,15 +110,10 @@ class OnlineKMeans:
             "scaler": self.scaler,
             "kmeans": self.kmeans,
             "n_seen": self.n_seen,
+            "class_names": self.class_names.to_state() if self.class_names is not None else None,
         }
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-        os.close(fd)
-        try:
+        with atomic_path(path, overwrite=True) as tmp:
             joblib.dump(state, tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "OnlineKMeans":
@@ -124,11 +122,12 @@ class OnlineKMeans:
         try:
             state = joblib.load(path)
         except Exception as exc:  # joblib raises many types for a bad file
-            raise GeoAlpsError(f"{path}: not a geoalps k-means model ({type(exc).__name__})") from None
+            raise ModelError(f"{path}: not a geoalps k-means model ({type(exc).__name__})") from None
         if not isinstance(state, dict) or state.get("format") != _FORMAT:
-            raise GeoAlpsError(f"{path}: not a geoalps k-means model")
+            raise ModelError(f"{path}: not a geoalps k-means model")
         model = cls(state["n_classes"], state["block_widths"], state["seed"])
         model.scaler, model.kmeans, model.n_seen = state["scaler"], state["kmeans"], state["n_seen"]
+        model.class_names = ClassNames.from_state(model.effective_classes, state.get("class_names"))
         model.frozen = True
         return model
 
@@ -137,7 +136,7 @@ class OnlineKMeans:
             def fmt(b: dict[str, int]) -> str:
                 return ", ".join(f"{k}[{v}]" for k, v in b.items())
 
-            raise GeoAlpsError(
+            raise ModelError(
                 f"{path}: k-means model was fitted on features {fmt(self.block_widths)} but this "
                 f"run computes {fmt(block_widths)} (same --features, --engine and band count needed)"
             )

@@ -26,7 +26,8 @@ class MaskEngine(ABC):
     #: True when masks never overlap (a partition of the tile): duplicate removal is skipped.
     disjoint_masks: ClassVar[bool] = False
 
-    def __init__(self, options: LabelOptions) -> None:
+    def __init__(self, options: LabelOptions, tile_batch: int = 0) -> None:
+        """``tile_batch``: tiles per engine call asked for (``--tile-batch``; 0 = the engine's choice)."""
         self.options = options
 
     @abstractmethod
@@ -65,9 +66,9 @@ def engine_names() -> list[str]:
 
 
 def engine_class(name: str) -> type[MaskEngine]:
-    from geoalps.errors import GeoAlpsError
+    from geoalps.errors import OptionError
 
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise GeoAlpsError(f"unknown engine {name!r} (known: {', '.join(engine_names())})") from None
+        raise OptionError(f"unknown engine {name!r} (known: {', '.join(engine_names())})") from None

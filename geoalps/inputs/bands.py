@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from geoalps.errors import GeoAlpsError
+from geoalps.errors import OptionError
 from geoalps.inputs.scene import BandStats
 
 #: Named band mappings (1-based band numbers, as GDAL counts them).
@@ -39,17 +39,17 @@ def resolve_bands(spec: str | None, band_count: int, path: str) -> tuple[int, in
         try:
             bands = tuple(int(part) for part in key.split(","))
         except ValueError:
-            raise GeoAlpsError(
+            raise OptionError(
                 f"{path}: --bands {spec!r} is neither a list like 4,3,2 nor a preset "
                 f"({', '.join(BAND_PRESETS)})"
             ) from None
         if len(bands) == 1:
             bands = bands * 3
         if len(bands) != 3:
-            raise GeoAlpsError(f"{path}: --bands needs 1 or 3 band numbers, got {spec!r}")
+            raise OptionError(f"{path}: --bands needs 1 or 3 band numbers, got {spec!r}")
     for band in bands:
         if not 1 <= band <= band_count:
-            raise GeoAlpsError(
+            raise OptionError(
                 f"{path}: band {band} does not exist (the scene has {band_count} "
                 f"band{'s' if band_count != 1 else ''}; bands are numbered from 1)"
             )

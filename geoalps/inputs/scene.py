@@ -1,6 +1,6 @@
 """Open and validate a scene, and compute its scene-level band statistics.
 
-This is the one place that turns GDAL/rasterio failures into one-line ``GeoAlpsError`` messages
+This is the one place that turns GDAL/rasterio failures into one-line ``InputError`` messages
 naming the file, so nothing deeper in the pipeline has to know how GDAL fails.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from affine import Affine
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 
-from geoalps.errors import GeoAlpsError
+from geoalps.errors import InputError
 
 # Above this many pixels a scene is suspicious unless the file is big enough to hold it: the
 # "huge claimed size" TIFF trick makes GDAL promise 2 billion pixels from a few hundred bytes.
@@ -63,9 +63,22 @@ class Scene:
 
         return CRS.from_wkt(self.crs_wkt) if self.crs_wkt else None
 
+    @property
+    def res(self) -> tuple[float, float]:
+        """Pixel size (x, y) in CRS units, both positive."""
+        return (abs(self.transform.a), abs(self.transform.e))
 
-def _fail(path: str | os.PathLike, problem: str) -> GeoAlpsError:
-    return GeoAlpsError(f"{path}: {problem}")
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """(minx, miny, maxx, maxy) of the pixel grid in the scene CRS (north-up transforms)."""
+        left, top = self.transform.c, self.transform.f
+        right = left + self.width * self.transform.a
+        bottom = top + self.height * self.transform.e
+        return (min(left, right), min(top, bottom), max(left, right), max(top, bottom))
+
+
+def _fail(path: str | os.PathLike, problem: str) -> InputError:
+    return InputError(f"{path}: {problem}")
 
 
 def _gdal_reason(exc: Exception) -> str:
@@ -107,7 +120,7 @@ def open_scene(
     overviews when the file has them), whatever the scene size.
 
     Raises:
-        GeoAlpsError: not a raster, unreadable, implausible size, no georeferencing (unless
+        InputError: not a raster, unreadable, implausible size, no georeferencing (unless
             ``allow_pixel_coords``), or every pixel nodata.
     """
     path = str(path)

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from affine import Affine
 from rasterio.windows import Window
 
+from geoalps.options import check_tiling
+
 
 @dataclass(frozen=True)
 class Tile:
@@ -89,10 +91,7 @@ def plan_tiles(
     Tiles are at most ``tile_size_px`` square; the last row and column are shifted back so every
     tile is full size when the scene is larger than one tile. Costs nothing but the list itself.
     """
-    if tile_size_px < 32:
-        raise ValueError("tile size must be at least 32 px")
-    if not 0 <= overlap_px <= tile_size_px // 2:
-        raise ValueError(f"overlap must be between 0 and half the tile size ({tile_size_px // 2} px)")
+    check_tiling(tile_size_px, overlap_px)
     col_starts, col_cuts = _starts_and_cuts(width, tile_size_px, overlap_px)
     row_starts, row_cuts = _starts_and_cuts(height, tile_size_px, overlap_px)
 

@@ -7,70 +7,16 @@ written straight away, and only the fragments of merged objects are held until t
 """
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from geoalps.clustering.kmeans import OnlineKMeans
 from geoalps.inputs.scene import Scene
-from geoalps.labelling.tile_work import TileResult
+from geoalps.objects.tile_result import TileResult
+from geoalps.outputs.vector import LayerWriter, with_class_names
 from geoalps.inputs.tiles import Tile
 from geoalps.objects.seams import merge_group
-
-#: Features written per GeoPackage transaction.
-BATCH_ROWS = 20_000
-COLUMNS = ("pseudo_class", "score", "area_px", "n_fragments", "class_distance", "scene")
-
-
-class LayerWriter:
-    """Appends batches of objects to one GeoPackage layer, one transaction per batch."""
-
-    def __init__(self, path: Path, crs_wkt: str | None, layer: str = "masks") -> None:
-        self.path, self.crs_wkt, self.layer = Path(path), crs_wkt, layer
-        self.rows = 0
-        self._pending: list = []
-        self._pending_rows = 0
-
-    def add(self, frame) -> None:
-        if len(frame):
-            self._pending.append(frame)
-            self._pending_rows += len(frame)
-        if self._pending_rows >= BATCH_ROWS:
-            self.flush()
-
-    def flush(self, force: bool = False) -> None:
-        import geopandas as gpd
-        import pandas as pd
-        import pyogrio
-
-        if not self._pending and not (force and self.rows == 0):
-            return
-        if self._pending:
-            frame = gpd.GeoDataFrame(pd.concat(self._pending, ignore_index=True), geometry="geometry", crs=self.crs_wkt)
-        else:
-            frame = empty_frame(self.crs_wkt)
-        pyogrio.write_dataframe(
-            frame, self.path, layer=self.layer, driver="GPKG", append=self.rows > 0 or self.path.exists(),
-            promote_to_multi=True, geometry_type="MultiPolygon",
-            dataset_options=None if self.path.exists() else {"VERSION": "1.2"},
-        )
-        self.rows += len(frame)
-        self._pending, self._pending_rows = [], 0
-
-    def close(self) -> None:
-        self.flush(force=True)
-
-
-def empty_frame(crs_wkt: str | None):
-    import geopandas as gpd
-
-    return gpd.GeoDataFrame(
-        {"pseudo_class": np.zeros(0, np.int32), "score": np.zeros(0), "area_px": np.zeros(0, np.int64),
-         "n_fragments": np.zeros(0, np.int32), "class_distance": np.zeros(0), "scene": np.zeros(0, dtype=object)},
-        geometry=gpd.GeoSeries([], crs=crs_wkt), crs=crs_wkt,
-    )
-
 
 def _frame(scene: Scene, geometries, features, scores, fragments, clusterer: OnlineKMeans | None):
     import geopandas as gpd
@@ -79,7 +25,7 @@ def _frame(scene: Scene, geometries, features, scores, fragments, clusterer: Onl
     classes = clusterer.predict(features) if clusterer is not None else np.zeros(len(geometries), np.int32)
     distance = clusterer.distances(features) if clusterer is not None else np.zeros(len(geometries))
     pixel_area = abs(scene.transform.determinant) or 1.0
-    return gpd.GeoDataFrame(
+    frame = gpd.GeoDataFrame(
         {
             "pseudo_class": classes.astype(np.int32),
             "score": np.round(np.asarray(scores, dtype=np.float64), 6),
@@ -91,6 +37,10 @@ def _frame(scene: Scene, geometries, features, scores, fragments, clusterer: Onl
         geometry=gpd.GeoSeries(list(geometries), crs=scene.crs_wkt),
         crs=scene.crs_wkt,
     )
+    names = clusterer.class_names if clusterer is not None else None
+    if names is not None:  # a named model: class_id and class_name as `geoalps classes name` writes them
+        frame = with_class_names(frame, names.class_ids(), names.merged_names)
+    return frame
 
 
 def assemble_scene(
@@ -148,14 +98,3 @@ def assemble_scene(
         writer.add(frame)
         written += len(frame)
     return written
-
-
-def read_layer_batches(path: Path, layer: str = "masks", batch_rows: int = BATCH_ROWS) -> Iterator:
-    """A GeoPackage layer as GeoDataFrames of at most ``batch_rows`` rows, in file order."""
-    import pyogrio
-
-    total = pyogrio.read_info(path, layer=layer)["features"]
-    for start in range(0, total, batch_rows):
-        yield pyogrio.read_dataframe(path, layer=layer, skip_features=start, max_features=batch_rows)
-    if total == 0:
-        yield pyogrio.read_dataframe(path, layer=layer)

@@ -15,7 +15,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
-from geoalps.errors import GeoAlpsError
+from geoalps.errors import DependencyError, GeoAlpsError, InputError, OptionError
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ class TileRunner:
         try:
             from dask.distributed import Client, LocalCluster
         except ImportError:
-            raise GeoAlpsError("--workers/--scheduler need dask.distributed: pip install 'dask[distributed]'") from None
+            raise DependencyError("--workers/--scheduler need dask.distributed: pip install 'dask[distributed]'") from None
         try:
             if self.scheduler:
                 self.client = Client(self.scheduler, timeout="20s")
@@ -77,7 +77,7 @@ class TileRunner:
                 self.client.register_plugin(SingleThreadedLibraries())
         except OSError as exc:
             self.close()
-            raise GeoAlpsError(f"{self.scheduler or 'local dask cluster'}: cannot connect ({_one_line(exc)})") from None
+            raise InputError(f"{self.scheduler or 'local dask cluster'}: cannot connect ({_one_line(exc)})") from None
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -148,7 +148,7 @@ def worker_start_method() -> str:
     chosen = os.environ.get("GEOALPS_DASK_START", "").strip().lower()
     if chosen:
         if chosen not in START_METHODS:
-            raise GeoAlpsError(f"GEOALPS_DASK_START={chosen!r}: expected one of {', '.join(START_METHODS)}")
+            raise OptionError(f"GEOALPS_DASK_START={chosen!r}: expected one of {', '.join(START_METHODS)}")
         return chosen
     if sys.platform.startswith("linux") and "torch" not in sys.modules:
         return "fork"

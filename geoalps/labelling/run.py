@@ -1,11 +1,14 @@
 """``label``: scenes in, pseudo-classed polygons (and label rasters) out. The only module that
 knows the whole path of the data:
 
-    pass 1, per tile (tilework.py), in this process or on dask workers: masks -> features ->
-            polygons, each result saved to the work folder as it arrives; k-means partial_fit on
-            the features in tile order (so the result does not depend on the worker count)
-    pass 2 (assemble.py), streaming: classify from stored features, merge seam fragments, write
-            per-scene layers; then the output GeoPackage and label rasters
+    inputs     open and check scenes, plan tiles (geoalps.inputs)
+    pass 1     per tile (tile_work.py), in this process or on dask workers (parallel.py): masks ->
+               features -> polygons, each result saved to the work store as it arrives; seam
+               decisions as tiles finish (geoalps.objects.seams); k-means partial_fit on the
+               features in plan order (geoalps.clustering), so the result does not depend on the
+               worker count
+    pass 2     streaming (assembly.py): classify from stored features, merge seam fragments, write
+               per-scene layers; then the output GeoPackage and label rasters (geoalps.outputs)
 
 Two passes because an object's class is only known once k-means has seen all objects. Storing
 tile results makes pass 2 cheap, ``--resume`` natural and memory flat.
@@ -13,74 +16,135 @@ tile results makes pass 2 cheap, ``--resume`` natural and memory flat.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
-from geoalps.inputs.bands import resolve_bands
+from geoalps.clustering.feeder import OrderedFeeder
 from geoalps.clustering.kmeans import OnlineKMeans
-from geoalps.errors import GeoAlpsError
-from geoalps.objects.features import feature_blocks
-from geoalps.options import LabelOptions
-from geoalps.labelling.parallel import TileFailure, TileRunner
+from geoalps.errors import InputError, OutputError, TileError
+from geoalps.files import atomic_path, check_writable
+from geoalps.inputs.bands import resolve_bands
 from geoalps.inputs.scene import Scene, open_scene
-from geoalps.objects.seams import SeamIndex
-from geoalps.labelling.tile_work import TileResult, check_engine, process_tiles
+from geoalps.inputs.sources import expand_scene_paths, materialise_arrays
 from geoalps.inputs.tiles import Tile, plan_tiles
+from geoalps.labelling.assembly import assemble_scene
+from geoalps.labelling.parallel import TileFailure, TileRunner
+from geoalps.labelling.tile_work import check_engine, process_tiles
 from geoalps.labelling.work_store import WorkStore, fingerprint, settings_digest
-
-#: File types taken from a folder given as a scene (chips such as iSAID / Potsdam patches).
-IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".jp2", ".vrt", ".img")
-
-
-# -- progress ---------------------------------------------------------------------------------
-class Progress:
-    """A tqdm bar over tiles (tiles/s), machine-readable lines for the QGIS plugin, or nothing."""
-
-    def __init__(self, total: int, quiet: bool, lines: bool, done: int = 0, desc: str = "labelling",
-                 start: float = 0.0, span: float = 90.0) -> None:
-        self.total, self.lines, self.done = max(total, 1), lines, done
-        self.start, self.span = start, span
-        self.bar = None
-        if not quiet and not lines:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=total, initial=done, unit="tile", desc=desc, file=sys.stderr, dynamic_ncols=True)
-
-    def step(self, message: str) -> None:
-        self.done += 1
-        if self.bar is not None:
-            self.bar.update(1)
-        if self.lines:
-            _emit(True, self.start + self.span * self.done / self.total, f"tile {self.done}/{self.total} {message}")
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+from geoalps.objects.features import feature_blocks
+from geoalps.objects.seams import SeamIndex
+from geoalps.options import LabelOptions, RunOptions, split_options
+from geoalps.outputs.raster import burn_objects, open_label_raster, write_raster_style
+from geoalps.outputs.style import write_qgis_style
+from geoalps.outputs.vector import (LAYER, SCENES_METADATA, LayerWriter, empty_objects, objects_in_layer, read_layer,
+                                    read_layer_batches, with_ids)
+from geoalps.progress import Progress, emit_line
 
 
-# -- the whole run ----------------------------------------------------------------------------
-def expand_scene_paths(paths: Iterable[str | os.PathLike]) -> list[str]:
-    """Scene files in the order given; a folder stands for the image files in it, sorted."""
-    out: list[str] = []
-    for path in paths:
-        path = Path(path)
-        if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-            if not found:
-                raise GeoAlpsError(f"{path}: folder holds no image files ({', '.join(IMAGE_SUFFIXES)})")
-            out.extend(str(p) for p in found)
-        else:
-            out.append(str(path))
-    if not out:
-        raise GeoAlpsError("no scenes given")
-    return out
+@dataclass
+class LabelResult:
+    """What :func:`label` gives back, whatever was asked for.
+
+    ``stats``: the run's figures (objects, classes, tiles, seconds, engine, workers, ...).
+    ``output`` / ``raster_outputs``: the files written. ``gdf``: the objects as one GeoDataFrame,
+    read from ``output`` on first use (the CLI never loads it; without an output file it was kept
+    in memory). ``labels``: the label raster(s) as rioxarray DataArray(s), with ``return_labels``.
+    """
+
+    stats: dict
+    output: Path | None = None
+    raster_outputs: list[Path] = field(default_factory=list)
+    labels: object = None
+    _gdf: object = None
+
+    @property
+    def gdf(self):
+        if self._gdf is None and self.output is not None:
+            from geoalps.outputs.vector import read_layer
+
+            self._gdf = read_layer(self.output)
+            self._gdf.attrs["geoalps"] = self.stats
+        return self._gdf
+
+
+def label(
+    scenes,
+    output: str | os.PathLike | None = None,
+    *,
+    raster_out: str | os.PathLike | None = None,
+    kmeans_model: str | os.PathLike | None = None,
+    settings: LabelOptions | None = None,
+    run: RunOptions | None = None,
+    return_labels: bool = False,
+    **options,
+) -> LabelResult:
+    """Label scenes into pseudo-classed polygons (layer ``masks``) and optionally label rasters.
+
+    Args:
+        scenes: raster paths, folders of image chips, or rioxarray DataArrays (with CRS and
+            transform; dask-backed is fine); several scenes are clustered together so a
+            pseudo-class means the same thing in all of them.
+        output: GeoPackage to write (layer ``masks``); None to keep the objects in memory only.
+        raster_out: pseudo-label GeoTIFF on the scene's grid, or a folder (``<scene>.labels.tif``
+            each) when there are several scenes.
+        kmeans_model: saved k-means; reused (frozen) when the file exists, else fitted and saved.
+        settings / run: the two option records (:class:`~geoalps.options.LabelOptions`,
+            :class:`~geoalps.options.RunOptions`); or give their fields as keywords
+            (``engine="sam"``, ``classes=12``, ``workers=2``, ``resume=True``, ...).
+        return_labels: also load the label raster(s) into ``result.labels`` (DataArrays).
+
+    Scenes in different CRSs are reprojected to the first scene's CRS in the output layer; each
+    label raster stays on its own scene's grid. Memory: per worker one tile's pixels and masks;
+    in this process the k-means, the seam candidates of finished tiles whose neighbours are still
+    running, the fragments of merged objects and one batch of polygons.
+    """
+    started = time.perf_counter()
+    given_settings, given_run = split_options(options)
+    opts = (settings or given_settings).validated()
+    exe = (run or given_run).validated()
+    with contextlib.ExitStack() as cleanup:
+        state = _prepare(scenes, output, raster_out, kmeans_model, return_labels, opts, exe, cleanup)
+        with TileRunner(exe.workers, exe.scheduler) as runner:
+            description, blocks, batch = _start_engine(runner, state, opts, exe)
+            seams = SeamIndex(state.plans, [s.transform for s in state.scenes])
+            feeder = _pass1(runner, state, opts, exe, blocks, batch, seams)
+        clusterer = _finish_clustering(feeder.clusterer, state, opts, exe.quiet)
+        n_classes = max(clusterer.effective_classes if clusterer is not None else 0, opts.classes)
+        scene_layers = _pass2(state, blocks, clusterer, seams, exe)
+        if exe.progress_lines:
+            emit_line(95.0, "writing outputs")
+        stats = _write_outputs(state.scenes, scene_layers, output, state.raster_targets, n_classes, exe.overwrite,
+                               kmeans_model, clusterer)
+        gdf = _read_all(scene_layers, state.scenes) if output is None else None
+        if not exe.keep_work or state.store.temporary:
+            state.store.remove()
+        wall = time.perf_counter() - started
+        stats.update({
+            "engine": description, "tiles": len(state.tiles), "tiles_skipped": feeder.skipped,
+            "tiles_resumed": state.resumed, "seconds": wall, "engine_seconds": feeder.engine_seconds,
+            "tile_seconds": feeder.tile_seconds,
+            "tiles_per_second": (len(state.tiles) - state.resumed) / wall if wall else 0.0,
+            "workers": runner.workers if runner.distributed else 1,
+        })
+        if exe.progress_lines:
+            emit_line(100.0, f"done: {stats['objects']} objects")
+        labels = None
+        if return_labels:
+            import rioxarray
+
+            arrays = [rioxarray.open_rasterio(t).squeeze("band", drop=True).load() for t in state.raster_targets]
+            labels = arrays[0] if len(arrays) == 1 else arrays
+        if gdf is not None:
+            gdf.attrs["geoalps"] = stats
+        kept = [Path(t) for t in state.raster_targets if t is not None] if raster_out is not None else []
+        return LabelResult(stats, Path(output) if output is not None else None, kept, labels, gdf)
 
 
 def _raster_targets(raster_out: str | os.PathLike | None, scenes: list[Scene]) -> list[Path | None]:
@@ -91,94 +155,11 @@ def _raster_targets(raster_out: str | os.PathLike | None, scenes: list[Scene]) -
     if not as_folder:
         return [raster_out]
     if not raster_out.is_dir():
-        raise GeoAlpsError(f"{raster_out}: --raster-out must be an existing folder when labelling several scenes")
+        raise OutputError(f"{raster_out}: --raster-out must be an existing folder when labelling several scenes")
     targets = [raster_out / f"{Path(s.path).stem}.labels.tif" for s in scenes]
     if len(set(targets)) != len(targets):
-        raise GeoAlpsError(f"{raster_out}: several scenes share a file name, so their label rasters would collide")
+        raise OutputError(f"{raster_out}: several scenes share a file name, so their label rasters would collide")
     return targets
-
-
-def label(
-    scenes,
-    output: str | os.PathLike | None = None,
-    *,
-    raster_out: str | os.PathLike | None = None,
-    kmeans_model: str | os.PathLike | None = None,
-    overwrite: bool = False,
-    quiet: bool = False,
-    progress_lines: bool = False,
-    workers: int = 1,
-    scheduler: str | None = None,
-    resume: bool = False,
-    keep_work: bool = False,
-    work_dir: str | os.PathLike | None = None,
-    return_gdf: bool = True,
-    return_labels: bool = False,
-    **options,
-):
-    """Label scenes into pseudo-classed polygons; returns a GeoDataFrame (layer ``masks``).
-
-    Args:
-        scenes: raster paths, folders of image chips, or rioxarray DataArrays (with CRS and
-            transform; dask-backed is fine); several scenes are clustered together so a
-            pseudo-class means the same thing in all of them.
-        output: GeoPackage to write (layer ``masks``); None to only return the GeoDataFrame.
-        raster_out: pseudo-label GeoTIFF on the scene's grid, or a folder (``<scene>.labels.tif``
-            each) when there are several scenes.
-        kmeans_model: saved k-means; reused (frozen) when the file exists, else fitted and saved.
-        overwrite: replace existing outputs (and a stale work folder) instead of refusing.
-        quiet / progress_lines: no progress bar / machine-readable ``geoalps-progress:`` lines.
-        workers / scheduler: tiles in parallel on a local dask cluster of ``workers`` processes,
-            or on an existing cluster at ``scheduler`` ("tcp://host:port"); 1 runs in-process.
-        resume / keep_work / work_dir: tile results are kept in ``work_dir`` (default
-            ``OUTPUT.geoalps-work`` beside the output) as they finish; ``resume`` continues an
-            interrupted run from there; the folder is removed at the end unless ``keep_work``.
-        return_gdf: False returns only the run's statistics (a dict), never loading all polygons.
-        return_labels: also return the label raster(s) as rioxarray DataArray(s): (gdf, labels).
-        **options: the fields of :class:`geoalps.options.LabelOptions` (``engine``, ``checkpoint``,
-            ``bands``, ``tile_size``, ``overlap``, ``classes``, ``seed``, ...).
-
-    Scenes in different CRSs are reprojected to the first scene's CRS in the output layer; each
-    label raster stays on its own scene's grid. Memory: per worker one tile's pixels and masks;
-    in this process the k-means, the seam candidates of one scene and one batch of polygons.
-    """
-    started = time.perf_counter()
-    opts = LabelOptions(**options).validated()
-    with contextlib.ExitStack() as cleanup:
-        run = _prepare(scenes, output, raster_out, kmeans_model, overwrite, return_labels, work_dir,
-                       resume, opts, cleanup)
-        with TileRunner(workers, scheduler) as runner:
-            description, blocks, batch = _start_engine(runner, run, opts, quiet, scheduler)
-            seams = SeamIndex(run.plans, [s.transform for s in run.scenes])
-            feeder = _pass1(runner, run, opts, blocks, batch, seams, quiet, progress_lines)
-        clusterer = _finish_clustering(feeder.clusterer, run, opts, quiet)
-        n_classes = max(clusterer.effective_classes if clusterer is not None else 0, opts.classes)
-        scene_layers = _pass2(run, blocks, clusterer, seams, quiet, progress_lines)
-        _emit(progress_lines, 95.0, "writing outputs")
-        stats = _write_outputs(run.scenes, scene_layers, output, run.raster_targets, n_classes, overwrite,
-                               kmeans_model, clusterer)
-        gdf = None
-        if return_gdf:  # the written file already holds ids, areas and the target CRS
-            gdf = _read_output(output) if output is not None else _read_all(scene_layers, run.scenes)
-        if not keep_work or run.store.temporary:
-            run.store.remove()
-        wall = time.perf_counter() - started
-        stats.update({
-            "engine": description, "tiles": len(run.tiles), "tiles_skipped": feeder.skipped,
-            "tiles_resumed": run.resumed, "seconds": wall, "engine_seconds": feeder.engine_seconds,
-            "tile_seconds": feeder.tile_seconds, "tiles_per_second": (len(run.tiles) - run.resumed) / wall if wall else 0.0,
-            "workers": runner.workers if runner.distributed else 1,
-        })
-        _emit(progress_lines, 100.0, f"done: {stats['objects']} objects")
-        if not return_gdf:
-            return stats
-        gdf.attrs["geoalps"] = stats
-        if return_labels:
-            import rioxarray
-
-            arrays = [rioxarray.open_rasterio(t).squeeze("band", drop=True).load() for t in run.raster_targets]
-            return gdf, arrays[0] if len(arrays) == 1 else arrays
-        return gdf
 
 
 @dataclass
@@ -199,15 +180,14 @@ class _Run:
     kmeans_model: str | os.PathLike | None
 
 
-def _prepare(scenes, output, raster_out, kmeans_model, overwrite, return_labels, work_dir, resume,
-             opts: LabelOptions, cleanup: contextlib.ExitStack) -> _Run:
+def _prepare(scenes, output, raster_out, kmeans_model, return_labels, opts: LabelOptions, exe: RunOptions,
+             cleanup: contextlib.ExitStack) -> _Run:
     """Open and check every input and output before any tile work, so bad input fails in seconds."""
-    from geoalps.outputs.vector import check_writable
-
-    paths = expand_scene_paths(_materialise_arrays(scenes, cleanup, opts.allow_pixel_coords))
+    overwrite, work_dir = exe.overwrite, exe.work_dir
+    paths = expand_scene_paths(materialise_arrays(scenes, cleanup, opts.allow_pixel_coords))
     opened = [open_scene(p, nodata=opts.nodata, allow_pixel_coords=opts.allow_pixel_coords) for p in paths]
     if len({s.georeferenced for s in opened}) > 1:
-        raise GeoAlpsError(
+        raise InputError(
             f"{next(s.path for s in opened if not s.georeferenced)}: has no georeferencing while "
             "other scenes do; label pixel-coordinate chips in a separate run"
         )
@@ -226,12 +206,12 @@ def _prepare(scenes, output, raster_out, kmeans_model, overwrite, return_labels,
     clusterer = OnlineKMeans.load(kmeans_model) if kmeans_model is not None and Path(kmeans_model).exists() else None
     plans = [plan_tiles(s.width, s.height, opts.tile_size, opts.overlap, i) for i, s in enumerate(opened)]
     tiles = [t for plan in plans for t in plan]
-    settings = {**{k: v for k, v in opts.as_dict().items() if k != "tile_batch"},  # batching changes no result
+    settings = {**opts.as_dict(),
                 "bands_resolved": [list(b) for b in band_maps],
                 "kmeans_model": str(kmeans_model) if clusterer is not None else None}
     if work_dir is None and output is not None:
         work_dir = f"{output}.geoalps-work"
-    store = WorkStore.open(work_dir, fingerprint(opened, settings), resume=resume, overwrite=overwrite)
+    store = WorkStore.open(work_dir, fingerprint(opened, settings), resume=exe.resume, overwrite=overwrite)
     if store.temporary:
         cleanup.callback(store.remove)
     done = store.finished() & {t.key for t in tiles}
@@ -239,10 +219,11 @@ def _prepare(scenes, output, raster_out, kmeans_model, overwrite, return_labels,
                 plans, tiles, settings, store, done, len(done), kmeans_model)
 
 
-def _start_engine(runner: TileRunner, run: _Run, opts: LabelOptions, quiet: bool, scheduler) -> tuple[str, tuple, int]:
+def _start_engine(runner: TileRunner, run: _Run, opts: LabelOptions, exe: RunOptions) -> tuple[str, tuple, int]:
     """Load the engine in every worker (or here) and say which one runs, on stderr."""
-    description, has_embedding, batch = runner.on_every_worker(check_engine, opts)
-    if not quiet:
+    description, has_embedding, batch = runner.on_every_worker(check_engine, opts, exe.tile_batch)
+    scheduler = exe.scheduler
+    if not exe.quiet:
         from geoalps.engines import resolve_engine_name
 
         reason = " (no SAM checkpoint found)" if opts.engine == "auto" and resolve_engine_name(opts) == "classical" else ""
@@ -253,8 +234,8 @@ def _start_engine(runner: TileRunner, run: _Run, opts: LabelOptions, quiet: bool
     return description, feature_blocks(opts.features, has_embedding), batch
 
 
-def _pass1(runner: TileRunner, run: _Run, opts: LabelOptions, blocks, batch: int, seams: SeamIndex,
-           quiet: bool, progress_lines: bool) -> "_OrderedFeeder":
+def _pass1(runner: TileRunner, run: _Run, opts: LabelOptions, exe: RunOptions, blocks, batch: int,
+           seams: SeamIndex) -> OrderedFeeder:
     """Every tile not yet in the work store, in any order; k-means is fed strictly in plan order
     and seam decisions are made as tiles finish (``seams``).
 
@@ -265,11 +246,12 @@ def _pass1(runner: TileRunner, run: _Run, opts: LabelOptions, blocks, batch: int
     done = set(run.done)
     groups = _task_groups([t for t in run.tiles if t.key not in done], batch)
     tasks = [(run.scenes[g[0].scene_index], g, opts, run.band_maps[g[0].scene_index], blocks,
-              run.spectral_bands[g[0].scene_index]) for g in groups]
+              run.spectral_bands[g[0].scene_index], exe.tile_batch) for g in groups]
     digest = settings_digest(run.settings)
     keys = [f"geoalps-{digest}-{g[0].key}" + (f"+{len(g) - 1}" if len(g) > 1 else "") for g in groups]
-    progress = Progress(len(run.tiles), quiet, progress_lines, done=len(done))
-    feeder = _OrderedFeeder(run.tiles, run.store, blocks, run.clusterer, opts, run.kmeans_model)
+    progress = Progress(len(run.tiles), "labelling", unit="tile", lines=exe.progress_lines, enabled=not exe.quiet,
+                        done=len(done), span_pct=90.0)
+    feeder = OrderedFeeder(run.tiles, run.store.load, blocks, run.clusterer, opts, run.kmeans_model)
     failures: list[tuple[Tile, TileFailure]] = []
     try:
         feeder.advance(done)
@@ -281,14 +263,14 @@ def _pass1(runner: TileRunner, run: _Run, opts: LabelOptions, blocks, batch: int
                 name = run.scenes[tile.scene_index].name
                 if isinstance(results, TileFailure):
                     failures.append((tile, results))
-                    progress.step(f"{name} {tile.key}: FAILED")
+                    progress.update(1, f"tile {progress.count + 1}/{progress.total} {name} {tile.key}: FAILED")
                     continue
                 result = results[position]
                 run.store.save(tile.key, result)
                 done.add(tile.key)
                 feeder.advance(done, fresh={tile.key: result})
                 seams.add(tile, result)
-                progress.step(f"{name} {tile.key}: {len(result)} objects")
+                progress.update(1, f"tile {progress.count + 1}/{progress.total} {name} {tile.key}: {len(result)} objects")
     except KeyboardInterrupt:
         progress.close()
         if not run.store.temporary:
@@ -298,7 +280,7 @@ def _pass1(runner: TileRunner, run: _Run, opts: LabelOptions, blocks, batch: int
     finally:
         progress.close()
     if failures:
-        raise GeoAlpsError(_failure_message(failures, run.scenes, run.store))
+        raise TileError(_failure_message(failures, run.scenes, run.store))
     return feeder
 
 
@@ -326,11 +308,10 @@ def _finish_clustering(clusterer: OnlineKMeans | None, run: _Run, opts: LabelOpt
     return clusterer
 
 
-def _pass2(run: _Run, blocks, clusterer, seams: SeamIndex, quiet: bool, progress_lines: bool) -> list[Path]:
+def _pass2(run: _Run, blocks, clusterer, seams: SeamIndex, exe: RunOptions) -> list[Path]:
     """Classify, merge seams and write one layer per scene into the work folder."""
-    from geoalps.labelling.assembly import LayerWriter, assemble_scene
-
-    assembly = Progress(len(run.tiles), quiet, progress_lines, desc="assembling", start=90.0, span=5.0)
+    assembly = Progress(len(run.tiles), "assembling", unit="tile", lines=exe.progress_lines, enabled=not exe.quiet,
+                        start_pct=90.0, span_pct=5.0)
     scene_layers = []
     try:
         for index, (scene, plan) in enumerate(zip(run.scenes, run.plans)):
@@ -339,60 +320,12 @@ def _pass2(run: _Run, blocks, clusterer, seams: SeamIndex, quiet: bool, progress
                 layer_path.unlink()
             writer = LayerWriter(layer_path, scene.crs_wkt)
             assemble_scene(scene, plan, lambda t: run.store.load(t.key), blocks, clusterer, writer,
-                           seams.merged(index), on_tile=lambda: assembly.step("assembled"))
+                           seams.merged(index), on_tile=lambda: assembly.update(1, f"tile {assembly.count + 1}/{assembly.total} assembled"))
             writer.close()
             scene_layers.append(layer_path)
     finally:
         assembly.close()
     return scene_layers
-
-
-def _emit(progress_lines: bool, percent: float, message: str) -> None:
-    if progress_lines:
-        print(f"geoalps-progress: {percent:.1f} {message}", file=sys.stderr, flush=True)
-
-
-class _OrderedFeeder:
-    """Feeds k-means with tile features strictly in plan order, whatever order tiles finish in,
-    so the fitted model (and every class) is the same for 1 worker, N workers or a resumed run.
-    Holds only the feature matrices of tiles that finished ahead of their turn."""
-
-    def __init__(self, tiles, store: WorkStore, blocks, clusterer: OnlineKMeans | None, opts: LabelOptions, model_path):
-        self.tiles, self.store, self.blocks = tiles, store, blocks
-        self.clusterer, self.opts, self.model_path = clusterer, opts, model_path
-        self.next = 0
-        self.waiting: dict[str, TileResult] = {}
-        self.skipped = 0
-        self.engine_seconds = 0.0
-        self.tile_seconds = 0.0
-        self._checked = False
-
-    def advance(self, done: set[str], fresh: dict[str, TileResult] | None = None) -> None:
-        for key, result in (fresh or {}).items():
-            self.waiting[key] = self._summary(result)  # features only: polygons are on disk
-        while self.next < len(self.tiles) and self.tiles[self.next].key in done:
-            key = self.tiles[self.next].key
-            summary = self.waiting.pop(key, None) or self._summary(self.store.load(key))
-            self._feed(*summary)
-            self.next += 1
-
-    def _summary(self, result: TileResult) -> tuple:
-        widths = {b: result.features[b].shape[1] for b in self.blocks} if len(result) else {}
-        features = result.feature_matrix(self.blocks) if len(result) else None
-        return features, widths, result.skipped, result.engine_seconds, result.seconds
-
-    def _feed(self, features, widths, skipped: bool, engine_seconds: float, seconds: float) -> None:
-        self.skipped += int(skipped)
-        self.engine_seconds += engine_seconds
-        self.tile_seconds += seconds
-        if features is None:
-            return
-        if self.clusterer is None:
-            self.clusterer = OnlineKMeans(self.opts.classes, widths, seed=self.opts.seed)
-        elif self.clusterer.frozen and not self._checked:
-            self.clusterer.check_compatible(widths, str(self.model_path))
-            self._checked = True
-        self.clusterer.partial_fit(features)
 
 
 def _failure_message(failures: list[tuple[Tile, TileFailure]], scenes: list[Scene], store: WorkStore) -> str:
@@ -408,72 +341,57 @@ def _failure_message(failures: list[tuple[Tile, TileFailure]], scenes: list[Scen
     return f"{scene.path}: {where} failed: {message}{others}{kept}"
 
 
-def _materialise_arrays(scenes, cleanup: contextlib.ExitStack, allow_pixel_coords: bool) -> list:
-    """rioxarray DataArrays become temporary tiled GeoTIFFs (written chunk by chunk when
-    dask-backed), so tasks still carry only a path and a window."""
-    items = [scenes] if isinstance(scenes, (str, os.PathLike)) or _is_dataarray(scenes) else list(scenes)
-    out = []
-    folder = None
-    for number, item in enumerate(items):
-        if not _is_dataarray(item):
-            out.append(item)
-            continue
-        if folder is None:
-            folder = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="geoalps-arrays-")))
-        name = str(item.name) if item.name is not None else f"array_{number}"
-        path = folder / f"{name}.tif"
-        array = item if "band" in item.dims else item.expand_dims("band")
-        if array.rio.crs is None and not allow_pixel_coords:
-            raise GeoAlpsError(f"{name}: DataArray has no CRS or transform (set them with rioxarray's "
-                               ".rio.write_crs / .rio.write_transform, or pass allow_pixel_coords)")
-        array.rio.to_raster(path, tiled=True, blockxsize=256, blockysize=256, compress="deflate", windowed=True)
-        out.append(str(path))
-    return out
-
-
-def _is_dataarray(item) -> bool:
-    return type(item).__name__ == "DataArray" and hasattr(item, "rio")
+def _output_classes(n_classes: int, clusterer) -> tuple[str, int, list[str] | None]:
+    """(field, number of classes, names) the outputs are coloured and burnt by: the pseudo-classes,
+    or the named classes of a named k-means model (several pseudo-classes may share a name)."""
+    names = clusterer.class_names if clusterer is not None else None
+    if names is None:
+        return "pseudo_class", n_classes, None
+    merged = names.merged_names
+    return "class_id", len(merged), merged
 
 
 def _write_outputs(scenes, scene_layers, output, raster_targets, n_classes, overwrite, kmeans_model, clusterer) -> dict:
     """All outputs appear together at the end, each renamed from a temporary file, or none."""
-    from geoalps.labelling.assembly import LayerWriter, read_layer_batches
-    from geoalps.outputs.vector import atomic_path, objects_in_layer, write_label_raster_to
-
-
+    field_name, n_out, names = _output_classes(n_classes, clusterer)
     objects = 0
     classes_used: set[int] = set()
     with contextlib.ExitStack() as stack:
         for scene, layer, target in zip(scenes, scene_layers, raster_targets):
             if target is not None:
                 tmp = stack.enter_context(atomic_path(target, overwrite))
-                write_label_raster_to(tmp, scene, objects_in_layer(layer), n_classes)
+                with open_label_raster(tmp, scene, n_out, what=field_name, class_names=names) as dst:
+                    burn_objects(dst, scene, objects_in_layer(layer, field=field_name), n_out)
         target_crs = scenes[0].crs_wkt
         tmp_out = stack.enter_context(atomic_path(output, overwrite)) if output is not None else None
-        writer = LayerWriter(tmp_out, target_crs) if tmp_out is not None else None
-        next_id = 1
+        writer = None
+        if tmp_out is not None:
+            writer = LayerWriter(tmp_out, target_crs, first_id=1,
+                                 layer_metadata={SCENES_METADATA: json.dumps(_scene_paths(scenes))})
         for scene, layer in zip(scenes, scene_layers):
             for batch in read_layer_batches(layer):
                 if len(batch) and target_crs is not None and not _same_crs(batch.crs, target_crs):
                     batch = batch.to_crs(target_crs)
                 classes_used.update(np.unique(batch["pseudo_class"]).tolist())
                 objects += len(batch)
-                if writer is not None and len(batch):
-                    writer.add(_with_ids(batch, next_id))
-                next_id += len(batch)
+                if writer is not None:
+                    writer.add(batch)
         if writer is not None:
             writer.close()
-            from geoalps.outputs.style import write_qgis_style
-
-            write_qgis_style(str(tmp_out), "masks", n_classes, field="pseudo_class")
+            write_qgis_style(str(tmp_out), LAYER, n_out, field=field_name, class_names=names)
         if kmeans_model is not None and clusterer is not None and not clusterer.frozen:
             clusterer.save(kmeans_model)
-    from geoalps.outputs.style import write_qgis_raster_style
-
     for target in raster_targets:
         if target is not None:  # QGIS default style: only the K classes in the legend
-            write_qgis_raster_style(target, n_classes)
+            write_raster_style(target, n_out, names)
+
     return {"objects": objects, "classes_used": len(classes_used), "n_classes": n_classes}
+
+
+def _scene_paths(scenes: list[Scene]) -> dict[str, str]:
+    """File name -> absolute path of every scene, kept in the output so later commands (the class
+    gallery) find the scenes where they were."""
+    return {s.name: os.path.abspath(s.path) for s in scenes}
 
 
 def _same_crs(a, b_wkt: str) -> bool:
@@ -482,38 +400,17 @@ def _same_crs(a, b_wkt: str) -> bool:
     return a is not None and CRS.from_user_input(a) == CRS.from_wkt(b_wkt)
 
 
-def _with_ids(batch, first_id: int):
-    import warnings
-
-    batch = batch.copy()
-    batch.insert(0, "instance_id", np.arange(first_id, first_id + len(batch), dtype=np.int64))
-    with warnings.catch_warnings():  # geographic CRSs: area in degrees squared, as documented
-        warnings.simplefilter("ignore", UserWarning)
-        batch.insert(4, "area", batch.geometry.area.round(6))
-    return batch
-
-
-def _read_output(output):
-    import pyogrio
-
-    return pyogrio.read_dataframe(output, layer="masks")
-
-
 def _read_all(scene_layers, scenes):
     """The whole result as one GeoDataFrame, as the output file holds it (API convenience)."""
     import geopandas as gpd
     import pandas as pd
-    import pyogrio
-
-    from geoalps.labelling.assembly import empty_frame
-
     target_crs = scenes[0].crs_wkt
     frames = []
     for layer in scene_layers:
-        frame = pyogrio.read_dataframe(layer, layer="masks")
+        frame = read_layer(layer)
         if len(frame) and target_crs is not None and not _same_crs(frame.crs, target_crs):
             frame = frame.to_crs(target_crs)
         frames.append(frame)
-    frames = [f for f in frames if len(f)] or [empty_frame(target_crs)]
+    frames = [f for f in frames if len(f)] or [empty_objects(target_crs)]
     gdf = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), geometry="geometry", crs=target_crs)
-    return _with_ids(gdf, 1)
+    return with_ids(gdf, 1)

@@ -15,9 +15,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from geoalps.errors import GeoAlpsError
+from geoalps.errors import ResumeError
+from geoalps.files import write_bytes_atomic
 
-_FORMAT = "geoalps-work/1"
+_FORMAT = "geoalps-work/2"  # 2: tile results moved to geoalps.objects.tile_result
 
 
 def fingerprint(scenes: list[Any], settings: dict[str, Any]) -> dict[str, Any]:
@@ -51,18 +52,18 @@ class WorkStore:
             stored = cls._read_run(folder)
             if resume:
                 if stored != prints:
-                    raise GeoAlpsError(f"{folder}: work folder was made {_difference(stored, prints)}; "
+                    raise ResumeError(f"{folder}: work folder was made {_difference(stored, prints)}; "
                                        "run without --resume and with --overwrite to start over")
                 return cls(folder)
             if not overwrite:
-                raise GeoAlpsError(f"{folder}: work folder of an unfinished run exists; pass --resume to "
+                raise ResumeError(f"{folder}: work folder of an unfinished run exists; pass --resume to "
                                    "continue it or --overwrite to start over")
             shutil.rmtree(folder)
         return cls(folder)._init(prints)
 
     def _init(self, prints: dict[str, Any]) -> "WorkStore":
         (self.folder / "tiles").mkdir(parents=True, exist_ok=True)
-        _atomic_write(self.folder / "run.json", json.dumps(prints, indent=1, sort_keys=True, default=str).encode())
+        write_bytes_atomic(self.folder / "run.json", json.dumps(prints, indent=1, sort_keys=True, default=str).encode())
         return self
 
     @staticmethod
@@ -83,32 +84,18 @@ class WorkStore:
         return {p.stem for p in (self.folder / "tiles").glob("*.pkl")}
 
     def save(self, key: str, result: Any) -> None:
-        _atomic_write(self._tile_path(key), pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
+        write_bytes_atomic(self._tile_path(key), pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
 
     def load(self, key: str) -> Any:
         path = self._tile_path(key)
         try:
             return pickle.loads(path.read_bytes())
         except Exception:
-            raise GeoAlpsError(f"{path}: damaged tile result in the work folder; delete it and --resume") from None
+            raise ResumeError(f"{path}: damaged tile result in the work folder; delete it and --resume") from None
 
     def scratch(self, name: str) -> Path:
         """A path inside the work folder for intermediate files of pass 2."""
         return self.folder / name
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def _difference(stored: dict[str, Any] | None, wanted: dict[str, Any]) -> str:

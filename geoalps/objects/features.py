@@ -18,9 +18,9 @@ def feature_blocks(mode: str, engine_has_embedding: bool) -> tuple[str, ...]:
     if mode == "auto":
         mode = "both" if engine_has_embedding else "spectral"
     if mode in ("sam", "both") and not engine_has_embedding:
-        from geoalps.errors import GeoAlpsError
+        from geoalps.errors import OptionError
 
-        raise GeoAlpsError(f"--features {mode} needs the sam engine (it pools SAM's image embedding)")
+        raise OptionError(f"--features {mode} needs the sam engine (it pools SAM's image embedding)")
     return {"sam": ("sam",), "spectral": ("spectral", "shape"), "both": ("sam", "spectral", "shape")}[mode]
 
 

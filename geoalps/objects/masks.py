@@ -88,24 +88,6 @@ class TileMasks:
         return out
 
     @classmethod
-    def from_dense(cls, masks: np.ndarray, scores: np.ndarray, **kwargs) -> "TileMasks":
-        """From (N, H, W) boolean masks, as SAM generators return them; empty masks are dropped."""
-        masks = np.asarray(masks, dtype=bool)
-        crops, boxes, kept = [], [], []
-        for i, mask in enumerate(masks):
-            rows = np.flatnonzero(mask.any(axis=1))
-            if not rows.size:
-                continue
-            cols = np.flatnonzero(mask.any(axis=0))
-            r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-            crops.append(mask[r0:r1, c0:c1].copy())
-            boxes.append((r0, c0, r1, c1))
-            kept.append(i)
-        extra = {k: np.asarray(v)[kept] for k, v in kwargs.pop("extra", {}).items()}
-        return cls(crops, np.array(boxes).reshape(-1, 4), np.asarray(scores)[kept],
-                   tile_shape=masks.shape[1:], extra=extra, **kwargs)
-
-    @classmethod
     def from_labels(cls, labels: np.ndarray, scores_by_label: np.ndarray) -> "TileMasks":
         """From a label image (0 = no object; 1..L = regions) and one score per label (index 0
         unused), as region-growing engines produce. Costs one pass over the image."""

@@ -7,7 +7,10 @@ tiles, when both were cut and they share a stretch of boundary. Objects of the s
 never compared: the engine's own duplicate removal has already judged them.
 
 :class:`SeamIndex` makes these decisions while tiles finish (pass 1), one pair of neighbouring
-tiles at a time; :func:`seam_groups` makes them for a whole set of objects at once.
+tiles at a time, on the pieces of the objects inside the box the two tiles share (exact: an
+object lies inside its tile, so the intersection of two objects, and any boundary they share,
+lies inside that box, and no clip line lies in both tiles). :func:`seam_flags` says which objects
+of a tile take part.
 """
 from __future__ import annotations
 
@@ -26,10 +29,33 @@ IOU_MERGE = 0.5
 FRAGMENT_OVERLAP = 0.2
 
 
+def seam_flags(tile: Tile, boxes: np.ndarray, scene_width: int, scene_height: int) -> tuple[np.ndarray, np.ndarray]:
+    """Which of a tile's objects take part in seam merging, from their boxes
+    ((row0, col0, row1, col1) in tile pixels): ``truncated`` (cut by an inner tile edge: it may
+    continue in the neighbour) and ``candidate`` (reaches into a part of the scene another tile
+    also sees, or is cut; with ``--overlap 0`` the interior is the whole tile, so only cut
+    objects are candidates)."""
+    left, top, right, bottom = tile.inner_edges(scene_width, scene_height)
+    truncated = (
+        (left & (boxes[:, 1] == 0))
+        | (top & (boxes[:, 0] == 0))
+        | (right & (boxes[:, 3] >= tile.width))
+        | (bottom & (boxes[:, 2] >= tile.height))
+    )
+    ic0, ir0, ic1, ir1 = tile.interior
+    scene_boxes = boxes + (tile.row_off, tile.col_off, tile.row_off, tile.col_off)
+    inside_interior = (
+        (scene_boxes[:, 1] >= ic0) & (scene_boxes[:, 3] <= ic1)
+        & (scene_boxes[:, 0] >= ir0) & (scene_boxes[:, 2] <= ir1)
+    )
+    truncated = np.asarray(truncated, dtype=bool)
+    return truncated, ~inside_interior | truncated
+
+
 def same_object(a: np.ndarray, b: np.ndarray, area_a: np.ndarray, area_b: np.ndarray, cut_a: np.ndarray,
                 cut_b: np.ndarray, iou_merge: float = IOU_MERGE, fragment_overlap: float = FRAGMENT_OVERLAP) -> np.ndarray:
     """Which pairs of intersecting objects are one object. ``a``/``b`` may be the objects or
-    their pieces inside the box their tiles share (:func:`_pair_pieces`); areas are of the whole
+    their pieces inside the box their tiles share (:meth:`SeamIndex._test`); areas are of the whole
     objects."""
     # Most neighbours only touch: the overlay is computed only where interiors overlap.
     overlap = shapely.relate_pattern(a, b, "T********")
@@ -50,38 +76,6 @@ def same_object(a: np.ndarray, b: np.ndarray, area_a: np.ndarray, area_b: np.nda
     return same
 
 
-def seam_groups(
-    geometries: np.ndarray,
-    tile_ids: np.ndarray,
-    truncated: np.ndarray,
-    tile_bounds: np.ndarray | None = None,
-    iou_merge: float = IOU_MERGE,
-    fragment_overlap: float = FRAGMENT_OVERLAP,
-) -> list[np.ndarray]:
-    """Group objects from different tiles that are one object (rules in the module docstring).
-
-    ``tile_bounds`` (one ``(xmin, ymin, xmax, ymax)`` row per tile id, each object inside its
-    tile's row) makes the pair tests cheap without changing their outcome (:func:`_pair_pieces`).
-
-    Returns index arrays, one per merged object (singletons included), in first-index order.
-    """
-    n = len(geometries)
-    if n == 0:
-        return []
-    # Boxes first, then the exact test only for pairs from different tiles: most box neighbours
-    # are objects of the same tile, which never merge.
-    left, right = shapely.STRtree(geometries).query(geometries)
-    pick = (left < right) & (tile_ids[left] != tile_ids[right])
-    left, right = left[pick], right[pick]
-    a, b = _pair_pieces(geometries, tile_ids, left, right, tile_bounds)
-    meet = shapely.intersects(a, b)
-    left, right, a, b = left[meet], right[meet], a[meet], b[meet]
-    areas = shapely.area(geometries)
-    same = same_object(a, b, areas[left], areas[right], truncated[left], truncated[right], iou_merge,
-                       fragment_overlap)
-    return _components(n, left[same], right[same])
-
-
 def _components(n: int, left: np.ndarray, right: np.ndarray) -> list[np.ndarray]:
     """Connected groups of 0..n-1 under the links ``left[k] - right[k]``, sorted, in first-index order."""
     graph = coo_matrix((np.ones(len(left)), (left, right)), shape=(n, n))
@@ -92,35 +86,6 @@ def _components(n: int, left: np.ndarray, right: np.ndarray) -> list[np.ndarray]
     key = first[component]
     order = np.argsort(key, kind="stable")
     return np.split(order, np.flatnonzero(np.diff(key[order])) + 1)
-
-
-def _pair_pieces(geometries: np.ndarray, tile_ids: np.ndarray, left: np.ndarray, right: np.ndarray,
-                 tile_bounds: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """The two sides of each pair, clipped to the box shared by their tiles (:func:`_shared_box`).
-
-    Exact for the tests that follow: an object lies inside its tile, so the intersection of two
-    objects (and any boundary they share) lies inside the shared box, and no point of a clip line
-    lies in both tiles, so no clip line is shared by the two pieces. The pieces are small where
-    whole objects can be huge (a background region with a hole for every object has thousands of
-    vertices).
-    """
-    if tile_bounds is None:
-        shapely.prepare(geometries)
-        return geometries[left], geometries[right]
-    tile_bounds = np.asarray(tile_bounds, dtype=np.float64)
-    n_tiles = len(tile_bounds)
-    pair_tiles = tile_ids[left].astype(np.int64) * n_tiles + tile_ids[right]
-    order = np.argsort(pair_tiles, kind="stable")
-    starts = np.flatnonzero(np.r_[True, np.diff(pair_tiles[order]) != 0])
-    a = np.empty(len(left), dtype=object)
-    b = np.empty(len(left), dtype=object)
-    pad = _box_pad(tile_bounds)
-    for sel in np.split(order, starts[1:]):
-        i, j = divmod(int(pair_tiles[sel[0]]), n_tiles)
-        box = _shared_box(tile_bounds, i, j, pad)
-        a[sel] = _clipped(geometries, left[sel], box)
-        b[sel] = _clipped(geometries, right[sel], box)
-    return a, b
 
 
 def _clipped(geometries: np.ndarray, ids: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:

@@ -292,21 +292,23 @@ def raster_style_path(raster_path: str | os.PathLike) -> str:
 
 
 def write_qgis_raster_style(
-    raster_path: str | os.PathLike, n_classes: int, class_names: list[str] | None = None
+    raster_path: str | os.PathLike, n_classes: int, class_names: list[str] | None = None,
+    colours: list[tuple[int, int, int]] | None = None,
 ) -> str:
     """Write the class raster's default QGIS style (``labels.tif`` -> ``labels.qml``).
 
-    Colours match :func:`class_colors` and so the polygons' categories. Call it once the raster
-    is at its final path; the sidecar is written to a temp name and renamed, so it is complete
-    or absent. Returns the sidecar's path.
+    Colours match :func:`class_colors` (and so the polygons' categories) unless ``colours`` are
+    given. Call it once the raster is at its final path; the sidecar is written to a temp name
+    and renamed, so it is complete or absent. Returns the sidecar's path.
     """
+    from geoalps.errors import OptionError
+    from geoalps.files import write_bytes_atomic
+
     if class_names is None:
         class_names = [f"class {i}" for i in range(n_classes)]
     if len(class_names) != n_classes:
-        raise ValueError(f"{len(class_names)} class names given for {n_classes} classes")
+        raise OptionError(f"{len(class_names)} class names given for {n_classes} classes")
+    palette = [tuple(c[:3]) for c in colours[:n_classes]] if colours and len(colours) >= n_classes else class_colors(n_classes)
     target = raster_style_path(raster_path)
-    temp = target + ".tmp"
-    with open(temp, "w", encoding="utf-8") as handle:
-        handle.write(paletted_raster_qml(class_colors(n_classes), class_names))
-    os.replace(temp, target)
+    write_bytes_atomic(target, paletted_raster_qml(palette, class_names).encode("utf-8"), fsync=False)
     return target

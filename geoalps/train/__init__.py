@@ -9,7 +9,10 @@ The path of the data, one module each:
     checkpoint.py  what a .pt file carries (architecture, bands, normalisation, classes, tile)
     predict.py     sliding windows over a scene -> class raster on the scene grid (+ polygons)
     metrics.py     confusion matrix, mIoU, per-class IoU, overall accuracy; evaluate() on rasters
-    progress.py    tqdm bar or ``geoalps-progress:`` lines for the QGIS plugin
+
+Shared with labelling: scenes are :class:`geoalps.inputs.scene.Scene` records, progress goes
+through :class:`geoalps.progress.Progress`, devices through :mod:`geoalps.devices`, outputs through
+:mod:`geoalps.files` and the one label-raster / GeoPackage writers in :mod:`geoalps.outputs`.
 
 Importing this package is cheap; torch, timm and torchgeo load when a function needs them.
 """

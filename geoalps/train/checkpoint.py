@@ -20,8 +20,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from geoalps.errors import GeoAlpsError
-from geoalps.outputs.vector import atomic_path
+from geoalps.errors import ModelError
+from geoalps.files import atomic_path
 
 FORMAT = "geoalps-segmentation"
 VERSION = 1
@@ -39,23 +39,23 @@ def save_checkpoint(payload: dict[str, Any], path: str | os.PathLike, overwrite:
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read and validate a geoalps checkpoint on CPU; a one-line GeoAlpsError if it is not one."""
+    """Read and validate a geoalps checkpoint on CPU; a one-line ModelError if it is not one."""
     import torch
 
     path = Path(path)
     if not path.is_file():
-        raise GeoAlpsError(f"{path}: no such checkpoint file")
+        raise ModelError(f"{path}: no such checkpoint file")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - pickle, zip and torch errors all mean "not a checkpoint we can read"
-        raise GeoAlpsError(f"{path}: not a readable torch checkpoint ({exc.__class__.__name__})") from None
+        raise ModelError(f"{path}: not a readable torch checkpoint ({exc.__class__.__name__})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise GeoAlpsError(f"{path}: not a geoalps model (made by 'geoalps pretrain' or 'geoalps train')")
+        raise ModelError(f"{path}: not a geoalps model (made by 'geoalps pretrain' or 'geoalps train')")
     if payload.get("version", 0) > VERSION:
-        raise GeoAlpsError(f"{path}: made by a newer geoalps (format version {payload['version']})")
+        raise ModelError(f"{path}: made by a newer geoalps (format version {payload['version']})")
     missing = [k for k in REQUIRED if k not in payload]
     if missing:
-        raise GeoAlpsError(f"{path}: checkpoint lacks {', '.join(missing)}")
+        raise ModelError(f"{path}: checkpoint lacks {', '.join(missing)}")
     return payload
 
 

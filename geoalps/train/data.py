@@ -28,7 +28,8 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
-from geoalps.errors import GeoAlpsError
+from geoalps.errors import InputError, OptionError
+from geoalps.inputs.scene import Scene, open_scene
 
 #: Label value the loss and the metrics skip (torch's cross-entropy default).
 IGNORE_INDEX = -100
@@ -39,78 +40,52 @@ VECTOR_SUFFIXES = (".gpkg", ".geojson", ".json", ".shp", ".fgb", ".parquet", ".g
 # --------------------------------------------------------------------------- scene metadata
 
 
-@dataclass(frozen=True)
-class SceneInfo:
-    """What training needs to know about one raster, read once from its header."""
+def open_north_up(path: str | os.PathLike, what: str = "scene") -> Scene:
+    """:func:`geoalps.inputs.scene.open_scene`, refusing rasters that cannot be tiled on their own grid.
 
-    path: str
-    crs: Any
-    transform: Any
-    width: int
-    height: int
-    count: int
-    dtype: str
-    nodata: float | None
-    descriptions: tuple[str | None, ...]
+    Training and prediction cut axis-aligned boxes in map units, so a scene (or a label raster,
+    ``what="label"``) needs a CRS and a north-up geotransform; warp others first. Costs what
+    ``open_scene`` costs (one decimated read).
 
-    @property
-    def res(self) -> tuple[float, float]:
-        return (abs(self.transform.a), abs(self.transform.e))
-
-    @property
-    def bounds(self) -> tuple[float, float, float, float]:
-        """(minx, miny, maxx, maxy) in the scene CRS."""
-        left, top = self.transform.c, self.transform.f
-        right = left + self.width * self.transform.a
-        bottom = top + self.height * self.transform.e
-        return (min(left, right), min(top, bottom), max(left, right), max(top, bottom))
-
-
-def read_scene_info(path: str | os.PathLike, what: str = "scene") -> SceneInfo:
-    """Open ``path`` and check it can be tiled on its own pixel grid.
-
-    Refuses, with a one-line GeoAlpsError naming the file, rasters without a CRS and rotated or
-    sheared geotransforms (tiles are axis-aligned boxes in map units; warp such files north-up).
+    Raises:
+        InputError: one line naming the file: what ``open_scene`` refuses, no CRS, rotated,
+            sheared or south-up geotransform.
     """
-    path = str(path)
-    if not os.path.exists(path):
-        raise GeoAlpsError(f"{path}: no such {what} file")
-    try:
-        with rasterio.open(path) as src:
-            info = SceneInfo(
-                path=path,
-                crs=src.crs,
-                transform=src.transform,
-                width=src.width,
-                height=src.height,
-                count=src.count,
-                dtype=src.dtypes[0],
-                nodata=src.nodata,
-                descriptions=tuple(src.descriptions),
-            )
-    except rasterio.errors.RasterioIOError as exc:
-        raise GeoAlpsError(f"{path}: not a readable raster ({str(exc).splitlines()[0]})") from None
-    if info.crs is None:
-        raise GeoAlpsError(f"{path}: {what} has no CRS; training and prediction need a georeferenced raster")
-    t = info.transform
+    scene = open_scene(path, allow_pixel_coords=True)
+    if scene.crs_wkt is None:
+        raise InputError(f"{path}: {what} has no CRS; training and prediction need a georeferenced raster")
+    t = scene.transform
     if t.b != 0 or t.d != 0:
-        raise GeoAlpsError(
+        raise InputError(
             f"{path}: rotated or sheared geotransform is not supported; warp it north-up first "
             f"(gdalwarp {path} north_up.tif)"
         )
     if t.a <= 0 or t.e >= 0:
-        raise GeoAlpsError(f"{path}: geotransform is not north-up (pixel size {t.a}, {t.e})")
-    return info
+        raise InputError(f"{path}: geotransform is not north-up (pixel size {t.a}, {t.e})")
+    return scene
 
 
-def check_same_grid(image: SceneInfo, label: SceneInfo) -> None:
+def rasterio_crs(scene: Scene):
+    """The scene CRS as rasterio's CRS, what torchgeo datasets and samplers compare against."""
+    from rasterio.crs import CRS
+
+    return CRS.from_wkt(scene.crs_wkt)
+
+
+def band_descriptions(scene: Scene) -> tuple[str | None, ...]:
+    """Band descriptions from the scene's header (recorded in checkpoints)."""
+    with rasterio.open(scene.path) as src:
+        return tuple(src.descriptions)
+
+
+def check_same_grid(image: Scene, label: Scene) -> None:
     """Refuse a label raster that is not on its image's pixel grid (CRS, transform, size).
 
     The transform may differ by float noise (1e-6 of a pixel), nothing more.
     """
     problems = []
     if label.crs != image.crs:
-        problems.append(f"CRS {label.crs} vs {image.crs}")
+        problems.append(f"CRS {label.crs.to_string()} vs {image.crs.to_string()}")
     if (label.width, label.height) != (image.width, image.height):
         problems.append(f"size {label.width}x{label.height} vs {image.width}x{image.height} px")
     if not label.transform.almost_equals(image.transform, precision=1e-6 * min(image.res)):
@@ -119,7 +94,7 @@ def check_same_grid(image: SceneInfo, label: SceneInfo) -> None:
             f" vs ({image.transform.c:.6f}, {image.transform.f:.6f}; {image.res[0]:g} x {image.res[1]:g})"
         )
     if problems:
-        raise GeoAlpsError(
+        raise InputError(
             f"{label.path}: label raster is not on the grid of {image.path} ({'; '.join(problems)}); "
             "labels are never resampled: write them on the image grid (geoalps label --raster-out does)"
         )
@@ -129,8 +104,10 @@ def check_same_grid(image: SceneInfo, label: SceneInfo) -> None:
 class LabelInfo:
     """Class ids present in a label source, its nodata value, colour table and class names.
 
-    Names come from the dataset tag ``CLASS_NAMES`` (comma separated, in id order), as in
-    ``sample_data`` and in rasters written by ``geoalps predict``.
+    Names come from the class-raster tag contract of :mod:`geoalps.outputs.raster` (band-1
+    ``class_names``, ``;``-separated: rasters written by ``geoalps label --raster-out`` and
+    ``geoalps predict``), else from the dataset tag ``CLASS_NAMES`` (comma separated, in id
+    order), as the ground truth in ``sample_data`` has them.
     """
 
     path: str
@@ -151,7 +128,7 @@ def read_label_info(path: str | os.PathLike, ignore_value: int | None = None, ro
     with rasterio.open(path) as src:
         dtype = np.dtype(src.dtypes[0])
         if dtype.kind not in "ui":
-            raise GeoAlpsError(f"{path}: label raster has {dtype} pixels; class ids must be integers")
+            raise InputError(f"{path}: label raster has {dtype} pixels; class ids must be integers")
         nodata = None if src.nodata is None else int(src.nodata)
         counts = np.zeros(0, dtype=np.int64)
         for row in range(0, src.height, rows_per_read):
@@ -163,7 +140,7 @@ def read_label_info(path: str | os.PathLike, ignore_value: int | None = None, ro
                     keep &= values != skip
             values = values[keep]
             if values.size and values.min() < 0:
-                raise GeoAlpsError(f"{path}: negative class id {values.min()}; class ids are 0..K-1")
+                raise InputError(f"{path}: negative class id {values.min()}; class ids are 0..K-1")
             found = np.bincount(values.astype(np.int64), minlength=counts.size)
             found[: counts.size] += counts
             counts = found
@@ -171,12 +148,22 @@ def read_label_info(path: str | os.PathLike, ignore_value: int | None = None, ro
             colormap = src.colormap(1)
         except ValueError:
             colormap = {}
-        names = tuple(n.strip() for n in src.tags().get("CLASS_NAMES", "").split(",") if n.strip())
+        dataset_names = src.tags().get("CLASS_NAMES", "")
+    names = _label_names(path, dataset_names)
     n_classes = int(np.flatnonzero(counts).max()) + 1 if counts.any() else 0
     if n_classes == 0:
-        raise GeoAlpsError(f"{path}: label raster has no labelled pixels (all nodata/ignored)")
+        raise InputError(f"{path}: label raster has no labelled pixels (all nodata/ignored)")
     colours = {int(k): tuple(int(c) for c in v[:3]) for k, v in colormap.items() if int(k) < n_classes}
     return LabelInfo(path, n_classes, nodata, colours, tuple(int(c) for c in counts[:n_classes]), names)
+
+
+def _label_names(path: str, dataset_names: str) -> tuple[str, ...]:
+    """Class names of a label raster: the band-1 tags of the class-raster contract (read by
+    :func:`geoalps.outputs.raster.read_class_names`), else the comma-separated ``CLASS_NAMES``."""
+    from geoalps.outputs.raster import read_class_names
+
+    names = read_class_names(path)[1] or dataset_names.split(",")
+    return tuple(n.strip() for n in names if n.strip())
 
 
 def is_vector(path: str | os.PathLike) -> bool:
@@ -193,28 +180,28 @@ def read_vector_label_info(path: str, label_column: str | None) -> tuple[LabelIn
     import geopandas as gpd
 
     if not os.path.exists(path):
-        raise GeoAlpsError(f"{path}: no such label file")
+        raise InputError(f"{path}: no such label file")
     try:
         frame = gpd.read_file(path)
     except Exception as exc:  # noqa: BLE001 - pyogrio/GDAL raise several unrelated types
-        raise GeoAlpsError(f"{path}: not a readable vector layer ({exc.__class__.__name__})") from None
+        raise InputError(f"{path}: not a readable vector layer ({exc.__class__.__name__})") from None
     if frame.crs is None:
-        raise GeoAlpsError(f"{path}: vector labels have no CRS")
+        raise InputError(f"{path}: vector labels have no CRS")
     if frame.empty:
-        raise GeoAlpsError(f"{path}: vector labels have no features")
+        raise InputError(f"{path}: vector labels have no features")
     if label_column is None:
         n_classes = 2
     else:
         if label_column not in frame.columns:
-            raise GeoAlpsError(f"{path}: no column {label_column!r} (has {', '.join(map(str, frame.columns))})")
+            raise InputError(f"{path}: no column {label_column!r} (has {', '.join(map(str, frame.columns))})")
         values = frame[label_column].to_numpy()
         if not np.issubdtype(values.dtype, np.integer) or values.min() < 1:
-            raise GeoAlpsError(f"{path}: column {label_column!r} must hold integer class ids >= 1 (0 is background)")
+            raise InputError(f"{path}: column {label_column!r} must hold integer class ids >= 1 (0 is background)")
         n_classes = int(values.max()) + 1
     return LabelInfo(path, n_classes, None), frame.crs, tuple(frame.total_bounds)
 
 
-def band_statistics(scenes: Sequence[SceneInfo], max_pixels: int = 1 << 20) -> tuple[list[float], list[float]]:
+def band_statistics(scenes: Sequence[Scene], max_pixels: int = 1 << 20) -> tuple[list[float], list[float]]:
     """Per-band mean and std over the valid pixels of all scenes, from decimated reads.
 
     Cost: at most ``max_pixels`` pixels per band per scene are read (GDAL overviews when the
@@ -284,7 +271,7 @@ class TrainingData:
     """Scenes, their labels and the torchgeo dataset that reads both, ready for samplers."""
 
     dataset: Any
-    scenes: list[SceneInfo]
+    scenes: list[Scene]
     labels: list[LabelInfo]
     labelled_windows: list[Window]
     n_classes: int
@@ -324,26 +311,26 @@ def open_training_data(
         TrainingData; ``dataset`` yields ``image`` (float32) and, with labels, ``mask`` (int64).
     """
     if not images:
-        raise GeoAlpsError("no --images given")
-    scenes = [read_scene_info(p) for p in images]
+        raise OptionError("no --images given")
+    scenes = [open_north_up(p) for p in images]
     for scene in scenes[1:]:
         if scene.count != scenes[0].count:
-            raise GeoAlpsError(
+            raise InputError(
                 f"{scene.path}: {scene.count} bands, but {scenes[0].path} has {scenes[0].count}; "
                 "all scenes of one model need the same bands"
             )
     SceneImages, SceneLabels, VectorLabels = _dataset_classes()
-    crs, res = scenes[0].crs, scenes[0].res
+    crs, res = rasterio_crs(scenes[0]), scenes[0].res
     image_ds = SceneImages(paths=[s.path for s in scenes], crs=crs, res=res)
     full = [Window(0, 0, s.width, s.height) for s in scenes]
     if labels is None:
         return TrainingData(image_ds, scenes, [], full, 0, None, None, {})
 
     if len(labels) != len(images):
-        raise GeoAlpsError(f"{len(images)} images but {len(labels)} label files; give one label file per image, in order")
+        raise InputError(f"{len(images)} images but {len(labels)} label files; give one label file per image, in order")
     kinds = {is_vector(p) for p in labels}
     if len(kinds) > 1:
-        raise GeoAlpsError("mix of raster and vector labels; give one kind")
+        raise InputError("mix of raster and vector labels; give one kind")
     infos: list[LabelInfo] = []
     windows: list[Window] = []
     if kinds == {True}:
@@ -355,18 +342,18 @@ def open_training_data(
         nodata = None
     else:
         for scene, path in zip(scenes, labels):
-            check_same_grid(scene, read_scene_info(path, what="label"))
+            check_same_grid(scene, open_north_up(path, what="label"))
             infos.append(read_label_info(path, ignore_value))
         windows = full
         nodatas = {i.nodata for i in infos}
         if len(nodatas) > 1:
-            raise GeoAlpsError(f"label rasters disagree on nodata ({sorted(map(str, nodatas))}); give them one nodata value")
+            raise InputError(f"label rasters disagree on nodata ({sorted(map(str, nodatas))}); give them one nodata value")
         nodata = nodatas.pop()
         label_ds = SceneLabels(paths=[str(p) for p in labels], crs=crs, res=res)
     n_classes = max(i.n_classes for i in infos)
     present = {k for i in infos for k, c in enumerate(i.pixel_counts) if c}
     if len(present) == 1 and kinds == {False}:
-        raise GeoAlpsError(
+        raise InputError(
             f"{labels[0]}: labels hold a single class ({present.pop()}) outside nodata ({nodata}); if background is "
             "declared nodata, clear it (gdal_edit.py -unsetnodata) so it trains as a class"
         )
@@ -377,20 +364,20 @@ def open_training_data(
     return TrainingData(image_ds & label_ds, scenes, infos, windows, n_classes, nodata, ignore_value, colours)
 
 
-def _labelled_window(scene: SceneInfo, crs: Any, bounds: tuple[float, float, float, float], path: str) -> Window:
+def _labelled_window(scene: Scene, crs: Any, bounds: tuple[float, float, float, float], path: str) -> Window:
     """The scene pixels covered by a vector layer's extent, snapped inward to whole pixels."""
     from rasterio.warp import transform_bounds
     from rasterio.windows import from_bounds
 
     if crs != scene.crs:
-        bounds = transform_bounds(crs, scene.crs, *bounds)
+        bounds = transform_bounds(crs.to_wkt(), scene.crs_wkt, *bounds)
     window = from_bounds(*bounds, transform=scene.transform)
     col0 = max(0, math.ceil(window.col_off - 1e-6))
     row0 = max(0, math.ceil(window.row_off - 1e-6))
     col1 = min(scene.width, math.floor(window.col_off + window.width + 1e-6))
     row1 = min(scene.height, math.floor(window.row_off + window.height + 1e-6))
     if col1 <= col0 or row1 <= row0:
-        raise GeoAlpsError(f"{path}: vector labels do not overlap {scene.path}")
+        raise InputError(f"{path}: vector labels do not overlap {scene.path}")
     return Window(col0, row0, col1 - col0, row1 - row0)
 
 
@@ -429,15 +416,15 @@ def split_regions(
         seed: draws the cells; the same seed gives the same cells.
     """
     if not 0 < label_fraction <= 1:
-        raise GeoAlpsError(f"--label-fraction must be in (0, 1], got {label_fraction}")
+        raise OptionError(f"--label-fraction must be in (0, 1], got {label_fraction}")
     if not 0 <= val_fraction < 1:
-        raise GeoAlpsError(f"--val-fraction must be in [0, 1), got {val_fraction}")
+        raise OptionError(f"--val-fraction must be in [0, 1), got {val_fraction}")
     rng = np.random.default_rng(seed)
     train, val = [], []
     for scene, win in zip(data.scenes, data.labelled_windows):
         w, h = int(win.width), int(win.height)
         if w < tile_px or h < tile_px:
-            raise GeoAlpsError(f"{scene.path}: labelled area {w}x{h} px is smaller than the {tile_px} px tile; use --tile-size")
+            raise OptionError(f"{scene.path}: labelled area {w}x{h} px is smaller than the {tile_px} px tile; use --tile-size")
         n_val = max(tile_px, round(h * val_fraction)) if val_fraction > 0 else 0
         if n_val and h - n_val < tile_px:
             warnings.warn(f"{scene.path}: too small for a validation strip; all of it trains", stacklevel=2)
@@ -465,15 +452,15 @@ def split_regions(
     return Regions(train, val)
 
 
-def _pixel_box(scene: SceneInfo, crs: Any, col: int, row: int, width: int, height: int) -> tuple[float, float, float, float]:
+def _pixel_box(scene: Scene, crs: Any, col: int, row: int, width: int, height: int) -> tuple[float, float, float, float]:
     """Map box of a pixel window, transformed to the dataset CRS if the scene is in another."""
     t = scene.transform
     minx, maxy = t * (col, row)
     maxx, miny = t * (col + width, row + height)
-    if crs != scene.crs:
+    if crs != rasterio_crs(scene):
         from rasterio.warp import transform_bounds
 
-        return tuple(transform_bounds(scene.crs, crs, minx, miny, maxx, maxy))
+        return tuple(transform_bounds(scene.crs_wkt, crs, minx, miny, maxx, maxy))
     return (minx, miny, maxx, maxy)
 
 
@@ -509,14 +496,14 @@ def train_loader(
     pieces = [data.dataset.index.clip(shapely.box(*b)) for b in regions.train]
     pieces = [p for p in pieces if not p.empty]
     if not pieces:
-        raise GeoAlpsError("the training regions miss every labelled scene")
+        raise InputError("the training regions miss every labelled scene")
     view = copy.copy(data.dataset)
     view.index = pd.concat(pieces)
     xres, yres = data.res
     size = (tile_px * yres * (1 - 1e-9), tile_px * xres * (1 - 1e-9))
     sampler = RandomGeoSampler(view, size=size, length=steps * batch_size, units=Units.CRS, generator=generator)
     if not sampler.bounds:
-        raise GeoAlpsError(f"no training region holds a whole {tile_px} px tile; use a smaller --tile-size")
+        raise OptionError(f"no training region holds a whole {tile_px} px tile; use a smaller --tile-size")
     return DataLoader(
         data.dataset,
         batch_size=batch_size,

@@ -6,6 +6,11 @@ installed), and a resume file ``<output>.last.pt`` written after every epoch and
 final model is written. The GPU is used when present, with bf16 (or fp16 + loss scaling)
 autocast and channels-last tensors; on CPU everything runs in float32.
 
+The loop is a few named steps, as torchgeo's trainers are: ``_set_up`` (device, network,
+optimiser, generators), ``_resume``, ``_train_epoch`` (``_train_step`` per batch, ``_losses`` per
+objective), ``_validate``, ``_log_epoch``, ``_save_resume`` and ``_save_model``, strung together in
+``_fit``; ``_Run`` is the state they share.
+
 Cost per step is one forward/backward of the network on ``batch_size`` tiles (two with
 ``objective='both'``: a clean pass for the pseudo-labels and a masked pass for SimMIM).
 """
@@ -26,7 +31,8 @@ from typing import Any
 import numpy as np
 
 from geoalps.devices import autocast_dtype, resolve_device
-from geoalps.errors import GeoAlpsError
+from geoalps.errors import ModelError, OptionError
+from geoalps.files import atomic_path, check_writable
 
 OBJECTIVES = ("pseudo", "mim", "both")
 CSV_COLUMNS = (
@@ -148,24 +154,21 @@ def pretrain(
 
     options = options or TrainOptions()
     if objective not in OBJECTIVES:
-        raise GeoAlpsError(f"unknown --objective {objective!r}; use {', '.join(OBJECTIVES)}")
+        raise OptionError(f"unknown --objective {objective!r}; use {', '.join(OBJECTIVES)}")
     output = _check_output(output, overwrite)
     if objective != "mim" and not labels:
-        raise GeoAlpsError(f"--objective {objective} needs --labels (pseudo-label rasters from 'geoalps label --raster-out')")
+        raise OptionError(f"--objective {objective} needs --labels (pseudo-label rasters from 'geoalps label --raster-out')")
     data = gdata.open_training_data(images, labels if objective != "mim" else None, ignore_value=ignore_value)
     arch = make_arch(size, data.scenes[0].count, data.n_classes, tile_size_px)
     tile = arch["tile_size_px"]
     mask_patch_px = int(mask_patch_px or min(32, tile // 4))
     if mask_patch_px % arch["patch_size"] or tile % mask_patch_px:
-        raise GeoAlpsError(f"--mask-patch {mask_patch_px} must divide the tile ({tile}) and be a multiple of {arch['patch_size']}")
+        raise OptionError(f"--mask-patch {mask_patch_px} must divide the tile ({tile}) and be a multiple of {arch['patch_size']}")
     regions = gdata.split_regions(data, tile, options.val_fraction, 1.0, options.seed)
     _seed_everything(options.seed)
     model = build_model(arch, backbone_weights)
     mim_head = SimMIMHead(model.backbone.channels[-1], arch["in_chans"], arch["reduction"]) if objective != "pseudo" else None
-    mean, std = gdata.band_statistics(data.scenes)
     names = [f"pseudo {k}" for k in range(data.n_classes)]
-    palette = default_class_colours(data.n_classes)
-    colours = [list(data.colours.get(k, palette[k])) for k in range(data.n_classes)]
     job = _Job(
         kind="pretrain",
         objective=objective,
@@ -174,8 +177,8 @@ def pretrain(
         arch=arch,
         model=model,
         mim_head=mim_head,
-        norm={"mean": mean, "std": std},
-        classes={"names": names, "colours": colours},
+        norm=_band_norm(data),
+        classes={"names": names, "colours": _class_colours(data)},
         output=output,
         options=options,
         mask_ratio=mask_ratio,
@@ -225,42 +228,25 @@ def finetune(
         the per-epoch history.
     """
     from geoalps.train import data as gdata
-    from geoalps.train.checkpoint import load_checkpoint
-    from geoalps.train.models import build_model, load_weights, make_arch
+    from geoalps.train.models import build_model, make_arch
 
     options = options or TrainOptions()
     output = _check_output(output, overwrite)
     if not labels:
-        raise GeoAlpsError("train needs --labels (ground truth rasters or vector layers)")
+        raise OptionError("train needs --labels (ground truth rasters or vector layers)")
     data = gdata.open_training_data(images, labels, label_column=label_column, ignore_value=ignore_value)
-    bands = data.scenes[0].count
-    start = load_checkpoint(init) if init else None
+    if class_names is not None and len(class_names) != data.n_classes:
+        raise OptionError(f"{len(class_names)} class names for {data.n_classes} classes (ids 0..{data.n_classes - 1})")
+    names = list(class_names or data.class_names or [f"class {k}" for k in range(data.n_classes)])
+    start = _init_checkpoint(init, backbone_weights, data) if init else None
     if start is not None:
-        if backbone_weights:
-            raise GeoAlpsError("give --init or --backbone-weights, not both")
-        if start["arch"]["in_chans"] != bands:
-            raise GeoAlpsError(f"{init}: made for {start['arch']['in_chans']} bands, but {data.scenes[0].path} has {bands}")
         size = start["arch"]["size"]
         tile_size_px = tile_size_px or start["tile_size_px"]
-    arch = make_arch(size, bands, data.n_classes, tile_size_px)
+    arch = make_arch(size, data.scenes[0].count, data.n_classes, tile_size_px)
     regions = gdata.split_regions(data, arch["tile_size_px"], options.val_fraction, label_fraction, options.seed)
     _seed_everything(options.seed)
     model = build_model(arch, None if start is not None else backbone_weights)
-    if start is not None:
-        same_classes = start["arch"]["num_classes"] == data.n_classes
-        missing = load_weights(model, start["model"], keep_classifier=same_classes)
-        stray = [k for k in missing if not k.startswith("classifier.")]
-        if stray:
-            raise GeoAlpsError(f"{init}: weights do not fit a {size} net ({len(stray)} tensors, e.g. {stray[0]})")
-        norm = start["norm"]
-    else:
-        mean, std = gdata.band_statistics(data.scenes)
-        norm = {"mean": mean, "std": std}
-    if class_names is not None and len(class_names) != data.n_classes:
-        raise GeoAlpsError(f"{len(class_names)} class names for {data.n_classes} classes (ids 0..{data.n_classes - 1})")
-    names = list(class_names or data.class_names or [f"class {k}" for k in range(data.n_classes)])
-    palette = default_class_colours(data.n_classes)
-    colours = [list(data.colours.get(k, palette[k])) for k in range(data.n_classes)]
+    norm = _load_init(model, start, init, data.n_classes) if start is not None else _band_norm(data)
     job = _Job(
         kind="train",
         objective="pseudo",
@@ -270,7 +256,7 @@ def finetune(
         model=model,
         mim_head=None,
         norm=norm,
-        classes={"names": names, "colours": colours},
+        classes={"names": names, "colours": _class_colours(data)},
         output=output,
         options=options,
         provenance={
@@ -283,12 +269,48 @@ def finetune(
     return _fit(job)
 
 
+def _init_checkpoint(init: str | os.PathLike, backbone_weights: Any, data: Any) -> dict[str, Any]:
+    """The ``--init`` checkpoint, checked against the training scenes' band count."""
+    from geoalps.train.checkpoint import load_checkpoint
+
+    if backbone_weights:
+        raise OptionError("give --init or --backbone-weights, not both")
+    start = load_checkpoint(init)
+    bands = data.scenes[0].count
+    if start["arch"]["in_chans"] != bands:
+        raise ModelError(f"{init}: made for {start['arch']['in_chans']} bands, but {data.scenes[0].path} has {bands}")
+    return start
+
+
+def _load_init(model: Any, start: dict[str, Any], init: str | os.PathLike, n_classes: int) -> dict[str, list[float]]:
+    """Load the init's backbone and decoder (and classifier when the class counts agree) into
+    ``model``; return the init's band normalisation, kept so the backbone sees inputs as before."""
+    from geoalps.train.models import load_weights
+
+    missing = load_weights(model, start["model"], keep_classifier=start["arch"]["num_classes"] == n_classes)
+    stray = [k for k in missing if not k.startswith("classifier.")]
+    if stray:
+        raise ModelError(f"{init}: weights do not fit a {start['arch']['size']} net ({len(stray)} tensors, e.g. {stray[0]})")
+    return start["norm"]
+
+
+def _band_norm(data: Any) -> dict[str, list[float]]:
+    from geoalps.train.data import band_statistics
+
+    mean, std = band_statistics(data.scenes)
+    return {"mean": mean, "std": std}
+
+
+def _class_colours(data: Any) -> list[list[int]]:
+    """One RGB colour per class: the label rasters' colour tables, the default palette elsewhere."""
+    palette = default_class_colours(data.n_classes)
+    return [list(data.colours.get(k, palette[k])) for k in range(data.n_classes)]
+
+
 # --------------------------------------------------------------------------- the loop
 
 
 def _check_output(output: str | os.PathLike, overwrite: bool) -> Path:
-    from geoalps.outputs.vector import check_writable
-
     output = Path(output)
     check_writable(output, overwrite)
     return output
@@ -328,19 +350,97 @@ def _lr_lambda(total_steps: int, warmup_fraction: float):
     return factor
 
 
+@dataclass
+class _Run:
+    """The live state of one training run: built by ``_set_up``, restored by ``_resume``, advanced
+    by each epoch and saved by ``_save_resume`` / ``_save_model``."""
+
+    job: _Job
+    device: Any
+    amp_dtype: Any
+    model: Any
+    modules: list[Any]
+    optimizer: Any
+    scheduler: Any
+    scaler: Any
+    sample_gen: Any
+    aug_gen: Any
+    mask_gen: Any
+    prep: Any
+    workers: int
+    band_descriptions: tuple[str | None, ...]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    start_epoch: int = 0
+
+    @property
+    def options(self) -> TrainOptions:
+        return self.job.options
+
+    @property
+    def tile(self) -> int:
+        return self.job.arch["tile_size_px"]
+
+    @property
+    def seg(self) -> bool:
+        """The objective has a segmentation loss (pseudo-labels or ground truth)."""
+        return self.job.objective in ("pseudo", "both")
+
+    @property
+    def mim(self) -> bool:
+        """The objective has a SimMIM loss."""
+        return self.job.mim_head is not None
+
+    @property
+    def resume_file(self) -> Path:
+        from geoalps.train.checkpoint import resume_path
+
+        return resume_path(self.job.output)
+
+    def autocast(self):
+        """The autocast context of the run's precision; a no-op in float32."""
+        import torch
+
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def train_mode(self, on: bool) -> None:
+        for module in self.modules:
+            module.train(on)
+
+
 def _fit(job: _Job) -> list[dict[str, Any]]:
-    """Run the epochs of ``job``; write the resume file each epoch and the final checkpoint."""
+    """Set up, resume, then per epoch train, validate, log and save the resume file; save the model."""
+    from geoalps.progress import Progress
+    from geoalps.train import data as gdata
+
+    run = _set_up(job)
+    _resume(run)
+    opt = job.options
+    val = gdata.val_loader(job.data, job.regions, run.tile, opt.batch_size, run.workers)
+    writer = _tensorboard(job.output)
+    progress = Progress(opt.epochs * opt.steps_per_epoch, desc=job.kind, lines=opt.progress_lines,
+                        enabled=not opt.quiet, done=run.start_epoch * opt.steps_per_epoch, leave=False)
+    try:
+        for epoch in range(run.start_epoch, opt.epochs):
+            row = _train_epoch(run, epoch, progress)
+            row.update(_validate(run, val))
+            _log_epoch(run, row, writer, progress)
+            _save_resume(run, epochs_done=epoch + 1)
+    finally:
+        progress.close()
+        if writer is not None:
+            writer.close()
+    _save_model(run)
+    return run.history
+
+
+def _set_up(job: _Job) -> _Run:
+    """Device and precision, the network on the device, AdamW with warm-up and cosine decay, the
+    fp16 loss scaler, seeded generators (tiles, augmentation, masks) and batch preparation."""
     import torch
-    import torch.nn.functional as F
 
     from geoalps.train import data as gdata
-    from geoalps.train.checkpoint import load_checkpoint, resume_path, save_checkpoint
-    from geoalps.train.mim import (
-        masked_reconstruction_loss,
-        random_patch_mask,
-        upsample_mask,
-    )
-    from geoalps.train.progress import Progress
 
     opt = job.options
     if opt.threads:
@@ -349,200 +449,228 @@ def _fit(job: _Job) -> list[dict[str, Any]]:
     amp_dtype = autocast_dtype(device, opt.precision)
     channels_last = device.type == "cuda"
     workers = opt.workers if opt.workers is not None else (0 if device.type == "cpu" else min(4, os.cpu_count() or 1))
-    tile = job.arch["tile_size_px"]
-    seg = job.objective in ("pseudo", "both")
-    mim = job.mim_head is not None
     model = job.model.to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    modules = [model] + ([job.mim_head.to(device)] if mim else [])
+    modules = [model] + ([job.mim_head.to(device)] if job.mim_head is not None else [])
     optimizer = torch.optim.AdamW(_param_groups(modules, opt.weight_decay), lr=opt.lr)
-    total_steps = opt.epochs * opt.steps_per_epoch
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(total_steps, opt.warmup_fraction))
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    sample_gen = torch.Generator().manual_seed(opt.seed)
-    aug_gen = torch.Generator().manual_seed(opt.seed + 1)
-    mask_gen = torch.Generator().manual_seed(opt.seed + 2)
+    schedule = _lr_lambda(opt.epochs * opt.steps_per_epoch, opt.warmup_fraction)
     prep = gdata.BatchPrep(
         job.norm["mean"], job.norm["std"], job.data.scenes[0].nodata, job.data.label_nodata, job.data.ignore_value,
         job.arch["num_classes"], job.data.res, device, channels_last,
     )
+    return _Run(
+        job=job, device=device, amp_dtype=amp_dtype, model=model, modules=modules, optimizer=optimizer,
+        scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, schedule),
+        scaler=torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16),
+        sample_gen=torch.Generator().manual_seed(opt.seed),
+        aug_gen=torch.Generator().manual_seed(opt.seed + 1),
+        mask_gen=torch.Generator().manual_seed(opt.seed + 2),
+        prep=prep, workers=workers, band_descriptions=gdata.band_descriptions(job.data.scenes[0]),
+    )
 
-    history: list[dict[str, Any]] = []
-    start_epoch = 0
-    last = resume_path(job.output)
-    if opt.resume and last.exists():
-        state = load_checkpoint(last)
-        if state.get("arch") != job.arch or "resume" not in state:
-            raise GeoAlpsError(f"{last}: resume file is for another model; delete it or drop --resume")
-        model.load_state_dict(state["model"])
-        if mim:
-            job.mim_head.load_state_dict(state["mim_head"])
-        r = state["resume"]
-        optimizer.load_state_dict(r["optimizer"])
-        scheduler.load_state_dict(r["scheduler"])
-        scaler.load_state_dict(r["scaler"])
-        for gen, key in ((sample_gen, "sample_rng"), (aug_gen, "aug_rng"), (mask_gen, "mask_rng")):
-            gen.set_state(r[key])
-        torch.set_rng_state(r["torch_rng"])
-        start_epoch = r["epoch"]
-        history = state["training"]["history"]
-    else:
+
+def _resume(run: _Run) -> None:
+    """With ``--resume`` and a ``<output>.last.pt``, restore weights, optimiser, scheduler, scaler,
+    RNG states and history; without, seed the global RNG so both kinds of run draw alike."""
+    import torch
+
+    from geoalps.train.checkpoint import load_checkpoint
+
+    last = run.resume_file
+    if not (run.options.resume and last.exists()):
         # Same global RNG stream from here on whether or not weights were loaded (fair A/B runs).
-        torch.manual_seed(opt.seed + 3)
-
-    val = gdata.val_loader(job.data, job.regions, tile, opt.batch_size, workers)
-    writer = _tensorboard(job.output)
-    metrics_csv = job.output.with_name(f"{job.output.stem}.metrics.csv")
-    autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype is not None else contextlib.nullcontext
-
-    def losses_for(x, y, valid, mask_generator) -> dict[str, Any]:
-        out = {}
-        with autocast():
-            if seg:
-                logits = model(x).float()
-                if (y != gdata.IGNORE_INDEX).any():
-                    out["seg"] = F.cross_entropy(logits, y, ignore_index=gdata.IGNORE_INDEX)
-                else:
-                    out["seg"] = logits.sum() * 0.0
-                out["_logits"] = logits
-            if mim:
-                mp = job.mask_patch_px
-                mask = random_patch_mask(x.shape[0], tile, mp, job.mask_ratio, mask_generator).to(device)
-                maps = model.backbone(x, upsample_mask(mask, mp // job.arch["patch_size"]))
-                recon = job.mim_head(maps[-1]).float()
-                out["mim"] = masked_reconstruction_loss(recon, x.float(), upsample_mask(mask, mp), valid)
-        return out
-
-    progress = Progress(total_steps, desc=job.kind, lines=opt.progress_lines, enabled=not opt.quiet)
-    progress.update(start_epoch * opt.steps_per_epoch)
-    try:
-        for epoch in range(start_epoch, opt.epochs):
-            model.train()
-            if mim:
-                job.mim_head.train()
-            loader = gdata.train_loader(
-                job.data, job.regions, tile, opt.batch_size, opt.steps_per_epoch, workers, sample_gen, device.type == "cuda"
-            )
-            sums = {"loss": 0.0, "seg": 0.0, "mim": 0.0}
-            t0 = time.perf_counter()
-            steps = 0
-            for batch in loader:
-                x, y, valid = prep(batch)
-                if opt.augment:
-                    x, y, valid = gdata.augment(x, y, valid, generator=aug_gen)
-                parts = losses_for(x, y, valid, mask_gen)
-                parts.pop("_logits", None)
-                loss = sum(parts.values())
-                if not torch.isfinite(loss):
-                    raise GeoAlpsError(f"{job.output}: loss became {loss.item()} at epoch {epoch + 1}; lower --lr")
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
-                steps += 1
-                sums["loss"] += loss.item()
-                for k, v in parts.items():
-                    sums[k] += v.item()
-                rate = steps * opt.batch_size / max(time.perf_counter() - t0, 1e-9)
-                progress.update(1, message=f"epoch {epoch + 1}/{opt.epochs}", loss=f"{loss.item():.4f}", img_s=f"{rate:.1f}")
-            seconds = time.perf_counter() - t0
-            row: dict[str, Any] = {
-                "epoch": epoch + 1,
-                "train_loss": sums["loss"] / max(steps, 1),
-                "train_seg_loss": sums["seg"] / max(steps, 1) if seg else "",
-                "train_mim_loss": sums["mim"] / max(steps, 1) if mim else "",
-                "lr": scheduler.get_last_lr()[0],
-                "images_per_s": steps * opt.batch_size / max(seconds, 1e-9),
-                "seconds": seconds,
-            }
-            row.update(_validate(job, model, val, prep, losses_for, device, seg, mim))
-            history.append({k: row.get(k, "") for k in CSV_COLUMNS})
-            _write_csv(metrics_csv, history)
-            if writer is not None:
-                for k, v in row.items():
-                    if isinstance(v, float):
-                        writer.add_scalar(k, v, epoch + 1)
-            progress.write(_epoch_line(row, opt.epochs))
-            resume = {
-                "epoch": epoch + 1,
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(),
-                "sample_rng": sample_gen.get_state(),
-                "aug_rng": aug_gen.get_state(),
-                "mask_rng": mask_gen.get_state(),
-                "torch_rng": torch.get_rng_state(),
-            }
-            save_checkpoint(_payload(job, model, history, resume), last)
-    finally:
-        progress.close()
-        if writer is not None:
-            writer.close()
-    save_checkpoint(_payload(job, model, history, None), job.output, overwrite=True)
-    if last.exists():
-        last.unlink()
-    return history
+        torch.manual_seed(run.options.seed + 3)
+        return
+    state = load_checkpoint(last)
+    if state.get("arch") != run.job.arch or "resume" not in state:
+        raise ModelError(f"{last}: resume file is for another model; delete it or drop --resume")
+    run.model.load_state_dict(state["model"])
+    if run.mim:
+        run.job.mim_head.load_state_dict(state["mim_head"])
+    saved = state["resume"]
+    for part, key in ((run.optimizer, "optimizer"), (run.scheduler, "scheduler"), (run.scaler, "scaler")):
+        part.load_state_dict(saved[key])
+    for gen, key in ((run.sample_gen, "sample_rng"), (run.aug_gen, "aug_rng"), (run.mask_gen, "mask_rng")):
+        gen.set_state(saved[key])
+    torch.set_rng_state(saved["torch_rng"])
+    run.start_epoch, run.history = saved["epoch"], state["training"]["history"]
 
 
-def _validate(job, model, loader, prep, losses_for, device, seg: bool, mim: bool) -> dict[str, Any]:
-    """Loss, mIoU and accuracy on the validation strips (masks from a fixed seed each epoch)."""
+def _losses(run: _Run, x, y, valid, mask_generator) -> dict[str, Any]:
+    """The objective's loss terms for one batch (``seg``: cross-entropy, ``mim``: SimMIM L1 on
+    masked pixels), plus the segmentation logits as ``_logits`` for validation scores."""
+    import torch.nn.functional as F
+
+    from geoalps.train.data import IGNORE_INDEX
+    from geoalps.train.mim import masked_reconstruction_loss, random_patch_mask, upsample_mask
+
+    job, out = run.job, {}
+    with run.autocast():
+        if run.seg:
+            logits = run.model(x).float()
+            if (y != IGNORE_INDEX).any():
+                out["seg"] = F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX)
+            else:
+                out["seg"] = logits.sum() * 0.0
+            out["_logits"] = logits
+        if run.mim:
+            patch = job.mask_patch_px
+            mask = random_patch_mask(x.shape[0], run.tile, patch, job.mask_ratio, mask_generator).to(run.device)
+            maps = run.model.backbone(x, upsample_mask(mask, patch // job.arch["patch_size"]))
+            recon = job.mim_head(maps[-1]).float()
+            out["mim"] = masked_reconstruction_loss(recon, x.float(), upsample_mask(mask, patch), valid)
+    return out
+
+
+def _train_epoch(run: _Run, epoch: int, progress) -> dict[str, Any]:
+    """``steps_per_epoch`` steps on fresh random tiles; the epoch's row (losses, lr, speed) so far."""
+    from geoalps.train import data as gdata
+
+    opt, job = run.options, run.job
+    run.train_mode(True)
+    loader = gdata.train_loader(job.data, job.regions, run.tile, opt.batch_size, opt.steps_per_epoch, run.workers,
+                                run.sample_gen, run.device.type == "cuda")
+    sums = {"loss": 0.0, "seg": 0.0, "mim": 0.0}
+    steps, started = 0, time.perf_counter()
+    for batch in loader:
+        loss, parts = _train_step(run, batch, epoch)
+        steps += 1
+        sums["loss"] += loss
+        for k, v in parts.items():
+            sums[k] += v
+        rate = steps * opt.batch_size / max(time.perf_counter() - started, 1e-9)
+        progress.update(1, message=f"epoch {epoch + 1}/{opt.epochs}", loss=f"{loss:.4f}", img_s=f"{rate:.1f}")
+    seconds, n = time.perf_counter() - started, max(steps, 1)
+    return {
+        "epoch": epoch + 1,
+        "train_loss": sums["loss"] / n,
+        "train_seg_loss": sums["seg"] / n if run.seg else "",
+        "train_mim_loss": sums["mim"] / n if run.mim else "",
+        "lr": run.scheduler.get_last_lr()[0],
+        "images_per_s": steps * opt.batch_size / max(seconds, 1e-9),
+        "seconds": seconds,
+    }
+
+
+def _train_step(run: _Run, batch: dict[str, Any], epoch: int) -> tuple[float, dict[str, float]]:
+    """One optimiser step: prepare (and augment) the batch, forward, backward, step the schedule.
+
+    Returns the loss and its terms as floats."""
     import torch
 
     from geoalps.train import data as gdata
+
+    x, y, valid = run.prep(batch)
+    if run.options.augment:
+        x, y, valid = gdata.augment(x, y, valid, generator=run.aug_gen)
+    parts = _losses(run, x, y, valid, run.mask_gen)
+    parts.pop("_logits", None)
+    loss = sum(parts.values())
+    if not torch.isfinite(loss):
+        raise OptionError(f"{run.job.output}: loss became {loss.item()} at epoch {epoch + 1}; lower --lr")
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scaler.scale(loss).backward()
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.scheduler.step()
+    return loss.item(), {k: v.item() for k, v in parts.items()}
+
+
+def _validate(run: _Run, loader) -> dict[str, Any]:
+    """Loss, mIoU and accuracy on the validation strips (masks from a fixed seed each epoch)."""
+    import torch
+
+    from geoalps.train.data import IGNORE_INDEX
     from geoalps.train.metrics import confusion_matrix, scores
 
     if loader is None:
         return {}
-    model.eval()
-    if mim:
-        job.mim_head.eval()
-    n = job.arch["num_classes"]
-    confusion = np.zeros((max(n, 1), max(n, 1) + 1), dtype=np.int64)
-    sums = {"seg": 0.0, "mim": 0.0}
-    batches = 0
-    mask_gen = torch.Generator().manual_seed(job.options.seed + 4)
+    run.train_mode(False)
+    n = max(run.job.arch["num_classes"], 1)
+    confusion = np.zeros((n, n + 1), dtype=np.int64)
+    sums, batches = {"seg": 0.0, "mim": 0.0}, 0
+    mask_gen = torch.Generator().manual_seed(run.options.seed + 4)
     with torch.no_grad():
         for batch in loader:
-            x, y, valid = prep(batch, boxes=job.regions.val)
-            parts = losses_for(x, y, valid, mask_gen)
+            x, y, valid = run.prep(batch, boxes=run.job.regions.val)
+            parts = _losses(run, x, y, valid, mask_gen)
             batches += 1
             for k in ("seg", "mim"):
                 if k in parts:
                     sums[k] += parts[k].item()
-            if seg:
+            if run.seg:
                 pred = parts["_logits"].argmax(1).cpu().numpy()
-                confusion += confusion_matrix(pred, y.cpu().numpy(), n, ignore=gdata.IGNORE_INDEX)
+                confusion += confusion_matrix(pred, y.cpu().numpy(), run.job.arch["num_classes"], ignore=IGNORE_INDEX)
     out: dict[str, Any] = {}
-    if seg:
+    if run.seg:
         s = scores(confusion)
         out.update(val_seg_loss=sums["seg"] / max(batches, 1), val_miou=s["miou"], val_accuracy=s["overall_accuracy"])
-    if mim:
+    if run.mim:
         out["val_mim_loss"] = sums["mim"] / max(batches, 1)
     return out
 
 
-def _payload(job: _Job, model, history: list[dict[str, Any]], resume: dict[str, Any] | None) -> dict[str, Any]:
-    scene = job.data.scenes[0]
+def _log_epoch(run: _Run, row: dict[str, Any], writer, progress) -> None:
+    """Add ``row`` to the history and the metrics CSV (and TensorBoard); print the epoch line."""
+    run.history.append({k: row.get(k, "") for k in CSV_COLUMNS})
+    _write_csv(run.job.output.with_name(f"{run.job.output.stem}.metrics.csv"), run.history)
+    if writer is not None:
+        for k, v in row.items():
+            if isinstance(v, float):
+                writer.add_scalar(k, v, row["epoch"])
+    progress.write(_epoch_line(row, run.options.epochs))
+
+
+def _save_resume(run: _Run, epochs_done: int) -> None:
+    """``<output>.last.pt``: the model so far plus optimiser, scheduler, scaler and RNG states."""
+    import torch
+
+    from geoalps.train.checkpoint import save_checkpoint
+
+    resume = {
+        "epoch": epochs_done,
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "scaler": run.scaler.state_dict(),
+        "sample_rng": run.sample_gen.get_state(),
+        "aug_rng": run.aug_gen.get_state(),
+        "mask_rng": run.mask_gen.get_state(),
+        "torch_rng": torch.get_rng_state(),
+    }
+    save_checkpoint(_payload(run, resume), run.resume_file)
+
+
+def _save_model(run: _Run) -> None:
+    """The final checkpoint at ``output``; the resume file is removed once it is written."""
+    from geoalps.train.checkpoint import save_checkpoint
+
+    save_checkpoint(_payload(run, None), run.job.output, overwrite=True)
+    if run.resume_file.exists():
+        run.resume_file.unlink()
+
+
+def _payload(run: _Run, resume: dict[str, Any] | None) -> dict[str, Any]:
+    job, scene = run.job, run.job.data.scenes[0]
     payload = {
         "kind": job.kind,
         "arch": job.arch,
-        "bands": {"count": scene.count, "descriptions": list(scene.descriptions), "dtype": scene.dtype, "nodata": scene.nodata},
+        "bands": {"count": scene.count, "descriptions": list(run.band_descriptions), "dtype": scene.dtype,
+                  "nodata": scene.nodata},
         "norm": job.norm,
         "classes": job.classes,
         "tile_size_px": job.arch["tile_size_px"],
-        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "model": {k: v.detach().cpu() for k, v in run.model.state_dict().items()},
         "training": {
             "objective": job.objective,
             "images": [s.path for s in job.data.scenes],
             "labels": [i.path for i in job.data.labels],
             "regions": job.regions.to_dict(),
             "crs": job.data.dataset.crs.to_wkt(),
-            "options": {k: v for k, v in vars(job.options).items()},
+            "options": dict(vars(job.options)),
             "mask_ratio": job.mask_ratio,
             "mask_patch_px": job.mask_patch_px,
-            "history": history,
+            "history": run.history,
             **job.provenance,
         },
     }
@@ -555,13 +683,12 @@ def _payload(job: _Job, model, history: list[dict[str, Any]], resume: dict[str, 
 
 def _write_csv(path: Path, history: list[dict[str, Any]]) -> None:
     """Rewrite the whole CSV each epoch (small), so a resumed run keeps one consistent file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
-        writer.writeheader()
-        for row in history:
-            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    os.replace(tmp, path)
+    with atomic_path(path, overwrite=True) as tmp:
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
+            writer.writeheader()
+            for row in history:
+                writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
 
 
 def _epoch_line(row: dict[str, Any], epochs: int) -> str:

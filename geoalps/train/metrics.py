@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from geoalps.errors import GeoAlpsError
+from geoalps.errors import InputError
 
 
 def confusion_matrix(pred: np.ndarray, truth: np.ndarray, n_classes: int, ignore: int | None = None) -> np.ndarray:
@@ -65,18 +65,18 @@ def evaluate(prediction: str | os.PathLike, truth: str | os.PathLike, rows_per_r
     prediction, truth = str(prediction), str(truth)
     for path in (prediction, truth):
         if not os.path.exists(path):
-            raise GeoAlpsError(f"{path}: no such raster")
+            raise InputError(f"{path}: no such raster")
     with rasterio.open(prediction) as psrc, rasterio.open(truth) as tsrc:
         if (psrc.width, psrc.height) != (tsrc.width, tsrc.height):
-            raise GeoAlpsError(
+            raise InputError(
                 f"{truth}: {tsrc.width}x{tsrc.height} px but {prediction} is {psrc.width}x{psrc.height}; "
                 "evaluate needs both on one grid"
             )
         if psrc.crs and tsrc.crs and (psrc.crs != tsrc.crs or not psrc.transform.almost_equals(tsrc.transform, 1e-6 * abs(tsrc.transform.a))):
-            raise GeoAlpsError(f"{truth}: not on the grid (CRS/transform) of {prediction}")
+            raise InputError(f"{truth}: not on the grid (CRS/transform) of {prediction}")
         for src, path in ((psrc, prediction), (tsrc, truth)):
             if np.dtype(src.dtypes[0]).kind not in "ui":
-                raise GeoAlpsError(f"{path}: {src.dtypes[0]} pixels; class rasters hold integer ids")
+                raise InputError(f"{path}: {src.dtypes[0]} pixels; class rasters hold integer ids")
         pred_nodata, truth_nodata = psrc.nodata, tsrc.nodata
         pairs: dict[tuple[int, int], int] = {}
         for row in range(0, tsrc.height, rows_per_read):
@@ -92,7 +92,7 @@ def evaluate(prediction: str | os.PathLike, truth: str | os.PathLike, rows_per_r
                 key = (code >> 20, (code & ((1 << 20) - 1)) - 1)
                 pairs[key] = pairs.get(key, 0) + count
     if not pairs:
-        raise GeoAlpsError(f"{truth}: every pixel is nodata; nothing to score")
+        raise InputError(f"{truth}: every pixel is nodata; nothing to score")
     n = max(max(t, p) for t, p in pairs) + 1
     confusion = np.zeros((n, n + 1), dtype=np.int64)
     for (t, p), count in pairs.items():
@@ -102,7 +102,7 @@ def evaluate(prediction: str | os.PathLike, truth: str | os.PathLike, rows_per_r
 
 def write_json(result: dict[str, Any], path: str | os.PathLike, overwrite: bool = True) -> None:
     """Write scores as JSON atomically."""
-    from geoalps.outputs.vector import atomic_path
+    from geoalps.files import atomic_path
 
     with atomic_path(path, overwrite=overwrite) as tmp:
         tmp.write_text(json.dumps(result, indent=2) + "\n")

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from geoalps.errors import GeoAlpsError
+from geoalps.errors import ModelError, OptionError
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ def model_spec(size: str) -> ModelSpec:
     try:
         return MODEL_SIZES[size]
     except KeyError:
-        raise GeoAlpsError(f"unknown model size {size!r}; choose one of {', '.join(MODEL_SIZES)}") from None
+        raise OptionError(f"unknown model size {size!r}; choose one of {', '.join(MODEL_SIZES)}") from None
 
 
 def make_arch(size: str, in_chans: int, num_classes: int, tile_size_px: int | None = None) -> dict[str, Any]:
@@ -62,7 +62,7 @@ def make_arch(size: str, in_chans: int, num_classes: int, tile_size_px: int | No
     spec = model_spec(size)
     tile = int(tile_size_px or spec.tile_size_px)
     if tile % spec.reduction:
-        raise GeoAlpsError(f"--tile-size {tile} must be a multiple of {spec.reduction} px for {size}")
+        raise OptionError(f"--tile-size {tile} must be a multiple of {spec.reduction} px for {size}")
     arch = {"size": size, **asdict(spec), "in_chans": int(in_chans), "num_classes": int(num_classes)}
     arch["tile_size_px"] = tile
     arch["depths"], arch["num_heads"] = list(spec.depths), list(spec.num_heads)
@@ -203,7 +203,7 @@ def load_timm_weights(swin: nn.Module, path: str | os.PathLike, size: str = "") 
 
     path = str(path)
     if not os.path.isfile(path):
-        raise GeoAlpsError(f"{path}: no such backbone weights file")
+        raise ModelError(f"{path}: no such backbone weights file")
     try:
         state = checkpoint_filter_fn(load_state_dict(path, use_ema=False), swin)
         first = state.get("patch_embed.proj.weight")
@@ -215,16 +215,16 @@ def load_timm_weights(swin: nn.Module, path: str | os.PathLike, size: str = "") 
         missing = [k for k in own if k not in state]
         if wrong or missing:
             example = (wrong or missing)[0]
-            raise GeoAlpsError(
+            raise ModelError(
                 f"{path}: not Swin weights for size {size} ({len(missing)} tensors missing, {len(wrong)} of another "
                 f"shape, e.g. {example})"
             )
         swin.load_state_dict(state, strict=False)
-    except GeoAlpsError:
+    except ModelError:
         raise
     except Exception as exc:  # noqa: BLE001 - unreadable file, pickle, safetensors errors
         detail = " ".join(str(exc).split())[:200]
-        raise GeoAlpsError(f"{path}: cannot read Swin weights ({exc.__class__.__name__}: {detail})") from None
+        raise ModelError(f"{path}: cannot read Swin weights ({exc.__class__.__name__}: {detail})") from None
 
 
 def load_weights(model: SegmentationNet, state: dict[str, torch.Tensor], keep_classifier: bool = True) -> list[str]:

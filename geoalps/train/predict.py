@@ -5,10 +5,13 @@ own grid (the scene is read as it is, never warped), so every tile is whole pixe
 Each tile's softmax scores are weighted by a ramp that falls towards the tile edge and summed per
 pixel; the class is the arg-max of the sum, which removes seams where neighbouring tiles disagree.
 The output has the scene's CRS, transform and size, class ids 0..K-1, nodata 255 (65535 beyond
-255 classes) on the scene's nodata pixels, and a colour table; ``--polygons`` vectorizes it.
+255 classes) on the scene's nodata pixels, a colour table and the class-raster tags of
+:mod:`geoalps.outputs.raster` (the one label-raster writer); ``--polygons`` vectorizes it into
+the ``masks`` layer of :mod:`geoalps.outputs.vector` (the one GeoPackage writer).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import tempfile
@@ -18,7 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from geoalps.errors import GeoAlpsError
+from geoalps.errors import InputError, ModelError, OptionError
+from geoalps.files import atomic_path, check_writable
+from geoalps.inputs.scene import Scene
 
 #: Score accumulators larger than this go to a memory-mapped temp file beside the output.
 IN_MEMORY_LIMIT_BYTES = 1 << 30
@@ -53,7 +58,7 @@ def scene_chips(dataset: Any, scene: Any, tile_px: int, stride_px: int) -> Itera
 
 def predict_classes(
     network: Callable[[Any], Any],
-    scene_path: str | os.PathLike,
+    scene_path: str | os.PathLike | Scene,
     tile_px: int,
     n_classes: int,
     mean: list[float],
@@ -70,7 +75,7 @@ def predict_classes(
 
     Args:
         network: maps a normalised (B, C, tile, tile) tensor to (B, K, tile, tile) logits.
-        scene_path: the scene raster.
+        scene_path: the scene raster (or its :class:`~geoalps.inputs.scene.Scene`, opened once).
         tile_px: network input size.
         n_classes: K.
         mean, std: band normalisation of the model.
@@ -90,14 +95,14 @@ def predict_classes(
     from torch.utils.data import DataLoader
     from torchgeo.datasets import stack_samples
 
-    from geoalps.train.data import BatchPrep, _dataset_classes, read_scene_info
+    from geoalps.train.data import BatchPrep, _dataset_classes, open_north_up, rasterio_crs
 
-    scene = read_scene_info(scene_path)
+    scene = scene_path if isinstance(scene_path, Scene) else open_north_up(scene_path)
     overlap_px = tile_px // 4 if overlap_px is None else int(overlap_px)
     if not 0 <= overlap_px < tile_px:
-        raise GeoAlpsError(f"--overlap must be in [0, {tile_px}) px for {tile_px} px tiles")
+        raise OptionError(f"--overlap must be in [0, {tile_px}) px for {tile_px} px tiles")
     SceneImages, _, _ = _dataset_classes()
-    dataset = SceneImages(paths=[scene.path], crs=scene.crs, res=scene.res)
+    dataset = SceneImages(paths=[scene.path], crs=rasterio_crs(scene), res=scene.res)
     chips = list(scene_chips(dataset, scene, tile_px, tile_px - overlap_px))
     if progress is not None:
         progress.set_total(math.ceil(max(len(chips), 1) / (1 - progress_reserve)))
@@ -105,42 +110,53 @@ def predict_classes(
     prep = BatchPrep(mean, std, nodata, n_classes=n_classes, device=device)
     weights = torch.from_numpy(tile_weights(tile_px, overlap_px))
 
-    shape = (n_classes, scene.height, scene.width)
-    scratch = None
-    if n_classes * scene.height * scene.width * 4 > IN_MEMORY_LIMIT_BYTES:
-        scratch = tempfile.NamedTemporaryFile(prefix=".geoalps-scores.", suffix=".npy", dir=scratch_dir)
-        scores = np.lib.format.open_memmap(scratch.name, mode="w+", dtype=np.float32, shape=shape)
-    else:
-        scores = np.zeros(shape, dtype=np.float32)
     valid = np.zeros((scene.height, scene.width), dtype=bool)
-    left, top = scene.transform.c, scene.transform.f
-    xres, yres = scene.res
-    try:
+    with _score_buffer((n_classes, scene.height, scene.width), scratch_dir) as scores:
         with torch.inference_mode():
             for batch in loader:
                 x, _, tile_valid = prep(batch)
-                probs = torch.softmax(network(x).float(), dim=1).cpu() * weights
+                probs = (torch.softmax(network(x).float(), dim=1).cpu() * weights).numpy()
                 tile_valid = tile_valid.cpu().numpy()
                 for i, (xs, ys, _) in enumerate(batch["bounds"]):
-                    col0 = round((xs.start - left) / xres)
-                    row0 = round((top - ys.stop) / yres)
-                    r0, c0 = max(row0, 0), max(col0, 0)
-                    r1, c1 = min(row0 + tile_px, scene.height), min(col0 + tile_px, scene.width)
-                    if r1 <= r0 or c1 <= c0:
-                        continue
-                    tr, tc = slice(r0 - row0, r1 - row0), slice(c0 - col0, c1 - col0)
-                    scores[:, r0:r1, c0:c1] += probs[i, :, tr, tc].numpy()
-                    valid[r0:r1, c0:c1] |= tile_valid[i, tr, tc]
+                    _add_tile(scores, valid, scene, xs.start, ys.stop, probs[i], tile_valid[i])
                 if progress is not None:
                     progress.update(x.shape[0], message="tiles")
         classes = np.empty((scene.height, scene.width), dtype=np.int64)
         for row in range(0, scene.height, 1024):
             classes[row : row + 1024] = scores[:, row : row + 1024].argmax(axis=0)
-    finally:
-        del scores
-        if scratch is not None:
-            scratch.close()
     return classes, valid
+
+
+@contextlib.contextmanager
+def _score_buffer(shape: tuple[int, int, int], scratch_dir: str | os.PathLike | None) -> Iterator[np.ndarray]:
+    """Zeroed float32 (K, H, W) class scores: in memory, or memory-mapped in a temporary file in
+    ``scratch_dir`` beyond :data:`IN_MEMORY_LIMIT_BYTES` (removed on leaving)."""
+    if math.prod(shape) * 4 <= IN_MEMORY_LIMIT_BYTES:
+        yield np.zeros(shape, dtype=np.float32)
+        return
+    with tempfile.NamedTemporaryFile(prefix=".geoalps-scores.", suffix=".npy", dir=scratch_dir) as scratch:
+        scores = np.lib.format.open_memmap(scratch.name, mode="w+", dtype=np.float32, shape=shape)
+        try:
+            yield scores
+        finally:
+            del scores
+
+
+def _add_tile(scores: np.ndarray, valid: np.ndarray, scene: Scene, left: float, top: float,
+              probs: np.ndarray, tile_valid: np.ndarray) -> None:
+    """Add one tile's weighted scores (K, tile, tile), whose top-left corner is at map (left, top),
+    to the scene's; the part outside the scene is dropped."""
+    tile_px = probs.shape[-1]
+    xres, yres = scene.res
+    col0 = round((left - scene.transform.c) / xres)
+    row0 = round((scene.transform.f - top) / yres)
+    r0, c0 = max(row0, 0), max(col0, 0)
+    r1, c1 = min(row0 + tile_px, scene.height), min(col0 + tile_px, scene.width)
+    if r1 <= r0 or c1 <= c0:
+        return
+    tr, tc = slice(r0 - row0, r1 - row0), slice(c0 - col0, c1 - col0)
+    scores[:, r0:r1, c0:c1] += probs[:, tr, tc]
+    valid[r0:r1, c0:c1] |= tile_valid[tr, tc]
 
 
 def predict(
@@ -174,13 +190,10 @@ def predict(
     """
     import torch
 
-    from geoalps.outputs.vector import check_writable
+    from geoalps.devices import resolve_device
+    from geoalps.progress import Progress
     from geoalps.train.checkpoint import load_checkpoint
-    from geoalps.train.data import read_scene_info
-    from geoalps.devices import autocast_dtype, resolve_device
-    from geoalps.train.loop import default_class_colours
-    from geoalps.train.models import build_model
-    from geoalps.train.progress import Progress
+    from geoalps.train.data import open_north_up
 
     check_writable(output, overwrite)
     if polygons is not None:
@@ -189,44 +202,66 @@ def predict(
         torch.set_num_threads(threads)
     ckpt = load_checkpoint(checkpoint)
     arch = ckpt["arch"]
-    n_classes = arch["num_classes"]
-    if n_classes <= 0:
-        raise GeoAlpsError(f"{checkpoint}: MIM-only pre-trained model has no classes; fine-tune it with 'geoalps train --init'")
-    info = read_scene_info(scene)
-    if info.count != arch["in_chans"]:
-        raise GeoAlpsError(f"{scene}: {info.count} bands, but {checkpoint} was trained on {arch['in_chans']}")
+    if arch["num_classes"] <= 0:
+        raise ModelError(f"{checkpoint}: MIM-only pre-trained model has no classes; fine-tune it with 'geoalps train --init'")
+    grid = open_north_up(scene)
+    if grid.count != arch["in_chans"]:
+        raise InputError(f"{scene}: {grid.count} bands, but {checkpoint} was trained on {arch['in_chans']}")
     dev = resolve_device(device)
-    model = build_model(arch)
-    model.load_state_dict(ckpt["model"])
-    model.eval().to(dev)
-    amp = autocast_dtype(dev, "auto")
-
-    def network(x):
-        if amp is None:
-            return model(x)
-        with torch.autocast(dev.type, dtype=amp):
-            return model(x)
-
-    with Progress(1, desc="predict", lines=progress_lines, enabled=not quiet) as progress:
+    n_classes, names, colours = _checkpoint_classes(ckpt)
+    with Progress(1, desc="predict", unit="tile", lines=progress_lines, enabled=not quiet, leave=False) as progress:
         classes, valid = predict_classes(
-            network, info.path, ckpt["tile_size_px"], n_classes, ckpt["norm"]["mean"], ckpt["norm"]["std"],
-            overlap_px, batch_size, dev, info.nodata, progress, Path(output).parent, progress_reserve=0.1,
+            _network(ckpt, dev), grid, ckpt["tile_size_px"], n_classes, ckpt["norm"]["mean"], ckpt["norm"]["std"],
+            overlap_px, batch_size, dev, grid.nodata, progress, Path(output).parent, progress_reserve=0.1,
         )
         left = progress.total - progress.count
         progress.update(0, message=f"writing {output}")
-        names = list(ckpt["classes"].get("names") or [f"class {k}" for k in range(n_classes)])
-        colours = [tuple(c) for c in ckpt["classes"].get("colours") or []] or default_class_colours(n_classes)
-        write_class_raster(output, info, classes, valid, n_classes, names, colours, overwrite)
+        write_class_raster(output, grid, classes, valid, n_classes, names, colours, overwrite)
         if polygons is not None:
             progress.update(left // 2, message=f"writing {polygons}")
-            write_class_polygons(polygons, info, classes, valid, n_classes, names, overwrite)
+            write_class_polygons(polygons, grid, classes, valid, n_classes, names, overwrite)
         progress.update(progress.total - progress.count, message="done")
     return Path(output)
 
 
+def _network(ckpt: dict[str, Any], device: Any) -> Callable[[Any], Any]:
+    """The checkpoint's network in eval mode on ``device``, under autocast where that pays (CUDA)."""
+    import torch
+
+    from geoalps.devices import autocast_dtype
+    from geoalps.train.models import build_model
+
+    model = build_model(ckpt["arch"])
+    model.load_state_dict(ckpt["model"])
+    model.eval().to(device)
+    amp = autocast_dtype(device, "auto")
+
+    def network(x):
+        if amp is None:
+            return model(x)
+        with torch.autocast(device.type, dtype=amp):
+            return model(x)
+
+    return network
+
+
+def _checkpoint_classes(ckpt: dict[str, Any]) -> tuple[int, list[str], list[tuple[int, int, int]]]:
+    """(K, one name per class, one RGB colour per class) from a checkpoint, defaults filling gaps."""
+    from geoalps.outputs.raster import default_class_names
+    from geoalps.train.loop import default_class_colours
+
+    n_classes = ckpt["arch"]["num_classes"]
+    names = list(ckpt["classes"].get("names") or [])
+    names = (names + default_class_names(n_classes)[len(names):])[:n_classes]
+    colours = [tuple(c[:3]) for c in ckpt["classes"].get("colours") or []]
+    if len(colours) < n_classes:
+        colours = default_class_colours(n_classes)
+    return n_classes, names, colours[:n_classes]
+
+
 def write_class_raster(
     path: str | os.PathLike,
-    scene: Any,
+    scene: Scene,
     classes: np.ndarray,
     valid: np.ndarray,
     n_classes: int,
@@ -234,68 +269,69 @@ def write_class_raster(
     colours: list[tuple[int, int, int]],
     overwrite: bool = False,
 ) -> None:
-    """Write classes on exactly ``scene``'s grid (atomic), nodata where ``valid`` is False."""
-    import rasterio
+    """Write classes on exactly ``scene``'s grid (atomic), nodata where ``valid`` is False.
 
-    from geoalps.outputs.vector import atomic_path, label_raster_dtype
+    Through :func:`geoalps.outputs.raster.open_label_raster`, so the raster carries the one tag
+    contract readers rely on (band-1 ``n_classes`` and ``;``-joined ``class_names``, the QGIS
+    plugin's palette labels), and the ``.qml`` sidecar with the K named classes beside it.
+    """
+    from geoalps.outputs.raster import label_raster_dtype, open_label_raster, write_raster_style
 
     dtype, nodata = label_raster_dtype(n_classes)
     out = np.where(valid, classes, nodata).astype(dtype)
-    profile = {
-        "driver": "GTiff", "width": scene.width, "height": scene.height, "count": 1, "dtype": dtype,
-        "nodata": nodata, "crs": scene.crs, "transform": scene.transform, "tiled": True,
-        "blockxsize": 256, "blockysize": 256, "compress": "deflate",
-    }
     with atomic_path(path, overwrite) as tmp:
-        with rasterio.open(tmp, "w", **profile) as dst:
+        with open_label_raster(tmp, scene, n_classes, what="class", class_names=names, colours=colours) as dst:
             dst.write(out, 1)
-            if dtype == "uint8" and colours:
-                dst.write_colormap(1, {k: (*colours[k][:3], 255) for k in range(min(n_classes, len(colours)))})
-            dst.set_band_description(1, "class")
-            dst.update_tags(CLASS_NAMES=",".join(names))
-            dst.update_tags(1, n_classes=str(n_classes))
-    if colours and len(colours) >= n_classes and len(names) >= n_classes:
-        # QGIS default style beside the raster: only the K classes in the legend, named
-        from geoalps.outputs.style import paletted_raster_qml, raster_style_path
-
-        Path(raster_style_path(path)).write_text(
-            paletted_raster_qml([tuple(c[:3]) for c in colours[:n_classes]], list(names[:n_classes])), encoding="utf-8")
+    write_raster_style(path, n_classes, names, colours)
 
 
 def write_class_polygons(
     path: str | os.PathLike,
-    scene: Any,
+    scene: Scene,
     classes: np.ndarray,
     valid: np.ndarray,
     n_classes: int,
     names: list[str],
     overwrite: bool = False,
 ) -> None:
-    """Connected regions of equal class as polygons in a GeoPackage (layer ``masks``, QGIS style).
+    """Connected regions of equal class as polygons: the ``masks`` layer of
+    :func:`geoalps.outputs.vector.write_layer` (``instance_id`` from 1, ``class_id``,
+    ``class_name``, ``scene``, ``area``), with the categorized QGIS style on ``class_id``.
 
-    Cost: rasterio.features.shapes over the whole raster; memory grows with the number and
-    complexity of regions (a noisy prediction on a large scene makes many small polygons).
+    Cost: rasterio.features.shapes over the whole raster; polygons are written in batches of
+    :data:`geoalps.outputs.vector.BATCH_ROWS`, so memory follows one batch plus the raster (a
+    noisy prediction on a large scene still makes many small polygons to write).
     """
+    from geoalps.outputs.vector import write_layer
+
+    write_layer(_class_regions(scene, classes, valid, n_classes, names), path, scene.crs_wkt, overwrite=overwrite,
+                n_classes=n_classes, class_field="class_id", class_names=list(names))
+
+
+def _class_regions(scene: Scene, classes: np.ndarray, valid: np.ndarray, n_classes: int,
+                   names: list[str]) -> Iterator[Any]:
+    """GeoDataFrames of at most ``BATCH_ROWS`` regions (class_id, class_name, scene, geometry)."""
     import geopandas as gpd
     import shapely
     from rasterio import features as rio_features
 
-    from geoalps.outputs.vector import write_geopackage
+    from geoalps.outputs.vector import BATCH_ROWS
+
+    def frame(geoms: list, ids: list[int]):
+        return gpd.GeoDataFrame(
+            {"class_id": np.asarray(ids, dtype=np.int64),
+             "class_name": [names[i] if i < len(names) else f"class {i}" for i in ids],
+             "scene": scene.name},
+            geometry=geoms, crs=scene.crs_wkt,
+        )
 
     dtype = np.uint8 if n_classes <= 255 else np.int32
     geoms, ids = [], []
     for geojson, value in rio_features.shapes(classes.astype(dtype), mask=valid, connectivity=4, transform=scene.transform):
         geoms.append(shapely.geometry.shape(geojson))
         ids.append(int(value))
-    frame = gpd.GeoDataFrame(
-        {
-            "instance_id": np.arange(len(ids), dtype=np.int64),
-            "class_id": np.asarray(ids, dtype=np.int64),
-            "class_name": [names[i] if i < len(names) else f"class {i}" for i in ids],
-            "area": shapely.area(np.asarray(geoms, dtype=object)) if geoms else np.zeros(0),
-            "scene": os.path.basename(scene.path),
-        },
-        geometry=geoms,
-        crs=scene.crs,
-    )
-    write_geopackage(frame, path, overwrite=overwrite, n_classes=n_classes, class_field="class_id", class_names=names)
+        if len(ids) == BATCH_ROWS:
+            yield frame(geoms, ids)
+            geoms, ids = [], []
+    if ids:
+        yield frame(geoms, ids)

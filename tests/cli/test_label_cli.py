@@ -10,6 +10,7 @@ import pytest
 import rasterio
 
 from conftest import REPO, scene_with_objects, write_raster
+from geoalps.errors import InputError, ModelError, OptionError, OutputError
 
 
 def run(*args, env=None, cwd=None):
@@ -17,9 +18,10 @@ def run(*args, env=None, cwd=None):
                           env=env, cwd=cwd, timeout=600)
 
 
-def _error_line(result):
+def _error_line(result, exit_code: int):
+    """The one error line, after checking the exit code of the error's kind (geoalps.errors)."""
     lines = [l for l in result.stderr.strip().splitlines() if l.strip()]
-    assert result.returncode == 2, result.stderr
+    assert result.returncode == exit_code, result.stderr
     assert "Traceback" not in result.stderr
     assert lines[-1].startswith("geoalps: error: ")
     return lines[-1]
@@ -50,21 +52,22 @@ def test_progress_lines_for_the_qgis_plugin(scene, tmp_path):
     assert len(percents) >= 5 and percents == sorted(percents) and percents[-1] == 100.0
 
 
-@pytest.mark.parametrize("make,args,fragment", [
-    (lambda p: p.write_text("hello"), [], "not a raster"),
-    (None, ["--bands", "7,3,2"], "band 7 does not exist (the scene has 4 bands"),
+@pytest.mark.parametrize("make,args,fragment,code", [
+    (lambda p: p.write_text("hello"), [], "not a raster", InputError.exit_code),
+    (None, ["--bands", "7,3,2"], "band 7 does not exist (the scene has 4 bands", OptionError.exit_code),
     (lambda p: write_raster(p, np.ones((3, 40, 40), np.uint8), crs=None,
-                            transform=rasterio.Affine.identity()), [], "--allow-pixel-coords"),
-    (lambda p: write_raster(p, np.zeros((4, 40, 40), np.uint16), nodata=0), [], "every pixel is nodata"),
+                            transform=rasterio.Affine.identity()), [], "--allow-pixel-coords", InputError.exit_code),
+    (lambda p: write_raster(p, np.zeros((4, 40, 40), np.uint16), nodata=0), [], "every pixel is nodata",
+     InputError.exit_code),
 ])
-def test_bad_input_one_line_error_and_no_output(scene, tmp_path, make, args, fragment):
+def test_bad_input_one_line_error_and_no_output(scene, tmp_path, make, args, fragment, code):
     target = scene
     if make is not None:
         target = tmp_path / "bad.tif"
         make(target)
     out = tmp_path / "never.gpkg"
     result = run("label", target, "-o", out, "--engine", "classical", "--raster-out", tmp_path / "never.tif", *args)
-    line = _error_line(result)
+    line = _error_line(result, code)
     assert str(target) in line and fragment in line
     assert not out.exists() and not (tmp_path / "never.tif").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temporary files left behind"
@@ -73,23 +76,24 @@ def test_bad_input_one_line_error_and_no_output(scene, tmp_path, make, args, fra
 def test_truncated_file(scene, tmp_path):
     truncated = tmp_path / "cut.tif"
     truncated.write_bytes(scene.read_bytes()[: scene.stat().st_size // 3])
-    line = _error_line(run("label", truncated, "-o", tmp_path / "x.gpkg", "--engine", "classical"))
+    line = _error_line(run("label", truncated, "-o", tmp_path / "x.gpkg", "--engine", "classical"), InputError.exit_code)
     assert "cut.tif" in line
 
 
 def test_overwrite_is_needed_to_replace(scene, tmp_path):
     out = tmp_path / "o.gpkg"
     assert run("label", scene, "-o", out, "--engine", "classical", "-q").returncode == 0
-    line = _error_line(run("label", scene, "-o", out, "--engine", "classical", "-q"))
+    line = _error_line(run("label", scene, "-o", out, "--engine", "classical", "-q"), OutputError.exit_code)
     assert "exists" in line and "--overwrite" in line
     assert run("label", scene, "-o", out, "--engine", "classical", "-q", "--overwrite").returncode == 0
 
 
 def test_sam_engine_without_checkpoint_is_a_clear_error(scene, tmp_path):
     line = _error_line(run("label", scene, "-o", tmp_path / "o.gpkg", "--engine", "sam",
-                           env={"PATH": "/usr/bin:/bin", "GEOALPS_CACHE": str(tmp_path / "c")}))
+                           env={"PATH": "/usr/bin:/bin", "GEOALPS_CACHE": str(tmp_path / "c")}), ModelError.exit_code)
     assert "needs a SAM checkpoint" in line
-    line = _error_line(run("label", scene, "-o", tmp_path / "o.gpkg", "--checkpoint", tmp_path / "nope.pth"))
+    line = _error_line(run("label", scene, "-o", tmp_path / "o.gpkg", "--checkpoint", tmp_path / "nope.pth"),
+                       ModelError.exit_code)
     assert "nope.pth" in line and "not found" in line
 
 

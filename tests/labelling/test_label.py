@@ -29,7 +29,7 @@ def _best_match(gdf, truth):
 def test_polygon_lands_exactly_on_the_burnt_square(tmp_path):
     data = scene_with_objects(120, 150, [(37, 53, 77, 101)])
     path = write_raster(tmp_path / "square.tif", data, transform=ODD_TRANSFORM)
-    gdf = label(path, tmp_path / "out.gpkg", **FAST)
+    gdf = label(path, tmp_path / "out.gpkg", **FAST).gdf
     truth = _box_polygon(ODD_TRANSFORM, 37, 53, 77, 101)
     index, iou, _ = _best_match(gdf, truth)
     assert iou == pytest.approx(1.0)
@@ -60,7 +60,7 @@ def test_rotated_transform_alignment(tmp_path):
     rotated = Affine(0.8, 0.3, 1000.0, 0.2, -0.9, 2000.0)
     data = scene_with_objects(100, 100, [(20, 30, 50, 70)])
     path = write_raster(tmp_path / "rot.tif", data, transform=rotated)
-    gdf = label(path, None, **FAST)
+    gdf = label(path, None, **FAST).gdf
     _, iou, _ = _best_match(gdf, _box_polygon(rotated, 20, 30, 50, 70))
     assert iou == pytest.approx(1.0)
 
@@ -84,7 +84,7 @@ def seam_scene(tmp_path):
 
 @pytest.mark.parametrize("overlap", [64, 0])  # 0: fragments only touch across the seam
 def test_objects_across_tile_borders_come_out_once(seam_scene, overlap):
-    gdf = label(seam_scene, None, tile_size=256, overlap=overlap, **FAST)
+    gdf = label(seam_scene, None, tile_size=256, overlap=overlap, **FAST).gdf
     for box in SEAM_BOXES:
         truth = _box_polygon(ODD_TRANSFORM, *box)
         _, best, ious = _best_match(gdf, truth)
@@ -98,8 +98,8 @@ def test_objects_across_tile_borders_come_out_once(seam_scene, overlap):
 
 
 def test_tiling_does_not_change_the_objects(seam_scene):
-    whole = label(seam_scene, None, tile_size=1024, overlap=128, **FAST)
-    tiled = label(seam_scene, None, tile_size=256, overlap=64, **FAST)
+    whole = label(seam_scene, None, tile_size=1024, overlap=128, **FAST).gdf
+    tiled = label(seam_scene, None, tile_size=256, overlap=64, **FAST).gdf
     for box in SEAM_BOXES:
         truth = _box_polygon(ODD_TRANSFORM, *box)
         a = whole.geometry.values[_best_match(whole, truth)[0]]
@@ -108,14 +108,14 @@ def test_tiling_does_not_change_the_objects(seam_scene):
 
 
 def test_same_inputs_same_output(seam_scene, tmp_path):
-    first = label(seam_scene, tmp_path / "a.gpkg", tile_size=256, overlap=64, seed=7, **FAST)
-    second = label(seam_scene, tmp_path / "b.gpkg", tile_size=256, overlap=64, seed=7, **FAST)
+    first = label(seam_scene, tmp_path / "a.gpkg", tile_size=256, overlap=64, seed=7, **FAST).gdf
+    second = label(seam_scene, tmp_path / "b.gpkg", tile_size=256, overlap=64, seed=7, **FAST).gdf
     assert first.drop(columns="geometry").equals(second.drop(columns="geometry"))
     assert all(a.equals(b) for a, b in zip(first.geometry, second.geometry))
 
 
 def test_label_raster_is_on_the_scene_grid(seam_scene, tmp_path):
-    gdf = label(seam_scene, tmp_path / "o.gpkg", raster_out=tmp_path / "o.tif", tile_size=256, overlap=64, **FAST)
+    gdf = label(seam_scene, tmp_path / "o.gpkg", raster_out=tmp_path / "o.tif", tile_size=256, overlap=64, **FAST).gdf
     with rasterio.open(seam_scene) as src, rasterio.open(tmp_path / "o.tif") as out:
         assert out.crs == src.crs and out.transform == src.transform
         assert (out.width, out.height) == (src.width, src.height)
@@ -137,11 +137,11 @@ def test_label_raster_is_on_the_scene_grid(seam_scene, tmp_path):
 
 def test_kmeans_model_is_reused_frozen(seam_scene, tmp_path):
     model = tmp_path / "km.joblib"
-    first = label(seam_scene, None, tile_size=256, overlap=64, kmeans_model=model, **FAST)
+    first = label(seam_scene, None, tile_size=256, overlap=64, kmeans_model=model, **FAST).gdf
     assert model.exists()
     before = model.read_bytes()
     other = write_raster(tmp_path / "other.tif", scene_with_objects(400, 400, SEAM_BOXES[:2], seed=11))
-    second = label(other, None, kmeans_model=model, **FAST)
+    second = label(other, None, kmeans_model=model, **FAST).gdf
     assert model.read_bytes() == before, "a reused model must not be refitted"
     # the same-coloured object gets the same class in both scenes
     for box in SEAM_BOXES[:2]:
@@ -160,7 +160,7 @@ def test_dtypes_and_nodata(tmp_path, dtype, nodata):
                               dtype="uint16" if dtype != "uint8" else "uint8").astype(dtype)
     data[:, :, :20] = nodata  # a nodata strip on the left
     path = write_raster(tmp_path / f"{dtype}.tif", data, nodata=nodata)
-    gdf = label(path, None, raster_out=tmp_path / "l.tif", **FAST)
+    gdf = label(path, None, raster_out=tmp_path / "l.tif", **FAST).gdf
     for box in [(30, 30, 70, 90), (100, 100, 140, 150)]:
         assert _best_match(gdf, _box_polygon(ODD_TRANSFORM, *box))[1] > 0.97
     nodata_strip = shapely.box(*(ODD_TRANSFORM @ (0, 160)), *(ODD_TRANSFORM @ (20, 0)))
@@ -175,7 +175,7 @@ def test_several_scenes_in_different_crs(tmp_path):
                      transform=Affine(0.5, 0, 300000, 0, -0.5, 5000000))
     folder = tmp_path / "rasters"
     folder.mkdir()
-    gdf = label([a, b], tmp_path / "ab.gpkg", raster_out=folder, **FAST)
+    gdf = label([a, b], tmp_path / "ab.gpkg", raster_out=folder, **FAST).gdf
     assert gdf.crs.to_epsg() == 32633
     assert set(gdf.scene) == {"a.tif", "b.tif"}
     with rasterio.open(folder / "b.labels.tif") as out:
@@ -212,7 +212,7 @@ def test_folder_of_plain_chips_in_pixel_coordinates(tmp_path):
         Image.fromarray(rgb).save(chips / f"chip_{i}.png")
     with pytest.raises(GeoAlpsError, match="--allow-pixel-coords"):
         label(chips, None, **FAST)
-    gdf = label(chips, tmp_path / "chips.gpkg", allow_pixel_coords=True, raster_out=tmp_path, **FAST)
+    gdf = label(chips, tmp_path / "chips.gpkg", allow_pixel_coords=True, raster_out=tmp_path, **FAST).gdf
     assert gdf.crs is None and set(gdf.scene) == {f"chip_{i}.png" for i in range(3)}
     chip1 = gdf[gdf.scene == "chip_1.png"]
     # pixel coordinates: x = column, y = row
@@ -223,7 +223,7 @@ def test_folder_of_plain_chips_in_pixel_coordinates(tmp_path):
 def test_all_nodata_tiles_are_skipped(tmp_path):
     data = scene_with_objects(300, 600, [(100, 400, 150, 470)])
     data[:, :, :300] = 0
-    gdf = label(write_raster(tmp_path / "half.tif", data, nodata=0), None, tile_size=256, overlap=32, **FAST)
+    gdf = label(write_raster(tmp_path / "half.tif", data, nodata=0), None, tile_size=256, overlap=32, **FAST).gdf
     stats = gdf.attrs["geoalps"]
     assert stats["tiles"] == 6 and stats["tiles_skipped"] == 2
     assert len(gdf) >= 1
@@ -231,7 +231,7 @@ def test_all_nodata_tiles_are_skipped(tmp_path):
 
 def test_featureless_scene_gives_an_empty_valid_layer(tmp_path):
     flat = write_raster(tmp_path / "flat.tif", np.full((3, 80, 80), 50, np.uint8))
-    gdf = label(flat, tmp_path / "flat.gpkg", raster_out=tmp_path / "flat.labels.tif", **FAST)
+    gdf = label(flat, tmp_path / "flat.gpkg", raster_out=tmp_path / "flat.labels.tif", **FAST).gdf
     assert len(gdf) == 0
     written = pyogrio.read_dataframe(tmp_path / "flat.gpkg", layer="masks")
     assert len(written) == 0 and "pseudo_class" in written.columns and written.crs.to_epsg() == 32633

@@ -16,6 +16,7 @@ import pytest
 import rasterio
 
 from conftest import random_boxes, scene_with_objects, write_raster
+from geoalps.errors import ResumeError, TileError
 from geoalps import label
 from geoalps.errors import GeoAlpsError
 
@@ -163,10 +164,10 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(busy_scene, reference, t
     assert 10 <= finished < 49
     # without --resume the stale work folder is not silently reused or deleted
     refused = cli("label", busy_scene, "-o", out, "-q", *SMALL_TILES)
-    assert refused.returncode == 2 and "--resume" in refused.stderr
+    assert refused.returncode == ResumeError.exit_code and "--resume" in refused.stderr
     # resuming with other settings is refused
     changed = cli("label", busy_scene, "-o", out, "-q", "--resume", *SMALL_TILES[:-2], "--min-area-px", "31")
-    assert changed.returncode == 2 and "min_area_px" in changed.stderr
+    assert changed.returncode == ResumeError.exit_code and "min_area_px" in changed.stderr
     resumed = cli("label", busy_scene, "-o", out, "--resume", *SMALL_TILES)
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming: {finished} of 49 tiles already done" in resumed.stderr
@@ -195,7 +196,7 @@ def test_a_failing_tile_is_reported_and_the_rest_is_kept(tmp_path):
     path.write_bytes(bytes(raw))
     out = tmp_path / "o.gpkg"
     result = cli("label", path, "-o", out, "--engine", "classical", "--tile-size", "512", "--overlap", "0", "-q")
-    assert result.returncode == 2
+    assert result.returncode == TileError.exit_code
     line = result.stderr.strip().splitlines()[-1]
     assert line.startswith(f"geoalps: error: {path}: tile s0_r0_c0 (col 0, row 0, 512 x 512 px) failed: cannot read pixels")
     assert "--resume" in line and "Traceback" not in result.stderr
@@ -210,8 +211,9 @@ def test_dataarray_in_and_out(tmp_path):
 
     path = write_raster(tmp_path / "da.tif", scene_with_objects(200, 240, [(30, 40, 80, 100)], bands=4), nodata=0)
     array = rioxarray.open_rasterio(path, chunks={"x": 128, "y": 128})  # dask-backed
-    gdf, labels = label(array, None, engine="classical", classes=3, quiet=True, return_labels=True)
-    from_path = label(path, None, engine="classical", classes=3, quiet=True)
+    result = label(array, None, engine="classical", classes=3, quiet=True, return_labels=True)
+    gdf, labels = result.gdf, result.labels
+    from_path = label(path, None, engine="classical", classes=3, quiet=True).gdf
     assert gdf.drop(columns=["geometry", "scene"]).equals(from_path.drop(columns=["geometry", "scene"]))
     assert isinstance(labels, xr.DataArray) and labels.shape == (200, 240)
     assert labels.rio.crs == array.rio.crs

@@ -42,7 +42,7 @@ BROKEN = [
 def test_readable_scenes_label_and_land_on_the_imagery(realdata, tmp_path, name, options):
     path = realdata / name
     options = {"engine": "classical", "classes": 4, "quiet": True, **options}
-    gdf = label(path, tmp_path / "out.gpkg", raster_out=tmp_path / "out.tif", **options)
+    gdf = label(path, tmp_path / "out.gpkg", raster_out=tmp_path / "out.tif", **options).gdf
     assert len(gdf) > 0
     with rasterio.open(path) as src, rasterio.open(tmp_path / "out.tif") as out:
         assert out.transform == src.transform and out.shape == src.shape

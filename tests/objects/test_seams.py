@@ -1,5 +1,6 @@
 """Seam merging: clipping each pair of objects to the box their tiles share is a speed-up only;
-it must group exactly the objects that the test on whole objects groups."""
+the seam index (pass 1, clipped pairs, tiles in any order) must group exactly the objects that
+the same test on whole objects groups."""
 from __future__ import annotations
 
 import numpy as np
@@ -12,9 +13,9 @@ from geoalps.inputs.bands import resolve_bands
 from geoalps.objects.features import feature_blocks
 from geoalps.options import LabelOptions
 from geoalps.inputs.scene import open_scene
-from geoalps.labelling.tile_work import process_tile
+from geoalps.labelling.tile_work import process_tiles
 from geoalps.inputs.tiles import plan_tiles
-from geoalps.objects.seams import SeamIndex, seam_groups
+from geoalps.objects.seams import SeamIndex, _components, same_object
 
 
 def _seam_candidates(path, tile_size: int, overlap: int):
@@ -26,7 +27,7 @@ def _seam_candidates(path, tile_size: int, overlap: int):
     blocks = feature_blocks(opts.features, False)
     geoms, tile_ids, truncated, results = [], [], [], []
     for number, tile in enumerate(tiles):
-        result = process_tile(scene, tile, opts, bands, blocks)
+        result = process_tiles(scene, [tile], opts, bands, blocks)[0]
         results.append(result)
         keep = result.seam_candidate
         geoms.append(result.geometries[keep])
@@ -34,6 +35,16 @@ def _seam_candidates(path, tile_size: int, overlap: int):
         truncated.append(result.truncated[keep])
     bounds = np.array([t.envelope(scene.transform) for t in tiles])
     return np.concatenate(geoms), np.concatenate(tile_ids), np.concatenate(truncated), bounds, (tiles, results, scene)
+
+
+def _whole_object_groups(geoms, tile_ids, truncated) -> list[np.ndarray]:
+    """The seam rules applied to every intersecting pair of whole objects from different tiles."""
+    left, right = shapely.STRtree(geoms).query(geoms, predicate="intersects")
+    pick = (left < right) & (tile_ids[left] != tile_ids[right])
+    left, right = left[pick], right[pick]
+    areas = shapely.area(geoms)
+    same = same_object(geoms[left], geoms[right], areas[left], areas[right], truncated[left], truncated[right])
+    return _components(len(geoms), left[same], right[same])
 
 
 @pytest.mark.parametrize("transform, overlap", [
@@ -48,10 +59,7 @@ def test_clipped_pair_tests_group_like_whole_objects(tmp_path, transform, overla
     for geom, tile in zip(geoms, tile_ids):  # the premise of clipping: objects stay in their tile
         assert shapely.box(*bounds[tile]).buffer(1e-6).contains(geom)
 
-    whole = seam_groups(geoms, tile_ids, truncated)
-    clipped = seam_groups(geoms, tile_ids, truncated, bounds)
-
-    assert [g.tolist() for g in clipped] == [g.tolist() for g in whole]
+    whole = _whole_object_groups(geoms, tile_ids, truncated)
     merged = [g for g in whole if len(g) > 1]
     assert len(merged) >= 5, "the scene must exercise real seam merges"
     assert all(len(set(tile_ids[g])) > 1 for g in merged)
@@ -59,7 +67,7 @@ def test_clipped_pair_tests_group_like_whole_objects(tmp_path, transform, overla
         a, b = geoms[merged[0][0]], geoms[merged[0][1]]
         assert shapely.area(shapely.intersection(a, b)) == pytest.approx(0, abs=1e-6)
 
-    # The same decisions made tile by tile as tiles finish, in any order (pass 1's SeamIndex).
+    # The seam index decides tile by tile as tiles finish, in any order, on clipped pairs.
     object_of = np.concatenate([np.flatnonzero(r.seam_candidate) for r in results])
     expected = [[(int(tile_ids[i]), int(object_of[i])) for i in g] for g in merged]
     for seed in (0, 1):

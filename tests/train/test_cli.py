@@ -7,6 +7,7 @@ import rasterio
 from click.testing import CliRunner
 
 from geoalps.cli import main
+from geoalps.errors import InputError, OutputError
 
 from train.train_scenes import TRAIN_TRANSFORM, class_pattern, write_labels, write_scene
 from train.train_scenes import _train_test_environment  # noqa: F401 - fixtures used by name
@@ -36,13 +37,13 @@ def test_whole_chain_with_two_scenes(tmp_path):
                                   "--progress-lines"])
     assert result.exit_code == 0, result.output
     lines = [line for line in result.stderr.splitlines() if line.startswith("geoalps-progress: ")]
-    assert lines and lines[-1].split()[1] == "100"
+    assert lines and lines[-1].split()[1] == "100.0"
     assert all(0 <= float(line.split()[1]) <= 100 for line in lines)
     with rasterio.open(pred) as p:
         assert p.transform == TRAIN_TRANSFORM and (p.width, p.height) == (140, 128)
 
     result = runner.invoke(main, ["predict", str(model), str(a), "-o", str(pred)])
-    assert result.exit_code == 2 and "exists" in result.stderr and "--overwrite" in result.stderr
+    assert result.exit_code == OutputError.exit_code and "exists" in result.stderr and "--overwrite" in result.stderr
 
     result = runner.invoke(main, ["evaluate", str(pred), str(al), "--json", str(tmp_path / "m.json")])
     assert result.exit_code == 0, result.output
@@ -55,6 +56,23 @@ def test_label_on_another_grid_is_a_one_line_error(tmp_path):
     shifted = write_labels(tmp_path / "a.labels.tif", classes, transform=TRAIN_TRANSFORM * TRAIN_TRANSFORM.translation(3, 0))
     result = CliRunner().invoke(main, ["pretrain", "--images", str(image), "--labels", str(shifted), "-o",
                                        str(tmp_path / "p.pt"), *TINY])
-    assert result.exit_code == 2
+    assert result.exit_code == InputError.exit_code
     assert result.stderr.count("\n") == 1 and "not on the grid" in result.stderr and "a.labels.tif" in result.stderr
     assert not (tmp_path / "p.pt").exists()
+
+
+def test_cli_defaults_are_the_train_options_defaults():
+    # _train_options builds TrainOptions from its fields: every budget option lands in one field.
+    from dataclasses import fields
+
+    from geoalps.cli.train import _train_options, pretrain_command, train_command
+    from geoalps.train.loop import TrainOptions
+
+    for command in (pretrain_command, train_command):
+        required = ["--images", "a.tif", "--labels", "a.labels.tif", "-o", "m.pt"]
+        kw = command.make_context(command.name, list(required)).params
+        assert _train_options(dict(kw)) == TrainOptions()
+        kw = command.make_context(command.name, required + ["--epochs", "3", "--no-augment", "--threads", "1"]).params
+        options = _train_options(kw)
+        assert (options.epochs, options.augment, options.threads) == (3, False, 1)
+        assert not set(kw) & {f.name for f in fields(TrainOptions)}  # consumed, not passed on twice

@@ -6,7 +6,7 @@ import csv
 import pytest
 import torch
 
-from geoalps.errors import GeoAlpsError
+from geoalps.errors import ModelError, OptionError, OutputError
 from geoalps.train import loop
 from geoalps.train.checkpoint import load_checkpoint, resume_path
 from geoalps.train.loop import TrainOptions, finetune, pretrain
@@ -70,10 +70,10 @@ def test_finetune_from_init_and_refusals(tmp_path, trained):
     assert ckpt["kind"] == "train" and ckpt["training"]["init"] == str(pretrained)
     assert ckpt["classes"]["names"] == ["red", "green", "blue"]
     assert ckpt["training"]["history"][-1]["val_miou"] > 0.5
-    with pytest.raises(GeoAlpsError, match="exists"):
+    with pytest.raises(OutputError, match="exists"):
         finetune([image], [labels], model, init=pretrained, options=_options())
     five = write_scene(tmp_path / "five.tif", classes, bands=5)
-    with pytest.raises(GeoAlpsError, match="4 bands"):
+    with pytest.raises(ModelError, match="4 bands"):
         finetune([five], [labels], tmp_path / "x.pt", init=pretrained, options=_options())
 
 
@@ -106,5 +106,5 @@ def test_mim_only_pretraining_then_fine_tuning(tmp_path, scene):
 
 
 def test_pseudo_objective_needs_labels(tmp_path, scene):
-    with pytest.raises(GeoAlpsError, match="needs --labels"):
+    with pytest.raises(OptionError, match="needs --labels"):
         pretrain([scene[0]], None, tmp_path / "p.pt", objective="both", size="tiny", options=_options())

@@ -8,7 +8,7 @@ import pytest
 import rasterio
 from affine import Affine
 
-from geoalps.errors import GeoAlpsError
+from geoalps.errors import InputError, OutputError
 from geoalps.train.metrics import confusion_matrix, evaluate, scores
 
 from train.train_scenes import _train_test_environment  # noqa: F401 - fixtures used by name
@@ -25,12 +25,19 @@ PRED = np.array([[0, 1, 1, 1], [0, 0, 1, 0], [2, 0, 3, 3]], dtype=np.uint8)
 EXPECTED_MIOU = 8 / 15
 
 
-def _write(path, array, nodata=255):
+def _write(path, array, nodata=255, description=None):
     with rasterio.open(path, "w", driver="GTiff", width=array.shape[1], height=array.shape[0], count=1,
                        dtype=array.dtype.name, crs="EPSG:32633", transform=Affine(2, 0, 1000, 0, -2, 2000),
                        nodata=nodata) as dst:
         dst.write(array, 1)
+        if description:
+            dst.set_band_description(1, description)
     return path
+
+
+def _write_prediction(path, array):
+    """A class raster as ``geoalps predict`` writes it: band 1 described ``class`` (ids are the truth's)."""
+    return _write(path, array, description="class")
 
 
 def test_evaluate_matches_hand_computed_scores(tmp_path):
@@ -59,7 +66,7 @@ def test_classes_absent_from_both_do_not_count():
 
 
 def test_different_sizes_are_refused(tmp_path):
-    with pytest.raises(GeoAlpsError, match="one grid"):
+    with pytest.raises(InputError, match="one grid"):
         evaluate(_write(tmp_path / "p.tif", PRED[:, :3].copy()), _write(tmp_path / "t.tif", TRUTH))
 
 
@@ -68,7 +75,7 @@ def test_cli_evaluate_writes_the_contract_keys(tmp_path):
 
     from geoalps.cli import main
 
-    pred, truth = _write(tmp_path / "p.tif", PRED), _write(tmp_path / "t.tif", TRUTH)
+    pred, truth = _write_prediction(tmp_path / "p.tif", PRED), _write(tmp_path / "t.tif", TRUTH)
     result = CliRunner().invoke(main, ["evaluate", str(pred), str(truth), "--json", str(tmp_path / "m.json")])
     assert result.exit_code == 0, result.output
     assert "mIoU" in result.output
@@ -83,9 +90,9 @@ def test_cli_evaluate_refuses_to_overwrite_json(tmp_path):
 
     from geoalps.cli import main
 
-    pred, truth = _write(tmp_path / "p.tif", PRED), _write(tmp_path / "t.tif", TRUTH)
+    pred, truth = _write_prediction(tmp_path / "p.tif", PRED), _write(tmp_path / "t.tif", TRUTH)
     (tmp_path / "m.json").write_text("{}")
     result = CliRunner().invoke(main, ["evaluate", str(pred), str(truth), "--json", str(tmp_path / "m.json")])
-    assert result.exit_code == 2 and "--overwrite" in result.stderr
+    assert result.exit_code == OutputError.exit_code and "--overwrite" in result.stderr
     result = CliRunner().invoke(main, ["evaluate", str(pred), str(truth), "--json", str(tmp_path / "m.json"), "--overwrite"])
     assert result.exit_code == 0 and json.loads((tmp_path / "m.json").read_text())["overall_accuracy"] == pytest.approx(0.7)

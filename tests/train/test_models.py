@@ -6,7 +6,7 @@ import timm
 import torch
 from timm.models._manipulate import adapt_input_conv
 
-from geoalps.errors import GeoAlpsError
+from geoalps.errors import ModelError, OptionError
 from geoalps.train.models import MODEL_SIZES, build_model, load_weights, make_arch
 
 from train.train_scenes import _train_test_environment  # noqa: F401 - fixtures used by name
@@ -23,9 +23,9 @@ def test_named_sizes_follow_the_swin_paper():
     assert (MODEL_SIZES["swin_t"].embed_dim, MODEL_SIZES["swin_t"].depths) == (96, (2, 2, 6, 2))
     assert (MODEL_SIZES["swin_s"].embed_dim, MODEL_SIZES["swin_s"].depths) == (96, (2, 2, 18, 2))
     assert (MODEL_SIZES["swin_b"].embed_dim, MODEL_SIZES["swin_b"].num_heads) == (128, (4, 8, 16, 32))
-    with pytest.raises(GeoAlpsError, match="unknown model size"):
+    with pytest.raises(OptionError, match="unknown model size"):
         make_arch("swin_xl", 3, 2)
-    with pytest.raises(GeoAlpsError, match="multiple of 32"):
+    with pytest.raises(OptionError, match="multiple of 32"):
         make_arch("tiny", 3, 2, tile_size_px=80)
 
 
@@ -45,7 +45,7 @@ def test_rgb_timm_checkpoint_is_adapted_to_more_bands(tmp_path):
 def test_wrong_backbone_weights_are_a_one_line_error(tmp_path):
     path = tmp_path / "other.pth"
     torch.save({"something": torch.zeros(3)}, path)
-    with pytest.raises(GeoAlpsError, match="not Swin weights"):
+    with pytest.raises(ModelError, match="not Swin weights"):
         build_model(make_arch("tiny", in_chans=4, num_classes=2), backbone_weights=path)
 
 

@@ -1,13 +1,20 @@
 """geoalps.train.predict: pixel-for-pixel alignment, the scene grid, round-trip determinism, polygons."""
 from __future__ import annotations
 
+import sqlite3
+
 import geopandas as gpd
 import numpy as np
 import pytest
 import rasterio
 from affine import Affine
+from click.testing import CliRunner
 
-from geoalps.errors import GeoAlpsError
+from geoalps.cli import main
+from geoalps.errors import InputError, ModelError, OutputError
+from geoalps.outputs.raster import read_class_names
+from geoalps.outputs.vector import LAYER
+from geoalps.train.data import read_label_info
 from geoalps.train.checkpoint import load_checkpoint, save_checkpoint
 from geoalps.train.predict import predict, predict_classes, tile_weights
 
@@ -38,6 +45,23 @@ def test_known_pattern_lands_on_the_same_pixels(tmp_path, height, width, overlap
     assert np.array_equal(found[valid], classes[valid])
 
 
+def test_large_score_buffers_are_memory_mapped_beside_the_output(tmp_path, monkeypatch):
+    from geoalps.train import predict as gpredict
+
+    classes = np.random.default_rng(0).integers(0, 3, size=(70, 90))
+    image = np.stack([(classes == k) * 5.0 for k in range(3)]).astype(np.float32)
+    path = tmp_path / "s.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=90, height=70, count=3, dtype="float32",
+                       crs="EPSG:32633", transform=Affine(0.5, 0, 1000, 0, -0.5, 2000)) as dst:
+        dst.write(image)
+    monkeypatch.setattr(gpredict, "IN_MEMORY_LIMIT_BYTES", 0)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    found, _ = predict_classes(lambda x: x, path, 64, 3, [0.0] * 3, [1.0] * 3, 16, scratch_dir=scratch)
+    assert np.array_equal(found, classes)
+    assert not list(scratch.iterdir())  # the memory-mapped scores are gone
+
+
 def test_blending_weights_fall_towards_tile_edges():
     w = tile_weights(64, 16)
     assert w[32, 32] == 1.0 and w[0, 0] < w[0, 32] < w[32, 32]
@@ -52,15 +76,38 @@ def test_prediction_is_on_the_scene_grid_and_matches_the_truth(tmp_path, trained
         assert (pred.crs, pred.transform, pred.width, pred.height) == (src.crs, src.transform, src.width, src.height)
         assert pred.dtypes[0] == "uint8" and pred.nodata == 255
         assert pred.colormap(1)[1][:3] == (30, 200, 30)
-        assert pred.tags()["CLASS_NAMES"] == "red,green,blue"
+        assert pred.descriptions == ("class",)
         predicted = pred.read(1)
+    assert read_class_names(out) == (3, ["red", "green", "blue"])  # the label-raster tag contract
     qml = (tmp_path / "pred.qml").read_text()  # QGIS legend: 3 named classes, not 256 entries
     assert qml.count("<paletteEntry") == 3 and 'label="green"' in qml
     assert (predicted == classes).mean() > 0.9
-    polygons = gpd.read_file(tmp_path / "pred.gpkg", layer="masks")
+
+    polygons = gpd.read_file(tmp_path / "pred.gpkg", layer=LAYER)
+    assert list(polygons["instance_id"]) == list(range(1, len(polygons) + 1))  # like label's layer
     assert set(polygons["class_id"]) <= {0, 1, 2} and set(polygons["class_name"]) <= {"red", "green", "blue"}
+    assert set(polygons["scene"]) == {"scene.tif"}
     assert polygons.crs == rasterio.open(image).crs
     assert polygons.area.sum() == pytest.approx(150 * 173 * 0.73 * 0.61, rel=1e-6)
+    assert polygons["area"].to_numpy() == pytest.approx(polygons.area.to_numpy(), abs=1e-6)
+    with sqlite3.connect(tmp_path / "pred.gpkg") as con:  # the default QGIS style: categories on class_id, named
+        (qml,), = con.execute("SELECT styleQML FROM layer_styles WHERE f_table_name = ? AND useAsDefault = 1", (LAYER,))
+    assert 'attr="class_id"' in qml and 'label="blue"' in qml
+
+
+def test_predict_command_writes_the_class_names_readers_expect(tmp_path, trained):
+    # What the QGIS plugin and a later 'geoalps train' read back: band-1 n_classes and
+    # ';'-joined class_names (the contract of geoalps.outputs.raster), and the progress lines.
+    model, image, *_ = trained
+    out = tmp_path / "pred.tif"
+    result = CliRunner().invoke(main, ["predict", str(model), str(image), "-o", str(out), "--progress-lines"])
+    assert result.exit_code == 0, result.output
+    assert read_class_names(out) == (3, ["red", "green", "blue"])
+    with rasterio.open(out) as pred:
+        assert pred.tags(1)["class_names"] == "red;green;blue" and pred.tags(1)["n_classes"] == "3"
+    assert read_label_info(out).names == ("red", "green", "blue")  # a prediction used as labels keeps its names
+    lines = [line.split()[1] for line in result.stderr.splitlines() if line.startswith("geoalps-progress: ")]
+    assert lines[-1] == "100.0" and all(0 <= float(p) <= 100 for p in lines)
 
 
 def test_checkpoint_round_trip_predicts_identical_output(tmp_path, trained):
@@ -78,13 +125,13 @@ def test_checkpoint_round_trip_predicts_identical_output(tmp_path, trained):
 def test_refusals(tmp_path, trained):
     model, image, labels, _, _ = trained
     (tmp_path / "exists.tif").write_bytes(b"")
-    with pytest.raises(GeoAlpsError, match="exists"):
+    with pytest.raises(OutputError, match="exists"):
         predict(model, image, tmp_path / "exists.tif", quiet=True)
-    with pytest.raises(GeoAlpsError, match="1 bands"):
+    with pytest.raises(InputError, match="1 bands"):
         predict(model, labels, tmp_path / "x.tif", quiet=True)
-    with pytest.raises(GeoAlpsError, match="not a readable torch checkpoint"):
+    with pytest.raises(ModelError, match="not a readable torch checkpoint"):
         predict(image, image, tmp_path / "x.tif", quiet=True)
     six = write_scene(tmp_path / "six.tif", class_pattern(70, 70), bands=6)
-    with pytest.raises(GeoAlpsError, match="6 bands"):
+    with pytest.raises(InputError, match="6 bands"):
         predict(model, six, tmp_path / "x.tif", quiet=True)
     assert not list(tmp_path.glob(".*tmp*"))

@@ -17,7 +17,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from geoalps.errors import GeoAlpsError
+from geoalps.errors import DownloadError, ModelError
+from geoalps.options import CHECKPOINT_ENV, explicit_checkpoint
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ def _official(model_type: str) -> OfficialCheckpoint:
         return OFFICIAL_CHECKPOINTS[model_type]
     except KeyError:
         known = ", ".join(OFFICIAL_CHECKPOINTS)
-        raise GeoAlpsError(f"{model_type}: not an official SAM checkpoint (expected {known})")
+        raise ModelError(f"{model_type}: not an official SAM checkpoint (expected {known})")
 
 
 def find_cached_checkpoint(model_type: str = "auto", directory: str | Path | None = None) -> Path | None:
@@ -89,6 +90,30 @@ def find_cached_checkpoint(model_type: str = "auto", directory: str | Path | Non
         if path.is_file() and path.stat().st_size > 0:
             return path
     return None
+
+
+def find_checkpoint(option: str | os.PathLike | None = None, model_type: str = "auto") -> str | None:
+    """The SAM checkpoint a run uses: ``--checkpoint``, ``GEOALPS_SAM_CHECKPOINT``, or one
+    downloaded earlier with ``geoalps models download`` (any size for ``auto``), in that order.
+    The one checkpoint look-up of geoalps: ``--engine auto`` and the sam engine both ask here."""
+    explicit, _ = explicit_checkpoint(option)
+    if explicit:
+        return explicit
+    found = find_cached_checkpoint(model_type or "auto")
+    return str(found) if found else None
+
+
+def require_checkpoint(option: str | os.PathLike | None = None, model_type: str = "auto") -> Path:
+    """:func:`find_checkpoint`, or a :class:`ModelError` saying how to get one."""
+    found = find_checkpoint(option, model_type)
+    if not found:
+        raise ModelError(
+            "--engine sam needs a SAM checkpoint: pass --checkpoint PATH, set "
+            f"{CHECKPOINT_ENV}, or run `geoalps models download vit_b`"
+        )
+    if not Path(found).is_file():
+        raise ModelError(f"{found}: SAM checkpoint not found")
+    return Path(found)
 
 
 def sha256_of(path: Path) -> str:
@@ -145,7 +170,7 @@ def download_checkpoint(
     got = sha256_of(part)
     if got != expected:
         part.unlink(missing_ok=True)
-        raise GeoAlpsError(
+        raise DownloadError(
             f"{url}: checksum mismatch (sha256 {got[:12]}..., expected {expected[:12]}...); "
             "the download was discarded"
         )
@@ -166,10 +191,10 @@ def _fetch(url: str, part: Path, *, progress: bool, timeout_s: float, label: str
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and offset:  # nothing left to fetch: the .part is complete (or junk)
             return
-        raise GeoAlpsError(f"{url}: HTTP {exc.code} {exc.reason}") from None
+        raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}") from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise GeoAlpsError(f"{url}: cannot connect ({reason})") from None
+        raise DownloadError(f"{url}: cannot connect ({reason})") from None
 
     with response:
         if offset and response.status != 206:
@@ -195,12 +220,12 @@ def _fetch(url: str, part: Path, *, progress: bool, timeout_s: float, label: str
                     written += len(chunk)
                     bar.update(len(chunk))
             except (OSError, http.client.HTTPException) as exc:
-                raise GeoAlpsError(
+                raise DownloadError(
                     f"{url}: download interrupted at {written} bytes ({exc}); "
                     "run the command again to resume"
                 ) from None
     if total is not None and written < total:
-        raise GeoAlpsError(
+        raise DownloadError(
             f"{url}: download interrupted at {written} of {total} bytes; "
             "run the command again to resume"
         )

@@ -6,35 +6,20 @@ when the engine is created, never by ``--engine classical`` runs.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
 from geoalps.engines.base import MaskEngine, register_engine
-from geoalps.errors import GeoAlpsError
+from geoalps.engines.sam.checkpoints import require_checkpoint
+from geoalps.errors import DependencyError
 from geoalps.objects.masks import TileMasks
 from geoalps.options import LabelOptions
 
 
-def find_checkpoint(options: LabelOptions) -> str | None:
-    """The SAM checkpoint a run would use: ``--checkpoint``, ``GEOALPS_SAM_CHECKPOINT``, or one
-    downloaded earlier with ``geoalps models download`` (any size), in that order."""
-    explicit = options.checkpoint or os.environ.get("GEOALPS_SAM_CHECKPOINT")
-    if explicit:
-        return explicit
-    try:
-        from geoalps.engines.sam.checkpoints import find_cached_checkpoint
-    except ImportError:
-        return None
-    model_type = None if options.model_type == "auto" else options.model_type
-    found = find_cached_checkpoint(model_type or "auto")
-    return str(found) if found else None
-
-
 @register_engine("sam")
 class SamEngine(MaskEngine):
-    """Segment Anything automatic mask generation on each tile (see :mod:`geoalps.engines.sam.amg`).
+    """Segment Anything automatic mask generation on each tile (see :mod:`geoalps.engines.sam.generators`).
 
     Cost: one image-encoder pass per tile (about 26 s for vit_b at 1024 px on 2 CPU cores, well
     under a second on a GPU) plus the prompt decoder for points_per_side^2 points.
@@ -42,20 +27,13 @@ class SamEngine(MaskEngine):
 
     provides_embedding = True
 
-    def __init__(self, options: LabelOptions) -> None:
-        super().__init__(options)
-        checkpoint = find_checkpoint(options)
-        if not checkpoint:
-            raise GeoAlpsError(
-                "--engine sam needs a SAM checkpoint: pass --checkpoint PATH, set "
-                "GEOALPS_SAM_CHECKPOINT, or run `geoalps models download vit_b`"
-            )
-        if not Path(checkpoint).is_file():
-            raise GeoAlpsError(f"{checkpoint}: SAM checkpoint not found")
+    def __init__(self, options: LabelOptions, tile_batch: int = 0) -> None:
+        super().__init__(options, tile_batch)
+        checkpoint = str(require_checkpoint(options.checkpoint, options.model_type))
         try:
             from geoalps.engines.sam.models import load_sam
         except ImportError as exc:
-            raise GeoAlpsError(
+            raise DependencyError(
                 f"the sam engine needs torch and segment-anything ({exc.name} is missing): "
                 "pip install 'geoalps[sam]'"
             ) from None
@@ -67,18 +45,18 @@ class SamEngine(MaskEngine):
             pred_iou_thresh=options.pred_iou_thresh,
             stability_score_thresh=options.stability_thresh,
             crop_n_layers=options.crop_layers,
-            box_nms_thresh=options.dedupe_iou,
+            box_nms_thresh=options.box_nms_iou,
         )
         self._generator = None
         self._batch = 1
         if options.sam_generator == "reference":
-            from geoalps.engines.sam.amg import reference_generate
+            from geoalps.engines.sam.generators import reference_generate
 
             self._generate = lambda image, valid: reference_generate(self.model, image, **settings)
         else:
-            from geoalps.engines.sam.amg import FastMaskGenerator
+            from geoalps.engines.sam.generators import FastMaskGenerator
 
-            self._batch = options.tile_batch or auto_tile_batch(self.model)
+            self._batch = tile_batch or auto_tile_batch(self.model)
             self._generator = FastMaskGenerator(self.model, encoder_batch_size=self._batch, **settings)
             self._generate = self._generator.generate
 
@@ -90,35 +68,14 @@ class SamEngine(MaskEngine):
         return self._batch
 
     def generate(self, rgb: np.ndarray, valid: np.ndarray) -> TileMasks:
-        return self._to_tile_masks(self._generate(rgb, valid), rgb.shape[:2])
+        return self._generate(rgb, valid).to_tile_masks()
 
     def generate_many(self, rgbs: list[np.ndarray], valids: list[np.ndarray]) -> list[TileMasks]:
         """Several tiles with their encoder passes batched (``--tile-batch``)."""
         if self._generator is None or len(rgbs) == 1:
             return super().generate_many(rgbs, valids)
         results = self._generator.generate_many(rgbs, valids)
-        return [self._to_tile_masks(r, rgb.shape[:2]) for r, rgb in zip(results, rgbs)]
-
-    def _to_tile_masks(self, result, shape: tuple[int, int]) -> TileMasks:
-        masks = np.asarray(result.masks, dtype=bool).reshape(-1, *shape)
-        embedding = result.embedding
-        if hasattr(embedding, "detach"):
-            embedding = embedding.detach().float().cpu().numpy()
-        embedding = np.asarray(embedding, dtype=np.float32)
-        if embedding.ndim == 4:
-            embedding = embedding[0]
-        # The encoder sees the tile resized so its long side is the model's input size, padded to a
-        # square: only the top-left cells of the embedding grid cover the image.
-        grid = embedding.shape[-1]
-        in_h, in_w = result.input_size
-        long_side = max(in_h, in_w)
-        extent = (
-            max(1, int(np.ceil(in_h / long_side * grid))) if long_side else grid,
-            max(1, int(np.ceil(in_w / long_side * grid))) if long_side else grid,
-        )
-        return TileMasks.from_dense(
-            masks, np.asarray(result.scores), embedding=embedding, embedding_extent=extent
-        )
+        return [result.to_tile_masks() for result in results]
 
 
 #: Rough GPU memory one 1024 px image takes through each encoder (bf16 autocast, activations

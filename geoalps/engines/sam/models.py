@@ -30,7 +30,7 @@ from segment_anything.modeling import (
 )
 
 from geoalps.devices import resolve_device
-from geoalps.errors import GeoAlpsError
+from geoalps.errors import ModelError
 
 PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (58.395, 57.12, 57.375)
@@ -229,36 +229,36 @@ def infer_sam_config(state: Mapping[str, torch.Tensor]) -> SamConfig:
 def _read_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
     """torch.load with errors turned into one-liners; tensors only (``weights_only``)."""
     if not path.exists():
-        raise GeoAlpsError(f"{path}: checkpoint file not found")
+        raise ModelError(f"{path}: checkpoint file not found")
     if path.is_dir():
-        raise GeoAlpsError(f"{path}: is a folder, not a checkpoint file")
+        raise ModelError(f"{path}: is a folder, not a checkpoint file")
     if path.stat().st_size == 0:
-        raise GeoAlpsError(f"{path}: empty file, not a checkpoint")
+        raise ModelError(f"{path}: empty file, not a checkpoint")
     with open(path, "rb") as f:
         head = f.read(4)
     is_zip = head.startswith(b"PK\x03\x04")  # torch.save since 1.6
     is_legacy = head[:1] == b"\x80"  # older torch.save: a pickle stream
     if not (is_zip or is_legacy):
-        raise GeoAlpsError(f"{path}: not a PyTorch checkpoint")
+        raise ModelError(f"{path}: not a PyTorch checkpoint")
     if is_zip:
         try:
             with zipfile.ZipFile(path) as archive:
                 archive.namelist()
         except (zipfile.BadZipFile, OSError):
-            raise GeoAlpsError(f"{path}: truncated or corrupt checkpoint (incomplete archive)")
+            raise ModelError(f"{path}: truncated or corrupt checkpoint (incomplete archive)")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except EOFError:
-        raise GeoAlpsError(f"{path}: truncated checkpoint (ends early)") from None
+        raise ModelError(f"{path}: truncated checkpoint (ends early)") from None
     except Exception as exc:  # torch raises RuntimeError/UnpicklingError/... for bad files
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if "Weights only load failed" in text:
-            raise GeoAlpsError(
+            raise ModelError(
                 f"{path}: checkpoint holds Python objects besides tensors; not a SAM state dict"
             ) from None
         if "EOF" in text or "truncat" in text.lower():
-            raise GeoAlpsError(f"{path}: truncated checkpoint ({text})") from None
-        raise GeoAlpsError(f"{path}: corrupt checkpoint ({text})") from None
+            raise ModelError(f"{path}: truncated checkpoint ({text})") from None
+        raise ModelError(f"{path}: corrupt checkpoint ({text})") from None
     # Fine-tuning scripts often wrap the weights: {"model": state_dict} or {"state_dict": ...}.
     for wrapper in ("model", "state_dict"):
         if isinstance(obj, Mapping) and isinstance(obj.get(wrapper), Mapping):
@@ -266,7 +266,7 @@ def _read_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
     if not isinstance(obj, Mapping) or not all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
     ):
-        raise GeoAlpsError(f"{path}: not a SAM state dict (not a mapping of names to tensors)")
+        raise ModelError(f"{path}: not a SAM state dict (not a mapping of names to tensors)")
     return obj
 
 
@@ -287,22 +287,22 @@ def load_sam(
         ``custom(embed_dim=..,depth=..)``.
 
     Raises:
-        GeoAlpsError: ``"{path}: problem"`` for a missing, truncated or non-torch file, a
+        ModelError: ``"{path}: problem"`` for a missing, truncated or non-torch file, a
             state dict that is not SAM's, or a ``model_type`` that disagrees with the shapes.
     """
     path = Path(checkpoint)
     if model_type != "auto" and model_type not in SAM_CONFIGS:
         known = ", ".join(["auto", *SAM_CONFIGS])
-        raise GeoAlpsError(f"{path}: unknown model type {model_type!r} (expected one of {known})")
+        raise ModelError(f"{path}: unknown model type {model_type!r} (expected one of {known})")
     target = resolve_device(device)
     state = _read_state_dict(path)
     try:
         config = infer_sam_config(state)
     except ValueError as exc:
-        raise GeoAlpsError(f"{path}: not a SAM state dict ({exc})") from None
+        raise ModelError(f"{path}: not a SAM state dict ({exc})") from None
     name = config.short_name
     if model_type != "auto" and SAM_CONFIGS[model_type] != config:
-        raise GeoAlpsError(
+        raise ModelError(
             f"{path}: checkpoint is {name} (embed_dim={config.encoder_embed_dim}, "
             f"depth={config.encoder_depth}), not {model_type}; use --model-type auto"
         )
@@ -313,13 +313,13 @@ def load_sam(
         model.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as exc:
         detail = " ".join(str(exc).split())[:200]
-        raise GeoAlpsError(f"{path}: not a SAM state dict ({detail})") from None
+        raise ModelError(f"{path}: not a SAM state dict ({detail})") from None
     # pixel_mean/pixel_std are non-persistent buffers: not in the file, still on meta.
     model.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).view(-1, 1, 1), False)
     model.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(-1, 1, 1), False)
     leftover = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if leftover:  # a segment_anything release with new buffers would land here
-        raise GeoAlpsError(f"{path}: checkpoint lacks tensors {leftover[:3]}")
+        raise ModelError(f"{path}: checkpoint lacks tensors {leftover[:3]}")
     model = model.to(device=target, dtype=torch.float32).eval().requires_grad_(False)
     return model, name
 

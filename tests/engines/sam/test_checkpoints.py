@@ -9,7 +9,7 @@ import threading
 import pytest
 from click.testing import CliRunner
 
-from geoalps.errors import GeoAlpsError
+from geoalps.errors import DownloadError, GeoAlpsError
 from geoalps.engines.sam import checkpoints as dl
 from geoalps.engines.sam.checkpoints import download_checkpoint, find_cached_checkpoint
 
@@ -173,6 +173,6 @@ def test_cli_download_and_list(server, tmp_path, monkeypatch):
         dl.OFFICIAL_CHECKPOINTS, "vit_l", dl.OfficialCheckpoint("l.pth", server.url, "0" * 64)
     )
     result = runner.invoke(main, ["models", "download", "vit_l", "--quiet"])
-    assert result.exit_code == 2
+    assert result.exit_code == DownloadError.exit_code
     assert "checksum mismatch" in result.output
     assert not (tmp_path / "sam" / "l.pth").exists()

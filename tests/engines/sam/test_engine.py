@@ -14,7 +14,7 @@ from rasterio import features as rio_features
 from conftest import ODD_TRANSFORM, scene_with_objects, write_raster
 from geoalps import label
 from geoalps.clustering.kmeans import OnlineKMeans
-from geoalps.errors import GeoAlpsError
+from geoalps.errors import GeoAlpsError, ModelError
 from geoalps.objects.features import pooled_embedding
 from geoalps.objects.masks import TileMasks
 
@@ -41,7 +41,7 @@ def scene(tmp_path_factory):
 
 def test_sam_masks_land_on_the_grid_and_features_pool_the_embedding(tiny_checkpoint, scene, tmp_path):
     model_path = tmp_path / "km.joblib"
-    gdf = label(scene, None, checkpoint=tiny_checkpoint, kmeans_model=model_path, raster_out=tmp_path / "l.tif", **KEEP_ALL)
+    gdf = label(scene, None, checkpoint=tiny_checkpoint, kmeans_model=model_path, raster_out=tmp_path / "l.tif", **KEEP_ALL).gdf
     assert len(gdf) >= 1  # random weights: masks are near-identical blobs, but real SAM output
     assert gdf.attrs["geoalps"]["engine"].startswith("sam (custom(embed_dim=32")
     widths = OnlineKMeans.load(model_path).block_widths
@@ -57,8 +57,8 @@ def test_sam_masks_land_on_the_grid_and_features_pool_the_embedding(tiny_checkpo
 
 
 def test_same_seed_same_sam_output(tiny_checkpoint, scene):
-    a = label(scene, None, checkpoint=tiny_checkpoint, seed=3, **KEEP_ALL)
-    b = label(scene, None, checkpoint=tiny_checkpoint, seed=3, **KEEP_ALL)
+    a = label(scene, None, checkpoint=tiny_checkpoint, seed=3, **KEEP_ALL).gdf
+    b = label(scene, None, checkpoint=tiny_checkpoint, seed=3, **KEEP_ALL).gdf
     assert a.drop(columns="geometry").equals(b.drop(columns="geometry"))
 
 
@@ -71,7 +71,7 @@ def test_checkpoint_from_environment_and_auto_engine(tiny_checkpoint, scene, tmp
     assert "engine sam (custom(embed_dim=32" in result.stderr and "sam_tiny_random.pth" in result.stderr
     wrong = subprocess.run([sys.executable, "-m", "geoalps", "label", str(scene), "-o", str(tmp_path / "w.gpkg"),
                             "--model-type", "vit_h", *options], capture_output=True, text=True, env=env, timeout=600)
-    assert wrong.returncode == 2 and "Traceback" not in wrong.stderr
+    assert wrong.returncode == ModelError.exit_code and "Traceback" not in wrong.stderr
     assert "sam_tiny_random.pth" in wrong.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "w.gpkg").exists()
 
@@ -87,13 +87,15 @@ def test_pooling_weights_cells_by_mask_coverage():
     mask = np.zeros((8, 8), bool)
     mask[0:2, 0:4] = True  # cells (0,0) and (0,1), fully
     mask[2, 0] = True  # one pixel of cell (1,0)
-    tile = TileMasks.from_dense(mask[None], np.ones(1), embedding=embedding, embedding_extent=(4, 4))
+    tile = TileMasks([mask[0:3, 0:4]], [(0, 0, 3, 4)], np.ones(1), tile_shape=(8, 8), embedding=embedding,
+                     embedding_extent=(4, 4))
     pooled = pooled_embedding(tile)
     expected = (4 * embedding[:, 0, 0] + 4 * embedding[:, 0, 1] + 1 * embedding[:, 1, 0]) / 9
     assert np.allclose(pooled[0], expected)
-    # SAM pads a non-square tile: only the top rows of the grid cover an 8 x 4 (h x w) image
-    tall = TileMasks.from_dense(np.ones((1, 4, 8), bool), np.ones(1), embedding=embedding, embedding_extent=(2, 4))
-    assert np.allclose(pooled_embedding(tall)[0], embedding[:, :2, :].mean(axis=(1, 2)))
+    # SAM pads a non-square tile: only the top rows of the grid cover a 4 x 8 (h x w) image
+    wide = TileMasks([np.ones((4, 8), bool)], [(0, 0, 4, 8)], np.ones(1), tile_shape=(4, 8), embedding=embedding,
+                     embedding_extent=(2, 4))
+    assert np.allclose(pooled_embedding(wide)[0], embedding[:, :2, :].mean(axis=(1, 2)))
 
 
 def test_tile_batch_encodes_tiles_together_and_changes_nothing(tiny_checkpoint, scene, tmp_path, monkeypatch):
@@ -110,12 +112,12 @@ def test_tile_batch_encodes_tiles_together_and_changes_nothing(tiny_checkpoint, 
 
     monkeypatch.setattr(ImageEncoderViT, "forward", spy)
     small = dict(KEEP_ALL, tile_size=96, overlap=16, seed=1)
-    one = label(scene, tmp_path / "one.gpkg", checkpoint=tiny_checkpoint, tile_batch=1, **small)
+    one = label(scene, tmp_path / "one.gpkg", checkpoint=tiny_checkpoint, tile_batch=1, **small).gdf
     assert encoder_batches and set(encoder_batches) == {1}
     tiles = one.attrs["geoalps"]["tiles"]
     assert tiles == len(encoder_batches) == 6
     encoder_batches.clear()
-    three = label(scene, tmp_path / "three.gpkg", checkpoint=tiny_checkpoint, tile_batch=3, **small)
+    three = label(scene, tmp_path / "three.gpkg", checkpoint=tiny_checkpoint, tile_batch=3, **small).gdf
     assert encoder_batches == [3, 3]
     assert len(one) == len(three) > 0
     assert one.drop(columns="geometry").equals(three.drop(columns="geometry"))

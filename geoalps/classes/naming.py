@@ -1,0 +1,202 @@
+"""Naming pseudo-classes from a few examples, or from a plain mapping, and renaming an output.
+
+A user draws a few points or polygons with a name field (in QGIS, say) over a labelling output.
+Each example votes for the pseudo-class of the objects under it, with their areas (map units
+squared): a point for the object that holds it, a polygon for the objects whose representative
+point it holds (objects it only grazes at its edge do not vote). A class's votes so follow the
+pixels of the objects the examples show, as the many-to-one mapping of ``geoalps evaluate``
+follows the pixels of the truth. A class takes the
+name with the most votes (ties: the first name alphabetically); classes no
+example touches keep ``class N``; several classes may share a name and are then one class on
+output (:class:`geoalps.clustering.names.ClassNames`). Conflicts (a class voted for under
+several names) and unused examples (under no object) are reported.
+
+Renaming streams the output layer batch by batch: memory follows one batch, not the layer.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from geoalps.clustering.names import ClassNames, parse_mapping
+from geoalps.errors import InputError, OptionError
+from geoalps.files import atomic_path, check_writable
+from geoalps.outputs.vector import LAYER, SCENES_METADATA, LayerWriter, read_layer_batches, with_class_names
+
+
+@dataclass
+class NamingReport:
+    """What naming decided: per class its name and votes, and the examples that found no object."""
+
+    names: ClassNames
+    votes: dict[int, dict[str, float]] = field(default_factory=dict)
+    unused_examples: list[int] = field(default_factory=list)
+    n_examples: int = 0
+
+    @property
+    def conflicts(self) -> dict[int, dict[str, float]]:
+        """Classes voted for under more than one name."""
+        return {k: v for k, v in self.votes.items() if len(v) > 1}
+
+    def table(self) -> list[dict]:
+        """One row per pseudo-class: class, name, votes per name, whether the votes disagree."""
+        rows = []
+        for k in range(self.names.n_classes):
+            votes = self.votes.get(k, {})
+            rows.append({"pseudo_class": k, "name": self.names.name_of(k), "named": k in self.names.names,
+                         "votes": {n: round(v, 3) for n, v in sorted(votes.items())}, "conflict": len(votes) > 1})
+        return rows
+
+    def as_dict(self) -> dict:
+        return {"classes": self.table(), "merged_names": self.names.merged_names,
+                "unused_examples": self.unused_examples, "n_examples": self.n_examples}
+
+
+def count_pseudo_classes(output: str | os.PathLike) -> int:
+    """K of an output: one more than the largest pseudo-class in its layer (attributes only)."""
+    import pyogrio
+
+    frame = pyogrio.read_dataframe(output, layer=LAYER, columns=["pseudo_class"], read_geometry=False)
+    return int(frame["pseudo_class"].max()) + 1 if len(frame) else 0
+
+
+def vote(output: str | os.PathLike, examples: str | os.PathLike, name_field: str, n_classes: int) -> NamingReport:
+    """Votes of the examples in ``examples`` (points or polygons with ``name_field``) for the
+    pseudo-classes of the objects in ``output`` under them; reads only the objects the examples'
+    bounds meet."""
+    import pyogrio
+    import shapely
+
+    ex = _read_examples(examples, name_field)
+    crs = pyogrio.read_info(output, layer=LAYER)["crs"]
+    if ex.crs is not None and crs is not None:
+        ex = ex.to_crs(crs)
+    objects = pyogrio.read_dataframe(output, layer=LAYER, columns=["pseudo_class"], bbox=tuple(ex.total_bounds))
+    votes: dict[int, dict[str, float]] = {}
+    unused: list[int] = []
+    tree = shapely.STRtree(objects.geometry.values)
+    classes = objects["pseudo_class"].to_numpy()
+    for number, (geometry, name) in enumerate(zip(ex.geometry.values, ex[name_field].astype(str))):
+        hits = _objects_under(geometry, objects.geometry.values, tree)
+        weights = shapely.area(objects.geometry.values[hits])
+        if not len(hits):
+            unused.append(number)
+            continue
+        for k, w in zip(classes[hits], weights):
+            tally = votes.setdefault(int(k), {})
+            tally[name] = tally.get(name, 0.0) + float(w)
+    names = {k: max(sorted(tally), key=lambda n: tally[n]) for k, tally in votes.items() if k < n_classes}
+    return NamingReport(ClassNames(n_classes, names), votes, unused, len(ex))
+
+
+def _objects_under(example, geometries: np.ndarray, tree) -> np.ndarray:
+    """Indices of the objects an example stands for: the object holding a point; for a polygon,
+    the objects whose representative point it holds (objects only grazed at its edge do not
+    count), or, when it lies inside one object, that object."""
+    import shapely
+
+    hits = tree.query(example, predicate="intersects")
+    if example.geom_type in ("Point", "MultiPoint") or not len(hits):
+        return hits[:1]
+    inside = hits[shapely.contains(example, shapely.point_on_surface(geometries[hits]))]
+    if len(inside):
+        return inside
+    overlap = shapely.area(shapely.intersection(geometries[hits], example))
+    return hits[[int(np.argmax(overlap))]] if overlap.max() > 0 else hits[:0]
+
+
+def _read_examples(path: str | os.PathLike, name_field: str):
+    import pyogrio
+
+    if not Path(path).exists():
+        raise InputError(f"{path}: examples file not found")
+    try:
+        ex = pyogrio.read_dataframe(path)
+    except Exception as exc:  # noqa: BLE001 - any GDAL failure means "not a vector file we can read"
+        raise InputError(f"{path}: cannot be read as vector data ({' '.join(str(exc).split())})") from None
+    if name_field not in ex.columns:
+        fields = ", ".join(c for c in ex.columns if c != "geometry") or "none"
+        raise InputError(f"{path}: no field {name_field!r} (fields: {fields})")
+    ex = ex[ex[name_field].notna() & ~ex.geometry.isna()]
+    ex = ex[ex[name_field].astype(str).str.strip() != ""]
+    if not len(ex):
+        raise InputError(f"{path}: no example has a name in field {name_field!r}")
+    return ex
+
+
+def name_classes(
+    output: str | os.PathLike,
+    named_output: str | os.PathLike,
+    *,
+    examples: str | os.PathLike | None = None,
+    name_field: str = "name",
+    names: str | dict[int, str] | None = None,
+    kmeans_model: str | os.PathLike | None = None,
+    overwrite: bool = False,
+) -> NamingReport:
+    """Name the pseudo-classes of ``output`` (from ``examples`` or ``names``) and write the renamed
+    layer to ``named_output``: ``class_id`` and ``class_name`` columns, a QGIS style by name.
+
+    With ``kmeans_model`` the names are stored in that model, so ``geoalps label --kmeans-model``
+    writes them on new scenes. No engine runs: renaming costs one pass over the layer.
+    """
+    from geoalps.clustering.kmeans import OnlineKMeans
+
+    if (examples is None) == (names is None):
+        raise OptionError("give either --examples (with --field) or --names, not both")
+    if not Path(output).is_file():
+        raise InputError(f"{output}: labelling output not found")
+    check_writable(named_output, overwrite)
+    model = OnlineKMeans.load(kmeans_model) if kmeans_model is not None else None
+    n_classes = model.effective_classes if model is not None else count_pseudo_classes(output)
+    if examples is not None:
+        report = vote(output, examples, name_field, n_classes)
+    else:
+        mapping = parse_mapping(names, n_classes) if isinstance(names, str) else ClassNames(n_classes, dict(names))
+        report = NamingReport(mapping)
+    rename_output(output, named_output, report.names, overwrite=overwrite)
+    if model is not None:
+        model.class_names = report.names
+        model.save(kmeans_model)
+    return report
+
+
+def rename_output(output: str | os.PathLike, named_output: str | os.PathLike, names: ClassNames,
+                  overwrite: bool = False) -> Path:
+    """Copy ``output`` with ``class_id``/``class_name`` from ``names`` (batch by batch, atomic)."""
+    import pyogrio
+
+    from geoalps.outputs.style import write_qgis_style
+
+    info = pyogrio.read_info(output, layer=LAYER)
+    metadata = {k: v for k, v in (info.get("layer_metadata") or {}).items() if k == SCENES_METADATA}
+    ids, merged = names.class_ids(), names.merged_names
+    with atomic_path(named_output, overwrite) as tmp:
+        writer = LayerWriter(tmp, info["crs"], layer_metadata=metadata or None)
+        for batch in read_layer_batches(output):
+            batch = batch.drop(columns=[c for c in ("class_id", "class_name") if c in batch.columns])
+            writer.add(with_class_names(batch, ids, merged))
+        writer.close()
+        write_qgis_style(str(tmp), LAYER, len(merged), field="class_id", class_names=merged)
+    return Path(named_output)
+
+
+def report_lines(report: NamingReport) -> list[str]:
+    """The report as the table the CLI prints."""
+    lines = [f"{'class':>5}  {'name':<20} votes"]
+    for row in report.table():
+        votes = ", ".join(f"{n} {v:g}" for n, v in row["votes"].items()) or "-"
+        flag = "  CONFLICT" if row["conflict"] else ""
+        lines.append(f"{row['pseudo_class']:>5}  {row['name']:<20} {votes}{flag}")
+    if report.unused_examples:
+        lines.append(f"unused examples (under no object): {', '.join(map(str, report.unused_examples))}")
+    lines.append(f"named classes: {', '.join(report.names.merged_names)}")
+    return lines
+
+
+def report_json(report: NamingReport) -> str:
+    return json.dumps(report.as_dict(), indent=1)

@@ -1,0 +1,117 @@
+"""``geoalps evaluate``: thin over :mod:`geoalps.evaluation` (pseudo-labels) and
+:mod:`geoalps.train.metrics` (predictions whose ids are the truth's classes)."""
+from __future__ import annotations
+
+import click
+
+from geoalps.cli import main
+from geoalps.cli.options import overwrite_opt
+
+
+def _same_class_ids(prediction: str) -> bool:
+    """A ``geoalps predict`` raster: its ids are the truth's classes (band description 'class')."""
+    if prediction.lower().endswith((".gpkg", ".geojson", ".shp", ".fgb")):
+        return False
+    import rasterio
+
+    try:
+        with rasterio.open(prediction) as src:
+            return (src.descriptions[0] or "") == "class"
+    except rasterio.errors.RasterioIOError:
+        return False
+
+
+@main.command("evaluate")
+@click.argument("prediction", type=click.Path(dir_okay=False))
+@click.argument("truth", type=click.Path(dir_okay=False))
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write every figure to this JSON file.")
+@click.option("--figure", type=click.Path(dir_okay=False), default=None, help="Confusion matrix picture (PNG).")
+@click.option("--truth-field", default=None, help="Vector truth: the class field (numbers or names).")
+@click.option("--truth-nodata", default=None, help="Truth value that is not scored [default: the raster's nodata].")
+@click.option("--objects", type=click.Path(dir_okay=False), default=None,
+              help="True objects for object recall: an instance or class raster, or polygons.")
+@click.option("--objects-by", type=click.Choice(["component", "value"]), default="component", show_default=True,
+              help="Raster objects: connected components, or one object per instance value.")
+@click.option("--object-class", "object_classes", type=int, multiple=True,
+              help="Only these values of the objects raster are objects (e.g. the building class).")
+@click.option("--iou", "iou_threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="An object is found when some output polygon has at least this IoU with it.")
+@click.option("--box", is_flag=True, help="Compare bounding boxes (tree crowns given as boxes).")
+@click.option("--min-object-px", type=click.IntRange(0), default=64, show_default=True,
+              help="Smallest true object counted, in pixels.")
+@overwrite_opt
+def evaluate_command(prediction, truth, json_path, figure, truth_field, truth_nodata, objects, objects_by,
+                     object_classes, iou_threshold, box, min_object_px, overwrite):
+    """Score PREDICTION (a label raster or a geoalps GeoPackage) against ground truth TRUTH.
+
+    Pseudo-classes are matched to true classes first: many-to-one (each pseudo-class to its
+    majority class) and one-to-one (Hungarian) mIoU, pixel accuracy, purity and NMI; with
+    --objects, the share of true objects found at IoU >= --iou. A `geoalps predict` raster,
+    whose ids are the truth's classes, is also scored as is (mIoU, overall accuracy).
+
+    \b
+    Example:
+      $ geoalps evaluate labels.tif scene.gt.tif --json m.json --figure confusion.png
+      $ geoalps evaluate labels.gpkg buildings.tif --objects buildings.tif --object-class 1
+      $ geoalps evaluate scene.pred.tif scene.gt.tif
+    """
+    from geoalps.evaluation import confusion_figure, evaluate_pseudo_labels, write_json
+    from geoalps.files import check_writable
+
+    for path in (json_path, figure):
+        if path:
+            check_writable(path, overwrite)
+    nodata = _number_or_text(truth_nodata)
+    result = evaluate_pseudo_labels(prediction, truth, truth_field=truth_field, truth_nodata=nodata, objects=objects,
+                                    iou_threshold=iou_threshold, objects_by=objects_by,
+                                    object_classes=object_classes or None, min_object_px=min_object_px, box=box)
+    if _same_class_ids(prediction):
+        from geoalps.train.metrics import evaluate
+
+        result.update(evaluate(prediction, truth))
+    for line in summary_lines(result):
+        click.echo(line)
+    if figure:
+        table = result["contingency"]
+        confusion_figure(table["pixels"], table["pseudo_classes"], table["true_classes"], result.get("class_names"),
+                         figure)
+    if json_path:
+        write_json(result, json_path)
+
+
+def _number_or_text(value: str | None):
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
+def _fmt(value) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else "-"
+
+
+def summary_lines(result: dict) -> list[str]:
+    """The figures a person reads first, then one row per true class."""
+    lines = [
+        f"many-to-one mIoU  {_fmt(result.get('many_to_one_miou'))}",
+        f"pixel accuracy    {_fmt(result.get('pixel_accuracy'))}",
+        f"Hungarian mIoU    {_fmt(result.get('hungarian_miou'))}",
+        f"purity            {_fmt(result.get('purity'))}",
+        f"NMI               {_fmt(result.get('nmi'))}",
+        f"pseudo-classes {result.get('n_pseudo_classes')}, true classes {result.get('n_true_classes')}, "
+        f"pixels scored {result.get('valid_pixels')}",
+    ]
+    if "miou" in result:
+        lines.append(f"as predicted (same class ids): mIoU {_fmt(result['miou'])}, "
+                     f"overall accuracy {_fmt(result.get('overall_accuracy'))}")
+    recall = result.get("object_recall")
+    if recall:
+        lines.append(f"object recall     {_fmt(recall.get('recall'))} ({recall.get('n_found')} of "
+                     f"{recall.get('n_true_objects')} objects at IoU >= {recall.get('iou_threshold')})")
+    for row in result.get("per_class", []):
+        name = row.get("name") or ""
+        lines.append(f"  class {row.get('true_class')!s:>5} {name:<16} IoU {_fmt(row.get('iou_many_to_one'))} "
+                     f"(Hungarian {_fmt(row.get('iou_hungarian'))}) from pseudo-classes {row.get('pseudo_classes')}")
+    return lines

@@ -1,0 +1,112 @@
+"""CLI options declared once and shared by the commands that take them (as rasterio's
+``rio/options.py``): one help text, one default and one check per option.
+
+Defaults, choices and limits come from :mod:`geoalps.options`, never from copies here.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import click
+
+from geoalps.options import (CLASSES_MAX, ENGINE_CHOICES, FEATURE_CHOICES, MODEL_TYPE_CHOICES,
+                             SAM_GENERATOR_CHOICES, TILE_SIZE_MIN_PX, LabelOptions, RunOptions)
+
+_LABEL = LabelOptions()
+_RUN = RunOptions()
+
+
+def _nodata(ctx, param, value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value)  # accepts "nan"
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a number (use e.g. 0, -9999 or nan)") from None
+
+
+def stack(*options: Callable) -> Callable:
+    """Several option decorators as one (applied in the order listed, top to bottom in --help)."""
+    def decorate(f):
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return decorate
+
+
+# -- shared by several commands ---------------------------------------------------------------
+overwrite_opt = click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+quiet_opt = click.option("-q", "--quiet", is_flag=True, help="No progress bar or log lines.")
+progress_lines_opt = click.option(
+    "--progress-lines", is_flag=True,
+    help="Print 'geoalps-progress: <percent> <message>' lines on stderr (for the QGIS plugin).")
+device_opt = click.option("--device", default=_LABEL.device, show_default=True,
+                          help="auto (cuda, mps, cpu), cpu, cuda, cuda:1, mps.")
+seed_opt = click.option("--seed", type=int, default=_LABEL.seed, show_default=True,
+                        help="Same inputs + seed = same output.")
+threads_opt = click.option("--threads", type=click.IntRange(1), default=None,
+                           help="torch CPU threads [default: torch's]; 1 is often fastest on a busy machine.")
+
+# -- labelling: the settings that change results (LabelOptions) -------------------------------
+engine_opt = click.option(
+    "--engine", type=click.Choice(ENGINE_CHOICES), default=_LABEL.engine, show_default=True,
+    help="Mask engine: sam needs a checkpoint; classical needs no weights; auto picks sam when a checkpoint is found.")
+sam_opts = stack(
+    click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
+                 help="SAM checkpoint (.pth), any size. Also read from GEOALPS_SAM_CHECKPOINT."),
+    click.option("--model-type", type=click.Choice(MODEL_TYPE_CHOICES), default=_LABEL.model_type, show_default=True,
+                 help="SAM encoder size; auto infers it from the checkpoint's tensor shapes."),
+    device_opt,
+    click.option("--sam-generator", type=click.Choice(SAM_GENERATOR_CHOICES), default=_LABEL.sam_generator,
+                 show_default=True, help="geoalps's fast automatic mask generator or segment_anything's reference one."),
+    click.option("--points-per-side", type=click.IntRange(1, 256), default=_LABEL.points_per_side, show_default=True),
+    click.option("--points-per-batch", type=click.IntRange(1, 4096), default=_LABEL.points_per_batch, show_default=True),
+    click.option("--pred-iou-thresh", type=float, default=_LABEL.pred_iou_thresh, show_default=True),
+    click.option("--stability-thresh", type=float, default=_LABEL.stability_thresh, show_default=True),
+    click.option("--crop-layers", type=click.IntRange(0, 4), default=_LABEL.crop_layers, show_default=True),
+    click.option("--box-nms-iou", type=click.FloatRange(0, 1), default=_LABEL.box_nms_iou, show_default=True,
+                 help="SAM's box non-maximum suppression inside the generator."),
+)
+mask_filter_opts = stack(
+    click.option("--min-area-px", type=click.IntRange(1), default=_LABEL.min_area_px, show_default=True,
+                 help="Drop masks smaller than this many pixels."),
+    click.option("--max-area-frac", type=float, default=_LABEL.max_area_frac, show_default=True,
+                 help="Drop masks larger than this fraction of the tile (ALPS area threshold)."),
+    click.option("--dedupe-iou", type=click.FloatRange(0, 1), default=_LABEL.dedupe_iou, show_default=True,
+                 help="Inside a tile, drop a mask overlapping a better one by more than this mask IoU."),
+)
+scene_opts = stack(
+    click.option("--bands", default=None,
+                 help="Bands the engine sees, 1-based: '4,3,2', a single band '1', or a preset "
+                      "(rgb, bgr, nrg, sentinel2-rgb, sentinel2-nrg, landsat8-rgb, landsat8-nrg). "
+                      "Default rgb for 3+ bands, the band repeated for 1 band."),
+    click.option("--nodata", default=None, callback=_nodata, help="Nodata value overriding the file's (a number or nan)."),
+    click.option("--tile-size", type=click.IntRange(TILE_SIZE_MIN_PX), default=_LABEL.tile_size, show_default=True,
+                 help="Tile size in pixels."),
+    click.option("--overlap", type=click.IntRange(0), default=_LABEL.overlap, show_default=True,
+                 help="Tile overlap in pixels (at most half the tile)."),
+    click.option("--allow-pixel-coords", is_flag=True, help="Label images without georeferencing in pixel coordinates."),
+)
+clustering_opts = stack(
+    click.option("--classes", type=click.IntRange(1, CLASSES_MAX), default=_LABEL.classes, show_default=True,
+                 help="Number of pseudo-classes (k of the online k-means)."),
+    click.option("--features", type=click.Choice(FEATURE_CHOICES), default=_LABEL.features, show_default=True,
+                 help="Mask features to cluster: sam (pooled SAM embedding), spectral (all bands + shape), both. "
+                      "auto: both with sam, spectral otherwise."),
+    seed_opt,
+)
+
+# -- labelling: how the run executes (RunOptions) ---------------------------------------------
+run_opts = stack(
+    click.option("--workers", type=click.IntRange(1), default=_RUN.workers, show_default=True,
+                 help="Tiles in parallel on a local dask cluster of this many processes; 1 runs in-process."),
+    click.option("--scheduler", default=None, metavar="tcp://HOST:PORT", help="Run tiles on an existing dask cluster."),
+    click.option("--tile-batch", type=click.IntRange(0, 64), default=_RUN.tile_batch, show_default=True,
+                 help="Tiles per engine call: SAM encodes them in one batch. 0 = auto (1 on CPU, by free memory on CUDA)."),
+    click.option("--resume", is_flag=True, help="Continue an interrupted run from its work folder (OUTPUT.geoalps-work)."),
+    click.option("--keep-work", is_flag=True, help="Keep the work folder of per-tile results after a finished run."),
+    overwrite_opt,
+    quiet_opt,
+    progress_lines_opt,
+)

@@ -1,0 +1,419 @@
+"""Ground truth onto the prediction's grid, block by block, and the whole pseudo-label evaluation.
+
+Which grid is scored:
+    * prediction a label raster (``geoalps label --raster-out``): its own grid. A truth raster on
+      another grid or CRS is resampled by nearest neighbour (a WarpedVRT read window by window);
+      truth polygons are rasterized (pixel centres) with their class field.
+    * prediction a geoalps GeoPackage (layer ``masks``, field ``pseudo_class``): the truth
+      raster's grid, with the polygons rasterized onto it block by block.
+
+Truth pixels outside the truth's footprint, on its nodata (or ``truth_nodata``), or under no truth
+polygon are not scored; prediction nodata on a scored pixel is a miss (DESIGN.md).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+
+from geoalps.errors import InputError, OptionError
+from geoalps.outputs.raster import CLASS_NAMES_TAG, NAMES_SEPARATOR
+from geoalps.outputs.vector import LAYER
+from geoalps.evaluation.pseudo_labels import (ContingencyAccumulator, object_recall, pseudo_label_scores,
+                                              raster_objects)
+
+#: Suffixes read as vector files (pyogrio); everything else is opened as a raster.
+VECTOR_SUFFIXES = (".gpkg", ".geojson", ".json", ".shp", ".fgb", ".gml", ".kml", ".sqlite")
+PREDICTION_LAYER = LAYER
+PREDICTION_FIELD = "pseudo_class"
+
+#: A block reader: window -> (class ids, valid mask or None when every pixel has a value).
+BlockReader = Callable[[Any], tuple]
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The pixel grid that is scored: CRS (or None), affine transform and size in pixels."""
+
+    crs: Any
+    transform: Any
+    width: int
+    height: int
+
+    @classmethod
+    def of(cls, src) -> "Grid":
+        return cls(src.crs, src.transform, src.width, src.height)
+
+    def windows(self, block_px: int) -> Iterator[Any]:
+        """Square windows of ``block_px`` (smaller at the right and bottom edges), row by row."""
+        from rasterio.windows import Window
+
+        for row in range(0, self.height, block_px):
+            for col in range(0, self.width, block_px):
+                yield Window(col, row, min(block_px, self.width - col), min(block_px, self.height - row))
+
+    def bounds(self, window=None) -> tuple[float, float, float, float]:
+        """(left, bottom, right, top) of the grid or of a window, from all four corners."""
+        from rasterio.windows import Window
+
+        window = Window(0, 0, self.width, self.height) if window is None else window
+        cols, rows = (window.col_off, window.col_off + window.width), (window.row_off, window.row_off + window.height)
+        xs, ys = zip(*(self.transform * (c, r) for c in cols for r in rows))
+        return min(xs), min(ys), max(xs), max(ys)
+
+    @property
+    def pixel_area(self) -> float:
+        t = self.transform
+        return abs(t.a * t.e - t.b * t.d)
+
+
+# --------------------------------------------------------------------------------------------
+# small helpers
+
+
+def _kind(path: str | os.PathLike) -> str:
+    """'raster' or 'vector' by suffix, after checking the file is there."""
+    if not Path(path).exists():
+        raise InputError(f"{path}: no such file")
+    return "vector" if Path(path).suffix.lower() in VECTOR_SUFFIXES else "raster"
+
+
+def _open_raster(path: str | os.PathLike, stack: contextlib.ExitStack):
+    """Open a class raster (band 1 is read); integer pixels only."""
+    import rasterio
+
+    try:
+        src = stack.enter_context(rasterio.open(path))
+    except rasterio.errors.RasterioIOError as exc:
+        raise InputError(f"{path}: cannot be read as a raster ({str(exc).splitlines()[0]})") from None
+    if np.dtype(src.dtypes[0]).kind not in "ui":
+        raise InputError(f"{path}: {src.dtypes[0]} pixels; class rasters hold integer ids")
+    return src
+
+
+def _class_names(src) -> list[str] | None:
+    """Names in id order: geoalps's band-1 ``class_names`` tag (:mod:`geoalps.outputs.raster`),
+    else a ``CLASS_NAMES`` dataset tag (comma separated, as the sample ground truths have)."""
+    band = src.tags(1).get(CLASS_NAMES_TAG)
+    if band:
+        return band.split(NAMES_SEPARATOR)
+    names = [name.strip() for name in src.tags().get("CLASS_NAMES", "").split(",")]
+    return names if any(names) else None
+
+
+def _crs(value):
+    """A rasterio CRS from a rasterio/pyproj CRS or text, None for None."""
+    from rasterio.crs import CRS
+
+    return None if value is None else CRS.from_user_input(value)
+
+
+def _same_crs(a, b) -> bool:
+    a, b = _crs(a), _crs(b)
+    return (a is None and b is None) or (a is not None and b is not None and a == b)
+
+
+def _check_crs(path, crs, grid: Grid) -> None:
+    """A file without a CRS can only be placed on a grid without one, and the other way round."""
+    if (crs is None) != (grid.crs is None):
+        problem = "has no CRS but the scored grid has one" if crs is None else "has a CRS but the scored grid has none"
+        raise InputError(f"{path}: {problem}; cannot place one on the other")
+
+
+def _to_grid_bounds(bounds, crs, grid: Grid) -> tuple[float, float, float, float]:
+    from rasterio.warp import transform_bounds
+
+    return tuple(bounds) if _same_crs(crs, grid.crs) else transform_bounds(_crs(crs), grid.crs, *bounds)
+
+
+def _check_overlap(path, bounds, grid: Grid, other) -> None:
+    """Raise when ``bounds`` (in the grid's CRS) and the grid share no area."""
+    left, bottom, right, top = grid.bounds()
+    if not (bounds[0] < right and bounds[2] > left and bounds[1] < top and bounds[3] > bottom):
+        raise InputError(f"{path}: does not overlap {other}")
+
+
+def _valid_of(values: np.ndarray, nodata) -> np.ndarray | None:
+    return None if nodata is None else values != nodata
+
+
+def _burn(geoms: np.ndarray, codes: np.ndarray, grid: Grid, window) -> tuple[np.ndarray, np.ndarray]:
+    """Rasterize polygons with integer ``codes`` onto a window (pixel centres, small on top).
+
+    Returns (codes, burnt) with codes 0 where nothing was burnt. Cost: one int32 block.
+    """
+    import shapely
+    from rasterio import features
+    from rasterio.windows import transform as window_transform
+
+    block = np.full((int(window.height), int(window.width)), -1, np.int32)
+    if len(geoms):
+        order = np.argsort(-shapely.area(geoms), kind="stable")
+        features.rasterize(zip(geoms[order], np.asarray(codes)[order].tolist()), out=block,
+                           transform=window_transform(window, grid.transform))
+    burnt = block >= 0
+    return np.where(burnt, block, 0), burnt
+
+
+def _layers(path) -> list[str]:
+    import pyogrio
+
+    try:
+        return [str(name) for name, _ in pyogrio.list_layers(path)]
+    except Exception as exc:  # pyogrio's DataSourceError is a plain Exception subclass
+        raise InputError(f"{path}: cannot be read as vector data ({str(exc).splitlines()[0]})") from None
+
+
+def _read_frame(path, grid: Grid, columns: list[str], layer: str | None = None, bbox=None):
+    """A vector layer (default: the first) as a GeoDataFrame in the grid's CRS, empty shapes dropped."""
+    import pyogrio
+
+    frame = pyogrio.read_dataframe(path, layer=layer, columns=columns, bbox=bbox)
+    _check_crs(path, frame.crs, grid)
+    if frame.crs is not None and not _same_crs(frame.crs, grid.crs):
+        frame = frame.to_crs(grid.crs)
+    return frame[frame.geometry.notna() & ~frame.geometry.is_empty]
+
+
+# --------------------------------------------------------------------------------------------
+# readers: window -> (class ids, valid mask)
+
+
+def _raster_reader(path, grid: Grid, stack: contextlib.ExitStack) -> tuple[BlockReader, list[str] | None, Any]:
+    """A class raster read on ``grid``: as is when the grids agree, else through a nearest WarpedVRT.
+
+    Same grid = same size and transform, and the same CRS or no CRS on one side (truth exported
+    without its CRS). Valid = not the raster's nodata and inside its footprint. Returns (reader,
+    CLASS_NAMES, footprint bounds in the grid's CRS). Cost: one block at a time; warping adds
+    GDAL's per-block coordinate transform (approximate to 1/8 px, GDAL's default).
+    """
+    from rasterio.enums import Resampling
+    from rasterio.vrt import WarpedVRT
+
+    src = _open_raster(path, stack)
+    names, nodata = _class_names(src), src.nodata
+    same = ((_same_crs(src.crs, grid.crs) or src.crs is None or grid.crs is None)
+            and (src.width, src.height) == (grid.width, grid.height)
+            and src.transform.almost_equals(grid.transform, 1e-6 * grid.pixel_area ** 0.5))
+    if same:
+        def read(window):
+            values = src.read(1, window=window)
+            return values, _valid_of(values, nodata)
+
+        return read, names, grid.bounds()
+    _check_crs(path, src.crs, grid)
+    vrt = stack.enter_context(WarpedVRT(src, crs=grid.crs or src.crs, transform=grid.transform, width=grid.width,
+                                        height=grid.height, resampling=Resampling.nearest, add_alpha=True))
+
+    def read_warped(window):
+        values, inside = vrt.read(1, window=window), vrt.read(vrt.count, window=window) > 0
+        return values, inside if nodata is None else inside & (values != nodata)
+
+    bounds = src.bounds if src.crs is None else _to_grid_bounds(src.bounds, src.crs, grid)
+    return read_warped, names, bounds
+
+
+def _class_codes(values, path, field: str, nodata) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
+    """(kept rows, class ids, names) of a class field: text gets ids 0..n-1 in sorted order."""
+    import pandas as pd
+
+    numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+    keep = values.notna().to_numpy()
+    if nodata is not None and numeric and not isinstance(nodata, str):
+        keep = keep & (values != nodata).to_numpy()
+    elif nodata is not None:
+        keep = keep & (values.astype(str) != str(nodata)).to_numpy()
+    kept = values[keep]
+    if numeric:
+        numbers = kept.to_numpy(np.float64)
+        if not np.all(np.mod(numbers, 1) == 0):
+            raise InputError(f"{path}: field '{field}' holds fractional numbers; class ids are whole numbers")
+        return keep, numbers.astype(np.int64), None
+    names, ids = np.unique(kept.astype(str).to_numpy(), return_inverse=True)
+    return keep, ids.astype(np.int64).ravel(), names.tolist()
+
+
+def _vector_reader(path, grid: Grid, field: str | None, nodata) -> tuple[BlockReader, list[str] | None, Any]:
+    """Truth polygons with a class field, rasterized on ``grid`` block by block (pixel centres).
+
+    ``nodata``: a field value (number or text) that is not scored. Returns (reader, names for a
+    text field, bounds in the grid's CRS). Cost: all polygons in memory (reprojected once) and
+    an STRtree over them; one int32 block at a time.
+    """
+    import pyogrio
+    import shapely
+
+    _layers(path)
+    fields = list(pyogrio.read_info(path)["fields"])
+    if field is None or field not in fields:
+        problem = "polygon truth needs a class field (truth_field)" if field is None else f"no field '{field}'"
+        raise InputError(f"{path}: {problem}; fields: {', '.join(fields) or 'none'}")
+    frame = _read_frame(path, grid, [field])
+    keep, ids, names = _class_codes(frame[field], path, field, nodata)
+    geoms = frame.geometry.to_numpy()[keep]
+    if geoms.size == 0:
+        raise InputError(f"{path}: no polygon has a class in field '{field}'")
+    tree = shapely.STRtree(geoms)
+
+    def read(window):
+        hits = tree.query(shapely.box(*grid.bounds(window)))
+        index, burnt = _burn(geoms[hits], hits, grid, window)
+        return ids[index], burnt
+
+    return read, names, tuple(shapely.total_bounds(geoms))
+
+
+def _layer_reader(path, grid: Grid) -> tuple[BlockReader, Any]:
+    """The ``masks`` layer of a geoalps GeoPackage, rasterized on ``grid`` block by block.
+
+    Each block reads only the polygons meeting it (through the layer's spatial index), so memory
+    follows the block. Returns (reader, layer bounds in the grid's CRS).
+    """
+    import pyogrio
+    from rasterio.warp import transform_bounds
+
+    layers = _layers(path)
+    if PREDICTION_LAYER not in layers:
+        raise InputError(f"{path}: no layer '{PREDICTION_LAYER}' (layers: {', '.join(layers) or 'none'})")
+    info = pyogrio.read_info(path, layer=PREDICTION_LAYER, force_total_bounds=True)
+    if PREDICTION_FIELD not in list(info["fields"]):
+        raise InputError(f"{path}: layer '{PREDICTION_LAYER}' has no field '{PREDICTION_FIELD}'")
+    layer_crs = _crs(info["crs"])
+    _check_crs(path, layer_crs, grid)
+    reproject = layer_crs is not None and not _same_crs(layer_crs, grid.crs)
+
+    def read(window):
+        bbox = grid.bounds(window)
+        bbox = transform_bounds(grid.crs, layer_crs, *bbox) if reproject else bbox
+        frame = _read_frame(path, grid, [PREDICTION_FIELD], PREDICTION_LAYER, bbox=tuple(bbox))
+        return _burn(frame.geometry.to_numpy(), frame[PREDICTION_FIELD].to_numpy(np.int64), grid, window)
+
+    return read, _to_grid_bounds(info["total_bounds"], layer_crs, grid)
+
+
+def _readers(prediction, truth, truth_field, truth_nodata, stack) -> tuple[Grid, BlockReader, BlockReader, dict]:
+    """The scored grid, the prediction and truth readers on it, and what is known (names, grid)."""
+    if _kind(prediction) == "raster":
+        src = _open_raster(prediction, stack)
+        grid = Grid.of(src)
+        pred, _, pred_bounds = _raster_reader(prediction, grid, stack)
+        if _kind(truth) == "raster":
+            truth_reader, names, truth_bounds = _raster_reader(truth, grid, stack)
+        else:
+            truth_reader, names, truth_bounds = _vector_reader(truth, grid, truth_field, truth_nodata)
+    else:
+        if _kind(truth) != "raster":
+            raise InputError(f"{truth}: a GeoPackage prediction needs a truth raster (its grid is scored)")
+        grid = Grid.of(_open_raster(truth, stack))
+        truth_reader, names, truth_bounds = _raster_reader(truth, grid, stack)
+        pred, pred_bounds = _layer_reader(prediction, grid)
+    _check_overlap(truth, truth_bounds, grid, prediction)
+    _check_overlap(prediction, pred_bounds, grid, truth)
+    info = {"class_names": names, "grid": "prediction" if _kind(prediction) == "raster" else "truth"}
+    return grid, pred, truth_reader, info
+
+
+# --------------------------------------------------------------------------------------------
+# objects
+
+
+def _polygons(path, grid: Grid, layer: str | None = None, by: str = "component",
+              classes=None) -> tuple[np.ndarray, np.ndarray | None]:
+    """(geometries in the grid's CRS, exact sizes in px or None) of a raster or a vector file.
+
+    Rasters become connected components (or ids) with :func:`raster_objects`, read whole;
+    vector files are read whole (``layer``, default the first).
+    """
+    import geopandas as gpd
+
+    if _kind(path) == "vector":
+        _layers(path)
+        return _read_frame(path, grid, [], layer).geometry.to_numpy(), None
+    with contextlib.ExitStack() as stack:
+        src = _open_raster(path, stack)
+        _check_crs(path, src.crs, grid)
+        geoms, _, sizes = raster_objects(src.read(1), src.transform, nodata=src.nodata, by=by, classes=classes)
+        crs = src.crs
+    if crs is not None and not _same_crs(crs, grid.crs) and geoms.size:
+        geoms = gpd.GeoSeries(geoms, crs=crs).to_crs(grid.crs).to_numpy()
+    return geoms, sizes
+
+
+def _object_scores(prediction, objects, grid: Grid, *, iou_threshold: float, by: str, classes,
+                   min_size_px: int, box: bool) -> dict[str, Any]:
+    """Object recall of the prediction's polygons (GeoPackage) or components (label raster)."""
+    pred_geoms, _ = _polygons(prediction, grid, layer=PREDICTION_LAYER)
+    true_geoms, sizes = _polygons(objects, grid, by=by, classes=classes)
+    return object_recall(pred_geoms, true_geoms, iou_threshold, min_size_px=min_size_px,
+                         pixel_area=grid.pixel_area, sizes_px=sizes, box=box)
+
+
+# --------------------------------------------------------------------------------------------
+# the evaluation
+
+
+def _accumulate(pred: BlockReader, truth: BlockReader, grid: Grid, truth_nodata,
+                block_px: int) -> ContingencyAccumulator:
+    """One pass over the grid's blocks. Cost: one block of each input in memory at a time."""
+    if block_px < 1:
+        raise OptionError(f"block_px: {block_px}; blocks need at least 1 px")
+    acc = ContingencyAccumulator(pred_nodata=None, truth_nodata=truth_nodata)
+    for window in grid.windows(block_px):
+        p, p_valid = pred(window)
+        t, t_valid = truth(window)
+        acc.add(p, t, pred_valid=p_valid, truth_valid=t_valid)
+    return acc
+
+
+def evaluate_pseudo_labels(prediction: str | os.PathLike, truth: str | os.PathLike, *,
+                           truth_field: str | None = None, truth_nodata: float | str | None = None,
+                           objects: str | os.PathLike | None = None, iou_threshold: float = 0.5,
+                           block_px: int = 1024, objects_by: str = "component",
+                           object_classes: Iterable[int] | None = None, min_object_px: int = 64,
+                           box: bool = False) -> dict[str, Any]:
+    """Score pseudo-labels against a ground truth (DESIGN.md, "Pseudo-label metrics").
+
+    Parameters
+    ----------
+    prediction : label raster (``geoalps label --raster-out``) or geoalps GeoPackage.
+    truth : class raster (any grid and CRS; CLASS_NAMES tag read) or polygons with ``truth_field``.
+    truth_nodata : a truth value not scored, beside the raster's own nodata (e.g. an "unknown" class).
+    objects : instance/class raster or polygons of true objects, for object recall; rasters give
+        4-connected components (``objects_by="value"``: one object per id, 0 = background),
+        ``object_classes`` keeps only those values, objects under ``min_object_px`` are not counted.
+    box : compare bounding boxes (tree crowns against box annotations).
+
+    Returns
+    -------
+    JSON-serialisable dict: the keys of :func:`pseudo_label_scores`, ``contingency`` (pseudo ids,
+    true ids, the table with "no prediction" as its last row), ``class_names``, ``grid``
+    ("prediction" or "truth"), the inputs, and ``object_recall`` when ``objects`` is given.
+
+    Notes
+    -----
+    Memory is one ``block_px`` square block of each input plus the contingency table; polygon
+    truth is held whole, and object recall reads its rasters and layers whole.
+    """
+    if isinstance(truth_nodata, str) and _kind(truth) == "raster":
+        raise OptionError(f"{truth}: truth_nodata {truth_nodata!r} is text but the raster holds class numbers")
+    with contextlib.ExitStack() as stack:
+        grid, pred, truth_reader, info = _readers(prediction, truth, truth_field, truth_nodata, stack)
+        vector_truth = _kind(truth) == "vector"
+        acc = _accumulate(pred, truth_reader, grid, None if vector_truth else truth_nodata, block_px)
+    table, pred_ids, true_ids = acc.result()
+    if table.sum() == 0:
+        raise InputError(f"{truth}: no valid truth pixel where it meets {prediction}")
+    result = pseudo_label_scores(table, pred_ids, true_ids, info["class_names"])
+    result["contingency"] = {"pseudo_classes": pred_ids.tolist(), "true_classes": true_ids.tolist(),
+                             "pixels": table.tolist(), "last_row": "no prediction"}
+    result.update(prediction=str(prediction), truth=str(truth), truth_field=truth_field,
+                  class_names=info["class_names"], grid=info["grid"])
+    if objects is not None:
+        result["object_recall"] = _object_scores(prediction, objects, grid, iou_threshold=iou_threshold,
+                                                 by=objects_by, classes=object_classes,
+                                                 min_size_px=min_object_px, box=box)
+    return result

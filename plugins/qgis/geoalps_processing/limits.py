@@ -1,0 +1,38 @@
+"""The choices, defaults and limits of the plugin's parameters (pure stdlib, no QGIS import).
+
+They mirror geoalps's own (``geoalps.options``); the plugin cannot import geoalps inside QGIS, so
+the library's test suite (tests/cli/test_plugin_limits.py) checks these values against the
+library's instead of anyone copying them by hand.
+"""
+from __future__ import annotations
+
+ENGINES = ("auto", "sam", "classical")
+MODEL_TYPES = ("auto", "vit_b", "vit_l", "vit_h")
+#: The plugin asks for at least two classes (one class labels nothing); the library allows 1.
+CLASSES_MIN = 2
+CLASSES_MAX = 65534
+CLASSES_DEFAULT = 10
+TILE_SIZE_MIN_PX = 64
+TILE_SIZE_DEFAULT_PX = 1024
+OVERLAP_DEFAULT_PX = 128
+SEED_DEFAULT = 0
+
+
+def overlap_problem(tile_size_px: int, overlap_px: int) -> str | None:
+    """geoalps's tile/overlap rule (overlap at most half the tile), as a message, or None."""
+    if tile_size_px < TILE_SIZE_MIN_PX:
+        return f"Tile size ({tile_size_px} px) must be at least {TILE_SIZE_MIN_PX} px."
+    if not 0 <= overlap_px <= tile_size_px // 2:
+        return f"Tile overlap ({overlap_px} px) must be at most half the tile size ({tile_size_px} px)."
+    return None
+
+#: ``geoalps classes gallery``: example chips per class (1..32, default 6), of which
+#: ``--random-chips`` (0..32, default 2, at most the chips) are drawn at random.
+GALLERY_CHIPS_MIN = 1
+GALLERY_CHIPS_MAX = 32
+GALLERY_CHIPS_DEFAULT = 6
+GALLERY_RANDOM_CHIPS_DEFAULT = 2
+#: ``geoalps evaluate``: object IoU threshold (0..1, default 0.5), smallest true object (px).
+EVALUATE_IOU_DEFAULT = 0.5
+EVALUATE_MIN_OBJECT_PX_DEFAULT = 64
+EVALUATE_OBJECTS_BY = ("component", "value")

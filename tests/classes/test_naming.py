@@ -1,0 +1,127 @@
+"""Naming pseudo-classes from examples or a mapping; names stored in the k-means model and used by
+later runs; a named output scores like the many-to-one mapping of `geoalps evaluate`."""
+from __future__ import annotations
+
+import numpy as np
+import pyogrio
+import pytest
+import rasterio
+import shapely
+from rasterio import features as rio_features
+
+from conftest import REPO
+from geoalps import label
+from geoalps.classes.naming import name_classes
+from geoalps.clustering.kmeans import OnlineKMeans
+from geoalps.errors import InputError, OptionError
+from geoalps.evaluation import evaluate_pseudo_labels
+from geoalps.outputs.raster import read_class_names
+
+SCENE = REPO / "sample_data/scene_rgbn_u16.tif"
+TRUTH = REPO / "sample_data/scene_rgbn_u16.gt.tif"
+FAST = dict(engine="classical", quiet=True, tile_size=640, overlap=64)
+
+
+def truth_examples(path, per_class: int = 3):
+    """Three polygons per true class: its largest connected regions, with the class's name."""
+    import geopandas as gpd
+
+    with rasterio.open(path) as src:
+        truth, transform, crs = src.read(1), src.transform, src.crs
+        names = src.tags()["CLASS_NAMES"].split(",")
+    rows = []
+    for value in np.unique(truth[truth != 255]):
+        parts = [shapely.geometry.shape(g) for g, v in rio_features.shapes(truth, mask=truth == value, transform=transform)
+                 if v == value]
+        for part in sorted(parts, key=lambda p: -p.area)[:per_class]:
+            rows.append({"name": names[int(value)], "geometry": part})
+    return gpd.GeoDataFrame(rows, geometry="geometry", crs=crs)
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("naming")
+    model = folder / "km.joblib"
+    label(SCENE, folder / "out.gpkg", raster_out=folder / "out.tif", kmeans_model=model, classes=7, **FAST)
+    examples = truth_examples(TRUTH)
+    pyogrio.write_dataframe(examples, folder / "examples.gpkg")
+    return folder
+
+
+def test_examples_name_each_class_after_its_majority_true_class(labelled):
+    scores = evaluate_pseudo_labels(labelled / "out.tif", TRUTH)
+    names = scores["class_names"]
+    majority = {int(k): names[int(c)] for k, c in scores["mapping"]["many_to_one"].items() if c is not None}
+
+    report = name_classes(labelled / "out.gpkg", labelled / "named.gpkg", examples=labelled / "examples.gpkg",
+                          name_field="name", kmeans_model=labelled / "km.joblib", overwrite=True)
+
+    assert report.names.names == majority, report.table()
+    named = pyogrio.read_dataframe(labelled / "named.gpkg", layer="masks")
+    original = pyogrio.read_dataframe(labelled / "out.gpkg", layer="masks")
+    assert len(named) == len(original) and (named["instance_id"] == original["instance_id"]).all()
+    assert (named["class_name"] == [majority[k] for k in named["pseudo_class"]]).all()
+    assert named.groupby("class_name")["class_id"].nunique().max() == 1, "one class id per name"
+    assert OnlineKMeans.load(labelled / "km.joblib").class_names == report.names
+
+
+def test_named_model_labels_new_runs_and_scores_like_many_to_one(labelled):
+    name_classes(labelled / "out.gpkg", labelled / "named2.gpkg", examples=labelled / "examples.gpkg",
+                 kmeans_model=labelled / "km.joblib", overwrite=True)
+    label(SCENE, labelled / "again.gpkg", raster_out=labelled / "again.tif", kmeans_model=labelled / "km.joblib",
+          overwrite=True, **FAST)
+    model = OnlineKMeans.load(labelled / "km.joblib")
+    merged = model.class_names.merged_names
+    n_classes, names = read_class_names(labelled / "again.tif")
+    assert (n_classes, names) == (len(merged), merged)
+    again = pyogrio.read_dataframe(labelled / "again.gpkg", layer="masks")
+    assert set(again["class_name"]) <= set(merged)
+
+    with rasterio.open(labelled / "again.tif") as named_src, rasterio.open(TRUTH) as truth_src:
+        named, truth = named_src.read(1), truth_src.read(1)
+        truth_names = truth_src.tags()["CLASS_NAMES"].split(",")
+    valid = truth != 255
+    named_as_truth = np.array([truth_names.index(n) if n in truth_names else -1 for n in merged] + [-2])
+    predicted = named_as_truth[np.where(named == 255, len(merged), named)]
+    accuracy = float(np.mean(predicted[valid] == truth[valid]))
+    expected = evaluate_pseudo_labels(labelled / "out.tif", TRUTH)["pixel_accuracy"]
+    assert accuracy == pytest.approx(expected, abs=1e-9)
+
+
+def test_mapping_merges_classes_and_keeps_the_rest(labelled):
+    report = name_classes(labelled / "out.gpkg", labelled / "mapped.gpkg", names="0=field,3=field,5=water",
+                          overwrite=True)
+    named = pyogrio.read_dataframe(labelled / "mapped.gpkg", layer="masks")
+    by_class = named.groupby("pseudo_class")["class_name"].first().to_dict()
+    assert by_class[0] == by_class[3] == "field" and by_class.get(5, "water") == "water"
+    assert by_class.get(1, "class 1") == "class 1"
+    assert report.names.merged_names[:2] == ["field", "class 1"]
+    field_ids = named.loc[named["class_name"] == "field", "class_id"].unique()
+    assert field_ids.tolist() == [0]
+
+
+def test_conflicts_and_unused_examples_are_reported(labelled, tmp_path):
+    import geopandas as gpd
+
+    objects = pyogrio.read_dataframe(labelled / "out.gpkg", layer="masks")
+    target = objects.iloc[0]
+    far = shapely.Point(0, 0)
+    points = gpd.GeoDataFrame({"name": ["a", "b", "b", "lost"]},
+                              geometry=[target.geometry.representative_point()] * 3 + [far], crs=objects.crs)
+    pyogrio.write_dataframe(points, tmp_path / "pts.gpkg")
+    report = name_classes(labelled / "out.gpkg", tmp_path / "n.gpkg", examples=tmp_path / "pts.gpkg")
+    k = int(target["pseudo_class"])
+    assert report.names.names == {k: "b"}
+    area = float(target.geometry.area)
+    assert report.votes[k] == pytest.approx({"a": area, "b": 2 * area}) and k in report.conflicts
+    assert report.unused_examples == [3]
+
+
+def test_bad_requests_are_one_line_errors(labelled, tmp_path):
+    with pytest.raises(OptionError, match="not CLASS=NAME"):
+        name_classes(labelled / "out.gpkg", tmp_path / "x.gpkg", names="0:building")
+    with pytest.raises(OptionError, match="class 99 does not exist"):
+        name_classes(labelled / "out.gpkg", tmp_path / "x.gpkg", names="99=x")
+    with pytest.raises(InputError, match="no field 'label'"):
+        name_classes(labelled / "out.gpkg", tmp_path / "x.gpkg", examples=labelled / "examples.gpkg", name_field="label")
+    assert not (tmp_path / "x.gpkg").exists()

@@ -1,0 +1,42 @@
+"""The QGIS plugin's parameter choices and limits are the library's (the plugin cannot import
+geoalps inside QGIS, so this test holds its stdlib-only limits module against geoalps.options)."""
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from conftest import REPO
+from geoalps.errors import OptionError
+from geoalps.options import (CLASSES_MAX, ENGINE_CHOICES, MODEL_TYPE_CHOICES, TILE_SIZE_MIN_PX, LabelOptions,
+                             check_tiling)
+
+
+def _plugin_limits():
+    path = REPO / "plugins/qgis/geoalps_processing/limits.py"
+    spec = importlib.util.spec_from_file_location("plugin_limits", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_choices_and_defaults_are_the_librarys():
+    plugin, defaults = _plugin_limits(), LabelOptions()
+    assert plugin.ENGINES == ENGINE_CHOICES
+    assert plugin.MODEL_TYPES == MODEL_TYPE_CHOICES
+    assert plugin.CLASSES_MAX == CLASSES_MAX and 1 <= plugin.CLASSES_MIN <= plugin.CLASSES_DEFAULT
+    assert plugin.CLASSES_DEFAULT == defaults.classes
+    assert plugin.TILE_SIZE_MIN_PX == TILE_SIZE_MIN_PX
+    assert (plugin.TILE_SIZE_DEFAULT_PX, plugin.OVERLAP_DEFAULT_PX) == (defaults.tile_size, defaults.overlap)
+    assert plugin.SEED_DEFAULT == defaults.seed
+
+
+@pytest.mark.parametrize("tile, overlap", [(64, 0), (64, 32), (64, 33), (63, 0), (1024, 512), (1024, 513), (512, -1)])
+def test_tile_overlap_rule_agrees(tile, overlap):
+    plugin_says_ok = _plugin_limits().overlap_problem(tile, overlap) is None
+    try:
+        check_tiling(tile, overlap)
+        library_says_ok = True
+    except OptionError:
+        library_says_ok = False
+    assert plugin_says_ok == library_says_ok

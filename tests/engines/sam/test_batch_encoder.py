@@ -1,0 +1,29 @@
+"""geoalps.engines.sam.batch_encoder: images encoded in batches get SamPredictor's embeddings,
+in order, whatever the batch size."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from segment_anything import SamPredictor
+
+from geoalps.engines.sam.batch_encoder import BatchEncoder
+
+
+def test_batches_give_set_image_embeddings_in_order(model):
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, shape, dtype=np.uint8) for shape in [(300, 400, 3), (256, 256, 3), (64, 200, 3)]]
+    predictor = SamPredictor(model)
+    expected = []
+    for image in images:
+        predictor.set_image(image)
+        expected.append((predictor.get_image_embedding().numpy(), tuple(predictor.input_size)))
+
+    with torch.inference_mode():
+        one = list(BatchEncoder(model, 1, autocast=False, sdpa=False, compile=False).encode_all(images))
+        two = list(BatchEncoder(model, 2, autocast=False, sdpa=False, compile=False).encode_all(images))
+
+    assert len(one) == len(two) == 3
+    for (embedding, input_size), (a, size_a, _), (b, size_b, _) in zip(expected, one, two):
+        np.testing.assert_array_equal(a.numpy(), embedding)  # one at a time: exactly set_image's
+        assert tuple(size_a) == tuple(size_b) == input_size
+        np.testing.assert_allclose(b.numpy(), embedding, atol=1e-4)  # batched: float rounding
