@@ -9,6 +9,7 @@ import sys
 
 import click
 
+from geoalps import __version__
 from geoalps.errors import GeoAlpsError
 
 
@@ -45,7 +46,7 @@ def _last_frame(exc: BaseException) -> str:
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="geoalps")
+@click.version_option(version=__version__, package_name="geoalps")
 def main() -> None:
     """geoalps: unsupervised labels for georeferenced imagery (SAM masks + online k-means, ALPS)."""
 

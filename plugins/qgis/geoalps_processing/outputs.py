@@ -3,6 +3,12 @@
 Processing loads result layers without their default style (for speed), so the categorized
 style the CLI stored in the GeoPackage's ``layer_styles`` table and the class raster's colour
 table are applied here, after the layer is added to the project.
+
+Class rasters (``label --raster-out``, ``predict``) follow the tag contract of
+``geoalps/outputs/raster.py``, the one writer of them: band 1 carries ``n_classes`` (K, ids
+0..K-1) and ``class_names`` (the K names joined with ``;``). The plugin cannot import geoalps
+(QGIS's Python must not load its torch/rasterio wheels), so it reads the contract itself with
+QGIS's GDAL; the constants below mirror that module's.
 """
 from __future__ import annotations
 
@@ -17,6 +23,12 @@ from qgis.core import (
     QgsRasterLayer,
     QgsVectorLayer,
 )
+
+#: Band-1 tags of geoalps's class-raster contract (geoalps.outputs.raster: N_CLASSES_TAG,
+#: CLASS_NAMES_TAG, NAMES_SEPARATOR).
+N_CLASSES_TAG = "n_classes"
+CLASS_NAMES_TAG = "class_names"
+NAMES_SEPARATOR = ";"
 
 
 def apply_default_vector_style(layer: QgsVectorLayer) -> bool:
@@ -35,7 +47,7 @@ def apply_palette(layer: QgsRasterLayer) -> bool:
     First the ``.qml`` sidecar geoalps writes beside the raster (class names included); else
     band 1's colour table cut to the ``n_classes`` the raster's metadata records (a uint8
     GeoTIFF's table always has 256 entries, mostly unused black), labelled with its
-    ``class_names`` tag when there is one (``geoalps predict`` writes it).
+    ``class_names`` tag when there is one (``label --raster-out`` and ``predict`` write it).
     """
     _, found = layer.loadDefaultStyle()
     renderer = layer.renderer()
@@ -60,8 +72,8 @@ def apply_palette(layer: QgsRasterLayer) -> bool:
 
 
 def _recorded_classes(path: str) -> tuple[int, list[str]]:
-    """The ``n_classes`` and ``class_names`` (``a;b;c``) band tags geoalps writes, read with
-    QGIS's own GDAL; ``(0, [])`` if absent."""
+    """``(n_classes, names)`` from the band-1 tags of geoalps's class-raster contract (see the
+    module docstring), read with QGIS's own GDAL; ``(0, [])`` if absent."""
     try:
         from osgeo import gdal
     except ImportError:
@@ -70,13 +82,13 @@ def _recorded_classes(path: str) -> tuple[int, list[str]]:
     if dataset is None:
         return 0, []
     band = dataset.GetRasterBand(1)
-    count, names = band.GetMetadataItem("n_classes"), band.GetMetadataItem("class_names")
+    count, names = band.GetMetadataItem(N_CLASSES_TAG), band.GetMetadataItem(CLASS_NAMES_TAG)
     band = dataset = None
     try:
         n_classes = int(count) if count else 0
     except ValueError:
         n_classes = 0
-    return n_classes, (names.split(";") if names else [])
+    return n_classes, (names.split(NAMES_SEPARATOR) if names else [])
 
 
 class _Styler(QgsProcessingLayerPostProcessorInterface):

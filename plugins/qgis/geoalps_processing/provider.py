@@ -38,7 +38,8 @@ class GeoAlpsProvider(QgsProcessingProvider):
             ProcessingConfig.addSetting(Setting(
                 PROVIDER_GROUP, SETTING_CLI,
                 f"geoalps command, or the Python of the geoalps environment "
-                f"(the {ENV_VAR} environment variable takes precedence)",
+                f"(set by Install or update geoalps; the {ENV_VAR} environment variable takes "
+                f"precedence)",
                 "", valuetype=Setting.FILE,
                 placeholder="e.g. ~/geoalps-env/bin/geoalps",
             ))

@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from collections import deque
-from typing import IO
+from typing import IO, Callable
 
 from qgis.core import QgsProcessingException, QgsProcessingFeedback
 
@@ -153,13 +153,16 @@ def format_command(command: list[str]) -> str:
 
 
 def run_geoalps(
-    command: list[str], feedback: QgsProcessingFeedback | None, outputs: list[str]
+    command: list[str], feedback: QgsProcessingFeedback | None, outputs: list[str],
+    *, name: str = "geoalps", on_line: Callable[[str, str], None] | None = None,
 ) -> None:
     """Run ``command`` to completion; raise QgsProcessingException on failure or cancel.
 
     ``outputs`` are the files the command will write; they are removed (with any temp
     siblings) when the run is cancelled or fails. Blocks the calling thread, which is the
     Processing task's thread in the desktop, and polls ``feedback.isCanceled()`` every 0.1 s.
+    ``name`` is what messages call the program (``pip`` for the installer); ``on_line`` gets
+    every log line as ``(stream, text)`` after it went to the log.
     """
     feedback = feedback or QgsProcessingFeedback()
     guard = OutputGuard(outputs)
@@ -213,6 +216,8 @@ def run_geoalps(
                     error_line = text.strip()
                 tail.append(text)
                 feedback.pushConsoleInfo(text)
+                if on_line is not None:
+                    on_line(stream, text)
             # A progress callback may have cancelled: react before reading further lines.
             if feedback.isCanceled():
                 cancelled = True
@@ -234,7 +239,9 @@ def run_geoalps(
         removed = guard.cleanup()
         if removed:
             feedback.pushInfo("GeoALPS: removed unfinished output: " + ", ".join(removed))
-        raise QgsProcessingException("GeoALPS: cancelled; the geoalps process was stopped and no output was kept.")
+        raise QgsProcessingException(
+            f"GeoALPS: cancelled; the {name} process was stopped and no output was kept."
+        )
 
     returncode = proc.wait()
     if returncode != 0:
@@ -247,7 +254,7 @@ def run_geoalps(
             what = f"failed with exit code {returncode}"
         last = "\n".join(list(tail)[-5:])
         raise QgsProcessingException(
-            f"GeoALPS: geoalps {what}." + (f" Its last output:\n{last}" if last else "")
+            f"GeoALPS: {name} {what}." + (f" Its last output:\n{last}" if last else "")
         )
     feedback.setProgress(100.0)
-    feedback.pushInfo(f"GeoALPS: geoalps finished in {time.monotonic() - started:.1f} s.")
+    feedback.pushInfo(f"GeoALPS: {name} finished in {time.monotonic() - started:.1f} s.")

@@ -3,7 +3,8 @@
 QGIS's own Python cannot run geoalps (torch and the geo wheels clash with the libraries QGIS
 links), and inside qgis_process ``sys.executable`` is not the user's Python either, so the path
 is configured explicitly. Order: the ``GEOALPS_CLI`` environment variable (set on purpose for a
-run or a script, so it wins), then the provider setting, then ``geoalps`` on the PATH.
+run or a script, so it wins), then the provider setting, then the private environment that
+"Install or update geoalps" makes under the QGIS profile, then ``geoalps`` on the PATH.
 """
 from __future__ import annotations
 
@@ -27,11 +28,47 @@ _STRIPPED_PREFIXES = ("PROJ_", "GDAL_")
 _verified: dict[tuple[str, float], str] = {}
 
 
+#: Where "Install or update geoalps" puts its environment, inside the QGIS profile folder.
+PRIVATE_ENV_PARTS = ("geoalps", "venv")
+
+
 def how_to_set() -> str:
     return (
-        "Set it in Processing > Options > Providers > GeoALPS or in the "
-        f"{ENV_VAR} environment variable."
+        "Run Processing Toolbox > GeoALPS > Install or update geoalps, or set the path in "
+        f"Processing > Options > Providers > GeoALPS or in the {ENV_VAR} environment variable."
     )
+
+
+def private_env_dir() -> str:
+    """``<QGIS profile>/geoalps/venv``: the environment the install algorithm creates."""
+    from qgis.core import QgsApplication
+
+    return os.path.join(QgsApplication.qgisSettingsDirPath(), *PRIVATE_ENV_PARTS)
+
+
+def env_executable(env_dir: str, name: str) -> str:
+    """``bin/<name>`` of a virtual environment (``Scripts\\<name>.exe`` on Windows)."""
+    if sys.platform == "win32":
+        return os.path.join(env_dir, "Scripts", name + ".exe")
+    return os.path.join(env_dir, "bin", name)
+
+
+def private_env_cli() -> str:
+    """The private environment's geoalps command, or ``""`` when it was never installed."""
+    path = env_executable(private_env_dir(), "geoalps")
+    return path if os.path.isfile(path) else ""
+
+
+def set_cli_setting(path: str) -> None:
+    """Point the provider at ``path`` (saved in the QGIS profile like any Processing option)."""
+    from processing.core.ProcessingConfig import ProcessingConfig
+
+    if SETTING_CLI not in ProcessingConfig.settings:  # provider not loaded yet: save it directly
+        from qgis.core import QgsSettings
+
+        QgsSettings().setValue(f"Processing/Configuration/{SETTING_CLI}", path)
+        return
+    ProcessingConfig.setSettingValue(SETTING_CLI, path)
 
 
 def configured_cli() -> tuple[str, str]:
@@ -42,6 +79,9 @@ def configured_cli() -> tuple[str, str]:
     from_setting = _setting_value()
     if from_setting:
         return from_setting, "the Processing setting"
+    private = private_env_cli()
+    if private:
+        return private, "the environment made by Install or update geoalps"
     on_path = shutil.which("geoalps")
     if on_path:
         return on_path, "the PATH"

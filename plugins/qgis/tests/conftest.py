@@ -44,6 +44,26 @@ def require_sample_scene() -> Path:
 
 
 @pytest.fixture(scope="session")
+def built_wheel(tmp_path_factory) -> Path:
+    """The geoalps wheel, built once a session (``python -m build``: sdist, then the wheel)."""
+    import build_zip
+
+    try:
+        build_zip.build_python()
+    except SystemExit as exc:
+        pytest.skip(str(exc))
+    return build_zip.build_wheel(tmp_path_factory.mktemp("wheel"))
+
+
+@pytest.fixture(scope="session")
+def plugin_zip(tmp_path_factory, built_wheel) -> Path:
+    """The plugin zip as users get it, with the wheel inside."""
+    import build_zip
+
+    return build_zip.build_zip(tmp_path_factory.mktemp("zip"), wheel=built_wheel)
+
+
+@pytest.fixture(scope="session")
 def qgis_app(tmp_path_factory):
     """One QgsApplication for the session, with Processing and the GeoALPS provider."""
     from qgis.core import QgsApplication

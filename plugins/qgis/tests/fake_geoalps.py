@@ -33,7 +33,17 @@ def value(flag):
     return args[args.index(flag) + 1] if flag in args else None
 
 
-outputs = [p for p in (value("-o"), value("--raster-out"), value("--polygons")) if p]
+outputs = [p for p in (value("-o"), value("--raster-out"), value("--polygons"), value("--figure")) if p]
+# JSON outputs (evaluate --json, classes name --report) get JSON the plugin reads back.
+json_outputs = {
+    value("--json"): {"many_to_one_miou": 0.5, "pixel_accuracy": 0.75, "hungarian_miou": 0.25, "nmi": None,
+                      "purity": 0.8, "object_recall": {"recall": 0.125}},
+    value("--report"): {"classes": [{"pseudo_class": 0, "name": "water", "named": True, "votes": {"water": 2.0},
+                                     "conflict": False},
+                                    {"pseudo_class": 1, "name": "class 1", "named": False, "votes": {},
+                                     "conflict": False}],
+                        "merged_names": ["water", "class 1"], "unused_examples": [3], "n_examples": 2},
+}
 record = {
     "argv": args,
     "pid": os.getpid(),
@@ -84,4 +94,8 @@ print("a stdout line", flush=True)
 for path in outputs:
     with open(path, "wb") as handle:
         handle.write(b"fake output")
+for path, content in json_outputs.items():
+    if path:
+        with open(path, "w") as handle:
+            json.dump(content, handle)
 progress(100.0, "done: 12 objects")

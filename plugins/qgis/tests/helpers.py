@@ -20,6 +20,7 @@ class RecordingFeedback(QgsProcessingFeedback):
         self.console: list[str] = []
         self.commands: list[str] = []
         self.infos: list[str] = []
+        self.warnings: list[str] = []
         self.cancelled_at: float | None = None  # time.monotonic() of the cancel
 
     def setProgress(self, progress: float) -> None:  # noqa: N802
@@ -44,6 +45,10 @@ class RecordingFeedback(QgsProcessingFeedback):
     def pushInfo(self, info: str) -> None:  # noqa: N802
         self.infos.append(info)
         super().pushInfo(info)
+
+    def pushWarning(self, warning: str) -> None:  # noqa: N802
+        self.warnings.append(warning)
+        super().pushWarning(warning)
 
 
 def read_record(fake_cli: Path) -> dict:

@@ -1,8 +1,9 @@
 """End to end: "Predict segmentation" with a tiny model trained by the real ``geoalps train``.
 
 The model is trained for one step on the small RGB sample scene (quality is irrelevant here);
-what is checked is the plumbing: the class raster on the scene's grid with its palette, and the
-optional polygons.
+what is checked is the plumbing: the class raster on the scene's grid with its palette, the
+optional polygons, and the class names travelling from the ground truth through the model into
+the raster's tags, where the plugin reads them.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 from qgis.core import QgsCoordinateReferenceSystem, QgsRasterLayer, QgsVectorLayer
 
 from conftest import REPO, require_real_cli
-from geoalps_processing.outputs import apply_palette
+from geoalps_processing.outputs import _recorded_classes, apply_palette
 from geoalps_processing.settings import child_environment, command_prefix
 from helpers import RecordingFeedback
 
@@ -69,3 +70,41 @@ def test_predict_writes_a_paletted_class_raster_and_polygons(qgis_app, tiny_mode
     assert polygons.isValid() and polygons.featureCount() > 0
     assert polygons.crs() == scene.crs()
     del raster, scene, polygons
+
+
+def _truth_class_names() -> list[str]:
+    """The sample ground truth's names: its CLASS_NAMES dataset tag (comma separated), via QGIS's GDAL."""
+    from osgeo import gdal
+
+    dataset = gdal.Open(str(TRUTH))
+    names = dataset.GetMetadataItem("CLASS_NAMES") or ""
+    dataset = None
+    return [n.strip() for n in names.split(",") if n.strip()]
+
+
+@pytest.mark.slow
+def test_predicted_raster_names_its_classes_the_way_the_plugin_reads_them(qgis_app, tiny_model, tmp_path):
+    # The real CLI in its own environment writes the raster; the QGIS side reads it with QGIS's
+    # GDAL only (band-1 n_classes and ';'-joined class_names: geoalps/outputs/raster.py's contract).
+    out = tmp_path / "pred.tif"
+    done = subprocess.run(
+        command_prefix(require_real_cli()) + ["predict", tiny_model, str(SCENE), "-o", str(out), "--quiet"],
+        env=child_environment(), capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-1500:]
+    truth_names = _truth_class_names()
+    n_classes, names = _recorded_classes(str(out))
+    assert len(truth_names) >= n_classes >= 2
+    assert names == truth_names[:n_classes]
+
+    for sidecar in (True, False):  # the .qml sidecar, then the colour table labelled from the tags
+        if not sidecar:
+            (tmp_path / "pred.qml").unlink()
+        options = QgsRasterLayer.LayerOptions()
+        options.loadDefaultStyle = False  # as Processing loads results
+        layer = QgsRasterLayer(str(out), "pred", "gdal", options)
+        assert apply_palette(layer)
+        classes = layer.renderer().classes()
+        assert [int(c.value) for c in classes] == list(range(n_classes))
+        assert [c.label for c in classes] == names, sidecar
+        del layer

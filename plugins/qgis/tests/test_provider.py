@@ -7,7 +7,10 @@ def test_provider_registers_its_algorithms(qgis_app):
     assert provider is not None
     assert provider.name() == "GeoALPS"
     ids = sorted(a.id() for a in provider.algorithms())
-    assert ids == ["geoalps:autolabel", "geoalps:predict"]
+    assert ids == [
+        "geoalps:autolabel", "geoalps:classgallery", "geoalps:evaluate", "geoalps:installgeoalps",
+        "geoalps:nameclasses", "geoalps:predict",
+    ]
     assert provider.defaultVectorFileExtension() == "gpkg"
 
 
@@ -34,6 +37,48 @@ def test_predict_parameters(qgis_app):
     assert alg.displayName() == "Predict segmentation"
     assert [p.name() for p in alg.parameterDefinitions()] == ["MODEL", "INPUT", "OUTPUT", "POLYGONS"]
     assert alg.parameterDefinition("OUTPUT").defaultFileExtension() == "tif"
+
+
+def test_class_gallery_parameters(qgis_app):
+    alg = QgsApplication.processingRegistry().algorithmById("geoalps:classgallery")
+    assert alg.displayName() == "Pseudo-class gallery"
+    assert [p.name() for p in alg.parameterDefinitions()] == [
+        "INPUT", "SCENES", "CHIPS", "RANDOM_CHIPS", "SEED", "OUTPUT",
+    ]
+    assert alg.parameterDefinition("OUTPUT").defaultFileExtension() == "png"
+    assert alg.parameterDefinition("CHIPS").defaultValue() == 6
+    assert alg.shortHelpString()
+
+
+def test_name_classes_parameters(qgis_app):
+    alg = QgsApplication.processingRegistry().algorithmById("geoalps:nameclasses")
+    assert alg.displayName() == "Name pseudo-classes from examples"
+    assert [p.name() for p in alg.parameterDefinitions()] == [
+        "INPUT", "EXAMPLES", "NAME_FIELD", "NAMES", "KMEANS_MODEL", "OUTPUT",
+    ]
+    assert alg.parameterDefinition("NAME_FIELD").parentLayerParameterName() == "EXAMPLES"
+    assert alg.parameterDefinition("OUTPUT").defaultFileExtension() == "gpkg"
+    assert [o.name() for o in alg.outputDefinitions()] == [
+        "OUTPUT", "CLASS_NAMES", "NAMED_CLASSES", "UNUSED_EXAMPLES", "CONFLICTS",
+    ]
+    assert alg.shortHelpString()
+
+
+def test_evaluate_parameters(qgis_app):
+    alg = QgsApplication.processingRegistry().algorithmById("geoalps:evaluate")
+    assert alg.displayName() == "Evaluate pseudo-labels"
+    assert [p.name() for p in alg.parameterDefinitions()] == [
+        "PREDICTION", "TRUTH", "TRUTH_FIELD", "OBJECTS", "IOU", "TRUTH_NODATA", "OBJECTS_BY",
+        "OBJECT_CLASSES", "BOX", "MIN_OBJECT_PX", "OUTPUT", "FIGURE",
+    ]
+    assert alg.parameterDefinition("TRUTH_FIELD").parentLayerParameterName() == "TRUTH"
+    assert alg.parameterDefinition("OUTPUT").defaultFileExtension() == "json"
+    assert alg.parameterDefinition("IOU").defaultValue() == 0.5
+    outputs = [o.name() for o in alg.outputDefinitions()]
+    for name in ("MANY_TO_ONE_MIOU", "PIXEL_ACCURACY", "HUNGARIAN_MIOU", "NMI", "OBJECT_RECALL"):
+        assert name in outputs
+    assert not alg.flags() & QgsProcessingAlgorithm.FlagHideFromModeler
+    assert alg.shortHelpString()
 
 
 def test_overlap_must_be_at_most_half_a_tile(qgis_app, tiny_raster, tmp_path):

@@ -46,7 +46,8 @@ def test_qgis_process_lists_the_provider(qgis_process_env):
     done = run_qgis_process(["list"], qgis_process_env)
     assert done.returncode == 0, done.stderr
     assert "geoalps:autolabel" in done.stdout
-    assert "geoalps:predict" in done.stdout
+    for algorithm in ("predict", "classgallery", "nameclasses", "evaluate"):
+        assert f"geoalps:{algorithm}" in done.stdout
 
 
 def test_qgis_process_autolabel_on_the_sample_scene(qgis_process_env, tmp_path):
@@ -83,3 +84,22 @@ def test_qgis_process_autolabel_on_the_sample_scene(qgis_process_env, tmp_path):
     assert classes and classes <= set(range(4))
     assert (srs[0].upper(), srs[1]) == ("EPSG", 32633)
     assert styles == 1
+
+
+def test_qgis_process_evaluate_reads_the_scores_back(qgis_process_env, tmp_path):
+    # The truth scored against itself: every headline number is 1, read back from the CLI's JSON.
+    truth = require_sample_scene().with_name("scene_rgbn_u16.gt.tif")
+    if not truth.is_file():
+        pytest.skip(f"{truth} missing")
+    scores = tmp_path / "scores.json"
+    done = run_qgis_process(
+        ["--json", "run", "geoalps:evaluate", "--",
+         f"PREDICTION={truth}", f"TRUTH={truth}", "IOU=0.5", f"OUTPUT={scores}"],
+        qgis_process_env,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    results = json.loads(done.stdout[done.stdout.index("{"):])["results"]
+    written = json.loads(scores.read_text())
+    for name, key in (("MANY_TO_ONE_MIOU", "many_to_one_miou"), ("PIXEL_ACCURACY", "pixel_accuracy"),
+                      ("HUNGARIAN_MIOU", "hungarian_miou"), ("NMI", "nmi")):
+        assert results[name] == pytest.approx(written[key]) == pytest.approx(1.0), name

@@ -1,5 +1,11 @@
-"""The Processing algorithms, one module each; all are thin wrappers over one geoalps command."""
+"""The Processing algorithms, one module each: thin wrappers over one geoalps command, and the
+installer that sets up the environment they run in."""
 from .autolabel import AutoLabelAlgorithm
+from .classgallery import ClassGalleryAlgorithm
+from .evaluate import EvaluateAlgorithm
+from .install import InstallGeoAlpsAlgorithm
+from .nameclasses import NameClassesAlgorithm
 from .predict import PredictAlgorithm
 
-ALGORITHMS = (AutoLabelAlgorithm, PredictAlgorithm)
+ALGORITHMS = (AutoLabelAlgorithm, ClassGalleryAlgorithm, NameClassesAlgorithm, EvaluateAlgorithm, PredictAlgorithm,
+              InstallGeoAlpsAlgorithm)

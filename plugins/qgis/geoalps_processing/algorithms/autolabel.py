@@ -19,11 +19,10 @@ from qgis.core import (
     QgsProcessingParameterVectorDestination,
 )
 
+from ..limits import (CLASSES_DEFAULT, CLASSES_MAX, CLASSES_MIN, ENGINES, MODEL_TYPES, OVERLAP_DEFAULT_PX,
+                      SEED_DEFAULT, TILE_SIZE_DEFAULT_PX, TILE_SIZE_MIN_PX, overlap_problem)
 from ..outputs import style_on_load
 from .base import GeoAlpsAlgorithm, feature_count
-
-ENGINES = ("auto", "sam", "classical")
-MODEL_TYPES = ("auto", "vit_b", "vit_l", "vit_h")
 
 HELP = """Finds objects in a raster without training data and groups them into pseudo-classes.
 
@@ -34,7 +33,7 @@ Engine (qgis_process index): 0 auto, 1 sam, 2 classical. Model type: 0 auto (fro
 Parallel worker processes (advanced): tiles run on a local dask cluster of that many processes; each needs its own memory (a SAM model per process).
 Existing k-means model: reuse the classes of an earlier run (its "Fitted k-means model" output) so that class ids mean the same across scenes; it is not refitted.
 
-The work runs in your geoalps environment (the "geoalps" command or that environment's Python), set in Processing > Options > Providers > GeoALPS or in the GEOALPS_CLI environment variable. Cancelling stops it and leaves no output."""
+The work runs in your geoalps environment (the "geoalps" command or that environment's Python), made by "Install or update geoalps" (GeoALPS > Setup) or set in Processing > Options > Providers > GeoALPS or in the GEOALPS_CLI environment variable. Cancelling stops it and leaves no output."""
 
 
 class AutoLabelAlgorithm(GeoAlpsAlgorithm):
@@ -86,15 +85,15 @@ class AutoLabelAlgorithm(GeoAlpsAlgorithm):
         ))
         self.addParameter(QgsProcessingParameterNumber(
             self.CLASSES, "Number of pseudo-classes", type=QgsProcessingParameterNumber.Integer,
-            defaultValue=10, minValue=2, maxValue=65534,
+            defaultValue=CLASSES_DEFAULT, minValue=CLASSES_MIN, maxValue=CLASSES_MAX,
         ))
         self.addParameter(QgsProcessingParameterNumber(
             self.TILE_SIZE, "Tile size (pixels)", type=QgsProcessingParameterNumber.Integer,
-            defaultValue=1024, minValue=64,
+            defaultValue=TILE_SIZE_DEFAULT_PX, minValue=TILE_SIZE_MIN_PX,
         ))
         self.addParameter(QgsProcessingParameterNumber(
             self.OVERLAP, "Tile overlap (pixels)", type=QgsProcessingParameterNumber.Integer,
-            defaultValue=128, minValue=0,
+            defaultValue=OVERLAP_DEFAULT_PX, minValue=0,
         ))
         self.addParameter(QgsProcessingParameterFile(
             self.KMEANS_MODEL, "Existing k-means model to reuse (optional)",
@@ -103,7 +102,7 @@ class AutoLabelAlgorithm(GeoAlpsAlgorithm):
         ))
         self.addParameter(QgsProcessingParameterNumber(
             self.SEED, "Random seed", type=QgsProcessingParameterNumber.Integer,
-            defaultValue=0, minValue=0,
+            defaultValue=SEED_DEFAULT, minValue=0,
         ))
         workers = QgsProcessingParameterNumber(
             self.WORKERS, "Parallel worker processes (dask; 1 runs in one process)",
@@ -127,8 +126,9 @@ class AutoLabelAlgorithm(GeoAlpsAlgorithm):
     def checkParameterValues(self, parameters, context):  # noqa: N802 (QGIS's name)
         tile = self.parameterAsInt(parameters, self.TILE_SIZE, context)
         overlap = self.parameterAsInt(parameters, self.OVERLAP, context)
-        if overlap > tile // 2:  # the same rule as geoalps, caught before the run starts
-            return False, f"Tile overlap ({overlap} px) must be at most half the tile size ({tile} px)."
+        problem = overlap_problem(tile, overlap)  # geoalps's rule, caught before the run starts
+        if problem:
+            return False, problem
         reuse = self.parameterAsFile(parameters, self.KMEANS_MODEL, context)
         save = self.parameterAsFileOutput(parameters, self.KMEANS_MODEL_OUT, context)
         if reuse and save:

@@ -4,15 +4,24 @@ from __future__ import annotations
 import os
 
 from qgis.core import (
+    QgsMapLayer,
     QgsProcessingAlgorithm,
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
+    QgsProcessingUtils,
+    QgsProviderRegistry,
+    QgsRasterLayer,
+    QgsVectorFileWriter,
     QgsVectorLayer,
 )
 
 from ..runner import run_geoalps
 from ..settings import resolve_cli
+
+#: Suffixes geoalps reads as vector data (geoalps/evaluation/truth.py's VECTOR_SUFFIXES); a vector
+#: layer in any other file format is handed over as a temporary GeoPackage.
+VECTOR_SUFFIXES = (".gpkg", ".geojson", ".json", ".shp", ".fgb", ".gml", ".kml", ".sqlite")
 
 
 class GeoAlpsAlgorithm(QgsProcessingAlgorithm):
@@ -39,6 +48,16 @@ class GeoAlpsAlgorithm(QgsProcessingAlgorithm):
             )
         return layer.source().split("|")[0]
 
+    def geoalps_output_file(
+        self, parameters: dict, name: str, context: QgsProcessingContext,
+        feedback: QgsProcessingFeedback | None = None,
+    ) -> str:
+        """The GeoPackage behind a vector layer parameter holding a ``geoalps label`` output."""
+        layer = self.parameterAsVectorLayer(parameters, name, context)
+        if layer is None:
+            raise QgsProcessingException(self.invalidSourceError(parameters, name))
+        return geoalps_output_path(layer, feedback)
+
     def output_file(
         self, parameters: dict, name: str, context: QgsProcessingContext, extensions: tuple[str, ...]
     ) -> str:
@@ -54,6 +73,22 @@ class GeoAlpsAlgorithm(QgsProcessingAlgorithm):
             )
         folder = os.path.dirname(os.path.abspath(path))
         os.makedirs(folder, exist_ok=True)
+        return path
+
+    def file_output(
+        self, parameters: dict, name: str, context: QgsProcessingContext, extensions: tuple[str, ...]
+    ) -> str:
+        """A file destination (picture, JSON) with one of ``extensions``, or ``""`` if unset."""
+        path = self.parameterAsFileOutput(parameters, name, context)
+        if not path:
+            return ""
+        if not path.lower().endswith(extensions):
+            wanted = " or ".join(extensions)
+            raise QgsProcessingException(
+                f"GeoALPS: output '{self.parameterDefinition(name).description()}' must be a "
+                f"{wanted} file, got '{path}'."
+            )
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         return path
 
     def run_cli(
@@ -72,3 +107,97 @@ def feature_count(gpkg_path: str, layer: str = "masks") -> int:
     count = vector.featureCount() if vector.isValid() else -1
     del vector
     return int(count)
+
+
+def geoalps_output_path(layer: QgsVectorLayer, feedback: QgsProcessingFeedback | None = None) -> str:
+    """The ``.gpkg`` of a layer that shows a geoalps output (its ``masks`` layer is what geoalps
+    reads, with the scene paths in the file's metadata, so it cannot be a copy)."""
+    path, parts = _ogr_parts(layer)
+    if not path.lower().endswith(".gpkg") or not os.path.isfile(path):
+        raise QgsProcessingException(
+            f"GeoALPS: '{layer.name()}' is not a GeoPackage file ({layer.source()}); give the "
+            "GeoPackage written by Auto-label raster (geoalps label)."
+        )
+    if parts.get("subset") and feedback is not None:
+        feedback.pushWarning(
+            f"GeoALPS: the filter on '{layer.name()}' is ignored: geoalps reads the whole GeoPackage."
+        )
+    return path
+
+
+def layer_path(layer: QgsMapLayer, context: QgsProcessingContext, feedback: QgsProcessingFeedback | None = None,
+               fields: tuple[str, ...] = ()) -> str:
+    """A file geoalps can read for ``layer``: a raster's GDAL file, or a vector layer's file when
+    geoalps would read exactly that layer from it (the file's first layer, no filter, no unsaved
+    edits, a format geoalps reads as vector data); otherwise the layer (only ``fields``, if
+    given) written to a temporary GeoPackage with QGIS's own writer. Call it from the main
+    thread (``prepareAlgorithm``) when it may write a project layer."""
+    if isinstance(layer, QgsRasterLayer):
+        if layer.providerType() != "gdal":
+            raise QgsProcessingException(
+                f"GeoALPS: '{layer.name()}' is a {layer.providerType()} layer; geoalps needs a "
+                "raster file (GeoTIFF or any GDAL-readable file). Save it to a file first."
+            )
+        return layer.source().split("|")[0]
+    if not isinstance(layer, QgsVectorLayer):
+        raise QgsProcessingException(f"GeoALPS: '{layer.name()}' is neither a raster nor a vector layer.")
+    direct = _readable_as_is(layer)
+    if direct:
+        return direct
+    return write_temporary_geopackage(layer, context, feedback, fields)
+
+
+def _ogr_parts(layer: QgsVectorLayer) -> tuple[str, dict]:
+    if layer.providerType() != "ogr":
+        return "", {}
+    parts = QgsProviderRegistry.instance().decodeUri("ogr", layer.source())
+    return parts.get("path") or "", parts
+
+
+def _readable_as_is(layer: QgsVectorLayer) -> str:
+    """The layer's file if geoalps (which reads a file's first layer, unfiltered) sees the same
+    features; ``""`` otherwise."""
+    path, parts = _ogr_parts(layer)
+    if not path or not os.path.isfile(path) or not path.lower().endswith(VECTOR_SUFFIXES):
+        return ""
+    if parts.get("subset") or layer.subsetString() or layer.isModified():
+        return ""
+    wanted_name, wanted_id = parts.get("layerName") or "", parts.get("layerId")
+    if not wanted_name and wanted_id in (None, 0, "0"):
+        return path
+    try:
+        from osgeo import ogr  # QGIS's own GDAL, not the wheels
+    except ImportError:
+        return ""
+    dataset = ogr.Open(path)
+    first = dataset.GetLayer(0).GetName() if dataset is not None and dataset.GetLayerCount() else None
+    dataset = None
+    return path if first is not None and first == wanted_name and wanted_id in (None, 0, "0") else ""
+
+
+def write_temporary_geopackage(layer: QgsVectorLayer, context: QgsProcessingContext,
+                               feedback: QgsProcessingFeedback | None = None,
+                               fields: tuple[str, ...] = ()) -> str:
+    """``layer`` (its filter and unsaved edits applied; only ``fields`` if given) as a temporary
+    GeoPackage, in its own CRS."""
+    path = QgsProcessingUtils.generateTempFilename(f"{_safe_name(layer.name())}.gpkg")
+    options = QgsVectorFileWriter.SaveVectorOptions()
+    options.driverName = "GPKG"
+    options.layerName = _safe_name(layer.name())
+    if fields:
+        indices = [layer.fields().indexOf(f) for f in fields]
+        options.attributes = [i for i in indices if i >= 0]
+    error, message, written, _ = QgsVectorFileWriter.writeAsVectorFormatV3(
+        layer, path, context.transformContext(), options
+    )
+    if error != QgsVectorFileWriter.NoError:
+        raise QgsProcessingException(f"GeoALPS: could not write '{layer.name()}' to {path}: {message}")
+    if feedback is not None:
+        feedback.pushInfo(f"GeoALPS: '{layer.name()}' is not a file geoalps can read as is; "
+                          f"wrote it to {written or path}.")
+    return written or path
+
+
+def _safe_name(name: str) -> str:
+    cleaned = "".join(c if c.isalnum() or c in "-_" else "_" for c in name).strip("_")
+    return cleaned or "layer"

@@ -18,7 +18,7 @@ HELP = """Applies a segmentation model trained with "geoalps train" to a raster.
 
 Writes a class raster on the input's grid (class ids, nodata 255, with a colour table) and optionally the classes as polygons in a GeoPackage.
 
-The work runs in your geoalps environment (the "geoalps" command or that environment's Python), set in Processing > Options > Providers > GeoALPS or in the GEOALPS_CLI environment variable. Cancelling stops it and leaves no output."""
+The work runs in your geoalps environment (the "geoalps" command or that environment's Python), made by "Install or update geoalps" (GeoALPS > Setup) or set in Processing > Options > Providers > GeoALPS or in the GEOALPS_CLI environment variable. Cancelling stops it and leaves no output."""
 
 
 class PredictAlgorithm(GeoAlpsAlgorithm):
