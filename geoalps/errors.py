@@ -2,61 +2,50 @@
 
 Every error geoalps raises on purpose is a :class:`GeoAlpsError`; the subclasses say what kind of
 thing went wrong, so a caller can catch the kind it means (``except geoalps.errors.InputError``)
-and the CLI can give each kind its own exit code (``exit_code``; 1 is left for internal errors).
+and the CLI exits with each kind's ``exit_code`` (1 is left for internal errors, 130 for Ctrl-C).
 Raise them as ``InputError(f"{path}: what is wrong")`` so the message can be printed verbatim.
 """
 from __future__ import annotations
 
 
 class GeoAlpsError(Exception):
-    """A problem with the user's input, options or environment (base class; exit code 2)."""
+    """A problem with the user's input, options or environment (exit code 2 unless a kind says)."""
 
     exit_code = 2
 
+    def __init_subclass__(cls, exit_code: int | None = None, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if exit_code is not None:
+            cls.exit_code = exit_code
 
-class OptionError(GeoAlpsError, ValueError):
+
+class OptionError(GeoAlpsError, ValueError, exit_code=2):
     """A setting out of range, or settings that do not go together."""
 
-    exit_code = 2
 
-
-class InputError(GeoAlpsError):
+class InputError(GeoAlpsError, exit_code=3):
     """An input (scene, truth, examples, URL) that is missing, unreadable or unusable."""
 
-    exit_code = 3
 
-
-class OutputError(GeoAlpsError):
+class OutputError(GeoAlpsError, exit_code=4):
     """An output that exists (without ``--overwrite``), or a folder that cannot be written."""
 
-    exit_code = 4
 
-
-class ModelError(GeoAlpsError):
+class ModelError(GeoAlpsError, exit_code=5):
     """A checkpoint or k-means model that is missing, damaged or does not fit this run."""
 
-    exit_code = 5
 
-
-class DependencyError(GeoAlpsError):
+class DependencyError(GeoAlpsError, exit_code=6):
     """An optional package (torch, segment-anything, timm, ...) that this path needs is missing."""
 
-    exit_code = 6
 
-
-class ResumeError(GeoAlpsError):
+class ResumeError(GeoAlpsError, exit_code=7):
     """A work folder that cannot be resumed (other inputs or settings) or that blocks a new run."""
 
-    exit_code = 7
 
-
-class TileError(GeoAlpsError):
+class TileError(GeoAlpsError, exit_code=8):
     """Some tiles failed; the others finished and are kept for ``--resume``."""
 
-    exit_code = 8
 
-
-class DownloadError(GeoAlpsError):
+class DownloadError(GeoAlpsError, exit_code=9):
     """A download that failed or whose checksum does not match."""
-
-    exit_code = 9

@@ -39,9 +39,10 @@ class OrderedFeeder:
     def _summary(self, result: TileResult) -> tuple:
         widths = {b: result.features[b].shape[1] for b in self.blocks} if len(result) else {}
         features = result.feature_matrix(self.blocks) if len(result) else None
-        return features, widths, result.skipped, result.engine_seconds, result.seconds
+        area = result.area_px if len(result) else None
+        return features, widths, result.skipped, result.engine_seconds, result.seconds, area
 
-    def _feed(self, features, widths, skipped: bool, engine_seconds: float, seconds: float) -> None:
+    def _feed(self, features, widths, skipped: bool, engine_seconds: float, seconds: float, area=None) -> None:
         self.skipped += int(skipped)
         self.engine_seconds += engine_seconds
         self.tile_seconds += seconds
@@ -52,4 +53,4 @@ class OrderedFeeder:
         elif self.clusterer.frozen and not self._checked:
             self.clusterer.check_compatible(widths, str(self.model_path))
             self._checked = True
-        self.clusterer.partial_fit(features)
+        self.clusterer.partial_fit(features, sample_weight=area)  # per-pixel quality: weigh by area

@@ -231,7 +231,8 @@ def _start_engine(runner: TileRunner, run: _Run, opts: LabelOptions, exe: RunOpt
         resumed = f", resuming: {run.resumed} of {len(run.tiles)} tiles already done" if run.resumed else ""
         batched = f", {batch} tiles per engine call" if batch > 1 else ""
         print(f"geoalps: engine {description}{reason}{where}{batched}{resumed}", file=sys.stderr)
-    return description, feature_blocks(opts.features, has_embedding), batch
+    model_blocks = tuple(run.clusterer.block_widths) if run.clusterer is not None else None
+    return description, feature_blocks(opts.features, has_embedding, model_blocks), batch
 
 
 def _pass1(runner: TileRunner, run: _Run, opts: LabelOptions, exe: RunOptions, blocks, batch: int,

@@ -7,6 +7,7 @@ per process and cached.
 """
 from __future__ import annotations
 
+import functools
 import time
 from typing import Sequence
 
@@ -24,6 +25,20 @@ from geoalps.objects.tile_result import TileResult
 
 
 _ENGINES: dict = {}
+
+
+@functools.lru_cache(maxsize=64)
+def band_descriptions(path: str) -> tuple:
+    """The scene's band descriptions ('red', 'nir', ...), read once per process (for the
+    spectral indices)."""
+    import rasterio
+    from rasterio.errors import RasterioError
+
+    try:
+        with rasterio.open(path) as src:
+            return tuple(src.descriptions)
+    except (RasterioError, OSError):  # not a file rasterio opens by path: no names
+        return ()
 
 
 def engine_for(options: LabelOptions, tile_batch: int = 0):
@@ -87,12 +102,14 @@ def _tile_result(scene: Scene, tile: Tile, data: np.ndarray, valid: np.ndarray, 
     keep = np.array([tile.core_contains(c, r) for c, r in centroids], dtype=bool)
     tile_masks = tile_masks.select(keep)
 
-    stretch, spectral_data = None, None
-    if "spectral" in blocks:
+    stretch, spectral_data, names = None, None, None
+    if "spectral" in blocks or "index" in blocks:
         picked = [b - 1 for b in spectral_bands] if spectral_bands is not None else list(range(scene.count))
         spectral_data = data[picked]
         stretch = (np.asarray(scene.stats.low)[picked], np.asarray(scene.stats.high)[picked])
-    features = compute_features(tile_masks, blocks, spectral_data, stretch)
+        descriptions = band_descriptions(str(scene.path))
+        names = tuple(descriptions[i] if i < len(descriptions) else None for i in picked)
+    features = compute_features(tile_masks, blocks, spectral_data, stretch, names)
     geometries = np.array(
         tile_geometries(tile_masks, tile.transform(scene.transform), max(1, options.min_area_px // 8)),
         dtype=object,

@@ -1,8 +1,12 @@
 """Per-mask feature vectors for clustering: SAM embedding pooled under the mask (as ALPS does),
-spectral statistics of ALL bands of the scene (not only the three the engine sees) and shape.
+the mean of ALL bands of the scene (not only the three the engine sees), spectral indices where
+the bands are known, and shape.
 
 Features come in named blocks so the clusterer can weigh each block equally, whatever its width
-(SAM gives 256 numbers, shape 4).
+(SAM gives 256 numbers, indices 2). ``--features spectral`` clusters on band means + indices: the
+per-band standard deviation and the shape block split one land cover by texture, edge mixing and
+object size (benchmarks/label_quality, issue 13), so they are not clustered; ``shape_measures``
+stays available.
 """
 from __future__ import annotations
 
@@ -13,15 +17,28 @@ from geoalps.objects.masks import TileMasks
 SHAPE_FEATURES = ("log_area_px", "compactness", "extent", "elongation")
 
 
-def feature_blocks(mode: str, engine_has_embedding: bool) -> tuple[str, ...]:
-    """The feature blocks a run computes for ``--features mode``."""
+#: The blocks of models saved before the index block (geoalps-kmeans/1): there "spectral" is
+#: the mean AND standard deviation of every band, and "shape" is clustered.
+LEGACY_BLOCKS = (("spectral", "shape"), ("sam", "spectral", "shape"))
+
+
+def feature_blocks(mode: str, engine_has_embedding: bool, model_blocks: tuple[str, ...] | None = None) -> tuple[str, ...]:
+    """The feature blocks a run computes for ``--features mode``; ``model_blocks``: those of a
+    saved model the run reuses, which win when they are an older design (LEGACY_BLOCKS), so a
+    model saved before the index block still labels with the features it was fitted on."""
+    if model_blocks is not None and tuple(model_blocks) in LEGACY_BLOCKS:
+        if "sam" in model_blocks and not engine_has_embedding:
+            from geoalps.errors import OptionError
+
+            raise OptionError("the saved k-means model pools SAM's image embedding: it needs the sam engine")
+        return tuple(model_blocks)
     if mode == "auto":
         mode = "both" if engine_has_embedding else "spectral"
     if mode in ("sam", "both") and not engine_has_embedding:
         from geoalps.errors import OptionError
 
         raise OptionError(f"--features {mode} needs the sam engine (it pools SAM's image embedding)")
-    return {"sam": ("sam",), "spectral": ("spectral", "shape"), "both": ("sam", "spectral", "shape")}[mode]
+    return {"sam": ("sam",), "spectral": ("spectral", "index"), "both": ("sam", "spectral", "index")}[mode]
 
 
 def compute_features(
@@ -29,30 +46,40 @@ def compute_features(
     blocks: tuple[str, ...],
     data: np.ndarray | None = None,
     stretch: tuple[np.ndarray, np.ndarray] | None = None,
+    band_names: tuple[str | None, ...] | None = None,
 ) -> dict[str, np.ndarray]:
     """Feature blocks for every mask of a tile, each (N, width) float32.
 
     ``data`` is the tile's (bands, H, W) scene values and ``stretch`` the (low, high) per band
-    that map them to about 0..1 (the scene stretch); both are needed only for the spectral block.
+    that map them to about 0..1 (the scene stretch); both are needed only for the spectral and
+    index blocks. ``band_names``: the bands' descriptions ('red', 'nir', ...), for the indices.
     Cost follows the masks' total area (crops), or one pass over the tile for disjoint masks.
     """
     out: dict[str, np.ndarray] = {}
     if "sam" in blocks:
         out["sam"] = pooled_embedding(tile_masks)
-    if "spectral" in blocks:
-        out["spectral"] = spectral_stats(tile_masks, data, *stretch)
+    if tuple(blocks) in LEGACY_BLOCKS:
+        out["spectral"] = spectral_stats(tile_masks, data, *stretch, with_std=True)
+    elif "spectral" in blocks or "index" in blocks:
+        means = spectral_stats(tile_masks, data, *stretch)
+        if "spectral" in blocks:
+            out["spectral"] = means
+        if "index" in blocks:
+            out["index"] = spectral_indices(means, stretch[0], stretch[1], band_names, data.shape[0])
     if "shape" in blocks:
         out["shape"] = shape_measures(tile_masks)
     return out
 
 
-def spectral_stats(tile_masks: TileMasks, data: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
-    """Mean and standard deviation of every band under each mask, in stretched units
-    ((value - low) / (high - low)): (N, 2 x bands). Sums are float64: float32 drifts on big masks."""
+def spectral_stats(tile_masks: TileMasks, data: np.ndarray, low: np.ndarray, high: np.ndarray,
+                   with_std: bool = False) -> np.ndarray:
+    """Mean of every band under each mask, in stretched units ((value - low) / (high - low)):
+    (N, bands); ``with_std`` adds each band's standard deviation after the means (N, 2 x bands:
+    the spectral block of LEGACY_BLOCKS models). Sums are float64: float32 drifts on big masks."""
     n_bands = data.shape[0]
     low = np.asarray(low, dtype=np.float64).reshape(-1)
     scale = 1.0 / (np.asarray(high, dtype=np.float64).reshape(-1) - low)
-    out = np.zeros((len(tile_masks), 2 * n_bands), dtype=np.float32)
+    out = np.zeros((len(tile_masks), (2 if with_std else 1) * n_bands), dtype=np.float32)
     if tile_masks.labels is not None and len(tile_masks):
         index = tile_masks.index_image().ravel()
         n = len(tile_masks) + 1
@@ -60,15 +87,60 @@ def spectral_stats(tile_masks: TileMasks, data: np.ndarray, low: np.ndarray, hig
         for b in range(n_bands):
             values = data[b].ravel().astype(np.float64) - low[b]  # nodata pixels have index 0: ignored
             mean = np.bincount(index, values, n)[1:] / counts
-            square = np.bincount(index, values * values, n)[1:] / counts
             out[:, b] = mean * scale[b]
-            out[:, n_bands + b] = np.sqrt(np.maximum(square - mean * mean, 0.0)) * scale[b]
+            if with_std:
+                square = np.bincount(index, values * values, n)[1:] / counts
+                out[:, n_bands + b] = np.sqrt(np.maximum(square - mean * mean, 0.0)) * scale[b]
         return np.nan_to_num(out)
     for i, (crop, (r0, c0, r1, c1)) in enumerate(zip(tile_masks.crops, tile_masks.boxes)):
         values = (data[:, r0:r1, c0:c1][:, crop].astype(np.float64) - low[:, None]) * scale[:, None]
         if values.size:
             out[i, :n_bands] = values.mean(axis=1)
-            out[i, n_bands:] = values.std(axis=1)
+            if with_std:
+                out[i, n_bands:] = values.std(axis=1)
+    return np.nan_to_num(out)
+
+
+#: Width of the index block.
+INDEX_FEATURES = 2
+
+
+def band_roles(band_names: tuple[str | None, ...] | None, n_bands: int) -> dict[str, int | None]:
+    """0-based band of red, green, blue and nir from the band descriptions ('red', 'NIR (B5)',
+    'R', 'N', ...); when no band has a description at all, R,G,B[,NIR] order is assumed for 3 or
+    more bands. Bands named otherwise ('SR_B1') stay unknown: no indices."""
+    names = [(n or "").strip().lower() for n in (band_names or ())]
+    letters = {"red": "r", "green": "g", "blue": "b", "nir": "n"}
+    roles: dict[str, int | None] = {}
+    for role in ("red", "green", "blue", "nir"):
+        hits = [i for i, name in enumerate(names)
+                if name.startswith(role) or name == letters[role]
+                or (role == "nir" and name.startswith(("near-infrared", "near infrared")))]
+        roles[role] = hits[0] if hits else None
+    if not any(names) and n_bands >= 3:
+        roles = {"red": 0, "green": 1, "blue": 2, "nir": 3 if n_bands >= 4 else None}
+    return roles
+
+
+def spectral_indices(means: np.ndarray, low, high, band_names, n_bands: int) -> np.ndarray:
+    """Normalised-difference indices of each mask's mean values (back in scene units): NDVI and
+    NDWI (green vs NIR) when red, green and NIR are known, else GRVI (green vs red) and excess
+    green for RGB; zeros when the bands are unknown. (N, 2)."""
+    low = np.asarray(low, dtype=np.float64).reshape(-1)
+    high = np.asarray(high, dtype=np.float64).reshape(-1)
+    raw = means.astype(np.float64) * (high - low) + low
+    roles = band_roles(band_names, n_bands)
+    r, g, b, nir = (roles[k] for k in ("red", "green", "blue", "nir"))
+    out = np.zeros((len(means), INDEX_FEATURES), dtype=np.float32)
+
+    def nd(x: int, y: int) -> np.ndarray:
+        return (raw[:, x] - raw[:, y]) / np.maximum(np.abs(raw[:, x] + raw[:, y]), 1e-9)
+
+    if r is not None and g is not None and nir is not None:
+        out[:, 0], out[:, 1] = nd(nir, r), nd(g, nir)
+    elif r is not None and g is not None and b is not None:
+        total = np.maximum(np.abs(raw[:, [r, g, b]].sum(axis=1)), 1e-9)
+        out[:, 0], out[:, 1] = nd(g, r), (2 * raw[:, g] - raw[:, r] - raw[:, b]) / total
     return np.nan_to_num(out)
 
 

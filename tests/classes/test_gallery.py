@@ -22,7 +22,7 @@ from geoalps.inputs.scene import open_scene
 from geoalps.outputs.style import class_colors
 
 #: Band values (4 bands) of the rectangles; every rectangle is exactly one of these.
-COLOURS = [(8000, 1600, 1600, 2000), (1600, 1600, 8800, 3000), (9600, 9600, 2400, 12000)]
+COLOURS = [(8000, 1600, 1600, 2000), (1600, 1600, 8800, 3000), (9600, 9600, 2400, 12000), (1200, 7000, 1400, 9000)]
 BACKGROUND = (3600, 4800, 3200, 5600)
 GRID = 5  # GRID x GRID rectangles
 

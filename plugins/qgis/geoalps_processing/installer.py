@@ -17,7 +17,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
-from .settings import child_environment, subprocess_flags
+from .settings import run_captured
 
 MIN_PYTHON = (3, 10)
 #: Searched on the PATH in this order (newest first among those torch has wheels for).
@@ -77,17 +77,7 @@ class PythonInfo:
 def probe_python(path: str) -> tuple[PythonInfo | None, str]:
     """Run ``path`` and ask what it is: ``(info, "")``, or ``(None, why it is unusable)``."""
     try:
-        done = subprocess.run(
-            [path, "-I", "-c", _PROBE],
-            env=child_environment(),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            encoding="utf-8",
-            errors="replace",
-            timeout=PROBE_TIMEOUT_S,
-            creationflags=subprocess_flags(),
-        )
+        done = run_captured([path, "-I", "-c", _PROBE], PROBE_TIMEOUT_S)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return None, f"could not run it ({exc})"
     if done.returncode != 0:
@@ -228,11 +218,7 @@ def existing_env_python(env_dir: str, env_python: str) -> tuple[bool, str]:
 def installed_version(cli: str) -> str:
     """What ``geoalps --version`` says (``geoalps, version 0.1.0`` -> ``0.1.0``); ``""`` if not."""
     try:
-        done = subprocess.run(
-            [cli, "--version"], env=child_environment(), stdin=subprocess.DEVNULL,
-            capture_output=True, text=True, encoding="utf-8", errors="replace",
-            timeout=PROBE_TIMEOUT_S, creationflags=subprocess_flags(),
-        )
+        done = run_captured([cli, "--version"], PROBE_TIMEOUT_S)
     except (OSError, subprocess.TimeoutExpired):
         return ""
     match = re.search(r"version\s+(\S+)", done.stdout + done.stderr)

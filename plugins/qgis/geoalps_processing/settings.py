@@ -123,6 +123,15 @@ def child_environment(base: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def run_captured(argv: list[str], timeout_s: float) -> subprocess.CompletedProcess:
+    """Run a short command (a version probe) with the clean child environment, output captured
+    as text; raises OSError / TimeoutExpired like subprocess.run."""
+    return subprocess.run(
+        argv, env=child_environment(), stdin=subprocess.DEVNULL, capture_output=True, text=True,
+        encoding="utf-8", errors="replace", timeout=timeout_s, creationflags=subprocess_flags(),
+    )
+
+
 def subprocess_flags() -> int:
     """No console window popping up on Windows."""
     if sys.platform == "win32":
@@ -160,17 +169,7 @@ def resolve_cli() -> list[str]:
 
 def _check_version(prefix: list[str], path: str, source: str) -> str:
     try:
-        done = subprocess.run(
-            prefix + ["--version"],
-            env=child_environment(),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            encoding="utf-8",
-            errors="replace",
-            timeout=VERSION_TIMEOUT_S,
-            creationflags=subprocess_flags(),
-        )
+        done = run_captured(prefix + ["--version"], VERSION_TIMEOUT_S)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise QgsProcessingException(
             f"GeoALPS: could not run '{path}' (from {source}): {exc}. {how_to_set()}"

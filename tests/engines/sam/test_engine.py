@@ -45,8 +45,8 @@ def test_sam_masks_land_on_the_grid_and_features_pool_the_embedding(tiny_checkpo
     assert len(gdf) >= 1  # random weights: masks are near-identical blobs, but real SAM output
     assert gdf.attrs["geoalps"]["engine"].startswith("sam (custom(embed_dim=32")
     widths = OnlineKMeans.load(model_path).block_widths
-    # auto = both: the encoder neck's 64 channels, mean+std of all 4 bands, 4 shape measures
-    assert widths == {"sam": 64, "spectral": 8, "shape": 4}
+    # auto = both: the encoder neck's 64 channels, the mean of all 4 bands, NDVI and NDWI
+    assert widths == {"sam": 64, "spectral": 4, "index": 2}
     # every object's polygon covers exactly the pixels the label raster gives to some object
     with rasterio.open(tmp_path / "l.tif") as out:
         labelled = out.read(1) != 255

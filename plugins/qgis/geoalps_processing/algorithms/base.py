@@ -61,25 +61,17 @@ class GeoAlpsAlgorithm(QgsProcessingAlgorithm):
     def output_file(
         self, parameters: dict, name: str, context: QgsProcessingContext, extensions: tuple[str, ...]
     ) -> str:
-        """A destination path with one of ``extensions`` (e.g. ``.gpkg``), or ``""`` if unset."""
-        path = self.parameterAsOutputLayer(parameters, name, context)
-        if not path:
-            return ""
-        if not path.lower().endswith(extensions):
-            wanted = " or ".join(extensions)
-            raise QgsProcessingException(
-                f"GeoALPS: output '{self.parameterDefinition(name).description()}' must be a "
-                f"{wanted} file, got '{path}'."
-            )
-        folder = os.path.dirname(os.path.abspath(path))
-        os.makedirs(folder, exist_ok=True)
-        return path
+        """A layer destination path with one of ``extensions`` (e.g. ``.gpkg``), or ``""`` if unset."""
+        return self._checked_path(self.parameterAsOutputLayer(parameters, name, context), name, extensions)
 
     def file_output(
         self, parameters: dict, name: str, context: QgsProcessingContext, extensions: tuple[str, ...]
     ) -> str:
         """A file destination (picture, JSON) with one of ``extensions``, or ``""`` if unset."""
-        path = self.parameterAsFileOutput(parameters, name, context)
+        return self._checked_path(self.parameterAsFileOutput(parameters, name, context), name, extensions)
+
+    def _checked_path(self, path: str, name: str, extensions: tuple[str, ...]) -> str:
+        """``path`` if it ends with one of ``extensions`` (its folder created), ``""`` if unset."""
         if not path:
             return ""
         if not path.lower().endswith(extensions):

@@ -1,0 +1,172 @@
+"""OnlineKMeans: area-weighted over-clustering merged to K, deterministic, saved and reloaded
+(geoalps-kmeans/2, and /1 files from before the merge)."""
+from __future__ import annotations
+
+import time
+
+import joblib
+import numpy as np
+import pytest
+from sklearn.cluster import MiniBatchKMeans
+from sklearn.preprocessing import StandardScaler
+
+from geoalps.clustering import kmeans as km
+from geoalps.clustering.kmeans import OnlineKMeans, kmeans_merge, ward_merge
+from geoalps.clustering.names import ClassNames
+from geoalps.errors import ModelError
+
+WIDTHS = {"spectral": 4, "index": 2}
+
+
+def _blobs(n_per: int, seed: int = 0, centres=None):
+    rng = np.random.default_rng(seed)
+    centres = np.asarray(centres if centres is not None else
+                         [[0, 0, 0, 0, 0, 0], [5, 5, 0, 0, 1, 1], [0, 5, 5, 0, -1, 1], [5, 0, 0, 5, 1, -1]], float)
+    x = np.concatenate([c + rng.normal(0, 0.3, (n_per, centres.shape[1])) for c in centres])
+    y = np.repeat(np.arange(len(centres)), n_per)
+    order = rng.permutation(len(x))
+    return x[order], y[order]
+
+
+def _fit(x, k=4, seed=0, batch=50, weight=None, **kw):
+    model = OnlineKMeans(k, WIDTHS, seed=seed, **kw)
+    for i in range(0, len(x), batch):
+        model.partial_fit(x[i:i + batch], None if weight is None else weight[i:i + batch])
+    model.finish()
+    return model
+
+
+def _naive_ward(centres, mass, k):
+    """The research version: O(M^3) Python loops."""
+    members = [[i] for i in range(len(centres))]
+    means, weights = [c.astype(float).copy() for c in centres], list(np.maximum(mass, 1e-9).astype(float))
+    while len(members) > k:
+        best = None
+        for a in range(len(members)):
+            for b in range(a + 1, len(members)):
+                cost = weights[a] * weights[b] / (weights[a] + weights[b]) * float(((means[a] - means[b]) ** 2).sum())
+                if best is None or cost < best[0]:
+                    best = (cost, a, b)
+        _, a, b = best
+        total = weights[a] + weights[b]
+        means[a] = (means[a] * weights[a] + means[b] * weights[b]) / total
+        weights[a] = total
+        members[a] += members.pop(b)
+        means.pop(b)
+        weights.pop(b)
+    label = np.zeros(len(centres), dtype=np.int64)
+    for new, group in enumerate(sorted(members, key=min)):
+        label[group] = new
+    return label
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_ward_merge_matches_the_plain_algorithm(seed):
+    rng = np.random.default_rng(seed)
+    centres, mass = rng.normal(size=(24, 5)), rng.uniform(1, 100, 24)
+    for k in (1, 3, 7, 24):
+        assert np.array_equal(ward_merge(centres, mass, k), _naive_ward(centres, mass, k))
+
+
+def test_ward_merge_is_fast_for_fifty_classes():
+    rng = np.random.default_rng(0)
+    centres, mass = rng.normal(size=(km.OVER_CLUSTER * 50, 262)), rng.uniform(1, 1e4, km.OVER_CLUSTER * 50)
+    started = time.process_time()  # CPU time: the shared test machine's wall clock drifts under load
+    labels = ward_merge(centres, mass, 50)
+    assert time.process_time() - started < 1.0
+    assert set(labels) == set(range(50))
+    assert labels[0] == 0 and np.all(np.diff(np.maximum.accumulate(labels)) <= 1)  # numbered by lowest centre
+
+
+def test_merges_follow_mass():
+    # The closest pair merges first, unless its mass makes the move costly (Ward).
+    centres = np.array([[0.0], [1.0], [10.0], [10.8]])
+    assert ward_merge(centres, np.array([1, 1, 1, 1]), 3).tolist() == [0, 1, 2, 2]
+    assert ward_merge(centres, np.array([1, 1, 1000, 1000]), 3).tolist() == [0, 0, 1, 2]
+
+
+def test_kmeans_merge_gives_k_classes():
+    rng = np.random.default_rng(0)
+    labels = kmeans_merge(rng.normal(size=(40, 3)), rng.uniform(1, 5, 40), 10, seed=0)
+    assert set(labels) == set(range(10))
+
+
+def test_recovers_blobs_through_over_clustering_and_merge():
+    x, y = _blobs(200)
+    model = _fit(x, k=4)
+    assert model.kmeans.n_clusters == km.OVER_CLUSTER * 4 and model.effective_classes == 4
+    pred = model.predict(x)
+    assert set(pred) == {0, 1, 2, 3}
+    # each blob is one class
+    for c in range(4):
+        assert len(set(pred[y == c])) == 1
+
+
+def test_same_seed_same_classes_and_different_seeds_still_valid():
+    x, _ = _blobs(150, seed=3)
+    w = np.random.default_rng(0).integers(64, 5000, len(x)).astype(float)
+    a, b = _fit(x, seed=5, weight=w), _fit(x, seed=5, weight=w)
+    assert np.array_equal(a.predict(x), b.predict(x))
+    assert np.array_equal(a.mapping, b.mapping)
+
+
+def test_area_weights_change_the_fit_and_must_match_rows():
+    x, _ = _blobs(100, seed=1)
+    w = np.where(x[:, 0] > 2.5, 1e4, 1.0)
+    plain, weighted = _fit(x), _fit(x, weight=w)
+    assert not np.allclose(plain.kmeans.cluster_centers_, weighted.kmeans.cluster_centers_)
+    with pytest.raises(ValueError, match="sample weights"):
+        OnlineKMeans(4, WIDTHS).partial_fit(x[:10], np.ones(3))
+
+
+def test_few_objects_give_fewer_classes():
+    x = np.repeat(np.eye(6)[:3], 2, axis=0)  # three distinct rows
+    model = _fit(x, k=5, batch=100)
+    assert model.effective_classes == 3
+    assert sorted(set(model.predict(x))) == [0, 1, 2]
+
+
+def test_nothing_to_cluster_is_a_model_error():
+    with pytest.raises(ModelError, match="no objects"):
+        OnlineKMeans(3, WIDTHS).finish()
+
+
+def test_saved_model_reloads_frozen_with_mapping_and_names(tmp_path):
+    x, _ = _blobs(120, seed=2)
+    model = _fit(x)
+    model.class_names = ClassNames.from_state(model.effective_classes, None)
+    path = tmp_path / "km.joblib"
+    model.save(path)
+    assert joblib.load(path)["format"] == "geoalps-kmeans/2"
+    again = OnlineKMeans.load(path)
+    assert again.frozen and np.array_equal(again.mapping, model.mapping)
+    assert np.array_equal(again.predict(x), model.predict(x))
+    assert again.effective_classes == 4
+    again.partial_fit(x)  # frozen: no refit
+    again.finish()
+    assert np.array_equal(again.predict(x), model.predict(x))
+    assert not list(tmp_path.glob("*.tmp*"))
+
+
+def test_version_1_models_still_load_one_centre_per_class(tmp_path):
+    x, _ = _blobs(60, seed=4)
+    scaler = StandardScaler().fit(x)
+    weights = np.concatenate([np.full(w, 1 / np.sqrt(w)) for w in WIDTHS.values()])
+    fitted = MiniBatchKMeans(n_clusters=4, random_state=0, n_init=3, batch_size=1024).partial_fit(
+        scaler.transform(x) * weights)
+    path = tmp_path / "old.joblib"
+    joblib.dump({"format": "geoalps-kmeans/1", "n_classes": 4, "block_widths": dict(WIDTHS), "seed": 0,
+                 "scaler": scaler, "kmeans": fitted, "n_seen": len(x), "class_names": None}, path)
+    model = OnlineKMeans.load(path)
+    assert model.frozen and model.mapping is None and model.effective_classes == 4
+    assert np.array_equal(model.predict(x), fitted.predict(scaler.transform(x) * weights))
+    assert model.distances(x).shape == (len(x),)
+    model.save(tmp_path / "resaved.joblib")  # saved again as /2, same classes
+    assert np.array_equal(OnlineKMeans.load(tmp_path / "resaved.joblib").predict(x), model.predict(x))
+
+
+def test_not_a_model_is_refused(tmp_path):
+    path = tmp_path / "bad.joblib"
+    joblib.dump({"format": "geoalps-kmeans/9"}, path)
+    with pytest.raises(ModelError, match="not a geoalps k-means model"):
+        OnlineKMeans.load(path)
