@@ -7,6 +7,5 @@ PYTHON="${PYTHON:-python3.11}"
 command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-# compat: a .pth to the clone (setuptools warns about the default mode for flat layouts)
-.venv/bin/python -m pip install -q -e ".[dev]" -c constraints.txt --config-settings editable_mode=compat
+.venv/bin/python -m pip install -q -e ".[dev]" -c constraints.txt
 echo "geoalps installed in $(pwd)/.venv: try .venv/bin/geoalps label --help" >&2

@@ -55,17 +55,10 @@ class AutoLabelAlgorithm(GeoAlpsAlgorithm):
     RASTER_OUTPUT = "RASTER_OUTPUT"
     FEATURE_COUNT = "FEATURE_COUNT"
 
-    def name(self) -> str:
-        return "autolabel"
-
-    def displayName(self) -> str:  # noqa: N802 (QGIS's name)
-        return "Auto-label raster"
-
-    def shortHelpString(self) -> str:  # noqa: N802 (QGIS's name)
-        return HELP
-
-    def tags(self):
-        return ["sam", "segment anything", "unsupervised", "pseudo-label", "k-means", "segmentation"]
+    ALGORITHM_ID = "autolabel"
+    DISPLAY_NAME = "Auto-label raster"
+    HELP = HELP
+    TAGS = ("sam", "segment anything", "unsupervised", "pseudo-label", "k-means", "segmentation")
 
     def initAlgorithm(self, config=None):  # noqa: N802 (QGIS's name)
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Input raster"))

@@ -25,10 +25,29 @@ VECTOR_SUFFIXES = (".gpkg", ".geojson", ".json", ".shp", ".fgb", ".gml", ".kml",
 
 
 class GeoAlpsAlgorithm(QgsProcessingAlgorithm):
-    """Base class: subclasses declare parameters and build the geoalps argument list."""
+    """Base class: subclasses declare their id, title, help and tags as class attributes
+    (``ALGORITHM_ID``, ``DISPLAY_NAME``, ``HELP``, ``TAGS``), their parameters, and build the
+    geoalps argument list."""
+
+    ALGORITHM_ID = ""
+    DISPLAY_NAME = ""
+    HELP = ""
+    TAGS: tuple[str, ...] = ()
 
     def createInstance(self):  # noqa: N802 (QGIS's name)
         return type(self)()
+
+    def name(self) -> str:
+        return self.ALGORITHM_ID
+
+    def displayName(self) -> str:  # noqa: N802 (QGIS's name)
+        return self.DISPLAY_NAME
+
+    def shortHelpString(self) -> str:  # noqa: N802 (QGIS's name)
+        return self.HELP
+
+    def tags(self):
+        return list(self.TAGS)
 
     def group(self) -> str:
         return ""

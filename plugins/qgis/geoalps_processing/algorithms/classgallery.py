@@ -40,17 +40,10 @@ class ClassGalleryAlgorithm(GeoAlpsAlgorithm):
     SEED = "SEED"
     OUTPUT = "OUTPUT"
 
-    def name(self) -> str:
-        return "classgallery"
-
-    def displayName(self) -> str:  # noqa: N802 (QGIS's name)
-        return "Pseudo-class gallery"
-
-    def shortHelpString(self) -> str:  # noqa: N802 (QGIS's name)
-        return HELP
-
-    def tags(self):
-        return ["pseudo-label", "gallery", "chips", "overview", "report", "k-means"]
+    ALGORITHM_ID = "classgallery"
+    DISPLAY_NAME = "Pseudo-class gallery"
+    HELP = HELP
+    TAGS = ("pseudo-label", "gallery", "chips", "overview", "report", "k-means")
 
     def initAlgorithm(self, config=None):  # noqa: N802 (QGIS's name)
         self.addParameter(QgsProcessingParameterVectorLayer(

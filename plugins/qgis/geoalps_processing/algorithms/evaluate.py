@@ -66,17 +66,10 @@ class EvaluateAlgorithm(GeoAlpsAlgorithm):
     FIGURE = "FIGURE"
     OBJECT_RECALL = "OBJECT_RECALL"
 
-    def name(self) -> str:
-        return "evaluate"
-
-    def displayName(self) -> str:  # noqa: N802 (QGIS's name)
-        return "Evaluate pseudo-labels"
-
-    def shortHelpString(self) -> str:  # noqa: N802 (QGIS's name)
-        return HELP
-
-    def tags(self):
-        return ["evaluation", "accuracy", "miou", "iou", "nmi", "hungarian", "confusion matrix", "pseudo-label"]
+    ALGORITHM_ID = "evaluate"
+    DISPLAY_NAME = "Evaluate pseudo-labels"
+    HELP = HELP
+    TAGS = ("evaluation", "accuracy", "miou", "iou", "nmi", "hungarian", "confusion matrix", "pseudo-label")
 
     def initAlgorithm(self, config=None):  # noqa: N802 (QGIS's name)
         layers = [QgsProcessing.TypeRaster, QgsProcessing.TypeVectorPolygon]

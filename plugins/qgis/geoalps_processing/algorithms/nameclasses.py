@@ -47,17 +47,10 @@ class NameClassesAlgorithm(GeoAlpsAlgorithm):
     UNUSED_EXAMPLES = "UNUSED_EXAMPLES"
     CONFLICTS = "CONFLICTS"
 
-    def name(self) -> str:
-        return "nameclasses"
-
-    def displayName(self) -> str:  # noqa: N802 (QGIS's name)
-        return "Name pseudo-classes from examples"
-
-    def shortHelpString(self) -> str:  # noqa: N802 (QGIS's name)
-        return HELP
-
-    def tags(self):
-        return ["pseudo-label", "class names", "rename", "examples", "legend", "k-means"]
+    ALGORITHM_ID = "nameclasses"
+    DISPLAY_NAME = "Name pseudo-classes from examples"
+    HELP = HELP
+    TAGS = ("pseudo-label", "class names", "rename", "examples", "legend", "k-means")
 
     def initAlgorithm(self, config=None):  # noqa: N802 (QGIS's name)
         self.addParameter(QgsProcessingParameterVectorLayer(

@@ -29,17 +29,10 @@ class PredictAlgorithm(GeoAlpsAlgorithm):
     OUTPUT = "OUTPUT"
     POLYGONS = "POLYGONS"
 
-    def name(self) -> str:
-        return "predict"
-
-    def displayName(self) -> str:  # noqa: N802 (QGIS's name)
-        return "Predict segmentation"
-
-    def shortHelpString(self) -> str:  # noqa: N802 (QGIS's name)
-        return HELP
-
-    def tags(self):
-        return ["segmentation", "inference", "model", "classification", "swin"]
+    ALGORITHM_ID = "predict"
+    DISPLAY_NAME = "Predict segmentation"
+    HELP = HELP
+    TAGS = ("segmentation", "inference", "model", "classification", "swin")
 
     def initAlgorithm(self, config=None):  # noqa: N802 (QGIS's name)
         self.addParameter(QgsProcessingParameterFile(
