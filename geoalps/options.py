@@ -80,6 +80,12 @@ class LabelOptions:
     features: str = "auto"
     seed: int = 0
     allow_pixel_coords: bool = False
+    #: Area of interest: "minx,miny,maxx,maxy" or a vector file (geoalps.inputs.aoi); its CRS
+    #: for a box (default the scene's) or a file without one.
+    aoi: str | None = None
+    aoi_crs: str | None = None
+    #: Bands of STAC items: asset keys or eo:bands common names, comma-separated.
+    assets: str | None = None
 
     def validated(self) -> "LabelOptions":
         """Check values a user can get wrong; resolve ``checkpoint`` (option, environment)."""

@@ -6,7 +6,8 @@ import sys
 import click
 
 from geoalps.cli import main
-from geoalps.cli.options import clustering_opts, engine_opt, mask_filter_opts, run_opts, sam_opts, scene_opts
+from geoalps.cli.options import (area_opts, clustering_opts, engine_opt, mask_filter_opts, run_opts, sam_opts,
+                                 scene_opts)
 
 
 @main.command("label")
@@ -16,6 +17,7 @@ from geoalps.cli.options import clustering_opts, engine_opt, mask_filter_opts, r
 @sam_opts
 @mask_filter_opts
 @scene_opts
+@area_opts
 @clustering_opts
 @click.option("--kmeans-model", type=click.Path(dir_okay=False), default=None,
               help="Reuse this k-means model if it exists (same classes across runs), else fit and save it here.")
@@ -23,13 +25,16 @@ from geoalps.cli.options import clustering_opts, engine_opt, mask_filter_opts, r
               help="Pseudo-label GeoTIFF on the scene's grid; a folder for several scenes (<scene>.labels.tif).")
 @run_opts
 def label_command(scenes, output, raster_out, kmeans_model, **options):
-    """Label SCENES (GeoTIFFs, or folders of image chips) into a GeoPackage of pseudo-classed polygons.
+    """Label SCENES (GeoTIFFs, folders of image chips, URLs such as https://, s3://, /vsicurl/, or STAC
+    item JSON files/URLs) into a GeoPackage of pseudo-classed polygons.
 
     \b
     Example:
       $ geoalps label sample_data/scene_rgbn_u16.tif -o labels.gpkg --engine classical --classes 8
       $ geoalps label scene.tif -o out.gpkg --checkpoint sam_vit_b_01ec64.pth --bands 4,3,2 --raster-out out.tif
       $ geoalps label tiles/ -o all.gpkg --workers 2 --resume
+      $ geoalps label https://host/scene.tif -o out.gpkg --aoi 11.30,47.20,11.45,47.30 --aoi-crs EPSG:4326
+      $ geoalps label item.json -o out.gpkg --assets red,green,blue,nir --aoi area.gpkg
     """
     from geoalps.labelling.run import label
 

@@ -88,6 +88,16 @@ scene_opts = stack(
                  help="Tile overlap in pixels (at most half the tile)."),
     click.option("--allow-pixel-coords", is_flag=True, help="Label images without georeferencing in pixel coordinates."),
 )
+area_opts = stack(
+    click.option("--aoi", default=None, metavar="MINX,MINY,MAXX,MAXY|FILE",
+                 help="Area of interest: a box (in the scene's CRS, or --aoi-crs) or a vector file (any OGR format). "
+                      "Only tiles meeting it are read; polygons and label rasters are clipped to it."),
+    click.option("--aoi-crs", default=None, metavar="CRS",
+                 help="CRS of the --aoi box (e.g. EPSG:4326), or of a vector file that has none. Default: the scene's."),
+    click.option("--assets", default=None, metavar="KEYS",
+                 help="Bands of STAC items: asset keys or eo:bands common names, e.g. red,green,blue,nir "
+                      "(default: every data asset)."),
+)
 clustering_opts = stack(
     click.option("--classes", type=click.IntRange(1, CLASSES_MAX), default=_LABEL.classes, show_default=True,
                  help="Number of pseudo-classes (k of the online k-means)."),

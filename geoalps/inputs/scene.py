@@ -1,7 +1,9 @@
 """Open and validate a scene, and compute its scene-level band statistics.
 
 This is the one place that turns GDAL/rasterio failures into one-line ``InputError`` messages
-naming the file, so nothing deeper in the pipeline has to know how GDAL fails.
+naming the file (or the URL, redacted), so nothing deeper in the pipeline has to know how GDAL
+fails. Scenes may be local files, URLs, GDAL virtual file system paths or in-memory VRT XML
+(STAC items); they are opened and read under :func:`geoalps.inputs.remote.gdal_env`.
 """
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 
 from geoalps.errors import InputError
+from geoalps.inputs.aoi import AreaOfInterest, inside_mask
+from geoalps.inputs.remote import base_name, display_name, gdal_env, gdal_path, is_remote, redact
 
 # Above this many pixels a scene is suspicious unless the file is big enough to hold it: the
 # "huge claimed size" TIFF trick makes GDAL promise 2 billion pixels from a few hundred bytes.
@@ -40,6 +44,10 @@ class Scene:
     """What the pipeline needs to know about one raster file; small and picklable for workers.
 
     ``crs_wkt`` is None only for scenes labelled in pixel coordinates (``allow_pixel_coords``).
+    ``path`` is what GDAL opens (it may hold a signed URL's credentials: never print it; print
+    :attr:`shown`). With an area of interest the scene is the AOI's window of the file: width,
+    height and transform are the window's, ``col_off``/``row_off`` where it starts in the file,
+    and ``aoi_wkb`` the AOI in window pixels when pixels outside it count as nodata.
     """
 
     path: str
@@ -52,6 +60,19 @@ class Scene:
     transform: Affine
     nodata: float | None
     stats: BandStats
+    source: str = ""
+    col_off: int = 0
+    row_off: int = 0
+    aoi_wkb: bytes | None = None
+
+    @property
+    def shown(self) -> str:
+        """The scene as messages and outputs name it (credentials removed)."""
+        return self.source or display_name(self.path)
+
+    def file_window(self, window: Window) -> Window:
+        """A window of this scene's grid as a window of the file."""
+        return Window(window.col_off + self.col_off, window.row_off + self.row_off, window.width, window.height)
 
     @property
     def georeferenced(self) -> bool:
@@ -78,13 +99,22 @@ class Scene:
 
 
 def _fail(path: str | os.PathLike, problem: str) -> InputError:
-    return InputError(f"{path}: {problem}")
+    return InputError(f"{display_name(path)}: {redact(problem)}")
 
 
 def _gdal_reason(exc: Exception) -> str:
-    """The useful part of a rasterio/GDAL error, on one line."""
+    """The useful part of a rasterio/GDAL error, on one line (URLs in it redacted)."""
     text = " ".join(str(exc).split())
-    return text or type(exc).__name__
+    return redact(text) or type(exc).__name__
+
+
+def _remote_problem(reason: str) -> str | None:
+    """A missing or forbidden remote scene, said plainly; None for other failures."""
+    if "response code: 404" in reason or "No such file or directory" in reason or "does not exist" in reason:
+        return "not found (HTTP 404 or no such object)"
+    if "response code: 403" in reason or "response code: 401" in reason or "Access Denied" in reason:
+        return "access forbidden (HTTP 403/401): check the URL's signature or the AWS_*/GS_*/AZURE_* credentials"
+    return None
 
 
 def valid_pixels(data: np.ndarray, nodata: float | None) -> np.ndarray:
@@ -113,87 +143,116 @@ def open_scene(
     nodata: float | None = None,
     allow_pixel_coords: bool = False,
     percentiles: tuple[float, float] = (2.0, 98.0),
+    aoi: AreaOfInterest | None = None,
+    name: str | None = None,
+    shown: str | None = None,
 ) -> Scene:
-    """Open ``path``, check it is usable and compute its band statistics.
+    """Open ``path`` (a file, URL, GDAL virtual path or VRT XML), check it is usable and compute
+    its band statistics; with ``aoi`` the scene is the AOI's window of the file.
 
-    Costs one decimated read of at most ``STATS_READ_PX`` pixels on the long side (GDAL uses
-    overviews when the file has them), whatever the scene size.
+    Costs one decimated read of at most ``STATS_READ_PX`` pixels on the long side of the scene
+    (or of the AOI window; GDAL uses overviews when the file has them), whatever the scene
+    size; for a remote scene that is the header and the blocks (or overview) of that read.
+    ``name``/``shown``: the scene's name (``scene`` column) and how messages name it, when
+    they are not the file's (a STAC item).
 
     Raises:
-        InputError: not a raster, unreadable, implausible size, no georeferencing (unless
-            ``allow_pixel_coords``), or every pixel nodata.
+        InputError: not a raster, unreadable, missing or forbidden URL, implausible size, no
+            georeferencing (unless ``allow_pixel_coords``), AOI outside, or every pixel nodata.
     """
     path = str(path)
-    if not Path(path).exists():
-        raise _fail(path, "file not found")
-    if Path(path).is_dir():
-        raise _fail(path, "is a folder, not a raster file")
+    virtual = is_remote(path) or path.lstrip().startswith("<")
+    shown = shown or display_name(path)
+    if not virtual and not Path(path).exists():
+        raise _fail(shown, "file not found")
+    if not virtual and Path(path).is_dir():
+        raise _fail(shown, "is a folder, not a raster file")
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), gdal_env():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            src = rasterio.open(path)
+            src = rasterio.open(gdal_path(path))
     except RasterioIOError as exc:
         reason = _gdal_reason(exc)
+        if virtual and _remote_problem(reason):
+            raise _fail(shown, _remote_problem(reason)) from None
         if "not recognized as" in reason or "not a supported file format" in reason:
-            raise _fail(path, "not a raster file GDAL can read") from None
-        raise _fail(path, f"cannot open as a raster ({reason})") from None
-    with src:
-        if src.count < 1 or src.width < 1 or src.height < 1:
-            raise _fail(path, "raster has no pixels")
-        n_pixels = src.width * src.height
+            raise _fail(shown, "not a raster file GDAL can read") from None
+        raise _fail(shown, f"cannot open as a raster ({reason})") from None
+    with src, gdal_env():
+        return _checked_scene(src, path, shown, name, nodata, allow_pixel_coords, percentiles, aoi, virtual)
+
+
+def _checked_scene(src, path: str, shown: str, name: str | None, nodata, allow_pixel_coords: bool,
+                   percentiles, aoi: AreaOfInterest | None, virtual: bool) -> Scene:
+    if src.count < 1 or src.width < 1 or src.height < 1:
+        raise _fail(shown, "raster has no pixels")
+    n_pixels = src.width * src.height
+    # a remote file's size is not known without a request; the check guards local files
+    if not virtual:
         file_bytes = max(os.path.getsize(path), 1)
         if n_pixels > 1_000_000 and n_pixels / file_bytes > _MAX_PIXELS_PER_FILE_BYTE and not src.overviews(1):
             raise _fail(
-                path,
+                shown,
                 f"header claims {src.width} x {src.height} pixels but the file has only "
                 f"{file_bytes} bytes (truncated or corrupt)",
             )
-        dtype = src.dtypes[0]
-        if np.dtype(dtype).kind not in "uif":
-            raise _fail(path, f"unsupported data type {dtype} (use integer or float bands)")
-        crs = src.crs
-        transform = src.transform
-        has_transform = transform != Affine.identity() or bool(src.gcps[0])
-        if crs is None or not has_transform:
-            if not allow_pixel_coords:
-                what = "no CRS" if has_transform else "no georeferencing (no CRS, no geotransform)"
-                raise _fail(
-                    path, f"{what}; pass --allow-pixel-coords to label it in pixel coordinates"
-                )
-            crs_wkt = None
-        else:
-            crs_wkt = crs.to_wkt()
-        if src.gcps[0] and transform == Affine.identity():
-            raise _fail(path, "georeferenced by GCPs only; warp it to a grid first (gdalwarp)")
-        scene_nodata = src.nodata if nodata is None else float(nodata)
-        stats = _band_stats(src, path, scene_nodata, percentiles)
-        return Scene(
-            path=path,
-            name=Path(path).name,
-            width=src.width,
-            height=src.height,
-            count=src.count,
-            dtype=dtype,
-            crs_wkt=crs_wkt,
-            transform=transform,
-            nodata=scene_nodata,
-            stats=stats,
-        )
+    dtype = src.dtypes[0]
+    if np.dtype(dtype).kind not in "uif":
+        raise _fail(shown, f"unsupported data type {dtype} (use integer or float bands)")
+    crs = src.crs
+    transform = src.transform
+    has_transform = transform != Affine.identity() or bool(src.gcps[0])
+    if crs is None or not has_transform:
+        if not allow_pixel_coords:
+            what = "no CRS" if has_transform else "no georeferencing (no CRS, no geotransform)"
+            raise _fail(shown, f"{what}; pass --allow-pixel-coords to label it in pixel coordinates")
+        crs_wkt = None
+    else:
+        crs_wkt = crs.to_wkt()
+    if src.gcps[0] and transform == Affine.identity():
+        raise _fail(shown, "georeferenced by GCPs only; warp it to a grid first (gdalwarp)")
+    window, aoi_wkb = Window(0, 0, src.width, src.height), None
+    if aoi is not None:
+        window, aoi_wkb = aoi.on_grid(crs_wkt, transform, src.width, src.height, shown)
+    scene_nodata = src.nodata if nodata is None else float(nodata)
+    stats = _band_stats(src, shown, scene_nodata, percentiles, window, aoi_wkb)
+    return Scene(
+        path=path,
+        name=name or base_name(path),
+        width=int(window.width),
+        height=int(window.height),
+        count=src.count,
+        dtype=dtype,
+        crs_wkt=crs_wkt,
+        transform=src.window_transform(window),
+        nodata=scene_nodata,
+        stats=stats,
+        source=shown,
+        col_off=int(window.col_off),
+        row_off=int(window.row_off),
+        aoi_wkb=aoi_wkb,
+    )
 
 
-def _band_stats(src, path: str, nodata: float | None, percentiles: tuple[float, float]) -> BandStats:
-    scale = min(1.0, STATS_READ_PX / max(src.width, src.height))
-    out_h = max(1, round(src.height * scale))
-    out_w = max(1, round(src.width * scale))
+def _band_stats(src, shown: str, nodata: float | None, percentiles: tuple[float, float], window: Window,
+                aoi_wkb: bytes | None) -> BandStats:
+    width, height = int(window.width), int(window.height)
+    scale = min(1.0, STATS_READ_PX / max(width, height))
+    out_h = max(1, round(height * scale))
+    out_w = max(1, round(width * scale))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            sample = src.read(out_shape=(src.count, out_h, out_w))
+            sample = src.read(window=window, out_shape=(src.count, out_h, out_w))
     except RasterioIOError as exc:
-        raise _fail(path, f"pixels cannot be read, file truncated or corrupt ({_gdal_reason(exc)})") from None
+        raise _fail(shown, f"pixels cannot be read, file truncated or corrupt ({_gdal_reason(exc)})") from None
     valid = valid_pixels(sample, nodata)
+    inside = inside_mask(aoi_wkb, Window(0, 0, width, height), (out_h, out_w))
+    if inside is not None:
+        valid &= inside
     if not valid.any():
-        raise _fail(path, "every pixel is nodata; nothing to label")
+        raise _fail(shown, "every pixel is nodata; nothing to label" if inside is None
+                    else "every pixel inside the area of interest is nodata; nothing to label")
     low, high = [], []
     for band in sample:
         values = band[valid].astype(np.float64)
@@ -207,16 +266,26 @@ def _band_stats(src, path: str, nodata: float | None, percentiles: tuple[float, 
 
 
 def read_window(scene: Scene, window: Window) -> np.ndarray:
-    """Read all bands of ``window`` as (bands, rows, cols); a read failure names file and window."""
+    """Read all bands of ``window`` (of the scene's grid) as (bands, rows, cols); a remote scene
+    fetches only the blocks the window meets, retrying transient network errors; a read failure
+    names the scene and window."""
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), gdal_env():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            with rasterio.open(scene.path) as src:
-                return src.read(window=window)
+            with rasterio.open(gdal_path(scene.path)) as src:
+                return src.read(window=scene.file_window(window))
     except RasterioIOError as exc:
         raise _fail(
-            scene.path,
+            scene.shown,
             f"cannot read pixels at col {int(window.col_off)}, row {int(window.row_off)} "
             f"({int(window.width)} x {int(window.height)} px): corrupt or truncated data "
             f"({_gdal_reason(exc)})",
         ) from None
+
+
+def valid_in_window(scene: Scene, window: Window, data: np.ndarray) -> np.ndarray:
+    """:func:`valid_pixels` of ``data`` read at ``window``, minus the pixels outside the scene's
+    area of interest (they count as nodata)."""
+    valid = valid_pixels(data, scene.nodata)
+    inside = inside_mask(scene.aoi_wkb, window)
+    return valid if inside is None else valid & inside

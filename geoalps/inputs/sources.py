@@ -1,8 +1,10 @@
-"""Where scenes come from: paths, folders of image chips, rioxarray DataArrays.
+"""Where scenes come from: paths, URLs, STAC items, folders of image chips, rioxarray DataArrays.
 
-Everything becomes a path before tile work starts, so tasks carry a path and a window, never
-pixels: a folder stands for the image files in it, a DataArray is written to a temporary tiled
-GeoTIFF (chunk by chunk when dask-backed).
+Everything becomes a path GDAL opens before tile work starts, so tasks carry a path and a
+window, never pixels: a folder stands for the image files in it, a URL stays a URL (read by
+ranges, by whichever process reads the tile), a STAC item becomes an in-memory VRT of its
+assets, a DataArray is written to a temporary tiled GeoTIFF (chunk by chunk when dask-backed).
+A scene named twice (two spellings of one file or URL) is refused.
 """
 from __future__ import annotations
 
@@ -10,9 +12,11 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Iterable
 
 from geoalps.errors import InputError
+from geoalps.inputs.remote import display_name, is_remote, same_location_key
 
 #: File types taken from a folder given as a scene (chips such as iSAID / Potsdam patches).
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".jp2", ".vrt", ".img")
@@ -22,6 +26,9 @@ def expand_scene_paths(paths: Iterable[str | os.PathLike]) -> list[str]:
     """Scene files in the order given; a folder stands for the image files in it, sorted."""
     out: list[str] = []
     for path in paths:
+        if is_remote(path):  # a URL or GDAL virtual path: Path() would turn // into /
+            out.append(str(path))
+            continue
         path = Path(path)
         if path.is_dir():
             found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
@@ -33,6 +40,52 @@ def expand_scene_paths(paths: Iterable[str | os.PathLike]) -> list[str]:
     if not out:
         raise InputError("no scenes given")
     return out
+
+
+@dataclass(frozen=True)
+class SceneSource:
+    """One scene to open: what GDAL opens (``path``: a file, URL, virtual path or VRT XML), its
+    name (None: the file name) and how messages name it (None: the path, redacted)."""
+
+    path: str
+    name: str | None = None
+    shown: str | None = None
+
+
+def scene_sources(paths: Iterable[str | os.PathLike], assets: str | None = None) -> list[SceneSource]:
+    """The scenes to label, in the order given: folders expanded, STAC items (``.json``) one
+    scene per item with the bands ``assets`` names.
+
+    Raises:
+        InputError: no scenes, an empty folder, a bad STAC file, or one scene named twice.
+        OptionError: ``assets`` without a STAC input, or naming bands an item lacks.
+    """
+    from geoalps.errors import OptionError
+    from geoalps.inputs.stac import is_stac, stac_scenes
+
+    out: list[SceneSource] = []
+    seen: dict[str, str] = {}
+    stac_given = False
+    for location in expand_scene_paths(paths):
+        if is_stac(location):
+            stac_given = True
+            for item in stac_scenes(location, assets):
+                key = f"stac:{same_location_key(location)}#{item.name}"
+                _refuse_twice(seen, key, item.shown)
+                out.append(SceneSource(item.vrt_xml, item.name, item.shown))
+            continue
+        _refuse_twice(seen, same_location_key(location), display_name(location))
+        out.append(SceneSource(location))
+    if assets and not stac_given:
+        raise OptionError("--assets chooses bands of STAC items; no STAC item (.json) was given")
+    return out
+
+
+def _refuse_twice(seen: dict[str, str], key: str, shown: str) -> None:
+    if key in seen:
+        again = "" if seen[key] == shown else f" (also given as {seen[key]})"
+        raise InputError(f"{shown}: scene given twice{again}; it would be labelled twice into duplicate polygons")
+    seen[key] = shown
 
 
 def materialise_arrays(scenes, cleanup: contextlib.ExitStack, allow_pixel_coords: bool) -> list:

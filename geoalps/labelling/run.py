@@ -31,8 +31,10 @@ from geoalps.clustering.kmeans import OnlineKMeans
 from geoalps.errors import InputError, OutputError, TileError
 from geoalps.files import atomic_path, check_writable
 from geoalps.inputs.bands import resolve_bands
+from geoalps.inputs.aoi import load_aoi
+from geoalps.inputs.remote import is_remote, redact
 from geoalps.inputs.scene import Scene, open_scene
-from geoalps.inputs.sources import expand_scene_paths, materialise_arrays
+from geoalps.inputs.sources import materialise_arrays, scene_sources
 from geoalps.inputs.tiles import Tile, plan_tiles
 from geoalps.labelling.assembly import assemble_scene
 from geoalps.labelling.parallel import TileFailure, TileRunner
@@ -156,7 +158,7 @@ def _raster_targets(raster_out: str | os.PathLike | None, scenes: list[Scene]) -
         return [raster_out]
     if not raster_out.is_dir():
         raise OutputError(f"{raster_out}: --raster-out must be an existing folder when labelling several scenes")
-    targets = [raster_out / f"{Path(s.path).stem}.labels.tif" for s in scenes]
+    targets = [raster_out / f"{Path(s.name).stem}.labels.tif" for s in scenes]
     if len(set(targets)) != len(targets):
         raise OutputError(f"{raster_out}: several scenes share a file name, so their label rasters would collide")
     return targets
@@ -184,14 +186,16 @@ def _prepare(scenes, output, raster_out, kmeans_model, return_labels, opts: Labe
              cleanup: contextlib.ExitStack) -> _Run:
     """Open and check every input and output before any tile work, so bad input fails in seconds."""
     overwrite, work_dir = exe.overwrite, exe.work_dir
-    paths = expand_scene_paths(materialise_arrays(scenes, cleanup, opts.allow_pixel_coords))
-    opened = [open_scene(p, nodata=opts.nodata, allow_pixel_coords=opts.allow_pixel_coords) for p in paths]
+    sources = scene_sources(materialise_arrays(scenes, cleanup, opts.allow_pixel_coords), opts.assets)
+    aoi = load_aoi(opts.aoi, opts.aoi_crs)
+    opened = [open_scene(s.path, nodata=opts.nodata, allow_pixel_coords=opts.allow_pixel_coords, aoi=aoi,
+                         name=s.name, shown=s.shown) for s in sources]
     if len({s.georeferenced for s in opened}) > 1:
         raise InputError(
-            f"{next(s.path for s in opened if not s.georeferenced)}: has no georeferencing while "
+            f"{next(s.shown for s in opened if not s.georeferenced)}: has no georeferencing while "
             "other scenes do; label pixel-coordinate chips in a separate run"
         )
-    band_maps = [resolve_bands(opts.bands, s.count, s.path) for s in opened]
+    band_maps = [resolve_bands(opts.bands, s.count, s.shown) for s in opened]
     # Spectral features use every band; if scenes differ in band count, only the mapped three
     # are comparable across scenes.
     same_bands = len({s.count for s in opened}) == 1
@@ -206,7 +210,8 @@ def _prepare(scenes, output, raster_out, kmeans_model, return_labels, opts: Labe
     clusterer = OnlineKMeans.load(kmeans_model) if kmeans_model is not None and Path(kmeans_model).exists() else None
     plans = [plan_tiles(s.width, s.height, opts.tile_size, opts.overlap, i) for i, s in enumerate(opened)]
     tiles = [t for plan in plans for t in plan]
-    settings = {**opts.as_dict(),
+    settings = {**opts.as_dict(), "aoi": redact(opts.aoi) if opts.aoi else None,
+                "aoi_resolved": aoi.fingerprint() if aoi is not None else None,
                 "bands_resolved": [list(b) for b in band_maps],
                 "kmeans_model": str(kmeans_model) if clusterer is not None else None}
     if work_dir is None and output is not None:
@@ -334,12 +339,12 @@ def _failure_message(failures: list[tuple[Tile, TileFailure]], scenes: list[Scen
     tile, failure = failures[0]
     scene = scenes[tile.scene_index]
     message = failure.message
-    if message.startswith(scene.path + ": "):
-        message = message[len(scene.path) + 2:]
+    if message.startswith(scene.shown + ": "):
+        message = message[len(scene.shown) + 2:]
     where = f"tile {tile.key} (col {tile.col_off}, row {tile.row_off}, {tile.width} x {tile.height} px)"
     others = f"; {len(failures) - 1} more tile(s) failed" if len(failures) > 1 else ""
     kept = "" if store.temporary else f"; finished tiles are kept in {store.folder}, rerun with --resume after fixing the cause"
-    return f"{scene.path}: {where} failed: {message}{others}{kept}"
+    return f"{scene.shown}: {where} failed: {redact(message)}{others}{kept}"
 
 
 def _output_classes(n_classes: int, clusterer) -> tuple[str, int, list[str] | None]:
@@ -390,9 +395,10 @@ def _write_outputs(scenes, scene_layers, output, raster_targets, n_classes, over
 
 
 def _scene_paths(scenes: list[Scene]) -> dict[str, str]:
-    """File name -> absolute path of every scene, kept in the output so later commands (the class
-    gallery) find the scenes where they were."""
-    return {s.name: os.path.abspath(s.path) for s in scenes}
+    """Scene name -> absolute path (or URL, redacted) of every scene, kept in the output so later
+    commands (the class gallery) find the scenes where they were."""
+    return {s.name: s.shown if is_remote(s.path) or s.path.lstrip().startswith("<") else os.path.abspath(s.path)
+            for s in scenes}
 
 
 def _same_crs(a, b_wkt: str) -> bool:

@@ -17,7 +17,7 @@ from geoalps.inputs.bands import stretch_to_uint8
 from geoalps.objects.features import compute_features
 from geoalps.objects.masks import filter_by_area, remove_duplicates
 from geoalps.options import LabelOptions
-from geoalps.inputs.scene import Scene, read_window, valid_pixels
+from geoalps.inputs.scene import Scene, read_window, valid_in_window
 from geoalps.inputs.tiles import Tile
 from geoalps.objects.polygons import mask_centroids, tile_geometries
 from geoalps.objects.seams import seam_flags
@@ -34,8 +34,10 @@ def band_descriptions(path: str) -> tuple:
     import rasterio
     from rasterio.errors import RasterioError
 
+    from geoalps.inputs.remote import gdal_env, gdal_path
+
     try:
-        with rasterio.open(path) as src:
+        with gdal_env(), rasterio.open(gdal_path(path)) as src:
             return tuple(src.descriptions)
     except (RasterioError, OSError):  # not a file rasterio opens by path: no names
         return ()
@@ -70,7 +72,7 @@ def process_tiles(
     pending = []  # (position, data, valid, rgb)
     for position, tile in enumerate(tiles):
         data = read_window(scene, tile.window)
-        valid = valid_pixels(data, scene.nodata)
+        valid = valid_in_window(scene, tile.window, data)
         if not valid.any():
             empty = np.zeros(0)
             results[position] = TileResult(tile, np.zeros(0, object), empty, empty, empty.astype(bool),

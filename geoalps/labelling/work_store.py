@@ -23,9 +23,17 @@ _FORMAT = "geoalps-work/2"  # 2: tile results moved to geoalps.objects.tile_resu
 
 def fingerprint(scenes: list[Any], settings: dict[str, Any]) -> dict[str, Any]:
     """What must not change between an interrupted run and its ``--resume``: each scene's file
-    identity (path, size, modification time) and every setting that changes tile results."""
+    identity (path, size, modification time; for a URL or STAC item, where it is (redacted) and
+    its grid) and every setting that changes tile results."""
+    from geoalps.inputs.remote import is_remote, redact
+
     files = []
     for scene in scenes:
+        if is_remote(scene.path) or scene.path.lstrip().startswith("<"):
+            files.append({"path": scene.shown, "grid": [scene.width, scene.height, scene.count, scene.dtype,
+                                                        list(scene.transform)[:6], scene.col_off, scene.row_off],
+                          "source_sha1": hashlib.sha1(redact(scene.path).encode()).hexdigest()})
+            continue
         stat = os.stat(scene.path)
         files.append({"path": os.path.abspath(scene.path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns})
     return {"format": _FORMAT, "scenes": files, "settings": settings}

@@ -1,0 +1,135 @@
+"""A static file server on 127.0.0.1 for remote-scene tests: honours HTTP Range requests (as
+object stores and COG hosts do), counts the bytes it serves, and can misbehave on purpose.
+
+Started in a thread on a random port; nothing leaves the loopback interface.
+"""
+from __future__ import annotations
+
+import os
+import re
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
+
+
+@dataclass
+class ServerLog:
+    """What the server did: requests seen and body bytes sent, per file name."""
+
+    requests: int = 0
+    bytes_sent: dict[str, int] = field(default_factory=dict)
+    failures_injected: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def sent(self, name: str) -> int:
+        return self.bytes_sent.get(name, 0)
+
+
+class RangeServer:
+    """Serve the files of ``root`` at ``http://127.0.0.1:PORT/<name>``.
+
+    ``fail_every``: every n-th GET fails, as ``fail_mode`` says: ``"close"`` drops the
+    connection without an answer, ``"503"`` answers Service Unavailable. ``status``: file name ->
+    HTTP status to answer instead of the file (404, 403). ``tokens``: file name -> query string
+    the request must carry (a signed URL), else 403.
+    """
+
+    def __init__(self, root: str | os.PathLike, fail_every: int = 0, fail_mode: str = "close",
+                 status: dict[str, int] | None = None, tokens: dict[str, str] | None = None) -> None:
+        self.root = Path(root)
+        self.fail_every = fail_every
+        self.fail_mode = fail_mode
+        self.status = dict(status or {})
+        self.tokens = dict(tokens or {})
+        self.log = ServerLog()
+        self._gets = 0
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:  # quiet
+                pass
+
+            def do_HEAD(self) -> None:
+                server._answer(self, head=True)
+
+            def do_GET(self) -> None:
+                server._answer(self, head=False)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def __enter__(self) -> "RangeServer":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def _answer(self, handler: BaseHTTPRequestHandler, head: bool) -> None:
+        path, _, query = handler.path.partition("?")
+        name = path.lstrip("/")
+        with self.log.lock:
+            self.log.requests += 1
+            if not head:
+                self._gets += 1
+            inject = bool(self.fail_every) and not head and self._gets % self.fail_every == 0
+            if inject:
+                self.log.failures_injected += 1
+        if inject:
+            if self.fail_mode == "close":
+                handler.close_connection = True
+                handler.connection.shutdown(2)
+                return
+            return self._empty(handler, 503)
+        if name in self.status:
+            return self._empty(handler, self.status[name])
+        if name in self.tokens and query != self.tokens[name]:
+            return self._empty(handler, 403)
+        file = self.root / name
+        if not name or not file.is_file():
+            return self._empty(handler, 404)
+        size = file.stat().st_size
+        start, end, code = 0, size - 1, 200
+        match = _RANGE.match(handler.headers.get("Range", ""))
+        if match:
+            first, last = match.groups()
+            if first:
+                start, end = int(first), min(int(last) if last else size - 1, size - 1)
+            else:  # a suffix range: the last N bytes
+                start = max(0, size - int(last))
+            if start >= size:
+                return self._empty(handler, 416)
+            code = 206
+        length = end - start + 1
+        handler.send_response(code)
+        handler.send_header("Content-Length", str(length))
+        handler.send_header("Accept-Ranges", "bytes")
+        handler.send_header("Content-Type", "application/octet-stream")
+        if code == 206:
+            handler.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+        handler.end_headers()
+        if head:
+            return
+        with open(file, "rb") as f:
+            f.seek(start)
+            body = f.read(length)
+        handler.wfile.write(body)
+        with self.log.lock:
+            self.log.bytes_sent[name] = self.log.bytes_sent.get(name, 0) + len(body)
+
+    @staticmethod
+    def _empty(handler: BaseHTTPRequestHandler, code: int) -> None:
+        handler.send_response(code)
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
