@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -29,7 +30,10 @@ class ServerLog:
 
 
 class RangeServer:
-    """Serve the files of ``root`` at ``http://127.0.0.1:PORT/<name>``.
+    """Serve the files of ``root`` at ``http://127.0.0.1:PORT/<run>/<name>``.
+
+    ``<run>`` differs per server, so a port reused by a later server is a new URL to GDAL (whose
+    per-process cache of remote files would otherwise serve the old server's bytes).
 
     ``fail_every``: every n-th GET fails, as ``fail_mode`` says: ``"close"`` drops the
     connection without an answer, ``"503"`` answers Service Unavailable. ``status``: file name ->
@@ -45,6 +49,7 @@ class RangeServer:
         self.status = dict(status or {})
         self.tokens = dict(tokens or {})
         self.log = ServerLog()
+        self.run = uuid.uuid4().hex[:12]
         self._gets = 0
         server = self
 
@@ -66,7 +71,7 @@ class RangeServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/{self.run}"
 
     def __enter__(self) -> "RangeServer":
         self.thread.start()
@@ -78,7 +83,9 @@ class RangeServer:
 
     def _answer(self, handler: BaseHTTPRequestHandler, head: bool) -> None:
         path, _, query = handler.path.partition("?")
-        name = path.lstrip("/")
+        run, _, name = path.lstrip("/").partition("/")
+        if run != self.run:
+            name = ""  # answered 404 below
         with self.log.lock:
             self.log.requests += 1
             if not head:
