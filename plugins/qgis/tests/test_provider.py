@@ -20,7 +20,8 @@ def test_autolabel_parameters(qgis_app):
     names = [p.name() for p in alg.parameterDefinitions()]
     assert names == [
         "INPUT", "BANDS", "ENGINE", "CHECKPOINT", "MODEL_TYPE", "CLASSES", "TILE_SIZE",
-        "OVERLAP", "KMEANS_MODEL", "SEED", "WORKERS", "OUTPUT", "RASTER_OUTPUT", "KMEANS_MODEL_OUT",
+        "OVERLAP", "KMEANS_MODEL", "SEED", "WORKERS", "AOI_EXTENT", "AOI_LAYER", "OUTPUT", "RASTER_OUTPUT",
+        "KMEANS_MODEL_OUT",
     ]
     assert alg.parameterDefinition("ENGINE").options() == ["auto", "sam", "classical"]
     assert alg.parameterDefinition("OUTPUT").defaultFileExtension() == "gpkg"

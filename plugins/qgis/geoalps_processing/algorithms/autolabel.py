@@ -9,7 +9,9 @@ from qgis.core import (
     QgsProcessingFeedback,
     QgsProcessingOutputNumber,
     QgsProcessingParameterDefinition,
+    QgsProcessingException,
     QgsProcessingParameterEnum,
+    QgsProcessingParameterExtent,
     QgsProcessingParameterFile,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterNumber,
@@ -17,12 +19,13 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
     QgsProcessingParameterVectorDestination,
+    QgsProcessingParameterVectorLayer,
 )
 
 from ..limits import (CLASSES_DEFAULT, CLASSES_MAX, CLASSES_MIN, ENGINES, MODEL_TYPES, OVERLAP_DEFAULT_PX,
                       SEED_DEFAULT, TILE_SIZE_DEFAULT_PX, TILE_SIZE_MIN_PX, overlap_problem)
 from ..outputs import style_on_load
-from .base import GeoAlpsAlgorithm, feature_count
+from .base import GeoAlpsAlgorithm, feature_count, layer_path
 
 HELP = """Finds objects in a raster without training data and groups them into pseudo-classes.
 
@@ -31,6 +34,7 @@ A mask engine proposes object masks tile by tile (SAM when a checkpoint is avail
 Bands: which bands the mask engine sees as red, green, blue, as 1-based indices ("3,2,1") or a preset name ("rgb"); empty lets geoalps choose.
 Engine (qgis_process index): 0 auto, 1 sam, 2 classical. Model type: 0 auto (from the checkpoint), 1 vit_b, 2 vit_l, 3 vit_h.
 Parallel worker processes (advanced): tiles run on a local dask cluster of that many processes; each needs its own memory (a SAM model per process).
+Area of interest (optional): an extent or a polygon layer; only the part of the raster inside it is read and labelled, polygons are clipped to it (at pixel edges) and the class raster covers its window. Give one or the other, not both.
 Existing k-means model: reuse the classes of an earlier run (its "Fitted k-means model" output) so that class ids mean the same across scenes; it is not refitted.
 
 The work runs in your geoalps environment (the "geoalps" command or that environment's Python), made by "Install or update geoalps" (GeoALPS > Setup) or set in Processing > Options > Providers > GeoALPS or in the GEOALPS_CLI environment variable. Cancelling stops it and leaves no output."""
@@ -51,6 +55,8 @@ class AutoLabelAlgorithm(GeoAlpsAlgorithm):
     KMEANS_MODEL_OUT = "KMEANS_MODEL_OUT"
     SEED = "SEED"
     WORKERS = "WORKERS"
+    AOI_EXTENT = "AOI_EXTENT"
+    AOI_LAYER = "AOI_LAYER"
     OUTPUT = "OUTPUT"
     RASTER_OUTPUT = "RASTER_OUTPUT"
     FEATURE_COUNT = "FEATURE_COUNT"
@@ -104,6 +110,12 @@ class AutoLabelAlgorithm(GeoAlpsAlgorithm):
         )
         workers.setFlags(workers.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
         self.addParameter(workers)
+        # optional: models saved before these parameters existed stay valid
+        self.addParameter(QgsProcessingParameterExtent(self.AOI_EXTENT, "Area of interest: extent", optional=True))
+        self.addParameter(QgsProcessingParameterVectorLayer(
+            self.AOI_LAYER, "Area of interest: polygon layer", types=[QgsProcessing.TypeVectorPolygon],
+            optional=True,
+        ))
         self.addParameter(QgsProcessingParameterVectorDestination(
             self.OUTPUT, "Pseudo-label polygons", type=QgsProcessing.TypeVectorPolygon,
         ))
@@ -122,6 +134,8 @@ class AutoLabelAlgorithm(GeoAlpsAlgorithm):
         problem = overlap_problem(tile, overlap)  # geoalps's rule, caught before the run starts
         if problem:
             return False, problem
+        if parameters.get(self.AOI_EXTENT) not in (None, "") and parameters.get(self.AOI_LAYER) not in (None, ""):
+            return False, "Give the area of interest as an extent or as a polygon layer, not both."
         reuse = self.parameterAsFile(parameters, self.KMEANS_MODEL, context)
         save = self.parameterAsFileOutput(parameters, self.KMEANS_MODEL_OUT, context)
         if reuse and save:
@@ -130,6 +144,33 @@ class AutoLabelAlgorithm(GeoAlpsAlgorithm):
                 "to, not both (a reused model is not refitted)."
             )
         return super().checkParameterValues(parameters, context)
+
+    def prepareAlgorithm(  # noqa: N802 (QGIS's name)
+        self, parameters: dict, context: QgsProcessingContext, feedback: QgsProcessingFeedback
+    ) -> bool:
+        # The main thread: a memory or filtered AOI layer is written to a file here.
+        self._aoi = self.aoi_arguments(parameters, context, feedback)
+        return True
+
+    def aoi_arguments(self, parameters: dict, context: QgsProcessingContext,
+                      feedback: QgsProcessingFeedback | None = None) -> list[str]:
+        """``--aoi`` (and ``--aoi-crs``) for the extent or polygon layer given, or nothing."""
+        if parameters.get(self.AOI_LAYER) not in (None, ""):
+            layer = self.parameterAsVectorLayer(parameters, self.AOI_LAYER, context)
+            if layer is None:
+                raise QgsProcessingException("GeoALPS: the area-of-interest layer cannot be loaded.")
+            return ["--aoi", layer_path(layer, context, feedback)]
+        if parameters.get(self.AOI_EXTENT) in (None, ""):
+            return []
+        extent = self.parameterAsExtent(parameters, self.AOI_EXTENT, context)
+        crs = self.parameterAsExtentCrs(parameters, self.AOI_EXTENT, context)
+        if extent.isNull() or extent.isEmpty():
+            return []
+        box = ",".join(repr(v) for v in (extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum()))
+        args = ["--aoi", box]
+        if crs.isValid():  # else the scene's CRS
+            args += ["--aoi-crs", crs.authid() or crs.toWkt()]
+        return args
 
     def arguments(self, parameters: dict, context: QgsProcessingContext) -> tuple[list[str], list[str]]:
         """The ``geoalps label`` argument list and the files it writes (polygons first)."""
@@ -162,6 +203,8 @@ class AutoLabelAlgorithm(GeoAlpsAlgorithm):
             args += ["--kmeans-model", save]
         if raster:
             args += ["--raster-out", raster]
+        aoi = getattr(self, "_aoi", None)
+        args += aoi if aoi is not None else self.aoi_arguments(parameters, context)
         args += ["--overwrite", "--progress-lines"]
         return args, [polygons, raster, "" if reuse else save]
 
