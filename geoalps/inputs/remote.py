@@ -47,6 +47,12 @@ def is_remote(location: str | os.PathLike) -> bool:
     return is_url(text) or text.startswith("/vsi")
 
 
+def is_virtual(location: str | os.PathLike) -> bool:
+    """Not on the local file system: a URL, a GDAL virtual path, or a VRT's XML (a STAC item)."""
+    text = str(location)
+    return is_remote(text) or text.lstrip().startswith("<")
+
+
 def gdal_path(location: str | os.PathLike) -> str:
     """The path GDAL opens: URLs become virtual file system paths, the rest is unchanged."""
     text = str(location)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,7 @@ from rasterio.windows import Window
 
 from geoalps.errors import InputError
 from geoalps.inputs.aoi import AreaOfInterest, inside_mask
-from geoalps.inputs.remote import base_name, display_name, gdal_env, gdal_path, is_remote, redact
+from geoalps.inputs.remote import base_name, display_name, gdal_env, gdal_path, is_virtual, redact
 
 # Above this many pixels a scene is suspicious unless the file is big enough to hold it: the
 # "huge claimed size" TIFF trick makes GDAL promise 2 billion pixels from a few hundred bytes.
@@ -50,7 +50,7 @@ class Scene:
     and ``aoi_wkb`` the AOI in window pixels when pixels outside it count as nodata.
     """
 
-    path: str
+    path: str = field(repr=False)  # may hold credentials (and a VRT's whole XML): not in reprs or logs
     name: str
     width: int
     height: int
@@ -161,7 +161,7 @@ def open_scene(
             georeferencing (unless ``allow_pixel_coords``), AOI outside, or every pixel nodata.
     """
     path = str(path)
-    virtual = is_remote(path) or path.lstrip().startswith("<")
+    virtual = is_virtual(path)
     shown = shown or display_name(path)
     if not virtual and not Path(path).exists():
         raise _fail(shown, "file not found")
@@ -243,7 +243,8 @@ def _band_stats(src, shown: str, nodata: float | None, percentiles: tuple[float,
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            sample = src.read(window=window, out_shape=(src.count, out_h, out_w))
+            whole = (width, height) == (src.width, src.height)
+            sample = src.read(window=None if whole else window, out_shape=(src.count, out_h, out_w))
     except RasterioIOError as exc:
         raise _fail(shown, f"pixels cannot be read, file truncated or corrupt ({_gdal_reason(exc)})") from None
     valid = valid_pixels(sample, nodata)
@@ -275,11 +276,12 @@ def read_window(scene: Scene, window: Window) -> np.ndarray:
             with rasterio.open(gdal_path(scene.path)) as src:
                 return src.read(window=scene.file_window(window))
     except RasterioIOError as exc:
+        virtual = is_virtual(scene.path)
+        what = "network error after retries, or corrupt data" if virtual else "corrupt or truncated data"
         raise _fail(
             scene.shown,
             f"cannot read pixels at col {int(window.col_off)}, row {int(window.row_off)} "
-            f"({int(window.width)} x {int(window.height)} px): corrupt or truncated data "
-            f"({_gdal_reason(exc)})",
+            f"({int(window.width)} x {int(window.height)} px): {what} ({_gdal_reason(exc)})",
         ) from None
 
 

@@ -32,7 +32,7 @@ from geoalps.errors import InputError, OutputError, TileError
 from geoalps.files import atomic_path, check_writable
 from geoalps.inputs.bands import resolve_bands
 from geoalps.inputs.aoi import load_aoi
-from geoalps.inputs.remote import is_remote, redact
+from geoalps.inputs.remote import is_virtual, redact
 from geoalps.inputs.scene import Scene, open_scene
 from geoalps.inputs.sources import materialise_arrays, scene_sources
 from geoalps.inputs.tiles import Tile, plan_tiles
@@ -90,9 +90,12 @@ def label(
     """Label scenes into pseudo-classed polygons (layer ``masks``) and optionally label rasters.
 
     Args:
-        scenes: raster paths, folders of image chips, or rioxarray DataArrays (with CRS and
-            transform; dask-backed is fine); several scenes are clustered together so a
-            pseudo-class means the same thing in all of them.
+        scenes: raster paths, folders of image chips, URLs or GDAL virtual paths (``https://``,
+            ``s3://``, ``gs://``, ``az://``, ``/vsicurl/``, ``/vsizip/``), STAC item or item
+            collection files/URLs (``assets=`` picks their bands), or rioxarray DataArrays (with
+            CRS and transform; dask-backed is fine); several scenes are clustered together so a
+            pseudo-class means the same thing in all of them. ``aoi=`` / ``aoi_crs=`` limit every
+            scene to an area of interest (see :mod:`geoalps.inputs.aoi`).
         output: GeoPackage to write (layer ``masks``); None to keep the objects in memory only.
         raster_out: pseudo-label GeoTIFF on the scene's grid, or a folder (``<scene>.labels.tif``
             each) when there are several scenes.
@@ -397,7 +400,7 @@ def _write_outputs(scenes, scene_layers, output, raster_targets, n_classes, over
 def _scene_paths(scenes: list[Scene]) -> dict[str, str]:
     """Scene name -> absolute path (or URL, redacted) of every scene, kept in the output so later
     commands (the class gallery) find the scenes where they were."""
-    return {s.name: s.shown if is_remote(s.path) or s.path.lstrip().startswith("<") else os.path.abspath(s.path)
+    return {s.name: s.shown if is_virtual(s.path) else os.path.abspath(s.path)
             for s in scenes}
 
 

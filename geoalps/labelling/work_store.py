@@ -25,11 +25,11 @@ def fingerprint(scenes: list[Any], settings: dict[str, Any]) -> dict[str, Any]:
     """What must not change between an interrupted run and its ``--resume``: each scene's file
     identity (path, size, modification time; for a URL or STAC item, where it is (redacted) and
     its grid) and every setting that changes tile results."""
-    from geoalps.inputs.remote import is_remote, redact
+    from geoalps.inputs.remote import is_virtual, redact
 
     files = []
     for scene in scenes:
-        if is_remote(scene.path) or scene.path.lstrip().startswith("<"):
+        if is_virtual(scene.path):
             files.append({"path": scene.shown, "grid": [scene.width, scene.height, scene.count, scene.dtype,
                                                         list(scene.transform)[:6], scene.col_off, scene.row_off],
                           "source_sha1": hashlib.sha1(redact(scene.path).encode()).hexdigest()})
