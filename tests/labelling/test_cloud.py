@@ -65,11 +65,12 @@ def cli(*args):
 
 def test_a_signed_url_labels_like_the_local_file_and_its_secret_is_nowhere(served, reference, tmp_path):
     out = tmp_path / "url.gpkg"
-    with RangeServer(served, tokens={"scene.tif": SECRET}) as server:
+    with RangeServer(served, tokens={"scene.tif": SECRET}, fail_every=3, fail_mode="503") as server:
         result = cli("label", f"{server.url}/scene.tif?{SECRET}", "-o", out, "--keep-work", "--raster-out",
                      tmp_path / "url.tif", "--engine", "classical", "--classes", "4", "--tile-size", "128",
                      "--overlap", "16", "--min-area-px", "30")
     assert result.returncode == 0, result.stderr
+    assert server.log.failures_injected >= 1  # retried, and the retries printed nothing secret
     assert_same(reference, pyogrio.read_dataframe(out, layer="masks"))
     assert set(pyogrio.read_dataframe(out, layer="masks")["scene"]) == {"scene.tif"}
     written = [out, tmp_path / "url.tif", *Path(f"{out}.geoalps-work").rglob("*.json")]
