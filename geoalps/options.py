@@ -13,6 +13,7 @@ them, not given copies.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
@@ -50,6 +51,17 @@ def check_tiling(tile_size_px: int, overlap_px: int) -> None:
         raise OptionError(f"--overlap must be between 0 and half the tile size ({tile_size_px // 2} px)")
 
 
+def parse_simplify(text: str | float) -> tuple[float, str]:
+    """``--simplify`` as (amount, unit): unit "px" ("1.5px"), "m" ("2m", needs a metric CRS) or
+    "crs" (a plain number, in the CRS's units)."""
+    value = str(text).strip().lower()
+    match = re.fullmatch(r"([0-9]*\.?[0-9]+(?:e[-+]?[0-9]+)?)\s*(px|m)?", value)
+    if not match or float(match.group(1)) <= 0:
+        raise OptionError(f"--simplify {text!r}: give a positive tolerance in pixels (1.5px), metres (2m) "
+                          "or CRS units (2)")
+    return float(match.group(1)), match.group(2) or "crs"
+
+
 @dataclass(frozen=True)
 class LabelOptions:
     """Settings of ``geoalps label`` that change results; names follow the CLI options
@@ -80,6 +92,8 @@ class LabelOptions:
     features: str = "auto"
     seed: int = 0
     allow_pixel_coords: bool = False
+    #: Coverage simplification tolerance: "1.5px" (pixels), "2m" (metres) or "2" (CRS units); None: off.
+    simplify: str | None = None
 
     def validated(self) -> "LabelOptions":
         """Check values a user can get wrong; resolve ``checkpoint`` (option, environment)."""
@@ -99,6 +113,8 @@ class LabelOptions:
                 raise OptionError(f"{name} must be in [0, 1]")
         if self.points_per_side < 1 or self.points_per_batch < 1:
             raise OptionError("--points-per-side and --points-per-batch must be positive")
+        if self.simplify is not None:
+            parse_simplify(self.simplify)
         checkpoint, source = explicit_checkpoint(self.checkpoint)
         if checkpoint and not os.path.isfile(checkpoint):
             raise ModelError(f"{checkpoint}: SAM checkpoint not found (from {source})")

@@ -97,6 +97,12 @@ clustering_opts = stack(
     seed_opt,
 )
 
+polygon_opts = stack(
+    click.option("--simplify", default=None, metavar="TOL",
+                 help="Coverage simplification of the polygons (neighbours keep sharing their edges): "
+                      "a tolerance in pixels (1.5px), metres (2m) or CRS units (2). Default: pixel outlines."),
+)
+
 # -- labelling: how the run executes (RunOptions) ---------------------------------------------
 run_opts = stack(
     click.option("--workers", type=click.IntRange(1), default=_RUN.workers, show_default=True,
