@@ -129,14 +129,15 @@ class RunOptions:
     """How a labelling run executes; none of these changes the output.
 
     ``workers``/``scheduler``: tiles on a local dask cluster of that many processes, or on an
-    existing cluster ("tcp://host:port"); 1 runs in this process. ``resume``/``keep_work``/
+    existing cluster ("tcp://host:port"); 1 runs in this process; 0 (default): the machine's
+    cores (:func:`auto_workers`). ``resume``/``keep_work``/
     ``work_dir``: the work folder of finished tiles (default ``OUTPUT.geoalps-work``).
     ``tile_batch``: tiles per engine call (0 = the engine's choice: 1 on CPU, by free memory on
     CUDA). ``overwrite``: replace outputs and a stale work folder. ``quiet``/``progress_lines``:
     no progress at all / ``geoalps-progress:`` lines instead of a bar.
     """
 
-    workers: int = 1
+    workers: int = 0
     scheduler: str | None = None
     resume: bool = False
     keep_work: bool = False
@@ -147,13 +148,33 @@ class RunOptions:
     progress_lines: bool = False
 
     def validated(self) -> "RunOptions":
-        if self.workers < 1:
-            raise OptionError("--workers must be at least 1")
+        if self.workers < 0:
+            raise OptionError("--workers must be 0 (the machine's cores) or a number of processes")
         if self.tile_batch < 0:
             raise OptionError("--tile-batch must be 0 (auto) or a positive number of tiles")
         if self.scheduler is not None and "://" not in self.scheduler:
             raise OptionError(f"--scheduler {self.scheduler!r}: give the address as tcp://HOST:PORT")
         return self
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, so a container's or taskset's share)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def auto_workers(workers: int, engine: str, pending_tiles: int) -> int:
+    """Worker processes of a run: ``workers`` when given (>= 1), else the machine's cores for the
+    classical engine (one single-threaded process a core, never more than the tiles to do) and
+    1 for SAM, whose torch already spreads each tile over every core (threads on CPU) or runs
+    on the GPU. The output is the same for any worker count."""
+    if workers >= 1:
+        return workers
+    if engine != "classical":
+        return 1
+    return max(1, min(available_cores(), pending_tiles))
 
 
 def split_options(values: dict[str, Any]) -> tuple[LabelOptions, RunOptions]:

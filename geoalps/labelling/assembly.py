@@ -17,7 +17,7 @@ from geoalps.inputs.scene import Scene
 from geoalps.objects.tile_result import TileResult
 from geoalps.outputs.vector import LayerWriter, with_class_names
 from geoalps.inputs.tiles import Tile
-from geoalps.objects.coverage import node_pixel_edges, resolve_overlaps, simplify_coverage, to_map
+from geoalps.objects.coverage import drop_inner_collinear, node_pixel_edges, resolve_overlaps, simplify_coverage, to_map
 from geoalps.objects.seams import merge_group
 
 def _frame(scene: Scene, geometries, features, scores, fragments, clusterer: OnlineKMeans | None):
@@ -83,7 +83,7 @@ def assemble_scene(
     def finish(geometries) -> np.ndarray:
         geometries = np.asarray(geometries, dtype=object)
         if disjoint:
-            geometries = simplify_coverage(node_pixel_edges(geometries), simplify_px)
+            geometries = simplify_coverage(drop_inner_collinear(node_pixel_edges(geometries)), simplify_px)
         return to_map(geometries, scene.transform)
 
     for tile_number, tile in enumerate(tiles):

@@ -42,7 +42,7 @@ from geoalps.labelling.work_store import WorkStore, fingerprint, settings_digest
 from geoalps.objects.features import feature_blocks
 from geoalps.objects.seams import SeamIndex
 from geoalps.objects.coverage import tolerance_px
-from geoalps.options import LabelOptions, RunOptions, parse_simplify, split_options
+from geoalps.options import LabelOptions, RunOptions, auto_workers, parse_simplify, split_options
 from geoalps.outputs.raster import burn_objects, open_label_raster, write_raster_style
 from geoalps.outputs.formats import check_output
 from geoalps.outputs.vector import (SCENES_METADATA, LayerStyle, LayerWriter, empty_objects, objects_in_layer,
@@ -113,7 +113,10 @@ def label(
     exe = (run or given_run).validated()
     with contextlib.ExitStack() as cleanup:
         state = _prepare(scenes, output, raster_out, kmeans_model, return_labels, opts, exe, cleanup)
-        with TileRunner(exe.workers, exe.scheduler) as runner:
+        from geoalps.engines import resolve_engine_name
+
+        pending = sum(t.key not in state.done for t in state.tiles)
+        with TileRunner(auto_workers(exe.workers, resolve_engine_name(opts), pending), exe.scheduler) as runner:
             description, blocks, batch = _start_engine(runner, state, opts, exe)
             seams = SeamIndex(state.plans, [Affine.identity()] * len(state.scenes))  # tile results are in scene pixels
             feeder = _pass1(runner, state, opts, exe, blocks, batch, seams)

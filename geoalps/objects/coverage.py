@@ -109,3 +109,69 @@ def tolerance_px(amount: float, unit: str, transform: Affine, crs_wkt: str | Non
             raise OptionError(f"{where}: --simplify {amount:g}m needs a CRS in metres; give pixels (e.g. 1.5px) "
                               "or CRS units (a plain number)")
     return amount / (abs(transform.determinant) ** 0.5 or 1.0)
+
+
+def drop_inner_collinear(geometries: np.ndarray) -> np.ndarray:
+    """After :func:`node_pixel_edges`, the vertices one group of polygons does not need: a
+    vertex in the middle of a straight run is dropped where exactly two polygons of the group
+    meet and it is a corner of neither (both sides drop it, so their edges still match).
+    Vertices on the group's outer boundary (one polygon: the other side may be another group's)
+    and junctions (three or more polygons, or a corner of any) stay. Cost: linear in vertices."""
+    geometries = np.asarray(geometries, dtype=object)
+    present = np.flatnonzero(~shapely.is_missing(geometries))
+    if len(present) < 2:
+        return geometries
+    parts, part_owner = shapely.get_parts(geometries[present], return_index=True)
+    rings, ring_part = _rings(parts)
+    xy, ring_of = shapely.get_coordinates(rings, return_index=True)
+    # drop each ring's closing vertex; neighbours are cyclic within a ring
+    starts = np.r_[0, np.flatnonzero(np.diff(ring_of)) + 1]
+    closing = np.r_[starts[1:] - 1, len(xy) - 1]
+    open_mask = np.ones(len(xy), bool)
+    open_mask[closing] = False
+    xy, ring_of = xy[open_mask], ring_of[open_mask]
+    starts = np.r_[0, np.flatnonzero(np.diff(ring_of)) + 1]
+    ends = np.r_[starts[1:], len(xy)]
+    position = np.arange(len(xy))
+    first = np.repeat(starts, ends - starts)
+    last = np.repeat(ends, ends - starts) - 1
+    prev = np.where(position == first, last, position - 1)
+    nxt = np.where(position == last, first, position + 1)
+    d_in, d_out = xy - xy[prev], xy[nxt] - xy
+    corner = np.abs(d_in[:, 0] * d_out[:, 1] - d_in[:, 1] * d_out[:, 0]) > 0
+    keys = np.rint(xy).astype(np.int64)
+    _, point = np.unique(keys, axis=0, return_inverse=True)
+    point = point.ravel()
+    owner = part_owner[ring_part[ring_of]]
+    pairs = np.unique(np.stack([point, owner], 1), axis=0)
+    owners_per_point = np.bincount(pairs[:, 0], minlength=point.max() + 1)
+    corner_anywhere = np.zeros(point.max() + 1, bool)
+    np.logical_or.at(corner_anywhere, point, corner)
+    keep = corner_anywhere[point] | (owners_per_point[point] != 2)
+    xy, ring_of = xy[keep], ring_of[keep]
+    # close the rings again and rebuild polygons (first ring of a part is its shell) and objects
+    starts = np.r_[0, np.flatnonzero(np.diff(ring_of)) + 1]
+    closed = np.insert(xy, np.r_[starts[1:], len(xy)], xy[starts], axis=0)
+    closed_ring = np.insert(ring_of, np.r_[starts[1:], len(ring_of)], ring_of[starts])
+    new_rings = shapely.linearrings(closed, indices=closed_ring)
+    new_parts = shapely.polygons(new_rings, indices=ring_part)
+    out = geometries.copy()
+    single = np.bincount(part_owner, minlength=len(present)) == 1
+    rebuilt = shapely.multipolygons(new_parts, indices=part_owner)
+    for i, kind in enumerate(shapely.get_type_id(geometries[present])):
+        out[present[i]] = new_parts[part_owner == i][0] if kind == shapely.GeometryType.POLYGON and single[i] else rebuilt[i]
+    return out
+
+
+def _rings(parts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every ring of every polygon (shell first), with the index of its polygon."""
+    shells = shapely.get_exterior_ring(parts)
+    n_holes = shapely.get_num_interior_rings(parts)
+    rings, owner = [], []
+    for i, (shell, k) in enumerate(zip(shells, n_holes)):
+        rings.append(shell)
+        owner.append(i)
+        for j in range(k):
+            rings.append(shapely.get_interior_ring(parts[i], j))
+            owner.append(i)
+    return np.array(rings, dtype=object), np.asarray(owner, dtype=np.int64)
