@@ -262,11 +262,16 @@ def _write_stream(frames: Iterator, path: Path, fmt: OutputFormat, crs_wkt: str 
     first = _arrow_table(next(frames), fmt)
     schema = first.schema
     rows = [0]
+    failure: list[BaseException] = []
 
     def batches():
-        for table in (first, *(_arrow_table(f, fmt, schema) for f in frames)):
-            rows[0] += table.num_rows
-            yield from table.to_batches()
+        try:
+            for table in (first, *(_arrow_table(f, fmt, schema) for f in frames)):
+                rows[0] += table.num_rows
+                yield from table.to_batches()
+        except BaseException as exc:  # GDAL would report it as "error while accessing batch"
+            failure.append(exc)
+            raise
 
     if fmt is GEOPARQUET:
         import pyarrow.parquet as pq
@@ -279,11 +284,16 @@ def _write_stream(frames: Iterator, path: Path, fmt: OutputFormat, crs_wkt: str 
     import pyogrio
 
     options = {"layer": layer_name} if fmt is not SHAPEFILE else {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # names are fitted already; GDAL's notes
-        pyogrio.write_arrow(pa.RecordBatchReader.from_batches(schema, batches()), path, driver=fmt.driver,
-                            geometry_name="geometry", geometry_type="MultiPolygon", crs=crs_wkt,
-                            layer_metadata=metadata, **options)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # names are fitted already; GDAL's notes
+            pyogrio.write_arrow(pa.RecordBatchReader.from_batches(schema, batches()), path, driver=fmt.driver,
+                                geometry_name="geometry", geometry_type="MultiPolygon", crs=crs_wkt,
+                                layer_metadata=metadata, **options)
+    except Exception:
+        if failure:  # the frames' own error, not GDAL's wrapper of it
+            raise failure[0] from None
+        raise
     return rows[0]
 
 
@@ -293,7 +303,7 @@ def _geoparquet_metadata(crs_wkt: str | None, metadata: dict[str, str] | None) -
     if crs_wkt is not None:
         from pyproj import CRS
 
-        column["crs"] = CRS.from_wkt(crs_wkt).to_json_dict()
+        column["crs"] = CRS.from_user_input(crs_wkt).to_json_dict()
     else:
         column["crs"] = None  # GeoParquet: null = unknown CRS (absent would mean OGC:CRS84)
     geo = {"version": "1.0.0", "primary_column": "geometry", "columns": {"geometry": column}}
