@@ -18,6 +18,28 @@ from typing import Any, Callable, Iterator, Sequence
 from geoalps.errors import DependencyError, GeoAlpsError, InputError, OptionError
 
 
+def _unwrapped(exc: BaseException) -> str | None:
+    """The message of a GeoAlpsError that dask handed back as ``Exception("InputError('...')")``
+    (it does so when it cannot send the error itself, e.g. with its GDAL cause chained); None
+    for anything else."""
+    import ast
+    import re
+
+    from geoalps import errors
+
+    if type(exc) is not Exception or len(exc.args) != 1 or not isinstance(exc.args[0], str):
+        return None
+    match = re.fullmatch(r"(\w+)\((.*)\)", exc.args[0].strip(), flags=re.S)
+    kind = getattr(errors, match.group(1), None) if match else None
+    if not (isinstance(kind, type) and issubclass(kind, GeoAlpsError)):
+        return None
+    try:
+        message = ast.literal_eval(match.group(2))
+    except (ValueError, SyntaxError):
+        return None
+    return message if isinstance(message, str) else None
+
+
 @dataclass(frozen=True)
 class TileFailure:
     """A task that kept failing: which one and the last error, on one line."""
@@ -29,6 +51,9 @@ class TileFailure:
 def _one_line(exc: BaseException) -> str:
     if isinstance(exc, GeoAlpsError):
         return str(exc)
+    wrapped = _unwrapped(exc)
+    if wrapped is not None:
+        return wrapped
     last = traceback.format_exception_only(type(exc), exc)[-1].strip()
     return " ".join(last.split())
 

@@ -44,7 +44,7 @@ from geoalps.objects.seams import SeamIndex
 from geoalps.objects.coverage import tolerance_px
 from geoalps.options import LabelOptions, RunOptions, auto_workers, parse_simplify, split_options
 from geoalps.outputs.raster import burn_objects, open_label_raster, write_raster_style
-from geoalps.outputs.formats import check_output
+from geoalps.outputs.formats import check_output, output_format
 from geoalps.outputs.vector import (SCENES_METADATA, LayerStyle, LayerWriter, empty_objects, objects_in_layer,
                                     read_layer, read_layer_batches, with_ids, write_output)
 from geoalps.progress import Progress, emit_line
@@ -93,7 +93,8 @@ def label(
         scenes: raster paths, folders of image chips, or rioxarray DataArrays (with CRS and
             transform; dask-backed is fine); several scenes are clustered together so a
             pseudo-class means the same thing in all of them.
-        output: GeoPackage to write (layer ``masks``); None to keep the objects in memory only.
+        output: polygons to write, in the format of its extension (.gpkg, .parquet, .fgb, .geojson,
+            .json, .shp: :mod:`geoalps.outputs.formats`); None to keep the objects in memory only.
         raster_out: pseudo-label GeoTIFF on the scene's grid, or a folder (``<scene>.labels.tif``
             each) when there are several scenes.
         kmeans_model: saved k-means; reused (frozen) when the file exists, else fitted and saved.
@@ -105,7 +106,8 @@ def label(
     Scenes in different CRSs are reprojected to the first scene's CRS in the output layer; each
     label raster stays on its own scene's grid. Memory: per worker one tile's pixels and masks;
     in this process the k-means, the seam candidates of finished tiles whose neighbours are still
-    running, the fragments of merged objects and one batch of polygons.
+    running, the fragments of merged objects (with a disjoint engine, all objects near seams of
+    the scene being assembled: :mod:`geoalps.objects.coverage`) and one batch of polygons.
     """
     started = time.perf_counter()
     given_settings, given_run = split_options(options)
@@ -189,6 +191,8 @@ def _prepare(scenes, output, raster_out, kmeans_model, return_labels, opts: Labe
              cleanup: contextlib.ExitStack) -> _Run:
     """Open and check every input and output before any tile work, so bad input fails in seconds."""
     overwrite, work_dir = exe.overwrite, exe.work_dir
+    if output is not None:
+        output_format(output)  # an unknown extension fails before the scenes are even opened
     paths = expand_scene_paths(materialise_arrays(scenes, cleanup, opts.allow_pixel_coords))
     opened = [open_scene(p, nodata=opts.nodata, allow_pixel_coords=opts.allow_pixel_coords) for p in paths]
     if len({s.georeferenced for s in opened}) > 1:
