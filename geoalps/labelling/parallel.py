@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 import traceback
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
@@ -91,10 +92,12 @@ class TileRunner:
                 self.client = Client(self.scheduler, timeout="20s")
             else:
                 self._config.enter_context(_worker_environment())
-                self.cluster = LocalCluster(
-                    n_workers=self.workers, threads_per_worker=1, processes=True,
-                    dashboard_address=None, silence_logs=logging.ERROR,
-                )
+                with warnings.catch_warnings():  # "Port 8787 is already in use": another cluster's
+                    warnings.filterwarnings("ignore", message="Port .* is already in use", category=UserWarning)
+                    self.cluster = LocalCluster(
+                        n_workers=self.workers, threads_per_worker=1, processes=True,
+                        dashboard_address=None, silence_logs=logging.ERROR,
+                    )
                 self.client = Client(self.cluster)
                 # Forked workers inherit this process's BLAS/OpenMP pools (sized for all cores).
                 from geoalps.labelling.dask_worker import SingleThreadedLibraries
