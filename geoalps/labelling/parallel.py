@@ -96,7 +96,7 @@ class TileRunner:
                     warnings.filterwarnings("ignore", message="Port .* is already in use", category=UserWarning)
                     self.cluster = LocalCluster(
                         n_workers=self.workers, threads_per_worker=1, processes=True,
-                        dashboard_address=None, silence_logs=logging.ERROR,
+                        dashboard_address=None, silence_logs=logging.CRITICAL,  # failures: our own one line
                     )
                 self.client = Client(self.cluster)
                 # Forked workers inherit this process's BLAS/OpenMP pools (sized for all cores).
