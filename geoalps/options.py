@@ -13,6 +13,7 @@ them, not given copies.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
@@ -48,6 +49,17 @@ def check_tiling(tile_size_px: int, overlap_px: int) -> None:
         raise OptionError(f"--tile-size must be at least {TILE_SIZE_MIN_PX} px")
     if not 0 <= overlap_px <= tile_size_px // 2:
         raise OptionError(f"--overlap must be between 0 and half the tile size ({tile_size_px // 2} px)")
+
+
+def parse_simplify(text: str | float) -> tuple[float, str]:
+    """``--simplify`` as (amount, unit): unit "px" ("1.5px"), "m" ("2m", needs a metric CRS) or
+    "crs" (a plain number, in the CRS's units)."""
+    value = str(text).strip().lower()
+    match = re.fullmatch(r"([0-9]*\.?[0-9]+(?:e[-+]?[0-9]+)?)\s*(px|m)?", value)
+    if not match or float(match.group(1)) <= 0:
+        raise OptionError(f"--simplify {text!r}: give a positive tolerance in pixels (1.5px), metres (2m) "
+                          "or CRS units (2)")
+    return float(match.group(1)), match.group(2) or "crs"
 
 
 @dataclass(frozen=True)
@@ -86,6 +98,8 @@ class LabelOptions:
     aoi_crs: str | None = None
     #: Bands of STAC items: asset keys or eo:bands common names, comma-separated.
     assets: str | None = None
+    #: Coverage simplification tolerance: "1.5px" (pixels), "2m" (metres) or "2" (CRS units); None: off.
+    simplify: str | None = None
 
     def validated(self) -> "LabelOptions":
         """Check values a user can get wrong; resolve ``checkpoint`` (option, environment)."""
@@ -105,6 +119,8 @@ class LabelOptions:
                 raise OptionError(f"{name} must be in [0, 1]")
         if self.points_per_side < 1 or self.points_per_batch < 1:
             raise OptionError("--points-per-side and --points-per-batch must be positive")
+        if self.simplify is not None:
+            parse_simplify(self.simplify)
         checkpoint, source = explicit_checkpoint(self.checkpoint)
         if checkpoint and not os.path.isfile(checkpoint):
             raise ModelError(f"{checkpoint}: SAM checkpoint not found (from {source})")
@@ -119,14 +135,15 @@ class RunOptions:
     """How a labelling run executes; none of these changes the output.
 
     ``workers``/``scheduler``: tiles on a local dask cluster of that many processes, or on an
-    existing cluster ("tcp://host:port"); 1 runs in this process. ``resume``/``keep_work``/
+    existing cluster ("tcp://host:port"); 1 runs in this process; 0 (default): the machine's
+    cores (:func:`auto_workers`). ``resume``/``keep_work``/
     ``work_dir``: the work folder of finished tiles (default ``OUTPUT.geoalps-work``).
     ``tile_batch``: tiles per engine call (0 = the engine's choice: 1 on CPU, by free memory on
     CUDA). ``overwrite``: replace outputs and a stale work folder. ``quiet``/``progress_lines``:
     no progress at all / ``geoalps-progress:`` lines instead of a bar.
     """
 
-    workers: int = 1
+    workers: int = 0
     scheduler: str | None = None
     resume: bool = False
     keep_work: bool = False
@@ -137,13 +154,33 @@ class RunOptions:
     progress_lines: bool = False
 
     def validated(self) -> "RunOptions":
-        if self.workers < 1:
-            raise OptionError("--workers must be at least 1")
+        if self.workers < 0:
+            raise OptionError("--workers must be 0 (the machine's cores) or a number of processes")
         if self.tile_batch < 0:
             raise OptionError("--tile-batch must be 0 (auto) or a positive number of tiles")
         if self.scheduler is not None and "://" not in self.scheduler:
             raise OptionError(f"--scheduler {self.scheduler!r}: give the address as tcp://HOST:PORT")
         return self
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, so a container's or taskset's share)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def auto_workers(workers: int, engine: str, pending_tiles: int) -> int:
+    """Worker processes of a run: ``workers`` when given (>= 1), else the machine's cores for the
+    classical engine (one single-threaded process a core, never more than the tiles to do) and
+    1 for SAM, whose torch already spreads each tile over every core (threads on CPU) or runs
+    on the GPU. The output is the same for any worker count."""
+    if workers >= 1:
+        return workers
+    if engine != "classical":
+        return 1
+    return max(1, min(available_cores(), pending_tiles))
 
 
 def split_options(values: dict[str, Any]) -> tuple[LabelOptions, RunOptions]:

@@ -45,7 +45,7 @@ from geoalps.files import atomic_path, check_writable
 from geoalps.inputs.bands import resolve_bands, stretch_to_uint8
 from geoalps.inputs.scene import STATS_READ_PX, BandStats, Scene, open_scene, valid_pixels
 from geoalps.outputs.style import class_colors
-from geoalps.outputs.vector import LAYER, SCENES_METADATA
+from geoalps.outputs.vector import SCENES_METADATA, layer_info, layer_metadata, read_layer
 
 #: Longest side, in pixels, of the decimated read behind the overview and the signatures.
 OVERVIEW_PX = STATS_READ_PX
@@ -212,28 +212,21 @@ def read_objects(gpkg: str):
     Returns ``(frame, class_field, crs_wkt)``; ``class_field`` is ``pseudo_class`` (label) or
     ``class_id`` (predict).
     """
-    import pyogrio
-
     if not Path(gpkg).exists():
         raise InputError(f"{gpkg}: file not found")
-    from pyogrio.errors import DataLayerError, DataSourceError
-
-    try:
-        info = pyogrio.read_info(gpkg, layer=LAYER)
-    except (DataSourceError, DataLayerError) as exc:
-        raise InputError(f"{gpkg}: cannot read layer {LAYER!r} ({' '.join(str(exc).split())})") from None
-    fields = set(info["fields"].tolist())
+    info = layer_info(gpkg)
+    fields = set(info["fields"])
     class_field = next((f for f in ("pseudo_class", "class_id") if f in fields), None)
     missing = [f for f in ("instance_id", "scene") if f not in fields]
     if class_field is None or missing:
         absent = missing + ([] if class_field else ["pseudo_class"])
-        raise InputError(f"{gpkg}: layer {LAYER!r} lacks field(s) {', '.join(absent)}; not a geoalps output")
+        raise InputError(f"{gpkg}: lacks field(s) {', '.join(absent)}; not a geoalps output")
     wanted = ["instance_id", class_field, "scene"] + [f for f in ("area", "area_px", "class_distance", "score",
                                                                    "class_name") if f in fields]
-    frame = pyogrio.read_dataframe(gpkg, layer=LAYER, columns=wanted, read_geometry=False, fid_as_index=True)
+    frame = read_layer(gpkg, columns=wanted, read_geometry=False, fid_as_index=True)
     frame = frame[frame[class_field].notna() & (frame[class_field] >= 0)]
     if not len(frame):
-        raise InputError(f"{gpkg}: layer {LAYER!r} has no classified objects; nothing to show")
+        raise InputError(f"{gpkg}: has no classified objects; nothing to show")
     frame[class_field] = frame[class_field].astype(np.int64)
     if "area" not in frame.columns:
         frame["area"] = frame["area_px"] if "area_px" in frame.columns else 1.0
@@ -305,12 +298,10 @@ def find_scene(gpkg: str, name: str, scenes: list[str | os.PathLike] | None = No
 
 def _recorded_scenes(gpkg: str) -> dict[str, str]:
     """``geoalps_scenes`` from the GeoPackage's dataset metadata; {} when absent or malformed."""
-    import pyogrio
-
     try:
-        metadata = pyogrio.read_info(gpkg, layer=LAYER).get("layer_metadata") or {}
+        metadata = layer_metadata(gpkg)
         recorded = json.loads(metadata.get(SCENES_METADATA, "{}"))
-    except (ValueError, TypeError, OSError):
+    except (ValueError, TypeError, OSError, InputError):
         return {}
     return {str(k): str(v) for k, v in recorded.items()} if isinstance(recorded, dict) else {}
 
@@ -381,7 +372,6 @@ def _rasterize_classes(gpkg: str, members, class_field: str, layer_crs: str | No
                        shape: tuple[int, int]) -> np.ndarray:
     """Class id per pixel of the decimated grid (-1 outside every polygon). Geometries are read
     largest first, GEOMETRY_BATCH at a time, so smaller polygons end up on top."""
-    import pyogrio
     import shapely
     from rasterio.features import rasterize
 
@@ -393,7 +383,7 @@ def _rasterize_classes(gpkg: str, members, class_field: str, layer_crs: str | No
     tolerance = decimated_px / 4 if decimated_px > max(scene.res) * 1.5 else 0.0
     for start in range(0, len(ordered), GEOMETRY_BATCH):
         fids = ordered.index[start:start + GEOMETRY_BATCH]
-        batch = pyogrio.read_dataframe(gpkg, layer=LAYER, columns=[], fids=np.asarray(fids), fid_as_index=True)
+        batch = read_layer(gpkg, columns=[], fids=np.asarray(fids), fid_as_index=True)
         geometries = _to_scene_crs(batch.geometry.reindex(fids), layer_crs, scene).to_numpy()
         if tolerance:
             geometries = shapely.simplify(geometries, tolerance, preserve_topology=False)
@@ -410,14 +400,12 @@ def _rasterize_classes(gpkg: str, members, class_field: str, layer_crs: str | No
 
 def _read_chips(gpkg: str, objects, picks, opened: dict[str, Scene], layer_crs: str | None, chip_px: int,
                 bands: str | None) -> dict[int, list[_Chip]]:
-    import pyogrio
-
     order = [(k, kind, fid) for k, kinds in picks.items() for kind in ("nearest", "random") for fid in kinds[kind]]
     chips: dict[int, list[_Chip]] = {k: [] for k in picks}
     if not order:
         return chips
     fids = np.array([fid for _, _, fid in order])
-    geometries = pyogrio.read_dataframe(gpkg, layer=LAYER, columns=[], fids=fids, fid_as_index=True).geometry
+    geometries = read_layer(gpkg, columns=[], fids=fids, fid_as_index=True).geometry
     by_scene: dict[str, list] = {}
     for k, kind, fid in order:
         by_scene.setdefault(str(objects.at[fid, "scene"]), []).append((k, kind, fid))

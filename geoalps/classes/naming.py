@@ -24,8 +24,9 @@ import numpy as np
 
 from geoalps.clustering.names import ClassNames, parse_mapping
 from geoalps.errors import InputError, OptionError
-from geoalps.files import atomic_path, check_writable
-from geoalps.outputs.vector import LAYER, SCENES_METADATA, LayerWriter, read_layer_batches, with_class_names
+from geoalps.outputs.formats import check_output
+from geoalps.outputs.vector import (SCENES_METADATA, LayerStyle, layer_info, read_layer, read_layer_batches,
+                                    with_class_names, write_output)
 
 
 @dataclass
@@ -58,9 +59,7 @@ class NamingReport:
 
 def count_pseudo_classes(output: str | os.PathLike) -> int:
     """K of an output: one more than the largest pseudo-class in its layer (attributes only)."""
-    import pyogrio
-
-    frame = pyogrio.read_dataframe(output, layer=LAYER, columns=["pseudo_class"], read_geometry=False)
+    frame = read_layer(output, columns=["pseudo_class"], read_geometry=False)
     return int(frame["pseudo_class"].max()) + 1 if len(frame) else 0
 
 
@@ -68,14 +67,13 @@ def vote(output: str | os.PathLike, examples: str | os.PathLike, name_field: str
     """Votes of the examples in ``examples`` (points or polygons with ``name_field``) for the
     pseudo-classes of the objects in ``output`` under them; reads only the objects the examples'
     bounds meet."""
-    import pyogrio
     import shapely
 
     ex = _read_examples(examples, name_field)
-    crs = pyogrio.read_info(output, layer=LAYER)["crs"]
+    crs = layer_info(output)["crs"]
     if ex.crs is not None and crs is not None:
         ex = ex.to_crs(crs)
-    objects = pyogrio.read_dataframe(output, layer=LAYER, columns=["pseudo_class"], bbox=tuple(ex.total_bounds))
+    objects = read_layer(output, columns=["pseudo_class"], bbox=tuple(ex.total_bounds))
     votes: dict[int, dict[str, float]] = {}
     unused: list[int] = []
     tree = shapely.STRtree(objects.geometry.values)
@@ -150,7 +148,7 @@ def name_classes(
         raise OptionError("give either --examples (with --field) or --names, not both")
     if not Path(output).is_file():
         raise InputError(f"{output}: labelling output not found")
-    check_writable(named_output, overwrite)
+    check_output(named_output, overwrite)
     model = OnlineKMeans.load(kmeans_model) if kmeans_model is not None else None
     n_classes = model.effective_classes if model is not None else count_pseudo_classes(output)
     if examples is not None:
@@ -168,20 +166,17 @@ def name_classes(
 def rename_output(output: str | os.PathLike, named_output: str | os.PathLike, names: ClassNames,
                   overwrite: bool = False) -> Path:
     """Copy ``output`` with ``class_id``/``class_name`` from ``names`` (batch by batch, atomic)."""
-    import pyogrio
-
-    from geoalps.outputs.style import write_qgis_style
-
-    info = pyogrio.read_info(output, layer=LAYER)
-    metadata = {k: v for k, v in (info.get("layer_metadata") or {}).items() if k == SCENES_METADATA}
+    info = layer_info(output)
+    metadata = {k: v for k, v in info["layer_metadata"].items() if k == SCENES_METADATA}
     ids, merged = names.class_ids(), names.merged_names
-    with atomic_path(named_output, overwrite) as tmp:
-        writer = LayerWriter(tmp, info["crs"], layer_metadata=metadata or None)
+
+    def renamed():
         for batch in read_layer_batches(output):
             batch = batch.drop(columns=[c for c in ("class_id", "class_name") if c in batch.columns])
-            writer.add(with_class_names(batch, ids, merged))
-        writer.close()
-        write_qgis_style(str(tmp), LAYER, len(merged), field="class_id", class_names=merged)
+            yield with_class_names(batch, ids, merged)
+
+    write_output(renamed(), named_output, info["crs"], overwrite=overwrite,
+                 style=LayerStyle(len(merged), "class_id", merged), metadata=metadata or None, renumber=False)
     return Path(named_output)
 
 

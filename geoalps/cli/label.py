@@ -6,19 +6,21 @@ import sys
 import click
 
 from geoalps.cli import main
-from geoalps.cli.options import (area_opts, clustering_opts, engine_opt, mask_filter_opts, run_opts, sam_opts,
-                                 scene_opts)
+from geoalps.cli.options import (area_opts, clustering_opts, engine_opt, mask_filter_opts, polygon_opts, run_opts,
+                                 sam_opts, scene_opts)
 
 
 @main.command("label")
 @click.argument("scenes", nargs=-1, required=True, type=click.Path(path_type=str))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="GeoPackage to write (layer 'masks').")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Polygons to write; the format follows the extension: .gpkg (layer 'masks'), "
+                   ".parquet (GeoParquet), .fgb, .geojson/.json, .shp.")
 @engine_opt
 @sam_opts
 @mask_filter_opts
 @scene_opts
 @area_opts
 @clustering_opts
+@polygon_opts
 @click.option("--kmeans-model", type=click.Path(dir_okay=False), default=None,
               help="Reuse this k-means model if it exists (same classes across runs), else fit and save it here.")
 @click.option("--raster-out", type=click.Path(), default=None,

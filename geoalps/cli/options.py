@@ -107,10 +107,18 @@ clustering_opts = stack(
     seed_opt,
 )
 
+polygon_opts = stack(
+    click.option("--simplify", default=None, metavar="TOL",
+                 help="Coverage simplification of the polygons (neighbours keep sharing their edges): "
+                      "a tolerance in pixels (1.5px), metres (2m) or CRS units (2). Default: pixel outlines."),
+)
+
 # -- labelling: how the run executes (RunOptions) ---------------------------------------------
 run_opts = stack(
-    click.option("--workers", type=click.IntRange(1), default=_RUN.workers, show_default=True,
-                 help="Tiles in parallel on a local dask cluster of this many processes; 1 runs in-process."),
+    click.option("--workers", type=click.IntRange(0), default=_RUN.workers, show_default=True,
+                 help="Tiles in parallel on a local dask cluster of this many processes; 1 runs in-process; "
+                      "0 = auto: one process a core for the classical engine (at most one a tile), 1 for SAM "
+                      "(torch uses the cores)."),
     click.option("--scheduler", default=None, metavar="tcp://HOST:PORT", help="Run tiles on an existing dask cluster."),
     click.option("--tile-batch", type=click.IntRange(0, 64), default=_RUN.tile_batch, show_default=True,
                  help="Tiles per engine call: SAM encodes them in one batch. 0 = auto (1 on CPU, by free memory on CUDA)."),

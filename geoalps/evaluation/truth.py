@@ -22,12 +22,14 @@ import numpy as np
 
 from geoalps.errors import InputError, OptionError
 from geoalps.outputs.raster import CLASS_NAMES_TAG, NAMES_SEPARATOR
-from geoalps.outputs.vector import LAYER
+from geoalps.outputs.formats import GEOPACKAGE, format_of
+from geoalps.outputs.vector import LAYER, layer_info, read_layer
 from geoalps.evaluation.pseudo_labels import (ContingencyAccumulator, object_recall, pseudo_label_scores,
                                               raster_objects)
 
 #: Suffixes read as vector files (pyogrio); everything else is opened as a raster.
-VECTOR_SUFFIXES = (".gpkg", ".geojson", ".json", ".shp", ".fgb", ".gml", ".kml", ".sqlite")
+VECTOR_SUFFIXES = (".gpkg", ".geojson", ".json", ".shp", ".fgb", ".parquet", ".geoparquet", ".gml", ".kml",
+                   ".sqlite")
 PREDICTION_LAYER = LAYER
 PREDICTION_FIELD = "pseudo_class"
 
@@ -268,20 +270,22 @@ def _vector_reader(path, grid: Grid, field: str | None, nodata) -> tuple[BlockRe
 
 
 def _layer_reader(path, grid: Grid) -> tuple[BlockReader, Any]:
-    """The ``masks`` layer of a geoalps GeoPackage, rasterized on ``grid`` block by block.
+    """The layer of a geoalps output (any of its formats), rasterized on ``grid`` block by block.
 
-    Each block reads only the polygons meeting it (through the layer's spatial index), so memory
-    follows the block. Returns (reader, layer bounds in the grid's CRS).
+    Each block reads only the polygons meeting it (GeoPackage/FlatGeobuf through the layer's
+    spatial index; other formats scan the layer per block), so memory follows the block.
+    Returns (reader, layer bounds in the grid's CRS).
     """
-    import pyogrio
     from rasterio.warp import transform_bounds
 
-    layers = _layers(path)
-    if PREDICTION_LAYER not in layers:
-        raise InputError(f"{path}: no layer '{PREDICTION_LAYER}' (layers: {', '.join(layers) or 'none'})")
-    info = pyogrio.read_info(path, layer=PREDICTION_LAYER, force_total_bounds=True)
+    fmt = format_of(path) or GEOPACKAGE
+    if fmt.layer is not None:
+        layers = _layers(path)
+        if fmt.layer not in layers:
+            raise InputError(f"{path}: no layer '{fmt.layer}' (layers: {', '.join(layers) or 'none'})")
+    info = layer_info(path, force_total_bounds=True)
     if PREDICTION_FIELD not in list(info["fields"]):
-        raise InputError(f"{path}: layer '{PREDICTION_LAYER}' has no field '{PREDICTION_FIELD}'")
+        raise InputError(f"{path}: layer '{fmt.layer or Path(path).stem}' has no field '{PREDICTION_FIELD}'")
     layer_crs = _crs(info["crs"])
     _check_crs(path, layer_crs, grid)
     reproject = layer_crs is not None and not _same_crs(layer_crs, grid.crs)
@@ -289,10 +293,19 @@ def _layer_reader(path, grid: Grid) -> tuple[BlockReader, Any]:
     def read(window):
         bbox = grid.bounds(window)
         bbox = transform_bounds(grid.crs, layer_crs, *bbox) if reproject else bbox
-        frame = _read_frame(path, grid, [PREDICTION_FIELD], PREDICTION_LAYER, bbox=tuple(bbox))
+        frame = _prediction_frame(path, grid, [PREDICTION_FIELD], bbox=tuple(bbox))
         return _burn(frame.geometry.to_numpy(), frame[PREDICTION_FIELD].to_numpy(np.int64), grid, window)
 
     return read, _to_grid_bounds(info["total_bounds"], layer_crs, grid)
+
+
+def _prediction_frame(path, grid: Grid, columns: list[str], bbox=None):
+    """The rows of a geoalps output (any format) in the grid's CRS, empty shapes dropped."""
+    frame = read_layer(path, columns=columns, bbox=bbox)
+    _check_crs(path, frame.crs, grid)
+    if frame.crs is not None and not _same_crs(frame.crs, grid.crs):
+        frame = frame.to_crs(grid.crs)
+    return frame[frame.geometry.notna() & ~frame.geometry.is_empty]
 
 
 def _readers(prediction, truth, truth_field, truth_nodata, stack) -> tuple[Grid, BlockReader, BlockReader, dict]:
@@ -346,7 +359,11 @@ def _polygons(path, grid: Grid, layer: str | None = None, by: str = "component",
 def _object_scores(prediction, objects, grid: Grid, *, iou_threshold: float, by: str, classes,
                    min_size_px: int, box: bool) -> dict[str, Any]:
     """Object recall of the prediction's polygons (GeoPackage) or components (label raster)."""
-    pred_geoms, _ = _polygons(prediction, grid, layer=PREDICTION_LAYER)
+    if _kind(prediction) == "vector":
+        layer_info(prediction)
+        pred_geoms = _prediction_frame(prediction, grid, []).geometry.to_numpy()
+    else:
+        pred_geoms, _ = _polygons(prediction, grid)
     true_geoms, sizes = _polygons(objects, grid, by=by, classes=classes)
     return object_recall(pred_geoms, true_geoms, iou_threshold, min_size_px=min_size_px,
                          pixel_area=grid.pixel_area, sizes_px=sizes, box=box)

@@ -10,15 +10,18 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+import shapely
 
 from geoalps.clustering.kmeans import OnlineKMeans
 from geoalps.inputs.scene import Scene
 from geoalps.objects.tile_result import TileResult
 from geoalps.outputs.vector import LayerWriter, with_class_names
 from geoalps.inputs.tiles import Tile
+from geoalps.objects.coverage import drop_inner_collinear, node_pixel_edges, resolve_overlaps, simplify_coverage, to_map
 from geoalps.objects.seams import merge_group
 
 def _frame(scene: Scene, geometries, features, scores, fragments, clusterer: OnlineKMeans | None):
+    """Objects as rows; ``geometries`` are already in map coordinates."""
     import geopandas as gpd
     import shapely
 
@@ -52,49 +55,75 @@ def assemble_scene(
     writer: LayerWriter,
     merged: Sequence[Sequence[tuple[int, int]]] = (),
     on_tile=None,
+    simplify_px: float = 0.0,
 ) -> int:
     """Classify, merge and write one scene's objects; returns the number written.
 
     ``merged`` lists the objects that are one object across a seam, as groups of (tile number,
     object index) (:meth:`geoalps.objects.seams.SeamIndex.merged`); every other object is written as its
     tile is read. A merged object's features, score and class come from its fragments weighted
-    by pixel area.
+    by pixel area. Tile results hold scene-pixel geometries; they go to map coordinates here.
+
+    Objects of a disjoint engine leave as a coverage (:mod:`geoalps.objects.coverage`): the seam
+    candidates (objects reaching a part of the scene another tile also sees) are held with the
+    merged fragments until the scene is done, their overlaps resolved (smallest object on top,
+    the label raster's rule), every edge noded, and each written group (one tile's free objects;
+    the held ones) coverage-simplified by ``simplify_px`` with its outer boundary fixed. Memory:
+    the held objects of one scene (those near tile seams).
     """
     group_of: dict[int, dict[int, int]] = {}
     for group_number, group in enumerate(merged):
         for tile_number, index in group:
             group_of.setdefault(tile_number, {})[index] = group_number
     fragments: dict[tuple[int, int], tuple] = {}  # only fragments of merged objects are held
+    held: list[tuple] = []  # (geometry, features, score, 1): a disjoint engine's seam candidates
+    disjoint = False
     written = 0
+
+    def finish(geometries) -> np.ndarray:
+        geometries = np.asarray(geometries, dtype=object)
+        if disjoint:
+            geometries = simplify_coverage(drop_inner_collinear(node_pixel_edges(geometries)), simplify_px)
+        return to_map(geometries, scene.transform)
+
     for tile_number, tile in enumerate(tiles):
         result = load(tile)
         if on_tile is not None:
             on_tile()
         if not len(result):
             continue
+        disjoint = disjoint or result.disjoint
         feats = result.feature_matrix(blocks)
         alone = np.ones(len(result), dtype=bool)
         for index in group_of.get(tile_number, {}):
             alone[index] = False
             fragments[(tile_number, index)] = (result.geometries[index], feats[index], float(result.scores[index]),
                                                float(result.area_px[index]))
+        if result.disjoint:
+            keep = alone & result.seam_candidate
+            held.extend((result.geometries[i], feats[i], float(result.scores[i]), 1) for i in np.flatnonzero(keep))
+            alone &= ~keep
         if alone.any():
-            frame = _frame(scene, result.geometries[alone], feats[alone], result.scores[alone],
+            frame = _frame(scene, finish(result.geometries[alone]), feats[alone], result.scores[alone],
                            np.ones(int(alone.sum())), clusterer)
             writer.add(frame)
             written += len(frame)
-    if merged:
-        merged_geoms, merged_feats, merged_scores, counts = [], [], [], []
-        for group in merged:
-            parts = [fragments.pop(member) for member in group]
-            area_px = np.array([p[3] for p in parts])
-            weights = area_px / max(area_px.sum(), 1)
-            merged_geoms.append(merge_group(np.array([p[0] for p in parts], dtype=object)))
-            merged_feats.append(weights @ np.stack([p[1] for p in parts]))
-            merged_scores.append(float(weights @ np.array([p[2] for p in parts])))
-            counts.append(len(parts))
-        frame = _frame(scene, np.array(merged_geoms, dtype=object), np.asarray(merged_feats),
-                       merged_scores, counts, clusterer)
+    rows = list(held)
+    for group in merged:
+        parts = [fragments.pop(member) for member in group]
+        area_px = np.array([p[3] for p in parts])
+        weights = area_px / max(area_px.sum(), 1)
+        rows.append((merge_group(np.array([p[0] for p in parts], dtype=object)), weights @ np.stack([p[1] for p in parts]),
+                     float(weights @ np.array([p[2] for p in parts])), len(parts)))
+    if rows:  # the held objects: one group
+        geometries = np.array([r[0] for r in rows], dtype=object)
+        if disjoint:
+            geometries = resolve_overlaps(geometries)
+        kept = np.flatnonzero(~shapely.is_missing(geometries))
+        if not len(kept):
+            return written
+        frame = _frame(scene, finish(geometries[kept]), np.asarray([rows[i][1] for i in kept]),
+                       [rows[i][2] for i in kept], [rows[i][3] for i in kept], clusterer)
         writer.add(frame)
         written += len(frame)
     return written

@@ -12,10 +12,33 @@ import logging
 import os
 import sys
 import traceback
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
 from geoalps.errors import DependencyError, GeoAlpsError, InputError, OptionError
+
+
+def _unwrapped(exc: BaseException) -> str | None:
+    """The message of a GeoAlpsError that dask handed back as ``Exception("InputError('...')")``
+    (it does so when it cannot send the error itself, e.g. with its GDAL cause chained); None
+    for anything else."""
+    import ast
+    import re
+
+    from geoalps import errors
+
+    if type(exc) is not Exception or len(exc.args) != 1 or not isinstance(exc.args[0], str):
+        return None
+    match = re.fullmatch(r"(\w+)\((.*)\)", exc.args[0].strip(), flags=re.S)
+    kind = getattr(errors, match.group(1), None) if match else None
+    if not (isinstance(kind, type) and issubclass(kind, GeoAlpsError)):
+        return None
+    try:
+        message = ast.literal_eval(match.group(2))
+    except (ValueError, SyntaxError):
+        return None
+    return message if isinstance(message, str) else None
 
 
 @dataclass(frozen=True)
@@ -29,6 +52,9 @@ class TileFailure:
 def _one_line(exc: BaseException) -> str:
     if isinstance(exc, GeoAlpsError):
         return str(exc)
+    wrapped = _unwrapped(exc)
+    if wrapped is not None:
+        return wrapped
     last = traceback.format_exception_only(type(exc), exc)[-1].strip()
     return " ".join(last.split())
 
@@ -66,10 +92,12 @@ class TileRunner:
                 self.client = Client(self.scheduler, timeout="20s")
             else:
                 self._config.enter_context(_worker_environment())
-                self.cluster = LocalCluster(
-                    n_workers=self.workers, threads_per_worker=1, processes=True,
-                    dashboard_address=None, silence_logs=logging.ERROR,
-                )
+                with warnings.catch_warnings():  # "Port 8787 is already in use": another cluster's
+                    warnings.filterwarnings("ignore", message="Port .* is already in use", category=UserWarning)
+                    self.cluster = LocalCluster(
+                        n_workers=self.workers, threads_per_worker=1, processes=True,
+                        dashboard_address=None, silence_logs=logging.CRITICAL,  # failures: our own one line
+                    )
                 self.client = Client(self.cluster)
                 # Forked workers inherit this process's BLAS/OpenMP pools (sized for all cores).
                 from geoalps.labelling.dask_worker import SingleThreadedLibraries

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from affine import Affine
 
 from geoalps.clustering.feeder import OrderedFeeder
 from geoalps.clustering.kmeans import OnlineKMeans
@@ -42,11 +43,12 @@ from geoalps.labelling.tile_work import check_engine, process_tiles
 from geoalps.labelling.work_store import WorkStore, fingerprint, settings_digest
 from geoalps.objects.features import feature_blocks
 from geoalps.objects.seams import SeamIndex
-from geoalps.options import LabelOptions, RunOptions, split_options
+from geoalps.objects.coverage import tolerance_px
+from geoalps.options import LabelOptions, RunOptions, auto_workers, parse_simplify, split_options
 from geoalps.outputs.raster import burn_objects, open_label_raster, write_raster_style
-from geoalps.outputs.style import write_qgis_style
-from geoalps.outputs.vector import (LAYER, SCENES_METADATA, LayerWriter, empty_objects, objects_in_layer, read_layer,
-                                    read_layer_batches, with_ids)
+from geoalps.outputs.formats import check_output, output_format
+from geoalps.outputs.vector import (SCENES_METADATA, LayerStyle, LayerWriter, empty_objects, objects_in_layer,
+                                    read_layer, read_layer_batches, with_ids, write_output)
 from geoalps.progress import Progress, emit_line
 
 
@@ -96,7 +98,8 @@ def label(
             CRS and transform; dask-backed is fine); several scenes are clustered together so a
             pseudo-class means the same thing in all of them. ``aoi=`` / ``aoi_crs=`` limit every
             scene to an area of interest (see :mod:`geoalps.inputs.aoi`).
-        output: GeoPackage to write (layer ``masks``); None to keep the objects in memory only.
+        output: polygons to write, in the format of its extension (.gpkg, .parquet, .fgb, .geojson,
+            .json, .shp: :mod:`geoalps.outputs.formats`); None to keep the objects in memory only.
         raster_out: pseudo-label GeoTIFF on the scene's grid, or a folder (``<scene>.labels.tif``
             each) when there are several scenes.
         kmeans_model: saved k-means; reused (frozen) when the file exists, else fitted and saved.
@@ -108,7 +111,8 @@ def label(
     Scenes in different CRSs are reprojected to the first scene's CRS in the output layer; each
     label raster stays on its own scene's grid. Memory: per worker one tile's pixels and masks;
     in this process the k-means, the seam candidates of finished tiles whose neighbours are still
-    running, the fragments of merged objects and one batch of polygons.
+    running, the fragments of merged objects (with a disjoint engine, all objects near seams of
+    the scene being assembled: :mod:`geoalps.objects.coverage`) and one batch of polygons.
     """
     started = time.perf_counter()
     given_settings, given_run = split_options(options)
@@ -116,13 +120,16 @@ def label(
     exe = (run or given_run).validated()
     with contextlib.ExitStack() as cleanup:
         state = _prepare(scenes, output, raster_out, kmeans_model, return_labels, opts, exe, cleanup)
-        with TileRunner(exe.workers, exe.scheduler) as runner:
+        from geoalps.engines import resolve_engine_name
+
+        pending = sum(t.key not in state.done for t in state.tiles)
+        with TileRunner(auto_workers(exe.workers, resolve_engine_name(opts), pending), exe.scheduler) as runner:
             description, blocks, batch = _start_engine(runner, state, opts, exe)
-            seams = SeamIndex(state.plans, [s.transform for s in state.scenes])
+            seams = SeamIndex(state.plans, [Affine.identity()] * len(state.scenes))  # tile results are in scene pixels
             feeder = _pass1(runner, state, opts, exe, blocks, batch, seams)
         clusterer = _finish_clustering(feeder.clusterer, state, opts, exe.quiet)
         n_classes = max(clusterer.effective_classes if clusterer is not None else 0, opts.classes)
-        scene_layers = _pass2(state, blocks, clusterer, seams, exe)
+        scene_layers = _pass2(state, blocks, clusterer, seams, exe, opts)
         if exe.progress_lines:
             emit_line(95.0, "writing outputs")
         stats = _write_outputs(state.scenes, scene_layers, output, state.raster_targets, n_classes, exe.overwrite,
@@ -189,6 +196,8 @@ def _prepare(scenes, output, raster_out, kmeans_model, return_labels, opts: Labe
              cleanup: contextlib.ExitStack) -> _Run:
     """Open and check every input and output before any tile work, so bad input fails in seconds."""
     overwrite, work_dir = exe.overwrite, exe.work_dir
+    if output is not None:
+        output_format(output)  # an unknown extension fails before the scenes are even opened
     sources = scene_sources(materialise_arrays(scenes, cleanup, opts.allow_pixel_coords), opts.assets)
     aoi = load_aoi(opts.aoi, opts.aoi_crs)
     opened = [open_scene(s.path, nodata=opts.nodata, allow_pixel_coords=opts.allow_pixel_coords, aoi=aoi,
@@ -199,14 +208,16 @@ def _prepare(scenes, output, raster_out, kmeans_model, return_labels, opts: Labe
             "other scenes do; label pixel-coordinate chips in a separate run"
         )
     band_maps = [resolve_bands(opts.bands, s.count, s.shown) for s in opened]
+    for scene in opened:  # a tolerance in metres on a CRS in degrees fails here, not after the tiles
+        _simplify_px(opts, scene)
     # Spectral features use every band; if scenes differ in band count, only the mapped three
     # are comparable across scenes.
     same_bands = len({s.count for s in opened}) == 1
-    if output is not None:
-        check_writable(output, overwrite)
     if return_labels and raster_out is None:
         raster_out = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="geoalps-labels-"))
     raster_targets = _raster_targets(raster_out, opened)
+    if output is not None:  # format by extension, sidecars free, none shared with a label raster
+        check_output(output, overwrite, others=tuple(raster_targets))
     for target in raster_targets:
         if target is not None:
             check_writable(target, overwrite)
@@ -317,8 +328,9 @@ def _finish_clustering(clusterer: OnlineKMeans | None, run: _Run, opts: LabelOpt
     return clusterer
 
 
-def _pass2(run: _Run, blocks, clusterer, seams: SeamIndex, exe: RunOptions) -> list[Path]:
-    """Classify, merge seams and write one layer per scene into the work folder."""
+def _pass2(run: _Run, blocks, clusterer, seams: SeamIndex, exe: RunOptions, opts: LabelOptions) -> list[Path]:
+    """Classify, merge seams and write one layer per scene into the work folder (``--simplify``
+    applied there, in each scene's pixels)."""
     assembly = Progress(len(run.tiles), "assembling", unit="tile", lines=exe.progress_lines, enabled=not exe.quiet,
                         start_pct=90.0, span_pct=5.0)
     scene_layers = []
@@ -329,12 +341,20 @@ def _pass2(run: _Run, blocks, clusterer, seams: SeamIndex, exe: RunOptions) -> l
                 layer_path.unlink()
             writer = LayerWriter(layer_path, scene.crs_wkt)
             assemble_scene(scene, plan, lambda t: run.store.load(t.key), blocks, clusterer, writer,
-                           seams.merged(index), on_tile=lambda: assembly.update(1, f"tile {assembly.count + 1}/{assembly.total} assembled"))
+                           seams.merged(index), on_tile=lambda: assembly.update(1, f"tile {assembly.count + 1}/{assembly.total} assembled"),
+                           simplify_px=_simplify_px(opts, scene))
             writer.close()
             scene_layers.append(layer_path)
     finally:
         assembly.close()
     return scene_layers
+
+
+def _simplify_px(opts: LabelOptions, scene: Scene) -> float:
+    """``--simplify`` in the scene's pixels (0: off)."""
+    if opts.simplify is None:
+        return 0.0
+    return tolerance_px(*parse_simplify(opts.simplify), scene.transform, scene.crs_wkt, scene.path)
 
 
 def _failure_message(failures: list[tuple[Tile, TileFailure]], scenes: list[Scene], store: WorkStore) -> str:
@@ -372,22 +392,24 @@ def _write_outputs(scenes, scene_layers, output, raster_targets, n_classes, over
                 with open_label_raster(tmp, scene, n_out, what=field_name, class_names=names) as dst:
                     burn_objects(dst, scene, objects_in_layer(layer, field=field_name), n_out)
         target_crs = scenes[0].crs_wkt
-        tmp_out = stack.enter_context(atomic_path(output, overwrite)) if output is not None else None
-        writer = None
-        if tmp_out is not None:
-            writer = LayerWriter(tmp_out, target_crs, first_id=1,
-                                 layer_metadata={SCENES_METADATA: json.dumps(_scene_paths(scenes))})
-        for scene, layer in zip(scenes, scene_layers):
-            for batch in read_layer_batches(layer):
-                if len(batch) and target_crs is not None and not _same_crs(batch.crs, target_crs):
-                    batch = batch.to_crs(target_crs)
-                classes_used.update(np.unique(batch["pseudo_class"]).tolist())
-                objects += len(batch)
-                if writer is not None:
-                    writer.add(batch)
-        if writer is not None:
-            writer.close()
-            write_qgis_style(str(tmp_out), LAYER, n_out, field=field_name, class_names=names)
+
+        def batches():
+            nonlocal objects
+            for scene, layer in zip(scenes, scene_layers):
+                for batch in read_layer_batches(layer):
+                    if len(batch) and target_crs is not None and not _same_crs(batch.crs, target_crs):
+                        batch = batch.to_crs(target_crs)
+                    classes_used.update(np.unique(batch["pseudo_class"]).tolist())
+                    objects += len(batch)
+                    yield batch
+
+        if output is not None:
+            write_output(batches(), output, target_crs, overwrite=overwrite,
+                         style=LayerStyle(n_out, field_name, names),
+                         metadata={SCENES_METADATA: json.dumps(_scene_paths(scenes))})
+        else:
+            for _ in batches():
+                pass
         if kmeans_model is not None and clusterer is not None and not clusterer.frozen:
             clusterer.save(kmeans_model)
     for target in raster_targets:

@@ -12,6 +12,7 @@ import time
 from typing import Sequence
 
 import numpy as np
+from affine import Affine
 
 from geoalps.inputs.bands import stretch_to_uint8
 from geoalps.objects.features import compute_features
@@ -113,7 +114,8 @@ def _tile_result(scene: Scene, tile: Tile, data: np.ndarray, valid: np.ndarray, 
         names = tuple(descriptions[i] if i < len(descriptions) else None for i in picked)
     features = compute_features(tile_masks, blocks, spectral_data, stretch, names)
     geometries = np.array(
-        tile_geometries(tile_masks, tile.transform(scene.transform), max(1, options.min_area_px // 8)),
+        # scene-pixel coordinates (integer vertices) until pass 2 writes them (geoalps.objects.coverage)
+        tile_geometries(tile_masks, Affine.translation(tile.col_off, tile.row_off), max(1, options.min_area_px // 8)),
         dtype=object,
     )
     truncated, seam_candidate = seam_flags(tile, tile_masks.boxes, scene.width, scene.height)
@@ -126,6 +128,7 @@ def _tile_result(scene: Scene, tile: Tile, data: np.ndarray, valid: np.ndarray, 
         seam_candidate=seam_candidate,
         features=features,
         engine_seconds=engine_seconds,
+        disjoint=bool(engine.disjoint_masks),
     )
 
 

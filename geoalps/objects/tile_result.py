@@ -18,7 +18,7 @@ class TileResult:
     """Everything pass 2 needs from one tile: its kept objects, never its pixels."""
 
     tile: Tile
-    geometries: np.ndarray  # object array of shapely geometries in the scene CRS
+    geometries: np.ndarray  # object array of shapely geometries in scene pixels (col, row), integer vertices
     scores: np.ndarray
     area_px: np.ndarray
     truncated: np.ndarray  # cut by an inner tile edge: may continue in the neighbour
@@ -26,6 +26,7 @@ class TileResult:
     features: dict[str, np.ndarray] = field(default_factory=dict)
     skipped: bool = False
     engine_seconds: float = 0.0
+    disjoint: bool = False  # from a disjoint engine: the objects tile the scene (a coverage)
     seconds: float = 0.0
 
     def __len__(self) -> int:

@@ -196,8 +196,10 @@ def predict(
     from geoalps.train.data import open_north_up
 
     check_writable(output, overwrite)
-    if polygons is not None:
-        check_writable(polygons, overwrite)
+    if polygons is not None:  # any output format, by extension (geoalps.outputs.formats)
+        from geoalps.outputs.formats import check_output
+
+        check_output(polygons, overwrite, others=(output,))
     if threads:
         torch.set_num_threads(threads)
     ckpt = load_checkpoint(checkpoint)

@@ -280,3 +280,13 @@ def test_worker_start_method(monkeypatch):
     monkeypatch.setenv("GEOALPS_DASK_START", "threads")
     with pytest.raises(GeoAlpsError, match="GEOALPS_DASK_START"):
         worker_start_method()
+
+
+def test_an_error_dask_could_not_send_is_still_one_line():
+    """dask hands back a worker's InputError as Exception("InputError('...')") when it cannot
+    send the error itself; the tile failure still reads as the error's own message."""
+    from geoalps.labelling.parallel import _one_line
+
+    assert _one_line(Exception("InputError('/a.tif: cannot read pixels at col 0')")) == "/a.tif: cannot read pixels at col 0"
+    assert _one_line(Exception("NotAnError('x')")) == "Exception: NotAnError('x')"
+    assert _one_line(ValueError("bad")) == "ValueError: bad"

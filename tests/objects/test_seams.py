@@ -3,6 +3,8 @@ the seam index (pass 1, clipped pairs, tiles in any order) must group exactly th
 the same test on whole objects groups."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import shapely
@@ -15,6 +17,7 @@ from geoalps.options import LabelOptions
 from geoalps.inputs.scene import open_scene
 from geoalps.labelling.tile_work import process_tiles
 from geoalps.inputs.tiles import plan_tiles
+from geoalps.objects.coverage import to_map
 from geoalps.objects.seams import SeamIndex, _components, same_object
 
 
@@ -28,6 +31,9 @@ def _seam_candidates(path, tile_size: int, overlap: int):
     geoms, tile_ids, truncated, results = [], [], [], []
     for number, tile in enumerate(tiles):
         result = process_tiles(scene, [tile], opts, bands, blocks)[0]
+        # tile results are in scene pixels; the seam index works in any frame: test it in map
+        # coordinates, where a rotated grid makes tile boxes envelopes
+        result = dataclasses.replace(result, geometries=to_map(result.geometries, scene.transform))
         results.append(result)
         keep = result.seam_candidate
         geoms.append(result.geometries[keep])

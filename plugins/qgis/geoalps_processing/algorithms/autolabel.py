@@ -104,8 +104,8 @@ class AutoLabelAlgorithm(GeoAlpsAlgorithm):
             defaultValue=SEED_DEFAULT, minValue=0,
         ))
         workers = QgsProcessingParameterNumber(
-            self.WORKERS, "Parallel worker processes (dask; 1 runs in one process)",
-            type=QgsProcessingParameterNumber.Integer, defaultValue=1, minValue=1,
+            self.WORKERS, "Parallel worker processes (dask; 1 runs in one process; 0 = the machine's cores)",
+            type=QgsProcessingParameterNumber.Integer, defaultValue=0, minValue=0,
             optional=True,  # models saved before this parameter existed stay valid
         )
         workers.setFlags(workers.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
@@ -186,8 +186,8 @@ class AutoLabelAlgorithm(GeoAlpsAlgorithm):
             "--overlap", str(self.parameterAsInt(parameters, self.OVERLAP, context)),
             "--seed", str(self.parameterAsInt(parameters, self.SEED, context)),
         ]
-        workers = self.parameterAsInt(parameters, self.WORKERS, context) or 1
-        if workers > 1:  # only then, so a geoalps without --workers still works
+        workers = self.parameterAsInt(parameters, self.WORKERS, context) or 0
+        if workers >= 1:  # 0 / unset: geoalps's default (the machine's cores)
             args += ["--workers", str(workers)]
         bands = (self.parameterAsString(parameters, self.BANDS, context) or "").strip()
         if bands:
