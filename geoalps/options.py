@@ -19,8 +19,9 @@ from typing import Any
 
 from geoalps.errors import ModelError, OptionError
 
-ENGINE_CHOICES = ("auto", "sam", "classical")
-MODEL_TYPE_CHOICES = ("auto", "vit_b", "vit_l", "vit_h")
+ENGINE_CHOICES = ("auto", "sam", "classical", "sam2")
+MODEL_TYPE_CHOICES = ("auto", "vit_b", "vit_l", "vit_h",  # sam
+                      "hiera_tiny", "hiera_small", "hiera_base_plus", "hiera_large")  # sam2
 FEATURE_CHOICES = ("auto", "sam", "spectral", "both")
 SAM_GENERATOR_CHOICES = ("fast", "reference")
 #: Smallest tile the engines can work on; the overlap may be at most half the tile.

@@ -1,4 +1,4 @@
-"""``geoalps models download | list``: thin over :mod:`geoalps.engines.sam.checkpoints`."""
+"""``geoalps models download | list``: thin over the sam and sam2 engines' ``checkpoints`` modules."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,6 +8,7 @@ import click
 from geoalps.cli import main
 
 MODEL_TYPES = ("vit_b", "vit_l", "vit_h")
+SAM2_MODELS = ("sam2.1_hiera_tiny", "sam2.1_hiera_small", "sam2.1_hiera_base_plus", "sam2.1_hiera_large")
 
 
 def _dir_opt(help_text: str):
@@ -19,26 +20,35 @@ def _dir_opt(help_text: str):
 def models() -> None:
     """SAM checkpoints: download the official ones into the cache, list what is there.
 
-    The cache folder is $GEOALPS_CACHE/sam (default ~/.cache/geoalps/sam); `geoalps label
-    --engine auto|sam` finds checkpoints there when no --checkpoint is given.
+    The cache folders are $GEOALPS_CACHE/sam and $GEOALPS_CACHE/sam2 (default ~/.cache/geoalps/...);
+    `geoalps label --engine auto|sam|sam2` finds checkpoints there when no --checkpoint is given.
     """
 
 
 @models.command("download")
-@click.argument("model_type", type=click.Choice(MODEL_TYPES))
+@click.argument("model_type", type=click.Choice(MODEL_TYPES + SAM2_MODELS))
 @_dir_opt("Folder to download into (default: the cache folder).")
 @click.option("--url", default=None, help="Fetch from this mirror instead (the checksum still applies).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def download(model_type: str, directory: Path | None, url: str | None, quiet: bool) -> None:
-    """Download an official SAM checkpoint, verify its SHA-256 and print its path.
+    """Download an official SAM or SAM 2.1 checkpoint, verify it and print its path.
 
-    vit_b is 375 MB (fastest; the one to use on CPU), vit_l 1.2 GB, vit_h 2.4 GB. An interrupted
-    download resumes where it stopped when the command is run again.
+    vit_b is 375 MB (fastest SAM; the one to use on CPU), vit_l 1.2 GB, vit_h 2.4 GB; SAM files
+    are checked by SHA-256. sam2.1_hiera_tiny is 156 MB, small 184 MB, base_plus 324 MB, large
+    898 MB; Meta publishes no checksums for them, so they are checked by their tensors (the
+    SAM 2.1 model of that size). An interrupted download resumes when the command is run again.
 
     \b
     $ geoalps models download vit_b
     $ geoalps label scene.tif -o labels.gpkg --engine sam
+    $ geoalps models download sam2.1_hiera_tiny
     """
+    if model_type in SAM2_MODELS:
+        from geoalps.engines.sam2.checkpoints import download_sam2_checkpoint
+
+        path = download_sam2_checkpoint(model_type, directory, url=url, progress=not quiet)
+        click.echo(str(path))
+        return
     from geoalps.engines.sam.checkpoints import download_checkpoint
 
     path = download_checkpoint(model_type, directory, url=url, progress=not quiet)
@@ -66,3 +76,14 @@ def list_(directory: Path | None) -> None:
             click.echo(f"{name}  {size_mb:.0f} MB  {path}")
     auto = find_cached_checkpoint("auto", folder)
     click.echo(f"auto: {auto if auto else 'none'}")
+    if directory is None:
+        from geoalps.engines.sam2.checkpoints import cache_dir as sam2_dir
+        from geoalps.engines.sam2.checkpoints import find_cached_checkpoint as find_sam2
+
+        click.echo(f"sam2 cache: {sam2_dir()}")
+        for name in SAM2_MODELS:
+            path = find_sam2(name)
+            if path is None:
+                click.echo(f"{name}  -  not downloaded (geoalps models download {name})")
+            else:
+                click.echo(f"{name}  {path.stat().st_size / 1e6:.0f} MB  {path}")

@@ -51,12 +51,12 @@ threads_opt = click.option("--threads", type=click.IntRange(1), default=None,
 # -- labelling: the settings that change results (LabelOptions) -------------------------------
 engine_opt = click.option(
     "--engine", type=click.Choice(ENGINE_CHOICES), default=_LABEL.engine, show_default=True,
-    help="Mask engine: sam needs a checkpoint; classical needs no weights; auto picks sam when a checkpoint is found.")
+    help="Mask engine: sam (SAM 1) and sam2 (SAM 2/2.1) need a checkpoint; classical needs no weights; auto picks the engine of the checkpoint found.")
 sam_opts = stack(
     click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
-                 help="SAM checkpoint (.pth), any size. Also read from GEOALPS_SAM_CHECKPOINT."),
+                 help="SAM (.pth) or SAM 2 (.pt) checkpoint, any size. Also read from GEOALPS_SAM_CHECKPOINT."),
     click.option("--model-type", type=click.Choice(MODEL_TYPE_CHOICES), default=_LABEL.model_type, show_default=True,
-                 help="SAM encoder size; auto infers it from the checkpoint's tensor shapes."),
+                 help="Encoder size (vit_* for sam, hiera_* for sam2); auto infers it from the checkpoint's tensor shapes."),
     device_opt,
     click.option("--sam-generator", type=click.Choice(SAM_GENERATOR_CHOICES), default=_LABEL.sam_generator,
                  show_default=True, help="geoalps's fast automatic mask generator or segment_anything's reference one."),

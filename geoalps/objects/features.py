@@ -30,14 +30,14 @@ def feature_blocks(mode: str, engine_has_embedding: bool, model_blocks: tuple[st
         if "sam" in model_blocks and not engine_has_embedding:
             from geoalps.errors import OptionError
 
-            raise OptionError("the saved k-means model pools SAM's image embedding: it needs the sam engine")
+            raise OptionError("the saved k-means model pools SAM's image embedding: it needs the sam engine (or sam2)")
         return tuple(model_blocks)
     if mode == "auto":
         mode = "both" if engine_has_embedding else "spectral"
     if mode in ("sam", "both") and not engine_has_embedding:
         from geoalps.errors import OptionError
 
-        raise OptionError(f"--features {mode} needs the sam engine (it pools SAM's image embedding)")
+        raise OptionError(f"--features {mode} needs the sam engine (or sam2; it pools SAM's image embedding)")
     return {"sam": ("sam",), "spectral": ("spectral", "index"), "both": ("sam", "spectral", "index")}[mode]
 
 

@@ -17,7 +17,7 @@ import torch
 from segment_anything.modeling import Sam
 from segment_anything.utils.transforms import ResizeLongestSide
 
-from geoalps.engines.sam.sdpa_encoder import encoder_forward_sdpa
+from geoalps.engines.sam.sdpa_encoder import encoder_forward_chunked, encoder_forward_sdpa
 
 
 class BatchEncoder:
@@ -27,7 +27,8 @@ class BatchEncoder:
         model: a segment_anything ``Sam``.
         batch_size: images per encoder call.
         autocast: run the encoder under bf16 autocast.
-        sdpa: attention through ``scaled_dot_product_attention`` (``sdpa_encoder``).
+        sdpa: attention through ``scaled_dot_product_attention`` (``sdpa_encoder``); without
+            it, global attention on CPU runs in query chunks (``encoder_forward_chunked``).
         compile: wrap the encoder in ``torch.compile`` (slow first call; for long GPU runs).
     """
 
@@ -38,7 +39,12 @@ class BatchEncoder:
         self.autocast = autocast
         self.transform = ResizeLongestSide(model.image_encoder.img_size)
         self._copy_stream = None  # CUDA stream for host->device uploads, made on first use
-        self._forward = (lambda x: encoder_forward_sdpa(model.image_encoder, x)) if sdpa else model.image_encoder
+        if sdpa:
+            self._forward = lambda x: encoder_forward_sdpa(model.image_encoder, x)
+        elif self.device.type == "cpu":  # a fraction of the memory, same masks (sdpa_encoder)
+            self._forward = lambda x: encoder_forward_chunked(model.image_encoder, x)
+        else:
+            self._forward = model.image_encoder
         if compile:
             self._forward = torch.compile(self._forward)
 

@@ -153,27 +153,63 @@ def download_checkpoint(
             or a checksum mismatch (nothing is left behind: neither the file nor a ``.part``).
     """
     official = _official(model_type)
-    url = url or official.url
-    expected = (sha256 or official.sha256).lower()
     folder = Path(directory) if directory is not None else cache_dir()
+    return download_official(official, folder, url=url, sha256=sha256, progress=progress,
+                             timeout_s=timeout_s)
+
+
+def download_official(
+    official: OfficialCheckpoint,
+    folder: Path,
+    *,
+    url: str | None = None,
+    sha256: str | None = None,
+    progress: bool = True,
+    timeout_s: float = 60.0,
+    verify=None,
+) -> Path:
+    """Download ``official`` into ``folder`` (resumable ``.part``, atomic rename), checked by
+    its SHA-256 or, for releases without a published one (``official.sha256`` empty), by
+    ``verify(part_path)``, which raises :class:`DownloadError` for a file that is not the
+    release. Shared by the sam and sam2 engines; see :func:`download_checkpoint`."""
+    url = url or official.url
+    expected = (sha256 or official.sha256 or "").lower()
+    if not expected and verify is None:
+        raise DownloadError(f"{url}: no checksum and no check for {official.filename}")
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / official.filename
     part = folder / (official.filename + ".part")
 
+    def is_release(path: Path) -> bool:
+        if expected:
+            return sha256_of(path) == expected
+        try:
+            verify(path)
+        except DownloadError:
+            return False
+        return True
+
     if target.is_file():
-        if sha256_of(target) == expected:
+        if is_release(target):
             return target
         target.replace(part)  # a damaged file: start over below (resuming would keep the damage)
         part.unlink()
 
     _fetch(url, part, progress=progress, timeout_s=timeout_s, label=official.filename)
-    got = sha256_of(part)
-    if got != expected:
-        part.unlink(missing_ok=True)
-        raise DownloadError(
-            f"{url}: checksum mismatch (sha256 {got[:12]}..., expected {expected[:12]}...); "
-            "the download was discarded"
-        )
+    if expected:
+        got = sha256_of(part)
+        if got != expected:
+            part.unlink(missing_ok=True)
+            raise DownloadError(
+                f"{url}: checksum mismatch (sha256 {got[:12]}..., expected {expected[:12]}...); "
+                "the download was discarded"
+            )
+    else:
+        try:
+            verify(part)
+        except DownloadError:
+            part.unlink(missing_ok=True)
+            raise
     os.replace(part, target)
     return target
 

@@ -154,7 +154,7 @@ class FastMaskGenerator:
             points_per_side, crop_n_layers, crop_n_points_downscale_factor
         )
         self.points_per_batch = points_per_batch
-        self.decoder_batch = _decoder_batch(model, points_per_batch, on_cuda)
+        self.decoder_batch = self._decoder_batch(points_per_batch, on_cuda)
         self.pred_iou_thresh = pred_iou_thresh
         self.stability_score_thresh = stability_score_thresh
         self.stability_score_offset = stability_score_offset
@@ -164,15 +164,55 @@ class FastMaskGenerator:
         self.crop_overlap_ratio = crop_overlap_ratio
         self.min_mask_region_area = min_mask_region_area
         self.autocast = on_cuda if autocast is None else autocast
-        self.encoder = BatchEncoder(
-            model,
+        self.mask_threshold = self._model_mask_threshold()
+        self.encoder = self._make_encoder(
             batch_size=encoder_batch_size or (4 if on_cuda else 1),
-            autocast=self.autocast,
             sdpa=on_cuda if sdpa is None else sdpa,
             compile=compile,
         )
-        self.decoder = PointPromptDecoder(model)
+        self.decoder = self._make_decoder()
         self.post_single_thread = True  # see _post_threads
+
+    # -- the model-specific parts (the sam2 engine's generator overrides these) ------------------
+
+    def _model_mask_threshold(self) -> float:
+        return float(self.model.mask_threshold)
+
+    def _make_encoder(self, batch_size: int, sdpa: bool, compile: bool):
+        """Something with ``encode_all(images)`` yielding (embedding, input size, seconds)."""
+        return BatchEncoder(self.model, batch_size=batch_size, autocast=self.autocast, sdpa=sdpa, compile=compile)
+
+    def _make_decoder(self):
+        """Something with ``set_embedding(embedding)`` and ``decode(points, min_iou)``."""
+        return PointPromptDecoder(self.model)
+
+    def _decoder_batch(self, points_per_batch: int, on_cuda: bool) -> int:
+        return _decoder_batch(self.model.mask_decoder.transformer_dim, points_per_batch, on_cuda)
+
+    def _model_points(self, points: np.ndarray, crop_hw) -> torch.Tensor:
+        """Prompts (P, 2) in crop pixels as the decoder takes them: the 1024 px model frame,
+        float64 like SamAutomaticMaskGenerator (the prompt encoder normalises before casting);
+        MPS has no float64."""
+        dtype = torch.float32 if self.device.type == "mps" else torch.float64
+        return torch.as_tensor(self.encoder.transform.apply_coords(points, crop_hw), dtype=dtype, device=self.device)
+
+    def _geometry(self, input_size, crop_hw):
+        """(StabilityBound, ExactCells or None) for logits of a crop: how the model's
+        post-processing maps 256x256 logits onto the crop's pixels."""
+        low_len = self.model.prompt_encoder.mask_input_size[0]
+        bound = StabilityBound(input_size, crop_hw, self.model.image_encoder.img_size, low_len, self.device)
+        cells = None
+        if ExactCells.applies(self.model, input_size, crop_hw):
+            cells = ExactCells(crop_hw, low_len, self.device)
+        return bound, cells
+
+    def _upsample(self, low: torch.Tensor, crop) -> torch.Tensor:
+        """(K, h, w) full-resolution logits of (K, 256, 256) ones, as the model post-processes."""
+        return upsample_logits(self.model, low, crop.input_size, crop.hw)
+
+    def _embedding_array(self, embedding) -> np.ndarray:
+        """The (C, 64, 64) float32 array features are pooled from."""
+        return embedding[0].cpu().numpy().astype(np.float32)
 
     # -- public -------------------------------------------------------------------------------
 
@@ -244,12 +284,7 @@ class FastMaskGenerator:
         """SamAutomaticMaskGenerator._process_crop on low-res logits; candidates kept compact."""
         crop = self._crop(input_size, job.crop_box, image_hw)
         self.decoder.set_embedding(embedding)
-        # float64 like SamAutomaticMaskGenerator (the prompt encoder normalises before casting);
-        # MPS has no float64.
-        dtype = torch.float32 if self.device.type == "mps" else torch.float64
-        points_1024 = torch.as_tensor(
-            self.encoder.transform.apply_coords(job.points, crop.hw), dtype=dtype, device=self.device
-        )
+        points_1024 = self._model_points(job.points, crop.hw)
         points = torch.as_tensor(job.points, dtype=torch.float32)
         kept = _Candidates()
         start = 0
@@ -267,11 +302,7 @@ class FastMaskGenerator:
         otherwise every candidate is upsampled as in segment_anything."""
         x0, y0, x1, y1 = crop_box
         crop_hw = (y1 - y0, x1 - x0)
-        low_len = self.model.prompt_encoder.mask_input_size[0]
-        bound = StabilityBound(input_size, crop_hw, self.model.image_encoder.img_size, low_len, self.device)
-        cells = None
-        if ExactCells.applies(self.model, input_size, crop_hw):
-            cells = ExactCells(crop_hw, low_len, self.device)
+        bound, cells = self._geometry(input_size, crop_hw)
         edge_box = [0, 0, image_hw[1], image_hw[0]]
         return _Crop(crop_box, crop_hw, input_size, edge_box, bound, cells)
 
@@ -334,19 +365,19 @@ class FastMaskGenerator:
             keep &= iou > self.pred_iou_thresh
         if self.stability_score_thresh > 0.0 and keep.any():
             idx = keep.nonzero()[:, 0]
-            upper = crop.bound.upper(low[idx], self.model.mask_threshold, self.stability_score_offset)
+            upper = crop.bound.upper(low[idx], self.mask_threshold, self.stability_score_offset)
             keep[idx[upper < self.stability_score_thresh]] = False
         return keep.nonzero()[:, 0]
 
     def _score_exactly(self, low, crop: _Crop):
         """Full-resolution stability (K,), boxes (K, 4) and masks of (K, 256, 256) logits:
         ``CellMask``s from the exact cells, else upsampled (K, h, w) bool masks."""
-        threshold, offset = self.model.mask_threshold, self.stability_score_offset
+        threshold, offset = self.mask_threshold, self.stability_score_offset
         if crop.cells is not None:
             counts, boxes, masks = crop.cells(low, [threshold + offset, threshold - offset], threshold)
             # calculate_stability_score's arithmetic: int32 counts, float32 quotient.
             return counts[:, 0].int() / counts[:, 1].int(), boxes, masks
-        logits = upsample_logits(self.model, low, crop.input_size, crop.hw)
+        logits = self._upsample(low, crop)
         stability = calculate_stability_score(logits, threshold, offset)
         return stability, boxes_from_logits(logits, threshold), logits > threshold
 
@@ -393,7 +424,7 @@ class FastMaskGenerator:
 
     def _assemble(self, image_hw, crops: list[_CropMasks | None], embedding, input_size) -> SamMasks:
         """Cross-crop NMS (smaller crops first); survivors become crops of their boxes."""
-        emb = embedding[0].cpu().numpy().astype(np.float32)
+        emb = self._embedding_array(embedding)
         crops = [c for c in crops if c is not None]
         if not crops:
             return SamMasks.empty(image_hw, emb, tuple(input_size))
@@ -432,13 +463,12 @@ class FastMaskGenerator:
         )
 
 
-def _decoder_batch(model: Sam, points_per_batch: int, on_cuda: bool) -> int:
+def _decoder_batch(width: int, points_per_batch: int, on_cuda: bool) -> int:
     """Prompts per decoder call: ``points_per_batch`` on GPU. On CPU the batch's (B, 4096, C)
     image-token maps should stay near cache size: 8 prompts for SAM's 256-d decoder, more for
     narrower (test) decoders, whose ops are small."""
     if on_cuda:
         return points_per_batch
-    width = model.mask_decoder.transformer_dim
     return min(points_per_batch, min(32, CPU_DECODER_BATCH * max(1, 256 // width)))
 
 

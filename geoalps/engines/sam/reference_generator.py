@@ -43,7 +43,7 @@ def reference_generate(model: Sam, image: np.ndarray, **settings: Any) -> SamMas
     input_size = tuple(int(v) for v in input_size)
     if not anns:
         return SamMasks.empty(image.shape[:2], embedding, input_size)
-    result = _from_annotations(anns, image.shape[:2], embedding, input_size)
+    result = annotations_to_sam_masks(anns, image.shape[:2], embedding, input_size)
     if min_area > 0 and not has_cv2:
         nms = max(generator.box_nms_thresh, generator.crop_nms_thresh)
         result = remove_small_regions(result, min_area, nms)
@@ -82,8 +82,8 @@ def _generate_keeping_embedding(generator: SamAutomaticMaskGenerator, image: np.
         return anns, (predictor.features, tuple(predictor.input_size))
 
 
-def _from_annotations(anns: list[dict], image_hw, embedding: np.ndarray, input_size) -> SamMasks:
-    """segment_anything's annotation dicts as one ``SamMasks``, each (H, W) mask cropped to its
+def annotations_to_sam_masks(anns: list[dict], image_hw, embedding: np.ndarray, input_size) -> SamMasks:
+    """segment_anything's (or sam2's) annotation dicts as one ``SamMasks``, each (H, W) mask cropped to its
     box (segment_anything's boxes are the masks' tight boxes)."""
 
     def xyxy(xywh) -> list[int]:

@@ -26,9 +26,12 @@ class StabilityBound:
     pooling passes on the 256x256 logits instead of a 1024x1024 upsampling.
     """
 
-    def __init__(self, input_size, orig_size, padded: int, low_len: int, device) -> None:
-        self.row_weight, self.row_window = self._axis(low_len, padded, input_size[0], orig_size[0])
-        self.col_weight, self.col_window = self._axis(low_len, padded, input_size[1], orig_size[1])
+    def __init__(self, input_size, orig_size, padded: int | tuple[int, int], low_len: int, device) -> None:
+        """``padded``: the size logits are first upsampled to (SAM's square model input), or
+        (rows, cols) of it; SAM 2 upsamples straight to the image: ``padded = input_size = orig_size``."""
+        pad_rows, pad_cols = (padded, padded) if isinstance(padded, int) else padded
+        self.row_weight, self.row_window = self._axis(low_len, pad_rows, input_size[0], orig_size[0])
+        self.col_weight, self.col_window = self._axis(low_len, pad_cols, input_size[1], orig_size[1])
         self.row_weight = self.row_weight.to(device)
         self.col_weight = self.col_weight.to(device)
 

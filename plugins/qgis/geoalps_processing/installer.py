@@ -37,8 +37,9 @@ TORCH_INDEX_URLS = {
     "cpu": "https://download.pytorch.org/whl/cpu",
     "cuda": "https://download.pytorch.org/whl/cu126",
 }
-#: The geoalps extra installed with torch: SAM and training.
-TORCH_EXTRA = "all"
+#: The geoalps extras installed with torch: SAM and training. Not sam2 (so not ``all``): it is a
+#: source package whose build would fetch another torch into pip's build environment.
+TORCH_EXTRA = "sam,train"
 
 WHEELS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "wheels")
 PIP_QUIET_FLAGS = ["--disable-pip-version-check", "--no-input", "--progress-bar", "off"]

@@ -6,8 +6,8 @@ library's instead of anyone copying them by hand.
 """
 from __future__ import annotations
 
-ENGINES = ("auto", "sam", "classical")
-MODEL_TYPES = ("auto", "vit_b", "vit_l", "vit_h")
+ENGINES = ("auto", "sam", "classical", "sam2")  # new engines go last: saved enum indexes stay valid
+MODEL_TYPES = ("auto", "vit_b", "vit_l", "vit_h", "hiera_tiny", "hiera_small", "hiera_base_plus", "hiera_large")
 #: The plugin asks for at least two classes (one class labels nothing); the library allows 1.
 CLASSES_MIN = 2
 CLASSES_MAX = 65534

@@ -93,7 +93,7 @@ def test_cpu_torch_comes_from_the_torch_index_then_the_wheel_with_all_extras(qgi
     at = torch_call.index("--index-url")
     assert torch_call[at + 1] == installer.TORCH_INDEX_URLS["cpu"]
     assert "torch" in torch_call and "torchvision" in torch_call
-    assert f"{fake_system['wheel']}[all]" in geoalps_call
+    assert f"{fake_system['wheel']}[sam,train]" in geoalps_call
     assert "--index-url" not in geoalps_call
     for call in calls:
         assert call[-2:] == ["--proxy", "http://p:3128"]

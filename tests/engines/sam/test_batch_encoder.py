@@ -27,3 +27,18 @@ def test_batches_give_set_image_embeddings_in_order(model):
         np.testing.assert_array_equal(a.numpy(), embedding)  # one at a time: exactly set_image's
         assert tuple(size_a) == tuple(size_b) == input_size
         np.testing.assert_allclose(b.numpy(), embedding, atol=1e-4)  # batched: float rounding
+
+
+def test_chunked_global_attention_gives_the_encoders_embedding(model):
+    """The CPU encoder path computes global attention a few query rows at a time (memory); with
+    one image row per chunk the embedding is still segment_anything's to float rounding."""
+    from geoalps.engines.sam.sdpa_encoder import encoder_forward_chunked
+
+    x = torch.randn(1, 3, 1024, 1024, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        plain = model.image_encoder(x)
+        one_row = encoder_forward_chunked(model.image_encoder, x, chunk_bytes=1)
+        default = encoder_forward_chunked(model.image_encoder, x)
+    assert any(blk.window_size == 0 for blk in model.image_encoder.blocks)  # a global block ran chunked
+    np.testing.assert_allclose(one_row.numpy(), plain.numpy(), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(default.numpy(), plain.numpy(), rtol=0, atol=1e-5)

@@ -1,0 +1,84 @@
+"""geoalps's SAM 2 fast generator against sam2's SAM2AutomaticMaskGenerator: same model, image and
+settings, same masks (pixel for pixel), scores, boxes, prompts and embedding."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from geoalps.engines.sam2.generators import Sam2FastMaskGenerator, reference_generate
+
+KEEP_ALL = dict(pred_iou_thresh=0.0, stability_score_thresh=0.0)
+
+
+def _image(h: int, w: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    img = np.full((h, w, 3), 60, np.uint8)
+    img[h // 6 : h // 2, w // 5 : 3 * w // 5] = (200, 50, 40)
+    img[3 * h // 5 : 9 * h // 10, w // 8 : 2 * w // 5] = (30, 180, 60)
+    return (img + rng.integers(0, 20, img.shape)).astype(np.uint8)
+
+
+def assert_same_masks(ref, fast):
+    assert len(ref) == len(fast) > 0
+    for i in range(len(ref)):
+        assert np.array_equal(ref.dense(i), fast.dense(i)), i
+    assert np.array_equal(ref.boxes, fast.boxes)
+    assert np.allclose(ref.scores, fast.scores, atol=1e-5)
+    assert np.allclose(ref.stability, fast.stability, atol=1e-5, equal_nan=True)
+    assert np.array_equal(ref.points, fast.points) and np.array_equal(ref.crop_boxes, fast.crop_boxes)
+    assert np.allclose(ref.embedding, fast.embedding, atol=1e-5)
+    assert ref.input_size == fast.input_size == (1024, 1024)
+
+
+@pytest.mark.parametrize("hw, settings", [
+    ((160, 200), dict(points_per_side=6, **KEEP_ALL)),  # upsampled path (not a 1024 px square)
+    ((160, 200), dict(points_per_side=6, pred_iou_thresh=0.47, stability_score_thresh=0.2)),  # filters bite
+    ((1024, 1024), dict(points_per_side=4, **KEEP_ALL)),  # exact cells: no upsampling at all
+    ((192, 160), dict(points_per_side=3, crop_n_layers=1, **KEEP_ALL)),  # crops and cross-crop NMS
+])
+def test_fast_generator_gives_sam2s_masks(sam2_model, hw, settings):
+    image = _image(*hw)
+    ref = reference_generate(sam2_model, image, **settings)
+    fast = Sam2FastMaskGenerator(sam2_model, **settings).generate(image)
+    assert_same_masks(ref, fast)
+    if settings["stability_score_thresh"] > 0:  # the filters removed something and kept something
+        assert 0 < len(fast) < len(Sam2FastMaskGenerator(sam2_model, points_per_side=6, **KEEP_ALL).generate(image))
+
+
+def test_several_tiles_in_one_encoder_batch_give_each_tiles_masks(sam2_model):
+    images = [_image(160, 200, seed=s) for s in range(2)]
+    generator = Sam2FastMaskGenerator(sam2_model, points_per_side=3, encoder_batch_size=2, **KEEP_ALL)
+    calls = []
+    forward = sam2_model.forward_image
+    sam2_model.forward_image = lambda x: calls.append(len(x)) or forward(x)
+    try:
+        together = generator.generate_many(images)
+    finally:
+        del sam2_model.forward_image
+    assert calls == [2]
+    single = Sam2FastMaskGenerator(sam2_model, points_per_side=3, **KEEP_ALL)
+    for image, result in zip(images, together):
+        alone = single.generate(image)
+        assert len(alone) == len(result) > 0
+        ious = [(alone.dense(i) & result.dense(i)).sum() / max(1, (alone.dense(i) | result.dense(i)).sum())
+                for i in range(len(alone)) if alone.dense(i).any()]
+        assert min(ious) >= 0.99  # batching changes float rounding only
+
+
+def test_prompts_on_nodata_are_skipped(sam2_model):
+    image = _image(160, 200)
+    valid = np.ones(image.shape[:2], bool)
+    valid[:, :100] = False
+    generator = Sam2FastMaskGenerator(sam2_model, points_per_side=4, **KEEP_ALL)
+    result = generator.generate(image, valid)
+    assert len(result) > 0 and (result.points[:, 0] >= 100).all()
+    everything = generator.generate(image, np.ones_like(valid))
+    assert (everything.points[:, 0] < 100).any()
+    assert_same_masks(generator.generate(image), everything)
+
+
+def test_tile_masks_carry_the_full_embedding_grid(sam2_model):
+    tile = Sam2FastMaskGenerator(sam2_model, points_per_side=4, **KEEP_ALL).generate(_image(96, 160)).to_tile_masks()
+    # SAM 2 resizes to a square (no padding): the whole 64 x 64 grid covers the tile
+    assert tile.embedding.shape == (32, 64, 64) and tile.embedding_extent == (64, 64)
+    assert tile.tile_shape == (96, 160) and len(tile) > 0
