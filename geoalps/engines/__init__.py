@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 
-from geoalps.engines.base import MaskEngine, engine_class, engine_names, register_engine
+from geoalps.engines.base import EngineTile, MaskEngine, engine_class, engine_names, register_engine
 from geoalps.engines import classical as _classical  # noqa: F401  (registers "classical")
 from geoalps.engines import sam as _sam  # noqa: F401  (registers "sam")
 from geoalps.engines.sam.checkpoints import find_checkpoint
 from geoalps.options import LabelOptions
 
-__all__ = ["MaskEngine", "create_engine", "engine_names", "register_engine", "resolve_engine_name"]
+__all__ = ["EngineTile", "MaskEngine", "create_engine", "engine_names", "register_engine", "resolve_engine_name"]
 
 
 def resolve_engine_name(options: LabelOptions) -> str:
