@@ -4,11 +4,14 @@ It lets geoalps do real work on a machine without SAM weights. Felzenszwalb's gr
 decides boundaries from local contrast in *every* band of the scene (NIR separates vegetation from
 roofs and roads of the same colour), so the same object gets nearly the same region in two
 overlapping tiles (which keeps seams clean); a region-adjacency merge then joins neighbouring
-regions whose mean values are near-identical and whose shared boundary is weak.
+regions whose mean values over all bands are near-identical.
 
 Region sizes follow the scene's ground resolution (:func:`region_scale`): the smallest region is
-an area in m2 turned into pixels, clamped, so a 30 m Landsat pixel is nearly a region of its own
-and a 0.1 m aerial crown is a few hundred pixels. Scenes without a CRS keep fixed pixel sizes.
+an area in m2 turned into pixels, clamped, so regions of 30 m Landsat are a few pixels (land
+cover changes within a few pixels there) and a 0.1 m aerial crown is a few hundred. The
+resolution is a scene property, so every tile of a scene is cut with the same settings and a
+region in the overlap of two tiles comes out the same in both. Scenes without a CRS keep the
+fixed settings of earlier versions.
 """
 from __future__ import annotations
 
@@ -41,9 +44,10 @@ def region_scale(classical_scale: float, pixel_size_m: float | None) -> tuple[fl
     """(felzenszwalb ``scale``, ``min_size`` in px) for a scene of this resolution.
 
     ``min_size`` is :data:`REGION_M2` in pixels, clamped to [:data:`REGION_MIN_PX`,
-    :data:`REGION_MAX_PX`]; ``scale`` (``classical_scale`` at ``min_size`` 128) shrinks with
-    it, since felzenszwalb's scale is a region size times a contrast. Without a resolution:
-    (``classical_scale``, :data:`REGION_NO_CRS_PX`), the engine's settings before.
+    :data:`REGION_MAX_PX`]; ``scale`` (half ``classical_scale`` at 128 px: 100 by default)
+    shrinks slowly with it (50 at 8 px), since felzenszwalb's scale is a region size times a
+    contrast. The constants come from ``benchmarks/label_quality``. Without a resolution:
+    (``classical_scale``, :data:`REGION_NO_CRS_PX`), the engine's fixed settings before.
     """
     if pixel_size_m is None or not math.isfinite(pixel_size_m) or pixel_size_m <= 0:
         return classical_scale, REGION_NO_CRS_PX
