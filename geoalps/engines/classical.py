@@ -104,9 +104,19 @@ class ClassicalEngine(MaskEngine):
         labels = labels + 1
         labels[~valid] = 0
         values = image * 255.0
-        labels = RegionGraph(values, labels).merged(self.merge_colour_distance)
+        labels = RegionGraph(values, labels).merged(self.merge_colour_distance, min_size)
         scores = RegionGraph(values, labels).contrast_scores()
         return TileMasks.from_labels(labels, scores)
+
+
+def _joined(labels: np.ndarray, join: np.ndarray, n: int) -> np.ndarray:
+    """``labels`` with the label pairs in ``join`` made one region, then split into 4-connected
+    pieces numbered 1..L (0 stays 0)."""
+    graph = coo_matrix((np.ones(len(join)), (join[:, 0], join[:, 1])), shape=(n, n))
+    _, component = connected_components(graph, directed=False)
+    component = component + 1
+    component[0] = 0
+    return connected_label(component[labels], background=0, connectivity=1).astype(np.int32)
 
 
 def scaled_bands(image: np.ndarray) -> np.ndarray:
@@ -125,6 +135,7 @@ class RegionGraph:
     """
 
     def __init__(self, image: np.ndarray, labels: np.ndarray) -> None:
+        self.image = image
         self.labels = labels
         self.n = int(labels.max()) + 1
         flat = labels.ravel()
@@ -147,17 +158,27 @@ class RegionGraph:
         self.edges = np.stack([codes // self.n, codes % self.n], axis=1)
         self.edge_distance = np.linalg.norm(self.means[self.edges[:, 0]] - self.means[self.edges[:, 1]], axis=1)
 
-    def merged(self, max_distance: float) -> np.ndarray:
+    def merged(self, max_distance: float, min_size_px: int = 1) -> np.ndarray:
         """Label image where neighbours closer than ``max_distance`` in mean value are one region,
-        then split into 8-connected pieces (felzenszwalb's own neighbourhood: 4-connected pieces
-        would cut its regions into slivers below the smallest mask, leaving pixels unlabelled)
-        and numbered 1..L (0 stays 0)."""
-        join = self.edges[self.edge_distance < max_distance]
-        graph = coo_matrix((np.ones(len(join)), (join[:, 0], join[:, 1])), shape=(self.n, self.n))
-        _, component = connected_components(graph, directed=False)
-        component = component + 1
-        component[0] = 0
-        return connected_label(component[self.labels], background=0, connectivity=2).astype(np.int32)
+        split into 4-connected pieces, pieces under ``min_size_px`` joined to their most similar
+        4-neighbour, numbered 1..L (0 stays 0). Felzenszwalb's regions are 8-connected: without
+        the join, their diagonal slivers fall under the smallest mask and are left unlabelled."""
+        pieces = _joined(self.labels, self.edges[self.edge_distance < max_distance], self.n)
+        if min_size_px <= 1:
+            return pieces
+        graph = RegionGraph(self.image, pieces)
+        small = graph.counts < min_size_px
+        small[0] = False
+        source = np.concatenate([graph.edges[:, 0], graph.edges[:, 1]])
+        target = np.concatenate([graph.edges[:, 1], graph.edges[:, 0]])
+        distance = np.concatenate([graph.edge_distance, graph.edge_distance])
+        pick = small[source]
+        source, target, distance = source[pick], target[pick], distance[pick]
+        order = np.lexsort((target, distance, source))  # nearest neighbour first, ties by label
+        source, target = source[order], target[order]
+        first = np.r_[True, source[1:] != source[:-1]] if len(source) else np.zeros(0, bool)
+        # each small piece points to one neighbour: every joined group holds at most one large piece
+        return _joined(pieces, np.stack([source[first], target[first]], axis=1), graph.n)
 
     def contrast_scores(self) -> np.ndarray:
         """Per-label confidence in [0, 1]: mean value distance to the neighbours relative to the

@@ -41,9 +41,8 @@ def _nir_tile():
     data = np.full((4, 96, 96), 120, np.uint8)
     data[3, :, :48], data[3, :, 48:] = 40, 220
     data = np.clip(data + rng.integers(-3, 4, data.shape), 0, 255).astype(np.uint8)
-    path_data = data
     valid = np.ones((96, 96), bool)
-    bands = np.moveaxis(path_data, 0, -1).copy()
+    bands = np.moveaxis(data, 0, -1).copy()
     return bands[..., :3].copy(), bands, valid
 
 
