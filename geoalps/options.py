@@ -27,6 +27,8 @@ SAM_GENERATOR_CHOICES = ("fast", "reference")
 #: Smallest tile the engines can work on; the overlap may be at most half the tile.
 TILE_SIZE_MIN_PX = 64
 CLASSES_MAX = 65534
+#: ``--min-area-px`` when not given, for engines without a resolution rule of their own (SAM).
+MIN_AREA_PX_DEFAULT = 64
 
 
 #: Environment variable naming a SAM checkpoint (after ``--checkpoint``, before the cache).
@@ -80,7 +82,9 @@ class LabelOptions:
     crop_layers: int = 0
     #: SAM's box non-maximum suppression inside the generator (segment_anything's box_nms_thresh).
     box_nms_iou: float = 0.7
-    min_area_px: int = 64
+    #: None = the engine's choice: 64 px for SAM, the classical engine's smallest region, which
+    #: follows the ground resolution (geoalps.engines.classical.region_scale).
+    min_area_px: int | None = None
     max_area_frac: float = 0.3
     #: Mask-IoU duplicate removal inside a tile, after the engine.
     dedupe_iou: float = 0.7
@@ -113,6 +117,8 @@ class LabelOptions:
         check_tiling(self.tile_size, self.overlap)
         if not 1 <= self.classes <= CLASSES_MAX:
             raise OptionError(f"--classes must be between 1 and {CLASSES_MAX}")
+        if self.min_area_px is not None and self.min_area_px < 1:
+            raise OptionError("--min-area-px must be at least 1")
         if not 0 < self.max_area_frac <= 1:
             raise OptionError("--max-area-frac must be in (0, 1]")
         for name, value in (("--dedupe-iou", self.dedupe_iou), ("--box-nms-iou", self.box_nms_iou)):

@@ -11,7 +11,8 @@ default run (classical engine, ``--features auto`` = spectral) and scored with g
 
 Baselines, same scene, same K and seed: per-pixel k-means (scikit-learn MiniBatchKMeans on the
 standardised values of all bands) and felzenszwalb alone (skimage, at the classical engine's
-scale, sigma and min_size, on the same 8-bit stretch the engine sees), for object recall.
+fixed settings of before issue 13: scale ``classical_scale``, its sigma, min_size 32 px, masks of
+64 px and up, on the 8-bit RGB stretch), for object recall.
 
     .venv/bin/python benchmarks/label_quality/run.py [--seeds 0,1,2] [--scenes rgbn,zion]
         [--kmeans over_cluster=8,steps=10,merge=kmeans] [--tag NAME] [--json PATH]
@@ -169,14 +170,15 @@ def pixel_kmeans(image: Path, k: int, seed: int, out: Path) -> Path:
 
 
 def felzenszwalb_polygons(image: Path):
-    """Felzenszwalb alone at the classical engine's settings, whole scene, as polygons."""
+    """Felzenszwalb alone at the classical engine's fixed settings (no resolution rule, RGB, no
+    merge), whole scene, as polygons."""
     from skimage.segmentation import felzenszwalb
 
-    from geoalps.engines.classical import ClassicalEngine
+    from geoalps.engines.classical import REGION_NO_CRS_PX, ClassicalEngine
     from geoalps.evaluation import raster_objects
     from geoalps.inputs.bands import resolve_bands, stretch_to_uint8
     from geoalps.inputs.scene import open_scene, valid_pixels
-    from geoalps.options import LabelOptions
+    from geoalps.options import MIN_AREA_PX_DEFAULT, LabelOptions
 
     opts = LabelOptions()
     scene = open_scene(str(image))
@@ -186,9 +188,9 @@ def felzenszwalb_polygons(image: Path):
     valid = valid_pixels(data, scene.nodata)
     rgb = stretch_to_uint8(data, valid, resolve_bands(None, scene.count, str(image)), scene.stats)
     seg = felzenszwalb(rgb, scale=opts.classical_scale, sigma=ClassicalEngine.sigma,
-                       min_size=max(16, opts.min_area_px // 2), channel_axis=-1) + 1
+                       min_size=REGION_NO_CRS_PX, channel_axis=-1) + 1
     seg[~valid] = 0
-    geoms, _, _ = raster_objects(seg, transform, by="value", min_size_px=opts.min_area_px)
+    geoms, _, _ = raster_objects(seg, transform, by="value", min_size_px=MIN_AREA_PX_DEFAULT)
     return geoms
 
 

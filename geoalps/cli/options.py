@@ -69,8 +69,9 @@ sam_opts = stack(
                  help="SAM's box non-maximum suppression inside the generator."),
 )
 mask_filter_opts = stack(
-    click.option("--min-area-px", type=click.IntRange(1), default=_LABEL.min_area_px, show_default=True,
-                 help="Drop masks smaller than this many pixels."),
+    click.option("--min-area-px", type=click.IntRange(1), default=_LABEL.min_area_px, show_default="auto",
+                 help="Drop masks smaller than this many pixels (auto: 64 for sam; for classical its "
+                      "smallest region, from the ground resolution)."),
     click.option("--max-area-frac", type=float, default=_LABEL.max_area_frac, show_default=True,
                  help="Drop masks larger than this fraction of the tile (ALPS area threshold)."),
     click.option("--dedupe-iou", type=click.FloatRange(0, 1), default=_LABEL.dedupe_iou, show_default=True,

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 
-from geoalps.engines.base import MaskEngine, engine_class, engine_names, register_engine
+from geoalps.engines.base import EngineTile, MaskEngine, engine_class, engine_names, register_engine
 from geoalps.engines import classical as _classical  # noqa: F401  (registers "classical")
 from geoalps.engines import sam as _sam  # noqa: F401  (registers "sam")
 from geoalps.engines import sam2 as _sam2  # noqa: F401  (registers "sam2")
@@ -10,7 +10,7 @@ from geoalps.engines.sam.checkpoints import find_cached_checkpoint
 from geoalps.engines.sam2.checkpoints import find_cached_checkpoint as find_cached_sam2
 from geoalps.options import LabelOptions
 
-__all__ = ["MaskEngine", "create_engine", "engine_names", "register_engine", "resolve_engine_name"]
+__all__ = ["EngineTile", "MaskEngine", "create_engine", "engine_names", "register_engine", "resolve_engine_name"]
 
 
 def resolve_engine_name(options: LabelOptions) -> str:

@@ -1,17 +1,36 @@
 """The mask-engine interface and its registry.
 
 An engine turns one tile's 8-bit RGB view into object masks. Adding an engine (SAM2, MobileSAM)
-is one subclass registered under a name; the pipeline never imports engines directly.
+is one subclass registered under a name; the pipeline never imports engines directly. Engines
+that use more than the RGB view (every band, the ground resolution) say so with ``wants_bands``
+and take :class:`EngineTile` records through :meth:`MaskEngine.generate_tiles`.
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Callable, ClassVar
 
 import numpy as np
 
 from geoalps.objects.masks import TileMasks
-from geoalps.options import LabelOptions
+from geoalps.options import MIN_AREA_PX_DEFAULT, LabelOptions
+
+
+@dataclass(frozen=True)
+class EngineTile:
+    """One tile as the pipeline hands it to an engine.
+
+    ``rgb``: (H, W, 3) uint8 view of the mapped bands (``--bands``); ``valid``: (H, W) pixels with
+    data; ``bands``: (H, W, C) uint8, *every* band of the scene on the scene's stretch (filled only
+    for engines with ``wants_bands``); ``pixel_size_m``: ground size of one pixel in metres, the
+    same for every tile of a scene (None when the scene has no CRS).
+    """
+
+    rgb: np.ndarray
+    valid: np.ndarray
+    bands: np.ndarray | None = None
+    pixel_size_m: float | None = None
 
 
 class MaskEngine(ABC):
@@ -25,6 +44,8 @@ class MaskEngine(ABC):
     provides_embedding: ClassVar[bool] = False
     #: True when masks never overlap (a partition of the tile): duplicate removal is skipped.
     disjoint_masks: ClassVar[bool] = False
+    #: True when the engine uses :attr:`EngineTile.bands` (the pipeline then stretches every band).
+    wants_bands: ClassVar[bool] = False
 
     def __init__(self, options: LabelOptions, tile_batch: int = 0) -> None:
         """``tile_batch``: tiles per engine call asked for (``--tile-batch``; 0 = the engine's choice)."""
@@ -33,6 +54,11 @@ class MaskEngine(ABC):
     @abstractmethod
     def generate(self, rgb: np.ndarray, valid: np.ndarray) -> TileMasks:
         """Masks for an (H, W, 3) uint8 tile; ``valid`` (H, W) marks pixels with data."""
+
+    def min_mask_px(self, pixel_size_m: float | None) -> int:
+        """Masks smaller than this are dropped after the engine: ``--min-area-px``, or the
+        engine's own choice for a scene of this resolution when it is not given."""
+        return self.options.min_area_px if self.options.min_area_px is not None else MIN_AREA_PX_DEFAULT
 
     def describe(self) -> str:
         """One line for the log: which engine and model a run used."""
@@ -47,6 +73,11 @@ class MaskEngine(ABC):
     def generate_many(self, rgbs: list[np.ndarray], valids: list[np.ndarray]) -> list[TileMasks]:
         """Masks for several tiles at once; engines that can batch (SAM's encoder) override it."""
         return [self.generate(rgb, valid) for rgb, valid in zip(rgbs, valids)]
+
+    def generate_tiles(self, tiles: list[EngineTile]) -> list[TileMasks]:
+        """Masks for the pipeline's tiles. By default only the RGB views are used
+        (:meth:`generate_many`); engines that use every band or the resolution override this."""
+        return self.generate_many([t.rgb for t in tiles], [t.valid for t in tiles])
 
 
 _REGISTRY: dict[str, type[MaskEngine]] = {}

@@ -1,11 +1,22 @@
 """A weight-free region-proposal engine: graph-based segmentation merged into object-sized regions.
 
 It lets geoalps do real work on a machine without SAM weights. Felzenszwalb's graph segmentation
-decides boundaries from local contrast, so the same object gets nearly the same region in two
+decides boundaries from local contrast in *every* band of the scene (NIR separates vegetation from
+roofs and roads of the same colour), so the same object gets nearly the same region in two
 overlapping tiles (which keeps seams clean); a region-adjacency merge then joins neighbouring
-regions of near-identical colour into object-sized ones.
+regions whose mean values over all bands are near-identical.
+
+Region sizes follow the scene's ground resolution (:func:`region_scale`): the smallest region is
+an area in m2 turned into pixels, clamped, so regions of 30 m Landsat are a few pixels (land
+cover changes within a few pixels there) and a 0.1 m aerial crown is a few hundred. The
+resolution is a scene property, so every tile of a scene is cut with the same settings and a
+region in the overlap of two tiles comes out the same in both. Scenes without a CRS keep the
+fixed settings of earlier versions.
 """
 from __future__ import annotations
+
+import math
+import warnings
 
 import numpy as np
 from scipy.sparse import coo_matrix
@@ -13,58 +24,127 @@ from scipy.sparse.csgraph import connected_components
 from skimage.measure import label as connected_label
 from skimage.segmentation import felzenszwalb
 
-from geoalps.engines.base import MaskEngine, register_engine
+from geoalps.engines.base import EngineTile, MaskEngine, register_engine
 from geoalps.objects.masks import TileMasks
+
+#: Smallest felzenszwalb region, in m2 of ground, before the clamps below.
+REGION_M2 = 32.0
+#: Clamps on that region in pixels: coarse imagery keeps near-pixel regions, fine imagery does not
+#: split one roof or crown into pixel-sized bits.
+REGION_MIN_PX, REGION_MAX_PX = 8, 128
+#: Scenes in pixel coordinates (no resolution): the fixed smallest region of earlier versions.
+REGION_NO_CRS_PX = 32
+#: With a resolution, felzenszwalb's scale is ``classical_scale`` times this at
+#: :data:`REGION_MAX_PX`, times (min_size / REGION_MAX_PX) ** :data:`SCALE_EXPONENT` below it.
+RESOLVED_SCALE_FACTOR = 0.5
+SCALE_EXPONENT = 0.25
+
+
+def region_scale(classical_scale: float, pixel_size_m: float | None) -> tuple[float, int]:
+    """(felzenszwalb ``scale``, ``min_size`` in px) for a scene of this resolution.
+
+    ``min_size`` is :data:`REGION_M2` in pixels, clamped to [:data:`REGION_MIN_PX`,
+    :data:`REGION_MAX_PX`]; ``scale`` (half ``classical_scale`` at 128 px: 100 by default)
+    shrinks slowly with it (50 at 8 px), since felzenszwalb's scale is a region size times a
+    contrast. The constants come from ``benchmarks/label_quality``. Without a resolution:
+    (``classical_scale``, :data:`REGION_NO_CRS_PX`), the engine's fixed settings before.
+    """
+    if pixel_size_m is None or not math.isfinite(pixel_size_m) or pixel_size_m <= 0:
+        return classical_scale, REGION_NO_CRS_PX
+    pixels = REGION_M2 / pixel_size_m**2
+    min_size = int(round(min(max(pixels, REGION_MIN_PX), REGION_MAX_PX)))
+    scale = classical_scale * RESOLVED_SCALE_FACTOR * (min_size / REGION_MAX_PX) ** SCALE_EXPONENT
+    return scale, min_size
 
 
 @register_engine("classical")
 class ClassicalEngine(MaskEngine):
-    """Felzenszwalb segmentation + colour-similarity merge; score = boundary contrast.
+    """Felzenszwalb segmentation on all bands + similarity merge; score = boundary contrast.
 
-    Cost: about a second per 1024 x 1024 tile on one core (felzenszwalb dominates); memory a few
-    label images of the tile. Everything after the segmentation is vectorised over pixels.
+    Cost: about a second per 1024 x 1024 tile on one core (felzenszwalb dominates, its cost grows
+    slowly with the band count); memory a few label images of the tile and one float copy of its
+    bands. Everything after the segmentation is vectorised over pixels.
     """
 
     disjoint_masks = True  # a partition of the tile: nothing to deduplicate
+    wants_bands = True
 
-    #: Neighbouring regions whose mean colours differ by less than this (0..255 RGB distance)
-    #: are merged.
+    #: Neighbouring regions whose mean values differ by less than this (0..255, distance over the
+    #: bands scaled to three channels) are merged.
     merge_colour_distance = 10.0
     #: Light smoothing only: more blurs object edges into strips of their own.
     sigma = 0.3
 
+    def min_mask_px(self, pixel_size_m: float | None) -> int:
+        """``--min-area-px`` when given; else the smallest region for this resolution (64 px
+        without one, as before), so fine regions of coarse imagery are kept, not dropped."""
+        if self.options.min_area_px is not None:
+            return self.options.min_area_px
+        if pixel_size_m is None:
+            return super().min_mask_px(pixel_size_m)
+        return region_scale(self.options.classical_scale, pixel_size_m)[1]
+
     def generate(self, rgb: np.ndarray, valid: np.ndarray) -> TileMasks:
+        return self.segment(EngineTile(rgb, valid))
+
+    def generate_tiles(self, tiles: list[EngineTile]) -> list[TileMasks]:
+        return [self.segment(tile) for tile in tiles]
+
+    def segment(self, tile: EngineTile) -> TileMasks:
+        """Regions of one tile: every band when the tile has them, else the RGB view."""
+        valid = tile.valid
         height, width = valid.shape
         if not valid.any():
             return TileMasks([], np.zeros((0, 4)), np.zeros(0), tile_shape=(height, width))
-        min_size = max(16, self.options.min_area_px // 2)
-        labels = felzenszwalb(
-            rgb, scale=self.options.classical_scale, sigma=self.sigma, min_size=min_size, channel_axis=-1
-        )
+        image = scaled_bands(tile.bands if tile.bands is not None else tile.rgb)
+        scale, min_size = region_scale(self.options.classical_scale, tile.pixel_size_m)
+        with warnings.catch_warnings():  # skimage warns about more than 3 channels: intended here
+            warnings.simplefilter("ignore", RuntimeWarning)
+            labels = felzenszwalb(image, scale=scale, sigma=self.sigma, min_size=min_size, channel_axis=-1)
         labels = labels + 1
         labels[~valid] = 0
-        regions = RegionGraph(rgb, labels)
-        labels = regions.merged(self.merge_colour_distance)
-        scores = RegionGraph(rgb, labels).contrast_scores()
+        values = image * 255.0
+        labels = RegionGraph(values, labels).merged(self.merge_colour_distance, min_size)
+        scores = RegionGraph(values, labels).contrast_scores()
         return TileMasks.from_labels(labels, scores)
 
 
+def _joined(labels: np.ndarray, join: np.ndarray, n: int) -> np.ndarray:
+    """``labels`` with the label pairs in ``join`` made one region, then split into 4-connected
+    pieces numbered 1..L (0 stays 0)."""
+    graph = coo_matrix((np.ones(len(join)), (join[:, 0], join[:, 1])), shape=(n, n))
+    _, component = connected_components(graph, directed=False)
+    component = component + 1
+    component[0] = 0
+    return connected_label(component[labels], background=0, connectivity=1).astype(np.int32)
+
+
+def scaled_bands(image: np.ndarray) -> np.ndarray:
+    """(H, W, C) uint8 -> float32 in [0, 1] divided by sqrt(C / 3): Euclidean distances over C
+    bands then read as over three, so scale and merge distance keep their meaning for any band
+    count."""
+    channels = image.shape[-1]
+    return image.astype(np.float32) * np.float32(1.0 / (255.0 * math.sqrt(channels / 3.0)))
+
+
 class RegionGraph:
-    """Regions of a label image (0 = no data), their mean colours and 4-neighbour adjacency.
+    """Regions of a label image (0 = no data), their mean values and 4-neighbour adjacency.
 
     Built with bincount and array comparisons in one pass over the pixels (skimage's RAG calls
     Python once per pixel, far too slow for 1024 px tiles).
     """
 
-    def __init__(self, rgb: np.ndarray, labels: np.ndarray) -> None:
+    def __init__(self, image: np.ndarray, labels: np.ndarray) -> None:
+        self.image = image
         self.labels = labels
         self.n = int(labels.max()) + 1
         flat = labels.ravel()
         counts = np.bincount(flat, minlength=self.n).astype(np.float64)
         self.counts = counts
-        pixels = rgb.reshape(-1, 3).astype(np.float64)
-        sums = np.stack([np.bincount(flat, pixels[:, c], self.n) for c in range(3)], axis=1)
-        squares = np.stack([np.bincount(flat, pixels[:, c] ** 2, self.n) for c in range(3)], axis=1)
+        channels = image.shape[-1]
+        pixels = image.reshape(-1, channels).astype(np.float64)
+        sums = np.stack([np.bincount(flat, pixels[:, c], self.n) for c in range(channels)], axis=1)
+        squares = np.stack([np.bincount(flat, pixels[:, c] ** 2, self.n) for c in range(channels)], axis=1)
         safe = np.maximum(counts, 1)[:, None]
         self.means = sums / safe
         self.spread = np.sqrt(np.maximum(squares / safe - self.means**2, 0).sum(axis=1))
@@ -78,19 +158,31 @@ class RegionGraph:
         self.edges = np.stack([codes // self.n, codes % self.n], axis=1)
         self.edge_distance = np.linalg.norm(self.means[self.edges[:, 0]] - self.means[self.edges[:, 1]], axis=1)
 
-    def merged(self, max_distance: float) -> np.ndarray:
-        """Label image where neighbours closer than ``max_distance`` in mean colour are one region,
-        then split into 4-connected pieces and numbered 1..L (0 stays 0)."""
-        join = self.edges[self.edge_distance < max_distance]
-        graph = coo_matrix((np.ones(len(join)), (join[:, 0], join[:, 1])), shape=(self.n, self.n))
-        _, component = connected_components(graph, directed=False)
-        component = component + 1
-        component[0] = 0
-        return connected_label(component[self.labels], background=0, connectivity=1).astype(np.int32)
+    def merged(self, max_distance: float, min_size_px: int = 1) -> np.ndarray:
+        """Label image where neighbours closer than ``max_distance`` in mean value are one region,
+        split into 4-connected pieces, pieces under ``min_size_px`` joined to their most similar
+        4-neighbour, numbered 1..L (0 stays 0). Felzenszwalb's regions are 8-connected: without
+        the join, their diagonal slivers fall under the smallest mask and are left unlabelled."""
+        pieces = _joined(self.labels, self.edges[self.edge_distance < max_distance], self.n)
+        if min_size_px <= 1:
+            return pieces
+        graph = RegionGraph(self.image, pieces)
+        small = graph.counts < min_size_px
+        small[0] = False
+        source = np.concatenate([graph.edges[:, 0], graph.edges[:, 1]])
+        target = np.concatenate([graph.edges[:, 1], graph.edges[:, 0]])
+        distance = np.concatenate([graph.edge_distance, graph.edge_distance])
+        pick = small[source]
+        source, target, distance = source[pick], target[pick], distance[pick]
+        order = np.lexsort((target, distance, source))  # nearest neighbour first, ties by label
+        source, target = source[order], target[order]
+        first = np.r_[True, source[1:] != source[:-1]] if len(source) else np.zeros(0, bool)
+        # each small piece points to one neighbour: every joined group holds at most one large piece
+        return _joined(pieces, np.stack([source[first], target[first]], axis=1), graph.n)
 
     def contrast_scores(self) -> np.ndarray:
-        """Per-label confidence in [0, 1]: mean colour distance to the neighbours relative to the
-        region's own colour spread (index 0 unused)."""
+        """Per-label confidence in [0, 1]: mean value distance to the neighbours relative to the
+        region's own spread (index 0 unused)."""
         total = np.zeros(self.n)
         degree = np.zeros(self.n)
         for side in (0, 1):

@@ -8,12 +8,14 @@ per process and cached.
 from __future__ import annotations
 
 import functools
+import math
 import time
 from typing import Sequence
 
 import numpy as np
 from affine import Affine
 
+from geoalps.engines.base import EngineTile
 from geoalps.inputs.bands import stretch_to_uint8
 from geoalps.objects.features import compute_features
 from geoalps.objects.masks import filter_by_area, remove_duplicates
@@ -44,6 +46,44 @@ def band_descriptions(path: str) -> tuple:
         return ()
 
 
+@functools.lru_cache(maxsize=64)
+def _pixel_size_m(crs_wkt: str | None, transform: tuple, width: int, height: int) -> float | None:
+    from affine import Affine
+    from rasterio.crs import CRS
+    from rasterio.errors import CRSError
+
+    if not crs_wkt:
+        return None
+    affine = Affine(*transform[:6])
+    side = math.sqrt(abs(affine.a * affine.e - affine.b * affine.d))  # pixel side in CRS units
+    try:
+        crs = CRS.from_wkt(crs_wkt)
+        if crs.is_geographic:  # degrees: metres at the scene's central latitude
+            _, lat = affine * (width / 2, height / 2)
+            return side * 111_320.0 * math.sqrt(max(math.cos(math.radians(lat)), 1e-3))
+        return side * crs.linear_units_factor[1]
+    except (CRSError, ValueError, TypeError):  # a CRS without usable units: no resolution
+        return None
+
+
+def pixel_size_m(scene: Scene) -> float | None:
+    """Ground size of one pixel of ``scene`` in metres (square root of the pixel's area; degrees
+    converted at the scene's central latitude); None for scenes in pixel coordinates. A scene
+    property, the same for all its tiles, so engines that scale with it stay seam-consistent."""
+    return _pixel_size_m(scene.crs_wkt, tuple(scene.transform), scene.width, scene.height)
+
+
+def all_bands_uint8(data: np.ndarray, valid: np.ndarray, scene: Scene) -> np.ndarray:
+    """(bands, H, W) -> (H, W, bands) uint8, every band on the scene's stretch (the RGB view's
+    stretch, three bands at a time). For engines with ``wants_bands``; costs one uint8 copy."""
+    count = data.shape[0]
+    out = np.empty(data.shape[1:] + (count,), np.uint8)
+    for start in range(0, count, 3):
+        picked = [min(start + i, count - 1) + 1 for i in range(3)]
+        out[..., start:start + 3] = stretch_to_uint8(data, valid, tuple(picked), scene.stats)[..., :count - start]
+    return out
+
+
 def engine_for(options: LabelOptions, tile_batch: int = 0):
     """One engine per process and options: SAM weights load once, not once per tile."""
     from geoalps.engines import create_engine
@@ -70,7 +110,8 @@ def process_tiles(
     started = time.perf_counter()
     engine = engine_for(options, tile_batch)
     results: dict[int, TileResult] = {}
-    pending = []  # (position, data, valid, rgb)
+    pending = []  # (position, data, valid, EngineTile)
+    size_m = pixel_size_m(scene)
     for position, tile in enumerate(tiles):
         data = read_window(scene, tile.window)
         valid = valid_in_window(scene, tile.window, data)
@@ -79,14 +120,16 @@ def process_tiles(
             results[position] = TileResult(tile, np.zeros(0, object), empty, empty, empty.astype(bool),
                                            empty.astype(bool), skipped=True)
             continue
-        pending.append((position, data, valid, stretch_to_uint8(data, valid, bands, scene.stats)))
+        rgb = stretch_to_uint8(data, valid, bands, scene.stats)
+        every = all_bands_uint8(data, valid, scene) if engine.wants_bands else None
+        pending.append((position, data, valid, EngineTile(rgb, valid, every, size_m)))
     if pending:
         engine_start = time.perf_counter()
-        all_masks = engine.generate_many([p[3] for p in pending], [p[2] for p in pending])
+        all_masks = engine.generate_tiles([p[3] for p in pending])
         engine_seconds = (time.perf_counter() - engine_start) / len(pending)
         for (position, data, valid, _), tile_masks in zip(pending, all_masks):
             results[position] = _tile_result(scene, tiles[position], data, valid, tile_masks, engine,
-                                             options, blocks, spectral_bands, engine_seconds)
+                                             options, blocks, spectral_bands, engine_seconds, size_m)
     seconds = (time.perf_counter() - started) / len(tiles)
     for result in results.values():
         result.seconds = seconds
@@ -94,9 +137,11 @@ def process_tiles(
 
 
 def _tile_result(scene: Scene, tile: Tile, data: np.ndarray, valid: np.ndarray, tile_masks, engine,
-                 options: LabelOptions, blocks: tuple[str, ...], spectral_bands, engine_seconds: float) -> TileResult:
+                 options: LabelOptions, blocks: tuple[str, ...], spectral_bands, engine_seconds: float,
+                 pixel_size: float | None) -> TileResult:
     """Everything after the engine for one tile: area filter, dedupe, core rule, features, polygons."""
-    tile_masks = filter_by_area(tile_masks, valid, options.min_area_px, options.max_area_frac)
+    min_area_px = engine.min_mask_px(pixel_size)
+    tile_masks = filter_by_area(tile_masks, valid, min_area_px, options.max_area_frac)
     if not engine.disjoint_masks:
         tile_masks = remove_duplicates(tile_masks, options.dedupe_iou)
 
@@ -115,7 +160,7 @@ def _tile_result(scene: Scene, tile: Tile, data: np.ndarray, valid: np.ndarray, 
     features = compute_features(tile_masks, blocks, spectral_data, stretch, names)
     geometries = np.array(
         # scene-pixel coordinates (integer vertices) until pass 2 writes them (geoalps.objects.coverage)
-        tile_geometries(tile_masks, Affine.translation(tile.col_off, tile.row_off), max(1, options.min_area_px // 8)),
+        tile_geometries(tile_masks, Affine.translation(tile.col_off, tile.row_off), max(1, min_area_px // 8)),
         dtype=object,
     )
     truncated, seam_candidate = seam_flags(tile, tile_masks.boxes, scene.width, scene.height)

@@ -149,7 +149,8 @@ def test_kmeans_model_is_reused_frozen(seam_scene, tmp_path):
         a = first.pseudo_class.iloc[_best_match(first, truth)[0]]
         b = second.pseudo_class.iloc[_best_match(second, truth)[0]]
         assert a == b
-    four_band = write_raster(tmp_path / "four.tif", scene_with_objects(100, 100, [], bands=4))
+    # a scene with objects (a background-only one gives no features to check)
+    four_band = write_raster(tmp_path / "four.tif", scene_with_objects(400, 400, SEAM_BOXES[:2], seed=11, bands=4))
     with pytest.raises(GeoAlpsError, match="fitted on features"):
         label(four_band, None, kmeans_model=model, **FAST)
 

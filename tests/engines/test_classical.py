@@ -1,0 +1,76 @@
+"""The classical engine: region sizes from the ground resolution, boundaries from every band."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from affine import Affine
+
+from conftest import write_raster
+from geoalps.engines import EngineTile
+from geoalps.engines.classical import REGION_MAX_PX, REGION_MIN_PX, REGION_NO_CRS_PX, ClassicalEngine, region_scale
+from geoalps.inputs.scene import open_scene
+from geoalps.labelling.tile_work import all_bands_uint8, pixel_size_m
+from geoalps.options import MIN_AREA_PX_DEFAULT, LabelOptions
+
+
+def test_region_size_follows_the_ground_resolution():
+    landsat, spacenet, aerial = (region_scale(200.0, size) for size in (30.0, 0.5, 0.1))
+    assert landsat[1] == REGION_MIN_PX and aerial[1] == REGION_MAX_PX
+    assert landsat[1] <= spacenet[1] <= aerial[1]
+    assert landsat[0] <= spacenet[0] <= aerial[0]
+    # No resolution (pixel coordinates): the fixed settings of earlier versions.
+    assert region_scale(200.0, None) == (200.0, REGION_NO_CRS_PX)
+
+
+@pytest.mark.parametrize("crs, transform, expected_m", [
+    ("EPSG:32633", Affine(0.5, 0, 500000, 0, -0.5, 4100000), 0.5),
+    ("EPSG:2249", Affine(2.0, 0, 700000, 0, -2.0, 2900000), 2.0 * 0.3048006),  # US survey feet
+    ("EPSG:4326", Affine(1e-4, 0, 10.0, 0, -1e-4, 60.0), 1e-4 * 111320 * np.sqrt(0.5)),  # 60 deg N
+    (None, Affine(1, 0, 0, 0, 1, 0), None),
+])
+def test_pixel_size_in_metres(tmp_path, crs, transform, expected_m):
+    path = write_raster(tmp_path / "s.tif", np.ones((1, 8, 8), np.uint8), transform=transform, crs=crs)
+    scene = open_scene(str(path), allow_pixel_coords=crs is None)
+    got = pixel_size_m(scene)
+    assert got == pytest.approx(expected_m, rel=1e-3) if expected_m else got is None
+
+
+def _nir_tile():
+    """Two halves of identical RGB; only the NIR band tells them apart (vegetation vs roof)."""
+    rng = np.random.default_rng(0)
+    data = np.full((4, 96, 96), 120, np.uint8)
+    data[3, :, :48], data[3, :, 48:] = 40, 220
+    data = np.clip(data + rng.integers(-3, 4, data.shape), 0, 255).astype(np.uint8)
+    valid = np.ones((96, 96), bool)
+    bands = np.moveaxis(data, 0, -1).copy()
+    return bands[..., :3].copy(), bands, valid
+
+
+def test_nir_separates_regions_of_the_same_colour():
+    rgb, bands, valid = _nir_tile()
+    engine = ClassicalEngine(LabelOptions(engine="classical", min_area_px=16).validated())
+    with_nir = engine.generate_tiles([EngineTile(rgb, valid, bands, 0.5)])[0].index_image()
+    rgb_only = engine.generate_tiles([EngineTile(rgb, valid, None, 0.5)])[0].index_image()
+    left, right = with_nir[:, :40], with_nir[:, 56:]
+    assert not np.isin(np.unique(left), np.unique(right)).any(), "NIR edge must split the halves"
+    assert len(np.unique(rgb_only)) < len(np.unique(with_nir))
+
+
+def test_all_bands_keep_the_scene_stretch(tmp_path):
+    data = np.stack([np.arange(64, dtype=np.uint16).reshape(8, 8) * (b + 1) for b in range(5)])
+    scene = open_scene(str(write_raster(tmp_path / "b.tif", data)))
+    valid = np.ones((8, 8), bool)
+    out = all_bands_uint8(data, valid, scene)
+    assert out.shape == (8, 8, 5) and out.dtype == np.uint8
+    for band in range(5):
+        lo, hi = scene.stats.low[band], scene.stats.high[band]
+        expected = np.clip(np.rint((data[band] - lo) * 255.0 / (hi - lo)), 0, 255)
+        assert np.abs(out[..., band].astype(int) - expected).max() <= 1
+
+
+def test_smallest_mask_follows_resolution_unless_given():
+    auto = ClassicalEngine(LabelOptions(engine="classical").validated())
+    assert auto.min_mask_px(30.0) == REGION_MIN_PX and auto.min_mask_px(0.1) == REGION_MAX_PX
+    assert auto.min_mask_px(None) == MIN_AREA_PX_DEFAULT
+    given = ClassicalEngine(LabelOptions(engine="classical", min_area_px=40).validated())
+    assert given.min_mask_px(30.0) == given.min_mask_px(0.1) == 40
