@@ -101,16 +101,18 @@ def test_pooling_weights_cells_by_mask_coverage():
 def test_tile_batch_encodes_tiles_together_and_changes_nothing(tiny_checkpoint, scene, tmp_path, monkeypatch):
     """--tile-batch N hands N tiles to one encoder call (GPU throughput); polygons, classes and
     the work-folder fingerprint stay what one tile at a time gives."""
-    from segment_anything.modeling.image_encoder import ImageEncoderViT
+    from segment_anything.modeling.image_encoder import PatchEmbed
 
+    # The patch embedding runs once per encoder pass, on the plain and on the chunked-attention
+    # (CPU) forward alike, so it counts encoder calls and their batch sizes.
     encoder_batches: list[int] = []
-    forward = ImageEncoderViT.forward
+    forward = PatchEmbed.forward
 
     def spy(self, x):
         encoder_batches.append(int(x.shape[0]))
         return forward(self, x)
 
-    monkeypatch.setattr(ImageEncoderViT, "forward", spy)
+    monkeypatch.setattr(PatchEmbed, "forward", spy)
     small = dict(KEEP_ALL, tile_size=96, overlap=16, seed=1)
     one = label(scene, tmp_path / "one.gpkg", checkpoint=tiny_checkpoint, tile_batch=1, **small).gdf
     assert encoder_batches and set(encoder_batches) == {1}
