@@ -92,6 +92,10 @@ class TileRunner:
                 self.client = Client(self.scheduler, timeout="20s")
             else:
                 self._config.enter_context(_worker_environment())
+                # dask's nanny copies its pre-spawn environment (OMP_NUM_THREADS=1 ...) into this
+                # process's os.environ before starting each worker; close() puts it back, so a
+                # notebook that imports torch after label() still gets all its threads.
+                self._config.callback(_restore_environ, _environ_of(_pre_spawn_names()))
                 with warnings.catch_warnings():  # "Port 8787 is already in use": another cluster's
                     warnings.filterwarnings("ignore", message="Port .* is already in use", category=UserWarning)
                     self.cluster = LocalCluster(
@@ -181,6 +185,24 @@ def worker_start_method() -> str:
     if sys.platform.startswith("linux") and "torch" not in sys.modules:
         return "fork"
     return "spawn"
+
+
+def _pre_spawn_names() -> list[str]:
+    import dask
+
+    return list(dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {})
+
+
+def _environ_of(names: list[str]) -> dict[str, str | None]:
+    return {name: os.environ.get(name) for name in names}
+
+
+def _restore_environ(values: dict[str, str | None]) -> None:
+    for name, value in values.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 def _worker_environment():

@@ -57,6 +57,23 @@ def test_two_local_workers_give_the_same_output(busy_scene, reference, tmp_path)
     assert_same(reference, pyogrio.read_dataframe(out, layer="masks"))
 
 
+def test_a_local_cluster_leaves_the_callers_environment_as_it_was(tmp_path, monkeypatch):
+    """dask's nanny writes OMP_NUM_THREADS=1 (and the like) into the calling process before
+    each worker starts; after label() the caller's environment is what it was, so torch imported
+    later in a notebook still gets every core."""
+    from geoalps.labelling.parallel import TileRunner
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv("MKL_NUM_THREADS", "7")
+    seen_inside = {}
+    with TileRunner(2, None) as runner:
+        assert runner.distributed
+        seen_inside = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    # what dask did meanwhile (a value the caller had set is kept)
+    assert seen_inside == {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "7"}
+    assert "OMP_NUM_THREADS" not in os.environ and os.environ["MKL_NUM_THREADS"] == "7"
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -27,18 +27,12 @@ class SamEngine(MaskEngine):
 
     provides_embedding = True
 
+    #: The engine's name in ``describe()``.
+    family = "sam"
+
     def __init__(self, options: LabelOptions, tile_batch: int = 0) -> None:
         super().__init__(options, tile_batch)
-        checkpoint = str(require_checkpoint(options.checkpoint, options.model_type))
-        try:
-            from geoalps.engines.sam.models import load_sam
-        except ImportError as exc:
-            raise DependencyError(
-                f"the sam engine needs torch and segment-anything ({exc.name} is missing): "
-                "pip install 'geoalps[sam]'"
-            ) from None
-        self.checkpoint = checkpoint
-        self.model, self.model_name = load_sam(checkpoint, options.model_type, options.device)
+        self.checkpoint, self.model, self.model_name = self._load_model(options)
         settings = dict(
             points_per_side=options.points_per_side,
             points_per_batch=options.points_per_batch,
@@ -50,18 +44,42 @@ class SamEngine(MaskEngine):
         self._generator = None
         self._batch = 1
         if options.sam_generator == "reference":
-            from geoalps.engines.sam.generators import reference_generate
-
+            reference_generate = self._reference_generate()
             self._generate = lambda image, valid: reference_generate(self.model, image, **settings)
         else:
-            from geoalps.engines.sam.generators import FastMaskGenerator
-
-            self._batch = tile_batch or auto_tile_batch(self.model)
-            self._generator = FastMaskGenerator(self.model, encoder_batch_size=self._batch, **settings)
+            self._batch = tile_batch or self._auto_tile_batch()
+            self._generator = self._fast_generator_class()(self.model, encoder_batch_size=self._batch, **settings)
             self._generate = self._generator.generate
 
+    # The four hooks a model family (sam, sam2) fills in; everything else is shared.
+    def _load_model(self, options: LabelOptions) -> tuple[str, object, str]:
+        """(checkpoint path, model, model name) for ``options``; one-line errors when missing."""
+        checkpoint = str(require_checkpoint(options.checkpoint, options.model_type))
+        try:
+            from geoalps.engines.sam.models import load_sam
+        except ImportError as exc:
+            raise DependencyError(
+                f"the sam engine needs torch and segment-anything ({exc.name} is missing): "
+                "pip install 'geoalps[sam]'"
+            ) from None
+        model, model_name = load_sam(checkpoint, options.model_type, options.device)
+        return checkpoint, model, model_name
+
+    def _reference_generate(self):
+        from geoalps.engines.sam.generators import reference_generate
+
+        return reference_generate
+
+    def _fast_generator_class(self):
+        from geoalps.engines.sam.generators import FastMaskGenerator
+
+        return FastMaskGenerator
+
+    def _auto_tile_batch(self) -> int:
+        return auto_tile_batch(self.model)
+
     def describe(self) -> str:
-        return f"sam ({self.model_name}, {Path(self.checkpoint).name}, {self.options.sam_generator} generator)"
+        return f"{self.family} ({self.model_name}, {Path(self.checkpoint).name}, {self.options.sam_generator} generator)"
 
     @property
     def tiles_per_call(self) -> int:

@@ -6,15 +6,10 @@ torch and sam2 are imported when the engine is created, never by other engines' 
 """
 from __future__ import annotations
 
-from pathlib import Path
-
-import numpy as np
-
-from geoalps.engines.base import MaskEngine, register_engine
+from geoalps.engines.base import register_engine
 from geoalps.engines.sam.engine import SamEngine
 from geoalps.engines.sam2.checkpoints import require_sam2_checkpoint
 from geoalps.errors import DependencyError
-from geoalps.objects.masks import TileMasks
 from geoalps.options import LabelOptions
 
 
@@ -26,10 +21,9 @@ class Sam2Engine(SamEngine):
     cores) plus the prompt decoder for points_per_side^2 points.
     """
 
-    provides_embedding = True
+    family = "sam2"
 
-    def __init__(self, options: LabelOptions, tile_batch: int = 0) -> None:
-        MaskEngine.__init__(self, options, tile_batch)
+    def _load_model(self, options: LabelOptions) -> tuple[str, object, str]:
         checkpoint = str(require_sam2_checkpoint(options.checkpoint, options.model_type))
         try:
             from geoalps.engines.sam2.models import load_sam2
@@ -38,34 +32,21 @@ class Sam2Engine(SamEngine):
                 f"the sam2 engine needs torch and sam2 ({exc.name} is missing): "
                 "SAM2_BUILD_CUDA=0 PIP_CONSTRAINT=constraints.txt pip install 'geoalps[sam2]'"
             ) from None
-        self.checkpoint = checkpoint
-        self.model, self.model_name = load_sam2(checkpoint, options.model_type, options.device)
-        settings = dict(
-            points_per_side=options.points_per_side,
-            points_per_batch=options.points_per_batch,
-            pred_iou_thresh=options.pred_iou_thresh,
-            stability_score_thresh=options.stability_thresh,
-            crop_n_layers=options.crop_layers,
-            box_nms_thresh=options.box_nms_iou,
-        )
-        self._generator = None
-        self._batch = 1
-        if options.sam_generator == "reference":
-            from geoalps.engines.sam2.generators import reference_generate
+        model, model_name = load_sam2(checkpoint, options.model_type, options.device)
+        return checkpoint, model, model_name
 
-            self._generate = lambda image, valid: reference_generate(self.model, image, **settings)
-        else:
-            from geoalps.engines.sam2.generators import Sam2FastMaskGenerator
+    def _reference_generate(self):
+        from geoalps.engines.sam2.generators import reference_generate
 
-            self._batch = tile_batch or auto_tile_batch(self.model, self.model_name)
-            self._generator = Sam2FastMaskGenerator(self.model, encoder_batch_size=self._batch, **settings)
-            self._generate = self._generator.generate
+        return reference_generate
 
-    def describe(self) -> str:
-        return f"sam2 ({self.model_name}, {Path(self.checkpoint).name}, {self.options.sam_generator} generator)"
+    def _fast_generator_class(self):
+        from geoalps.engines.sam2.generators import Sam2FastMaskGenerator
 
-    def generate(self, rgb: np.ndarray, valid: np.ndarray) -> TileMasks:
-        return self._generate(rgb, valid).to_tile_masks()
+        return Sam2FastMaskGenerator
+
+    def _auto_tile_batch(self) -> int:
+        return auto_tile_batch(self.model, self.model_name)
 
 
 #: Rough GPU memory one 1024 px image takes through each Hiera encoder (bf16 autocast), GiB.
