@@ -77,12 +77,14 @@ class LayerWriter:
             if self.next_id is not None:  # an empty output still has the full schema
                 frame = with_ids(frame, self.next_id)
         creating = not self.path.exists()
-        pyogrio.write_dataframe(
-            frame, self.path, layer=self.layer, driver="GPKG", append=self.rows > 0 or not creating,
-            promote_to_multi=True, geometry_type="MultiPolygon",
-            dataset_options={"VERSION": "1.2"} if creating else None,
-            layer_metadata=self.layer_metadata if creating else None,
-        )
+        with warnings.catch_warnings():  # pixel-coordinate outputs have no CRS, as documented
+            warnings.filterwarnings("ignore", message="'crs' was not provided", category=UserWarning)
+            pyogrio.write_dataframe(
+                frame, self.path, layer=self.layer, driver="GPKG", append=self.rows > 0 or not creating,
+                promote_to_multi=True, geometry_type="MultiPolygon",
+                dataset_options={"VERSION": "1.2"} if creating else None,
+                layer_metadata=self.layer_metadata if creating else None,
+            )
         self.rows += len(frame)
         self._pending, self._pending_rows = [], 0
 
