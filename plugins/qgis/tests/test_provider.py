@@ -23,7 +23,8 @@ def test_autolabel_parameters(qgis_app):
         "OVERLAP", "KMEANS_MODEL", "SEED", "WORKERS", "AOI_EXTENT", "AOI_LAYER", "OUTPUT", "RASTER_OUTPUT",
         "KMEANS_MODEL_OUT",
     ]
-    assert alg.parameterDefinition("ENGINE").options() == ["auto", "sam", "classical"]
+    # sam2 comes last, so the indexes of models and batch files saved before it still mean the same
+    assert alg.parameterDefinition("ENGINE").options() == ["auto", "sam", "classical", "sam2"]
     assert alg.parameterDefinition("OUTPUT").defaultFileExtension() == "gpkg"
     assert [o.name() for o in alg.outputDefinitions()] == [
         "OUTPUT", "RASTER_OUTPUT", "KMEANS_MODEL_OUT", "FEATURE_COUNT",
