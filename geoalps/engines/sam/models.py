@@ -349,14 +349,21 @@ def build_tiny_sam(seed: int = 0, **overrides) -> Sam:
 
 
 def sharpen_random_decoder(model: Sam) -> None:
+    """Test-model gains on ``model.mask_decoder``: :func:`sharpen_mask_decoder`."""
+    sharpen_mask_decoder(model.mask_decoder)
+
+
+def sharpen_mask_decoder(decoder) -> None:
     """Test-model gains: sharp image->token attention, strong token values, smooth upscaling.
+
+    For any SAM-style mask decoder (segment_anything's, sam2's: same two-way transformer, upscaling
+    and hypernetworks):
 
     - image->token attention queries/keys share one orthonormal projection (scaled x10), so each
       pixel attends to the token most like it, and the attended token's value (x10) dominates;
     - both transposed convolutions repeat one kernel tap, so masks are smooth at 4 px;
     - the hypernetwork output is scaled x1000 so logits reach several units (stable masks).
     """
-    decoder = model.mask_decoder
     for layer in decoder.transformer.layers:
         attn = layer.cross_attn_image_to_token
         inner, dim = attn.q_proj.weight.shape

@@ -342,26 +342,15 @@ def build_tiny_sam2(seed: int = 0, **overrides) -> SAM2Base:
 
 
 def sharpen_random_sam2_decoder(model: SAM2Base) -> None:
-    """The sam engine's test gains on SAM 2's decoder (same transformer and heads), plus a
-    neutral start for its high-resolution skip features (zero convolutions)."""
+    """The sam engine's test gains on SAM 2's decoder (same transformer and heads:
+    :func:`geoalps.engines.sam.models.sharpen_mask_decoder`), plus a neutral start for its
+    high-resolution skip features (convolutions scaled x0.1)."""
+    from geoalps.engines.sam.models import sharpen_mask_decoder
+
     decoder = model.sam_mask_decoder
-    for layer in decoder.transformer.layers:
-        attn = layer.cross_attn_image_to_token
-        inner, dim = attn.q_proj.weight.shape
-        basis = torch.linalg.qr(torch.randn(dim, inner))[0].T
-        attn.q_proj.weight.copy_(basis * 10.0)
-        attn.k_proj.weight.copy_(basis)
-        attn.q_proj.bias.zero_()
-        attn.k_proj.bias.zero_()
-        attn.out_proj.weight.mul_(10.0)
-    for index in (0, 3):
-        weight = decoder.output_upscaling[index].weight
-        weight.copy_(weight[:, :, :1, :1].expand_as(weight))
+    sharpen_mask_decoder(decoder)  # draws the same random numbers in the same order as before
     for conv in (decoder.conv_s0, decoder.conv_s1):
         conv.weight.mul_(0.1)
-    for mlp in decoder.output_hypernetworks_mlps:
-        mlp.layers[-1].weight.mul_(1000.0)
-        mlp.layers[-1].bias.mul_(1000.0)
 
 
 def save_sam2_checkpoint(model: SAM2Base, path: str | Path) -> Path:
