@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from geoalps.errors import InputError, OptionError
+from geoalps.inputs.crs import as_crs, same_crs
 from geoalps.outputs.raster import CLASS_NAMES_TAG, NAMES_SEPARATOR
 from geoalps.outputs.formats import GEOPACKAGE, format_of
 from geoalps.outputs.vector import LAYER, layer_info, read_layer
@@ -107,18 +108,6 @@ def _class_names(src) -> list[str] | None:
     return names if any(names) else None
 
 
-def _crs(value):
-    """A rasterio CRS from a rasterio/pyproj CRS or text, None for None."""
-    from rasterio.crs import CRS
-
-    return None if value is None else CRS.from_user_input(value)
-
-
-def _same_crs(a, b) -> bool:
-    a, b = _crs(a), _crs(b)
-    return (a is None and b is None) or (a is not None and b is not None and a == b)
-
-
 def _check_crs(path, crs, grid: Grid) -> None:
     """A file without a CRS can only be placed on a grid without one, and the other way round."""
     if (crs is None) != (grid.crs is None):
@@ -129,7 +118,7 @@ def _check_crs(path, crs, grid: Grid) -> None:
 def _to_grid_bounds(bounds, crs, grid: Grid) -> tuple[float, float, float, float]:
     from rasterio.warp import transform_bounds
 
-    return tuple(bounds) if _same_crs(crs, grid.crs) else transform_bounds(_crs(crs), grid.crs, *bounds)
+    return tuple(bounds) if same_crs(crs, grid.crs) else transform_bounds(as_crs(crs), grid.crs, *bounds)
 
 
 def _check_overlap(path, bounds, grid: Grid, other) -> None:
@@ -176,7 +165,7 @@ def _read_frame(path, grid: Grid, columns: list[str], layer: str | None = None, 
 
     frame = pyogrio.read_dataframe(path, layer=layer, columns=columns, bbox=bbox)
     _check_crs(path, frame.crs, grid)
-    if frame.crs is not None and not _same_crs(frame.crs, grid.crs):
+    if frame.crs is not None and not same_crs(frame.crs, grid.crs):
         frame = frame.to_crs(grid.crs)
     return frame[frame.geometry.notna() & ~frame.geometry.is_empty]
 
@@ -198,7 +187,7 @@ def _raster_reader(path, grid: Grid, stack: contextlib.ExitStack) -> tuple[Block
 
     src = _open_raster(path, stack)
     names, nodata = _class_names(src), src.nodata
-    same = ((_same_crs(src.crs, grid.crs) or src.crs is None or grid.crs is None)
+    same = ((same_crs(src.crs, grid.crs) or src.crs is None or grid.crs is None)
             and (src.width, src.height) == (grid.width, grid.height)
             and src.transform.almost_equals(grid.transform, 1e-6 * grid.pixel_area ** 0.5))
     if same:
@@ -286,9 +275,9 @@ def _layer_reader(path, grid: Grid) -> tuple[BlockReader, Any]:
     info = layer_info(path, force_total_bounds=True)
     if PREDICTION_FIELD not in list(info["fields"]):
         raise InputError(f"{path}: layer '{fmt.layer or Path(path).stem}' has no field '{PREDICTION_FIELD}'")
-    layer_crs = _crs(info["crs"])
+    layer_crs = as_crs(info["crs"])
     _check_crs(path, layer_crs, grid)
-    reproject = layer_crs is not None and not _same_crs(layer_crs, grid.crs)
+    reproject = layer_crs is not None and not same_crs(layer_crs, grid.crs)
 
     def read(window):
         bbox = grid.bounds(window)
@@ -303,7 +292,7 @@ def _prediction_frame(path, grid: Grid, columns: list[str], bbox=None):
     """The rows of a geoalps output (any format) in the grid's CRS, empty shapes dropped."""
     frame = read_layer(path, columns=columns, bbox=bbox)
     _check_crs(path, frame.crs, grid)
-    if frame.crs is not None and not _same_crs(frame.crs, grid.crs):
+    if frame.crs is not None and not same_crs(frame.crs, grid.crs):
         frame = frame.to_crs(grid.crs)
     return frame[frame.geometry.notna() & ~frame.geometry.is_empty]
 
@@ -351,7 +340,7 @@ def _polygons(path, grid: Grid, layer: str | None = None, by: str = "component",
         _check_crs(path, src.crs, grid)
         geoms, _, sizes = raster_objects(src.read(1), src.transform, nodata=src.nodata, by=by, classes=classes)
         crs = src.crs
-    if crs is not None and not _same_crs(crs, grid.crs) and geoms.size:
+    if crs is not None and not same_crs(crs, grid.crs) and geoms.size:
         geoms = gpd.GeoSeries(geoms, crs=crs).to_crs(grid.crs).to_numpy()
     return geoms, sizes
 

@@ -33,6 +33,7 @@ from geoalps.errors import InputError, OutputError, TileError
 from geoalps.files import atomic_path, check_writable
 from geoalps.inputs.bands import resolve_bands
 from geoalps.inputs.aoi import load_aoi
+from geoalps.inputs.crs import same_crs
 from geoalps.inputs.remote import is_virtual, redact
 from geoalps.inputs.scene import Scene, open_scene
 from geoalps.inputs.sources import materialise_arrays, scene_sources
@@ -397,7 +398,7 @@ def _write_outputs(scenes, scene_layers, output, raster_targets, n_classes, over
             nonlocal objects
             for scene, layer in zip(scenes, scene_layers):
                 for batch in read_layer_batches(layer):
-                    if len(batch) and target_crs is not None and not _same_crs(batch.crs, target_crs):
+                    if len(batch) and target_crs is not None and not same_crs(batch.crs, target_crs):
                         batch = batch.to_crs(target_crs)
                     classes_used.update(np.unique(batch["pseudo_class"]).tolist())
                     objects += len(batch)
@@ -426,12 +427,6 @@ def _scene_paths(scenes: list[Scene]) -> dict[str, str]:
             for s in scenes}
 
 
-def _same_crs(a, b_wkt: str) -> bool:
-    from pyproj import CRS
-
-    return a is not None and CRS.from_user_input(a) == CRS.from_wkt(b_wkt)
-
-
 def _read_all(scene_layers, scenes):
     """The whole result as one GeoDataFrame, as the output file holds it (API convenience)."""
     import geopandas as gpd
@@ -440,7 +435,7 @@ def _read_all(scene_layers, scenes):
     frames = []
     for layer in scene_layers:
         frame = read_layer(layer)
-        if len(frame) and target_crs is not None and not _same_crs(frame.crs, target_crs):
+        if len(frame) and target_crs is not None and not same_crs(frame.crs, target_crs):
             frame = frame.to_crs(target_crs)
         frames.append(frame)
     frames = [f for f in frames if len(f)] or [empty_objects(target_crs)]

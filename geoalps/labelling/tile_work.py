@@ -8,7 +8,6 @@ per process and cached.
 from __future__ import annotations
 
 import functools
-import math
 import time
 from typing import Sequence
 
@@ -17,6 +16,7 @@ from affine import Affine
 
 from geoalps.engines.base import EngineTile
 from geoalps.inputs.bands import stretch_to_uint8
+from geoalps.inputs.crs import pixel_size_m as crs_pixel_size_m
 from geoalps.objects.features import compute_features
 from geoalps.objects.masks import filter_by_area, remove_duplicates
 from geoalps.options import LabelOptions
@@ -46,31 +46,11 @@ def band_descriptions(path: str) -> tuple:
         return ()
 
 
-@functools.lru_cache(maxsize=64)
-def _pixel_size_m(crs_wkt: str | None, transform: tuple, width: int, height: int) -> float | None:
-    from affine import Affine
-    from rasterio.crs import CRS
-    from rasterio.errors import CRSError
-
-    if not crs_wkt:
-        return None
-    affine = Affine(*transform[:6])
-    side = math.sqrt(abs(affine.a * affine.e - affine.b * affine.d))  # pixel side in CRS units
-    try:
-        crs = CRS.from_wkt(crs_wkt)
-        if crs.is_geographic:  # degrees: metres at the scene's central latitude
-            _, lat = affine * (width / 2, height / 2)
-            return side * 111_320.0 * math.sqrt(max(math.cos(math.radians(lat)), 1e-3))
-        return side * crs.linear_units_factor[1]
-    except (CRSError, ValueError, TypeError):  # a CRS without usable units: no resolution
-        return None
-
-
 def pixel_size_m(scene: Scene) -> float | None:
     """Ground size of one pixel of ``scene`` in metres (square root of the pixel's area; degrees
     converted at the scene's central latitude); None for scenes in pixel coordinates. A scene
     property, the same for all its tiles, so engines that scale with it stay seam-consistent."""
-    return _pixel_size_m(scene.crs_wkt, tuple(scene.transform), scene.width, scene.height)
+    return crs_pixel_size_m(scene.crs_wkt, tuple(scene.transform), scene.width, scene.height)
 
 
 def all_bands_uint8(data: np.ndarray, valid: np.ndarray, scene: Scene) -> np.ndarray:

@@ -96,18 +96,18 @@ def simplify_coverage(geometries: np.ndarray, tolerance_px: float) -> np.ndarray
 
 def tolerance_px(amount: float, unit: str, transform: Affine, crs_wkt: str | None, where: str) -> float:
     """A ``--simplify`` tolerance (:func:`geoalps.options.parse_simplify`) in pixels of a scene
-    (the square root of its pixel area): "m" needs a CRS in metres."""
+    (the square root of its pixel area): "m" needs a projected CRS (metres, feet, ...)."""
     if unit == "px":
         return amount
     if unit == "m":
-        from pyproj import CRS
-
         from geoalps.errors import OptionError
+        from geoalps.inputs.crs import metres_per_unit
 
-        units = {a.unit_name for a in CRS.from_wkt(crs_wkt).axis_info} if crs_wkt else set()
-        if not units or not units <= {"metre", "meter", "m"}:
-            raise OptionError(f"{where}: --simplify {amount:g}m needs a CRS in metres; give pixels (e.g. 1.5px) "
-                              "or CRS units (a plain number)")
+        factor = metres_per_unit(crs_wkt)
+        if factor is None:
+            raise OptionError(f"{where}: --simplify {amount:g}m needs a projected CRS (metres, feet); give pixels "
+                              "(e.g. 1.5px) or CRS units (a plain number)")
+        amount = amount / factor  # in CRS units
     return amount / (abs(transform.determinant) ** 0.5 or 1.0)
 
 

@@ -104,7 +104,7 @@ def test_simplify_syntax_and_units():
     utm = rasterio.crs.CRS.from_epsg(32633).to_wkt()
     assert tolerance_px(2.0, "m", Affine(0.5, 0, 0, 0, -0.5, 0), utm, "s.tif") == 4.0
     assert tolerance_px(1.5, "px", Affine(10, 0, 0, 0, -10, 0), utm, "s.tif") == 1.5
-    with pytest.raises(OptionError, match="s.tif: --simplify 2m needs a CRS in metres"):
+    with pytest.raises(OptionError, match="s.tif: --simplify 2m needs a projected CRS"):
         tolerance_px(2.0, "m", Affine(0.001, 0, 0, 0, -0.001, 0), rasterio.crs.CRS.from_epsg(4326).to_wkt(), "s.tif")
 
 
