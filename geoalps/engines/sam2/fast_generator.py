@@ -6,7 +6,8 @@ bound on the 256 x 256 logits, exact cells, compact candidates, NMS, ``SamMasks`
 
 - encoder: ``Sam2BatchEncoder`` (sam2's transform and feature preparation, several tiles per
   encoder call);
-- decoder: ``Sam2PromptDecoder`` (sam2's prompt encoder and mask decoder, batched prompts);
+- decoder: ``Sam2PromptDecoder`` (the sam engine's ``PointPromptDecoder`` on SAM 2's prompt
+  encoder and mask decoder: prompt-independent work once per image, high-res skip features);
 - geometry: SAM 2 upsamples the 256 x 256 logits straight to the image size (no square padding),
   so the stability bound uses that single resize, and ``ExactCells`` (bit-identical masks without
   upsampling) applies to square images of the model's input size (1024 px tiles);
