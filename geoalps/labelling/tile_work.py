@@ -34,14 +34,18 @@ _ENGINES: dict = {}
 def band_descriptions(path: str) -> tuple:
     """The scene's band descriptions ('red', 'nir', ...), read once per process (for the
     spectral indices)."""
+    import warnings
+
     import rasterio
-    from rasterio.errors import RasterioError
+    from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
     from geoalps.inputs.remote import gdal_env, gdal_path
 
     try:
-        with gdal_env(), rasterio.open(gdal_path(path)) as src:
-            return tuple(src.descriptions)
+        with warnings.catch_warnings(), gdal_env():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)  # pixel-coordinate chips
+            with rasterio.open(gdal_path(path)) as src:
+                return tuple(src.descriptions)
     except (RasterioError, OSError):  # not a file rasterio opens by path: no names
         return ()
 

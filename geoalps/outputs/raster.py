@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
@@ -39,9 +40,12 @@ def join_class_names(names: Sequence[str]) -> str:
 def read_class_names(path: str | os.PathLike) -> tuple[int, list[str]]:
     """(n_classes, names) recorded in a class raster's band-1 tags; (0, []) when absent."""
     import rasterio
+    from rasterio.errors import NotGeoreferencedWarning
 
-    with rasterio.open(path) as src:
-        tags = src.tags(1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)  # class rasters in pixel coordinates
+        with rasterio.open(path) as src:
+            tags = src.tags(1)
     try:
         n_classes = int(tags.get(N_CLASSES_TAG, 0))
     except ValueError:
@@ -62,6 +66,7 @@ def open_label_raster(path: str | os.PathLike, grid, n_classes: int, *, what: st
     is at its final place.
     """
     import rasterio
+    from rasterio.errors import NotGeoreferencedWarning
 
     dtype, nodata = label_raster_dtype(n_classes)
     profile = {
@@ -73,7 +78,11 @@ def open_label_raster(path: str | os.PathLike, grid, n_classes: int, *, what: st
     if grid.crs_wkt is not None:
         profile["crs"] = grid.crs_wkt
     names = list(class_names) if class_names is not None else default_class_names(n_classes)
-    with rasterio.open(path, "w", **profile) as dst:
+    with warnings.catch_warnings():
+        # A scene in pixel coordinates (--allow-pixel-coords) gets a raster in them, as asked.
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        dst = rasterio.open(path, "w", **profile)
+    with dst:
         yield dst
         if dtype == "uint8":
             palette = list(colours) if colours else class_colors(n_classes)

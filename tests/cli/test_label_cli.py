@@ -44,6 +44,20 @@ def test_label_writes_gpkg_and_raster_and_says_which_engine(scene, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["l.qml", "l.tif", "out.gpkg", "scene.tif"]
 
 
+def test_a_scene_in_pixel_coordinates_labels_without_rasterio_warnings(tmp_path):
+    """--allow-pixel-coords asks for pixel coordinates: reading the chip, its band names and
+    writing the label raster must not print rasterio's NotGeoreferencedWarning at the user
+    (pytest's own warning filters do not reach this subprocess)."""
+    data = scene_with_objects(96, 96, [(10, 10, 50, 60)], bands=3)
+    chip = write_raster(tmp_path / "chip.tif", data, crs=None, transform=rasterio.Affine.identity())
+    result = run("label", chip, "-o", tmp_path / "out.gpkg", "--raster-out", tmp_path / "out.tif",
+                 "--allow-pixel-coords", "--workers", "1", "--classes", "2", "--engine", "classical")
+    assert result.returncode == 0, result.stderr
+    assert "Warning" not in result.stderr, result.stderr
+    with rasterio.open(tmp_path / "out.tif") as src:  # the raster is on the chip's pixel grid
+        assert src.crs is None and src.transform == rasterio.Affine.identity() and src.shape == (96, 96)
+
+
 def test_progress_lines_for_the_qgis_plugin(scene, tmp_path):
     result = run("label", scene, "-o", tmp_path / "p.gpkg", "--engine", "classical", "--classes", "2",
                  "--progress-lines", "--tile-size", "128", "--overlap", "32")
