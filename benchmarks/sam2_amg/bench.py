@@ -42,7 +42,7 @@ from geoalps.engines.sam2.models import (SAM2_CONFIGS, build_sam2, build_tiny_sa
 
 _spec = importlib.util.spec_from_file_location("sam_amg_bench", HERE.parent / "sam_amg" / "bench.py")
 sam_amg = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(sam_amg)  # match(), synthetic_image(), aerial_tile()
+_spec.loader.exec_module(sam_amg)  # compare(), match(), synthetic_image(), aerial_tile()
 
 
 def random_model(name: str):
@@ -62,23 +62,9 @@ def random_model(name: str):
 
 
 def compare(model, image, name: str, **settings) -> dict:
-    t0 = time.perf_counter()
-    expected = reference_generate(model, image, **settings)
-    t1 = time.perf_counter()
-    got = Sam2FastMaskGenerator(model, **settings).generate(image)
-    t2 = time.perf_counter()
-    row = {
-        "case": name,
-        "image": list(image.shape[:2]),
-        "settings": settings,
-        "reference_s": round(t1 - t0, 2),
-        "fast_s": round(t2 - t1, 2),
-        "speedup": round((t1 - t0) / (t2 - t1), 2),
-        "fast_breakdown_s": {k: round(v, 2) for k, v in got.timings.items()},
-        **sam_amg.match(expected, got),
-    }
-    print(json.dumps(row), flush=True)
-    return row
+    """benchmarks/sam_amg's comparison with SAM 2's generators."""
+    return sam_amg.compare(model, image, name, reference=reference_generate, fast=Sam2FastMaskGenerator,
+                           **settings)
 
 
 def main() -> None:

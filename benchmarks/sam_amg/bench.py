@@ -138,12 +138,17 @@ def match(expected: SamMasks, got: SamMasks) -> dict:
     }
 
 
-def compare(model, image, name: str, **settings) -> dict:
-    """Run both generators once each, reference first; timings are wall seconds."""
+def compare(model, image, name: str, *, reference=None, fast=None, **settings) -> dict:
+    """Run both generators once each, reference first; timings are wall seconds.
+
+    ``reference(model, image, **settings)`` and ``fast(model, **settings)`` default to the sam
+    engine's; benchmarks/sam2_amg passes SAM 2's."""
+    reference = reference or reference_generate
+    fast = fast or FastMaskGenerator
     t0 = time.perf_counter()
-    expected = reference_generate(model, image, **settings)
+    expected = reference(model, image, **settings)
     t1 = time.perf_counter()
-    got = FastMaskGenerator(model, **settings).generate(image)
+    got = fast(model, **settings).generate(image)
     t2 = time.perf_counter()
     row = {
         "case": name,
