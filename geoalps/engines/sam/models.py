@@ -31,6 +31,7 @@ from segment_anything.modeling import (
 
 from geoalps.devices import resolve_device
 from geoalps.errors import ModelError
+from geoalps.files import atomic_path
 
 PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (58.395, 57.12, 57.375)
@@ -383,8 +384,6 @@ def sharpen_mask_decoder(decoder) -> None:
 
 def save_sam_checkpoint(model: Sam, path: str | Path) -> Path:
     """Save the state dict as segment_anything's releases do (``torch.save(state_dict)``)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(model.state_dict(), tmp)
-    tmp.replace(path)
-    return path
+    with atomic_path(path, overwrite=True, keep_suffix=False) as tmp:
+        torch.save(model.state_dict(), tmp)
+    return Path(path)

@@ -32,6 +32,7 @@ from sam2.modeling.sam2_base import SAM2Base
 from geoalps.devices import resolve_device
 from geoalps.engines.sam.models import _read_state_dict
 from geoalps.errors import ModelError
+from geoalps.files import atomic_path
 
 IMAGE_SIZE = 1024
 ROPE_FEAT_SIZES = (64, 64)  # stride-16 features at 1024 px, as in every released YAML
@@ -355,8 +356,6 @@ def sharpen_random_sam2_decoder(model: SAM2Base) -> None:
 
 def save_sam2_checkpoint(model: SAM2Base, path: str | Path) -> Path:
     """Save as sam2's releases are saved: ``torch.save({"model": state_dict})``."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"model": model.state_dict()}, tmp)
-    tmp.replace(path)
-    return path
+    with atomic_path(path, overwrite=True, keep_suffix=False) as tmp:
+        torch.save({"model": model.state_dict()}, tmp)
+    return Path(path)
