@@ -24,21 +24,34 @@ def same_crs(a, b) -> bool:
     return (a is None and b is None) or (a is not None and b is not None and a == b)
 
 
-def metres_per_unit(crs_wkt: str | None) -> float | None:
-    """Metres in one unit of a projected CRS (1.0 for metres, 0.3048 for feet); None for a
-    geographic CRS (degrees are no fixed length), a missing one or one without usable units."""
+def _parse(crs_wkt: str | None):
+    """The rasterio CRS of ``crs_wkt``; None when missing or unreadable."""
     from rasterio.crs import CRS
     from rasterio.errors import CRSError
 
     if not crs_wkt:
         return None
     try:
-        crs = CRS.from_wkt(crs_wkt)
-        if crs.is_geographic:
-            return None
+        return CRS.from_wkt(crs_wkt)
+    except (CRSError, ValueError, TypeError):
+        return None
+
+
+def _unit_factor(crs) -> float | None:
+    """Metres in one linear unit of a parsed projected CRS; None without usable units."""
+    from rasterio.errors import CRSError
+
+    try:
         return float(crs.linear_units_factor[1])
     except (CRSError, ValueError, TypeError):
         return None
+
+
+def metres_per_unit(crs_wkt: str | None) -> float | None:
+    """Metres in one unit of a projected CRS (1.0 for metres, 0.3048 for feet); None for a
+    geographic CRS (degrees are no fixed length), a missing one or one without usable units."""
+    crs = _parse(crs_wkt)
+    return None if crs is None or crs.is_geographic else _unit_factor(crs)
 
 
 @functools.lru_cache(maxsize=64)  # once per scene, not per tile
@@ -47,18 +60,14 @@ def pixel_size_m(crs_wkt: str | None, transform: tuple, width: int, height: int)
     ``height`` grid with this affine ``transform`` (a 6-tuple); degrees are turned into
     metres at the grid's central latitude. None without a CRS or usable units."""
     from affine import Affine
-    from rasterio.crs import CRS
-    from rasterio.errors import CRSError
 
-    if not crs_wkt:
+    crs = _parse(crs_wkt)
+    if crs is None:
         return None
     affine = Affine(*tuple(transform)[:6])
     side = math.sqrt(abs(affine.a * affine.e - affine.b * affine.d))  # pixel side in CRS units
-    try:
-        if CRS.from_wkt(crs_wkt).is_geographic:
-            _, lat = affine * (width / 2, height / 2)
-            return side * 111_320.0 * math.sqrt(max(math.cos(math.radians(lat)), 1e-3))
-    except (CRSError, ValueError, TypeError):
-        return None
-    factor = metres_per_unit(crs_wkt)
+    if crs.is_geographic:
+        _, lat = affine * (width / 2, height / 2)
+        return side * 111_320.0 * math.sqrt(max(math.cos(math.radians(lat)), 1e-3))
+    factor = _unit_factor(crs)
     return None if factor is None else side * factor
