@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import NamedTuple
 
 import numpy as np
 from scipy.sparse import coo_matrix
@@ -57,6 +58,15 @@ def region_scale(classical_scale: float, pixel_size_m: float | None) -> tuple[fl
     return scale, min_size
 
 
+class RegionSettings(NamedTuple):
+    """What decides the classical engine's regions for one scene."""
+
+    scale: float  #: felzenszwalb's scale (larger: larger regions)
+    min_size_px: int  #: felzenszwalb's smallest region; smaller 4-connected pieces are joined
+    sigma_px: float  #: Gaussian smoothing before felzenszwalb, in pixels
+    merge_distance: float  #: neighbours closer than this in mean value (0..255) are merged
+
+
 @register_engine("classical")
 class ClassicalEngine(MaskEngine):
     """Felzenszwalb segmentation on all bands + similarity merge; score = boundary contrast.
@@ -84,6 +94,12 @@ class ClassicalEngine(MaskEngine):
             return super().min_mask_px(pixel_size_m)
         return region_scale(self.options.classical_scale, pixel_size_m)[1]
 
+    def settings(self, pixel_size_m: float | None) -> RegionSettings:
+        """The segmentation settings for a scene of this resolution: the one place they are
+        decided (``benchmarks/label_quality/engine_sweep.py`` overrides it to sweep them)."""
+        scale, min_size = region_scale(self.options.classical_scale, pixel_size_m)
+        return RegionSettings(scale, min_size, self.sigma, self.merge_colour_distance)
+
     def generate(self, rgb: np.ndarray, valid: np.ndarray) -> TileMasks:
         return self.segment(EngineTile(rgb, valid))
 
@@ -97,14 +113,15 @@ class ClassicalEngine(MaskEngine):
         if not valid.any():
             return TileMasks([], np.zeros((0, 4)), np.zeros(0), tile_shape=(height, width))
         image = scaled_bands(tile.bands if tile.bands is not None else tile.rgb)
-        scale, min_size = region_scale(self.options.classical_scale, tile.pixel_size_m)
+        settings = self.settings(tile.pixel_size_m)
         with warnings.catch_warnings():  # skimage warns about more than 3 channels: intended here
             warnings.simplefilter("ignore", RuntimeWarning)
-            labels = felzenszwalb(image, scale=scale, sigma=self.sigma, min_size=min_size, channel_axis=-1)
+            labels = felzenszwalb(image, scale=settings.scale, sigma=settings.sigma_px,
+                                  min_size=settings.min_size_px, channel_axis=-1)
         labels = labels + 1
         labels[~valid] = 0
         values = image * 255.0
-        labels = RegionGraph(values, labels).merged(self.merge_colour_distance, min_size)
+        labels = RegionGraph(values, labels).merged(settings.merge_distance, settings.min_size_px)
         scores = RegionGraph(values, labels).contrast_scores()
         return TileMasks.from_labels(labels, scores)
 
