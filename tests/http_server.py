@@ -1,5 +1,6 @@
-"""A static file server on 127.0.0.1 for remote-scene tests: honours HTTP Range requests (as
-object stores and COG hosts do), counts the bytes it serves, and can misbehave on purpose.
+"""A static file server on 127.0.0.1 for remote-scene and checkpoint-download tests: honours HTTP
+Range requests (as object stores, COG hosts and model-release hosts do), logs what it serves, and
+can misbehave on purpose (fail, cut a download short, ignore Range).
 
 Started in a thread on a random port; nothing leaves the loopback interface.
 """
@@ -18,10 +19,12 @@ _RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
 
 @dataclass
 class ServerLog:
-    """What the server did: requests seen and body bytes sent, per file name."""
+    """What the server did: requests seen, body bytes sent per file name, and the ``Range``
+    header of each GET in order (``None`` for a GET without one)."""
 
     requests: int = 0
     bytes_sent: dict[str, int] = field(default_factory=dict)
+    ranges: list[str | None] = field(default_factory=list)
     failures_injected: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -39,11 +42,20 @@ class RangeServer:
     connection without an answer, ``"503"`` answers Service Unavailable. ``status``: file name ->
     HTTP status to answer instead of the file (404, 403). ``tokens``: file name -> query string
     the request must carry (a signed URL), else 403.
+
+    ``honour_range=False``: a server that ignores Range, answering 200 with the whole file (and
+    no ``Accept-Ranges``). A Range starting past the end is answered 416 with
+    ``Content-Range: bytes */size``. ``cut_after``: drop the connection once after that many body
+    bytes of the next GET (a download interrupted midway), then back to ``None``; an attribute,
+    so a test can set it on a running server.
     """
 
     def __init__(self, root: str | os.PathLike, fail_every: int = 0, fail_mode: str = "close",
-                 status: dict[str, int] | None = None, tokens: dict[str, str] | None = None) -> None:
+                 status: dict[str, int] | None = None, tokens: dict[str, str] | None = None,
+                 honour_range: bool = True, cut_after: int | None = None) -> None:
         self.root = Path(root)
+        self.honour_range = honour_range
+        self.cut_after = cut_after
         self.fail_every = fail_every
         self.fail_mode = fail_mode
         self.status = dict(status or {})
@@ -90,6 +102,7 @@ class RangeServer:
             self.log.requests += 1
             if not head:
                 self._gets += 1
+                self.log.ranges.append(handler.headers.get("Range"))
             inject = bool(self.fail_every) and not head and self._gets % self.fail_every == 0
             if inject:
                 self.log.failures_injected += 1
@@ -108,7 +121,7 @@ class RangeServer:
             return self._empty(handler, 404)
         size = file.stat().st_size
         start, end, code = 0, size - 1, 200
-        match = _RANGE.match(handler.headers.get("Range", ""))
+        match = _RANGE.match(handler.headers.get("Range", "")) if self.honour_range else None
         if match:
             first, last = match.groups()
             if first:
@@ -116,12 +129,13 @@ class RangeServer:
             else:  # a suffix range: the last N bytes
                 start = max(0, size - int(last))
             if start >= size:
-                return self._empty(handler, 416)
+                return self._empty(handler, 416, {"Content-Range": f"bytes */{size}"})
             code = 206
         length = end - start + 1
         handler.send_response(code)
         handler.send_header("Content-Length", str(length))
-        handler.send_header("Accept-Ranges", "bytes")
+        if self.honour_range:
+            handler.send_header("Accept-Ranges", "bytes")
         handler.send_header("Content-Type", "application/octet-stream")
         if code == 206:
             handler.send_header("Content-Range", f"bytes {start}-{end}/{size}")
@@ -131,12 +145,20 @@ class RangeServer:
         with open(file, "rb") as f:
             f.seek(start)
             body = f.read(length)
-        handler.wfile.write(body)
         with self.log.lock:
+            cut, self.cut_after = self.cut_after, None
+            if cut is not None:  # fewer bytes than Content-Length said, then hang up
+                body = body[:cut]
+                handler.close_connection = True
+            # Counted before writing: a client that has read the body always finds it counted.
             self.log.bytes_sent[name] = self.log.bytes_sent.get(name, 0) + len(body)
+        handler.wfile.write(body)
 
     @staticmethod
-    def _empty(handler: BaseHTTPRequestHandler, code: int) -> None:
+    def _empty(handler: BaseHTTPRequestHandler, code: int,
+               headers: dict[str, str] | None = None) -> None:
         handler.send_response(code)
+        for key, value in (headers or {}).items():
+            handler.send_header(key, value)
         handler.send_header("Content-Length", "0")
         handler.end_headers()

@@ -2,9 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import http.server
-import re
-import threading
 
 import pytest
 from click.testing import CliRunner
@@ -12,122 +9,82 @@ from click.testing import CliRunner
 from geoalps.errors import DownloadError, GeoAlpsError
 from geoalps.engines.sam import checkpoints as dl
 from geoalps.engines.sam.checkpoints import download_checkpoint, find_cached_checkpoint
+from http_server import RangeServer
 
 PAYLOAD = bytes(range(256)) * 4096 + b"tail"  # about 1 MB, several read chunks
 PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
 NAME = "sam_vit_b_01ec64.pth"
 
 
-class Server:
-    """A tiny file server with knobs: honour Range or not, cut the body after N bytes."""
-
-    def __init__(self):
-        self.cut_after: int | None = None
-        self.honour_range = True
-        self.ranges: list[str | None] = []
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                server.ranges.append(self.headers.get("Range"))
-                start = 0
-                match = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")
-                if match and server.honour_range:
-                    start = int(match.group(1))
-                    if start >= len(PAYLOAD):
-                        self.send_response(416)
-                        self.send_header("Content-Range", f"bytes */{len(PAYLOAD)}")
-                        self.end_headers()
-                        return
-                    self.send_response(206)
-                    self.send_header("Content-Range", f"bytes {start}-{len(PAYLOAD) - 1}/{len(PAYLOAD)}")
-                else:
-                    self.send_response(200)
-                body = PAYLOAD[start:]
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                if server.cut_after is not None:
-                    body = body[: server.cut_after]
-                    server.cut_after = None  # fail once
-                    self.wfile.write(body)
-                    self.wfile.flush()
-                    self.close_connection = True
-                    return
-                self.wfile.write(body)
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/{NAME}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+@pytest.fixture
+def server(tmp_path_factory):
+    """Serves PAYLOAD as NAME; knobs ``cut_after``, ``honour_range``; GETs' Ranges in ``log.ranges``."""
+    root = tmp_path_factory.mktemp("served")
+    (root / NAME).write_bytes(PAYLOAD)
+    with RangeServer(root) as s:
+        yield s
 
 
 @pytest.fixture
-def server():
-    s = Server()
-    yield s
-    s.close()
+def url(server):
+    return f"{server.url}/{NAME}"
 
 
-def fetch(server, folder, **kw):
+def fetch(url, folder, **kw):
     return download_checkpoint(
-        "vit_b", folder, url=server.url, sha256=PAYLOAD_SHA, progress=False, timeout_s=5, **kw
+        "vit_b", folder, url=url, sha256=PAYLOAD_SHA, progress=False, timeout_s=5, **kw
     )
 
 
-def test_downloads_verifies_and_renames(server, tmp_path):
-    path = fetch(server, tmp_path)
+def test_downloads_verifies_and_renames(server, url, tmp_path):
+    path = fetch(url, tmp_path)
     assert path == tmp_path / NAME
     assert path.read_bytes() == PAYLOAD
     assert not (tmp_path / (NAME + ".part")).exists()
     # Already there and verified: no second request.
-    assert fetch(server, tmp_path) == path
-    assert len(server.ranges) == 1
+    assert fetch(url, tmp_path) == path
+    assert len(server.log.ranges) == 1
 
 
-def test_interrupted_download_resumes_with_range(server, tmp_path):
+def test_interrupted_download_resumes_with_range(server, url, tmp_path):
     server.cut_after = 300_000
     with pytest.raises(GeoAlpsError, match="interrupted at 300000 .*run the command again"):
-        fetch(server, tmp_path)
+        fetch(url, tmp_path)
     part = tmp_path / (NAME + ".part")
     assert part.stat().st_size == 300_000
     assert not (tmp_path / NAME).exists()
 
-    path = fetch(server, tmp_path)
+    path = fetch(url, tmp_path)
 
-    assert server.ranges == [None, "bytes=300000-"]
+    assert server.log.ranges == [None, "bytes=300000-"]
+    assert server.log.sent(NAME) == len(PAYLOAD)  # the second GET sent only the rest
     assert path.read_bytes() == PAYLOAD
     assert not part.exists()
 
 
-def test_server_ignoring_range_restarts_cleanly(server, tmp_path):
+def test_server_ignoring_range_restarts_cleanly(server, url, tmp_path):
     (tmp_path / (NAME + ".part")).write_bytes(b"junk" * 1000)
     server.honour_range = False
-    path = fetch(server, tmp_path)
+    path = fetch(url, tmp_path)
     assert path.read_bytes() == PAYLOAD
 
 
-def test_complete_part_file_is_verified_without_refetching_it(server, tmp_path):
+def test_complete_part_file_is_verified_without_refetching_it(server, url, tmp_path):
     (tmp_path / (NAME + ".part")).write_bytes(PAYLOAD)
-    path = fetch(server, tmp_path)  # the server answers 416: nothing left to send
+    path = fetch(url, tmp_path)  # the server answers 416: nothing left to send
     assert path.read_bytes() == PAYLOAD
+    assert server.log.ranges == [f"bytes={len(PAYLOAD)}-"] and server.log.sent(NAME) == 0
 
 
-def test_checksum_mismatch_fails_and_leaves_nothing(server, tmp_path):
+def test_checksum_mismatch_fails_and_leaves_nothing(url, tmp_path):
     with pytest.raises(GeoAlpsError, match="checksum mismatch"):
-        download_checkpoint("vit_b", tmp_path, url=server.url, sha256="0" * 64, progress=False)
+        download_checkpoint("vit_b", tmp_path, url=url, sha256="0" * 64, progress=False)
     assert list(tmp_path.iterdir()) == []
 
 
-def test_damaged_cached_file_is_replaced(server, tmp_path):
+def test_damaged_cached_file_is_replaced(url, tmp_path):
     (tmp_path / NAME).write_bytes(b"damaged")
-    assert fetch(server, tmp_path).read_bytes() == PAYLOAD
+    assert fetch(url, tmp_path).read_bytes() == PAYLOAD
 
 
 def test_unreachable_server_is_a_one_line_error(tmp_path):
@@ -152,12 +109,12 @@ def test_find_cached_checkpoint_uses_the_cache_folder(tmp_path, monkeypatch):
     assert find_cached_checkpoint("vit_h") is None
 
 
-def test_cli_download_and_list(server, tmp_path, monkeypatch):
+def test_cli_download_and_list(url, tmp_path, monkeypatch):
     from geoalps.cli import main
 
     monkeypatch.setenv("GEOALPS_CACHE", str(tmp_path))
     monkeypatch.setitem(
-        dl.OFFICIAL_CHECKPOINTS, "vit_b", dl.OfficialCheckpoint(NAME, server.url, PAYLOAD_SHA)
+        dl.OFFICIAL_CHECKPOINTS, "vit_b", dl.OfficialCheckpoint(NAME, url, PAYLOAD_SHA)
     )
     runner = CliRunner()
     result = runner.invoke(main, ["models", "download", "vit_b", "--quiet"])
@@ -170,7 +127,7 @@ def test_cli_download_and_list(server, tmp_path, monkeypatch):
     assert "vit_h  -  not downloaded" in result.output
 
     monkeypatch.setitem(
-        dl.OFFICIAL_CHECKPOINTS, "vit_l", dl.OfficialCheckpoint("l.pth", server.url, "0" * 64)
+        dl.OFFICIAL_CHECKPOINTS, "vit_l", dl.OfficialCheckpoint("l.pth", url, "0" * 64)
     )
     result = runner.invoke(main, ["models", "download", "vit_l", "--quiet"])
     assert result.exit_code == DownloadError.exit_code

@@ -2,10 +2,6 @@
 verified by its tensors (Meta publishes no SAM 2 checksums), resumed, renamed only when whole."""
 from __future__ import annotations
 
-import http.server
-import re
-import threading
-
 import pytest
 from click.testing import CliRunner
 
@@ -13,48 +9,9 @@ from geoalps.engines.sam2.checkpoints import (OFFICIAL_CHECKPOINTS, download_sam
                                               find_cached_checkpoint, verify_release)
 from geoalps.engines.sam2.models import SAM2_CONFIGS, build_sam2, meta_device
 from geoalps.errors import DownloadError, GeoAlpsError
+from http_server import RangeServer
 
 NAME = "sam2.1_hiera_tiny"
-
-
-class Server:
-    """Serves ``payload`` with Range support; ``cut_after`` drops the connection once after N bytes."""
-
-    def __init__(self, payload: bytes):
-        self.payload = payload
-        self.cut_after: int | None = None
-        self.ranges: list[str | None] = []
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                server.ranges.append(self.headers.get("Range"))
-                match = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")
-                start = int(match.group(1)) if match else 0
-                self.send_response(206 if match else 200)
-                if match:
-                    self.send_header("Content-Range", f"bytes {start}-{len(server.payload) - 1}/{len(server.payload)}")
-                body = server.payload[start:]
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                if server.cut_after is not None:
-                    body, server.cut_after = body[: server.cut_after], None
-                    self.wfile.write(body)
-                    self.wfile.flush()
-                    self.close_connection = True
-                    return
-                self.wfile.write(body)
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/{NAME}.pt"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @pytest.fixture(scope="module")
@@ -68,49 +25,70 @@ def release_like(tmp_path_factory):
     state = {k: torch.zeros(s) for k, s in shapes.items()}
     path = tmp_path_factory.mktemp("release") / f"{NAME}.pt"
     torch.save({"model": state}, path)
-    return path.read_bytes()
+    return path
 
 
 @pytest.fixture
-def server(release_like):
-    s = Server(release_like)
-    yield s
-    s.close()
+def served(release_like, tmp_path_factory):
+    """The served file, ``<NAME>.pt``: a link to the release stand-in (a test may replace it)."""
+    path = tmp_path_factory.mktemp("served") / f"{NAME}.pt"
+    path.symlink_to(release_like)
+    return path
 
 
-def test_download_is_verified_by_its_tensors_and_renamed(server, tmp_path):
-    path = download_sam2_checkpoint(NAME, tmp_path, url=server.url, progress=False, timeout_s=5)
-    assert path == tmp_path / f"{NAME}.pt" and path.read_bytes() == server.payload
+@pytest.fixture
+def server(served):
+    """Serves ``served``; ``cut_after`` drops the connection once; GETs' Ranges in ``log.ranges``."""
+    with RangeServer(served.parent) as s:
+        yield s
+
+
+@pytest.fixture
+def url(server, served):
+    return f"{server.url}/{served.name}"
+
+
+def serve(served, payload: bytes) -> None:
+    """Serve ``payload`` instead (unlinked first: writing through the link would change the release)."""
+    served.unlink()
+    served.write_bytes(payload)
+
+
+def test_download_is_verified_by_its_tensors_and_renamed(server, url, release_like, tmp_path):
+    path = download_sam2_checkpoint(NAME, tmp_path, url=url, progress=False, timeout_s=5)
+    assert path == tmp_path / f"{NAME}.pt" and path.read_bytes() == release_like.read_bytes()
     assert not list(tmp_path.glob("*.part"))
     assert find_cached_checkpoint("hiera_tiny", tmp_path) == path == find_cached_checkpoint("auto", tmp_path)
     assert find_cached_checkpoint("hiera_large", tmp_path) is None
-    server.ranges.clear()
-    assert download_sam2_checkpoint(NAME, tmp_path, url=server.url, progress=False) == path
-    assert server.ranges == []  # a verified file in place is not fetched again
+    server.log.ranges.clear()
+    assert download_sam2_checkpoint(NAME, tmp_path, url=url, progress=False) == path
+    assert server.log.ranges == []  # a verified file in place is not fetched again
 
 
-def test_interrupted_download_resumes_with_range(server, tmp_path):
-    server.cut_after = len(server.payload) // 3
+def test_interrupted_download_resumes_with_range(server, url, release_like, tmp_path):
+    payload = release_like.read_bytes()
+    server.cut_after = len(payload) // 3
     with pytest.raises(DownloadError, match="run the command again to resume"):
-        download_sam2_checkpoint(NAME, tmp_path, url=server.url, progress=False, timeout_s=5)
+        download_sam2_checkpoint(NAME, tmp_path, url=url, progress=False, timeout_s=5)
     part = tmp_path / f"{NAME}.pt.part"
-    assert part.stat().st_size == len(server.payload) // 3 and not (tmp_path / f"{NAME}.pt").exists()
-    path = download_sam2_checkpoint(NAME, tmp_path, url=server.url, progress=False, timeout_s=5)
-    assert server.ranges[-1] == f"bytes={len(server.payload) // 3}-"
-    assert path.read_bytes() == server.payload and not part.exists()
+    assert part.stat().st_size == len(payload) // 3 and not (tmp_path / f"{NAME}.pt").exists()
+    path = download_sam2_checkpoint(NAME, tmp_path, url=url, progress=False, timeout_s=5)
+    assert server.log.ranges[-1] == f"bytes={len(payload) // 3}-"
+    assert server.log.sent(f"{NAME}.pt") == len(payload)  # the second GET sent only the rest
+    assert path.read_bytes() == payload and not part.exists()
 
 
-def test_a_file_that_is_not_the_release_is_discarded(server, tmp_path, tiny_sam2_checkpoint):
-    server.payload = tiny_sam2_checkpoint.read_bytes()  # SAM 2, but not hiera_tiny
+def test_a_file_that_is_not_the_release_is_discarded(served, url, tmp_path, tiny_sam2_checkpoint):
+    serve(served, tiny_sam2_checkpoint.read_bytes())  # SAM 2, but not hiera_tiny
     with pytest.raises(DownloadError, match=r"holds custom\(sam2.1.*not sam2.1_hiera_tiny; the download was discarded"):
-        download_sam2_checkpoint(NAME, tmp_path, url=server.url, progress=False, timeout_s=5)
-    server.payload = b"<html>not found</html>"
+        download_sam2_checkpoint(NAME, tmp_path, url=url, progress=False, timeout_s=5)
+    serve(served, b"<html>not found</html>")
     with pytest.raises(DownloadError, match="not a SAM 2 checkpoint"):
-        download_sam2_checkpoint(NAME, tmp_path, url=server.url, progress=False, timeout_s=5)
+        download_sam2_checkpoint(NAME, tmp_path, url=url, progress=False, timeout_s=5)
     assert list(tmp_path.iterdir()) == []
 
 
-def test_release_names_and_cli(server, tmp_path, monkeypatch):
+def test_release_names_and_cli(url, tmp_path, monkeypatch):
     assert list(OFFICIAL_CHECKPOINTS) == [f"sam2.1_{s}" for s in ("hiera_tiny", "hiera_small", "hiera_base_plus", "hiera_large")]
     assert all(c.url.startswith("https://dl.fbaipublicfiles.com/segment_anything_2/092824/") for c in OFFICIAL_CHECKPOINTS.values())
     with pytest.raises(GeoAlpsError, match="not an official SAM 2.1 checkpoint"):
@@ -119,9 +97,9 @@ def test_release_names_and_cli(server, tmp_path, monkeypatch):
     from geoalps.cli import main
 
     runner = CliRunner()
-    done = runner.invoke(main, ["models", "download", NAME, "--url", server.url, "--quiet"])
+    done = runner.invoke(main, ["models", "download", NAME, "--url", url, "--quiet"])
     assert done.exit_code == 0, done.output
     assert done.output.strip() == str(tmp_path / "sam2" / f"{NAME}.pt")
     listed = runner.invoke(main, ["models", "list"]).output
     assert f"{NAME}  " in listed and str(tmp_path / "sam2" / f"{NAME}.pt") in listed
-    verify_release(tmp_path / "sam2" / f"{NAME}.pt", NAME, server.url)
+    verify_release(tmp_path / "sam2" / f"{NAME}.pt", NAME, url)
