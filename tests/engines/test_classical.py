@@ -74,3 +74,24 @@ def test_smallest_mask_follows_resolution_unless_given():
     assert auto.min_mask_px(None) == MIN_AREA_PX_DEFAULT
     given = ClassicalEngine(LabelOptions(engine="classical", min_area_px=40).validated())
     assert given.min_mask_px(30.0) == given.min_mask_px(0.1) == 40
+
+
+def test_settings_decide_the_regions():
+    """``settings`` is the one door to the segmentation settings: the resolution rule's values by
+    default, and what an override returns is what ``segment`` uses (the engine sweep relies on it)."""
+    from geoalps.engines.classical import RegionSettings
+
+    engine = ClassicalEngine(LabelOptions(engine="classical").validated())
+    scale, min_size = region_scale(engine.options.classical_scale, 0.1)
+    assert engine.settings(0.1) == RegionSettings(scale, min_size, ClassicalEngine.sigma,
+                                                  ClassicalEngine.merge_colour_distance)
+    rgb, bands, valid = _nir_tile()
+    tile = EngineTile(rgb, valid, bands, 0.5)
+
+    class Merged(ClassicalEngine):
+        def settings(self, pixel_size_m):
+            return super().settings(pixel_size_m)._replace(merge_distance=1e6)
+
+    default = engine.generate_tiles([tile])[0]
+    merged = Merged(engine.options).generate_tiles([tile])[0]
+    assert len(default) >= 2 and len(merged) == 1, "a merge distance above every contrast joins all"
