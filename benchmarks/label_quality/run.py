@@ -16,6 +16,7 @@ fixed settings of before issue 13: scale ``classical_scale``, its sigma, min_siz
 
     .venv/bin/python benchmarks/label_quality/run.py [--seeds 0,1,2] [--scenes rgbn,zion]
         [--kmeans over_cluster=8,steps=10,merge=kmeans] [--tag NAME] [--json PATH]
+        [--engine sam --checkpoint sam_vit_b_01ec64.pth]
 
 ``--kmeans`` sets the clustering constants of geoalps.clustering.kmeans for a comparison (ignored
 by code that has none). Results go to benchmarks/label_quality/results.jsonl (appended, one line
@@ -195,12 +196,13 @@ def felzenszwalb_polygons(image: Path):
 
 
 # -- geoalps -------------------------------------------------------------------------------
-def run_geoalps(image: Path, k: int, seed: int, work: Path) -> tuple[Path, object, dict]:
+def run_geoalps(image: Path, k: int, seed: int, work: Path, engine: dict | None = None) -> tuple[Path, object, dict]:
+    """The default run (or ``engine``: label options such as ``engine="sam", checkpoint=PATH``)."""
     import geoalps
 
     gpkg, tif = work / f"{image.stem}.k{k}.s{seed}.gpkg", work / f"{image.stem}.k{k}.s{seed}.tif"
     result = geoalps.label([str(image)], gpkg, raster_out=tif, classes=k, seed=seed, workers=1,
-                           overwrite=True, quiet=True)
+                           overwrite=True, quiet=True, **(engine or {}))
     import geopandas as gpd
 
     polygons = np.asarray(gpd.read_file(gpkg, layer="masks").geometry.values, dtype=object)
@@ -232,7 +234,10 @@ def main(argv=None) -> int:
     parser.add_argument("--mult", default="1,2", type=lambda v: [int(x) for x in v.split(",")],
                         help="K as multiples of the number of true classes (default 1,2)")
     parser.add_argument("--table", metavar="TAG", help="only print the table of TAG's rows in --json")
+    parser.add_argument("--engine", default=None, help="mask engine (default: the default run's, classical)")
+    parser.add_argument("--checkpoint", default=None, help="SAM / SAM 2 checkpoint for --engine sam / sam2")
     args = parser.parse_args(argv)
+    engine = {key: value for key, value in (("engine", args.engine), ("checkpoint", args.checkpoint)) if value}
     if args.table:
         with open(args.json) as f:
             rows = [r for r in map(json.loads, f) if r["tag"] == args.table]
@@ -267,10 +272,10 @@ def main(argv=None) -> int:
                 object_scene = "buildings" in scene or "trees" in scene
                 for seed in (seeds[:1] if object_scene or not n_true else seeds):
                     t0 = time.perf_counter()
-                    tif, polygons, stats = run_geoalps(image, k, seed, work)
+                    tif, polygons, stats = run_geoalps(image, k, seed, work, engine)
                     wall = time.perf_counter() - t0
                     row = {"tag": args.tag, "kmeans": variant, "scene": scene["name"], "K": k,
-                           "true_classes": n_true, "seed": seed, "objects": int(stats.get("objects", len(polygons))),
+                           "engine": stats.get("engine"), "true_classes": n_true, "seed": seed, "objects": int(stats.get("objects", len(polygons))),
                            "tiles": stats.get("tiles"), "seconds": wall,
                            "tile_seconds": stats.get("tile_seconds", 0.0) / max(1, stats.get("tiles", 1))}
                     row.update(_objects(scene, polygons))
