@@ -12,6 +12,7 @@ them, not given copies.
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import asdict, dataclass, fields, replace
@@ -88,6 +89,8 @@ class LabelOptions:
     max_area_frac: float = 0.3
     #: Mask-IoU duplicate removal inside a tile, after the engine.
     dedupe_iou: float = 0.7
+    #: Region size of the classical engine (felzenszwalb's scale before the resolution rule of
+    #: geoalps.engines.classical.region_scale): larger = larger regions. Ignored by SAM.
     classical_scale: float = 200.0
     bands: str | None = None
     nodata: float | None = None
@@ -124,6 +127,8 @@ class LabelOptions:
         for name, value in (("--dedupe-iou", self.dedupe_iou), ("--box-nms-iou", self.box_nms_iou)):
             if not 0 <= value <= 1:
                 raise OptionError(f"{name} must be in [0, 1]")
+        if not (math.isfinite(self.classical_scale) and self.classical_scale > 0):
+            raise OptionError(f"--classical-scale must be a positive number, got {self.classical_scale!r}")
         if self.points_per_side < 1 or self.points_per_batch < 1:
             raise OptionError("--points-per-side and --points-per-batch must be positive")
         if self.simplify is not None:

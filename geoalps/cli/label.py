@@ -6,8 +6,8 @@ import sys
 import click
 
 from geoalps.cli import main
-from geoalps.cli.options import (area_opts, clustering_opts, engine_opt, mask_filter_opts, polygon_opts, run_opts,
-                                 sam_opts, scene_opts)
+from geoalps.cli.options import (area_opts, classical_opts, clustering_opts, engine_opt, mask_filter_opts,
+                                 polygon_opts, run_opts, sam_opts, scene_opts)
 
 
 @main.command("label")
@@ -16,6 +16,7 @@ from geoalps.cli.options import (area_opts, clustering_opts, engine_opt, mask_fi
                    ".parquet (GeoParquet), .fgb, .geojson/.json, .shp.")
 @engine_opt
 @sam_opts
+@classical_opts
 @mask_filter_opts
 @scene_opts
 @area_opts

@@ -56,34 +56,33 @@ def download(model_type: str, directory: Path | None, url: str | None, quiet: bo
 
 
 @models.command("list")
-@_dir_opt("Folder to look in (default: the cache folder).")
+@_dir_opt("Folder to look in for both SAM and SAM 2.1 files (default: the two cache folders).")
 def list_(directory: Path | None) -> None:
-    """Show which official checkpoints are cached, with sizes and paths.
+    """Show which official SAM and SAM 2.1 checkpoints are there, with sizes and paths, and the
+    one each engine takes without --checkpoint (its 'auto' line: the largest model found).
 
     \b
     $ geoalps models list
+    $ geoalps models list --dir /data/weights
     """
-    from geoalps.engines.sam.checkpoints import OFFICIAL_CHECKPOINTS, cache_dir, find_cached_checkpoint
+    from geoalps.engines.sam import checkpoints as sam_checkpoints
+    from geoalps.engines.sam2 import checkpoints as sam2_checkpoints
 
-    folder = directory if directory is not None else cache_dir()
-    click.echo(f"cache: {folder}")
-    for name in OFFICIAL_CHECKPOINTS:
-        path = find_cached_checkpoint(name, folder)
-        if path is None:
-            click.echo(f"{name}  -  not downloaded (geoalps models download {name})")
-        else:
-            size_mb = path.stat().st_size / 1e6
-            click.echo(f"{name}  {size_mb:.0f} MB  {path}")
-    auto = find_cached_checkpoint("auto", folder)
-    click.echo(f"auto: {auto if auto else 'none'}")
     if directory is None:
-        from geoalps.engines.sam2.checkpoints import cache_dir as sam2_dir
-        from geoalps.engines.sam2.checkpoints import find_cached_checkpoint as find_sam2
-
-        click.echo(f"sam2 cache: {sam2_dir()}")
-        for name in SAM2_MODELS:
-            path = find_sam2(name)
+        uses = {"sam": "what --engine sam and --engine auto take without --checkpoint",
+                "sam2": "what --engine sam2 takes without --checkpoint, and --engine auto when no SAM file is cached"}
+    else:
+        uses = {"sam": "the largest SAM model here; give it to label as --checkpoint",
+                "sam2": "the largest SAM 2.1 model here; give it to label as --checkpoint"}
+    for family, module in (("sam", sam_checkpoints), ("sam2", sam2_checkpoints)):
+        folder = directory if directory is not None else module.cache_dir()
+        click.echo(f"{family} {'cache' if directory is None else 'folder'}: {folder}")
+        for name in module.OFFICIAL_CHECKPOINTS:
+            path = module.find_cached_checkpoint(name, folder)
             if path is None:
-                click.echo(f"{name}  -  not downloaded (geoalps models download {name})")
+                where = "" if directory is None else f" --dir {directory}"
+                click.echo(f"{name}  -  not downloaded (geoalps models download {name}{where})")
             else:
                 click.echo(f"{name}  {path.stat().st_size / 1e6:.0f} MB  {path}")
+        auto = module.find_cached_checkpoint("auto", folder)
+        click.echo(f"{family} auto: {auto if auto else 'none'}  ({uses[family]})")

@@ -77,6 +77,11 @@ mask_filter_opts = stack(
     click.option("--dedupe-iou", type=click.FloatRange(0, 1), default=_LABEL.dedupe_iou, show_default=True,
                  help="Inside a tile, drop a mask overlapping a better one by more than this mask IoU."),
 )
+classical_opts = stack(
+    click.option("--classical-scale", type=float, default=_LABEL.classical_scale, show_default=True,
+                 help="Region size of the classical engine (positive; larger = larger regions, for crowns or "
+                      "roofs split into pieces, smaller for merged ones). Used only by the classical engine."),
+)
 scene_opts = stack(
     click.option("--bands", default=None,
                  help="Bands the engine sees, 1-based: '4,3,2', a single band '1', or a preset "

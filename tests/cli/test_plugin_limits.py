@@ -29,6 +29,8 @@ def test_choices_and_defaults_are_the_librarys():
     assert plugin.TILE_SIZE_MIN_PX == TILE_SIZE_MIN_PX
     assert (plugin.TILE_SIZE_DEFAULT_PX, plugin.OVERLAP_DEFAULT_PX) == (defaults.tile_size, defaults.overlap)
     assert plugin.SEED_DEFAULT == defaults.seed
+    assert plugin.CLASSICAL_SCALE_DEFAULT == defaults.classical_scale
+    LabelOptions(classical_scale=plugin.CLASSICAL_SCALE_MIN).validated()  # the plugin's smallest is valid
 
 
 @pytest.mark.parametrize("tile, overlap", [(64, 0), (64, 32), (64, 33), (63, 0), (1024, 512), (1024, 513), (512, -1)])

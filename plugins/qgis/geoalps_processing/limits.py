@@ -16,6 +16,10 @@ TILE_SIZE_MIN_PX = 64
 TILE_SIZE_DEFAULT_PX = 1024
 OVERLAP_DEFAULT_PX = 128
 SEED_DEFAULT = 0
+#: ``--classical-scale``, the classical engine's region size; the library takes any positive
+#: number, the plugin asks for at least 1 (a number field cannot exclude 0 itself).
+CLASSICAL_SCALE_MIN = 1.0
+CLASSICAL_SCALE_DEFAULT = 200.0
 
 
 def overlap_problem(tile_size_px: int, overlap_px: int) -> str | None:

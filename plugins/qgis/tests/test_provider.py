@@ -1,5 +1,6 @@
 """The provider registers with its algorithms, as the toolbox, the modeler and qgis_process see it."""
-from qgis.core import QgsApplication, QgsProcessingAlgorithm
+from qgis.core import (QgsApplication, QgsProcessingAlgorithm, QgsProcessingParameterDefinition,
+                       QgsProcessingParameterNumber)
 
 
 def test_provider_registers_its_algorithms(qgis_app):
@@ -20,12 +21,16 @@ def test_autolabel_parameters(qgis_app):
     names = [p.name() for p in alg.parameterDefinitions()]
     assert names == [
         "INPUT", "BANDS", "ENGINE", "CHECKPOINT", "MODEL_TYPE", "CLASSES", "TILE_SIZE",
-        "OVERLAP", "KMEANS_MODEL", "SEED", "WORKERS", "AOI_EXTENT", "AOI_LAYER", "OUTPUT", "RASTER_OUTPUT",
+        "OVERLAP", "KMEANS_MODEL", "SEED", "WORKERS", "CLASSICAL_SCALE", "AOI_EXTENT", "AOI_LAYER", "OUTPUT", "RASTER_OUTPUT",
         "KMEANS_MODEL_OUT",
     ]
     # sam2 comes last, so the indexes of models and batch files saved before it still mean the same
     assert alg.parameterDefinition("ENGINE").options() == ["auto", "sam", "classical", "sam2"]
     assert alg.parameterDefinition("OUTPUT").defaultFileExtension() == "gpkg"
+    scale = alg.parameterDefinition("CLASSICAL_SCALE")
+    assert scale.flags() & QgsProcessingParameterDefinition.FlagAdvanced
+    assert scale.dataType() == QgsProcessingParameterNumber.Double
+    assert (scale.defaultValue(), scale.minimum()) == (200.0, 1.0)
     assert [o.name() for o in alg.outputDefinitions()] == [
         "OUTPUT", "RASTER_OUTPUT", "KMEANS_MODEL_OUT", "FEATURE_COUNT",
     ]

@@ -191,3 +191,12 @@ def test_sam_checkpoint_model_type_and_workers_are_passed(qgis_app, fake_cli, ti
     assert argv[argv.index("--checkpoint") + 1] == str(checkpoint)
     assert argv[argv.index("--model-type") + 1] == "vit_b"
     assert argv[argv.index("--workers") + 1] == "2"
+
+
+@pytest.mark.parametrize("scale, passed", [(800.0, ["--classical-scale", "800.0"]), (12.5, ["--classical-scale", "12.5"]),
+                                           (200.0, []), (None, [])])
+def test_classical_scale_is_passed_unless_the_default(qgis_app, fake_cli, tiny_raster, tmp_path, scale, passed):
+    processing.run("geoalps:autolabel", autolabel_params(tiny_raster, tmp_path, CLASSICAL_SCALE=scale))
+    argv = read_record(fake_cli)["argv"]
+    given = argv[argv.index("--classical-scale"):argv.index("--classical-scale") + 2] if "--classical-scale" in argv else []
+    assert given == passed

@@ -22,8 +22,9 @@ from qgis.core import (
     QgsProcessingParameterVectorLayer,
 )
 
-from ..limits import (CLASSES_DEFAULT, CLASSES_MAX, CLASSES_MIN, ENGINES, MODEL_TYPES, OVERLAP_DEFAULT_PX,
-                      SEED_DEFAULT, TILE_SIZE_DEFAULT_PX, TILE_SIZE_MIN_PX, overlap_problem)
+from ..limits import (CLASSES_DEFAULT, CLASSES_MAX, CLASSES_MIN, CLASSICAL_SCALE_DEFAULT, CLASSICAL_SCALE_MIN, ENGINES,
+                      MODEL_TYPES, OVERLAP_DEFAULT_PX, SEED_DEFAULT, TILE_SIZE_DEFAULT_PX, TILE_SIZE_MIN_PX,
+                      overlap_problem)
 from ..outputs import style_on_load
 from .base import GeoAlpsAlgorithm, feature_count, layer_path
 
@@ -34,6 +35,7 @@ A mask engine proposes object masks tile by tile (SAM when a checkpoint is avail
 Bands: which bands the mask engine sees as red, green, blue, as 1-based indices ("3,2,1") or a preset name ("rgb"); empty lets geoalps choose.
 Engine (qgis_process index): 0 auto, 1 sam, 2 classical. Model type: 0 auto (from the checkpoint), 1 vit_b, 2 vit_l, 3 vit_h.
 Parallel worker processes (advanced): tiles run on a local dask cluster of that many processes; each needs its own memory (a SAM model per process).
+Classical engine region size (advanced): only for the classical engine; larger gives larger regions (raise it when tree crowns or roofs come out split into pieces, lower it when neighbouring objects are merged). Default 200.
 Area of interest (optional): an extent or a polygon layer; only the part of the raster inside it is read and labelled, polygons are clipped to it (at pixel edges) and the class raster covers its window. Give one or the other, not both.
 Existing k-means model: reuse the classes of an earlier run (its "Fitted k-means model" output) so that class ids mean the same across scenes; it is not refitted.
 
@@ -55,6 +57,7 @@ class AutoLabelAlgorithm(GeoAlpsAlgorithm):
     KMEANS_MODEL_OUT = "KMEANS_MODEL_OUT"
     SEED = "SEED"
     WORKERS = "WORKERS"
+    CLASSICAL_SCALE = "CLASSICAL_SCALE"
     AOI_EXTENT = "AOI_EXTENT"
     AOI_LAYER = "AOI_LAYER"
     OUTPUT = "OUTPUT"
@@ -110,6 +113,14 @@ class AutoLabelAlgorithm(GeoAlpsAlgorithm):
         )
         workers.setFlags(workers.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
         self.addParameter(workers)
+        classical_scale = QgsProcessingParameterNumber(
+            self.CLASSICAL_SCALE, "Classical engine region size (larger: larger regions; classical engine only)",
+            type=QgsProcessingParameterNumber.Double, defaultValue=CLASSICAL_SCALE_DEFAULT,
+            minValue=CLASSICAL_SCALE_MIN,
+            optional=True,  # models saved before this parameter existed stay valid
+        )
+        classical_scale.setFlags(classical_scale.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        self.addParameter(classical_scale)
         # optional: models saved before these parameters existed stay valid
         self.addParameter(QgsProcessingParameterExtent(self.AOI_EXTENT, "Area of interest: extent", optional=True))
         self.addParameter(QgsProcessingParameterVectorLayer(
@@ -189,6 +200,10 @@ class AutoLabelAlgorithm(GeoAlpsAlgorithm):
         workers = self.parameterAsInt(parameters, self.WORKERS, context) or 0
         if workers >= 1:  # 0 / unset: geoalps's default (the machine's cores)
             args += ["--workers", str(workers)]
+        if parameters.get(self.CLASSICAL_SCALE) not in (None, ""):
+            scale = self.parameterAsDouble(parameters, self.CLASSICAL_SCALE, context)
+            if scale != CLASSICAL_SCALE_DEFAULT:  # the default: geoalps's own
+                args += ["--classical-scale", repr(scale)]
         bands = (self.parameterAsString(parameters, self.BANDS, context) or "").strip()
         if bands:
             args += ["--bands", bands]
