@@ -156,10 +156,10 @@ def _check_versions(stored: dict[str, Any], wanted: dict[str, Any]) -> str | Non
     why the resume is refused (``"from another version of URL (ETag changed)"``), or None.
 
     Files whose version was recorded but cannot be had now (the server no longer sends one, the
-    request failed) are resumed with a warning on stderr: tiles already finished may then come
-    from another version, which only the user can rule out. Files recorded without a version (a
-    server that sends none, work folders of geoalps before versions were recorded) are checked by
-    their grid only, as before.
+    request failed) are resumed with a warning on stderr, printed with ``--quiet`` too: tiles
+    already finished may then come from another version, which only the user can rule out.
+    Files recorded without a version (a server that sends none, work folders of geoalps before
+    versions were recorded) are checked by their grid only, as before.
     """
     from geoalps.inputs.remote_version import version_changes
 
@@ -173,8 +173,8 @@ def _check_versions(stored: dict[str, Any], wanted: dict[str, Any]) -> str | Non
             if changes is None:
                 unchecked.append(url)
     for url in unchecked:
-        print(f"geoalps: warning: {url}: the server gives no ETag, Last-Modified or size now, so it "
-              "cannot be checked that the file did not change since the interrupted run; resuming anyway",
+        print(f"geoalps: warning: {url}: the server does not state the file's version now (ETag, Last-Modified), "
+              "so it cannot be checked that the file did not change since the interrupted run; resuming anyway",
               file=sys.stderr)
     return None
 

@@ -69,7 +69,8 @@ def cli(*args):
 
 
 def snapshot(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha1(p.read_bytes()).hexdigest() for p in folder.rglob("*") if p.is_file()}
+    return {str(p.relative_to(folder)): hashlib.sha1(p.read_bytes()).hexdigest()
+            for p in folder.rglob("*") if p.is_file()}
 
 
 def test_an_unchanged_remote_file_resumes_with_its_finished_tiles(tmp_path):
@@ -142,8 +143,9 @@ def test_a_version_that_cannot_be_had_now_is_warned_about_and_resumed(tmp_path):
         result = cli("label", url, "-o", out, "--resume", *FAST_CLI)
     assert result.returncode == 0, result.stderr
     warnings = [line for line in result.stderr.splitlines() if "warning" in line]
-    assert warnings == [f"geoalps: warning: {url}: the server gives no ETag, Last-Modified or size now, so it cannot "
-                        "be checked that the file did not change since the interrupted run; resuming anyway"]
+    assert warnings == [f"geoalps: warning: {url}: the server does not state the file's version now (ETag, "
+                        "Last-Modified), so it cannot be checked that the file did not change since the interrupted "
+                        "run; resuming anyway"]
     assert f"resuming: {len(kept)} of {TILES} tiles already done" in result.stderr
 
 
