@@ -11,6 +11,7 @@ import re
 import threading
 import uuid
 from dataclasses import dataclass, field
+from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -19,10 +20,13 @@ _RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
 
 @dataclass
 class ServerLog:
-    """What the server did: requests seen, body bytes sent per file name, and the ``Range``
-    header of each GET in order (``None`` for a GET without one)."""
+    """What the server did: requests seen (``heads`` of them HEAD) and the headers of each,
+    body bytes sent per file name, and the ``Range`` header of each GET in order (``None`` for
+    a GET without one)."""
 
     requests: int = 0
+    heads: int = 0
+    headers: list[dict[str, str]] = field(default_factory=list)
     bytes_sent: dict[str, int] = field(default_factory=dict)
     ranges: list[str | None] = field(default_factory=list)
     failures_injected: int = 0
@@ -48,12 +52,26 @@ class RangeServer:
     ``Content-Range: bytes */size``. ``cut_after``: drop the connection once after that many body
     bytes of the next GET (a download interrupted midway), then back to ``None``; an attribute,
     so a test can set it on a running server.
+
+    ``validators``: send ``ETag`` and ``Last-Modified`` with each file, as web servers do, the
+    ETag made of the file's size and modification time (nginx's recipe), so a file replaced in
+    ``root`` gets a new one; ``False``: a server that sends neither (``Content-Length`` still
+    goes out). ``head_status``: answer every HEAD with that status (403 as presigned S3 URLs
+    signed for GET do, 405). ``required_headers``: header name -> value each request must carry
+    (a token header), else 403. All three are attributes a test may change on a running server.
+    ``redirects``: file name -> URL to answer ``302 Found`` with.
     """
 
     def __init__(self, root: str | os.PathLike, fail_every: int = 0, fail_mode: str = "close",
                  status: dict[str, int] | None = None, tokens: dict[str, str] | None = None,
-                 honour_range: bool = True, cut_after: int | None = None) -> None:
+                 honour_range: bool = True, cut_after: int | None = None, validators: bool = True,
+                 head_status: int | None = None, required_headers: dict[str, str] | None = None,
+                 redirects: dict[str, str] | None = None) -> None:
         self.root = Path(root)
+        self.validators = validators
+        self.head_status = head_status
+        self.required_headers = dict(required_headers or {})
+        self.redirects = dict(redirects or {})
         self.honour_range = honour_range
         self.cut_after = cut_after
         self.fail_every = fail_every
@@ -100,6 +118,8 @@ class RangeServer:
             name = ""  # answered 404 below
         with self.log.lock:
             self.log.requests += 1
+            self.log.heads += head
+            self.log.headers.append(dict(handler.headers.items()))
             if not head:
                 self._gets += 1
                 self.log.ranges.append(handler.headers.get("Range"))
@@ -112,14 +132,23 @@ class RangeServer:
                 handler.connection.shutdown(2)
                 return
             return self._empty(handler, 503)
+        if name in self.redirects:
+            return self._empty(handler, 302, {"Location": self.redirects[name]})
+        if head and self.head_status is not None:
+            return self._empty(handler, self.head_status)
         if name in self.status:
             return self._empty(handler, self.status[name])
+        if any(handler.headers.get(k) != v for k, v in self.required_headers.items()):
+            return self._empty(handler, 403)
         if name in self.tokens and query != self.tokens[name]:
             return self._empty(handler, 403)
         file = self.root / name
         if not name or not file.is_file():
             return self._empty(handler, 404)
-        size = file.stat().st_size
+        stat = file.stat()
+        size = stat.st_size
+        validators = {"ETag": f'"{size:x}-{stat.st_mtime_ns:x}"',
+                      "Last-Modified": formatdate(stat.st_mtime, usegmt=True)} if self.validators else {}
         start, end, code = 0, size - 1, 200
         match = _RANGE.match(handler.headers.get("Range", "")) if self.honour_range else None
         if match:
@@ -129,7 +158,7 @@ class RangeServer:
             else:  # a suffix range: the last N bytes
                 start = max(0, size - int(last))
             if start >= size:
-                return self._empty(handler, 416, {"Content-Range": f"bytes */{size}"})
+                return self._empty(handler, 416, {"Content-Range": f"bytes */{size}", **validators})
             code = 206
         length = end - start + 1
         handler.send_response(code)
@@ -137,6 +166,8 @@ class RangeServer:
         if self.honour_range:
             handler.send_header("Accept-Ranges", "bytes")
         handler.send_header("Content-Type", "application/octet-stream")
+        for key, value in validators.items():
+            handler.send_header(key, value)
         if code == 206:
             handler.send_header("Content-Range", f"bytes {start}-{end}/{size}")
         handler.end_headers()

@@ -9,6 +9,8 @@ Three jobs, kept together because they must agree on what a location is:
 - :func:`gdal_env`: the GDAL settings under which scenes are opened and read (retries of
   transient network errors); entered where a scene is opened or read, so dask workers get them
   too. Credentials are never passed here: GDAL reads AWS_*, GS_*, AZURE_* itself.
+  :func:`gdal_config` reads one of those settings as GDAL would see it, for the few requests
+  geoalps makes itself (:mod:`geoalps.inputs.remote_version`).
 """
 from __future__ import annotations
 
@@ -113,3 +115,15 @@ def gdal_env():
     import rasterio
 
     return rasterio.Env(**{k: v for k, v in REMOTE_DEFAULTS.items() if k not in os.environ})
+
+
+def gdal_config(name: str) -> str | None:
+    """The GDAL setting ``name`` as scenes are read with it: an active ``rasterio.Env``'s value,
+    else the environment's, else :data:`REMOTE_DEFAULTS`'s (None when unset)."""
+    import rasterio.env
+
+    if rasterio.env.hasenv():
+        value = rasterio.env.getenv().get(name)
+        if value is not None:
+            return str(value)
+    return os.environ.get(name, REMOTE_DEFAULTS.get(name))

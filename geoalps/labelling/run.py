@@ -231,7 +231,9 @@ def _prepare(scenes, output, raster_out, kmeans_model, return_labels, opts: Labe
                 "kmeans_model": str(kmeans_model) if clusterer is not None else None}
     if work_dir is None and output is not None:
         work_dir = f"{output}.geoalps-work"
-    store = WorkStore.open(work_dir, fingerprint(opened, settings), resume=exe.resume, overwrite=overwrite)
+    # runs without a work folder cannot resume: no HEAD requests for them
+    prints = fingerprint(opened, settings, remote_versions=work_dir is not None)
+    store = WorkStore.open(work_dir, prints, resume=exe.resume, overwrite=overwrite)
     if store.temporary:
         cleanup.callback(store.remove)
     done = store.finished() & {t.key for t in tiles}
