@@ -1,6 +1,6 @@
 """Install or update geoalps, with a fake system Python and a fake pip: which Python it picks,
 what it says when there is none, what pip is asked, that pip's lines reach the log, cancel kills
-pip, and that the provider is pointed at the new environment. The real run is test_install_real.py.
+pip, that the provider is pointed at the new environment, and the optional SAM 2 steps. The real run is test_install_real.py.
 """
 from __future__ import annotations
 
