@@ -38,8 +38,17 @@ TORCH_INDEX_URLS = {
     "cuda": "https://download.pytorch.org/whl/cu126",
 }
 #: The geoalps extras installed with torch: SAM and training. Not sam2 (so not ``all``): it is a
-#: source package whose build would fetch another torch into pip's build environment.
+#: source package whose isolated build would fetch another torch into pip's build environment;
+#: the "Also install SAM 2" option installs it in a step of its own (``sam2_commands``).
 TORCH_EXTRA = "sam,train"
+#: The sam2 release the option installs (the pyproject's ``sam2`` extra asks for ``sam2>=1.1``;
+#: 1.1.0 is the release verified to build against the environment's torch).
+SAM2_VERSION = "1.1.0"
+#: What the sam2 build needs from the environment itself, since it runs without isolation.
+SAM2_BUILD_TOOLS = ("setuptools>=61", "wheel")
+#: The sam2 build's environment: skip its optional CUDA extension (it needs a CUDA compiler and
+#: only speeds up one post-processing step on CUDA; sam2 works without it).
+SAM2_BUILD_ENV = {"SAM2_BUILD_CUDA": "0"}
 
 WHEELS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "wheels")
 PIP_QUIET_FLAGS = ["--disable-pip-version-check", "--no-input", "--progress-bar", "off"]
@@ -197,6 +206,21 @@ def geoalps_command(env_python: str, wheel: str, choice: str, extra: list[str]) 
     """The wheel (with SAM and training when torch was chosen); other packages from the index."""
     target = wheel if choice == "none" else f"{wheel}[{TORCH_EXTRA}]"
     return [env_python, "-m", "pip", "install", "--upgrade", *PIP_QUIET_FLAGS, target, *extra]
+
+
+def sam2_commands(env_python: str, extra: list[str]) -> list[list[str]]:
+    """The build tools, then sam2 built from its source package against the torch already in the
+    environment (run both with ``SAM2_BUILD_ENV``).
+
+    ``--no-build-isolation``: an isolated build would install sam2's build requirement (torch)
+    again into a temporary environment, from PyPI rather than the chosen torch index: GBs, and a
+    ``+cpu`` torch has no match there. Without isolation the build imports the environment's
+    torch and fetches nothing but sam2 and its small dependencies (hydra-core, iopath). No
+    ``--upgrade``: torch and torchvision already satisfy sam2 and stay as they are.
+    """
+    pip = [env_python, "-m", "pip", "install", *PIP_QUIET_FLAGS]
+    return [[*pip, *SAM2_BUILD_TOOLS, *extra],
+            [*pip, "--no-build-isolation", f"sam2=={SAM2_VERSION}", *extra]]
 
 
 def existing_env_python(env_dir: str, env_python: str) -> tuple[bool, str]:

@@ -146,15 +146,19 @@ def _wait_group_gone(pgid: int, timeout_s: float) -> None:
         time.sleep(0.05)
 
 
-def format_command(command: list[str]) -> str:
+def format_command(command: list[str], extra_env: dict[str, str] | None = None) -> str:
+    """``command`` as a shell would take it, after the variables ``extra_env`` sets for it."""
     if sys.platform == "win32":
-        return subprocess.list2cmdline(command)
-    return shlex.join(command)
+        sets = "".join(f"set {name}={value}&& " for name, value in (extra_env or {}).items())
+        return sets + subprocess.list2cmdline(command)
+    sets = "".join(f"{name}={shlex.quote(value)} " for name, value in (extra_env or {}).items())
+    return sets + shlex.join(command)
 
 
 def run_geoalps(
     command: list[str], feedback: QgsProcessingFeedback | None, outputs: list[str],
     *, name: str = "geoalps", on_line: Callable[[str, str], None] | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> None:
     """Run ``command`` to completion; raise QgsProcessingException on failure or cancel.
 
@@ -162,11 +166,12 @@ def run_geoalps(
     siblings) when the run is cancelled or fails. Blocks the calling thread, which is the
     Processing task's thread in the desktop, and polls ``feedback.isCanceled()`` every 0.1 s.
     ``name`` is what messages call the program (``pip`` for the installer); ``on_line`` gets
-    every log line as ``(stream, text)`` after it went to the log.
+    every log line as ``(stream, text)`` after it went to the log; ``extra_env`` is added to the
+    child's (cleaned) environment.
     """
     feedback = feedback or QgsProcessingFeedback()
     guard = OutputGuard(outputs)
-    feedback.pushCommandInfo(format_command(command))
+    feedback.pushCommandInfo(format_command(command, extra_env))
     started = time.monotonic()
     try:
         proc = subprocess.Popen(
@@ -174,7 +179,7 @@ def run_geoalps(
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env=child_environment(),
+            env={**child_environment(), **(extra_env or {})},
             start_new_session=sys.platform != "win32",
             creationflags=subprocess_flags(),
         )

@@ -4,7 +4,10 @@
 #   FAKE_PY_VERSION  "3.11.2" (default) or e.g. "3.8.10"
 #   FAKE_PY_IMPL     "CPython" (default)
 #   FAKE_PIP_MODE    ok (default) | hang (prints a line, then sleeps) | fail (pip's error, exit 1)
-# Every call is appended to FAKE_PY_LOG (one JSON list of argv a line) when set.
+#                    | buildfail (a source package's failed build, exit 1)
+#   FAKE_PIP_ONLY_FOR a text: FAKE_PIP_MODE applies only to pip calls with an argument holding it
+# Every call is appended to FAKE_PY_LOG when set: one JSON object a line with its argv, pid and
+# the variables a build reads (SAM2_*, PIP_*) that it got.
 import json
 import os
 import shutil
@@ -15,7 +18,8 @@ args = sys.argv[1:]
 log = os.environ.get("FAKE_PY_LOG")
 if log:
     with open(log, "a") as handle:
-        handle.write(json.dumps({"exe": sys.argv[0], "args": args, "pid": os.getpid()}) + "\n")
+        env = {k: v for k, v in os.environ.items() if k.startswith(("SAM2_", "PIP_"))}
+        handle.write(json.dumps({"exe": sys.argv[0], "args": args, "pid": os.getpid(), "env": env}) + "\n")
 
 if args[:2] == ["-I", "-c"]:
     version = [int(v) for v in os.environ.get("FAKE_PY_VERSION", "3.11.2").split(".")]
@@ -38,7 +42,14 @@ if args[:2] == ["-m", "venv"]:
 
 if args[:2] == ["-m", "pip"]:
     mode = os.environ.get("FAKE_PIP_MODE", "ok")
+    only_for = os.environ.get("FAKE_PIP_ONLY_FOR")
+    if only_for and not any(only_for in arg for arg in args):
+        mode = "ok"
     print("Collecting numpy", flush=True)
+    if mode == "buildfail":
+        print("  Building wheel for sam2 (pyproject.toml): finished with status 'error'", flush=True)
+        print("ERROR: Failed building wheel for sam2", file=sys.stderr, flush=True)
+        sys.exit(1)
     if mode == "hang":
         time.sleep(120)
     if mode == "fail":

@@ -21,6 +21,7 @@ class RecordingFeedback(QgsProcessingFeedback):
         self.commands: list[str] = []
         self.infos: list[str] = []
         self.warnings: list[str] = []
+        self.errors: list[str] = []
         self.cancelled_at: float | None = None  # time.monotonic() of the cancel
 
     def setProgress(self, progress: float) -> None:  # noqa: N802
@@ -49,6 +50,10 @@ class RecordingFeedback(QgsProcessingFeedback):
     def pushWarning(self, warning: str) -> None:  # noqa: N802
         self.warnings.append(warning)
         super().pushWarning(warning)
+
+    def reportError(self, error: str, fatalError: bool = False) -> None:  # noqa: N802,N803
+        self.errors.append(error)
+        super().reportError(error, fatalError)
 
 
 def read_record(fake_cli: Path) -> dict:

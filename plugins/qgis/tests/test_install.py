@@ -1,6 +1,6 @@
 """Install or update geoalps, with a fake system Python and a fake pip: which Python it picks,
 what it says when there is none, what pip is asked, that pip's lines reach the log, cancel kills
-pip, and that the provider is pointed at the new environment. The real run is test_install_real.py.
+pip, that the provider is pointed at the new environment, and the optional SAM 2 steps. The real run is test_install_real.py.
 """
 from __future__ import annotations
 
@@ -42,7 +42,9 @@ def fake_system(tmp_path, monkeypatch):
     monkeypatch.setenv("FAKE_PY_LOG", str(log))
     monkeypatch.delenv("GEOALPS_CLI", raising=False)
     monkeypatch.delenv(installer.PYTHON_ENV_VAR, raising=False)
-    for name in ("FAKE_PY_VERSION", "FAKE_PY_IMPL", "FAKE_PIP_MODE"):
+    # (scripts/setup.sh exports SAM2_BUILD_CUDA: the sam2 step must set it itself)
+    for name in ("FAKE_PY_VERSION", "FAKE_PY_IMPL", "FAKE_PIP_MODE", "FAKE_PIP_ONLY_FOR", "SAM2_BUILD_CUDA",
+                 "PIP_CONSTRAINT"):
         monkeypatch.delenv(name, raising=False)
     previous = ProcessingConfig.getSetting(settings.SETTING_CLI)
     yield {"python": python, "wheel": wheel, "log": log, "env": tmp_path / "env", "bin": bin_dir}
@@ -54,7 +56,7 @@ def _calls(log: Path) -> list[dict]:
 
 
 def _params(fake: dict, torch: int = 0, **extra) -> dict:
-    params = {"TORCH": torch, "PYTHON": "", "WHEEL": str(fake["wheel"]), "TARGET": str(fake["env"]),
+    params = {"TORCH": torch, "SAM2": False, "PYTHON": "", "WHEEL": str(fake["wheel"]), "TARGET": str(fake["env"]),
               "TORCH_INDEX_URL": "", "PIP_ARGS": ""}
     params.update(extra)
     return params
@@ -97,6 +99,122 @@ def test_cpu_torch_comes_from_the_torch_index_then_the_wheel_with_all_extras(qgi
     assert "--index-url" not in geoalps_call
     for call in calls:
         assert call[-2:] == ["--proxy", "http://p:3128"]
+    # SAM 2 is off by default: no sam2 step, no build tools, no sam2 build variables
+    assert len(calls) == 3
+    assert not [a for call in calls for a in call if a.startswith(("sam2", "setuptools")) or "isolation" in a]
+    assert not [c for c in _calls(fake_system["log"]) if "SAM2_BUILD_CUDA" in c["env"]]
+
+
+def _pip_calls(log: Path) -> list[dict]:
+    return [c for c in _calls(log) if c["args"][:2] == ["-m", "pip"]]
+
+
+def test_sam2_is_built_after_the_wheel_against_the_environments_torch(qgis_app, fake_system):
+    from processing.core.ProcessingConfig import ProcessingConfig
+
+    feedback = RecordingFeedback()
+    result = processing.run("geoalps:installgeoalps",
+                            _params(fake_system, torch=1, SAM2=True, PIP_ARGS="--proxy http://p:3128"),
+                            feedback=feedback)
+    cli = str(fake_system["env"] / "bin" / "geoalps")
+    assert result == {"GEOALPS_CLI": cli, "VERSION": "0.1.0"}
+    assert ProcessingConfig.getSetting(settings.SETTING_CLI) == cli
+    calls = _pip_calls(fake_system["log"])
+    # pip, torch, the wheel, then the build tools and sam2: last, in steps of their own
+    assert [c["args"][-3] for c in calls] == ["pip", "torchvision", f"{fake_system['wheel']}[sam,train]",
+                                              "wheel", f"sam2=={installer.SAM2_VERSION}"]
+    tools, sam2 = calls[3]["args"], calls[4]["args"]
+    assert installer.SAM2_VERSION == "1.1.0"
+    assert "setuptools>=61" in tools and "wheel" in tools
+    # built without isolation (against the torch installed before; no second torch), no upgrade,
+    # nothing from the torch index, no constraint file: torch and torchvision stay as they are
+    assert "--no-build-isolation" in sam2 and "--upgrade" not in sam2 and "--index-url" not in sam2
+    assert not [a for a in sam2 if a in ("torch", "torchvision") or a.startswith("-c")]
+    assert all(c["args"][-2:] == ["--proxy", "http://p:3128"] for c in calls)
+    # SAM2_BUILD_CUDA=0 for the sam2 steps only; no PIP_CONSTRAINT anywhere
+    assert [c["env"].get("SAM2_BUILD_CUDA") for c in calls] == [None, None, None, "0", "0"]
+    assert not [c for c in calls if "PIP_CONSTRAINT" in c["env"]]
+    # the log shows the command as one could run it, the progress text names the step
+    assert any(c.startswith("SAM2_BUILD_CUDA=0 ") and "--no-build-isolation" in c for c in feedback.commands)
+    assert f"SAM 2: building sam2 {installer.SAM2_VERSION}" in feedback.texts
+    assert feedback.progress == sorted(feedback.progress) and feedback.progress[-1] == 100.0
+    assert not feedback.errors
+    assert any("installed with SAM 2 (sam2 1.1.0)" in i for i in feedback.infos)
+
+
+def test_sam2_with_torch_none_is_refused_before_anything_runs(qgis_app, fake_system):
+    from qgis.core import QgsApplication, QgsProcessingContext
+
+    with pytest.raises(QgsProcessingException, match="SAM 2 runs on torch: choose torch CPU or CUDA"):
+        processing.run("geoalps:installgeoalps", _params(fake_system, torch=0, SAM2=True),
+                       feedback=RecordingFeedback())
+    assert _calls(fake_system["log"]) == [] and not fake_system["env"].exists()
+    alg = QgsApplication.processingRegistry().createAlgorithmById("geoalps:installgeoalps")
+    context = QgsProcessingContext()
+    from geoalps_processing.algorithms.install import SAM2_NEEDS_TORCH
+
+    assert alg.checkParameterValues(_params(fake_system, torch=0, SAM2=True), context) == (False, SAM2_NEEDS_TORCH)
+    assert alg.checkParameterValues(_params(fake_system, torch=1, SAM2=True), context)[0]
+    assert alg.checkParameterValues(_params(fake_system, torch=0), context)[0]
+    # a caller that skips the check (alg.run does) meets the same refusal in processAlgorithm
+    feedback = RecordingFeedback()
+    _, ok = alg.run(_params(fake_system, torch=0, SAM2=True), context, feedback)
+    assert not ok and any("SAM 2 runs on torch" in e for e in feedback.errors)
+    assert _calls(fake_system["log"]) == [] and not fake_system["env"].exists()
+
+
+@pytest.mark.parametrize("failing, attempted", [("sam2==", 5), ("setuptools>=61", 4)])
+def test_a_failing_sam2_step_is_reported_and_geoalps_is_still_used(qgis_app, fake_system, monkeypatch,
+                                                                    failing, attempted):
+    from processing.core.ProcessingConfig import ProcessingConfig
+
+    monkeypatch.setenv("FAKE_PIP_MODE", "buildfail")
+    monkeypatch.setenv("FAKE_PIP_ONLY_FOR", failing)
+    feedback = RecordingFeedback()
+    result = processing.run("geoalps:installgeoalps", _params(fake_system, torch=2, SAM2=True),
+                            feedback=feedback)
+    cli = str(fake_system["env"] / "bin" / "geoalps")
+    assert result == {"GEOALPS_CLI": cli, "VERSION": "0.1.0"}
+    assert ProcessingConfig.getSetting(settings.SETTING_CLI) == cli
+    assert len(_pip_calls(fake_system["log"])) == attempted  # a failed build-tools step stops there
+    assert len(feedback.errors) == 1
+    first, *rest = feedback.errors[0].splitlines()
+    assert first.startswith("GeoALPS: SAM 2 could not be installed;") and "sam and classical" in first
+    assert "pip failed with exit code 1" in feedback.errors[0]
+    assert "ERROR: Failed building wheel for sam2" in rest  # pip's own error, as the other steps show it
+    assert any("installed without SAM 2" in i for i in feedback.infos)
+    assert feedback.progress[-1] == 100.0
+
+
+def test_cancel_during_the_sam2_step_stops_pip_and_says_so(qgis_app, fake_system, monkeypatch):
+    monkeypatch.setenv("FAKE_PIP_MODE", "hang")
+    monkeypatch.setenv("FAKE_PIP_ONLY_FOR", "sam2==")
+
+    class CancelAtSam2(RecordingFeedback):
+        def pushConsoleInfo(self, info: str) -> None:  # noqa: N802
+            super().pushConsoleInfo(info)
+            if self.texts and self.texts[-1].startswith("SAM 2: building"):
+                self.cancel()
+
+    feedback = CancelAtSam2()
+    with pytest.raises(QgsProcessingException, match="cancelled; pip was stopped"):
+        processing.run("geoalps:installgeoalps", _params(fake_system, torch=1, SAM2=True), feedback=feedback)
+    pids = [c["pid"] for c in _pip_calls(fake_system["log"]) if f"sam2=={installer.SAM2_VERSION}" in c["args"]]
+    assert pids and all(process_gone(pid) for pid in pids)
+    assert not feedback.errors  # a cancel is not reported as a failed SAM 2 install
+
+
+def test_the_pinned_sam2_is_one_the_sam2_extra_accepts():
+    import tomllib
+
+    from conftest import REPO
+
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    wanted = [r for r in extras["sam2"] if r.startswith("sam2")]
+    assert len(wanted) == 1 and wanted[0].startswith("sam2>=")
+    minimum = tuple(int(v) for v in wanted[0].split(">=")[1].split("."))
+    assert tuple(int(v) for v in installer.SAM2_VERSION.split(".")) >= minimum
+    assert "sam2" not in installer.TORCH_EXTRA.split(",")
 
 
 def test_an_existing_environment_is_updated_not_made_again(qgis_app, fake_system):

@@ -11,6 +11,7 @@ from qgis.core import (
     QgsProcessingException,
     QgsProcessingFeedback,
     QgsProcessingOutputString,
+    QgsProcessingParameterBoolean,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFile,
@@ -26,13 +27,20 @@ It looks for a Python 3.10 or newer on the PATH (python3.12, python3.11, python3
 
 torch: "None" installs the core only (the weight-free classical engine; about 0.8 GB, no torch). "CPU" and "CUDA" also install torch (from the PyTorch package index of that build), SAM and training (several GB; CUDA for NVIDIA GPUs).
 
-Without a suitable Python it says what to install (e.g. sudo apt install python3 python3-venv, or the installer from python.org). Advanced: a Python interpreter to use, another wheel, another environment folder, another torch index and extra pip arguments (e.g. --proxy http://host:port)."""
+"Also install SAM 2" (off by default; needs torch CPU or CUDA) adds the sam2 package for the SAM 2 / 2.1 engine (engine "sam2"): after geoalps, pip builds sam2 {sam2_version} from its source package against the torch just installed with pip --no-build-isolation and SAM2_BUILD_CUDA=0 (no CUDA extension, nothing compiled, no second torch; under a minute and about 1.5 MB of downloads: sam2, hydra-core, iopath and their small dependencies, setuptools, wheel). If that step fails, the log says so and shows pip's error; geoalps is still installed and usable with the sam and classical engines. With torch "None" the option is refused: SAM 2 runs on torch.
+
+Without a suitable Python it says what to install (e.g. sudo apt install python3 python3-venv, or the installer from python.org). Advanced: a Python interpreter to use, another wheel, another environment folder, another torch index and extra pip arguments (e.g. --proxy http://host:port).""".format(
+    sam2_version=installer.SAM2_VERSION)
+
+SAM2_NEEDS_TORCH = ("GeoALPS: SAM 2 runs on torch: choose torch CPU or CUDA to install it, or untick "
+                    "\"Also install SAM 2\".")
 
 
 class InstallGeoAlpsAlgorithm(QgsProcessingAlgorithm):
     """Make ``<profile>/geoalps/venv`` from a system Python, pip-install the wheel, use it."""
 
     TORCH = "TORCH"
+    SAM2 = "SAM2"
     PYTHON = "PYTHON"
     WHEEL = "WHEEL"
     TARGET = "TARGET"
@@ -71,6 +79,10 @@ class InstallGeoAlpsAlgorithm(QgsProcessingAlgorithm):
             self.TORCH, "torch (deep-learning library)", options=list(installer.TORCH_LABELS),
             defaultValue=0,
         ))
+        self.addParameter(QgsProcessingParameterBoolean(
+            self.SAM2, "Also install SAM 2 (sam2 package, builds from source, about a minute)",
+            defaultValue=False, optional=True,
+        ))
         advanced = [
             QgsProcessingParameterFile(
                 self.PYTHON, "Python interpreter to build the environment from (empty: search the PATH)",
@@ -100,12 +112,26 @@ class InstallGeoAlpsAlgorithm(QgsProcessingAlgorithm):
         self.addOutput(QgsProcessingOutputString(self.GEOALPS_CLI, "geoalps command"))
         self.addOutput(QgsProcessingOutputString(self.VERSION, "Installed geoalps version"))
 
+    def checkParameterValues(self, parameters, context):  # noqa: N802 (QGIS's name)
+        """Refuse SAM 2 without torch before anything runs (the dialog shows the message)."""
+        ok, message = super().checkParameterValues(parameters, context)
+        if ok and self._sam2_without_torch(parameters, context):
+            return False, SAM2_NEEDS_TORCH
+        return ok, message
+
+    def _sam2_without_torch(self, parameters: dict, context: QgsProcessingContext) -> bool:
+        choice = installer.TORCH_CHOICES[self.parameterAsEnum(parameters, self.TORCH, context)]
+        return choice == "none" and self.parameterAsBool(parameters, self.SAM2, context)
+
     def processAlgorithm(  # noqa: N802 (QGIS's name)
         self, parameters: dict, context: QgsProcessingContext, feedback: QgsProcessingFeedback
     ) -> dict:
         feedback = feedback or QgsProcessingFeedback()
         started = time.monotonic()
         choice = installer.TORCH_CHOICES[self.parameterAsEnum(parameters, self.TORCH, context)]
+        if self._sam2_without_torch(parameters, context):  # a caller that skipped the check
+            raise QgsProcessingException(SAM2_NEEDS_TORCH)
+        sam2 = self.parameterAsBool(parameters, self.SAM2, context)
         explicit_python = self.parameterAsFile(parameters, self.PYTHON, context) or ""
         wheel = self.parameterAsFile(parameters, self.WHEEL, context) or ""
         env_dir = self.parameterAsFile(parameters, self.TARGET, context) or settings.private_env_dir()
@@ -127,7 +153,8 @@ class InstallGeoAlpsAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException(str(exc)) from exc
         if note:
             feedback.pushWarning(f"GeoALPS: {note}.")
-        feedback.pushInfo(f"GeoALPS: installing {os.path.basename(wheel)} (torch: {choice}) into {env_dir}")
+        feedback.pushInfo(f"GeoALPS: installing {os.path.basename(wheel)} (torch: {choice}"
+                          f"{', with SAM 2' if sam2 else ''}) into {env_dir}")
 
         if not reuse:
             feedback.setProgressText("Looking for Python 3.10+")
@@ -157,9 +184,17 @@ class InstallGeoAlpsAlgorithm(QgsProcessingAlgorithm):
             steps.append((f"Installing torch ({choice})", installer.torch_command(env_python, index_url, extra), 50))
         steps.append(("Installing geoalps", installer.geoalps_command(env_python, wheel, choice, extra),
                       40 if index_url else 85))
-        total = float(sum(weight for _, _, weight in steps))
+        # SAM 2 last, after the version check: a failure there leaves a working geoalps.
+        sam2_steps = []
+        if sam2:
+            tools, build = installer.sam2_commands(env_python, extra)
+            sam2_steps = [("SAM 2: build tools (setuptools, wheel)", tools, 2),
+                          (f"SAM 2: building sam2 {installer.SAM2_VERSION}", build, 8)]
+        total = float(sum(weight for _, _, weight in steps + sam2_steps))
         done_weight = 0.0
-        for text, command, weight in steps:
+
+        def run_step(text: str, command: list[str], weight: float, extra_env: dict | None = None) -> None:
+            nonlocal done_weight
             if feedback.isCanceled():
                 raise QgsProcessingException("GeoALPS: cancelled; run Install or update geoalps again to finish.")
             feedback.setProgressText(text)
@@ -168,7 +203,7 @@ class InstallGeoAlpsAlgorithm(QgsProcessingAlgorithm):
             program = "venv" if command[1:3] == ["-m", "venv"] else "pip"
             try:
                 run_geoalps(command, _StepFeedback(feedback, start, span), [], name=program,
-                            on_line=_PipLines(feedback, start, span))
+                            on_line=_PipLines(feedback, start, span), extra_env=extra_env)
             except QgsProcessingException as exc:
                 if feedback.isCanceled():
                     raise QgsProcessingException(
@@ -184,6 +219,9 @@ class InstallGeoAlpsAlgorithm(QgsProcessingAlgorithm):
             done_weight += weight
             feedback.setProgress(100.0 * done_weight / total)
 
+        for text, command, weight in steps:
+            run_step(text, command, weight)
+
         cli = settings.env_executable(env_dir, "geoalps")
         version = installer.installed_version(cli)
         if not version:
@@ -193,14 +231,28 @@ class InstallGeoAlpsAlgorithm(QgsProcessingAlgorithm):
         wanted = installer.wheel_version(wheel)
         if wanted and version != wanted:
             feedback.pushWarning(f"GeoALPS: the environment has geoalps {version}, the wheel is {wanted}.")
+        with_sam2 = ""
+        if sam2_steps:
+            try:
+                for text, command, weight in sam2_steps:
+                    run_step(text, command, weight, extra_env=installer.SAM2_BUILD_ENV)
+                with_sam2 = f" with SAM 2 (sam2 {installer.SAM2_VERSION})"
+            except QgsProcessingException as exc:
+                if feedback.isCanceled():
+                    raise
+                feedback.reportError(
+                    f"GeoALPS: SAM 2 could not be installed; geoalps works with the sam and classical "
+                    f"engines, not sam2. pip said:\n{exc}", fatalError=False)
+                with_sam2 = " without SAM 2 (see the error above)"
+                feedback.setProgress(100.0)
         self._cli = cli
         if os.environ.get(settings.ENV_VAR, "").strip():
             feedback.pushWarning(
                 f"GeoALPS: the {settings.ENV_VAR} environment variable is set and wins over the new "
                 "setting; unset it to use this environment."
             )
-        feedback.pushInfo(f"GeoALPS: geoalps {version} is installed ({time.monotonic() - started:.0f} s); "
-                          f"the GeoALPS algorithms now run {cli}")
+        feedback.pushInfo(f"GeoALPS: geoalps {version} is installed{with_sam2} "
+                          f"({time.monotonic() - started:.0f} s); the GeoALPS algorithms now run {cli}")
         return {self.GEOALPS_CLI: cli, self.VERSION: version}
 
     def postProcessAlgorithm(self, context, feedback):  # noqa: N802 (QGIS's name)
