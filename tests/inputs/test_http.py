@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
+import urllib.request
+import warnings
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import geopandas as gpd
@@ -84,12 +88,12 @@ def test_a_rasterio_env_gives_the_stac_request_its_headers_too(item):
 @pytest.mark.parametrize("fail_mode", ["503", "close"])
 def test_an_aoi_url_failing_every_second_get_is_read_after_a_retry(aoi_files, fail_mode):
     with RangeServer(aoi_files, fail_every=2, fail_mode=fail_mode) as server:
-        first = load_aoi(f"{server.url}/field.geojson")
-        second = load_aoi(f"{server.url}/field.geojson")  # its first GET is the server's second: fails
+        with urllib.request.urlopen(f"{server.url}/field.gpkg") as answer:  # the server's first GET
+            answer.read()
+        aoi = load_aoi(f"{server.url}/field.geojson")  # its first GET is the server's second: fails
     assert server.log.failures_injected == 1 and len(server.log.ranges) == 3
-    assert_is_the_field(first)
-    assert_is_the_field(second)
-    assert second.shown == f"{server.url}/field.geojson"
+    assert_is_the_field(aoi)
+    assert aoi.shown == f"{server.url}/field.geojson"
 
 
 def test_an_aoi_body_cut_short_is_fetched_again_not_read_truncated(aoi_files):
@@ -100,14 +104,15 @@ def test_an_aoi_body_cut_short_is_fetched_again_not_read_truncated(aoi_files):
     assert_is_the_field(aoi)
 
 
-@pytest.mark.filterwarnings("error::RuntimeWarning")  # pyogrio's on a GeoPackage without its .gpkg name
 def test_an_aoi_url_gets_the_headers_given_to_gdal(aoi_files):
     with RangeServer(aoi_files, required_headers=TOKEN) as server:
         url = f"{server.url}/field.gpkg?{SECRET}"
         with pytest.raises(InputError) as refused:
             load_aoi(url)
-        with rasterio.Env(GDAL_HTTP_HEADERS="X-Token: abc123"):
+        with rasterio.Env(GDAL_HTTP_HEADERS="X-Token: abc123"), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             aoi = load_aoi(url)
+    assert not [w for w in caught if "/vsimem/" in str(w.message)]  # pyogrio's, on a GeoPackage without its name
     assert str(refused.value) == f"{server.url}/field.gpkg?***: access forbidden (HTTP 403)"
     assert_is_the_field(aoi)
     assert "deadbeef42" not in aoi.shown
@@ -159,3 +164,22 @@ def test_fetch_bytes_refuses_a_body_over_max_bytes(aoi_files, monkeypatch):
     assert str(large.value) == f"field: larger than {size - 1} bytes, too large to fetch (use a local copy)"
     assert str(large_aoi.value) == f"{url}: larger than 1000 bytes, too large to fetch (use a local copy)"
     assert server.log.requests == 3  # a file too large is not asked again
+
+
+def test_fetch_bytes_counts_a_body_sent_without_content_length():
+    class NoLength(BaseHTTPRequestHandler):  # HTTP/1.0: the body runs until the server hangs up
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"x" * 5000)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    with HTTPServer(("127.0.0.1", 0), NoLength) as httpd:
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/big"
+        assert fetch_bytes(url, "big", max_bytes=5000) == b"x" * 5000
+        with pytest.raises(InputError, match=r"^big: larger than 4999 bytes, too large to fetch"):
+            fetch_bytes(url, "big", max_bytes=4999)
+        httpd.shutdown()
