@@ -6,12 +6,16 @@ pixels whose centre lies outside it count as nodata. So polygons are clipped at 
 stay on the grid, and nothing outside the window is ever read.
 
 Syntax: ``--aoi minx,miny,maxx,maxy`` (in the scene's CRS, or in ``--aoi-crs``), or
-``--aoi FILE`` (any OGR vector file; its own CRS, or ``--aoi-crs`` when it has none).
+``--aoi FILE`` (any OGR vector file; its own CRS, or ``--aoi-crs`` when it has none). An http(s)
+file is fetched whole (at most :data:`MAX_AOI_BYTES`) with the user's GDAL HTTP settings and
+retries (:mod:`geoalps.inputs.http`) and read from memory: pyogrio's own GDAL has none of them.
 """
 from __future__ import annotations
 
 import math
 import os
+import re
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,7 +23,14 @@ from affine import Affine
 from rasterio.windows import Window
 
 from geoalps.errors import InputError, OptionError
+from geoalps.inputs.http import fetch_bytes
 from geoalps.inputs.remote import display_name, gdal_path, is_remote
+
+#: The largest http(s) ``--aoi`` file fetched (it is held in memory).
+MAX_AOI_BYTES = 256 * 2**20
+#: Formats whose companion files GDAL fetches next to the URL (``.shx``, ``.dbf``, ...): read
+#: through ``/vsicurl/`` as before, without the HTTP settings (a zipped shapefile is fetched).
+_MULTI_FILE = (".shp", ".tab", ".mif")
 
 
 @dataclass(frozen=True)
@@ -145,10 +156,17 @@ def _from_vector(location: str, crs_wkt: str | None) -> AreaOfInterest:
     from pyogrio.errors import DataLayerError, DataSourceError
 
     shown = display_name(location)
+    source: str | bytes = gdal_path(location)
+    url_path = location.split("?", 1)[0].lower()
+    if url_path.startswith(("http://", "https://")) and not url_path.endswith(_MULTI_FILE):
+        source = fetch_bytes(location, shown, max_bytes=MAX_AOI_BYTES)
     try:
-        frame = pyogrio.read_dataframe(gdal_path(location))
+        with warnings.catch_warnings():  # a GeoPackage in memory has no .gpkg name
+            warnings.filterwarnings("ignore", "File /vsimem/.*non conformant file extension", RuntimeWarning)
+            frame = pyogrio.read_dataframe(source)
     except (DataSourceError, DataLayerError, OSError) as exc:
-        raise InputError(f"{shown}: cannot read the area of interest ({display_name(' '.join(str(exc).split()))})") from None
+        reason = re.sub(r"'?/vsimem/pyogrio_\w+'?\s*", "", " ".join(str(exc).split()))
+        raise InputError(f"{shown}: cannot read the area of interest ({display_name(reason)})") from None
     geometries = [g for g in frame.geometry if g is not None and not g.is_empty]
     polygons = [g for g in geometries if g.geom_type in ("Polygon", "MultiPolygon")]
     if not polygons:

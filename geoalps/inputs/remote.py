@@ -10,7 +10,7 @@ Three jobs, kept together because they must agree on what a location is:
   transient network errors); entered where a scene is opened or read, so dask workers get them
   too. Credentials are never passed here: GDAL reads AWS_*, GS_*, AZURE_* itself.
   :func:`gdal_config` reads one of those settings as GDAL would see it, for the few requests
-  geoalps makes itself (:mod:`geoalps.inputs.remote_version`).
+  geoalps makes itself (:mod:`geoalps.inputs.http`).
 """
 from __future__ import annotations
 

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from dataclasses import dataclass
 from xml.sax.saxutils import escape
 
 import numpy as np
 
 from geoalps.errors import InputError, OptionError
+from geoalps.inputs.http import fetch_bytes
 from geoalps.inputs.remote import display_name, gdal_env, gdal_path, is_url
 
 #: Media types of assets taken when ``--assets`` is not given.
@@ -80,7 +80,8 @@ def stac_scenes(location: str | os.PathLike, assets: str | None = None) -> list[
 
 
 def _read_json(location: str, shown: str) -> object:
-    """The JSON at a local path or http(s) URL; transient HTTP failures are retried."""
+    """The JSON at a local path or http(s) URL (fetched with the user's GDAL HTTP settings and
+    retries: :mod:`geoalps.inputs.http`)."""
     if not is_url(location):
         try:
             with open(location, encoding="utf-8") as f:
@@ -91,28 +92,11 @@ def _read_json(location: str, shown: str) -> object:
             raise InputError(f"{shown}: not a readable STAC JSON file ({' '.join(str(exc).split())})") from None
     if not location.lower().startswith(("http://", "https://")):
         raise InputError(f"{shown}: STAC files are read from local paths or http(s) URLs")
-    import urllib.error
-    import urllib.request
-
-    tries = int(os.environ.get("GDAL_HTTP_MAX_RETRY", "5")) + 1
-    delay = float(os.environ.get("GDAL_HTTP_RETRY_DELAY", "1"))
-    for attempt in range(tries):
-        try:
-            with urllib.request.urlopen(location, timeout=60) as answer:
-                return json.loads(answer.read())
-        except urllib.error.HTTPError as exc:
-            if exc.code in (401, 403):
-                raise InputError(f"{shown}: access forbidden (HTTP {exc.code})") from None
-            if exc.code == 404:
-                raise InputError(f"{shown}: not found (HTTP 404)") from None
-            problem = f"HTTP {exc.code}"
-        except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
-            problem = " ".join(str(getattr(exc, "reason", exc)).split())
-        except ValueError:
-            raise InputError(f"{shown}: not JSON") from None
-        if attempt + 1 < tries:
-            time.sleep(delay * 2 ** attempt)
-    raise InputError(f"{shown}: cannot be fetched ({problem})")
+    data = fetch_bytes(location, shown)
+    try:
+        return json.loads(data)
+    except ValueError:
+        raise InputError(f"{shown}: not JSON") from None
 
 
 def _asset_bands(asset) -> list[dict]:

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import rasterio
 
-from geoalps.inputs.remote_version import _split_headers, http_urls, remote_version, version_changes
+from geoalps.inputs.http import _split_headers
+from geoalps.inputs.remote_version import http_urls, remote_version, version_changes
 from http_server import RangeServer
 
 SECRET = "X-Amz-Signature=deadbeef42&X-Amz-Credential=AKIASECRET"
