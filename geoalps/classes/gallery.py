@@ -33,7 +33,6 @@ import json
 import math
 import os
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,7 +42,7 @@ from rasterio.errors import RasterioIOError
 from geoalps.errors import InputError, OptionError
 from geoalps.files import atomic_path, check_writable
 from geoalps.inputs.bands import resolve_bands, stretch_to_uint8
-from geoalps.inputs.scene import STATS_READ_PX, BandStats, Scene, open_scene, valid_pixels
+from geoalps.inputs.scene import STATS_READ_PX, BandStats, Scene, open_raster, open_scene, valid_pixels
 from geoalps.outputs.style import class_colors
 from geoalps.outputs.vector import SCENES_METADATA, layer_info, layer_metadata, read_layer
 
@@ -312,15 +311,6 @@ def _view_stats(stats: BandStats, view: tuple[int, int, int]) -> BandStats:
                      valid_fraction=stats.valid_fraction)
 
 
-def _open_raster(path: str):
-    import rasterio
-    from rasterio.errors import NotGeoreferencedWarning
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        return rasterio.open(path)
-
-
 def _to_scene_crs(geometries, layer_crs: str | None, scene: Scene):
     """GeoSeries in the scene's CRS (the layer is in the first scene's CRS)."""
     if layer_crs is None or scene.crs_wkt is None or len(geometries) == 0:
@@ -344,7 +334,7 @@ def _overview(gpkg: str, scene: Scene, objects, class_field: str, n_classes: int
 
     scale = min(1.0, OVERVIEW_PX / max(scene.width, scene.height))
     out_h, out_w = max(1, round(scene.height * scale)), max(1, round(scene.width * scale))
-    with _open_raster(scene.path) as src:
+    with open_raster(scene.path) as src:
         try:
             data = src.read(out_shape=(scene.count, out_h, out_w))
         except RasterioIOError as exc:
@@ -414,7 +404,7 @@ def _read_chips(gpkg: str, objects, picks, opened: dict[str, Scene], layer_crs: 
         view = resolve_bands(bands, scene.count, scene.path)
         stats = _view_stats(scene.stats, view)
         shapes = _to_scene_crs(geometries.loc[[fid for _, _, fid in items]], layer_crs, scene)
-        with _open_raster(scene.path) as src:
+        with open_raster(scene.path) as src:
             for (k, kind, fid), geometry in zip(items, shapes):
                 distance = objects.at[fid, "class_distance"] if "class_distance" in objects.columns else None
                 image, outlines = _chip(src, scene, geometry, view, stats, chip_px)
@@ -433,7 +423,7 @@ def read_chip(scene: Scene, geometry, *, chip_px: int = 96, bands: str | None = 
     scene's CRS. One windowed read.
     """
     view = resolve_bands(bands, scene.count, scene.path)
-    with _open_raster(scene.path) as src:
+    with open_raster(scene.path) as src:
         return _chip(src, scene, geometry, view, _view_stats(scene.stats, view), chip_px)
 
 

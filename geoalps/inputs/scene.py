@@ -137,6 +137,16 @@ def valid_pixels(data: np.ndarray, nodata: float | None) -> np.ndarray:
     return valid
 
 
+def open_raster(path: str | os.PathLike, mode: str = "r",
+                **profile) -> rasterio.io.DatasetReader | rasterio.io.DatasetWriter:
+    """``rasterio.open`` without rasterio's NotGeoreferencedWarning: geoalps reads and writes
+    rasters in pixel coordinates on purpose (``--allow-pixel-coords`` scenes, their class
+    rasters) and says so itself where it matters."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        return rasterio.open(path, mode, **profile)
+
+
 def open_scene(
     path: str | os.PathLike,
     *,
@@ -168,9 +178,8 @@ def open_scene(
     if not virtual and Path(path).is_dir():
         raise _fail(shown, "is a folder, not a raster file")
     try:
-        with warnings.catch_warnings(), gdal_env():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            src = rasterio.open(gdal_path(path))
+        with gdal_env():
+            src = open_raster(gdal_path(path))
     except RasterioIOError as exc:
         reason = _gdal_reason(exc)
         if virtual and _remote_problem(reason):
@@ -271,10 +280,8 @@ def read_window(scene: Scene, window: Window) -> np.ndarray:
     fetches only the blocks the window meets, retrying transient network errors; a read failure
     names the scene and window."""
     try:
-        with warnings.catch_warnings(), gdal_env():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            with rasterio.open(gdal_path(scene.path)) as src:
-                return src.read(window=scene.file_window(window))
+        with gdal_env(), open_raster(gdal_path(scene.path)) as src:
+            return src.read(window=scene.file_window(window))
     except RasterioIOError as exc:
         virtual = is_virtual(scene.path)
         what = "network error after retries, or corrupt data" if virtual else "corrupt or truncated data"

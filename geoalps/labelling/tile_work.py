@@ -20,7 +20,7 @@ from geoalps.inputs.crs import pixel_size_m as crs_pixel_size_m
 from geoalps.objects.features import compute_features
 from geoalps.objects.masks import filter_by_area, remove_duplicates
 from geoalps.options import LabelOptions
-from geoalps.inputs.scene import Scene, read_window, valid_in_window
+from geoalps.inputs.scene import Scene, open_raster, read_window, valid_in_window
 from geoalps.inputs.tiles import Tile
 from geoalps.objects.polygons import mask_centroids, tile_geometries
 from geoalps.objects.seams import seam_flags
@@ -34,18 +34,13 @@ _ENGINES: dict = {}
 def band_descriptions(path: str) -> tuple:
     """The scene's band descriptions ('red', 'nir', ...), read once per process (for the
     spectral indices)."""
-    import warnings
-
-    import rasterio
-    from rasterio.errors import NotGeoreferencedWarning, RasterioError
+    from rasterio.errors import RasterioError
 
     from geoalps.inputs.remote import gdal_env, gdal_path
 
     try:
-        with warnings.catch_warnings(), gdal_env():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)  # pixel-coordinate chips
-            with rasterio.open(gdal_path(path)) as src:
-                return tuple(src.descriptions)
+        with gdal_env(), open_raster(gdal_path(path)) as src:
+            return tuple(src.descriptions)
     except (RasterioError, OSError):  # not a file rasterio opens by path: no names
         return ()
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import warnings
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
@@ -39,13 +38,10 @@ def join_class_names(names: Sequence[str]) -> str:
 
 def read_class_names(path: str | os.PathLike) -> tuple[int, list[str]]:
     """(n_classes, names) recorded in a class raster's band-1 tags; (0, []) when absent."""
-    import rasterio
-    from rasterio.errors import NotGeoreferencedWarning
+    from geoalps.inputs.scene import open_raster
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)  # class rasters in pixel coordinates
-        with rasterio.open(path) as src:
-            tags = src.tags(1)
+    with open_raster(path) as src:  # class rasters may be in pixel coordinates
+        tags = src.tags(1)
     try:
         n_classes = int(tags.get(N_CLASSES_TAG, 0))
     except ValueError:
@@ -65,8 +61,7 @@ def open_label_raster(path: str | os.PathLike, grid, n_classes: int, *, what: st
     path from :func:`geoalps.files.atomic_path`; call :func:`write_raster_style` once the raster
     is at its final place.
     """
-    import rasterio
-    from rasterio.errors import NotGeoreferencedWarning
+    from geoalps.inputs.scene import open_raster
 
     dtype, nodata = label_raster_dtype(n_classes)
     profile = {
@@ -78,11 +73,8 @@ def open_label_raster(path: str | os.PathLike, grid, n_classes: int, *, what: st
     if grid.crs_wkt is not None:
         profile["crs"] = grid.crs_wkt
     names = list(class_names) if class_names is not None else default_class_names(n_classes)
-    with warnings.catch_warnings():
-        # A scene in pixel coordinates (--allow-pixel-coords) gets a raster in them, as asked.
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        dst = rasterio.open(path, "w", **profile)
-    with dst:
+    # A scene in pixel coordinates (--allow-pixel-coords) gets a raster in them, as asked.
+    with open_raster(path, "w", **profile) as dst:
         yield dst
         if dtype == "uint8":
             palette = list(colours) if colours else class_colors(n_classes)
