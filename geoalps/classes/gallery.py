@@ -42,6 +42,7 @@ from rasterio.errors import RasterioIOError
 from geoalps.errors import InputError, OptionError
 from geoalps.files import atomic_path, check_writable
 from geoalps.inputs.bands import resolve_bands, stretch_to_uint8
+from geoalps.inputs.crs import same_crs
 from geoalps.inputs.scene import STATS_READ_PX, BandStats, Scene, open_raster, open_scene, valid_pixels
 from geoalps.outputs.style import class_colors
 from geoalps.outputs.vector import SCENES_METADATA, layer_info, layer_metadata, read_layer
@@ -315,9 +316,7 @@ def _to_scene_crs(geometries, layer_crs: str | None, scene: Scene):
     """GeoSeries in the scene's CRS (the layer is in the first scene's CRS)."""
     if layer_crs is None or scene.crs_wkt is None or len(geometries) == 0:
         return geometries
-    from pyproj import CRS
-
-    if CRS.from_user_input(layer_crs) == CRS.from_wkt(scene.crs_wkt):
+    if same_crs(layer_crs, scene.crs_wkt):
         return geometries
     return geometries.set_crs(layer_crs, allow_override=True).to_crs(scene.crs_wkt)
 

@@ -24,7 +24,7 @@ from rasterio.windows import Window
 
 from geoalps.errors import InputError, OptionError
 from geoalps.inputs.http import fetch_bytes
-from geoalps.inputs.remote import display_name, gdal_path, is_remote
+from geoalps.inputs.remote import display_name, gdal_path, is_http, is_remote
 
 #: The largest http(s) ``--aoi`` file fetched (it is held in memory).
 MAX_AOI_BYTES = 256 * 2**20
@@ -157,8 +157,7 @@ def _from_vector(location: str, crs_wkt: str | None) -> AreaOfInterest:
 
     shown = display_name(location)
     source: str | bytes = gdal_path(location)
-    url_path = location.split("?", 1)[0].lower()
-    if url_path.startswith(("http://", "https://")) and not url_path.endswith(_MULTI_FILE):
+    if is_http(location) and not location.split("?", 1)[0].lower().endswith(_MULTI_FILE):
         source = fetch_bytes(location, shown, max_bytes=MAX_AOI_BYTES)
     try:
         with warnings.catch_warnings():  # a GeoPackage in memory has no .gpkg name

@@ -42,6 +42,11 @@ def is_url(location: str) -> bool:
     return scheme in SCHEME_TO_VSI
 
 
+def is_http(location: str | os.PathLike) -> bool:
+    """An ``http://`` or ``https://`` URL (what geoalps can ask itself, :mod:`geoalps.inputs.http`)."""
+    return str(location).lower().startswith(("http://", "https://"))
+
+
 def is_remote(location: str | os.PathLike) -> bool:
     """A URL or a GDAL virtual file system path (``/vsicurl/``, ``/vsizip/``, ...): not
     something ``os.path`` can check."""

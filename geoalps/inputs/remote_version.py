@@ -22,6 +22,7 @@ import xml.etree.ElementTree as ElementTree
 from typing import Any
 
 from geoalps.inputs.http import HttpError, request
+from geoalps.inputs.remote import is_http
 
 #: What is compared, in the words of the resume error ("ETag changed").
 _SHOWN = {"etag": "ETag", "last_modified": "Last-Modified", "size_bytes": "size"}
@@ -44,7 +45,7 @@ def http_urls(path: str) -> list[str]:
         url = candidate.strip()
         if url.startswith("/vsicurl/"):
             url = url[len("/vsicurl/"):]
-        if url.lower().startswith(("http://", "https://")) and url not in urls:
+        if is_http(url) and url not in urls:
             urls.append(url)
     return urls
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from geoalps.errors import InputError, OptionError
 from geoalps.inputs.http import fetch_bytes
-from geoalps.inputs.remote import display_name, gdal_env, gdal_path, is_url
+from geoalps.inputs.remote import display_name, gdal_env, gdal_path, is_http, is_url
 
 #: Media types of assets taken when ``--assets`` is not given.
 _RASTER_MEDIA = ("image/tiff", "image/jp2", "application/x-hdf")
@@ -90,7 +90,7 @@ def _read_json(location: str, shown: str) -> object:
             raise InputError(f"{shown}: file not found") from None
         except (OSError, ValueError) as exc:
             raise InputError(f"{shown}: not a readable STAC JSON file ({' '.join(str(exc).split())})") from None
-    if not location.lower().startswith(("http://", "https://")):
+    if not is_http(location):
         raise InputError(f"{shown}: STAC files are read from local paths or http(s) URLs")
     data = fetch_bytes(location, shown)
     try:
