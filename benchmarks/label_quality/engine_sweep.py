@@ -48,34 +48,37 @@ def _run_module():
 
 
 def load_tile(scene: dict):
-    """The scene as the engine sees it in a run: (EngineTile, transform). Object scenes are one tile."""
-    import rasterio
+    """The scene as the engine sees it in a run (read and prepared by the run's own functions):
+    (EngineTile, transform). Object scenes are one tile."""
+    from rasterio.windows import Window
 
-    from geoalps.engines.base import EngineTile
-    from geoalps.inputs.bands import resolve_bands, stretch_to_uint8
-    from geoalps.inputs.scene import open_scene, valid_pixels
-    from geoalps.labelling.tile_work import all_bands_uint8, pixel_size_m
+    from geoalps.inputs.bands import resolve_bands
+    from geoalps.inputs.scene import open_scene, read_window, valid_in_window
+    from geoalps.labelling.tile_work import engine_tile, pixel_size_m
 
     opened = open_scene(str(scene["image"]))
-    with rasterio.open(scene["image"]) as src:
-        data, transform = src.read(), src.transform
-    valid = valid_pixels(data, opened.nodata)
-    rgb = stretch_to_uint8(data, valid, resolve_bands(None, opened.count, opened.path), opened.stats)
-    return EngineTile(rgb, valid, all_bands_uint8(data, valid, opened), pixel_size_m(opened)), transform
+    window = Window(0, 0, opened.width, opened.height)
+    data = read_window(opened, window)
+    valid = valid_in_window(opened, window, data)
+    bands = resolve_bands(None, opened.count, opened.path)
+    return engine_tile(opened, data, valid, bands, True, pixel_size_m(opened)), opened.transform
 
 
 def true_objects(lq, scene: dict):
-    """(geometries, box matching, IoU threshold) of the scene's counted true objects."""
+    """(geometries, box matching, IoU threshold) of the scene's counted true objects, by
+    ``run.py``'s rules."""
     if "buildings" in scene:
         geoms, sizes = lq._building_objects(scene)
-        return geoms[np.asarray(sizes) >= 30], False, 0.5
-    return lq._tree_boxes(scene), True, 0.4
+        return geoms[np.asarray(sizes) >= lq.BUILDING_MIN_PX], False, lq.BUILDING_IOU
+    return lq._tree_boxes(scene), True, lq.TREE_BOX_IOU
 
 
 def merge_ceiling(regions: np.ndarray, true_ids: np.ndarray, n_true: int, box: bool, threshold: float) -> int:
     """True objects a perfect merge of these regions would find: each region given to the object
     holding more than half of it, the object's regions joined, then the usual IoU test (boxes:
     the joined regions' bounding box). Tells a miss of the first cut from a miss of the merge."""
+    from geoalps.evaluation.pseudo_labels import _box_iou
+
     counts = np.bincount(regions.ravel())
     found = 0
     for k in range(1, n_true + 1):
@@ -89,11 +92,9 @@ def merge_ceiling(regions: np.ndarray, true_ids: np.ndarray, n_true: int, box: b
         if box:
             rows, cols = np.flatnonzero(joined.any(1)), np.flatnonzero(joined.any(0))
             trows, tcols = np.flatnonzero(obj.any(1)), np.flatnonzero(obj.any(0))
-            a = (rows[0], cols[0], rows[-1] + 1, cols[-1] + 1)
-            b = (trows[0], tcols[0], trows[-1] + 1, tcols[-1] + 1)
-            inter = max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1]))
-            union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-            iou = inter / union
+            joined_box = [[cols[0], rows[0], cols[-1] + 1, rows[-1] + 1]]
+            true_box = [[tcols[0], trows[0], tcols[-1] + 1, trows[-1] + 1]]
+            iou = _box_iou(np.asarray(true_box, float), np.asarray(joined_box, float))[0]
         else:
             iou = (joined & obj).sum() / (joined | obj).sum()
         found += bool(iou >= threshold)

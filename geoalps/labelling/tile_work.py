@@ -63,6 +63,15 @@ def all_bands_uint8(data: np.ndarray, valid: np.ndarray, scene: Scene) -> np.nda
     return out
 
 
+def engine_tile(scene: Scene, data: np.ndarray, valid: np.ndarray, bands: tuple[int, int, int],
+                wants_bands: bool, size_m: float | None) -> EngineTile:
+    """What an engine sees of one read tile: the 8-bit view of ``bands`` and, for engines with
+    ``wants_bands``, every band on the scene's stretch; ``size_m`` from :func:`pixel_size_m`."""
+    rgb = stretch_to_uint8(data, valid, bands, scene.stats)
+    every = all_bands_uint8(data, valid, scene) if wants_bands else None
+    return EngineTile(rgb, valid, every, size_m)
+
+
 def engine_for(options: LabelOptions, tile_batch: int = 0):
     """One engine per process and options: SAM weights load once, not once per tile."""
     from geoalps.engines import create_engine
@@ -99,9 +108,7 @@ def process_tiles(
             results[position] = TileResult(tile, np.zeros(0, object), empty, empty, empty.astype(bool),
                                            empty.astype(bool), skipped=True)
             continue
-        rgb = stretch_to_uint8(data, valid, bands, scene.stats)
-        every = all_bands_uint8(data, valid, scene) if engine.wants_bands else None
-        pending.append((position, data, valid, EngineTile(rgb, valid, every, size_m)))
+        pending.append((position, data, valid, engine_tile(scene, data, valid, bands, engine.wants_bands, size_m)))
     if pending:
         engine_start = time.perf_counter()
         all_masks = engine.generate_tiles([p[3] for p in pending])
