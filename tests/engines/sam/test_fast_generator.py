@@ -13,6 +13,7 @@ from geoalps.engines.sam.decoder import PointPromptDecoder
 from geoalps.engines.sam.exact_cells import ExactCells
 from geoalps.engines.sam.generators import FastMaskGenerator, SamMasks, reference_generate
 from geoalps.objects.features import pooled_embedding
+from tests.floats import assert_float32_close
 
 # Low thresholds so that the tiny random model's masks survive (random IoU predictions).
 SETTINGS = dict(pred_iou_thresh=0.0, stability_score_thresh=0.1)
@@ -59,7 +60,7 @@ def assert_same_masks(expected: SamMasks, got: SamMasks) -> None:
     assert len(got) == len(expected)
     assert (match_ious(expected, got) >= 0.99).all()
     assert (match_ious(got, expected) >= 0.99).all()
-    np.testing.assert_allclose(np.sort(got.scores), np.sort(expected.scores), atol=1e-5)
+    assert_float32_close(np.sort(got.scores), np.sort(expected.scores))
     assert sorted(map(tuple, got.boxes)) == sorted(map(tuple, expected.boxes))
 
 
@@ -85,7 +86,10 @@ def test_same_masks_as_segment_anything(model, image):
     assert_crops_fit_boxes(got)
     assert_crops_fit_boxes(expected)
     assert got.scores.dtype == np.float32 and got.boxes.dtype == np.int64
-    np.testing.assert_allclose(got.stability, expected.stability, atol=1e-6)
+    # Stability is a ratio of pixel counts at logits +-1: float rounding of the logits may move a
+    # pixel on another CPU, so allow a few pixels of the smallest mask, not float32 units.
+    smallest_mask_px = max(1, min(int(crop.sum()) for crop in got.crops))
+    assert np.abs(got.stability - expected.stability).max() <= 3 / smallest_mask_px
 
 
 def test_same_masks_with_crop_layers(model, image):
@@ -154,7 +158,7 @@ def test_generate_many_matches_generate(model, image):
 def test_sdpa_encoder_matches(model, image):
     plain = FastMaskGenerator(model, points_per_side=2, sdpa=False).generate(image)
     sdpa = FastMaskGenerator(model, points_per_side=2, sdpa=True).generate(image)
-    np.testing.assert_allclose(sdpa.embedding, plain.embedding, atol=1e-4)
+    assert_float32_close(sdpa.embedding, plain.embedding, ulps=1024)  # another attention kernel
 
 
 def test_small_regions_are_removed_as_in_the_reference(model, image):
