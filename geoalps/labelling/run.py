@@ -106,7 +106,8 @@ def label(
         kmeans_model: saved k-means; reused (frozen) when the file exists, else fitted and saved.
         settings / run: the two option records (:class:`~geoalps.options.LabelOptions`,
             :class:`~geoalps.options.RunOptions`); or give their fields as keywords
-            (``engine="sam"``, ``classes=12``, ``workers=2``, ``resume=True``, ...).
+            (``engine="sam"``, ``classes=12``, ``band_names="blue,green,red,nir"``, ``workers=2``,
+            ``resume=True``, ...).
         return_labels: also load the label raster(s) into ``result.labels`` (DataArrays).
 
     Scenes in different CRSs are reprojected to the first scene's CRS in the output layer; each
