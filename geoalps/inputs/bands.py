@@ -113,12 +113,15 @@ def scene_band_roles(count: int, descriptions: Sequence[str | None], colorinterp
     return BandRoles((None,) * count, "unknown", descriptions)
 
 
-def band_names_hint(shown: str, count: int) -> str:
-    """The one line saying a scene's bands are unknown and how to name them."""
-    example = ",".join(("blue", "green", "red", "nir", "swir1", "swir2", "other", "other")[:count]) if count > 1 else "pan"
+def band_names_hint(shown: str, count: int, view: tuple[int, int, int]) -> str:
+    """The one line saying a scene's band roles are unknown (the engine sees ``view``) and how to
+    name them."""
+    example = ",".join(("blue", "green", "red", "nir", "swir1", "swir2", "other", "other")[:count])
     return (f"{shown}: band roles unknown (no band descriptions or colour interpretation): the engine sees "
-            f"bands 1,2,3 as red, green, blue and no spectral index is computed; name the bands with "
-            f"--band-names, one a band, e.g. --band-names {example} (names: {', '.join(BAND_NAME_VOCABULARY)})")
+            f"bands {','.join(map(str, view))} as red, green, blue and no spectral index is computed; name the "
+            f"bands with --band-names, one a band, e.g. --band-names {example} "
+            f"(names: {', '.join(BAND_NAME_VOCABULARY)})")
+
 
 #: Named band mappings (1-based band numbers, as GDAL counts them).
 BAND_PRESETS: dict[str, tuple[int, int, int]] = {

@@ -258,17 +258,19 @@ def _start_engine(runner: TileRunner, run: _Run, opts: LabelOptions, exe: RunOpt
     model_blocks = tuple(run.clusterer.block_widths) if run.clusterer is not None else None
     blocks = feature_blocks(opts.features, has_embedding, model_blocks)
     if not exe.quiet:
-        _warn_unknown_bands(run.scenes)
+        _warn_unknown_bands(run)
     return description, blocks, batch
 
 
-def _warn_unknown_bands(scenes: list[Scene]) -> None:
-    """One warning a run (not a tile) when a scene's band roles are unknown: the engine's view is
-    then bands 1,2,3 and the index features are zero."""
-    unknown = [s for s in scenes if s.count > 1 and not s.band_roles.known]
+def _warn_unknown_bands(run: _Run) -> None:
+    """One warning a run (not a tile) when a scene's band roles are unknown and nobody named
+    them: the engine's view is then a guess and the index features are zero."""
+    unknown = [(s, view) for s, view in zip(run.scenes, run.band_maps)
+               if s.count > 1 and not s.band_roles.known and s.band_roles.source != "--band-names"]
     if unknown:
+        scene, view = unknown[0]
         more = f" ({len(unknown) - 1} more scene(s) alike)" if len(unknown) > 1 else ""
-        print(f"geoalps: warning: {band_names_hint(unknown[0].shown, unknown[0].count)}{more}", file=sys.stderr)
+        print(f"geoalps: warning: {band_names_hint(scene.shown, scene.count, view)}{more}", file=sys.stderr)
 
 
 def _pass1(runner: TileRunner, run: _Run, opts: LabelOptions, exe: RunOptions, blocks, batch: int,
