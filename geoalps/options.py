@@ -93,6 +93,9 @@ class LabelOptions:
     #: geoalps.engines.classical.region_scale): larger = larger regions. Ignored by SAM.
     classical_scale: float = 200.0
     bands: str | None = None
+    #: What each band is, one name a band ("blue,green,red,nir"; geoalps.inputs.bands
+    #: BAND_NAME_VOCABULARY); None: from the file's band descriptions or colour interpretation.
+    band_names: str | None = None
     nodata: float | None = None
     tile_size: int = 1024
     overlap: int = 128

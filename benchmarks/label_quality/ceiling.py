@@ -70,6 +70,7 @@ def _identity_miou(pred: np.ndarray, truth: np.ndarray, scored: np.ndarray, clas
 def main(argv=None) -> int:
     from sklearn.ensemble import HistGradientBoostingClassifier
 
+    from geoalps.inputs.bands import scene_band_roles
     from geoalps.inputs.scene import valid_pixels
     from geoalps.objects.features import band_roles
 
@@ -81,7 +82,8 @@ def main(argv=None) -> int:
     scene = next(s for s in lq._scenes() if s["name"] == args.scene)
     image, truth_path = Path(scene["image"]), Path(scene["classes"])
     with rasterio.open(image) as src:
-        data, nodata, names = src.read().astype(np.float64), src.nodata, src.descriptions
+        data, nodata = src.read().astype(np.float64), src.nodata
+        names = scene_band_roles(src.count, src.descriptions, src.colorinterp, shown=str(image)).names
     with rasterio.open(truth_path) as src:
         truth, truth_nodata = src.read(1), src.nodata
     valid = valid_pixels(data, nodata) & (truth != truth_nodata)

@@ -60,7 +60,7 @@ def load_tile(scene: dict):
     window = Window(0, 0, opened.width, opened.height)
     data = read_window(opened, window)
     valid = valid_in_window(opened, window, data)
-    bands = resolve_bands(None, opened.count, opened.path)
+    bands = resolve_bands(None, opened.count, opened.path, opened.band_roles)
     return engine_tile(opened, data, valid, bands, True, pixel_size_m(opened)), opened.transform
 
 

@@ -192,7 +192,7 @@ def felzenszwalb_polygons(image: Path):
         data = src.read()
         transform = src.transform
     valid = valid_pixels(data, scene.nodata)
-    rgb = stretch_to_uint8(data, valid, resolve_bands(None, scene.count, str(image)), scene.stats)
+    rgb = stretch_to_uint8(data, valid, resolve_bands(None, scene.count, str(image), scene.band_roles), scene.stats)
     seg = felzenszwalb(rgb, scale=opts.classical_scale, sigma=ClassicalEngine.sigma,
                        min_size=REGION_NO_CRS_PX, channel_axis=-1) + 1
     seg[~valid] = 0

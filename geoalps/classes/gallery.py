@@ -33,7 +33,7 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -41,11 +41,11 @@ from rasterio.errors import RasterioIOError
 
 from geoalps.errors import InputError, OptionError
 from geoalps.files import atomic_path, check_writable
-from geoalps.inputs.bands import resolve_bands, stretch_to_uint8
+from geoalps.inputs.bands import BAND_NAME_VOCABULARY, BandRoles, resolve_bands, stretch_to_uint8
 from geoalps.inputs.crs import same_crs
 from geoalps.inputs.scene import STATS_READ_PX, BandStats, Scene, open_raster, open_scene, valid_pixels
 from geoalps.outputs.style import class_colors
-from geoalps.outputs.vector import SCENES_METADATA, layer_info, layer_metadata, read_layer
+from geoalps.outputs.vector import BAND_ROLES_METADATA, SCENES_METADATA, layer_info, layer_metadata, read_layer
 
 #: Longest side, in pixels, of the decimated read behind the overview and the signatures.
 OVERVIEW_PX = STATS_READ_PX
@@ -128,7 +128,9 @@ def make_gallery(
     html : bool, optional
         Force HTML (True) or PNG (False); None decides by the extension of ``path``.
     bands : str, optional
-        The three bands of the view, as ``geoalps label --bands`` takes them (default rgb).
+        The three bands of the view, as ``geoalps label --bands`` takes them; default: the red,
+        green and blue bands by the roles the labelling run recorded (``geoalps_band_roles``) or
+        the scene's band descriptions / colour interpretation, else bands 1,2,3.
     overwrite : bool
         Replace an existing ``path``.
 
@@ -139,7 +141,8 @@ def make_gallery(
         ``signature``: mean of every band in scene units or None, ``signature_px``, ``chip_ids``,
         ``nearest_ids``, ``random_ids``); ``objects``, ``n_classes``, ``scenes`` (name -> path of
         the scenes read), ``overview_scene`` (the one behind the overview and the signatures),
-        ``bands``, ``chips``, ``width_px``, ``height_px``, ``path``, ``seconds``.
+        ``bands`` (the view's red, green, blue band numbers), ``band_labels`` (the signature axis:
+        each band's role, description or "band N"), ``chips``, ``width_px``, ``height_px``, ``path``, ``seconds``.
 
     Raises
     ------
@@ -169,8 +172,10 @@ def make_gallery(
     chip_scenes = {str(objects.at[fid, "scene"]) for kinds in picks.values() for fids in kinds.values() for fid in fids}
     needed = [first_scene] + sorted(chip_scenes - {first_scene})
     scene_paths = {name: os.path.abspath(find_scene(gpkg, name, scenes)) for name in needed}
-    opened = {name: open_scene(p, allow_pixel_coords=True) for name, p in scene_paths.items()}
-    view = resolve_bands(bands, opened[first_scene].count, opened[first_scene].path)
+    recorded_roles = _recorded_band_roles(gpkg)
+    opened = {name: _with_recorded_roles(open_scene(p, allow_pixel_coords=True), recorded_roles.get(name))
+              for name, p in scene_paths.items()}
+    view = resolve_bands(bands, opened[first_scene].count, opened[first_scene].path, opened[first_scene].band_roles)
 
     overview = _overview(gpkg, opened[first_scene], objects, class_field, n_classes, crs_wkt, view)
     chips = _read_chips(gpkg, objects, picks, opened, crs_wkt, chip_px, bands)
@@ -186,6 +191,7 @@ def make_gallery(
     report = {
         "path": str(path), "objects": len(objects), "n_classes": n_classes, "classes": summaries,
         "scenes": dict(scene_paths), "overview_scene": first_scene, "bands": list(view),
+        "band_labels": opened[first_scene].band_roles.labels(opened[first_scene].count),
         "chips": sum(len(c) for c in chips.values()), "width_px": width, "height_px": height,
     }
     _write(figure, path, as_html, report, overwrite)
@@ -306,6 +312,27 @@ def _recorded_scenes(gpkg: str) -> dict[str, str]:
     return {str(k): str(v) for k, v in recorded.items()} if isinstance(recorded, dict) else {}
 
 
+def _recorded_band_roles(gpkg: str) -> dict[str, list]:
+    """``geoalps_band_roles`` from the layer metadata (the roles the labelling run used); {} when
+    absent or malformed."""
+    try:
+        recorded = json.loads(layer_metadata(gpkg).get(BAND_ROLES_METADATA, "{}"))
+    except (ValueError, TypeError, OSError, InputError):
+        return {}
+    return {str(k): v for k, v in recorded.items() if isinstance(v, list)} if isinstance(recorded, dict) else {}
+
+
+def _with_recorded_roles(scene: Scene, recorded: list | None) -> Scene:
+    """``scene`` with the band roles its labelling run recorded, when they fit it (one known
+    vocabulary word or null a band); else the roles from the scene's own header."""
+    if not recorded or len(recorded) != scene.count:
+        return scene
+    names = tuple(n if isinstance(n, str) and n in BAND_NAME_VOCABULARY else None for n in recorded)
+    if not any(names):
+        return scene
+    return replace(scene, band_roles=BandRoles(names, "recorded", scene.band_roles.descriptions))
+
+
 def _view_stats(stats: BandStats, view: tuple[int, int, int]) -> BandStats:
     """The stretch limits of the three view bands only (chips read just those bands)."""
     return BandStats(low=tuple(stats.low[b - 1] for b in view), high=tuple(stats.high[b - 1] for b in view),
@@ -400,7 +427,7 @@ def _read_chips(gpkg: str, objects, picks, opened: dict[str, Scene], layer_crs: 
         by_scene.setdefault(str(objects.at[fid, "scene"]), []).append((k, kind, fid))
     for name, items in by_scene.items():
         scene = opened[name]
-        view = resolve_bands(bands, scene.count, scene.path)
+        view = resolve_bands(bands, scene.count, scene.path, scene.band_roles)
         stats = _view_stats(scene.stats, view)
         shapes = _to_scene_crs(geometries.loc[[fid for _, _, fid in items]], layer_crs, scene)
         with open_raster(scene.path) as src:
@@ -421,7 +448,7 @@ def read_chip(scene: Scene, geometry, *, chip_px: int = 96, bands: str | None = 
     are the polygon's rings as (n, 2) arrays of (col, row) in chip pixels. ``geometry`` is in the
     scene's CRS. One windowed read.
     """
-    view = resolve_bands(bands, scene.count, scene.path)
+    view = resolve_bands(bands, scene.count, scene.path, scene.band_roles)
     with open_raster(scene.path) as src:
         return _chip(src, scene, geometry, view, _view_stats(scene.stats, view), chip_px)
 
@@ -527,7 +554,10 @@ def _draw(gpkg: str, summaries: list[dict], chips: dict[int, list[_Chip]], overv
                 "bands); chips: nearest the class centre (d = class_distance), then random", fontsize=7.5,
                 va="top", color="#444444")
     ov_w, ov_h = _overview_box(width, overview.image.shape[:2])
-    for side, (picture, label) in enumerate(((overview.scene_image, f"{scene.name}, bands {view}"),
+    labels = scene.band_roles.labels(scene.count)
+    shown_bands = ", ".join(labels[b - 1] for b in view) + f" = bands {', '.join(map(str, view))}" \
+        if scene.band_roles.known else f"bands {view}"
+    for side, (picture, label) in enumerate(((overview.scene_image, f"{scene.name}, {shown_bands}"),
                                              (overview.image, "pseudo-classes"))):
         left = width / 2 + (_CHIP_GAP / 2 if side else -_CHIP_GAP / 2 - ov_w)
         ax = axes(left, _HEADER_H, ov_w, ov_h)
@@ -553,7 +583,7 @@ def _draw(gpkg: str, summaries: list[dict], chips: dict[int, list[_Chip]], overv
         share = f"{summary['area_share'] * 100:.1f}% of object area"
         info.text(0, 0.55, f"{summary['count']} objects\n{share}", fontsize=8, va="top")
         _draw_signature(axes(_MARGIN + _INFO_W + 28, top + 4, _SIG_W - 36, row_h - _ROW_GAP - 22), summary,
-                        rgb, y_limits)
+                        rgb, y_limits, scene.band_roles.labels(scene.count))
         for position, chip in enumerate(chips.get(summary["class"], [])[:chips_per_class]):
             left = _MARGIN + _INFO_W + _SIG_W + position * (chip_px + _CHIP_GAP)
             ax = axes(left, top, chip_px, chip_px)
@@ -573,7 +603,9 @@ def _draw(gpkg: str, summaries: list[dict], chips: dict[int, list[_Chip]], overv
     return figure
 
 
-def _draw_signature(ax, summary: dict, rgb, y_limits: tuple[float, float]) -> None:
+def _draw_signature(ax, summary: dict, rgb, y_limits: tuple[float, float], band_labels: list[str]) -> None:
+    """One class's signature; the x axis names the bands (``band_labels``: role, description or
+    "band N")."""
     signature = summary["signature"]
     ax.set_ylim(*y_limits)
     ax.tick_params(labelsize=6, length=2, pad=1)
@@ -585,9 +617,11 @@ def _draw_signature(ax, summary: dict, rgb, y_limits: tuple[float, float]) -> No
     bands = np.arange(1, len(signature) + 1)
     ax.plot(bands, signature, color=rgb, marker="o", markersize=3, linewidth=1.6,
             markeredgecolor="black", markeredgewidth=0.4)
-    ax.set_xticks(bands)
+    ax.set_xticks(bands, [label.removeprefix("band ") for label in band_labels],
+                  fontsize=6 if len(bands) <= 5 else 5, rotation=0 if len(bands) <= 5 else 35)
     ax.set_xlim(0.6, len(signature) + 0.4)
-    ax.set_xlabel("band", fontsize=6, labelpad=1)
+    if all(label.startswith("band ") for label in band_labels):
+        ax.set_xlabel("band", fontsize=6, labelpad=1)
     ax.grid(alpha=0.3, linewidth=0.5)
 
 

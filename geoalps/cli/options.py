@@ -9,6 +9,7 @@ from typing import Callable
 
 import click
 
+from geoalps.inputs.bands import BAND_NAME_VOCABULARY
 from geoalps.options import (CLASSES_MAX, ENGINE_CHOICES, FEATURE_CHOICES, MODEL_TYPE_CHOICES,
                              SAM_GENERATOR_CHOICES, TILE_SIZE_MIN_PX, LabelOptions, RunOptions)
 
@@ -86,7 +87,13 @@ scene_opts = stack(
     click.option("--bands", default=None,
                  help="Bands the engine sees, 1-based: '4,3,2', a single band '1', or a preset "
                       "(rgb, bgr, nrg, sentinel2-rgb, sentinel2-nrg, landsat8-rgb, landsat8-nrg). "
-                      "Default rgb for 3+ bands, the band repeated for 1 band."),
+                      "Default: the red, green and blue bands when the band roles are known (--band-names, "
+                      "band descriptions, colour interpretation), else 1,2,3 for 3+ bands, the band repeated "
+                      "for 1 band."),
+    click.option("--band-names", default=None, metavar="NAMES",
+                 help="What each band is, one name a band in file order, e.g. blue,green,red,nir; names: "
+                      f"{', '.join(BAND_NAME_VOCABULARY)}. Default: the file's band descriptions, else its "
+                      "colour interpretation; unknown bands get no spectral index."),
     click.option("--nodata", default=None, callback=_nodata, help="Nodata value overriding the file's (a number or nan)."),
     click.option("--tile-size", type=click.IntRange(TILE_SIZE_MIN_PX), default=_LABEL.tile_size, show_default=True,
                  help="Tile size in pixels."),

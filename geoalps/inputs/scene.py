@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,7 @@ from rasterio.windows import Window
 
 from geoalps.errors import InputError
 from geoalps.inputs.aoi import AreaOfInterest, inside_mask
+from geoalps.inputs.bands import BandRoles, scene_band_roles
 from geoalps.inputs.remote import base_name, display_name, gdal_env, gdal_path, is_virtual, redact
 
 # Above this many pixels a scene is suspicious unless the file is big enough to hold it: the
@@ -48,6 +49,7 @@ class Scene:
     :attr:`shown`). With an area of interest the scene is the AOI's window of the file: width,
     height and transform are the window's, ``col_off``/``row_off`` where it starts in the file,
     and ``aoi_wkb`` the AOI in window pixels when pixels outside it count as nodata.
+    ``band_roles``: what each band is (:mod:`geoalps.inputs.bands`), decided once at opening.
     """
 
     path: str = field(repr=False)  # may hold credentials (and a VRT's whole XML): not in reprs or logs
@@ -64,6 +66,7 @@ class Scene:
     col_off: int = 0
     row_off: int = 0
     aoi_wkb: bytes | None = None
+    band_roles: BandRoles = field(default_factory=BandRoles)
 
     @property
     def shown(self) -> str:
@@ -156,6 +159,7 @@ def open_scene(
     aoi: AreaOfInterest | None = None,
     name: str | None = None,
     shown: str | None = None,
+    band_names: str | None = None,
 ) -> Scene:
     """Open ``path`` (a file, URL, GDAL virtual path or VRT XML), check it is usable and compute
     its band statistics; with ``aoi`` the scene is the AOI's window of the file.
@@ -164,11 +168,13 @@ def open_scene(
     (or of the AOI window; GDAL uses overviews when the file has them), whatever the scene
     size; for a remote scene that is the header and the blocks (or overview) of that read.
     ``name``/``shown``: the scene's name (``scene`` column) and how messages name it, when
-    they are not the file's (a STAC item).
+    they are not the file's (a STAC item). ``band_names``: ``--band-names`` (the bands' roles,
+    one a band); without it the roles come from the file's header.
 
     Raises:
         InputError: not a raster, unreadable, missing or forbidden URL, implausible size, no
             georeferencing (unless ``allow_pixel_coords``), AOI outside, or every pixel nodata.
+        OptionError: ``band_names`` does not fit the file (number of names, unknown name).
     """
     path = str(path)
     virtual = is_virtual(path)
@@ -188,7 +194,9 @@ def open_scene(
             raise _fail(shown, "not a raster file GDAL can read") from None
         raise _fail(shown, f"cannot open as a raster ({reason})") from None
     with src, gdal_env():
-        return _checked_scene(src, path, shown, name, nodata, allow_pixel_coords, percentiles, aoi, virtual)
+        scene = _checked_scene(src, path, shown, name, nodata, allow_pixel_coords, percentiles, aoi, virtual)
+        roles = scene_band_roles(src.count, src.descriptions, src.colorinterp, band_names, shown)
+    return replace(scene, band_roles=roles)
 
 
 def _checked_scene(src, path: str, shown: str, name: str | None, nodata, allow_pixel_coords: bool,

@@ -31,7 +31,7 @@ from geoalps.clustering.feeder import OrderedFeeder
 from geoalps.clustering.kmeans import OnlineKMeans
 from geoalps.errors import InputError, OutputError, TileError
 from geoalps.files import atomic_path, check_writable
-from geoalps.inputs.bands import resolve_bands
+from geoalps.inputs.bands import band_names_hint, resolve_bands
 from geoalps.inputs.aoi import load_aoi
 from geoalps.inputs.crs import same_crs
 from geoalps.inputs.remote import is_virtual, redact
@@ -48,8 +48,8 @@ from geoalps.objects.coverage import tolerance_px
 from geoalps.options import LabelOptions, RunOptions, auto_workers, parse_simplify, split_options
 from geoalps.outputs.raster import burn_objects, open_label_raster, write_raster_style
 from geoalps.outputs.formats import check_output, output_format
-from geoalps.outputs.vector import (SCENES_METADATA, LayerStyle, LayerWriter, empty_objects, objects_in_layer,
-                                    read_layer, read_layer_batches, with_ids, write_output)
+from geoalps.outputs.vector import (BAND_ROLES_METADATA, SCENES_METADATA, LayerStyle, LayerWriter, empty_objects,
+                                    objects_in_layer, read_layer, read_layer_batches, with_ids, write_output)
 from geoalps.progress import Progress, emit_line
 
 
@@ -106,7 +106,8 @@ def label(
         kmeans_model: saved k-means; reused (frozen) when the file exists, else fitted and saved.
         settings / run: the two option records (:class:`~geoalps.options.LabelOptions`,
             :class:`~geoalps.options.RunOptions`); or give their fields as keywords
-            (``engine="sam"``, ``classes=12``, ``workers=2``, ``resume=True``, ...).
+            (``engine="sam"``, ``classes=12``, ``band_names="blue,green,red,nir"``, ``workers=2``,
+            ``resume=True``, ...).
         return_labels: also load the label raster(s) into ``result.labels`` (DataArrays).
 
     Scenes in different CRSs are reprojected to the first scene's CRS in the output layer; each
@@ -202,13 +203,13 @@ def _prepare(scenes, output, raster_out, kmeans_model, return_labels, opts: Labe
     sources = scene_sources(materialise_arrays(scenes, cleanup, opts.allow_pixel_coords), opts.assets)
     aoi = load_aoi(opts.aoi, opts.aoi_crs)
     opened = [open_scene(s.path, nodata=opts.nodata, allow_pixel_coords=opts.allow_pixel_coords, aoi=aoi,
-                         name=s.name, shown=s.shown) for s in sources]
+                         name=s.name, shown=s.shown, band_names=opts.band_names) for s in sources]
     if len({s.georeferenced for s in opened}) > 1:
         raise InputError(
             f"{next(s.shown for s in opened if not s.georeferenced)}: has no georeferencing while "
             "other scenes do; label pixel-coordinate chips in a separate run"
         )
-    band_maps = [resolve_bands(opts.bands, s.count, s.shown) for s in opened]
+    band_maps = [resolve_bands(opts.bands, s.count, s.shown, s.band_roles) for s in opened]
     for scene in opened:  # a tolerance in metres on a CRS in degrees fails here, not after the tiles
         _simplify_px(opts, scene)
     # Spectral features use every band; if scenes differ in band count, only the mapped three
@@ -228,6 +229,7 @@ def _prepare(scenes, output, raster_out, kmeans_model, return_labels, opts: Labe
     settings = {**opts.as_dict(), "aoi": redact(opts.aoi) if opts.aoi else None,
                 "aoi_resolved": aoi.fingerprint() if aoi is not None else None,
                 "bands_resolved": [list(b) for b in band_maps],
+                "band_roles_resolved": [list(s.band_roles.names) for s in opened],
                 "kmeans_model": str(kmeans_model) if clusterer is not None else None}
     if work_dir is None and output is not None:
         work_dir = f"{output}.geoalps-work"
@@ -254,7 +256,21 @@ def _start_engine(runner: TileRunner, run: _Run, opts: LabelOptions, exe: RunOpt
         batched = f", {batch} tiles per engine call" if batch > 1 else ""
         print(f"geoalps: engine {description}{reason}{where}{batched}{resumed}", file=sys.stderr)
     model_blocks = tuple(run.clusterer.block_widths) if run.clusterer is not None else None
-    return description, feature_blocks(opts.features, has_embedding, model_blocks), batch
+    blocks = feature_blocks(opts.features, has_embedding, model_blocks)
+    if not exe.quiet:
+        _warn_unknown_bands(run)
+    return description, blocks, batch
+
+
+def _warn_unknown_bands(run: _Run) -> None:
+    """One warning a run (not a tile) when a scene's band roles are unknown and nobody named
+    them: the engine's view is then a guess and the index features are zero."""
+    unknown = [(s, view) for s, view in zip(run.scenes, run.band_maps)
+               if s.count > 1 and not s.band_roles.known and s.band_roles.source != "--band-names"]
+    if unknown:
+        scene, view = unknown[0]
+        more = f" ({len(unknown) - 1} more scene(s) alike)" if len(unknown) > 1 else ""
+        print(f"geoalps: warning: {band_names_hint(scene.shown, scene.count, view)}{more}", file=sys.stderr)
 
 
 def _pass1(runner: TileRunner, run: _Run, opts: LabelOptions, exe: RunOptions, blocks, batch: int,
@@ -394,6 +410,7 @@ def _write_outputs(scenes, scene_layers, output, raster_targets, n_classes, over
                 tmp = stack.enter_context(atomic_path(target, overwrite))
                 with open_label_raster(tmp, scene, n_out, what=field_name, class_names=names) as dst:
                     burn_objects(dst, scene, objects_in_layer(layer, field=field_name), n_out)
+                    dst.update_tags(**{BAND_ROLES_METADATA: json.dumps(list(scene.band_roles.names))})
         target_crs = scenes[0].crs_wkt
 
         def batches():
@@ -409,7 +426,8 @@ def _write_outputs(scenes, scene_layers, output, raster_targets, n_classes, over
         if output is not None:
             write_output(batches(), output, target_crs, overwrite=overwrite,
                          style=LayerStyle(n_out, field_name, names),
-                         metadata={SCENES_METADATA: json.dumps(_scene_paths(scenes))})
+                         metadata={SCENES_METADATA: json.dumps(_scene_paths(scenes)),
+                                   BAND_ROLES_METADATA: json.dumps({s.name: list(s.band_roles.names) for s in scenes})})
         else:
             for _ in batches():
                 pass

@@ -7,7 +7,6 @@ per process and cached.
 """
 from __future__ import annotations
 
-import functools
 import time
 from typing import Sequence
 
@@ -20,7 +19,7 @@ from geoalps.inputs.crs import pixel_size_m as crs_pixel_size_m
 from geoalps.objects.features import compute_features
 from geoalps.objects.masks import filter_by_area, remove_duplicates
 from geoalps.options import LabelOptions
-from geoalps.inputs.scene import Scene, open_raster, read_window, valid_in_window
+from geoalps.inputs.scene import Scene, read_window, valid_in_window
 from geoalps.inputs.tiles import Tile
 from geoalps.objects.polygons import mask_centroids, tile_geometries
 from geoalps.objects.seams import seam_flags
@@ -28,21 +27,6 @@ from geoalps.objects.tile_result import TileResult
 
 
 _ENGINES: dict = {}
-
-
-@functools.lru_cache(maxsize=64)
-def band_descriptions(path: str) -> tuple:
-    """The scene's band descriptions ('red', 'nir', ...), read once per process (for the
-    spectral indices)."""
-    from rasterio.errors import RasterioError
-
-    from geoalps.inputs.remote import gdal_env, gdal_path
-
-    try:
-        with gdal_env(), open_raster(gdal_path(path)) as src:
-            return tuple(src.descriptions)
-    except (RasterioError, OSError):  # not a file rasterio opens by path: no names
-        return ()
 
 
 def pixel_size_m(scene: Scene) -> float | None:
@@ -141,8 +125,8 @@ def _tile_result(scene: Scene, tile: Tile, data: np.ndarray, valid: np.ndarray, 
         picked = [b - 1 for b in spectral_bands] if spectral_bands is not None else list(range(scene.count))
         spectral_data = data[picked]
         stretch = (np.asarray(scene.stats.low)[picked], np.asarray(scene.stats.high)[picked])
-        descriptions = band_descriptions(str(scene.path))
-        names = tuple(descriptions[i] if i < len(descriptions) else None for i in picked)
+        roles = scene.band_roles.names
+        names = tuple(roles[i] if i < len(roles) else None for i in picked)
     features = compute_features(tile_masks, blocks, spectral_data, stretch, names)
     geometries = np.array(
         # scene-pixel coordinates (integer vertices) until pass 2 writes them (geoalps.objects.coverage)

@@ -52,7 +52,8 @@ def compute_features(
 
     ``data`` is the tile's (bands, H, W) scene values and ``stretch`` the (low, high) per band
     that map them to about 0..1 (the scene stretch); both are needed only for the spectral and
-    index blocks. ``band_names``: the bands' descriptions ('red', 'nir', ...), for the indices.
+    index blocks. ``band_names``: the bands' roles ('red', 'nir', ... or None; the scene's
+    ``band_roles.names``), for the indices.
     Cost follows the masks' total area (crops), or one pass over the tile for disjoint masks.
     """
     out: dict[str, np.ndarray] = {}
@@ -106,26 +107,17 @@ INDEX_FEATURES = 2
 
 
 def band_roles(band_names: tuple[str | None, ...] | None, n_bands: int) -> dict[str, int | None]:
-    """0-based band of red, green, blue and nir from the band descriptions ('red', 'NIR (B5)',
-    'R', 'N', ...); when no band has a description at all, R,G,B[,NIR] order is assumed for 3 or
-    more bands. Bands named otherwise ('SR_B1') stay unknown: no indices."""
-    names = [(n or "").strip().lower() for n in (band_names or ())]
-    letters = {"red": "r", "green": "g", "blue": "b", "nir": "n"}
-    roles: dict[str, int | None] = {}
-    for role in ("red", "green", "blue", "nir"):
-        hits = [i for i, name in enumerate(names)
-                if name.startswith(role) or name == letters[role]
-                or (role == "nir" and name.startswith(("near-infrared", "near infrared")))]
-        roles[role] = hits[0] if hits else None
-    if not any(names) and n_bands >= 3:
-        roles = {"red": 0, "green": 1, "blue": 2, "nir": 3 if n_bands >= 4 else None}
-    return roles
+    """0-based band of red, green, blue and nir from the bands' roles as
+    :func:`geoalps.inputs.bands.scene_band_roles` decided them (the scene's ``band_roles.names``);
+    a role no band has is None. No band order is assumed: unknown roles give no indices."""
+    names = tuple(band_names or ())[:n_bands]
+    return {role: names.index(role) if role in names else None for role in ("red", "green", "blue", "nir")}
 
 
 def spectral_indices(means: np.ndarray, low, high, band_names, n_bands: int) -> np.ndarray:
     """Normalised-difference indices of each mask's mean values (back in scene units): NDVI and
     NDWI (green vs NIR) when red, green and NIR are known, else GRVI (green vs red) and excess
-    green for RGB; zeros when the bands are unknown. (N, 2)."""
+    green for RGB; zeros when the bands are unknown (``band_names``: the bands' roles). (N, 2)."""
     low = np.asarray(low, dtype=np.float64).reshape(-1)
     high = np.asarray(high, dtype=np.float64).reshape(-1)
     raw = means.astype(np.float64) * (high - low) + low

@@ -31,6 +31,9 @@ BATCH_ROWS = 20_000
 #: Layer metadata item of a labelling output: JSON {scene file name: absolute path}. (Layer, not
 #: dataset, metadata: reading a GeoPackage's dataset metadata makes GDAL write an .aux.xml beside it.)
 SCENES_METADATA = "geoalps_scenes"
+#: Layer metadata item: JSON {scene file name: [role of each band, or null]}, the band roles the
+#: run used (``--band-names``, else the file's descriptions or colour interpretation).
+BAND_ROLES_METADATA = "geoalps_band_roles"
 #: Columns of one object as labelling produces it, before ids and areas are added.
 OBJECT_COLUMNS = ("pseudo_class", "score", "area_px", "n_fragments", "class_distance", "scene")
 

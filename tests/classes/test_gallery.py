@@ -270,3 +270,94 @@ def test_chips_come_from_the_scene_that_holds_the_object(tmp_path, monkeypatch):
     assert sorted(opened) == sorted(objects.loc[shown, "scene"])
     assert report["overview_scene"] == "a.tif"
     assert set(report["scenes"]) == {"a.tif", "b.tif"}
+
+
+# -- band roles (issue 23 item 3) ---------------------------------------------------------------
+
+def _natural_colour(scene_path, out_shape) -> np.ndarray:
+    """An independent natural-colour picture of a B,G,R,N scene: bands 3, 2, 1 read decimated to
+    ``out_shape``, each stretched between its 2nd and 98th percentile of the valid pixels."""
+    with rasterio.open(scene_path) as src:
+        data = src.read(out_shape=(src.count,) + tuple(out_shape)).astype(np.float64)
+        nodata = src.nodata
+    valid = np.ones(out_shape, bool) if nodata is None else ~(data == nodata).all(axis=0)
+    out = np.zeros(tuple(out_shape) + (3,), np.uint8)
+    for channel, band in enumerate((3, 2, 1)):
+        lo, hi = np.percentile(data[band - 1][valid], (2, 98))
+        out[..., channel] = np.clip(np.rint((data[band - 1] - lo) * 255 / (hi - lo)), 0, 255)
+    out[~valid] = 0
+    return out
+
+
+def _gallery_with_pictures(gpkg, path, monkeypatch):
+    """make_gallery's report, its overview record and the x tick labels of its signature axes."""
+    from geoalps.classes import gallery
+
+    seen = {}
+    overview = gallery._overview
+    monkeypatch.setattr(gallery, "_overview", lambda *a, **k: seen.setdefault("overview", overview(*a, **k)))
+    write = gallery._write
+    monkeypatch.setattr(gallery, "_write", lambda figure, *a: (seen.setdefault("figure", figure), write(figure, *a)))
+    report = make_gallery(gpkg, path)
+    signatures = [ax for ax in seen["figure"].axes if ax.lines and not ax.images]  # chips hold images
+    ticks = [[t.get_text() for t in ax.get_xticklabels()] for ax in signatures]
+    return report, seen["overview"], ticks
+
+
+def _assert_natural_colour_and_named_axes(report, overview, ticks, scene_path, names):
+    assert report["bands"] == [3, 2, 1]
+    assert report["band_labels"] == names
+    picture = overview.scene_image
+    expected = _natural_colour(scene_path, picture.shape[:2])
+    assert np.abs(picture.astype(int) - expected.astype(int)).max() <= 1  # rounding of the stretch
+    assert ticks and all(t == names for t in ticks)  # every class's signature axis
+
+
+def test_zion_like_gallery_is_natural_colour_with_named_bands(tmp_path, monkeypatch):
+    """A B,G,R,N file whose descriptions say so: the overview is red, green, blue = bands 3, 2, 1
+    and the signature axes read blue, green, red, nir."""
+    data, _ = constant_colour_scene(200)
+    scene = write_raster(tmp_path / "bgrn.tif", data)
+    with rasterio.open(scene, "r+") as dst:
+        for band, text in enumerate(("blue (B2)", "green (B3)", "red (B4)", "nir (B5)"), start=1):
+            dst.set_band_description(band, text)
+    gpkg = tmp_path / "o.gpkg"
+    label(scene, gpkg, engine="classical", classes=3, quiet=True)
+    report, overview, ticks = _gallery_with_pictures(gpkg, tmp_path / "g.png", monkeypatch)
+    _assert_natural_colour_and_named_axes(report, overview, ticks, scene, ["blue", "green", "red", "nir"])
+
+
+def test_band_names_recorded_by_label_name_the_gallery_bands(tmp_path, monkeypatch):
+    """A file without descriptions labelled with --band-names: the gallery takes the roles the
+    run recorded in the layer metadata."""
+    data, _ = constant_colour_scene(200)
+    scene = write_raster(tmp_path / "plain.tif", data)
+    gpkg = tmp_path / "o.gpkg"
+    label(scene, gpkg, engine="classical", classes=3, quiet=True, band_names="blue,green,red,nir")
+    report, overview, ticks = _gallery_with_pictures(gpkg, tmp_path / "g.png", monkeypatch)
+    _assert_natural_colour_and_named_axes(report, overview, ticks, scene, ["blue", "green", "red", "nir"])
+
+
+def test_unknown_bands_are_numbered(labelled, tmp_path, monkeypatch):
+    gpkg, _, _ = labelled  # 4 bands, no descriptions, gray/undefined colour interpretation
+    report, _, ticks = _gallery_with_pictures(gpkg, tmp_path / "g.png", monkeypatch)
+    assert report["bands"] == [1, 2, 3]
+    assert report["band_labels"] == ["band 1", "band 2", "band 3", "band 4"]
+    assert ticks and all(t == ["1", "2", "3", "4"] for t in ticks)
+
+
+def test_zion_gallery_is_natural_colour_with_named_bands(realdata, tmp_path, monkeypatch):
+    """The Landsat-8 Zion file (B2 blue, B3 green, B4 red, B5 NIR, described so), a 300 px
+    square of it labelled: natural colour from bands 3, 2, 1, axes named by the descriptions."""
+    scene = realdata / "multispectral" / "landsat8_zion_bgrn_u16.tif"
+    crop = tmp_path / "zion_crop.tif"
+    with rasterio.open(scene) as src:
+        window = rasterio.windows.Window(400, 500, 300, 300)
+        profile = {**src.profile, "width": 300, "height": 300, "transform": src.window_transform(window)}
+        with rasterio.open(crop, "w", **profile) as dst:
+            dst.write(src.read(window=window))
+            dst.descriptions = src.descriptions
+    gpkg = tmp_path / "zion.gpkg"
+    label(crop, gpkg, engine="classical", classes=6, quiet=True)
+    report, overview, ticks = _gallery_with_pictures(gpkg, tmp_path / "zion.png", monkeypatch)
+    _assert_natural_colour_and_named_axes(report, overview, ticks, crop, ["blue", "green", "red", "nir"])

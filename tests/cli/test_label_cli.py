@@ -70,6 +70,10 @@ def test_progress_lines_for_the_qgis_plugin(scene, tmp_path):
 @pytest.mark.parametrize("make,args,fragment,code", [
     (lambda p: p.write_text("hello"), [], "not a raster", InputError.exit_code),
     (None, ["--bands", "7,3,2"], "band 7 does not exist (the scene has 4 bands", OptionError.exit_code),
+    (None, ["--band-names", "blue,green,red"], "--band-names gives 3 names but the file has 4 bands",
+     OptionError.exit_code),
+    (None, ["--band-names", "blue,green,red,infrared"], "--band-names: unknown band name 'infrared' (use coastal, "
+     "blue, green, red, rededge, nir, swir1, swir2, pan, other)", OptionError.exit_code),
     (lambda p: write_raster(p, np.ones((3, 40, 40), np.uint8), crs=None,
                             transform=rasterio.Affine.identity()), [], "--allow-pixel-coords", InputError.exit_code),
     (lambda p: write_raster(p, np.zeros((4, 40, 40), np.uint16), nodata=0), [], "every pixel is nodata",

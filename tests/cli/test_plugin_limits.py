@@ -42,3 +42,18 @@ def test_tile_overlap_rule_agrees(tile, overlap):
     except OptionError:
         library_says_ok = False
     assert plugin_says_ok == library_says_ok
+
+
+@pytest.mark.parametrize("names, count", [("blue,green,red,nir", 4), (" Blue, GREEN ,red", 3), ("blue,green", 3),
+                                          ("blue,green,infrared", 3), ("", 1), ("pan", 1)])
+def test_band_names_rule_agrees(tmp_path, names, count):
+    from geoalps.inputs.bands import BAND_NAME_VOCABULARY, parse_band_names
+
+    plugin = _plugin_limits()
+    assert plugin.BAND_NAMES == BAND_NAME_VOCABULARY
+    try:
+        parse_band_names(names, count, "scene.tif")
+        library_says_ok = True
+    except OptionError:
+        library_says_ok = False
+    assert (plugin.band_names_problem(names, count) is None) == library_says_ok

@@ -26,8 +26,11 @@ from http_server import RangeServer
 from stac_items import write_item
 
 BIN = Path(sys.executable).parent
-FAST = dict(engine="classical", classes=4, tile_size=128, overlap=16, min_area_px=30, quiet=True)
-FAST_CLI = ["--engine", "classical", "--classes", "4", "--tile-size", "128", "--overlap", "16", "--min-area-px", "30"]
+# the scenes' bands are R,G,B,N without descriptions: named, so no "band roles unknown" warning
+FAST = dict(engine="classical", classes=4, tile_size=128, overlap=16, min_area_px=30, quiet=True,
+            band_names="red,green,blue,nir")
+FAST_CLI = ["--engine", "classical", "--classes", "4", "--tile-size", "128", "--overlap", "16", "--min-area-px", "30",
+            "--band-names", "red,green,blue,nir"]
 SECRET = "X-Amz-Signature=deadbeef42&X-Amz-Credential=AKIASECRET"
 TILES = 9  # a 256 px scene in 128 px tiles with 16 px overlap
 

@@ -23,12 +23,12 @@ def test_blocks_for_each_mode():
 
 
 @pytest.mark.parametrize("names, n, expected", [
-    (("blue (B2)", "green (B3)", "red (B4)", "nir (B5)"), 4, (2, 1, 0, 3)),
-    (("R", "G", "B", "N"), 4, (0, 1, 2, 3)),
-    ((None, None, None, None), 4, (0, 1, 2, 3)),
+    (("blue", "green", "red", "nir"), 4, (2, 1, 0, 3)),  # roles as geoalps.inputs.bands decides them
+    (("red", "green", "blue", "nir"), 4, (0, 1, 2, 3)),
+    ((None, None, None, None), 4, (None, None, None, None)),  # unknown: no band order is assumed
     (("red", "green", "blue"), 3, (0, 1, 2, None)),
-    ((), 3, (0, 1, 2, None)),
-    (("SR_B1", "SR_B2", "SR_B3", "SR_B4"), 4, (None, None, None, None)),  # named, but not by colour
+    ((), 3, (None, None, None, None)),
+    (("coastal", "blue", "green", "red", "nir", "swir1", "swir2"), 7, (3, 2, 1, 4)),
     ((None,), 1, (None, None, None, None)),
 ])
 def test_band_roles(names, n, expected):

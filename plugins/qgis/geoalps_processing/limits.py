@@ -30,6 +30,20 @@ def overlap_problem(tile_size_px: int, overlap_px: int) -> str | None:
         return f"Tile overlap ({overlap_px} px) must be at most half the tile size ({tile_size_px} px)."
     return None
 
+#: ``--band-names``: what each band is, one of these a band (geoalps.inputs.bands.BAND_NAME_VOCABULARY).
+BAND_NAMES = ("coastal", "blue", "green", "red", "rededge", "nir", "swir1", "swir2", "pan", "other")
+
+
+def band_names_problem(text: str, band_count: int | None = None) -> str | None:
+    """geoalps's ``--band-names`` rule (known names, one a band), as a message, or None."""
+    names = [part.strip().lower() for part in text.split(",")]
+    unknown = [n for n in names if n not in BAND_NAMES]
+    if unknown:
+        return f"Band names: unknown name {unknown[0]!r} (use {', '.join(BAND_NAMES)})."
+    if band_count is not None and len(names) != band_count:
+        return f"Band names: {len(names)} given but the raster has {band_count} bands (one name a band)."
+    return None
+
 #: ``geoalps classes gallery``: example chips per class (1..32, default 6), of which
 #: ``--random-chips`` (0..32, default 2, at most the chips) are drawn at random.
 GALLERY_CHIPS_MIN = 1

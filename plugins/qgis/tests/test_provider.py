@@ -1,4 +1,5 @@
 """The provider registers with its algorithms, as the toolbox, the modeler and qgis_process see it."""
+import pytest
 from qgis.core import (QgsApplication, QgsProcessingAlgorithm, QgsProcessingParameterDefinition,
                        QgsProcessingParameterNumber)
 
@@ -20,7 +21,7 @@ def test_autolabel_parameters(qgis_app):
     assert alg.displayName() == "Auto-label raster"
     names = [p.name() for p in alg.parameterDefinitions()]
     assert names == [
-        "INPUT", "BANDS", "ENGINE", "CHECKPOINT", "MODEL_TYPE", "CLASSES", "TILE_SIZE",
+        "INPUT", "BANDS", "BAND_NAMES", "ENGINE", "CHECKPOINT", "MODEL_TYPE", "CLASSES", "TILE_SIZE",
         "OVERLAP", "KMEANS_MODEL", "SEED", "WORKERS", "CLASSICAL_SCALE", "AOI_EXTENT", "AOI_LAYER", "OUTPUT", "RASTER_OUTPUT",
         "KMEANS_MODEL_OUT",
     ]
@@ -97,6 +98,20 @@ def test_overlap_must_be_at_most_half_a_tile(qgis_app, tiny_raster, tmp_path):
     ok, message = alg.checkParameterValues(params, QgsProcessingContext())
     assert not ok and "overlap" in message.lower()
     params["OVERLAP"] = 128
+    assert alg.checkParameterValues(params, QgsProcessingContext())[0]
+
+
+@pytest.mark.parametrize("names, fragment", [("blue,green", "2 given but the raster has 3 bands"),
+                                             ("blue,green,infrared", "unknown name 'infrared'")])
+def test_band_names_must_name_each_band_from_the_vocabulary(qgis_app, tiny_raster, tmp_path, names, fragment):
+    from qgis.core import QgsProcessingContext
+
+    alg = QgsApplication.processingRegistry().createAlgorithmById("geoalps:autolabel")
+    params = {"INPUT": tiny_raster, "TILE_SIZE": 256, "OVERLAP": 128, "BAND_NAMES": names,
+              "OUTPUT": str(tmp_path / "o.gpkg")}
+    ok, message = alg.checkParameterValues(params, QgsProcessingContext())
+    assert not ok and fragment in message
+    params["BAND_NAMES"] = "Blue, green,red"
     assert alg.checkParameterValues(params, QgsProcessingContext())[0]
 
 

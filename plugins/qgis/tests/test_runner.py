@@ -48,6 +48,15 @@ def test_arguments_progress_and_logs(qgis_app, fake_cli, tiny_raster, tmp_path):
     assert str(fake_cli) in feedback.commands[0]
 
 
+def test_band_names_are_passed_as_band_names(qgis_app, fake_cli, tiny_raster, tmp_path):
+    params = autolabel_params(tiny_raster, tmp_path, BAND_NAMES=" blue,green,red ")
+    processing.run("geoalps:autolabel", params, feedback=RecordingFeedback())
+    argv = read_record(fake_cli)["argv"]
+    assert argv[argv.index("--band-names") + 1] == "blue,green,red"
+    processing.run("geoalps:autolabel", autolabel_params(tiny_raster, tmp_path), feedback=RecordingFeedback())
+    assert "--band-names" not in read_record(fake_cli)["argv"]  # empty: geoalps reads the raster's
+
+
 def test_progress_glued_to_a_progress_bar_is_still_read(qgis_app, fake_cli, tiny_raster, tmp_path, monkeypatch):
     monkeypatch.setenv("FAKE_GEOALPS_MODE", "glued")
     feedback = RecordingFeedback()

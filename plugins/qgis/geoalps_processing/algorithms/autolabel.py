@@ -24,7 +24,7 @@ from qgis.core import (
 
 from ..limits import (CLASSES_DEFAULT, CLASSES_MAX, CLASSES_MIN, CLASSICAL_SCALE_DEFAULT, CLASSICAL_SCALE_MIN, ENGINES,
                       MODEL_TYPES, OVERLAP_DEFAULT_PX, SEED_DEFAULT, TILE_SIZE_DEFAULT_PX, TILE_SIZE_MIN_PX,
-                      overlap_problem)
+                      band_names_problem, overlap_problem)
 from ..outputs import style_on_load
 from .base import GeoAlpsAlgorithm, feature_count, layer_path
 
@@ -32,7 +32,8 @@ HELP = """Finds objects in a raster without training data and groups them into p
 
 A mask engine proposes object masks tile by tile (SAM when a checkpoint is available, otherwise a weight-free classical segmenter); each mask gets features (spectral statistics, shape and, with SAM, its embedding) and online k-means assigns it one of K pseudo-classes. The result is a GeoPackage of polygons (layer "masks": instance_id, pseudo_class, score, area, scene) styled by class, and optionally a class raster (0..K-1, nodata 255, with a colour table).
 
-Bands: which bands the mask engine sees as red, green, blue, as 1-based indices ("3,2,1") or a preset name ("rgb"); empty lets geoalps choose.
+Bands: which bands the mask engine sees as red, green, blue, as 1-based indices ("3,2,1") or a preset name ("rgb"); empty lets geoalps choose (the red, green and blue bands when the band names are known).
+Band names (optional): what each band is, in band order, e.g. "blue,green,red,nir" for Landsat-8 B2-B5, Sentinel-2 B2,B3,B4,B8 or PlanetScope 4-band; names: coastal, blue, green, red, rededge, nir, swir1, swir2, pan, other. Empty: from the raster's band descriptions or colour interpretation; when those say nothing, no spectral index (NDVI) is computed.
 Engine (qgis_process index): 0 auto, 1 sam, 2 classical. Model type: 0 auto (from the checkpoint), 1 vit_b, 2 vit_l, 3 vit_h.
 Parallel worker processes (advanced): tiles run on a local dask cluster of that many processes; each needs its own memory (a SAM model per process).
 Classical engine region size (advanced): only for the classical engine; larger gives larger regions (raise it when tree crowns or roofs come out split into pieces, lower it when neighbouring objects are merged). Default 200.
@@ -47,6 +48,7 @@ class AutoLabelAlgorithm(GeoAlpsAlgorithm):
 
     INPUT = "INPUT"
     BANDS = "BANDS"
+    BAND_NAMES = "BAND_NAMES"
     ENGINE = "ENGINE"
     CHECKPOINT = "CHECKPOINT"
     MODEL_TYPE = "MODEL_TYPE"
@@ -74,6 +76,10 @@ class AutoLabelAlgorithm(GeoAlpsAlgorithm):
         self.addParameter(QgsProcessingParameterString(
             self.BANDS, "Bands shown to the mask engine (e.g. 3,2,1 or rgb; empty: automatic)",
             defaultValue="", optional=True,
+        ))
+        self.addParameter(QgsProcessingParameterString(
+            self.BAND_NAMES, "Band names, one a band (e.g. blue,green,red,nir; empty: from the raster)",
+            defaultValue="", optional=True,  # optional: models saved before it existed stay valid
         ))
         self.addParameter(QgsProcessingParameterEnum(
             self.ENGINE, "Mask engine", options=list(ENGINES), defaultValue=0,
@@ -145,6 +151,12 @@ class AutoLabelAlgorithm(GeoAlpsAlgorithm):
         problem = overlap_problem(tile, overlap)  # geoalps's rule, caught before the run starts
         if problem:
             return False, problem
+        band_names = (self.parameterAsString(parameters, self.BAND_NAMES, context) or "").strip()
+        if band_names:
+            layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
+            problem = band_names_problem(band_names, layer.bandCount() if layer is not None else None)
+            if problem:
+                return False, problem
         if parameters.get(self.AOI_EXTENT) not in (None, "") and parameters.get(self.AOI_LAYER) not in (None, ""):
             return False, "Give the area of interest as an extent or as a polygon layer, not both."
         reuse = self.parameterAsFile(parameters, self.KMEANS_MODEL, context)
@@ -207,6 +219,9 @@ class AutoLabelAlgorithm(GeoAlpsAlgorithm):
         bands = (self.parameterAsString(parameters, self.BANDS, context) or "").strip()
         if bands:
             args += ["--bands", bands]
+        band_names = (self.parameterAsString(parameters, self.BAND_NAMES, context) or "").strip()
+        if band_names:
+            args += ["--band-names", band_names]
         checkpoint = self.parameterAsFile(parameters, self.CHECKPOINT, context)
         if checkpoint:
             args += ["--checkpoint", checkpoint]
