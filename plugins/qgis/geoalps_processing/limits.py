@@ -30,6 +30,12 @@ def overlap_problem(tile_size_px: int, overlap_px: int) -> str | None:
         return f"Tile overlap ({overlap_px} px) must be at most half the tile size ({tile_size_px} px)."
     return None
 
+#: ``geoalps label`` keeps its finished tiles in ``OUTPUT`` + this suffix (geoalps.labelling.run),
+#: which ``--resume`` continues from; and exits with this code (geoalps.errors.ResumeError) when
+#: that folder cannot be resumed (made for other scenes or settings, damaged).
+WORK_FOLDER_SUFFIX = ".geoalps-work"
+RESUME_REFUSED_EXIT_CODE = 7
+
 #: ``geoalps classes gallery``: example chips per class (1..32, default 6), of which
 #: ``--random-chips`` (0..32, default 2, at most the chips) are drawn at random.
 GALLERY_CHIPS_MIN = 1
