@@ -348,4 +348,4 @@ def run_geoalps(
 
 def _kept_note(guard: OutputGuard) -> str:
     kept = guard.kept()
-    return f" (the finished work is kept in {', '.join(kept)})" if kept else ""
+    return f" (its work folder {', '.join(kept)} is kept, to resume from)" if kept else ""
