@@ -7,7 +7,7 @@ import importlib.util
 import pytest
 
 from conftest import REPO
-from geoalps.errors import OptionError
+from geoalps.errors import OptionError, ResumeError
 from geoalps.options import (CLASSES_MAX, ENGINE_CHOICES, MODEL_TYPE_CHOICES, TILE_SIZE_MIN_PX, LabelOptions,
                              check_tiling)
 
@@ -31,6 +31,7 @@ def test_choices_and_defaults_are_the_librarys():
     assert plugin.SEED_DEFAULT == defaults.seed
     assert plugin.CLASSICAL_SCALE_DEFAULT == defaults.classical_scale
     LabelOptions(classical_scale=plugin.CLASSICAL_SCALE_MIN).validated()  # the plugin's smallest is valid
+    assert plugin.RESUME_REFUSED_EXIT_CODE == ResumeError.exit_code  # the plugin starts over on this code
 
 
 @pytest.mark.parametrize("tile, overlap", [(64, 0), (64, 32), (64, 33), (63, 0), (1024, 512), (1024, 513), (512, -1)])

@@ -44,6 +44,12 @@ def band_names_problem(text: str, band_count: int | None = None) -> str | None:
         return f"Band names: {len(names)} given but the raster has {band_count} bands (one name a band)."
     return None
 
+#: ``geoalps label`` keeps its finished tiles in ``OUTPUT`` + this suffix (geoalps.labelling.run),
+#: which ``--resume`` continues from; and exits with this code (geoalps.errors.ResumeError) when
+#: that folder cannot be resumed (made for other scenes or settings, damaged).
+WORK_FOLDER_SUFFIX = ".geoalps-work"
+RESUME_REFUSED_EXIT_CODE = 7
+
 #: ``geoalps classes gallery``: example chips per class (1..32, default 6), of which
 #: ``--random-chips`` (0..32, default 2, at most the chips) are drawn at random.
 GALLERY_CHIPS_MIN = 1

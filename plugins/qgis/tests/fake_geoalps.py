@@ -3,10 +3,14 @@
 conftest.py copies it next to a shebang line into a temp folder. FAKE_GEOALPS_MODE picks:
 ok (progress, logs, outputs), glued (a progress line glued to a progress-bar redraw),
 fail (an error line, exit 2), crash (no error line, exit 3), slow (one progress line, a temp
-file beside the output, a grandchild process, then a long sleep), notgeoalps (--version lies).
+file beside the output, a grandchild process, then a long sleep), silent (a grandchild, then
+30 s without a line; with FAKE_GEOALPS_IGNORE_TERM=1 both ignore SIGTERM), resume_refused
+(``--resume`` gets geoalps's refusal, exit 7; without it as ok), notgeoalps (--version lies).
+Every call's argv is also appended to ``calls.jsonl`` beside the script.
 """
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -56,6 +60,22 @@ def save_record():
         json.dump(record, handle)
 
 
+with open(os.path.join(here, "calls.jsonl"), "a") as calls:
+    calls.write(json.dumps(args) + "\n")
+# geoalps label keeps finished tiles in OUTPUT.geoalps-work until it completes
+work = value("-o") + ".geoalps-work" if args[:1] == ["label"] else None
+if work:
+    os.makedirs(os.path.join(work, "tiles"), exist_ok=True)
+
+if mode == "silent":
+    if os.environ.get("FAKE_GEOALPS_IGNORE_TERM") == "1":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # inherited by the grandchild through exec
+    sleeper = subprocess.Popen(["sleep", "300"])
+    record["grandchild"] = sleeper.pid
+    save_record()
+    time.sleep(30)
+    sys.exit(0)
+
 if mode == "slow":
     sleeper = subprocess.Popen(["sleep", "300"])
     record["grandchild"] = sleeper.pid
@@ -82,6 +102,10 @@ if mode == "crash":
     sys.exit(3)
 if mode == "signal":
     os.kill(os.getpid(), signal.SIGKILL)
+if mode == "resume_refused" and "--resume" in args:
+    log(f"geoalps: error: {value('-o')}.geoalps-work: work folder was made with other settings (classes); "
+        "run without --resume and with --overwrite to start over")
+    sys.exit(7)
 
 progress(0.0, "starting")
 progress(50, "tile 1/2 scene.tif s0_r0_c0: 12 objects")
@@ -99,3 +123,8 @@ for path, content in json_outputs.items():
         with open(path, "w") as handle:
             json.dump(content, handle)
 progress(100.0, "done: 12 objects")
+if work:
+    shutil.rmtree(work)
+    resumed = 1 if "--resume" in args else 0
+    log(f"geoalps: wrote {value('-o')}: 12 polygons, 2 pseudo-classes, 2 tiles (0 all nodata, {resumed} resumed) "
+        "in 0.1 s")

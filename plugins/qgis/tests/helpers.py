@@ -10,11 +10,13 @@ from qgis.core import QgsProcessingFeedback
 
 
 class RecordingFeedback(QgsProcessingFeedback):
-    """Keeps what the algorithm reported; optionally cancels at the first progress update."""
+    """Keeps what the algorithm reported; optionally cancels at the first progress update, or at
+    the first progress text containing ``cancel_on_text`` (e.g. ``"tile 1/"``)."""
 
-    def __init__(self, cancel_on_progress: bool = False) -> None:
+    def __init__(self, cancel_on_progress: bool = False, cancel_on_text: str = "") -> None:
         super().__init__()
         self.cancel_on_progress = cancel_on_progress
+        self.cancel_on_text = cancel_on_text
         self.progress: list[float] = []
         self.texts: list[str] = []
         self.console: list[str] = []
@@ -34,6 +36,13 @@ class RecordingFeedback(QgsProcessingFeedback):
     def setProgressText(self, text: str) -> None:  # noqa: N802
         self.texts.append(text)
         super().setProgressText(text)
+        if self.cancel_on_text and self.cancel_on_text in text and self.cancelled_at is None:
+            self.cancel_now()
+
+    def cancel_now(self) -> None:
+        """Cancel, noting when (for timing how long the run takes to stop)."""
+        self.cancelled_at = time.monotonic()
+        self.cancel()
 
     def pushConsoleInfo(self, info: str) -> None:  # noqa: N802
         self.console.append(info)
@@ -68,6 +77,28 @@ def process_gone(pid: int) -> bool:
     except FileNotFoundError:
         return True
     return state in ("Z", "X")
+
+
+def live_group_members(pgid: int) -> list[int]:
+    """Pids of the process group ``pgid`` that still run (zombies do not; Linux /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            found.append(int(entry))
+    return found
+
+
+def read_calls(fake_cli: Path) -> list[list[str]]:
+    """The argv of every call of the fake CLI, in order."""
+    lines = (fake_cli.parent / "calls.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
 
 
 def processes_mentioning(text: str) -> list[int]:

@@ -4,9 +4,13 @@ Uses the classical engine (no SAM weights needed); one run takes about 25 s on 2
 """
 from __future__ import annotations
 
+import glob
 import os
+import re
+import shutil
 import sqlite3
 import time
+from collections import Counter
 
 import processing
 import pytest
@@ -118,7 +122,7 @@ def test_progress_reached_the_bar_and_the_log(labelled):
     assert any("geoalps: engine classical" in line for line in feedback.console)
 
 
-def test_cancel_stops_geoalps_and_leaves_nothing(qgis_app, tmp_path, monkeypatch):
+def test_cancel_stops_geoalps_and_leaves_only_the_work_folder(qgis_app, tmp_path, monkeypatch):
     monkeypatch.setenv("GEOALPS_CLI", require_real_cli())
     scene = require_sample_scene()
     params = label_params(scene, tmp_path)
@@ -127,4 +131,77 @@ def test_cancel_stops_geoalps_and_leaves_nothing(qgis_app, tmp_path, monkeypatch
         processing.run("geoalps:autolabel", params, feedback=feedback)
     assert feedback.progress  # it had started
     assert processes_mentioning(params["OUTPUT"]) == []
-    assert os.listdir(tmp_path) == []
+    assert os.listdir(tmp_path) == ["labels.gpkg.geoalps-work"]  # for "Resume an interrupted run"
+
+
+def _polygons(path) -> tuple[int, Counter, list[tuple[int, int]]]:
+    """Feature count, pseudo-class histogram and (instance_id, pseudo_class) pairs of a result."""
+    con = sqlite3.connect(path)
+    try:
+        rows = con.execute("SELECT instance_id, pseudo_class FROM masks ORDER BY instance_id").fetchall()
+    finally:
+        con.close()
+    return len(rows), Counter(c for _, c in rows), rows
+
+
+@pytest.fixture(scope="module")
+def interrupted(qgis_app, tmp_path_factory):
+    """An uninterrupted run, and a run of the same settings cancelled after its first tile
+    (one worker, so tiles finish one at a time); the second one's work folder is also copied
+    beside another output name, for a resume with other settings."""
+    cli = require_real_cli()
+    scene = require_sample_scene()
+    out_dir = tmp_path_factory.mktemp("resume")
+    reference = label_params(scene, out_dir, OUTPUT=str(out_dir / "reference.gpkg"), RASTER_OUTPUT=None,
+                             WORKERS=1)
+    params = {**reference, "OUTPUT": str(out_dir / "labels.gpkg")}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GEOALPS_CLI", cli)
+        processing.run("geoalps:autolabel", reference, feedback=RecordingFeedback())
+        feedback = RecordingFeedback(cancel_on_text="tile 1/")
+        with pytest.raises(QgsProcessingException, match="cancelled") as cancelled:
+            processing.run("geoalps:autolabel", params, feedback=feedback)
+    work = params["OUTPUT"] + ".geoalps-work"
+    copy = str(out_dir / "other.gpkg") + ".geoalps-work"
+    shutil.copytree(work, copy)
+    yield reference, params, work, copy, str(cancelled.value)
+
+
+def test_a_cancelled_run_keeps_its_finished_tiles(interrupted):
+    _, params, work, _, message = interrupted
+    assert not os.path.exists(params["OUTPUT"])
+    assert os.path.isfile(os.path.join(work, "run.json"))
+    assert glob.glob(os.path.join(work, "tiles", "*.pkl"))  # at least the first tile
+    assert work in message
+
+
+def test_resume_continues_and_gives_the_uninterrupted_result(interrupted, monkeypatch):
+    reference, params, work, _, _ = interrupted
+    monkeypatch.setenv("GEOALPS_CLI", require_real_cli())
+    feedback = RecordingFeedback()
+    results = processing.run("geoalps:autolabel", {**params, "RESUME": True}, feedback=feedback)
+
+    resumed = [line for line in feedback.infos if "tiles resumed from the interrupted run" in line]
+    assert len(resumed) == 1, feedback.infos
+    count, total = (int(n) for n in re.search(r"(\d+) of (\d+) tiles resumed", resumed[0]).groups())
+    print(resumed[0])
+    assert 0 < count < total == 9
+    assert _polygons(results["OUTPUT"]) == _polygons(reference["OUTPUT"])
+    assert results["FEATURE_COUNT"] == _polygons(reference["OUTPUT"])[0]
+    assert not os.path.exists(work)  # a finished run removes its work folder
+
+
+def test_resume_with_other_settings_starts_over_and_says_so(interrupted, monkeypatch):
+    _, params, _, copy, _ = interrupted
+    monkeypatch.setenv("GEOALPS_CLI", require_real_cli())
+    other = {**params, "OUTPUT": copy[:-len(".geoalps-work")], "CLASSES": CLASSES - 1, "RESUME": True}
+    feedback = RecordingFeedback()
+    results = processing.run("geoalps:autolabel", other, feedback=feedback)
+
+    assert any("cannot be resumed" in line and "other settings (classes)" in line and "starting over" in line
+               for line in feedback.infos), feedback.infos
+    assert not any("tiles resumed" in line for line in feedback.infos)
+    count, classes, _ = _polygons(results["OUTPUT"])
+    assert count > 0 and results["FEATURE_COUNT"] == count
+    assert set(classes) <= set(range(CLASSES - 1))
+    assert not os.path.exists(copy)

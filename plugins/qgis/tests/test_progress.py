@@ -1,5 +1,6 @@
 """The CLI's machine-readable stderr lines, parsed (no QGIS application needed)."""
-from geoalps_processing.progress import Progress, is_error_line, parse_progress, split_records
+from geoalps_processing.progress import (Progress, TileCounts, is_error_line, parse_progress, parse_tile_counts,
+                                         split_records)
 
 
 def test_progress_line_is_parsed():
@@ -34,3 +35,11 @@ def test_split_records_keeps_the_last_redraw_and_splits_glued_records():
     assert split_records(b"plain line\r\n") == ["plain line"]
     assert split_records(b"\r\n") == []
     assert split_records("caf\u00e9 \u2713\n".encode()) == ["caf\u00e9 \u2713"]
+
+
+def test_label_summary_gives_the_tiles_resumed():
+    line = ("geoalps: wrote /tmp/a (1).gpkg: 1001 polygons, 4 pseudo-classes, 9 tiles (2 all nodata, 3 resumed) "
+            "in 4.4 s")
+    assert parse_tile_counts(line) == TileCounts(tiles=9, resumed=3)
+    assert parse_tile_counts("geoalps: engine classical, resuming: 3 of 9 tiles already done") is None
+    assert parse_tile_counts("a log line quoting 9 tiles (0 all nodata, 3 resumed)") is None

@@ -22,8 +22,8 @@ def test_autolabel_parameters(qgis_app):
     names = [p.name() for p in alg.parameterDefinitions()]
     assert names == [
         "INPUT", "BANDS", "BAND_NAMES", "ENGINE", "CHECKPOINT", "MODEL_TYPE", "CLASSES", "TILE_SIZE",
-        "OVERLAP", "KMEANS_MODEL", "SEED", "WORKERS", "CLASSICAL_SCALE", "AOI_EXTENT", "AOI_LAYER", "OUTPUT", "RASTER_OUTPUT",
-        "KMEANS_MODEL_OUT",
+        "OVERLAP", "KMEANS_MODEL", "SEED", "WORKERS", "CLASSICAL_SCALE", "AOI_EXTENT", "AOI_LAYER", "RESUME",
+        "OUTPUT", "RASTER_OUTPUT", "KMEANS_MODEL_OUT",
     ]
     # sam2 comes last, so the indexes of models and batch files saved before it still mean the same
     assert alg.parameterDefinition("ENGINE").options() == ["auto", "sam", "classical", "sam2"]
@@ -32,6 +32,8 @@ def test_autolabel_parameters(qgis_app):
     assert scale.flags() & QgsProcessingParameterDefinition.FlagAdvanced
     assert scale.dataType() == QgsProcessingParameterNumber.Double
     assert (scale.defaultValue(), scale.minimum()) == (200.0, 1.0)
+    resume = alg.parameterDefinition("RESUME")
+    assert resume.type() == "boolean" and resume.defaultValue() is True
     assert [o.name() for o in alg.outputDefinitions()] == [
         "OUTPUT", "RASTER_OUTPUT", "KMEANS_MODEL_OUT", "FEATURE_COUNT",
     ]

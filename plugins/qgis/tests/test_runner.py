@@ -2,13 +2,19 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 import processing
 import pytest
 from qgis.core import QgsProcessingException
+from qgis.PyQt.QtCore import QTimer
 
-from helpers import RecordingFeedback, process_gone, read_record
+from helpers import RecordingFeedback, live_group_members, process_gone, read_calls, read_record
+
+#: The most a cancel may take, from feedback.cancel() to the algorithm's return, the child's
+#: whole process group gone (issue 23 item 4).
+CANCEL_LIMIT_S = 2.0
 
 
 def autolabel_params(raster: str, tmp_path, **extra) -> dict:
@@ -113,13 +119,113 @@ def test_cancel_kills_the_process_group_and_leaves_no_output(qgis_app, fake_cli,
         processing.run("geoalps:autolabel", params, feedback=feedback)
 
     print(f"cancel took {time.monotonic() - feedback.cancelled_at:.2f} s")
-    assert time.monotonic() - feedback.cancelled_at < 10  # SIGTERM grace is 5 s
+    assert time.monotonic() - feedback.cancelled_at < CANCEL_LIMIT_S
     record = read_record(fake_cli)
     assert process_gone(record["pid"]), record
     assert process_gone(record["grandchild"]), record
     assert not os.path.exists(record["temp"]), os.listdir(out_dir)
     assert not os.path.exists(params["OUTPUT"])
     assert bystander.read_bytes() == b"keep me"
+    # the finished tiles stay for "Resume an interrupted run"
+    assert sorted(os.listdir(out_dir)) == ["labels.gpkg.geoalps-work", "other.gpkg"]
+
+
+def _cancel_silent_run(fake_cli, raster, tmp_path, schedule) -> tuple[RecordingFeedback, float]:
+    """Run Auto-label on a fake geoalps that prints nothing for 30 s, have ``schedule`` cancel
+    it 1.5 s in; returns the feedback and the seconds from the cancel to the return."""
+    params = autolabel_params(raster, tmp_path)
+    feedback = RecordingFeedback()
+    schedule(1.5, feedback.cancel_now)
+    with pytest.raises(QgsProcessingException, match="cancelled"):
+        processing.run("geoalps:autolabel", params, feedback=feedback)
+    took = time.monotonic() - feedback.cancelled_at
+    print(f"cancel took {took:.2f} s")
+    assert read_calls(fake_cli)[-1][:1] == ["label"]  # it was the silent label run that stopped
+    return feedback, took
+
+
+def _on_qt_timer(seconds: float, call) -> None:
+    QTimer.singleShot(int(seconds * 1000), call)
+
+
+def _on_thread_timer(seconds: float, call) -> None:
+    timer = threading.Timer(seconds, call)
+    timer.daemon = True
+    timer.start()
+
+
+def test_cancel_through_the_event_loop_stops_a_silent_child_within_2_s(
+        qgis_app, fake_cli, tiny_raster, tmp_path, monkeypatch):
+    # qgis_process turns Ctrl+C into feedback.cancel() through a Qt event of the main thread,
+    # the thread the algorithm runs in there: the runner must let events run while it waits.
+    monkeypatch.setenv("FAKE_GEOALPS_MODE", "silent")
+    _, took = _cancel_silent_run(fake_cli, tiny_raster, tmp_path, _on_qt_timer)
+    assert took < CANCEL_LIMIT_S
+    record = read_record(fake_cli)
+    assert live_group_members(record["pid"]) == []
+    assert process_gone(record["grandchild"])
+
+
+def test_cancel_kills_a_group_that_ignores_sigterm_within_2_s(
+        qgis_app, fake_cli, tiny_raster, tmp_path, monkeypatch):
+    # A child (and its grandchild) that does not stop on SIGTERM gets SIGKILL after a short grace.
+    monkeypatch.setenv("FAKE_GEOALPS_MODE", "silent")
+    monkeypatch.setenv("FAKE_GEOALPS_IGNORE_TERM", "1")
+    _, took = _cancel_silent_run(fake_cli, tiny_raster, tmp_path, _on_thread_timer)
+    assert took < CANCEL_LIMIT_S
+    record = read_record(fake_cli)
+    assert live_group_members(record["pid"]) == []
+    assert process_gone(record["grandchild"])
+
+
+def test_failed_run_keeps_the_work_folder_but_no_output(qgis_app, fake_cli, tiny_raster, tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_GEOALPS_MODE", "fail")
+    params = autolabel_params(tiny_raster, tmp_path)
+    with pytest.raises(QgsProcessingException, match="not a raster GDAL can read"):
+        processing.run("geoalps:autolabel", params, feedback=RecordingFeedback())
+    assert os.listdir(tmp_path / "out") == ["labels.gpkg.geoalps-work"]
+
+
+def test_resume_is_asked_for_only_when_a_work_folder_exists(qgis_app, fake_cli, tiny_raster, tmp_path):
+    params = autolabel_params(tiny_raster, tmp_path)  # RESUME not given: on by default
+    work = params["OUTPUT"] + ".geoalps-work"
+
+    fresh = RecordingFeedback()
+    processing.run("geoalps:autolabel", params, feedback=fresh)
+    assert "--resume" not in read_calls(fake_cli)[-1]
+    assert not any(line.startswith("GeoALPS: resuming") or "tiles resumed" in line for line in fresh.infos)
+
+    os.makedirs(work)  # an interrupted run's
+    resumed = RecordingFeedback()
+    processing.run("geoalps:autolabel", {**params, "RESUME": True}, feedback=resumed)
+    argv = read_calls(fake_cli)[-1]
+    assert argv[-3:] == ["--resume", "--overwrite", "--progress-lines"]
+    assert any(line.startswith("GeoALPS: resuming the interrupted run") and work in line for line in resumed.infos)
+    assert "GeoALPS: 1 of 2 tiles resumed from the interrupted run." in resumed.infos
+
+    os.makedirs(work)
+    over = RecordingFeedback()
+    processing.run("geoalps:autolabel", {**params, "RESUME": False}, feedback=over)
+    assert "--resume" not in read_calls(fake_cli)[-1]
+    assert any(line.startswith("GeoALPS: starting over") and work in line for line in over.infos)
+    assert not any("tiles resumed" in line for line in over.infos)
+
+
+def test_a_refused_resume_starts_over_and_says_why(qgis_app, fake_cli, tiny_raster, tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_GEOALPS_MODE", "resume_refused")  # geoalps's answer to other settings
+    params = autolabel_params(tiny_raster, tmp_path)
+    os.makedirs(params["OUTPUT"] + ".geoalps-work")
+    feedback = RecordingFeedback()
+
+    results = processing.run("geoalps:autolabel", {**params, "RESUME": True}, feedback=feedback)
+
+    calls = read_calls(fake_cli)
+    assert [("--resume" in argv) for argv in calls if argv[:1] == ["label"]] == [True, False]
+    assert calls[-1] == [a for a in calls[-2] if a != "--resume"]
+    assert any("cannot be resumed" in line and "other settings (classes)" in line and "starting over" in line
+               for line in feedback.infos), feedback.infos
+    assert results["OUTPUT"] == params["OUTPUT"] and os.path.exists(params["OUTPUT"])
+    assert not any("tiles resumed" in line for line in feedback.infos)
 
 
 def test_kmeans_destination_is_passed_and_replaced(qgis_app, fake_cli, tiny_raster, tmp_path):

@@ -8,6 +8,7 @@ from qgis.core import (
     QgsProcessingContext,
     QgsProcessingFeedback,
     QgsProcessingOutputNumber,
+    QgsProcessingParameterBoolean,
     QgsProcessingParameterDefinition,
     QgsProcessingException,
     QgsProcessingParameterEnum,
@@ -23,9 +24,10 @@ from qgis.core import (
 )
 
 from ..limits import (CLASSES_DEFAULT, CLASSES_MAX, CLASSES_MIN, CLASSICAL_SCALE_DEFAULT, CLASSICAL_SCALE_MIN, ENGINES,
-                      MODEL_TYPES, OVERLAP_DEFAULT_PX, SEED_DEFAULT, TILE_SIZE_DEFAULT_PX, TILE_SIZE_MIN_PX,
-                      band_names_problem, overlap_problem)
+                      MODEL_TYPES, OVERLAP_DEFAULT_PX, RESUME_REFUSED_EXIT_CODE, SEED_DEFAULT, TILE_SIZE_DEFAULT_PX,
+                      TILE_SIZE_MIN_PX, WORK_FOLDER_SUFFIX, band_names_problem, overlap_problem)
 from ..outputs import style_on_load
+from ..progress import ERROR_PREFIX, TileCounts, parse_tile_counts
 from .base import GeoAlpsAlgorithm, feature_count, layer_path
 
 HELP = """Finds objects in a raster without training data and groups them into pseudo-classes.
@@ -39,8 +41,9 @@ Parallel worker processes (advanced): tiles run on a local dask cluster of that 
 Classical engine region size (advanced): only for the classical engine; larger gives larger regions (raise it when tree crowns or roofs come out split into pieces, lower it when neighbouring objects are merged). Default 200.
 Area of interest (optional): an extent or a polygon layer; only the part of the raster inside it is read and labelled, polygons are clipped to it (at pixel edges) and the class raster covers its window. Give one or the other, not both.
 Existing k-means model: reuse the classes of an earlier run (its "Fitted k-means model" output) so that class ids mean the same across scenes; it is not refitted.
+Resume an interrupted run (on by default): every finished tile is kept in a work folder beside the output (OUTPUT.geoalps-work) until the run completes, also when it is cancelled or fails. Run again with the same output and this on, and only the missing tiles are labelled; the result is the same as an uninterrupted run's, and the log says how many tiles were resumed. If the inputs or settings changed since, the run starts over (the log says why). Off: always start over.
 
-The work runs in your geoalps environment (the "geoalps" command or that environment's Python), made by "Install or update geoalps" (GeoALPS > Setup) or set in Processing > Options > Providers > GeoALPS or in the GEOALPS_CLI environment variable. Cancelling stops it and leaves no output."""
+The work runs in your geoalps environment (the "geoalps" command or that environment's Python), made by "Install or update geoalps" (GeoALPS > Setup) or set in Processing > Options > Providers > GeoALPS or in the GEOALPS_CLI environment variable. Cancelling stops it within a second or two and leaves no output (only the work folder, for a resume)."""
 
 
 class AutoLabelAlgorithm(GeoAlpsAlgorithm):
@@ -62,6 +65,7 @@ class AutoLabelAlgorithm(GeoAlpsAlgorithm):
     CLASSICAL_SCALE = "CLASSICAL_SCALE"
     AOI_EXTENT = "AOI_EXTENT"
     AOI_LAYER = "AOI_LAYER"
+    RESUME = "RESUME"
     OUTPUT = "OUTPUT"
     RASTER_OUTPUT = "RASTER_OUTPUT"
     FEATURE_COUNT = "FEATURE_COUNT"
@@ -132,6 +136,10 @@ class AutoLabelAlgorithm(GeoAlpsAlgorithm):
         self.addParameter(QgsProcessingParameterVectorLayer(
             self.AOI_LAYER, "Area of interest: polygon layer", types=[QgsProcessing.TypeVectorPolygon],
             optional=True,
+        ))
+        self.addParameter(QgsProcessingParameterBoolean(
+            self.RESUME, "Resume an interrupted run (continue from the finished tiles kept beside the output)",
+            defaultValue=True, optional=True,  # models saved before this parameter existed stay valid
         ))
         self.addParameter(QgsProcessingParameterVectorDestination(
             self.OUTPUT, "Pseudo-label polygons", type=QgsProcessing.TypeVectorPolygon,
@@ -235,8 +243,16 @@ class AutoLabelAlgorithm(GeoAlpsAlgorithm):
             args += ["--raster-out", raster]
         aoi = getattr(self, "_aoi", None)
         args += aoi if aoi is not None else self.aoi_arguments(parameters, context)
+        if self.resume_wanted(parameters, context) and os.path.isdir(work_folder(polygons)):
+            args += ["--resume"]
         args += ["--overwrite", "--progress-lines"]
         return args, [polygons, raster, "" if reuse else save]
+
+    def resume_wanted(self, parameters: dict, context: QgsProcessingContext) -> bool:
+        """The "Resume an interrupted run" choice; on when not given (its default)."""
+        if parameters.get(self.RESUME) in (None, ""):
+            return True
+        return self.parameterAsBoolean(parameters, self.RESUME, context)
 
     def processAlgorithm(  # noqa: N802 (QGIS's name)
         self, parameters: dict, context: QgsProcessingContext, feedback: QgsProcessingFeedback
@@ -245,7 +261,7 @@ class AutoLabelAlgorithm(GeoAlpsAlgorithm):
         if kmeans_out and os.path.exists(kmeans_out):
             # geoalps reuses an existing model file; a destination is overwritten, as in Processing.
             os.remove(kmeans_out)
-        self.run_cli(args, [polygons, raster, kmeans_out], feedback)
+        self.run_resumable(args, [polygons, raster, kmeans_out], work_folder(polygons), feedback)
         style_on_load(polygons, context)
         style_on_load(raster, context)
         return {
@@ -254,3 +270,35 @@ class AutoLabelAlgorithm(GeoAlpsAlgorithm):
             self.KMEANS_MODEL_OUT: kmeans_out or None,
             self.FEATURE_COUNT: feature_count(polygons),
         }
+
+    def run_resumable(self, args: list[str], outputs: list[str], work: str, feedback: QgsProcessingFeedback) -> None:
+        """Run ``geoalps label`` keeping its work folder when it is cancelled or fails; with
+        ``--resume`` in ``args``, start over (saying why) when geoalps refuses the resume, and
+        report how many tiles were resumed."""
+        resuming = "--resume" in args
+        if resuming:
+            feedback.pushInfo(f"GeoALPS: resuming the interrupted run whose finished tiles are in {work}.")
+        elif os.path.isdir(work):
+            feedback.pushInfo(f"GeoALPS: starting over; the finished tiles of an earlier run in {work} are discarded.")
+        counts: list[TileCounts] = []
+
+        def read_counts(stream: str, text: str) -> None:
+            found = parse_tile_counts(text) if stream == "stderr" else None
+            if found is not None:
+                counts.append(found)
+
+        refused = (RESUME_REFUSED_EXIT_CODE,) if resuming else ()
+        ended = self.run_cli(args, outputs, feedback, keep=(work,), on_line=read_counts, accept_exit_codes=refused)
+        if ended.returncode != 0:
+            why = ended.error_line[len(ERROR_PREFIX):].strip() or f"exit code {ended.returncode}"
+            feedback.pushInfo(f"GeoALPS: the interrupted run cannot be resumed ({why}); starting over without it.")
+            resuming = False
+            self.run_cli([a for a in args if a != "--resume"], outputs, feedback, keep=(work,), on_line=read_counts)
+        if counts and (resuming or counts[-1].resumed):
+            feedback.pushInfo(f"GeoALPS: {counts[-1].resumed} of {counts[-1].tiles} tiles resumed from the "
+                              "interrupted run.")
+
+
+def work_folder(polygons: str) -> str:
+    """Where ``geoalps label -o polygons`` keeps its finished tiles (what ``--resume`` reads)."""
+    return polygons + WORK_FOLDER_SUFFIX

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from typing import Callable
 
 from qgis.core import (
     QgsMapLayer,
@@ -16,7 +17,7 @@ from qgis.core import (
     QgsVectorLayer,
 )
 
-from ..runner import run_geoalps
+from ..runner import ChildExit, run_geoalps
 from ..settings import resolve_cli
 
 #: Suffixes geoalps reads as vector data (geoalps/evaluation/truth.py's VECTOR_SUFFIXES); a vector
@@ -103,11 +104,15 @@ class GeoAlpsAlgorithm(QgsProcessingAlgorithm):
         return path
 
     def run_cli(
-        self, arguments: list[str], outputs: list[str], feedback: QgsProcessingFeedback
-    ) -> None:
-        """Run ``geoalps <arguments>``; failures and cancel surface as QgsProcessingException."""
+        self, arguments: list[str], outputs: list[str], feedback: QgsProcessingFeedback,
+        keep: tuple[str, ...] = (), on_line: Callable[[str, str], None] | None = None,
+        accept_exit_codes: tuple[int, ...] = (),
+    ) -> ChildExit:
+        """Run ``geoalps <arguments>``; failures and cancel surface as QgsProcessingException.
+        ``keep``: paths left in place when it fails (a work folder); ``on_line`` and
+        ``accept_exit_codes``: see run_geoalps."""
         command = resolve_cli() + arguments
-        run_geoalps(command, feedback, outputs)
+        return run_geoalps(command, feedback, outputs, keep=keep, on_line=on_line, accept_exit_codes=accept_exit_codes)
 
 
 def feature_count(gpkg_path: str, layer: str = "masks") -> int:
