@@ -254,7 +254,7 @@ def _start_engine(runner: TileRunner, run: _Run, opts: LabelOptions, exe: RunOpt
         from geoalps.engines import resolve_engine_name
 
         reason = " (no SAM checkpoint found)" if opts.engine == "auto" and resolve_engine_name(opts) == "classical" else ""
-        where = f", cluster {scheduler}" if scheduler else (f", {runner.workers} workers" if runner.distributed else "")
+        where = f", cluster {redact(scheduler)}" if scheduler else (f", {runner.workers} workers" if runner.distributed else "")
         resumed = f", resuming: {run.resumed} of {len(run.tiles)} tiles already done" if run.resumed else ""
         batched = f", {batch} tiles per engine call" if batch > 1 else ""
         print(f"geoalps: engine {description}{reason}{where}{batched}{resumed}", file=sys.stderr)

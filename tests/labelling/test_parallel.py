@@ -307,3 +307,25 @@ def test_an_error_dask_could_not_send_is_still_one_line():
     assert _one_line(Exception("InputError('/a.tif: cannot read pixels at col 0')")) == "/a.tif: cannot read pixels at col 0"
     assert _one_line(Exception("NotAnError('x')")) == "Exception: NotAnError('x')"
     assert _one_line(ValueError("bad")) == "ValueError: bad"
+
+
+@pytest.mark.parametrize("address", ["tcp://user:s3cret@127.0.0.1:1", "user:s3cret@127.0.0.1:1"])
+def test_a_scheduler_address_with_a_password_is_refused_without_printing_it(tmp_path, address):
+    """dask addresses take no user info (dask authenticates with TLS): refused in one line, the
+    password redacted, before any work."""
+    scene = write_raster(tmp_path / "s.tif", scene_with_objects(64, 64, random_boxes(2, 64), bands=3))
+    result = cli("label", scene, "-o", tmp_path / "o.gpkg", "--engine", "classical", "--scheduler", address)
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert "s3cret" not in line and "***@127.0.0.1:1" in line and line.startswith("geoalps: error: --scheduler ")
+
+
+def test_a_scheduler_that_cannot_be_reached_is_named_redacted():
+    from geoalps.errors import InputError
+    from geoalps.labelling.parallel import TileRunner
+
+    with pytest.raises(InputError) as refused:  # dask itself cannot parse user info: ValueError
+        with TileRunner(scheduler="tcp://user:s3cret@127.0.0.1:1"):
+            pass
+    assert str(refused.value).startswith("tcp://***@127.0.0.1:1: cannot connect (")
+    assert "s3cret" not in str(refused.value) and "\n" not in str(refused.value)
