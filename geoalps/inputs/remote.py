@@ -34,7 +34,10 @@ REMOTE_DEFAULTS = {
     "GDAL_HTTP_MULTIRANGE": "SERIAL",
 }
 
-_URL = re.compile(r"\b([a-z][a-z0-9+.-]*)://([^\s/?#'\"]*@)?([^\s?#'\"]*)(\?[^\s#'\"]*)?", re.IGNORECASE)
+#: A URL: scheme, user info, the rest, the query (not its last character when that is ``:``, ``,``,
+#: ``.``, ``;``, ``)`` or ``]``: the message's punctuation, so redacting twice changes nothing).
+_URL = re.compile(r"\b([a-z][a-z0-9+.-]*)://([^\s/?#'\"]*@)?([^\s?#'\"]*)(\?(?:[^\s#'\"]*[^\s#'\":,.;)\]])?)?",
+                  re.IGNORECASE)
 #: ``user:password@host`` outside a URL (an address given without its scheme).
 _BARE_USERINFO = re.compile(r"(?<![\w/:@.%*-])[^\s/?#'\"@:]+:[^\s/?#'\"@]*@(?=[\w\[])")
 

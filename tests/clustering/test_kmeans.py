@@ -225,7 +225,15 @@ def test_a_malicious_pickled_model_runs_nothing_and_is_one_line(tmp_path):
     joblib.dump({"format": "geoalps-kmeans/2", "scaler": _Planted(marker)}, path)
     raw = tmp_path / "raw.joblib"  # a plain pickle (protocol 0 too), not through joblib
     raw.write_bytes(pickle.dumps(_Planted(marker), protocol=0))
-    for planted in (path, raw):
+    npz = tmp_path / "npz.joblib"  # the new format with a pickled object array inside
+    _fit(_blobs(30, seed=7)[0]).save(npz)
+    with np.load(npz, allow_pickle=False) as data:
+        arrays = {name: data[name] for name in data.files}
+    payload = np.empty(1, dtype=object)
+    payload[0] = _Planted(marker)
+    with open(npz, "wb") as f:
+        np.savez(f, **{**arrays, "centres": payload})
+    for planted in (path, raw, npz):
         with pytest.raises(ModelError) as refused:
             OnlineKMeans.load(planted)
         assert str(refused.value).startswith(str(planted)) and "\n" not in str(refused.value)

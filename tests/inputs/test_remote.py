@@ -115,3 +115,12 @@ def test_redaction_covers_every_scheme_and_addresses_without_one():
             "but not mail@example.org nor 12:30 nor https://host/path:with@colon")
     assert redact(text) == ("tcp://***@sched:8786 and '***@10.0.0.1:8786' and ftp://***@h/x "
                             "but not mail@example.org nor 12:30 nor https://host/path:with@colon")
+
+
+def test_redacting_twice_changes_nothing():
+    """The CLI redacts every error line again: a message already redacted keeps its punctuation."""
+    for text in (f"https://host/scene.tif?{SECRET}: not found (HTTP 404)", "see (https://a:b@h/x?q=1).",
+                 "tcp://u:p@h:1: cannot connect, https://h/y?z=1; next"):
+        once = redact(text)
+        assert redact(once) == once
+    assert redact(f"https://host/scene.tif?{SECRET}: not found") == "https://host/scene.tif?***: not found"
