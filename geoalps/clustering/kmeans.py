@@ -28,7 +28,6 @@ import io
 import json
 import os
 import zipfile
-from pathlib import Path
 
 import numpy as np
 from sklearn.cluster import MiniBatchKMeans
