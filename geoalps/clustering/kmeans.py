@@ -42,6 +42,8 @@ _FORMAT = "geoalps-kmeans/3"
 _PICKLED = ("geoalps-kmeans/1", "geoalps-kmeans/2")
 #: The environment variable that trusts pickled k-means models (``1``, ``yes``, ``true``).
 TRUST_ENV = "GEOALPS_TRUST_KMEANS_MODEL"
+#: First byte of a joblib file: a pickle (protocol 2+), or compressed by zlib, gzip, bz2, xz, lz4.
+_JOBLIB_FIRST_BYTES = (b"\x80", b"x", b"\x1f", b"B", b"\xfd", b"\x04")
 #: Arrays of a saved model (``mapping`` only once merged).
 _ARRAYS = ("centres", "counts", "scaler_mean", "scaler_var", "scaler_scale", "scaler_n_samples_seen")
 #: Centres fitted per class before the merge to K (benchmarks/label_quality).
@@ -214,7 +216,7 @@ class OnlineKMeans:
             raise ModelError(f"{path}: cannot read the k-means model ({exc.strerror or type(exc).__name__})") from None
         if magic.startswith(b"PK"):
             return cls._from_npz(path)
-        if not magic.startswith(b"\x80") and magic[:1] not in (b"x", b"\x1f", b"B", b"\xfd", b"\x04"):
+        if magic[:1] not in _JOBLIB_FIRST_BYTES:
             raise ModelError(f"{path}: not a geoalps k-means model")
         if trust is None:
             trust = os.environ.get(TRUST_ENV, "").strip().lower() in ("1", "yes", "true", "on")
