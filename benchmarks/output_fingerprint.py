@@ -92,7 +92,7 @@ def fingerprints(folder: Path) -> dict:
             key = f"{scene_name}:{engine}:resumed"
             out = folder / f"{key.replace(':', '_')}.gpkg"
             run_label(scene, out, [*args, "--keep-work"])
-            tiles = sorted((Path(f"{out}.geoalps-work") / "tiles").glob("*.pkl"))
+            tiles = sorted((Path(f"{out}.geoalps-work") / "tiles").glob("*.npz"))
             for tile in tiles[::2]:
                 tile.unlink()
             out.unlink()

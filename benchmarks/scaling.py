@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import pickle
 import shutil
 import sys
 import tempfile
@@ -78,7 +77,10 @@ def label_run(scene: Path, workers: int, folder: Path, extra: list[str]) -> dict
     # Time per tile as the workers measured it (kept tile results): how much two busy cores slow
     # each tile down, whatever geoalps does around the tiles.
     work = Path(f"{out}.geoalps-work")
-    results = [pickle.loads(p.read_bytes()) for p in (work / "tiles").glob("*.pkl")]
+    from geoalps.labelling.work_store import WorkStore
+
+    store = WorkStore(work)
+    results = [store.load(key) for key in sorted(store.finished())]
     shutil.rmtree(work)
     return {"scene": scene.name, "workers": workers, "seconds": round(measured["seconds"], 1), "tiles": tiles,
             "tiles_per_s": round(tiles / measured["seconds"], 3), "peak_rss_mb": round(measured["peak_rss_mb"], 1),

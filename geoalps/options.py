@@ -173,8 +173,14 @@ class RunOptions:
             raise OptionError("--workers must be 0 (the machine's cores) or a number of processes")
         if self.tile_batch < 0:
             raise OptionError("--tile-batch must be 0 (auto) or a positive number of tiles")
-        if self.scheduler is not None and "://" not in self.scheduler:
-            raise OptionError(f"--scheduler {self.scheduler!r}: give the address as tcp://HOST:PORT")
+        if self.scheduler is not None:
+            from geoalps.inputs.remote import redact
+
+            if "://" not in self.scheduler:
+                raise OptionError(f"--scheduler {redact(self.scheduler)!r}: give the address as tcp://HOST:PORT")
+            if "@" in self.scheduler.split("://", 1)[1].split("/", 1)[0]:
+                raise OptionError(f"--scheduler {redact(self.scheduler)}: a dask scheduler address takes no user "
+                                  "name or password (dask authenticates with TLS certificates); give tcp://HOST:PORT")
         return self
 
 

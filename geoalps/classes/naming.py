@@ -135,12 +135,14 @@ def name_classes(
     names: str | dict[int, str] | None = None,
     kmeans_model: str | os.PathLike | None = None,
     overwrite: bool = False,
+    trust_kmeans_model: bool | None = None,
 ) -> NamingReport:
     """Name the pseudo-classes of ``output`` (from ``examples`` or ``names``) and write the renamed
     layer to ``named_output``: ``class_id`` and ``class_name`` columns, a QGIS style by name.
 
     With ``kmeans_model`` the names are stored in that model, so ``geoalps label --kmeans-model``
-    writes them on new scenes. No engine runs: renaming costs one pass over the layer.
+    writes them on new scenes (a trusted model of older geoalps, ``trust_kmeans_model``, is
+    then saved in the data-only format). No engine runs: renaming costs one pass over the layer.
     """
     from geoalps.clustering.kmeans import OnlineKMeans
 
@@ -149,7 +151,7 @@ def name_classes(
     if not Path(output).is_file():
         raise InputError(f"{output}: labelling output not found")
     check_output(named_output, overwrite)
-    model = OnlineKMeans.load(kmeans_model) if kmeans_model is not None else None
+    model = OnlineKMeans.load(kmeans_model, trust=trust_kmeans_model) if kmeans_model is not None else None
     n_classes = model.effective_classes if model is not None else count_pseudo_classes(output)
     if examples is not None:
         report = vote(output, examples, name_field, n_classes)

@@ -22,7 +22,9 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except GeoAlpsError as exc:
-            click.echo(f"geoalps: error: {exc}", err=True)
+            from geoalps.inputs.remote import redact  # no password of a URL or address is printed
+
+            click.echo(f"geoalps: error: {redact(str(exc))}", err=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("geoalps: interrupted", err=True)
@@ -32,8 +34,10 @@ class _Group(click.Group):
         except Exception as exc:  # a bug, not bad input: still one line unless debugging
             if os.environ.get("GEOALPS_DEBUG"):
                 raise
+            from geoalps.inputs.remote import redact
+
             where = _last_frame(exc)
-            click.echo(f"geoalps: error: internal error {type(exc).__name__}: {' '.join(str(exc).split())} "
+            click.echo(f"geoalps: error: internal error {type(exc).__name__}: {redact(' '.join(str(exc).split()))} "
                        f"(at {where}; set GEOALPS_DEBUG=1 for the traceback and please report it)", err=True)
             sys.exit(1)
 

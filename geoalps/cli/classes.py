@@ -1,4 +1,4 @@
-"""``geoalps classes gallery | name``: see what the pseudo-classes are, and name them.
+"""``geoalps classes gallery | name | convert-model``: see what the pseudo-classes are, and name them.
 
 Thin over :mod:`geoalps.classes`; nothing here runs a mask engine.
 """
@@ -53,11 +53,15 @@ def gallery_command(output, path, scenes, chips_per_class, random_chips, seed, o
 @click.option("--names", default=None, help="A plain mapping instead of examples: 0=building,3=building,5=water.")
 @click.option("--kmeans-model", type=click.Path(dir_okay=False, exists=True), default=None,
               help="Store the names in this k-means model, so `geoalps label --kmeans-model` writes them on new scenes.")
+@click.option("--trust-kmeans-model", is_flag=True, default=None,
+              help="Also read a --kmeans-model saved by older geoalps (a pickle, which runs code when read: only "
+                   "for files you trust); it is saved back in the data-only format.")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None,
               help="Also write the naming report as JSON.")
 @overwrite_opt
 @quiet_opt
-def name_command(output, named_output, examples, name_field, names, kmeans_model, report_path, overwrite, quiet):
+def name_command(output, named_output, examples, name_field, names, kmeans_model, trust_kmeans_model, report_path,
+                 overwrite, quiet):
     """Name the pseudo-classes of OUTPUT from examples or a mapping; classes sharing a name are
     merged on output, unnamed ones keep `class N`.
 
@@ -72,9 +76,32 @@ def name_command(output, named_output, examples, name_field, names, kmeans_model
     if report_path:
         check_writable(report_path, overwrite)
     report = name_classes(output, named_output, examples=examples, name_field=name_field, names=names,
-                          kmeans_model=kmeans_model, overwrite=overwrite)
+                          kmeans_model=kmeans_model, overwrite=overwrite, trust_kmeans_model=trust_kmeans_model)
     if not quiet:
         for line in report_lines(report):
             click.echo(line)
     if report_path:
         write_bytes_atomic(report_path, report_json(report).encode())
+
+
+@classes.command("convert-model")
+@click.argument("old_model", type=click.Path(dir_okay=False, exists=True))
+@click.argument("new_model", type=click.Path(dir_okay=False))
+@click.option("--trust-kmeans-model", is_flag=True, default=False,
+              help="Required: you trust OLD_MODEL (reading a pickle runs whatever code it holds).")
+@overwrite_opt
+def convert_model_command(old_model, new_model, trust_kmeans_model, overwrite):
+    """Rewrite a k-means model saved by older geoalps (a pickle) as NEW_MODEL in the data-only
+    format, with the same classes and names. Reading OLD_MODEL runs any code it holds: convert
+    only files whose origin you trust.
+
+    \b
+    Example:
+      $ geoalps classes convert-model old_km.joblib km.joblib --trust-kmeans-model
+    """
+    from geoalps.clustering.kmeans import convert_model
+
+    if not trust_kmeans_model:
+        raise click.UsageError("pass --trust-kmeans-model to say OLD_MODEL is trusted")
+    convert_model(old_model, new_model, overwrite=overwrite)
+    click.echo(f"geoalps: wrote {new_model}", err=True)

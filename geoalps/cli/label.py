@@ -24,10 +24,13 @@ from geoalps.cli.options import (area_opts, classical_opts, clustering_opts, eng
 @polygon_opts
 @click.option("--kmeans-model", type=click.Path(dir_okay=False), default=None,
               help="Reuse this k-means model if it exists (same classes across runs), else fit and save it here.")
+@click.option("--trust-kmeans-model", is_flag=True, default=None,
+              help="Also read a --kmeans-model saved by older geoalps (a pickle, which runs code when read: "
+                   "only for files you trust; or set GEOALPS_TRUST_KMEANS_MODEL=1).")
 @click.option("--raster-out", type=click.Path(), default=None,
               help="Pseudo-label GeoTIFF on the scene's grid; a folder for several scenes (<scene>.labels.tif).")
 @run_opts
-def label_command(scenes, output, raster_out, kmeans_model, **options):
+def label_command(scenes, output, raster_out, kmeans_model, trust_kmeans_model, **options):
     """Label SCENES (GeoTIFFs, folders of image chips, URLs such as https://, s3://, /vsicurl/, or STAC
     item JSON files/URLs) into a GeoPackage of pseudo-classed polygons.
 
@@ -41,7 +44,8 @@ def label_command(scenes, output, raster_out, kmeans_model, **options):
     """
     from geoalps.labelling.run import label
 
-    stats = label(list(scenes), output, raster_out=raster_out, kmeans_model=kmeans_model, **options).stats
+    stats = label(list(scenes), output, raster_out=raster_out, kmeans_model=kmeans_model,
+                  trust_kmeans_model=trust_kmeans_model, **options).stats
     if not options["quiet"]:
         print(
             f"geoalps: wrote {output}: {stats['objects']} polygons, {stats['classes_used']} pseudo-classes, "

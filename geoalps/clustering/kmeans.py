@@ -14,26 +14,38 @@ six scene/K cells) for 2.3x the clustering CPU, so the cheaper 4 x K, 5 steps, W
 waits until a few times the number of centres have arrived so the initial centres are spread over
 real data. Memory stays bounded: the buffered first batch and the centres.
 
-Model files: ``geoalps-kmeans/2`` (with the centre -> class mapping); ``geoalps-kmeans/1`` files
-(no merge: each centre is a class) still load.
+Model files hold data only (:func:`OnlineKMeans.save`): ``geoalps-kmeans/3`` is a NumPy ``.npz``
+(a zip) of the centres, the scaler's state and the centre -> class mapping, with the settings and
+class names as a JSON string inside, read with ``allow_pickle=False`` so a file from someone else
+can hold numbers but never code. Files of older geoalps (``geoalps-kmeans/1``: each centre a class;
+``/2``: with the mapping) are joblib pickles, which run code when read: they are read only with
+``trust=True`` (``--trust-kmeans-model``, ``GEOALPS_TRUST_KMEANS_MODEL=1``), and
+:func:`convert_model` rewrites one in the data-only format.
 """
 from __future__ import annotations
 
+import io
+import json
 import os
-from pathlib import Path
+import zipfile
 
-import joblib
 import numpy as np
 from sklearn.cluster import MiniBatchKMeans
 from sklearn.preprocessing import StandardScaler
 
 from geoalps.clustering.names import ClassNames
-from geoalps.errors import ModelError
-from geoalps.files import atomic_path
+from geoalps.errors import GeoAlpsError, ModelError
+from geoalps.files import write_bytes_atomic
 
-_FORMAT = "geoalps-kmeans/2"
-#: Formats ``load`` reads (/1: one centre per class, no mapping).
-_READABLE = ("geoalps-kmeans/1", _FORMAT)
+_FORMAT = "geoalps-kmeans/3"
+#: Joblib (pickle) formats ``load`` reads only when trusted (/1: one centre per class, no mapping).
+_PICKLED = ("geoalps-kmeans/1", "geoalps-kmeans/2")
+#: The environment variable that trusts pickled k-means models (``1``, ``yes``, ``true``).
+TRUST_ENV = "GEOALPS_TRUST_KMEANS_MODEL"
+#: First byte of a joblib file: a pickle (protocol 2+), or compressed by zlib, gzip, bz2, xz, lz4.
+_JOBLIB_FIRST_BYTES = (b"\x80", b"x", b"\x1f", b"B", b"\xfd", b"\x04")
+#: Arrays of a saved model (``mapping`` only once merged).
+_ARRAYS = ("centres", "counts", "scaler_mean", "scaler_var", "scaler_scale", "scaler_n_samples_seen")
 #: Centres fitted per class before the merge to K (benchmarks/label_quality).
 OVER_CLUSTER = 4
 #: Mini-batch steps per fed batch (one batch is one tile's objects: one step alone barely moves).
@@ -153,34 +165,112 @@ class OnlineKMeans:
 
     # -- persistence ---------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
-        """Write atomically (temp file + rename) so a crash never leaves a broken model."""
-        path = Path(path)
-        state = {
+        """Write the fitted model as data only (``geoalps-kmeans/3``: arrays plus a JSON string in
+        an ``.npz``, whatever the file's extension), atomically (temp file + rename) so a crash
+        never leaves a broken model. A few KB: the centres and scaler state."""
+        if self.kmeans is None:
+            raise ModelError(f"{path}: k-means is not fitted yet, nothing to save")
+        meta = {
             "format": _FORMAT,
             "n_classes": self.n_classes,
-            "block_widths": self.block_widths,
+            "block_widths": [[name, int(width)] for name, width in self.block_widths.items()],  # ordered
             "seed": self.seed,
-            "scaler": self.scaler,
-            "kmeans": self.kmeans,
-            "mapping": self.mapping,
             "over_cluster": self.over_cluster,
             "steps": self.steps,
             "merge": self.merge,
-            "n_seen": self.n_seen,
+            "n_seen": int(self.n_seen),
             "class_names": self.class_names.to_state() if self.class_names is not None else None,
         }
-        with atomic_path(path, overwrite=True) as tmp:
-            joblib.dump(state, tmp)
+        arrays = {
+            "meta": np.array(json.dumps(meta)),
+            "centres": np.asarray(self.kmeans.cluster_centers_, dtype=np.float64),
+            "counts": np.asarray(getattr(self.kmeans, "_counts", np.zeros(self.kmeans.n_clusters)), dtype=np.float64),
+            "scaler_mean": np.asarray(self.scaler.mean_, dtype=np.float64),
+            "scaler_var": np.asarray(self.scaler.var_, dtype=np.float64),
+            "scaler_scale": np.asarray(self.scaler.scale_, dtype=np.float64),
+            "scaler_n_samples_seen": np.asarray(self.scaler.n_samples_seen_, dtype=np.int64),
+        }
+        if self.mapping is not None:
+            arrays["mapping"] = np.asarray(self.mapping, dtype=np.int64)
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **arrays)
+        write_bytes_atomic(path, buffer.getvalue())
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "OnlineKMeans":
+    def load(cls, path: str | os.PathLike, trust: bool | None = None) -> "OnlineKMeans":
         """A saved model, frozen: it assigns classes but is not refitted, so class ids keep their
-        meaning across runs and scenes."""
+        meaning across runs and scenes.
+
+        ``trust``: also read models of older geoalps (joblib pickles, ``geoalps-kmeans/1`` and
+        ``/2``), which run code when read, so only for files whose origin you trust; None: as the
+        environment variable ``GEOALPS_TRUST_KMEANS_MODEL`` says (off unless ``1``/``yes``/``true``).
+
+        Raises:
+            ModelError: one line naming ``path``: not a model, damaged, or a pickled model not
+                trusted (saying how to convert it).
+        """
+        try:
+            with open(path, "rb") as f:
+                magic = f.read(4)
+        except OSError as exc:
+            raise ModelError(f"{path}: cannot read the k-means model ({exc.strerror or type(exc).__name__})") from None
+        if magic.startswith(b"PK"):
+            return cls._from_npz(path)
+        if magic[:1] not in _JOBLIB_FIRST_BYTES:
+            raise ModelError(f"{path}: not a geoalps k-means model")
+        if trust is None:
+            trust = os.environ.get(TRUST_ENV, "").strip().lower() in ("1", "yes", "true", "on")
+        if not trust:
+            raise ModelError(
+                f"{path}: k-means model in the pickle format of older geoalps, which can run code when read, "
+                f"so it is not read; if you trust where it comes from, convert it once with "
+                f"`geoalps classes convert-model {path} NEW_MODEL --trust-kmeans-model` "
+                f"(or read it as is with --trust-kmeans-model or {TRUST_ENV}=1)")
+        return cls._from_pickle(path)
+
+    @classmethod
+    def _from_npz(cls, path: str | os.PathLike) -> "OnlineKMeans":
+        """A ``geoalps-kmeans/3`` file: arrays and a JSON string, no pickles (``allow_pickle=False``)."""
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                meta = json.loads(str(data["meta"][()]))
+                if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
+                    raise ModelError(f"{path}: not a geoalps k-means model")
+                arrays = {name: np.array(data[name]) for name in _ARRAYS}
+                mapping = np.array(data["mapping"], dtype=np.int64) if "mapping" in data.files else None
+            widths = {str(name): int(width) for name, width in meta["block_widths"]}
+            model = cls(int(meta["n_classes"]), widths, int(meta["seed"]), int(meta["over_cluster"]),
+                        int(meta["steps"]), str(meta["merge"]))
+            centres = arrays["centres"].astype(np.float64)
+            dims = sum(widths.values())
+            if centres.ndim != 2 or centres.shape[1] != dims or not len(centres) or any(
+                    arrays[n].shape != (dims,) for n in ("scaler_mean", "scaler_var", "scaler_scale")):
+                raise ValueError("array shapes do not match the feature widths")
+            if mapping is not None and (mapping.shape != (len(centres),) or mapping.min() < 0):
+                raise ValueError("centre -> class mapping does not match the centres")
+            model.scaler = _fitted_scaler(arrays)
+            model.kmeans = _fitted_kmeans(centres, arrays["counts"], model.seed)
+            model.mapping = mapping
+            model.n_seen = int(meta["n_seen"])
+            model.class_names = ClassNames.from_state(model.effective_classes, meta.get("class_names"))
+        except ModelError:
+            raise
+        except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, GeoAlpsError) as exc:
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            raise ModelError(f"{path}: damaged geoalps k-means model ({reason})") from None
+        model.frozen = True
+        return model
+
+    @classmethod
+    def _from_pickle(cls, path: str | os.PathLike) -> "OnlineKMeans":
+        """A trusted ``geoalps-kmeans/1`` or ``/2`` joblib file of older geoalps."""
+        import joblib
+
         try:
             state = joblib.load(path)
         except Exception as exc:  # joblib raises many types for a bad file
             raise ModelError(f"{path}: not a geoalps k-means model ({type(exc).__name__})") from None
-        if not isinstance(state, dict) or state.get("format") not in _READABLE:
+        if not isinstance(state, dict) or state.get("format") not in _PICKLED:
             raise ModelError(f"{path}: not a geoalps k-means model")
         if state["format"] == "geoalps-kmeans/1":  # one centre per class, fitted without a merge
             model = cls(state["n_classes"], state["block_widths"], state["seed"], over_cluster=1, steps=1)
@@ -203,6 +293,42 @@ class OnlineKMeans:
                 f"{path}: k-means model was fitted on features {fmt(self.block_widths)} but this "
                 f"run computes {fmt(block_widths)} (same --features, --engine and band count needed)"
             )
+
+
+def convert_model(old_path: str | os.PathLike, new_path: str | os.PathLike, overwrite: bool = False) -> None:
+    """Rewrite a trusted k-means model of older geoalps (a joblib pickle) in the data-only format:
+    same centres, scaler, mapping and names, so the same classes. Reading the old file runs
+    whatever it holds: call this only on files whose origin you trust."""
+    from geoalps.files import check_writable
+
+    check_writable(new_path, overwrite)
+    OnlineKMeans.load(old_path, trust=True).save(new_path)
+
+
+def _fitted_scaler(arrays: dict[str, np.ndarray]) -> StandardScaler:
+    """A ``StandardScaler`` in the state ``partial_fit`` left it (its public fitted attributes)."""
+    scaler = StandardScaler()
+    scaler.mean_ = arrays["scaler_mean"].astype(np.float64)
+    scaler.var_ = arrays["scaler_var"].astype(np.float64)
+    scaler.scale_ = arrays["scaler_scale"].astype(np.float64)
+    seen = arrays["scaler_n_samples_seen"]
+    scaler.n_samples_seen_ = int(seen) if seen.ndim == 0 else seen.astype(np.int64)
+    scaler.n_features_in_ = len(scaler.mean_)
+    return scaler
+
+
+def _fitted_kmeans(centres: np.ndarray, counts: np.ndarray, seed: int) -> MiniBatchKMeans:
+    """A ``MiniBatchKMeans`` that predicts and transforms with ``centres`` as a fitted one does.
+    Besides the public fitted attributes it needs ``_n_threads`` (set by ``fit``; the load round
+    trip test in tests/clustering/test_kmeans.py fails if scikit-learn renames it)."""
+    from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
+
+    kmeans = MiniBatchKMeans(n_clusters=len(centres), random_state=seed, n_init=3, batch_size=1024)
+    kmeans.cluster_centers_ = np.ascontiguousarray(centres, dtype=np.float64)
+    kmeans.n_features_in_ = centres.shape[1]
+    kmeans._counts = np.asarray(counts, dtype=np.float64).reshape(-1)
+    kmeans._n_threads = _openmp_effective_n_threads()
+    return kmeans
 
 
 def ward_merge(centres: np.ndarray, mass: np.ndarray, k: int) -> np.ndarray:

@@ -9,7 +9,9 @@ is not refused here: the same headers (``GDAL_HTTP_HEADERS``, ``GDAL_HTTP_HEADER
 ``GDAL_HTTP_USERAGENT``), the same timeout (``GDAL_HTTP_TIMEOUT``), CA bundle and
 ``GDAL_HTTP_UNSAFESSL``, the same retries of 429/5xx, dropped connections and bodies cut short
 (``GDAL_HTTP_MAX_RETRY``, ``GDAL_HTTP_RETRY_DELAY``, doubling), and ``Authorization`` not carried
-to another host on a redirect (GDAL's default). Settings are read as scenes are read with them
+to another host on a redirect (GDAL's default). User info in a URL (``https://user:pass@host/..``)
+is taken out of the URL and sent as basic authentication to that host, as curl (so GDAL) does
+with it; it wins over ``GDAL_HTTP_USERPWD`` for that request. Settings are read as scenes are read with them
 (:func:`geoalps.inputs.remote.gdal_config`: an active ``rasterio.Env``, the environment, then
 geoalps's defaults). Not reproduced: ``.netrc``, NTLM/Negotiate, client certificates,
 ``GDAL_HTTP_PROXY`` (the usual ``https_proxy`` variables do apply).
@@ -26,7 +28,7 @@ import time
 import urllib.error
 import urllib.request
 from typing import Any, Callable
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from geoalps.errors import InputError
 from geoalps.inputs.remote import gdal_config, redact
@@ -97,7 +99,8 @@ class _TooLarge(Exception):
 def _retrying(url: str, method: str, extra_headers: dict[str, str] | None, consume: Callable[[Any], Any]) -> Any:
     """``consume(answer)`` of the first answer that is not a failure GDAL retries; the last
     failure as :class:`HttpError` when every try failed."""
-    headers = {**_request_headers(), **(extra_headers or {})}
+    url, basic = _without_userinfo(url)
+    headers = {**_request_headers(), **({"Authorization": basic} if basic else {}), **(extra_headers or {})}
     opener = urllib.request.build_opener(_SameHostAuthRedirect(), urllib.request.HTTPSHandler(context=_ssl_context()))
     tries = max(0, int(gdal_config("GDAL_HTTP_MAX_RETRY") or 0)) + 1
     delay_s = float(gdal_config("GDAL_HTTP_RETRY_DELAY") or 1)
@@ -115,6 +118,19 @@ def _retrying(url: str, method: str, extra_headers: dict[str, str] | None, consu
                 raise HttpError(None, _reason(exc)) from None
         time.sleep(delay_s * 2 ** attempt)
     raise AssertionError("unreachable")  # the last try returns or raises
+
+
+def _without_userinfo(url: str) -> tuple[str, str | None]:
+    """``url`` without its user info, and the basic ``Authorization`` it stood for (None when
+    the URL has none). urllib would take ``user:pass@host`` for a host name (a DNS failure after
+    every retry)."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, None
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    token = base64.b64encode(f"{unquote(user)}:{unquote(password)}".encode()).decode()
+    return urlunsplit((parts.scheme, hostport, parts.path, parts.query, parts.fragment)), f"Basic {token}"
 
 
 def _reason(exc: BaseException) -> str:

@@ -5,7 +5,8 @@ Three jobs, kept together because they must agree on what a location is:
 - :func:`gdal_path`: ``https://``, ``s3://``, ``gs://``, ``az://`` -> the GDAL virtual file system
   path (``/vsicurl/``, ``/vsis3/``, ...) that reads only the byte ranges a window needs.
 - :func:`redact`: the text we may print or write about a location: user info and query strings
-  (signed URLs carry their credentials there) are removed from every URL in a message.
+  (signed URLs carry their credentials there) are removed from every URL in a message (any
+  scheme: ``tcp://user:pass@host`` of a dask scheduler too), and ``user:pass@host`` without one.
 - :func:`gdal_env`: the GDAL settings under which scenes are opened and read (retries of
   transient network errors); entered where a scene is opened or read, so dask workers get them
   too. Credentials are never passed here: GDAL reads AWS_*, GS_*, AZURE_* itself.
@@ -33,7 +34,12 @@ REMOTE_DEFAULTS = {
     "GDAL_HTTP_MULTIRANGE": "SERIAL",
 }
 
-_URL = re.compile(r"\b([a-z][a-z0-9+.-]*)://([^\s/?#'\"]*@)?([^\s?#'\"]*)(\?[^\s#'\"]*)?", re.IGNORECASE)
+#: A URL: scheme, user info, the rest, the query (not its last character when that is ``:``, ``,``,
+#: ``.``, ``;``, ``)`` or ``]``: the message's punctuation, so redacting twice changes nothing).
+_URL = re.compile(r"\b([a-z][a-z0-9+.-]*)://([^\s/?#'\"]*@)?([^\s?#'\"]*)(\?(?:[^\s#'\"]*[^\s#'\":,.;)\]])?)?",
+                  re.IGNORECASE)
+#: ``user:password@host`` outside a URL (an address given without its scheme).
+_BARE_USERINFO = re.compile(r"(?<![\w/:@.%*-])[^\s/?#'\"@:]+:[^\s/?#'\"@]*@(?=[\w\[])")
 
 
 def is_url(location: str) -> bool:
@@ -77,7 +83,7 @@ def redact(text: str) -> str:
         scheme, userinfo, rest, query = match.groups()
         return f"{scheme}://{'***@' if userinfo else ''}{rest}{'?***' if query else ''}"
 
-    return _URL.sub(clean, str(text))
+    return _BARE_USERINFO.sub("***@", _URL.sub(clean, str(text)))
 
 
 def display_name(location: str | os.PathLike) -> str:

@@ -8,6 +8,12 @@ path with N bands. The VRT is XML held in memory (GDAL opens the XML itself), so
 dask workers, which read the assets themselves. Band descriptions are the ``eo:bands`` common
 names (``red``, ``nir``, ...), which the spectral features use.
 
+An item fetched over http(s) is someone else's data: its asset hrefs may only be http(s) URLs or
+references relative to the item's URL (resolved against it); a local path, a ``file://`` URL, a GDAL
+virtual path (``/vsicurl/...``, ``/vsizip/...``) or another scheme in it is refused, so a remote
+item cannot make geoalps read local files or hosts through GDAL's back doors. A local item may
+point anywhere its author's machine can.
+
 Cost: one JSON read per item file and one header read per asset.
 """
 from __future__ import annotations
@@ -156,10 +162,13 @@ def _item_scene(item, base: str, shown: str, assets: str | None) -> StacScene:
     sources = []  # (gdal path, band numbers, names, header)
     for key, index, name in _choose(item, assets, shown):
         href = item.assets[key].href
-        if href.startswith("file://"):
-            href = href[len("file://"):]
-        if not is_url(href) and not os.path.isabs(href):
-            href = _join(base, href)
+        if is_url(base):
+            href = _remote_href(base, href, shown, key)
+        else:
+            if href.startswith("file://"):
+                href = href[len("file://"):]
+            if not is_url(href) and not os.path.isabs(href):
+                href = _join(base, href)
         path = gdal_path(href)
         try:
             with gdal_env(), rasterio.open(path) as src:
@@ -182,6 +191,26 @@ def _item_scene(item, base: str, shown: str, assets: str | None) -> StacScene:
         sources.append((path, numbers, names, header))
     return StacScene(_vrt_xml(sources, shown), item.id, shown,
                      tuple(n for s in sources for n in s[2]))
+
+
+def _remote_href(base: str, href: str, shown: str, key: str) -> str:
+    """The http(s) URL an asset of the item at URL ``base`` is read from: ``href`` itself when it
+    is an http(s) URL, else ``href`` resolved against ``base`` when it is a relative reference.
+
+    Raises:
+        InputError: anything else (local path, ``file://``, GDAL virtual path, another scheme),
+            naming the asset.
+    """
+    from urllib.parse import urljoin, urlsplit
+
+    text = href.strip()
+    scheme = urlsplit(text).scheme.lower() if "://" in text or ":" in text.split("/", 1)[0] else ""
+    relative = not scheme and not text.startswith(("/", "\\"))  # "/x": a local path to GDAL
+    resolved = urljoin(base, text) if relative else text
+    if not is_http(resolved) or (not relative and scheme not in ("http", "https")):
+        raise InputError(f"{shown}: asset {key!r} ({display_name(href)}): an item read over http(s) may only point at "
+                         "http(s) URLs or paths relative to the item, not local files or GDAL virtual paths; refused")
+    return resolved
 
 
 def _join(base: str, href: str) -> str:

@@ -107,9 +107,12 @@ class TileRunner:
                 from geoalps.labelling.dask_worker import SingleThreadedLibraries
 
                 self.client.register_plugin(SingleThreadedLibraries())
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: an address dask cannot parse
             self.close()
-            raise InputError(f"{self.scheduler or 'local dask cluster'}: cannot connect ({_one_line(exc)})") from None
+            from geoalps.inputs.remote import redact
+
+            where = redact(self.scheduler) if self.scheduler else "local dask cluster"
+            raise InputError(f"{where}: cannot connect ({redact(_one_line(exc))})") from None
         return self
 
     def __exit__(self, *exc_info) -> None:

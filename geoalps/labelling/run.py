@@ -85,6 +85,7 @@ def label(
     *,
     raster_out: str | os.PathLike | None = None,
     kmeans_model: str | os.PathLike | None = None,
+    trust_kmeans_model: bool | None = None,
     settings: LabelOptions | None = None,
     run: RunOptions | None = None,
     return_labels: bool = False,
@@ -104,6 +105,8 @@ def label(
         raster_out: pseudo-label GeoTIFF on the scene's grid, or a folder (``<scene>.labels.tif``
             each) when there are several scenes.
         kmeans_model: saved k-means; reused (frozen) when the file exists, else fitted and saved.
+        trust_kmeans_model: also read a k-means model of older geoalps (a pickle, which runs code
+            when read: only for files you trust); None: the ``GEOALPS_TRUST_KMEANS_MODEL`` variable.
         settings / run: the two option records (:class:`~geoalps.options.LabelOptions`,
             :class:`~geoalps.options.RunOptions`); or give their fields as keywords
             (``engine="sam"``, ``classes=12``, ``band_names="blue,green,red,nir"``, ``workers=2``,
@@ -121,7 +124,8 @@ def label(
     opts = (settings or given_settings).validated()
     exe = (run or given_run).validated()
     with contextlib.ExitStack() as cleanup:
-        state = _prepare(scenes, output, raster_out, kmeans_model, return_labels, opts, exe, cleanup)
+        state = _prepare(scenes, output, raster_out, kmeans_model, return_labels, opts, exe, cleanup,
+                         trust_kmeans_model)
         from geoalps.engines import resolve_engine_name
 
         pending = sum(t.key not in state.done for t in state.tiles)
@@ -195,7 +199,7 @@ class _Run:
 
 
 def _prepare(scenes, output, raster_out, kmeans_model, return_labels, opts: LabelOptions, exe: RunOptions,
-             cleanup: contextlib.ExitStack) -> _Run:
+             cleanup: contextlib.ExitStack, trust_kmeans_model: bool | None = None) -> _Run:
     """Open and check every input and output before any tile work, so bad input fails in seconds."""
     overwrite, work_dir = exe.overwrite, exe.work_dir
     if output is not None:
@@ -223,7 +227,8 @@ def _prepare(scenes, output, raster_out, kmeans_model, return_labels, opts: Labe
     for target in raster_targets:
         if target is not None:
             check_writable(target, overwrite)
-    clusterer = OnlineKMeans.load(kmeans_model) if kmeans_model is not None and Path(kmeans_model).exists() else None
+    clusterer = (OnlineKMeans.load(kmeans_model, trust=trust_kmeans_model)
+                 if kmeans_model is not None and Path(kmeans_model).exists() else None)
     plans = [plan_tiles(s.width, s.height, opts.tile_size, opts.overlap, i) for i, s in enumerate(opened)]
     tiles = [t for plan in plans for t in plan]
     settings = {**opts.as_dict(), "aoi": redact(opts.aoi) if opts.aoi else None,
@@ -251,7 +256,7 @@ def _start_engine(runner: TileRunner, run: _Run, opts: LabelOptions, exe: RunOpt
         from geoalps.engines import resolve_engine_name
 
         reason = " (no SAM checkpoint found)" if opts.engine == "auto" and resolve_engine_name(opts) == "classical" else ""
-        where = f", cluster {scheduler}" if scheduler else (f", {runner.workers} workers" if runner.distributed else "")
+        where = f", cluster {redact(scheduler)}" if scheduler else (f", {runner.workers} workers" if runner.distributed else "")
         resumed = f", resuming: {run.resumed} of {len(run.tiles)} tiles already done" if run.resumed else ""
         batched = f", {batch} tiles per engine call" if batch > 1 else ""
         print(f"geoalps: engine {description}{reason}{where}{batched}{resumed}", file=sys.stderr)

@@ -3,23 +3,34 @@
 Tile results (polygons, scores, features; never pixels) are written by the driver as each tile
 finishes, atomically (temp file + rename), so a crash at any moment leaves only whole tiles. A
 fingerprint of the inputs and options guards against resuming with different settings.
+
+Tile files are data only: ``tiles/<key>.npz`` of plain arrays (:meth:`TileResult.to_arrays`: WKB
+geometries, JSON scalars) read with ``allow_pickle=False``, so a work folder someone else can write
+to (a shared disk) can hold wrong numbers but never code; a file that is not such a record is
+refused as damaged. Work folders of older geoalps (``tiles/*.pkl``, pickles) are refused by
+their format (``run.json``), never read.
 """
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
-import pickle
 import shutil
 import sys
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from geoalps.errors import ResumeError
 from geoalps.files import write_bytes_atomic
+from geoalps.objects.tile_result import TileResult
 
-_FORMAT = "geoalps-work/2"  # 2: tile results moved to geoalps.objects.tile_result
+# 2: tile results moved to geoalps.objects.tile_result; 3: tiles/*.npz (data only) instead of pickles
+_FORMAT = "geoalps-work/3"
 
 
 def fingerprint(scenes: list[Any], settings: dict[str, Any], remote_versions: bool = True) -> dict[str, Any]:
@@ -103,24 +114,43 @@ class WorkStore:
 
     # -- tiles -----------------------------------------------------------------------------
     def _tile_path(self, key: str) -> Path:
-        return self.folder / "tiles" / f"{key}.pkl"
+        return self.folder / "tiles" / f"{key}.npz"
 
     def finished(self) -> set[str]:
-        return {p.stem for p in (self.folder / "tiles").glob("*.pkl")}
+        return {p.stem for p in (self.folder / "tiles").glob("*.npz")}
 
-    def save(self, key: str, result: Any) -> None:
-        write_bytes_atomic(self._tile_path(key), pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
+    def save(self, key: str, result: TileResult) -> None:
+        buffer = io.BytesIO()
+        np.savez(buffer, **result.to_arrays())
+        write_bytes_atomic(self._tile_path(key), buffer.getvalue())
 
-    def load(self, key: str) -> Any:
+    def load(self, key: str) -> TileResult:
+        """The tile result saved under ``key``, read as data (``allow_pickle=False``).
+
+        Raises:
+            ResumeError: one line naming the file when it is not a tile result (damaged, or an
+                object array that would need unpickling).
+        """
         path = self._tile_path(key)
         try:
-            return pickle.loads(path.read_bytes())
-        except Exception:
+            with np.load(path, allow_pickle=False) as arrays:
+                result = TileResult.from_arrays(arrays)
+        except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, shapely_error()):
             raise ResumeError(f"{path}: damaged tile result in the work folder; delete it and --resume") from None
+        if result.tile.key != key:
+            raise ResumeError(f"{path}: tile result of another tile ({result.tile.key}); delete it and --resume")
+        return result
 
     def scratch(self, name: str) -> Path:
         """A path inside the work folder for intermediate files of pass 2."""
         return self.folder / name
+
+
+def shapely_error() -> type[Exception]:
+    """What shapely raises for WKB that does not parse."""
+    import shapely.errors
+
+    return shapely.errors.ShapelyError
 
 
 def _serialised(prints: dict[str, Any]) -> str:

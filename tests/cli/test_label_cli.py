@@ -194,7 +194,7 @@ def test_resume_with_another_classical_scale_is_refused(tmp_path):
     out.unlink()  # as after an interruption: the work folder of finished tiles, no output
     line = _error_line(_classical_run(out, "--classical-scale", "800", "--resume"), ResumeError.exit_code)
     assert "with other settings (classical_scale)" in line
-    assert not out.exists() and len(list((work / "tiles").glob("*.pkl"))) == 1
+    assert not out.exists() and len(list((work / "tiles").glob("*.npz"))) == 1
     resumed = run("label", REPO / "sample_data/scene_rgb_u8.tif", "-o", out, "--engine", "classical", "--classes",
                   "3", "--workers", "1", "--classical-scale", "500", "--resume")
     assert resumed.returncode == 0, resumed.stderr

@@ -1,8 +1,13 @@
 """OnlineKMeans: area-weighted over-clustering merged to K, deterministic, saved and reloaded
-(geoalps-kmeans/2, and /1 files from before the merge)."""
+(geoalps-kmeans/3, data only; pickled /1 and /2 files of older geoalps only when trusted)."""
 from __future__ import annotations
 
+import os
+import pickle
+import subprocess
+import sys
 import time
+import zipfile
 
 import joblib
 import numpy as np
@@ -135,13 +140,21 @@ def test_saved_model_reloads_frozen_with_mapping_and_names(tmp_path):
     x, _ = _blobs(120, seed=2)
     model = _fit(x)
     model.class_names = ClassNames.from_state(model.effective_classes, None)
-    path = tmp_path / "km.joblib"
+    model.class_names = ClassNames(model.effective_classes, {0: "water", 2: "forest"})
+    path = tmp_path / "km.joblib"  # the name users have: the content, not the extension, says the format
     model.save(path)
-    assert joblib.load(path)["format"] == "geoalps-kmeans/2"
+    with zipfile.ZipFile(path) as z:  # data only: arrays and a JSON string, nothing pickled
+        assert sorted(z.namelist()) == sorted(f"{n}.npy" for n in (*km._ARRAYS, "meta", "mapping"))
+    with np.load(path, allow_pickle=False) as data:
+        assert '"format": "geoalps-kmeans/3"' in str(data["meta"][()])
     again = OnlineKMeans.load(path)
     assert again.frozen and np.array_equal(again.mapping, model.mapping)
     assert np.array_equal(again.predict(x), model.predict(x))
-    assert again.effective_classes == 4
+    np.testing.assert_array_equal(again.distances(x), model.distances(x))
+    assert again.effective_classes == 4 and again.block_widths == WIDTHS and list(again.block_widths) == list(WIDTHS)
+    assert again.class_names.names == {0: "water", 2: "forest"}
+    assert (again.seed, again.over_cluster, again.steps, again.merge, again.n_seen) == (
+        model.seed, model.over_cluster, model.steps, model.merge, model.n_seen)
     again.partial_fit(x)  # frozen: no refit
     again.finish()
     assert np.array_equal(again.predict(x), model.predict(x))
@@ -157,7 +170,10 @@ def test_version_1_models_still_load_one_centre_per_class(tmp_path):
     path = tmp_path / "old.joblib"
     joblib.dump({"format": "geoalps-kmeans/1", "n_classes": 4, "block_widths": dict(WIDTHS), "seed": 0,
                  "scaler": scaler, "kmeans": fitted, "n_seen": len(x), "class_names": None}, path)
-    model = OnlineKMeans.load(path)
+    with pytest.raises(ModelError, match="can run code") as refused:
+        OnlineKMeans.load(path)
+    assert "\n" not in str(refused.value) and "--trust-kmeans-model" in str(refused.value)
+    model = OnlineKMeans.load(path, trust=True)
     assert model.frozen and model.mapping is None and model.effective_classes == 4
     assert np.array_equal(model.predict(x), fitted.predict(scaler.transform(x) * weights))
     assert model.distances(x).shape == (len(x),)
@@ -169,4 +185,97 @@ def test_not_a_model_is_refused(tmp_path):
     path = tmp_path / "bad.joblib"
     joblib.dump({"format": "geoalps-kmeans/9"}, path)
     with pytest.raises(ModelError, match="not a geoalps k-means model"):
+        OnlineKMeans.load(path, trust=True)
+    np.savez(path.with_suffix(".npz"), meta=np.array('{"format": "geoalps-kmeans/9"}'))
+    with pytest.raises(ModelError, match="not a geoalps k-means model"):
+        OnlineKMeans.load(path.with_suffix(".npz"))
+    text = tmp_path / "text.joblib"
+    text.write_text("hello")
+    with pytest.raises(ModelError, match="not a geoalps k-means model"):
+        OnlineKMeans.load(text)
+
+
+def test_a_damaged_model_is_one_line(tmp_path):
+    model = _fit(_blobs(60, seed=1)[0])
+    path = tmp_path / "km.joblib"
+    model.save(path)
+    with zipfile.ZipFile(path) as z:
+        parts = {n: z.read(n) for n in z.namelist() if n != "centres.npy"}
+    with zipfile.ZipFile(path, "w") as z:
+        for name, data in parts.items():
+            z.writestr(name, data)
+    with pytest.raises(ModelError, match="damaged geoalps k-means model") as damaged:
+        OnlineKMeans.load(path)
+    assert str(damaged.value).startswith(str(path)) and "\n" not in str(damaged.value)
+
+
+class _Planted:
+    """A pickle that, when read, creates a marker file (what a shared model could do to a user)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_malicious_pickled_model_runs_nothing_and_is_one_line(tmp_path):
+    marker = tmp_path / "ran"
+    path = tmp_path / "km.joblib"
+    joblib.dump({"format": "geoalps-kmeans/2", "scaler": _Planted(marker)}, path)
+    raw = tmp_path / "raw.joblib"  # a plain pickle (protocol 0 too), not through joblib
+    raw.write_bytes(pickle.dumps(_Planted(marker), protocol=0))
+    npz = tmp_path / "npz.joblib"  # the new format with a pickled object array inside
+    _fit(_blobs(30, seed=7)[0]).save(npz)
+    with np.load(npz, allow_pickle=False) as data:
+        arrays = {name: data[name] for name in data.files}
+    payload = np.empty(1, dtype=object)
+    payload[0] = _Planted(marker)
+    with open(npz, "wb") as f:
+        np.savez(f, **{**arrays, "centres": payload})
+    for planted in (path, raw, npz):
+        with pytest.raises(ModelError) as refused:
+            OnlineKMeans.load(planted)
+        assert str(refused.value).startswith(str(planted)) and "\n" not in str(refused.value)
+        assert not marker.exists()
+    # the CLI: one line, the model's exit code, still nothing run
+    named = subprocess.run([sys.executable, "-m", "geoalps", "classes", "name", str(path), "--names", "0=a",
+                            "-o", str(tmp_path / "named.gpkg"), "--kmeans-model", str(path)],
+                           capture_output=True, text=True)
+    assert not marker.exists()
+    assert named.returncode in (3, 5), named.stderr
+    assert len(named.stderr.strip().splitlines()) == 1, named.stderr
+    pickle.loads(raw.read_bytes())  # the planted file is real: reading it as a pickle runs its command
+    assert marker.exists()
+
+
+def test_a_trusted_old_model_converts_to_the_same_classes(tmp_path):
+    x, _ = _blobs(80, seed=5)
+    model = _fit(x)
+    path = tmp_path / "old.joblib"
+    joblib.dump({"format": "geoalps-kmeans/2", "n_classes": 4, "block_widths": dict(WIDTHS), "seed": 0,
+                 "scaler": model.scaler, "kmeans": model.kmeans, "mapping": model.mapping,
+                 "over_cluster": model.over_cluster, "steps": model.steps, "merge": model.merge,
+                 "n_seen": model.n_seen, "class_names": {"1": "road"}}, path)
+    cli = [sys.executable, "-m", "geoalps", "classes", "convert-model", str(path), str(tmp_path / "new.joblib")]
+    untrusted = subprocess.run(cli, capture_output=True, text=True)
+    assert untrusted.returncode == 2 and not (tmp_path / "new.joblib").exists()
+    subprocess.run([*cli, "--trust-kmeans-model"], check=True, capture_output=True)
+    new = OnlineKMeans.load(tmp_path / "new.joblib")
+    assert np.array_equal(new.predict(x), model.predict(x)) and new.class_names.names == {1: "road"}
+    with pytest.raises(ModelError):  # the input stays as it was: still refused untrusted
+        OnlineKMeans.load(path)
+
+
+def test_the_trust_environment_variable_reads_old_models(tmp_path, monkeypatch):
+    x, _ = _blobs(40, seed=6)
+    model = _fit(x)
+    path = tmp_path / "old.joblib"
+    joblib.dump({"format": "geoalps-kmeans/2", "n_classes": 4, "block_widths": dict(WIDTHS), "seed": 0,
+                 "scaler": model.scaler, "kmeans": model.kmeans, "mapping": model.mapping,
+                 "n_seen": model.n_seen}, path)
+    monkeypatch.setenv(km.TRUST_ENV, "1")
+    assert np.array_equal(OnlineKMeans.load(path).predict(x), model.predict(x))
+    monkeypatch.setenv(km.TRUST_ENV, "0")
+    with pytest.raises(ModelError, match="can run code"):
         OnlineKMeans.load(path)

@@ -183,3 +183,64 @@ def test_fetch_bytes_counts_a_body_sent_without_content_length():
         with pytest.raises(InputError, match=r"^big: larger than 4999 bytes, too large to fetch"):
             fetch_bytes(url, "big", max_bytes=4999)
         httpd.shutdown()
+
+
+# -- user info in URLs (https://user:pass@host/...) ------------------------------------------------
+USER, PASSWORD = "user", "s3cret%2Fx"  # percent-encoded in the URL: the password is "s3cret/x"
+BASIC = {"Authorization": "Basic " + __import__("base64").b64encode(b"user:s3cret/x").decode()}
+
+
+def with_user(url: str, password: str = PASSWORD) -> str:
+    return url.replace("http://", f"http://{USER}:{password}@", 1)
+
+
+def test_user_info_is_sent_as_basic_auth_to_that_host_only(aoi_files, item):
+    """The URL's user info becomes basic authentication for its host (urllib would look the host
+    ``user:pass@127.0.0.1`` up in DNS); a redirect to another host does not get it."""
+    from geoalps.inputs.http import request
+
+    path, stacked = item
+    for tif in path.parent.glob("*"):
+        (aoi_files / tif.name).write_bytes(tif.read_bytes())
+    with RangeServer(aoi_files) as other, RangeServer(aoi_files, required_headers=BASIC) as server:
+        server.redirects["moved.geojson"] = f"{other.url}/field.geojson"
+        assert request(with_user(f"{server.url}/field.geojson"), "HEAD")[0] == 200
+        assert fetch_bytes(with_user(f"{server.url}/field.geojson"), "shown") == (aoi_files / "field.geojson").read_bytes()
+        assert_is_the_field(load_aoi(with_user(f"{server.url}/field.gpkg")))
+        assert_is_the_field(load_aoi(with_user(f"{server.url}/moved.geojson")))  # 302 to another host
+        assert other.log.requests == 1 and "Authorization" not in other.log.headers[0]
+        (scene,) = stac_scenes(with_user(f"{server.url}/{path.name}"), "red,green,blue,nir")
+        opened = open_scene(scene.vrt_xml, name=scene.name, shown=scene.shown)
+        assert np.array_equal(read_window(opened, Window(0, 0, 128, 128)), stacked)
+        assert PASSWORD not in scene.shown and "s3cret" not in scene.shown
+        with pytest.raises(InputError) as wrong:
+            load_aoi(with_user(f"{server.url}/field.gpkg", "wr0ng"))
+    assert str(wrong.value) == f"{server.url.replace('http://', 'http://***@')}/field.gpkg: access forbidden (HTTP 403)"
+
+
+def test_a_scene_stac_item_and_aoi_behind_basic_auth_label_without_showing_the_password(aoi_files, item, tmp_path):
+    """The CLI reads a scene (through GDAL), a STAC item and an --aoi URL with user info in them;
+    nothing it prints or writes (output, work folder) holds the password, nor a failure's line."""
+    path, _ = item
+    for tif in path.parent.glob("*"):
+        (aoi_files / tif.name).write_bytes(tif.read_bytes())
+    data = scene_with_objects(128, 128, random_boxes(6, 128, seed=4), seed=4, bands=3, dtype="uint8")
+    write_raster(aoi_files / "scene.tif", data, crs="EPSG:32633", transform=rasterio.Affine(10, 0, 500000, 0, -10, 4200000))
+    geoalps = str(Path(sys.executable).parent / "geoalps")
+    fast = ["--engine", "classical", "--classes", "3", "--tile-size", "64", "--overlap", "8", "--keep-work"]
+    with RangeServer(aoi_files, required_headers=BASIC) as server:
+        for n, scene in enumerate((f"{server.url}/scene.tif", f"{server.url}/{path.name}")):
+            out = tmp_path / f"out{n}.gpkg"
+            result = subprocess.run([geoalps, "label", with_user(scene), "-o", str(out), *fast,
+                                     "--aoi", with_user(f"{server.url}/field.geojson")],
+                                    capture_output=True, text=True, timeout=600)
+            assert result.returncode == 0, result.stderr
+            assert "s3cret" not in result.stdout + result.stderr
+            written = [out, *Path(f"{out}.geoalps-work").rglob("*")]
+            assert all(b"s3cret" not in p.read_bytes() for p in written if p.is_file())
+            assert b"***@127.0.0.1" in Path(f"{out}.geoalps-work/run.json").read_bytes()
+        failed = subprocess.run([geoalps, "label", with_user(f"{server.url}/{path.name}", "wr0ngpass"), "-o",
+                                 str(tmp_path / "failed.gpkg"), *fast], capture_output=True, text=True, timeout=600)
+    assert failed.returncode == InputError.exit_code
+    assert failed.stderr.strip().splitlines() == [
+        f"geoalps: error: {server.url.replace('http://', 'http://***@')}/{path.name}: access forbidden (HTTP 403)"]

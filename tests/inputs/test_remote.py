@@ -108,3 +108,19 @@ def test_a_window_read_fetches_only_its_blocks(cog, monkeypatch):
         sent = server.log.sent("scene.tif")
     assert np.array_equal(block, data[:, 256:384, 256:384])
     assert 0 < sent < path.stat().st_size / 4  # header, the 128 px overview and about one block
+
+
+def test_redaction_covers_every_scheme_and_addresses_without_one():
+    text = ("tcp://user:s3cret@sched:8786 and 'bob:hunter2@10.0.0.1:8786' and ftp://a:b@h/x "
+            "but not mail@example.org nor 12:30 nor https://host/path:with@colon")
+    assert redact(text) == ("tcp://***@sched:8786 and '***@10.0.0.1:8786' and ftp://***@h/x "
+                            "but not mail@example.org nor 12:30 nor https://host/path:with@colon")
+
+
+def test_redacting_twice_changes_nothing():
+    """The CLI redacts every error line again: a message already redacted keeps its punctuation."""
+    for text in (f"https://host/scene.tif?{SECRET}: not found (HTTP 404)", "see (https://a:b@h/x?q=1).",
+                 "tcp://u:p@h:1: cannot connect, https://h/y?z=1; next"):
+        once = redact(text)
+        assert redact(once) == once
+    assert redact(f"https://host/scene.tif?{SECRET}: not found") == "https://host/scene.tif?***: not found"

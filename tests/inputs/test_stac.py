@@ -84,3 +84,58 @@ def test_bad_choices_and_items_are_one_line_errors(item, tmp_path):
     (path.parent / "broken.json").write_text(json.dumps(broken))
     with pytest.raises(InputError, match=r"broken.json: asset 'B04' \(.*missing_B04.tif\)"):
         scene_sources([path.parent / "broken.json"], "red")
+
+
+def _served_item(folder, name, key, href, template):
+    """A copy of ``template`` (the item JSON) in ``folder`` whose asset ``key`` points at ``href``."""
+    data = json.loads(template.read_text())
+    data["assets"][key]["href"] = href
+    (folder / name).write_text(json.dumps(data))
+    return name
+
+
+def test_a_remote_item_may_not_point_at_local_files_or_gdal_paths(item, tmp_path, monkeypatch):
+    """An item fetched over http(s) is someone else's data: an asset at an absolute local path,
+    a file:// URL, a GDAL virtual path to another host or another scheme is refused by name, and
+    neither the local file nor the other host is read; relative and http(s) hrefs still work."""
+    monkeypatch.setenv("GDAL_HTTP_RETRY_DELAY", "0.05")
+    path, stacked = item
+    local = path.parent / "S2X_TEST_B04.tif"  # a readable local raster: the old code read it
+    served = tmp_path / "served"
+    served.mkdir()
+    for tif in path.parent.glob("S2X_TEST_*.tif"):
+        (served / tif.name).write_bytes(tif.read_bytes())
+    with RangeServer(path.parent) as other, RangeServer(served) as server:
+        hrefs = {
+            "absolute.json": str(local),
+            "file.json": f"file://{local}",
+            "vsicurl.json": f"/vsicurl/{other.url}/S2X_TEST_B04.tif",
+            "vsi_relative.json": f"/vsizip/{local}.zip/B04.tif",
+            "s3.json": "s3://bucket/S2X_TEST_B04.tif",
+        }
+        for name, href in hrefs.items():
+            _served_item(served, name, "B04", href, path)
+            with pytest.raises(InputError) as refused:
+                scene_sources([f"{server.url}/{name}"], "red,nir")
+            message = str(refused.value)
+            assert message.startswith(f"{server.url}/{name}: asset 'B04' (") and "\n" not in message
+            assert message.endswith("may only point at http(s) URLs or paths relative to the item, "
+                                    "not local files or GDAL virtual paths; refused"), message
+        assert other.log.requests == 0
+        _served_item(served, "absolute_http.json", "B04", f"{other.url}/S2X_TEST_B04.tif", path)
+        _served_item(served, "dotted.json", "B04", "./S2X_TEST_B04.tif", path)
+        for name in ("absolute_http.json", "dotted.json"):
+            (source,) = scene_sources([f"{server.url}/{name}"], "red,nir")
+            scene = open_scene(source.path, name=source.name, shown=source.shown)
+            assert np.array_equal(read_window(scene, Window(0, 0, 256, 256)), stacked[[0, 3]])
+        assert other.log.requests > 0  # the http(s) URL to another host is allowed
+
+
+def test_a_local_item_may_still_point_at_local_paths(item, tmp_path):
+    path, stacked = item
+    for name, href in (("absolute.json", str(path.parent / "S2X_TEST_B04.tif")),
+                       ("file.json", f"file://{path.parent / 'S2X_TEST_B04.tif'}")):
+        _served_item(tmp_path, name, "B04", href, path)
+        (source,) = scene_sources([tmp_path / name], "red")
+        with rasterio.open(source.path) as vrt:
+            assert np.array_equal(vrt.read(1), stacked[0])

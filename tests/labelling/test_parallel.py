@@ -131,7 +131,7 @@ def test_existing_dask_cluster_gives_the_same_output(busy_scene, reference, dask
 def _wait_for_tiles(work: Path, count: int, proc, timeout=120):
     deadline = time.time() + timeout
     while time.time() < deadline:
-        tiles = list((work / "tiles").glob("*.pkl")) if (work / "tiles").exists() else []
+        tiles = list((work / "tiles").glob("*.npz")) if (work / "tiles").exists() else []
         if len(tiles) >= count:
             return len(tiles)
         if proc.poll() is not None:
@@ -177,7 +177,7 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(busy_scene, reference, t
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not out.exists(), "a killed run must not leave an output"
-    finished = len(list((work / "tiles").glob("*.pkl")))
+    finished = len(list((work / "tiles").glob("*.npz")))
     assert 10 <= finished < 49
     # without --resume the stale work folder is not silently reused or deleted
     refused = cli("label", busy_scene, "-o", out, "-q", *SMALL_TILES)
@@ -195,7 +195,7 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(busy_scene, reference, t
 def test_keep_work(busy_scene, tmp_path):
     out = tmp_path / "kept.gpkg"
     assert cli("label", busy_scene, "-o", out, "-q", "--keep-work", *SMALL_TILES).returncode == 0
-    assert len(list(Path(f"{out}.geoalps-work/tiles").glob("*.pkl"))) == 49
+    assert len(list(Path(f"{out}.geoalps-work/tiles").glob("*.npz"))) == 49
 
 
 def test_a_failing_tile_is_reported_and_the_rest_is_kept(tmp_path):
@@ -218,7 +218,7 @@ def test_a_failing_tile_is_reported_and_the_rest_is_kept(tmp_path):
     assert line.startswith(f"geoalps: error: {path}: tile s0_r0_c0 (col 0, row 0, 512 x 512 px) failed: cannot read pixels")
     assert "--resume" in line and "Traceback" not in result.stderr
     assert not out.exists()
-    kept = {p.stem for p in Path(f"{out}.geoalps-work/tiles").glob("*.pkl")}
+    kept = {p.stem for p in Path(f"{out}.geoalps-work/tiles").glob("*.npz")}
     assert len(kept) == 15 and "s0_r0_c0" not in kept
 
 
@@ -307,3 +307,25 @@ def test_an_error_dask_could_not_send_is_still_one_line():
     assert _one_line(Exception("InputError('/a.tif: cannot read pixels at col 0')")) == "/a.tif: cannot read pixels at col 0"
     assert _one_line(Exception("NotAnError('x')")) == "Exception: NotAnError('x')"
     assert _one_line(ValueError("bad")) == "ValueError: bad"
+
+
+@pytest.mark.parametrize("address", ["tcp://user:s3cret@127.0.0.1:1", "user:s3cret@127.0.0.1:1"])
+def test_a_scheduler_address_with_a_password_is_refused_without_printing_it(tmp_path, address):
+    """dask addresses take no user info (dask authenticates with TLS): refused in one line, the
+    password redacted, before any work."""
+    scene = write_raster(tmp_path / "s.tif", scene_with_objects(64, 64, random_boxes(2, 64), bands=3))
+    result = cli("label", scene, "-o", tmp_path / "o.gpkg", "--engine", "classical", "--scheduler", address)
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert "s3cret" not in line and "***@127.0.0.1:1" in line and line.startswith("geoalps: error: --scheduler ")
+
+
+def test_a_scheduler_that_cannot_be_reached_is_named_redacted():
+    from geoalps.errors import InputError
+    from geoalps.labelling.parallel import TileRunner
+
+    with pytest.raises(InputError) as refused:  # dask itself cannot parse user info: ValueError
+        with TileRunner(scheduler="tcp://user:s3cret@127.0.0.1:1"):
+            pass
+    assert str(refused.value).startswith("tcp://***@127.0.0.1:1: cannot connect (")
+    assert "s3cret" not in str(refused.value) and "\n" not in str(refused.value)

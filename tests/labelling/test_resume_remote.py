@@ -59,7 +59,7 @@ def interrupted_run(url: str, out: Path, drop: int = 3) -> set[str]:
     """A run that finished some tiles only: a whole run kept its work folder, then ``drop``
     tiles and the output are removed, as if it had been killed. Returns the tiles left."""
     label(url, out, keep_work=True, **FAST)
-    tiles = sorted(Path(f"{out}.geoalps-work/tiles").glob("*.pkl"))
+    tiles = sorted(Path(f"{out}.geoalps-work/tiles").glob("*.npz"))
     assert len(tiles) == TILES
     for tile in tiles[:drop]:
         tile.unlink()

@@ -99,7 +99,7 @@ def test_seams_resume_and_two_workers_give_one_runs_output(tiny_sam2_checkpoint,
     import shutil
 
     shutil.copytree(work, partial)
-    tiles = sorted((partial / "tiles").glob("*.pkl"))
+    tiles = sorted((partial / "tiles").glob("*.npz"))
     assert len(tiles) == 4
     for p in tiles[: len(tiles) // 2]:  # as if killed before these tiles finished
         p.unlink()
