@@ -106,7 +106,9 @@ def label(
         kmeans_model: saved k-means; reused (frozen) when the file exists, else fitted and saved.
         settings / run: the two option records (:class:`~geoalps.options.LabelOptions`,
             :class:`~geoalps.options.RunOptions`); or give their fields as keywords
-            (``engine="sam"``, ``classes=12``, ``workers=2``, ``resume=True``, ...).
+            (``engine="sam"``, ``classes=12``, ``workers=2``, ``resume=True``, ...). Keywords
+            given with a record apply on top of it (``settings=LabelOptions(classes=3),
+            classes=6`` makes 6 classes).
         return_labels: also load the label raster(s) into ``result.labels`` (DataArrays).
 
     Scenes in different CRSs are reprojected to the first scene's CRS in the output layer; each
@@ -116,9 +118,9 @@ def label(
     the scene being assembled: :mod:`geoalps.objects.coverage`) and one batch of polygons.
     """
     started = time.perf_counter()
-    given_settings, given_run = split_options(options)
-    opts = (settings or given_settings).validated()
-    exe = (run or given_run).validated()
+    given_settings, given_run = split_options(options, settings, run)
+    opts = given_settings.validated()
+    exe = given_run.validated()
     with contextlib.ExitStack() as cleanup:
         state = _prepare(scenes, output, raster_out, kmeans_model, return_labels, opts, exe, cleanup)
         from geoalps.engines import resolve_engine_name
