@@ -47,6 +47,7 @@ from geoalps.objects.seams import SeamIndex
 from geoalps.objects.coverage import tolerance_px
 from geoalps.options import LabelOptions, RunOptions, auto_workers, parse_simplify, split_options
 from geoalps.outputs.raster import burn_objects, open_label_raster, write_raster_style
+from geoalps.outputs.style import output_class_colours
 from geoalps.outputs.formats import check_output, output_format
 from geoalps.outputs.vector import (SCENES_METADATA, LayerStyle, LayerWriter, empty_objects, objects_in_layer,
                                     read_layer, read_layer_batches, with_ids, write_output)
@@ -375,26 +376,30 @@ def _failure_message(failures: list[tuple[Tile, TileFailure]], scenes: list[Scen
     return f"{scene.shown}: {where} failed: {redact(message)}{others}{kept}"
 
 
-def _output_classes(n_classes: int, clusterer) -> tuple[str, int, list[str] | None]:
-    """(field, number of classes, names) the outputs are coloured and burnt by: the pseudo-classes,
-    or the named classes of a named k-means model (several pseudo-classes may share a name)."""
+def _output_classes(n_classes: int, clusterer) -> LayerStyle:
+    """The field, number of classes, names and colours the outputs are coloured and burnt by: the
+    pseudo-classes, or the named classes of a named k-means model (several pseudo-classes may
+    share a name; each named class has the colour of its first pseudo-class)."""
     names = clusterer.class_names if clusterer is not None else None
     if names is None:
-        return "pseudo_class", n_classes, None
+        return LayerStyle(n_classes, "pseudo_class")
     merged = names.merged_names
-    return "class_id", len(merged), merged
+    return LayerStyle(len(merged), "class_id", merged, tuple(names.first_pseudo_classes()))
 
 
 def _write_outputs(scenes, scene_layers, output, raster_targets, n_classes, overwrite, kmeans_model, clusterer) -> dict:
     """All outputs appear together at the end, each renamed from a temporary file, or none."""
-    field_name, n_out, names = _output_classes(n_classes, clusterer)
+    style = _output_classes(n_classes, clusterer)
+    field_name, n_out, names = style.field, style.n_classes, style.class_names
+    colours = output_class_colours(n_out, style.first_pseudo_classes)
     objects = 0
     classes_used: set[int] = set()
     with contextlib.ExitStack() as stack:
         for scene, layer, target in zip(scenes, scene_layers, raster_targets):
             if target is not None:
                 tmp = stack.enter_context(atomic_path(target, overwrite))
-                with open_label_raster(tmp, scene, n_out, what=field_name, class_names=names) as dst:
+                with open_label_raster(tmp, scene, n_out, what=field_name, class_names=names,
+                                       colours=colours) as dst:
                     burn_objects(dst, scene, objects_in_layer(layer, field=field_name), n_out)
         target_crs = scenes[0].crs_wkt
 
@@ -410,7 +415,7 @@ def _write_outputs(scenes, scene_layers, output, raster_targets, n_classes, over
 
         if output is not None:
             write_output(batches(), output, target_crs, overwrite=overwrite,
-                         style=LayerStyle(n_out, field_name, names),
+                         style=style,
                          metadata={SCENES_METADATA: json.dumps(_scene_paths(scenes))})
         else:
             for _ in batches():
@@ -419,7 +424,7 @@ def _write_outputs(scenes, scene_layers, output, raster_targets, n_classes, over
             clusterer.save(kmeans_model)
     for target in raster_targets:
         if target is not None:  # QGIS default style: only the K classes in the legend
-            write_raster_style(target, n_out, names)
+            write_raster_style(target, n_out, names, colours)
 
     return {"objects": objects, "classes_used": len(classes_used), "n_classes": n_classes}
 
