@@ -76,6 +76,7 @@ def gdal_category_names(path: str | os.PathLike) -> dict[int, str]:
     gdal.UseExceptions()
     try:
         dataset = gdal.Open(os.fspath(path))
+        dataset.GetMetadata()  # GDAL 3.6's GTiff reads its .aux.xml (where categories live) only then
         band = dataset.GetRasterBand(1)
     except RuntimeError:
         return {}

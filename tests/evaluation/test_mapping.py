@@ -166,3 +166,29 @@ def test_identity_scores_from_a_table():
     assert scores["overall_accuracy"] == pytest.approx(8 / 13)
     assert scores["miou"] == pytest.approx((5 / 7 + 0.5) / 4)
     assert scores["pixels_scored"] == 13
+
+
+def test_gdal_category_names_and_attribute_tables_name_the_truth(tmp_path):
+    """Where GDAL's Python bindings import (rasterio cannot read either), category names and a
+    raster attribute table's name column name the true classes."""
+    gdal = pytest.importorskip("osgeo.gdal", reason="GDAL's Python bindings (osgeo) not installed")
+    from geoalps.evaluation.mapping import gdal_category_names
+
+    gdal.UseExceptions()
+    for kind in ("categories", "table"):
+        path = str(tmp_path / f"{kind}.tif")
+        dataset = gdal.GetDriverByName("GTiff").Create(path, 4, 4, 1, gdal.GDT_Byte)
+        band = dataset.GetRasterBand(1)
+        if kind == "categories":
+            band.SetCategoryNames(["", "water", "developed"])
+        else:
+            table = gdal.RasterAttributeTable()
+            table.CreateColumn("VALUE", gdal.GFT_Integer, gdal.GFU_MinMax)
+            table.CreateColumn("NAME", gdal.GFT_String, gdal.GFU_Name)
+            for row, (value, name) in enumerate([(11, "open water"), (41, "deciduous")]):
+                table.SetValueAsInt(row, 0, value)
+                table.SetValueAsString(row, 1, name)
+            band.SetDefaultRAT(table)
+        band = dataset = None
+    assert gdal_category_names(tmp_path / "categories.tif") == {1: "water", 2: "developed"}
+    assert gdal_category_names(tmp_path / "table.tif") == {11: "open water", 41: "deciduous"}
