@@ -192,3 +192,13 @@ def test_gdal_category_names_and_attribute_tables_name_the_truth(tmp_path):
         band = dataset = None
     assert gdal_category_names(tmp_path / "categories.tif") == {1: "water", 2: "developed"}
     assert gdal_category_names(tmp_path / "table.tif") == {11: "open water", 41: "deciduous"}
+
+
+def test_the_cli_offers_the_librarys_mappings_without_importing_it():
+    from geoalps.cli import evaluate as cli_evaluate
+    from geoalps.evaluation import mapping
+
+    assert cli_evaluate.MAPPING_CHOICES == mapping.MAPPING_CHOICES
+    done = subprocess.run([sys.executable, "-c", "import sys, geoalps.cli; print('geoalps.evaluation' in sys.modules)"],
+                          capture_output=True, text=True)
+    assert done.stdout.strip() == "False", done.stderr
