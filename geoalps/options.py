@@ -204,12 +204,17 @@ def auto_workers(workers: int, engine: str, pending_tiles: int) -> int:
     return max(1, min(available_cores(), pending_tiles))
 
 
-def split_options(values: dict[str, Any]) -> tuple[LabelOptions, RunOptions]:
-    """Keyword arguments (the CLI's or ``label()``'s) into the two records; unknown names are an error."""
+def split_options(values: dict[str, Any], settings: LabelOptions | None = None,
+                  run: RunOptions | None = None) -> tuple[LabelOptions, RunOptions]:
+    """Keyword arguments (the CLI's or ``label()``'s) into the two records; unknown names are an error.
+
+    ``settings`` / ``run``: records the keywords apply on top of (``dataclasses.replace``), so
+    ``label(..., settings=LabelOptions(classes=3), classes=6)`` makes 6 classes; without them
+    the keywords fill fresh records."""
     label_names = {f.name for f in fields(LabelOptions)}
     run_names = {f.name for f in fields(RunOptions)}
     unknown = sorted(set(values) - label_names - run_names)
     if unknown:
         raise OptionError(f"unknown option(s): {', '.join(unknown)}")
-    return (LabelOptions(**{k: v for k, v in values.items() if k in label_names}),
-            RunOptions(**{k: v for k, v in values.items() if k in run_names}))
+    return (replace(settings or LabelOptions(), **{k: v for k, v in values.items() if k in label_names}),
+            replace(run or RunOptions(), **{k: v for k, v in values.items() if k in run_names}))

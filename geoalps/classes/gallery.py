@@ -1,7 +1,7 @@
 """The class gallery (issue 12): one picture that says what each pseudo-class looks like.
 
 For every pseudo-class of a labelling output (layer ``masks``): its colour (the same as the QGIS
-style, :func:`geoalps.outputs.style.class_colors`), object count, share of the total object area,
+style, :func:`geoalps.outputs.style.output_class_colours`), object count, share of the total object area,
 the mean signature of all bands of the scene, and a row of example chips (the image under the
 object with its outline): the objects nearest the class centre (smallest ``class_distance``) and a
 few drawn at random. Above them an overview of the scene coloured by class.
@@ -44,7 +44,7 @@ from geoalps.files import atomic_path, check_writable
 from geoalps.inputs.bands import BAND_NAME_VOCABULARY, BandRoles, resolve_bands, stretch_to_uint8
 from geoalps.inputs.crs import same_crs
 from geoalps.inputs.scene import STATS_READ_PX, BandStats, Scene, open_raster, open_scene, valid_pixels
-from geoalps.outputs.style import class_colors
+from geoalps.outputs.style import output_class_colours
 from geoalps.outputs.vector import BAND_ROLES_METADATA, SCENES_METADATA, layer_info, layer_metadata, read_layer
 
 #: Longest side, in pixels, of the decimated read behind the overview and the signatures.
@@ -228,7 +228,8 @@ def read_objects(gpkg: str):
         absent = missing + ([] if class_field else ["pseudo_class"])
         raise InputError(f"{gpkg}: lacks field(s) {', '.join(absent)}; not a geoalps output")
     wanted = ["instance_id", class_field, "scene"] + [f for f in ("area", "area_px", "class_distance", "score",
-                                                                   "class_name") if f in fields]
+                                                                   "class_name", "class_id")
+                                                    if f in fields and f != class_field]
     frame = read_layer(gpkg, columns=wanted, read_geometry=False, fid_as_index=True)
     frame = frame[frame[class_field].notna() & (frame[class_field] >= 0)]
     if not len(frame):
@@ -241,7 +242,7 @@ def read_objects(gpkg: str):
 
 def class_summaries(objects, class_field: str, n_classes: int) -> list[dict]:
     """Per class ``0..n_classes-1``: name, colour, object count and share of the total area."""
-    colours = class_colors(n_classes)
+    colours = class_colours(objects, class_field, n_classes)
     counts = objects.groupby(class_field).size().reindex(range(n_classes), fill_value=0)
     areas = objects.groupby(class_field)["area"].sum().reindex(range(n_classes), fill_value=0.0)
     total_area = float(areas.sum())
@@ -251,6 +252,20 @@ def class_summaries(objects, class_field: str, n_classes: int) -> list[dict]:
          "count": int(counts[k]), "area_share": float(areas[k]) / total_area if total_area > 0 else 0.0}
         for k in range(n_classes)
     ]
+
+
+def class_colours(objects, class_field: str, n_classes: int) -> list[tuple[int, int, int]]:
+    """Each class's colour as the layer's QGIS style shows it (:func:`output_class_colours`): a
+    pseudo-class of a named output (``class_id`` beside ``pseudo_class``, ``geoalps classes
+    name``) has its named class's colour, that of the lowest pseudo-class of the class in the
+    layer; otherwise its own."""
+    if class_field != "pseudo_class" or "class_id" not in objects.columns:
+        return output_class_colours(n_classes)
+    named = objects[objects["class_id"].notna()]
+    class_of = named.groupby("pseudo_class")["class_id"].first()
+    first_of_class = named.groupby("class_id")["pseudo_class"].min()
+    firsts = [int(first_of_class[class_of[k]]) if k in class_of.index else k for k in range(n_classes)]
+    return output_class_colours(n_classes, firsts)
 
 
 def _class_names(objects, class_field: str) -> dict[int, str]:
@@ -378,7 +393,7 @@ def _overview(gpkg: str, scene: Scene, objects, class_field: str, n_classes: int
         signatures.append([float(v) for v in data[:, under].astype(np.float64).mean(axis=1)] if n_px else None)
     scene_image = stretch_to_uint8(data, valid, view, scene.stats)
     image = scene_image.astype(np.float32)
-    palette = np.array(class_colors(n_classes), dtype=np.float32)
+    palette = np.array(class_colours(objects, class_field, n_classes), dtype=np.float32)
     coloured = classes >= 0
     image[coloured] = (1 - OVERVIEW_BLEND) * image[coloured] + OVERVIEW_BLEND * palette[classes[coloured]]
     return _Overview(scene_image, np.rint(image).astype(np.uint8), signatures, signature_px)

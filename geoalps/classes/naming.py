@@ -167,7 +167,8 @@ def name_classes(
 
 def rename_output(output: str | os.PathLike, named_output: str | os.PathLike, names: ClassNames,
                   overwrite: bool = False) -> Path:
-    """Copy ``output`` with ``class_id``/``class_name`` from ``names`` (batch by batch, atomic)."""
+    """Copy ``output`` with ``class_id``/``class_name`` from ``names`` (batch by batch, atomic);
+    each named class is styled in the colour of its first pseudo-class, so colours do not move."""
     info = layer_info(output)
     metadata = {k: v for k, v in info["layer_metadata"].items() if k == SCENES_METADATA}
     ids, merged = names.class_ids(), names.merged_names
@@ -178,7 +179,8 @@ def rename_output(output: str | os.PathLike, named_output: str | os.PathLike, na
             yield with_class_names(batch, ids, merged)
 
     write_output(renamed(), named_output, info["crs"], overwrite=overwrite,
-                 style=LayerStyle(len(merged), "class_id", merged), metadata=metadata or None, renumber=False)
+                 style=LayerStyle(len(merged), "class_id", merged, tuple(names.first_pseudo_classes())),
+                 metadata=metadata or None, renumber=False)
     return Path(named_output)
 
 

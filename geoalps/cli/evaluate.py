@@ -1,5 +1,5 @@
-"""``geoalps evaluate``: thin over :mod:`geoalps.evaluation` (pseudo-labels) and
-:mod:`geoalps.train.metrics` (predictions whose ids are the truth's classes)."""
+"""``geoalps evaluate``: thin over :mod:`geoalps.evaluation` (pseudo-labels matched to true
+classes, or a supervised prediction scored as it is)."""
 from __future__ import annotations
 
 import click
@@ -7,18 +7,9 @@ import click
 from geoalps.cli import main
 from geoalps.cli.options import overwrite_opt
 
-
-def _same_class_ids(prediction: str) -> bool:
-    """A ``geoalps predict`` raster: its ids are the truth's classes (band description 'class')."""
-    if prediction.lower().endswith((".gpkg", ".geojson", ".shp", ".fgb")):
-        return False
-    import rasterio
-
-    try:
-        with rasterio.open(prediction) as src:
-            return (src.descriptions[0] or "") == "class"
-    except rasterio.errors.RasterioIOError:
-        return False
+#: geoalps.evaluation.mapping.MAPPING_CHOICES, spelt out so `geoalps --help` does not import the
+#: evaluation package (numpy, rasterio); tests/evaluation/test_mapping.py checks they agree.
+MAPPING_CHOICES = ("identity", "many-to-one", "hungarian")
 
 
 @main.command("evaluate")
@@ -28,6 +19,13 @@ def _same_class_ids(prediction: str) -> bool:
 @click.option("--figure", type=click.Path(dir_okay=False), default=None, help="Confusion matrix picture (PNG).")
 @click.option("--truth-field", default=None, help="Vector truth: the class field (numbers or names).")
 @click.option("--truth-nodata", default=None, help="Truth value that is not scored [default: the raster's nodata].")
+@click.option("--mapping", type=click.Choice(MAPPING_CHOICES), default=None,
+              help="How predicted ids meet true ids: matched pseudo-classes (many-to-one, hungarian) or the "
+                   "truth's own ids (identity: mIoU, per-class IoU, overall accuracy under the JSON key "
+                   "'identity'). [default: identity for a `geoalps predict` raster, else many-to-one]")
+@click.option("--truth-names", default=None,
+              help="Names of the true classes, e.g. 1=water,2=developed [default: the truth's CLASS_NAMES / "
+                   "CLASS_CODES tags, or GDAL category names where GDAL's Python bindings are installed].")
 @click.option("--objects", type=click.Path(dir_okay=False), default=None,
               help="True objects for object recall: an instance or class raster, or polygons.")
 @click.option("--objects-by", type=click.Choice(["component", "value"]), default="component", show_default=True,
@@ -40,20 +38,22 @@ def _same_class_ids(prediction: str) -> bool:
 @click.option("--min-object-px", type=click.IntRange(0), default=64, show_default=True,
               help="Smallest true object counted, in pixels.")
 @overwrite_opt
-def evaluate_command(prediction, truth, json_path, figure, truth_field, truth_nodata, objects, objects_by,
-                     object_classes, iou_threshold, box, min_object_px, overwrite):
+def evaluate_command(prediction, truth, json_path, figure, truth_field, truth_nodata, mapping, truth_names, objects,
+                     objects_by, object_classes, iou_threshold, box, min_object_px, overwrite):
     """Score PREDICTION (a label raster or a geoalps GeoPackage) against ground truth TRUTH.
 
     Pseudo-classes are matched to true classes first: many-to-one (each pseudo-class to its
     majority class) and one-to-one (Hungarian) mIoU, pixel accuracy, purity and NMI; with
     --objects, the share of true objects found at IoU >= --iou. A `geoalps predict` raster,
-    whose ids are the truth's classes, is also scored as is (mIoU, overall accuracy).
+    whose ids are the truth's classes, is scored as it is (--mapping identity: mIoU, per-class
+    IoU, overall accuracy). True class names (tags, --truth-names) appear in the report, the
+    JSON and the figure.
 
     \b
     Example:
       $ geoalps evaluate labels.tif scene.gt.tif --json m.json --figure confusion.png
       $ geoalps evaluate labels.gpkg buildings.tif --objects buildings.tif --object-class 1
-      $ geoalps evaluate scene.pred.tif scene.gt.tif
+      $ geoalps evaluate scene.pred.tif scene.gt.tif --truth-names 1=water,2=developed
     """
     from geoalps.evaluation import confusion_figure, evaluate_pseudo_labels, write_json
     from geoalps.files import check_writable
@@ -64,17 +64,16 @@ def evaluate_command(prediction, truth, json_path, figure, truth_field, truth_no
     nodata = _number_or_text(truth_nodata)
     result = evaluate_pseudo_labels(prediction, truth, truth_field=truth_field, truth_nodata=nodata, objects=objects,
                                     iou_threshold=iou_threshold, objects_by=objects_by,
-                                    object_classes=object_classes or None, min_object_px=min_object_px, box=box)
-    if _same_class_ids(prediction):
-        from geoalps.train.metrics import evaluate
-
-        result.update(evaluate(prediction, truth))
+                                    object_classes=object_classes or None, min_object_px=min_object_px, box=box,
+                                    mapping=mapping, truth_names=truth_names)
     for line in summary_lines(result):
         click.echo(line)
     if figure:
         table = result["contingency"]
+        identity = result.get("scored_as") == "identity"
         confusion_figure(table["pixels"], table["pseudo_classes"], table["true_classes"], result.get("class_names"),
-                         figure)
+                         figure, pred_names=result.get("class_names") if identity else result.get("prediction_names"),
+                         pred_axis="predicted class" if identity else "pseudo-class")
     if json_path:
         write_json(result, json_path)
 
@@ -93,7 +92,9 @@ def _fmt(value) -> str:
 
 
 def summary_lines(result: dict) -> list[str]:
-    """The figures a person reads first, then one row per true class."""
+    """The figures a person reads first, then one row per true class (by its name where known)."""
+    if result.get("scored_as") == "identity" and "identity" in result:
+        return _identity_lines(result)
     lines = [
         f"many-to-one mIoU  {_fmt(result.get('many_to_one_miou'))}",
         f"pixel accuracy    {_fmt(result.get('pixel_accuracy'))}",
@@ -103,15 +104,40 @@ def summary_lines(result: dict) -> list[str]:
         f"pseudo-classes {result.get('n_pseudo_classes')}, true classes {result.get('n_true_classes')}, "
         f"pixels scored {result.get('valid_pixels')}",
     ]
-    if "miou" in result:
-        lines.append(f"as predicted (same class ids): mIoU {_fmt(result['miou'])}, "
-                     f"overall accuracy {_fmt(result.get('overall_accuracy'))}")
     recall = result.get("object_recall")
     if recall:
         lines.append(f"object recall     {_fmt(recall.get('recall'))} ({recall.get('n_found')} of "
                      f"{recall.get('n_true_objects')} objects at IoU >= {recall.get('iou_threshold')})")
+    hungarian = result.get("scored_as") == "hungarian"
+    if hungarian:  # the mapping asked for leads
+        lines[:3] = [lines[2], f"Hungarian pixel accuracy {_fmt(result.get('hungarian_pixel_accuracy'))}",
+                     lines[0], lines[1]]
     for row in result.get("per_class", []):
         name = row.get("name") or ""
-        lines.append(f"  class {row.get('true_class')!s:>5} {name:<16} IoU {_fmt(row.get('iou_many_to_one'))} "
-                     f"(Hungarian {_fmt(row.get('iou_hungarian'))}) from pseudo-classes {row.get('pseudo_classes')}")
+        if hungarian:
+            lines.append(f"  class {row.get('true_class')!s:>5} {name:<16} IoU {_fmt(row.get('iou_hungarian'))} "
+                         f"from pseudo-class {row.get('hungarian_pseudo_class')} "
+                         f"(many-to-one {_fmt(row.get('iou_many_to_one'))})")
+        else:
+            lines.append(f"  class {row.get('true_class')!s:>5} {name:<16} IoU {_fmt(row.get('iou_many_to_one'))} "
+                         f"(Hungarian {_fmt(row.get('iou_hungarian'))}) from pseudo-classes {row.get('pseudo_classes')}")
+    return lines
+
+
+def _identity_lines(result: dict) -> list[str]:
+    """A supervised prediction scored as it is: mIoU, overall accuracy, IoU per class."""
+    scores = result["identity"]
+    lines = [
+        f"mIoU              {_fmt(scores.get('miou'))}  (class ids as predicted)",
+        f"overall accuracy  {_fmt(scores.get('overall_accuracy'))}",
+        f"classes {len(scores.get('per_class', []))}, pixels scored {scores.get('pixels_scored')}",
+    ]
+    recall = result.get("object_recall")
+    if recall:
+        lines.append(f"object recall     {_fmt(recall.get('recall'))} ({recall.get('n_found')} of "
+                     f"{recall.get('n_true_objects')} objects at IoU >= {recall.get('iou_threshold')})")
+    for row in scores.get("per_class", []):
+        name = row.get("name") or ""
+        lines.append(f"  class {row.get('class')!s:>5} {name:<16} IoU {_fmt(row.get('iou'))} "
+                     f"({row.get('truth_pixels')} true px, {row.get('predicted_pixels')} predicted px)")
     return lines

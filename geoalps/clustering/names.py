@@ -3,8 +3,8 @@
 Users name classes from a few examples or a plain mapping (``geoalps classes name``); the names
 live in the k-means model, so ``geoalps label --kmeans-model M`` writes them on new scenes.
 Several pseudo-classes may share a name: on output they are one class, ``class_id``, numbered
-0..M-1 in the order of the smallest pseudo-class carrying each name; unnamed classes keep
-``class N`` and a class id of their own.
+0..M-1 in the order of the smallest pseudo-class carrying each name, and coloured as that
+pseudo-class; unnamed classes keep ``class N``, a class id of their own and their colour.
 """
 from __future__ import annotations
 
@@ -42,6 +42,14 @@ class ClassNames:
             if name not in out:
                 out.append(name)
         return out
+
+    def first_pseudo_classes(self) -> list[int]:
+        """The lowest pseudo-class of each output class, class id order: the one whose colour the
+        named class takes (:func:`geoalps.outputs.style.output_class_colours`)."""
+        first: dict[str, int] = {}
+        for k in range(self.n_classes):
+            first.setdefault(self.name_of(k), k)
+        return list(first.values())
 
     def class_ids(self) -> np.ndarray:
         """(n_classes,) output class id of each pseudo-class (a lookup table)."""

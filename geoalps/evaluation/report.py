@@ -45,18 +45,24 @@ def row_normalised(table: np.ndarray) -> np.ndarray:
 
 
 def confusion_figure(table: np.ndarray, pred_ids: Sequence[int], true_ids: Sequence[int],
-                     names: Sequence[str] | dict[int, str] | None, path: str | os.PathLike) -> Path:
+                     names: Sequence[str] | dict[int, str] | None, path: str | os.PathLike, *,
+                     pred_names: Sequence[str] | dict[int, str] | None = None,
+                     pred_axis: str = "pseudo-class") -> Path:
     """A PNG of the row-normalised contingency table: pseudo-classes down, true classes across.
 
-    The last row is "no prediction" (valid truth pixels the prediction does not cover). Cells
-    are annotated with percentages when the table is small enough to read (<= 30 x 30).
-    Cost: matplotlib's Agg canvas, no display or pyplot state needed.
+    ``names`` / ``pred_names``: names of the true / predicted classes (a list indexed by id or a
+    dict), shown beside the ids (a named output's ``class_names``; geoalps's default
+    ``class N`` names add nothing and are left out). ``pred_axis``: what the rows are
+    ("predicted class" for a supervised prediction). The last row is "no prediction" (valid
+    truth pixels the prediction does not cover). Cells are annotated with percentages when the
+    table is small enough to read (<= 30 x 30). Cost: matplotlib's Agg canvas, no display or
+    pyplot state needed.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     shares = row_normalised(table)
-    rows = [str(int(k)) for k in pred_ids] + ["no prediction"]
+    rows = [_label(int(k), pred_names) for k in pred_ids] + ["no prediction"]
     cols = [_label(int(c), names) for c in true_ids]
     if shares.shape != (len(rows), len(cols)):
         raise InputError(f"{path}: table is {shares.shape[0]}x{shares.shape[1]} but ids give {len(rows)}x{len(cols)}")
@@ -67,7 +73,7 @@ def confusion_figure(table: np.ndarray, pred_ids: Sequence[int], true_ids: Seque
     ax.set_xticks(range(len(cols)), cols, rotation=45, ha="right")
     ax.set_yticks(range(len(rows)), rows)
     ax.set_xlabel("true class")
-    ax.set_ylabel("pseudo-class")
+    ax.set_ylabel(pred_axis)
     if shares.size <= 900:
         for (r, c), share in np.ndenumerate(shares):
             ax.text(c, r, f"{100 * share:.0f}", ha="center", va="center", fontsize=7,
@@ -78,9 +84,9 @@ def confusion_figure(table: np.ndarray, pred_ids: Sequence[int], true_ids: Seque
 
 
 def _label(class_id: int, names: Sequence[str] | dict[int, str] | None) -> str:
-    """'id name' when the class has a name, else 'id'."""
+    """'id name' when the class has a name (other than geoalps's default ``class N``), else 'id'."""
     if isinstance(names, dict):
-        name = names.get(class_id)
+        name = names.get(class_id, names.get(str(class_id)))
     else:
         name = names[class_id] if names is not None and 0 <= class_id < len(names) else None
-    return f"{class_id} {name}" if name else str(class_id)
+    return f"{class_id} {name}" if name and name != f"class {class_id}" else str(class_id)

@@ -25,6 +25,7 @@ from geoalps.inputs.crs import as_crs, same_crs
 from geoalps.outputs.raster import CLASS_NAMES_TAG, NAMES_SEPARATOR
 from geoalps.outputs.formats import GEOPACKAGE, format_of
 from geoalps.outputs.vector import LAYER, layer_info, read_layer
+from geoalps.evaluation.mapping import check_mapping, gdal_category_names, identity_scores, parse_class_names
 from geoalps.evaluation.pseudo_labels import (ContingencyAccumulator, object_recall, pseudo_label_scores,
                                               raster_objects)
 
@@ -98,14 +99,25 @@ def _open_raster(path: str | os.PathLike, stack: contextlib.ExitStack):
     return src
 
 
-def _class_names(src) -> list[str] | None:
+def _class_names(src) -> list[str] | dict[int, str] | None:
     """Names in id order: geoalps's band-1 ``class_names`` tag (:mod:`geoalps.outputs.raster`),
-    else a ``CLASS_NAMES`` dataset tag (comma separated, as the sample ground truths have)."""
+    else a ``CLASS_NAMES`` dataset tag (comma separated, as the sample ground truths have); or
+    by id: a ``CLASS_CODES`` tag (``1=water,2=developed``), else GDAL's category names or raster
+    attribute table (read only where GDAL's Python bindings import:
+    :func:`geoalps.evaluation.mapping.gdal_category_names`)."""
     band = src.tags(1).get(CLASS_NAMES_TAG)
     if band:
         return band.split(NAMES_SEPARATOR)
     names = [name.strip() for name in src.tags().get("CLASS_NAMES", "").split(",")]
-    return names if any(names) else None
+    if any(names):
+        return names
+    codes = src.tags().get("CLASS_CODES") or src.tags(1).get("CLASS_CODES")
+    if codes:
+        try:
+            return parse_class_names(codes, f"{src.name}: tag CLASS_CODES")
+        except OptionError:
+            pass  # a tag we cannot read names nothing; the scores do not depend on it
+    return gdal_category_names(src.name) or None
 
 
 def _check_crs(path, crs, grid: Grid) -> None:
@@ -302,7 +314,7 @@ def _readers(prediction, truth, truth_field, truth_nodata, stack) -> tuple[Grid,
     if _kind(prediction) == "raster":
         src = _open_raster(prediction, stack)
         grid = Grid.of(src)
-        pred, _, pred_bounds = _raster_reader(prediction, grid, stack)
+        pred, pred_names, pred_bounds = _raster_reader(prediction, grid, stack)
         if _kind(truth) == "raster":
             truth_reader, names, truth_bounds = _raster_reader(truth, grid, stack)
         else:
@@ -313,9 +325,11 @@ def _readers(prediction, truth, truth_field, truth_nodata, stack) -> tuple[Grid,
         grid = Grid.of(_open_raster(truth, stack))
         truth_reader, names, truth_bounds = _raster_reader(truth, grid, stack)
         pred, pred_bounds = _layer_reader(prediction, grid)
+        pred_names = None
     _check_overlap(truth, truth_bounds, grid, prediction)
     _check_overlap(prediction, pred_bounds, grid, truth)
-    info = {"class_names": names, "grid": "prediction" if _kind(prediction) == "raster" else "truth"}
+    info = {"class_names": names, "prediction_names": pred_names,
+            "grid": "prediction" if _kind(prediction) == "raster" else "truth"}
     return grid, pred, truth_reader, info
 
 
@@ -380,7 +394,8 @@ def evaluate_pseudo_labels(prediction: str | os.PathLike, truth: str | os.PathLi
                            objects: str | os.PathLike | None = None, iou_threshold: float = 0.5,
                            block_px: int = 1024, objects_by: str = "component",
                            object_classes: Iterable[int] | None = None, min_object_px: int = 64,
-                           box: bool = False) -> dict[str, Any]:
+                           box: bool = False, mapping: str | None = None,
+                           truth_names: dict[int, str] | str | None = None) -> dict[str, Any]:
     """Score pseudo-labels against a ground truth (DESIGN.md, "Pseudo-label metrics").
 
     Parameters
@@ -392,12 +407,21 @@ def evaluate_pseudo_labels(prediction: str | os.PathLike, truth: str | os.PathLi
         4-connected components (``objects_by="value"``: one object per id, 0 = background),
         ``object_classes`` keeps only those values, objects under ``min_object_px`` are not counted.
     box : compare bounding boxes (tree crowns against box annotations).
+    mapping : how predicted ids meet true ids (:mod:`geoalps.evaluation.mapping`): "many-to-one"
+        and "hungarian" match pseudo-classes (both sets of scores are computed; ``scored_as`` says
+        which one leads), "identity" scores the ids as they are (``identity``). None: identity
+        for a ``geoalps predict`` raster, many-to-one otherwise.
+    truth_names : names of true classes by id ({1: "water"} or "1=water,2=developed"), over the
+        names the truth carries (tags, GDAL categories).
 
     Returns
     -------
     JSON-serialisable dict: the keys of :func:`pseudo_label_scores`, ``contingency`` (pseudo ids,
     true ids, the table with "no prediction" as its last row), ``class_names``, ``grid``
-    ("prediction" or "truth"), the inputs, and ``object_recall`` when ``objects`` is given.
+    ("prediction" or "truth"), the inputs, ``scored_as`` (the mapping), ``prediction_names`` (the
+    prediction raster's ``class_names`` tag, or None), ``identity`` (with the identity mapping:
+    :func:`geoalps.evaluation.mapping.identity_scores`), and ``object_recall`` when ``objects`` is
+    given.
 
     Notes
     -----
@@ -406,10 +430,15 @@ def evaluate_pseudo_labels(prediction: str | os.PathLike, truth: str | os.PathLi
     """
     if isinstance(truth_nodata, str) and _kind(truth) == "raster":
         raise OptionError(f"{truth}: truth_nodata {truth_nodata!r} is text but the raster holds class numbers")
+    if isinstance(truth_names, str):
+        truth_names = parse_class_names(truth_names)
+    mapping = check_mapping(mapping, prediction if _kind(prediction) == "raster" else None)
     with contextlib.ExitStack() as stack:
         grid, pred, truth_reader, info = _readers(prediction, truth, truth_field, truth_nodata, stack)
         vector_truth = _kind(truth) == "vector"
         acc = _accumulate(pred, truth_reader, grid, None if vector_truth else truth_nodata, block_px)
+    if truth_names:
+        info["class_names"] = _with_names(info["class_names"], truth_names)
     table, pred_ids, true_ids = acc.result()
     if table.sum() == 0:
         raise InputError(f"{truth}: no valid truth pixel where it meets {prediction}")
@@ -417,9 +446,24 @@ def evaluate_pseudo_labels(prediction: str | os.PathLike, truth: str | os.PathLi
     result["contingency"] = {"pseudo_classes": pred_ids.tolist(), "true_classes": true_ids.tolist(),
                              "pixels": table.tolist(), "last_row": "no prediction"}
     result.update(prediction=str(prediction), truth=str(truth), truth_field=truth_field,
-                  class_names=info["class_names"], grid=info["grid"])
+                  class_names=_json_names(info["class_names"]), grid=info["grid"], scored_as=mapping,
+                  prediction_names=info["prediction_names"])
+    if mapping == "identity":
+        names = info["class_names"] or info["prediction_names"]
+        result["identity"] = identity_scores(table, pred_ids, true_ids, names)
     if objects is not None:
         result["object_recall"] = _object_scores(prediction, objects, grid, iou_threshold=iou_threshold,
                                                  by=objects_by, classes=object_classes,
                                                  min_size_px=min_object_px, box=box)
     return result
+
+
+def _with_names(known: list[str] | dict[int, str] | None, given: dict[int, str]) -> dict[int, str]:
+    """The truth's own names by id with ``given`` (``--truth-names``) over them."""
+    by_id = dict(enumerate(known)) if isinstance(known, list) else dict(known or {})
+    return {**{k: v for k, v in by_id.items() if v}, **{int(k): str(v) for k, v in given.items()}}
+
+
+def _json_names(names: list[str] | dict[int, str] | None):
+    """Names as the JSON holds them: a list indexed by id, or {"id": name} when given by id."""
+    return {str(k): v for k, v in sorted(names.items())} if isinstance(names, dict) else names

@@ -47,6 +47,7 @@ from geoalps.objects.seams import SeamIndex
 from geoalps.objects.coverage import tolerance_px
 from geoalps.options import LabelOptions, RunOptions, auto_workers, parse_simplify, split_options
 from geoalps.outputs.raster import burn_objects, open_label_raster, write_raster_style
+from geoalps.outputs.style import output_class_colours
 from geoalps.outputs.formats import check_output, output_format
 from geoalps.outputs.vector import (BAND_ROLES_METADATA, SCENES_METADATA, LayerStyle, LayerWriter, empty_objects,
                                     objects_in_layer, read_layer, read_layer_batches, with_ids, write_output)
@@ -110,7 +111,8 @@ def label(
         settings / run: the two option records (:class:`~geoalps.options.LabelOptions`,
             :class:`~geoalps.options.RunOptions`); or give their fields as keywords
             (``engine="sam"``, ``classes=12``, ``band_names="blue,green,red,nir"``, ``workers=2``,
-            ``resume=True``, ...).
+            ``resume=True``, ...). Keywords given with a record apply on top of it
+            (``settings=LabelOptions(classes=3), classes=6`` makes 6 classes).
         return_labels: also load the label raster(s) into ``result.labels`` (DataArrays).
 
     Scenes in different CRSs are reprojected to the first scene's CRS in the output layer; each
@@ -120,9 +122,9 @@ def label(
     the scene being assembled: :mod:`geoalps.objects.coverage`) and one batch of polygons.
     """
     started = time.perf_counter()
-    given_settings, given_run = split_options(options)
-    opts = (settings or given_settings).validated()
-    exe = (run or given_run).validated()
+    given_settings, given_run = split_options(options, settings, run)
+    opts = given_settings.validated()
+    exe = given_run.validated()
     with contextlib.ExitStack() as cleanup:
         state = _prepare(scenes, output, raster_out, kmeans_model, return_labels, opts, exe, cleanup,
                          trust_kmeans_model)
@@ -394,26 +396,30 @@ def _failure_message(failures: list[tuple[Tile, TileFailure]], scenes: list[Scen
     return f"{scene.shown}: {where} failed: {redact(message)}{others}{kept}"
 
 
-def _output_classes(n_classes: int, clusterer) -> tuple[str, int, list[str] | None]:
-    """(field, number of classes, names) the outputs are coloured and burnt by: the pseudo-classes,
-    or the named classes of a named k-means model (several pseudo-classes may share a name)."""
+def _output_classes(n_classes: int, clusterer) -> LayerStyle:
+    """The field, number of classes, names and colours the outputs are coloured and burnt by: the
+    pseudo-classes, or the named classes of a named k-means model (several pseudo-classes may
+    share a name; each named class has the colour of its first pseudo-class)."""
     names = clusterer.class_names if clusterer is not None else None
     if names is None:
-        return "pseudo_class", n_classes, None
+        return LayerStyle(n_classes, "pseudo_class")
     merged = names.merged_names
-    return "class_id", len(merged), merged
+    return LayerStyle(len(merged), "class_id", merged, tuple(names.first_pseudo_classes()))
 
 
 def _write_outputs(scenes, scene_layers, output, raster_targets, n_classes, overwrite, kmeans_model, clusterer) -> dict:
     """All outputs appear together at the end, each renamed from a temporary file, or none."""
-    field_name, n_out, names = _output_classes(n_classes, clusterer)
+    style = _output_classes(n_classes, clusterer)
+    field_name, n_out, names = style.field, style.n_classes, style.class_names
+    colours = output_class_colours(n_out, style.first_pseudo_classes)
     objects = 0
     classes_used: set[int] = set()
     with contextlib.ExitStack() as stack:
         for scene, layer, target in zip(scenes, scene_layers, raster_targets):
             if target is not None:
                 tmp = stack.enter_context(atomic_path(target, overwrite))
-                with open_label_raster(tmp, scene, n_out, what=field_name, class_names=names) as dst:
+                with open_label_raster(tmp, scene, n_out, what=field_name, class_names=names,
+                                       colours=colours) as dst:
                     burn_objects(dst, scene, objects_in_layer(layer, field=field_name), n_out)
                     dst.update_tags(**{BAND_ROLES_METADATA: json.dumps(list(scene.band_roles.names))})
         target_crs = scenes[0].crs_wkt
@@ -430,7 +436,7 @@ def _write_outputs(scenes, scene_layers, output, raster_targets, n_classes, over
 
         if output is not None:
             write_output(batches(), output, target_crs, overwrite=overwrite,
-                         style=LayerStyle(n_out, field_name, names),
+                         style=style,
                          metadata={SCENES_METADATA: json.dumps(_scene_paths(scenes)),
                                    BAND_ROLES_METADATA: json.dumps({s.name: list(s.band_roles.names) for s in scenes})})
         else:
@@ -440,7 +446,7 @@ def _write_outputs(scenes, scene_layers, output, raster_targets, n_classes, over
             clusterer.save(kmeans_model)
     for target in raster_targets:
         if target is not None:  # QGIS default style: only the K classes in the legend
-            write_raster_style(target, n_out, names)
+            write_raster_style(target, n_out, names, colours)
 
     return {"objects": objects, "classes_used": len(classes_used), "n_classes": n_classes}
 

@@ -14,7 +14,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from geoalps.outputs.style import class_colors, write_qgis_raster_style
+from geoalps.outputs.style import output_class_colours, write_qgis_raster_style
 
 #: Band-1 tags of the contract above.
 N_CLASSES_TAG = "n_classes"
@@ -77,7 +77,7 @@ def open_label_raster(path: str | os.PathLike, grid, n_classes: int, *, what: st
     with open_raster(path, "w", **profile) as dst:
         yield dst
         if dtype == "uint8":
-            palette = list(colours) if colours else class_colors(n_classes)
+            palette = list(colours) if colours else output_class_colours(n_classes)
             dst.write_colormap(1, {k: (*palette[k][:3], 255) for k in range(min(n_classes, len(palette)))})
         dst.set_band_description(1, what)
         dst.update_tags(1, **{N_CLASSES_TAG: str(n_classes), CLASS_NAMES_TAG: join_class_names(names),

@@ -12,6 +12,7 @@ import colorsys
 import os
 import sqlite3
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from datetime import datetime, timezone
 
 #: Hand-picked, well separated hues for the first classes (most runs use fewer than 12).
@@ -72,6 +73,25 @@ def class_colors(n: int) -> list[tuple[int, int, int]]:
         seen.add(rgb)
         colors.append(rgb)  # type: ignore[arg-type]
     return colors
+
+
+def output_class_colours(n_classes: int, first_pseudo_classes: Sequence[int] | None = None
+                         ) -> list[tuple[int, int, int]]:
+    """The colour of each output class id ``0..n_classes-1``: the one function that decides it.
+
+    A class is coloured as the pseudo-class it stands for: ``first_pseudo_classes[i]``, the
+    lowest pseudo-class of named class ``i`` (:meth:`geoalps.clustering.names.ClassNames.first_pseudo_classes`),
+    or ``i`` itself for plain pseudo-classes. So a pseudo-class keeps its :func:`class_colors`
+    colour through naming and a named class takes the colour of its first pseudo-class, alike
+    in the layer style, the label raster's colour table and ``.qml``, and the class gallery.
+    """
+    if first_pseudo_classes is None:
+        return class_colors(n_classes)
+    firsts = [int(k) for k in first_pseudo_classes]
+    if len(firsts) != n_classes:
+        raise ValueError(f"{len(firsts)} pseudo-classes given for {n_classes} classes")
+    palette = class_colors(max(firsts, default=-1) + 1)
+    return [palette[k] for k in firsts]
 
 
 def _hex(rgb: tuple[int, int, int]) -> str:
@@ -222,11 +242,12 @@ def write_qgis_style(
     n_classes: int,
     field: str = "pseudo_class",
     class_names: list[str] | None = None,
+    colours: Sequence[tuple[int, int, int]] | None = None,
 ) -> None:
     """Store a categorized style for ``layer`` as its default style in the GeoPackage.
 
-    One category per class id ``0..n_classes-1`` (colours from :func:`class_colors`,
-    semi-transparent fill, darker outline). A previous geoalps style of the same layer is
+    One category per class id ``0..n_classes-1`` (``colours``, default
+    :func:`output_class_colours`; semi-transparent fill, darker outline). A previous geoalps style of the same layer is
     replaced, other styles are kept but no longer the default. Cost: one small SQLite
     transaction; the feature table is not read.
     """
@@ -234,7 +255,9 @@ def write_qgis_style(
         class_names = [f"class {i}" for i in range(n_classes)]
     if len(class_names) != n_classes:
         raise ValueError(f"{len(class_names)} class names given for {n_classes} classes")
-    colors = class_colors(n_classes)
+    colors = [tuple(c[:3]) for c in colours] if colours is not None else output_class_colours(n_classes)
+    if len(colors) != n_classes:
+        raise ValueError(f"{len(colors)} colours given for {n_classes} classes")
     qml = categorized_qml(field, colors, class_names)
     sld = categorized_sld(layer, field, colors, class_names)
     now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
@@ -297,8 +320,8 @@ def write_qgis_raster_style(
 ) -> str:
     """Write the class raster's default QGIS style (``labels.tif`` -> ``labels.qml``).
 
-    Colours match :func:`class_colors` (and so the polygons' categories) unless ``colours`` are
-    given. Call it once the raster is at its final path; the sidecar is written to a temp name
+    Colours match :func:`output_class_colours` (and so the polygons' categories) unless
+    ``colours`` are given. Call it once the raster is at its final path; the sidecar is written to a temp name
     and renamed, so it is complete or absent. Returns the sidecar's path.
     """
     from geoalps.errors import OptionError
@@ -308,7 +331,7 @@ def write_qgis_raster_style(
         class_names = [f"class {i}" for i in range(n_classes)]
     if len(class_names) != n_classes:
         raise OptionError(f"{len(class_names)} class names given for {n_classes} classes")
-    palette = [tuple(c[:3]) for c in colours[:n_classes]] if colours and len(colours) >= n_classes else class_colors(n_classes)
+    palette = [tuple(c[:3]) for c in colours[:n_classes]] if colours and len(colours) >= n_classes else output_class_colours(n_classes)
     target = raster_style_path(raster_path)
     write_bytes_atomic(target, paletted_raster_qml(palette, class_names).encode("utf-8"), fsync=False)
     return target

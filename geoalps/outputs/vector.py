@@ -132,11 +132,15 @@ def empty_objects(crs_wkt: str | None):
 
 @dataclass(frozen=True)
 class LayerStyle:
-    """The categorized QGIS style of an output: one colour per class id of ``field``."""
+    """The categorized QGIS style of an output: one colour per class id of ``field``.
+
+    ``first_pseudo_classes``: for named classes, the pseudo-class each class id is coloured as
+    (:func:`geoalps.outputs.style.output_class_colours`); None: the ids are pseudo-classes."""
 
     n_classes: int
     field: str = "pseudo_class"
     class_names: list[str] | None = None
+    first_pseudo_classes: tuple[int, ...] | None = None
 
 
 def write_output(frames: Iterable, path: str | os.PathLike, crs_wkt: str | None, *, overwrite: bool = False,
@@ -201,13 +205,15 @@ def _atomic_output(path: str | os.PathLike, fmt: OutputFormat, overwrite: bool) 
 
 
 def _write_style(path: Path, fmt: OutputFormat, style: LayerStyle) -> None:
-    from geoalps.outputs.style import categorized_qml, class_colors, write_qgis_style
+    from geoalps.outputs.style import categorized_qml, output_class_colours, write_qgis_style
 
+    colours = output_class_colours(style.n_classes, style.first_pseudo_classes)
     if fmt.holds_style:
-        write_qgis_style(str(path), LAYER, style.n_classes, field=style.field, class_names=style.class_names)
+        write_qgis_style(str(path), LAYER, style.n_classes, field=style.field, class_names=style.class_names,
+                         colours=colours)
         return
     names = style.class_names or [f"class {i}" for i in range(style.n_classes)]
-    qml = categorized_qml(fmt.stored(style.field), class_colors(style.n_classes), names)
+    qml = categorized_qml(fmt.stored(style.field), colours, names)
     style_sidecar(path).write_text(qml, encoding="utf-8")
 
 

@@ -137,3 +137,76 @@ def test_bad_requests_are_one_line_errors(labelled, tmp_path):
     with pytest.raises(InputError, match="no field 'label'"):
         name_classes(labelled / "out.gpkg", tmp_path / "x.gpkg", examples=labelled / "examples.gpkg", name_field="label")
     assert not (tmp_path / "x.gpkg").exists()
+
+
+def _layer_style_colours(gpkg) -> dict[int, tuple[int, int, int]]:
+    """Category value -> fill RGB of the default style QGIS loads from ``layer_styles``."""
+    import sqlite3
+    import xml.etree.ElementTree as ET
+
+    with sqlite3.connect(gpkg) as db:
+        qml = db.execute("select styleQML from layer_styles where useAsDefault = 1").fetchone()[0]
+    root = ET.fromstring(qml.split("\n", 1)[1])
+    symbol_of = {c.get("symbol"): int(c.get("value")) for c in root.iter("category")}
+    colours = {}
+    for symbol in root.iter("symbol"):
+        fill = next(o.get("value") for o in symbol.iter("Option") if o.get("name") == "color")
+        colours[symbol_of[symbol.get("name")]] = tuple(int(v) for v in fill.split(",")[:3])
+    return colours
+
+
+def _raster_colours(tif) -> tuple[dict[int, tuple[int, int, int]], dict[int, tuple[int, int, int]]]:
+    """(colour table, .qml sidecar palette) of a class raster, value -> RGB."""
+    import xml.etree.ElementTree as ET
+
+    with rasterio.open(tif) as src:
+        table = {k: tuple(v[:3]) for k, v in src.colormap(1).items()}
+    root = ET.fromstring(tif.with_suffix(".qml").read_text().split("\n", 1)[1])
+    sidecar = {int(e.get("value")): tuple(int(e.get("color")[i:i + 2], 16) for i in (1, 3, 5))
+               for e in root.iter("paletteEntry")}
+    return table, sidecar
+
+
+def _gallery_colours(gpkg, folder) -> dict[int, tuple[int, int, int]]:
+    from geoalps.classes.gallery import make_gallery
+
+    report = make_gallery(gpkg, folder / f"{gpkg.stem}.gallery.png", scenes=[SCENE], chips_per_class=1,
+                          random_chips=0, overwrite=True)
+    return {c["class"]: tuple(int(c["color"][i:i + 2], 16) for i in (1, 3, 5)) for c in report["classes"]}
+
+
+def test_a_pseudo_class_keeps_its_colour_through_naming(labelled, tmp_path):
+    """Pseudo-class 5 keeps its colour, and merged pseudo-class 2 takes that of 0 (the first of
+    "field"), in the layer style, the gallery, the label raster's colour table and its .qml,
+    although naming renumbers them (class ids 4 and 0)."""
+    import shutil
+
+    from geoalps.outputs.style import class_colors
+
+    model = tmp_path / "km.joblib"
+    shutil.copy(labelled / "km.joblib", model)
+    before = {"layer": _layer_style_colours(labelled / "out.gpkg"), "gallery": _gallery_colours(labelled / "out.gpkg", tmp_path)}
+    before["table"], before["qml"] = _raster_colours(labelled / "out.tif")
+    pseudo = class_colors(7)
+    for place, colours in before.items():
+        assert [colours[k] for k in range(7)] == pseudo, place
+
+    report = name_classes(labelled / "out.gpkg", tmp_path / "named.gpkg", names="0=field,2=field,6=shrub",
+                          kmeans_model=model)
+    ids = report.names.class_ids()
+    assert (ids[5], ids[2], ids[6]) == (4, 0, 5)  # naming renumbers: class 5 is class id 4
+    named_objects = pyogrio.read_dataframe(tmp_path / "named.gpkg", layer="masks", read_geometry=False)
+    assert {5, 2, 6} <= set(named_objects["pseudo_class"])
+    label(SCENE, tmp_path / "again.gpkg", raster_out=tmp_path / "again.tif", kmeans_model=model, **FAST)
+    after_layer = _layer_style_colours(tmp_path / "named.gpkg")
+    relabelled_layer = _layer_style_colours(tmp_path / "again.gpkg")
+    after_table, after_qml = _raster_colours(tmp_path / "again.tif")
+    after_gallery = _gallery_colours(tmp_path / "named.gpkg", tmp_path)  # by pseudo-class
+    for k, first in ((5, 5), (2, 0), (0, 0), (1, 1), (6, 6)):
+        expected = before["layer"][first]
+        for place, colour in (("named layer", after_layer[ids[k]]), ("relabelled layer", relabelled_layer[ids[k]]),
+                              ("colour table", after_table[ids[k]]), ("raster .qml", after_qml[ids[k]]),
+                              ("gallery", after_gallery[k])):
+            assert colour == expected, (k, place)
+    assert after_layer[ids[5]] == (145, 30, 180)  # class 5's purple, which "shrub" no longer takes
+    assert after_layer[ids[6]] == (70, 240, 240)

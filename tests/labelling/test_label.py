@@ -238,3 +238,17 @@ def test_featureless_scene_gives_an_empty_valid_layer(tmp_path):
     assert len(written) == 0 and "pseudo_class" in written.columns and written.crs.to_epsg() == 32633
     with rasterio.open(tmp_path / "flat.labels.tif") as out:
         assert (out.read(1) == 255).all()
+
+
+def test_keywords_apply_on_top_of_the_option_records(tmp_path):
+    from geoalps import LabelOptions, RunOptions
+
+    data = scene_with_objects(120, 150, [(10, 10, 40, 50), (60, 80, 100, 130), (15, 90, 45, 140)])
+    path = write_raster(tmp_path / "three.tif", data)
+    settings = LabelOptions(engine="classical", classes=3, min_area_px=30)
+    result = label(path, None, settings=settings, classes=6, run=RunOptions(quiet=True), workers=1)
+    assert result.stats["n_classes"] == 6  # the keyword, not the record's 3
+    assert result.stats["workers"] == 1
+    assert settings.classes == 3  # the caller's record is left as it was
+    with pytest.raises(GeoAlpsError, match="unknown option"):
+        label(path, None, settings=settings, clases=6)

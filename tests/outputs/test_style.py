@@ -160,3 +160,14 @@ def test_raster_style_default_names(tmp_path):
 
     path = write_qgis_raster_style(tmp_path / "x.tif", 2)
     assert 'label="class 1"' in open(path).read()
+
+
+def test_a_named_class_is_coloured_as_its_first_pseudo_class():
+    from geoalps.outputs.style import output_class_colours
+
+    palette = class_colors(8)
+    assert output_class_colours(5) == class_colors(5)
+    # named classes standing for pseudo-classes 0, 1, 3, 4, 7 (2 merged into 0, 5 and 6 into 4)
+    assert output_class_colours(5, [0, 1, 3, 4, 7]) == [palette[k] for k in (0, 1, 3, 4, 7)]
+    with pytest.raises(ValueError, match="2 pseudo-classes given for 3 classes"):
+        output_class_colours(3, [0, 1])

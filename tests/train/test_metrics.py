@@ -79,9 +79,9 @@ def test_cli_evaluate_writes_the_contract_keys(tmp_path):
     result = CliRunner().invoke(main, ["evaluate", str(pred), str(truth), "--json", str(tmp_path / "m.json")])
     assert result.exit_code == 0, result.output
     assert "mIoU" in result.output
-    saved = json.loads((tmp_path / "m.json").read_text())
+    saved = json.loads((tmp_path / "m.json").read_text())["identity"]  # scored as predicted (--mapping identity)
     assert saved["miou"] == pytest.approx(EXPECTED_MIOU)
-    assert saved["per_class_iou"]["1"] == pytest.approx(0.6)
+    assert {row["class"]: row["iou"] for row in saved["per_class"]}[1] == pytest.approx(0.6)
     assert saved["overall_accuracy"] == pytest.approx(0.7)
 
 
@@ -95,4 +95,4 @@ def test_cli_evaluate_refuses_to_overwrite_json(tmp_path):
     result = CliRunner().invoke(main, ["evaluate", str(pred), str(truth), "--json", str(tmp_path / "m.json")])
     assert result.exit_code == OutputError.exit_code and "--overwrite" in result.stderr
     result = CliRunner().invoke(main, ["evaluate", str(pred), str(truth), "--json", str(tmp_path / "m.json"), "--overwrite"])
-    assert result.exit_code == 0 and json.loads((tmp_path / "m.json").read_text())["overall_accuracy"] == pytest.approx(0.7)
+    assert result.exit_code == 0 and json.loads((tmp_path / "m.json").read_text())["identity"]["overall_accuracy"] == pytest.approx(0.7)
