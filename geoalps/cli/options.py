@@ -43,7 +43,7 @@ progress_lines_opt = click.option(
     help="Print 'geoalps-progress: <percent> <message>' lines on stderr (for the QGIS plugin).")
 device_opt = click.option("--device", default=_LABEL.device, show_default=True,
                           help="auto (cuda, mps, cpu), cpu, cuda, cuda:1, mps.")
-seed_opt = click.option("--seed", type=int, default=_LABEL.seed, show_default=True,
+seed_opt = click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=_LABEL.seed, show_default=True,
                         help="Same inputs + seed = same output.")
 threads_opt = click.option("--threads", type=click.IntRange(1), default=None,
                            help="torch CPU threads [default: torch's]; 1 is often fastest on a busy machine.")
