@@ -16,6 +16,7 @@ tile results makes pass 2 cheap, ``--resume`` natural and memory flat.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import sys
@@ -180,7 +181,7 @@ def _raster_targets(raster_out: str | os.PathLike | None, scenes: list[Scene]) -
         return [check_raster_output(raster_out)]
     if not raster_out.is_dir():
         raise OutputError(f"{raster_out}: --raster-out must be an existing folder when labelling several scenes")
-    targets = [raster_out / f"{Path(s.name).stem}.labels.tif" for s in scenes]
+    targets = [raster_out / f"{Path(s.name.replace('/', '_')).stem}.labels.tif" for s in scenes]
     if len(set(targets)) != len(targets):
         raise OutputError(f"{raster_out}: several scenes share a file name, so their label rasters would collide")
     return targets
@@ -216,6 +217,7 @@ def _prepare(scenes, output, raster_out, kmeans_model, return_labels, opts: Labe
     aoi = load_aoi(opts.aoi, opts.aoi_crs)
     opened = [open_scene(s.path, nodata=opts.nodata, allow_pixel_coords=opts.allow_pixel_coords, aoi=aoi,
                          name=s.name, shown=s.shown) for s in sources]
+    opened = [dataclasses.replace(s, name=n) if n != s.name else s for s, n in zip(opened, unique_scene_names(opened))]
     if len({s.georeferenced for s in opened}) > 1:
         raise InputError(
             f"{next(s.shown for s in opened if not s.georeferenced)}: has no georeferencing while "
@@ -375,13 +377,16 @@ def _pass2(run: _Run, blocks, clusterer, seams: SeamIndex, exe: RunOptions, opts
     try:
         for index, (scene, plan) in enumerate(zip(run.scenes, run.plans)):
             layer_path = run.store.scratch(f"scene_{index}.gpkg")
-            if layer_path.exists():  # pass 2 of an interrupted run is redone from scratch
-                layer_path.unlink()
-            writer = LayerWriter(layer_path, scene.crs_wkt)
-            assemble_scene(scene, plan, lambda t: run.store.load(t.key), blocks, clusterer, writer,
-                           seams.merged(index), on_tile=lambda: assembly.update(1, f"tile {assembly.count + 1}/{assembly.total} assembled"),
-                           simplify_px=_simplify_px(opts, scene))
-            writer.close()
+            with _writing(layer_path, run.store):
+                if layer_path.exists():  # pass 2 of an interrupted run is redone from scratch
+                    layer_path.unlink()
+                for journal in layer_path.parent.glob(f"{layer_path.name}-*"):  # -journal of a killed run
+                    journal.unlink()
+                writer = LayerWriter(layer_path, scene.crs_wkt)
+                assemble_scene(scene, plan, lambda t: run.store.load(t.key), blocks, clusterer, writer,
+                               seams.merged(index), on_tile=lambda: assembly.update(1, f"tile {assembly.count + 1}/{assembly.total} assembled"),
+                               simplify_px=_simplify_px(opts, scene))
+                writer.close()
             scene_layers.append(layer_path)
     finally:
         assembly.close()
@@ -425,14 +430,21 @@ def _write_outputs(scenes, scene_layers, output, raster_targets, n_classes, over
     A write that fails for want of space (or of a file size limit, or a folder that cannot be
     written) is an :class:`OutputError` naming the output; the work folder stays for ``--resume``.
     """
-    try:
+    with _writing(output or raster_targets[0], store):
         return _write_outputs_now(scenes, scene_layers, output, raster_targets, n_classes, overwrite, kmeans_model,
                                   clusterer)
+
+
+@contextlib.contextmanager
+def _writing(what, store: WorkStore):
+    """Failures to write ``what`` (the disk full, a file size limit, a folder that went away)
+    as one :class:`OutputError` naming it, with how to go on."""
+    try:
+        yield
     except _write_failures() as exc:
         kept = "" if store.temporary else f"; the finished tiles are kept in {store.folder}: rerun with --resume"
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else " ".join(str(exc).split())
-        raise OutputError(f"{output or raster_targets[0]}: writing the outputs failed ({redact(reason)}; "
-                          f"disk full or not writable?){kept}") from None
+        raise OutputError(f"{what}: writing failed ({redact(reason)}; disk full or not writable?){kept}") from None
 
 
 def _write_failures() -> tuple[type[BaseException], ...]:
@@ -483,6 +495,30 @@ def _write_outputs_now(scenes, scene_layers, output, raster_targets, n_classes, 
             write_raster_style(target, n_out, names)
 
     return {"objects": objects, "classes_used": len(classes_used), "n_classes": n_classes}
+
+
+def unique_scene_names(scenes: list[Scene]) -> list[str]:
+    """The ``scene`` value of each scene: its name, or for scenes sharing a file name
+    (``a/scene.tif``, ``b/scene.tif``) the shortest end of their paths that tells them apart, so
+    every key of the output's scene map (:func:`_scene_paths`) is one file."""
+    names = [s.name for s in scenes]
+    for name in set(names):
+        group = [i for i, n in enumerate(names) if n == name]
+        if len(group) < 2:
+            continue
+        parts = [_location_parts(scenes[i]) for i in group]
+        for depth in range(2, max(len(p) for p in parts) + 1):
+            tails = ["/".join(p[-depth:]) for p in parts]
+            if len(set(tails)) == len(tails):
+                break
+        for i, tail in zip(group, tails):
+            names[i] = tail
+    return names
+
+
+def _location_parts(scene: Scene) -> list[str]:
+    where = Path(os.path.abspath(scene.path)).as_posix() if os.path.isfile(scene.path) else scene.shown
+    return [p for p in where.split("/") if p][:-1] + [scene.name]
 
 
 def _scene_paths(scenes: list[Scene]) -> dict[str, str]:
