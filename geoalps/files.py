@@ -26,6 +26,12 @@ def check_writable(path: str | os.PathLike, overwrite: bool) -> Path:
         raise OutputError(f"{path}: output folder {parent} does not exist")
     if not os.access(parent, os.W_OK):
         raise OutputError(f"{path}: output folder {parent} is not writable")
+    try:  # os.access says yes for root, and for /proc or a read-only mount: try it
+        fd, probe = tempfile.mkstemp(prefix=".geoalps-probe-", dir=parent)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as exc:
+        raise OutputError(f"{path}: output folder {parent} is not writable ({exc.strerror or exc})") from None
     return path
 
 
@@ -73,11 +79,14 @@ def check_distinct(inputs: Iterable, outputs: Iterable[tuple[str, Iterable]]) ->
 
 
 def _temporary_pattern(path: Path) -> re.Pattern:
-    """The names :func:`atomic_path` gives temporaries of ``path`` (and their SQLite / sidecar
-    companions): ``.<stem>.XXXXXXXX.tmp<anything>`` and ``.<name>.XXXXXXXX.tmp``."""
+    """The names :func:`atomic_path` gives temporaries of ``path``: ``.<stem>.XXXXXXXX.tmp<suffix>``
+    with SQLite's side files and the sidecars written with it (style, Shapefile parts, metadata),
+    and ``.<name>.XXXXXXXX.tmp`` (byte writes, such as its ``.qml``)."""
     random = r"\.[A-Za-z0-9_]{8}\.tmp"
-    return re.compile(rf"^\.(?:{re.escape(path.stem)}{random}(?:\..*|-journal|-wal|-shm)?|"
-                      rf"{re.escape(path.name)}{random})$")
+    suffixes = "|".join(re.escape(s) for s in {path.suffix, ".qml", ".shx", ".dbf", ".prj", ".cpg"} if s)
+    names = "|".join(re.escape(n) for n in (path.name, f"{path.stem}.qml"))
+    return re.compile(rf"^\.(?:{re.escape(path.stem)}{random}(?:{suffixes})(?:-journal|-wal|-shm|\.geoalps\.json)?"
+                      rf"|(?:{names}){random})$")
 
 
 def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:

@@ -170,8 +170,13 @@ def predict_command(model, scene, output, polygons, overlap_px, batch_size, devi
     Example:
       $ geoalps predict model.pt scene.tif -o scene.pred.tif --polygons scene.pred.gpkg
     """
+    from geoalps.files import check_distinct
+    from geoalps.outputs.formats import check_raster_output, output_files, raster_output_files
     from geoalps.train.predict import predict
 
+    check_raster_output(output)
+    check_distinct([model, scene], [(output, raster_output_files(output))]
+                   + ([(polygons, output_files(polygons))] if polygons else []))
     predict(model, scene, output, polygons=polygons, overwrite=overwrite, overlap_px=overlap_px, batch_size=batch_size,
             device=device, threads=threads, progress_lines=progress_lines, quiet=quiet)
     if not quiet:
