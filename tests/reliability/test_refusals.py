@@ -200,3 +200,17 @@ def test_a_kmeans_model_with_other_classes_is_said(scene, tmp_path):
                      "--kmeans-model", model, "-q")
     assert result.returncode == 0, result.stderr
     assert f"{model} has 4 classes; they are used, not --classes 7" in result.stderr
+
+
+def test_a_stac_feature_without_stac_version_is_an_input_error(tmp_path):
+    import json
+
+    from stac_items import write_item
+
+    item, _ = write_item(tmp_path, np.full((4, 32, 32), 100, np.uint16))
+    data = json.loads(item.read_text())
+    del data["stac_version"]
+    item.write_text(json.dumps(data))
+    one_line_error(geoalps("label", item, "-o", tmp_path / "out.gpkg", "--engine", "classical"), 3,
+                   f"{item.name}: not a valid STAC item", "no stac_version")
+    assert not (tmp_path / "out.gpkg").exists() and not (tmp_path / "out.gpkg.geoalps-work").exists()
