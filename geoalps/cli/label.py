@@ -25,7 +25,7 @@ from geoalps.cli.options import (area_opts, classical_opts, clustering_opts, eng
 @click.option("--kmeans-model", type=click.Path(dir_okay=False), default=None,
               help="Reuse this k-means model if it exists (same classes across runs), else fit and save it here.")
 @click.option("--raster-out", type=click.Path(), default=None,
-              help="Pseudo-label GeoTIFF on the scene's grid; a folder for several scenes (<scene>.labels.tif).")
+              help="Pseudo-label GeoTIFF (.tif/.tiff) on the scene's grid; a folder for several scenes (<scene>.labels.tif).")
 @run_opts
 def label_command(scenes, output, raster_out, kmeans_model, **options):
     """Label SCENES (GeoTIFFs, folders of image chips, URLs such as https://, s3://, /vsicurl/, or STAC

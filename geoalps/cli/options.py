@@ -36,7 +36,10 @@ def stack(*options: Callable) -> Callable:
 
 
 # -- shared by several commands ---------------------------------------------------------------
-overwrite_opt = click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+overwrite_opt = click.option(
+    "--overwrite", is_flag=True,
+    help="Replace existing outputs (never an input, nor a GeoPackage holding layers of others or open with "
+         "unsaved changes in another program).")
 quiet_opt = click.option("-q", "--quiet", is_flag=True, help="No progress bar or log lines.")
 progress_lines_opt = click.option(
     "--progress-lines", is_flag=True,

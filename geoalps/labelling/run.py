@@ -409,7 +409,8 @@ def _failure_message(failures: list[tuple[Tile, TileFailure]], scenes: list[Scen
         message = message[len(scene.shown) + 2:]
     where = f"tile {tile.key} (col {tile.col_off}, row {tile.row_off}, {tile.width} x {tile.height} px)"
     others = f"; {len(failures) - 1} more tile(s) failed" if len(failures) > 1 else ""
-    kept = "" if store.temporary else f"; finished tiles are kept in {store.folder}, rerun with --resume after fixing the cause"
+    kept = "" if store.temporary or not store.finished() else \
+        f"; finished tiles are kept in {store.folder}, rerun with --resume after fixing the cause"
     return f"{scene.shown}: {where} failed: {redact(message)}{others}{kept}"
 
 

@@ -121,7 +121,9 @@ def test_scenes_sharing_a_file_name_get_distinct_keys_and_the_gallery_reads_each
         write_raster(tmp_path / folder / "scene.tif", scene_with_objects(256, 256, random_boxes(6, 256, seed=seed),
                                                                          seed=seed))
     out = tmp_path / "out.gpkg"
-    label([tmp_path / "a" / "scene.tif", tmp_path / "b" / "scene.tif"], out, **LABEL)
+    (tmp_path / "rasters").mkdir()
+    label([tmp_path / "a" / "scene.tif", tmp_path / "b" / "scene.tif"], out, raster_out=tmp_path / "rasters", **LABEL)
+    assert sorted(p.name for p in (tmp_path / "rasters").glob("*.tif")) == ["a_scene.labels.tif", "b_scene.labels.tif"]
     objects = read_layer(out)
     assert set(objects["scene"]) == {"a/scene.tif", "b/scene.tif"}
     recorded = json.loads(layer_metadata(out)[SCENES_METADATA])
