@@ -51,12 +51,14 @@ elif point == "assembly":  # pass 2: a scene layer half written in the work fold
     run.assemble_scene = assemble
 elif point == "final":  # the output and the label raster written under temporary names, not renamed
     vector._write_style = die
-elif point == "slow":  # a run that holds its lock for a while
-    real_slow = run._save_tile
-    def slow(*args):
-        time.sleep(0.6)
-        real_slow(*args)
-    run._save_tile = slow
+elif point.startswith("hold:"):  # a run that holds its lock until the file named after "hold:" exists
+    release, real_hold = point[5:], run._save_tile
+    def hold(*args):
+        deadline = time.monotonic() + 240
+        while not os.path.exists(release) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        real_hold(*args)
+    run._save_tile = hold
 from geoalps.cli import main
 sys.argv[0] = "geoalps"
 main()
@@ -159,12 +161,14 @@ def test_two_runs_on_one_output_one_is_refused(baseline, tmp_path, flag):
     args = ["label", "scene.tif", "-o", "out.gpkg", "--raster-out", "out.tif", *LABEL]
     if flag == "--resume":  # an interrupted run to resume
         assert geoalps(*args, cwd=tmp_path, point="tile2").returncode == -signal.SIGKILL
-    first = geoalps(*args, flag, cwd=tmp_path, point="slow", wait=False)
+    release = tmp_path.parent / f"{tmp_path.name}.release"
+    first = geoalps(*args, flag, cwd=tmp_path, point=f"hold:{release}", wait=False)
     lock = tmp_path / ".out.gpkg.geoalps-lock"
-    deadline = time.monotonic() + 60
-    while not (lock.exists() and lock.read_text().strip()) and time.monotonic() < deadline:
+    deadline = time.monotonic() + 120
+    while not (lock.exists() and lock.read_text().strip() == str(first.pid)) and time.monotonic() < deadline:
         time.sleep(0.05)
-    second = geoalps(*args, flag, cwd=tmp_path)
+    second = geoalps(*args, flag, cwd=tmp_path)  # while the first one waits at its first tile
+    release.touch()
     out, err = first.communicate(timeout=300)
     assert first.returncode == 0, err
     assert second.returncode == 10, second.stderr_text
