@@ -113,6 +113,7 @@ def pretrain_command(images, labels, output, **kw):
     """
     from geoalps.train.loop import pretrain
 
+    _check_outputs([*images, *labels, kw.get("init")], output)
     quiet = kw["quiet"]
     options = _train_options(kw)
     history = pretrain(list(images), list(labels) or None, output, options=options, **kw)
@@ -144,11 +145,24 @@ def train_command(images, labels, output, class_names, **kw):
     """
     from geoalps.train.loop import finetune
 
+    _check_outputs([*images, *labels, kw.get("init"), kw.get("backbone_weights")], output)
     quiet = kw["quiet"]
     options = _train_options(kw)
     names = [n.strip() for n in class_names.split(",")] if class_names else None
     history = finetune(list(images), list(labels), output, class_names=names, options=options, **kw)
     _done(output, history, quiet)
+
+
+def _check_outputs(inputs: list, output: str) -> None:
+    """The model and its metrics file are not any of the images, labels or starting weights."""
+    from pathlib import Path
+
+    from geoalps.files import check_distinct
+
+    from geoalps.train.checkpoint import resume_path
+
+    files = [Path(output), Path(output).with_name(f"{Path(output).stem}.metrics.csv"), resume_path(output)]
+    check_distinct(inputs, [(output, files)])
 
 
 @main.command("predict")
