@@ -216,3 +216,15 @@ def test_a_stac_feature_without_stac_version_is_an_input_error(tmp_path):
     one_line_error(geoalps("label", item, "-o", tmp_path / "out.gpkg", "--engine", "classical"), 3,
                    f"{item.name}: not a valid STAC item", "no stac_version")
     assert not (tmp_path / "out.gpkg").exists() and not (tmp_path / "out.gpkg.geoalps-work").exists()
+
+
+def test_predict_and_training_refuse_outputs_over_inputs(scene, tmp_path):
+    before = scene.read_bytes()
+    one_line_error(geoalps("predict", tmp_path / "model.pt", scene, "-o", tmp_path / "r.png"), 4,
+                   "r.png: unknown raster output format (.png)")
+    one_line_error(geoalps("predict", tmp_path / "model.pt", scene, "-o", scene, "--overwrite"), 4,
+                   "is one of the inputs")
+    labels = write_raster(tmp_path / "labels.tif", np.zeros((256, 256), np.uint8))
+    one_line_error(geoalps("pretrain", "--images", scene, "--labels", labels, "-o", labels), 4,
+                   "labels.tif: is one of the inputs")
+    assert scene.read_bytes() == before
