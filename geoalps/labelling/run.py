@@ -325,7 +325,7 @@ def _pass1(runner: TileRunner, run: _Run, opts: LabelOptions, exe: RunOptions, b
                 progress.update(1, f"tile {progress.count + 1}/{progress.total} {name} {tile.key}: {len(result)} objects")
     except KeyboardInterrupt:
         progress.close()
-        if not run.store.temporary:
+        if not run.store.temporary and done:  # else the folder is removed: nothing to resume
             print(f"geoalps: interrupted; finished tiles are kept in {run.store.folder}; "
                   "rerun the same command with --resume to continue", file=sys.stderr)
         raise
