@@ -88,7 +88,8 @@ def baseline(tmp_path_factory):
     """A 512 px scene (9 tiles) and the outputs of an undisturbed run on it."""
     folder = tmp_path_factory.mktemp("baseline")
     write_raster(folder / "scene.tif", scene_with_objects(512, 512, random_boxes(14, 512, seed=3), seed=3))
-    done = geoalps("label", "scene.tif", "-o", "out.gpkg", "--raster-out", "out.tif", *LABEL, cwd=folder)
+    done = geoalps("label", "scene.tif", "-o", "out.gpkg", "--raster-out", "out.tif", *LABEL, "--keep-work",
+                   cwd=folder)
     assert done.returncode == 0, done.stderr_text
     return folder
 
@@ -134,25 +135,34 @@ def test_kill_9_then_resume_gives_the_undisturbed_output(baseline, tmp_path, poi
     assert _leftovers(tmp_path) == [".outline.abcd_123.tmp.gpkg"]  # no work folder, temp or lock file
 
 
-def test_disk_full_is_an_output_error_and_resume_finishes(baseline, tmp_path):
-    """A file size limit (RLIMIT_FSIZE) stands in for a full disk: writes fail with EFBIG."""
+@pytest.mark.parametrize("where", ["pass 2", "final write"])
+def test_disk_full_is_an_output_error_and_resume_finishes(baseline, tmp_path, where):
+    """A file size limit (RLIMIT_FSIZE) stands in for a full disk: writes fail with EFBIG. Below
+    the size of the scene layer pass 2 writes in the work folder, the run fails there; between
+    that and the output's size, at the final write."""
     _copy_scene(baseline, tmp_path)
     args = ["label", "scene.tif", "-o", "out.gpkg", "--raster-out", "out.tif", *LABEL]
     size = (baseline / "out.gpkg").stat().st_size
+    layer = (baseline / "out.gpkg.geoalps-work" / "scene_0.gpkg").stat().st_size
+    assert layer < size
+    cap = layer // 2 if where == "pass 2" else (layer + size) // 2
 
     def limit():
-        resource.setrlimit(resource.RLIMIT_FSIZE, (size // 2, size // 2))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (cap, cap))
 
     full = geoalps(*args, cwd=tmp_path, preexec_fn=limit)
     assert full.returncode == 4, full.stderr_text
     lines = full.stderr_text.strip().splitlines()
     assert len(lines) == 1 and "writing failed" in lines[0] and "--resume" in lines[0], lines
+    failed = "scene_0.gpkg" if where == "pass 2" else "out.gpkg"
+    assert lines[0].startswith(f"geoalps: error: {'out.gpkg.geoalps-work/' if where == 'pass 2' else ''}{failed}:")
     assert "internal error" not in full.stderr_text
     assert not (tmp_path / "out.gpkg").exists()
     resumed = geoalps(*args, "--resume", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr_text
     _same_result(tmp_path, baseline)
     assert _leftovers(tmp_path) == []
+    assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
 
 
 @pytest.mark.parametrize("flag", ["--resume", "--overwrite"])
