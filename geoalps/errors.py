@@ -49,3 +49,8 @@ class TileError(GeoAlpsError, exit_code=8):
 
 class DownloadError(GeoAlpsError, exit_code=9):
     """A download that failed or whose checksum does not match."""
+
+
+class BusyError(OutputError, exit_code=10):
+    """An output or work folder in use by another run (its lock is held), or a GeoPackage open
+    in another program; nothing was written, rerun when it is free."""

@@ -123,6 +123,8 @@ class LabelOptions:
         check_tiling(self.tile_size, self.overlap)
         if not 1 <= self.classes <= CLASSES_MAX:
             raise OptionError(f"--classes must be between 1 and {CLASSES_MAX}")
+        if not 0 <= self.seed < 2**32:  # numpy's seeds; checked here, not after every tile
+            raise OptionError(f"--seed must be between 0 and {2**32 - 1}")
         if self.min_area_px is not None and self.min_area_px < 1:
             raise OptionError("--min-area-px must be at least 1")
         if not 0 < self.max_area_frac <= 1:

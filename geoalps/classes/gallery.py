@@ -306,8 +306,9 @@ def choose_chips(objects, class_field: str, n_classes: int, chips_per_class: int
 def find_scene(gpkg: str, name: str, scenes: list[str | os.PathLike] | None = None) -> str:
     """The path of the scene file ``name``: from ``scenes`` (by file name), else the GeoPackage's
     ``geoalps_scenes`` metadata, else beside the GeoPackage, else in the current folder."""
-    for given in scenes or []:
-        if Path(given).name == name and Path(given).exists():
+    for given in scenes or []:  # a name is a file name, or a path's end when scenes shared one
+        if (Path(given).name == name or Path(os.path.abspath(given)).as_posix().endswith(f"/{name}")) \
+                and Path(given).exists():
             return str(given)
     recorded = _recorded_scenes(gpkg).get(name)
     candidates = ([Path(recorded)] if recorded else []) + [Path(gpkg).parent / name, Path.cwd() / name]

@@ -16,7 +16,7 @@ from geoalps.errors import GeoAlpsError
 class _Group(click.Group):
     """Turns GeoAlpsError into a one-line message and its kind's exit code (``exit_code``:
     2 options, 3 inputs, 4 outputs, 5 models, 6 missing packages, 7 work folder, 8 failed tiles,
-    9 downloads), never a traceback; 1 is an internal error, 130 an interrupt."""
+    9 downloads, 10 output in use by another run or program), never a traceback; 1 is an internal error, 130 an interrupt."""
 
     def invoke(self, ctx: click.Context):
         try:

@@ -37,7 +37,9 @@ def gallery_command(output, path, scenes, chips_per_class, random_chips, seed, o
       $ geoalps classes gallery labels.gpkg -o gallery.html --scene /data/scene.tif
     """
     from geoalps.classes.gallery import make_gallery
+    from geoalps.files import check_distinct
 
+    check_distinct([output, *scenes], [(path, [path])])
     result = make_gallery(output, path, scenes=list(scenes) or None, chips_per_class=chips_per_class,
                           random_chips=random_chips, seed=seed, overwrite=overwrite)
     click.echo(f"geoalps: wrote {path}: {len(result['classes'])} classes", err=True)
@@ -71,8 +73,11 @@ def name_command(output, named_output, examples, name_field, names, kmeans_model
       $ geoalps classes name labels.gpkg --names 0=building,3=building,5=water -o named.gpkg
     """
     from geoalps.classes.naming import name_classes, report_json, report_lines
-    from geoalps.files import check_writable, write_bytes_atomic
+    from geoalps.files import check_distinct, check_writable, write_bytes_atomic
+    from geoalps.outputs.formats import output_files
 
+    check_distinct([output, examples, kmeans_model],
+                   [(named_output, output_files(named_output))] + ([(report_path, [report_path])] if report_path else []))
     if report_path:
         check_writable(report_path, overwrite)
     report = name_classes(output, named_output, examples=examples, name_field=name_field, names=names,

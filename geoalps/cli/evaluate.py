@@ -56,8 +56,9 @@ def evaluate_command(prediction, truth, json_path, figure, truth_field, truth_no
       $ geoalps evaluate scene.pred.tif scene.gt.tif --truth-names 1=water,2=developed
     """
     from geoalps.evaluation import confusion_figure, evaluate_pseudo_labels, write_json
-    from geoalps.files import check_writable
+    from geoalps.files import check_distinct, check_writable
 
+    check_distinct([prediction, truth, objects], [(p, [p]) for p in (json_path, figure) if p])
     for path in (json_path, figure):
         if path:
             check_writable(path, overwrite)

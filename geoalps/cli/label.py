@@ -28,7 +28,7 @@ from geoalps.cli.options import (area_opts, classical_opts, clustering_opts, eng
               help="Also read a --kmeans-model saved by older geoalps (a pickle, which runs code when read: "
                    "only for files you trust; or set GEOALPS_TRUST_KMEANS_MODEL=1).")
 @click.option("--raster-out", type=click.Path(), default=None,
-              help="Pseudo-label GeoTIFF on the scene's grid; a folder for several scenes (<scene>.labels.tif).")
+              help="Pseudo-label GeoTIFF (.tif/.tiff) on the scene's grid; a folder for several scenes (<scene>.labels.tif).")
 @run_opts
 def label_command(scenes, output, raster_out, kmeans_model, trust_kmeans_model, **options):
     """Label SCENES (GeoTIFFs, folders of image chips, URLs such as https://, s3://, /vsicurl/, or STAC

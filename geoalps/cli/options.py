@@ -37,14 +37,17 @@ def stack(*options: Callable) -> Callable:
 
 
 # -- shared by several commands ---------------------------------------------------------------
-overwrite_opt = click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+overwrite_opt = click.option(
+    "--overwrite", is_flag=True,
+    help="Replace existing outputs (never an input, nor a GeoPackage holding layers of others or open with "
+         "unsaved changes in another program).")
 quiet_opt = click.option("-q", "--quiet", is_flag=True, help="No progress bar or log lines.")
 progress_lines_opt = click.option(
     "--progress-lines", is_flag=True,
     help="Print 'geoalps-progress: <percent> <message>' lines on stderr (for the QGIS plugin).")
 device_opt = click.option("--device", default=_LABEL.device, show_default=True,
                           help="auto (cuda, mps, cpu), cpu, cuda, cuda:1, mps.")
-seed_opt = click.option("--seed", type=int, default=_LABEL.seed, show_default=True,
+seed_opt = click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=_LABEL.seed, show_default=True,
                         help="Same inputs + seed = same output.")
 threads_opt = click.option("--threads", type=click.IntRange(1), default=None,
                            help="torch CPU threads [default: torch's]; 1 is often fastest on a busy machine.")

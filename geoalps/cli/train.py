@@ -113,6 +113,7 @@ def pretrain_command(images, labels, output, **kw):
     """
     from geoalps.train.loop import pretrain
 
+    _check_outputs([*images, *labels, kw.get("init")], output)
     quiet = kw["quiet"]
     options = _train_options(kw)
     history = pretrain(list(images), list(labels) or None, output, options=options, **kw)
@@ -144,11 +145,24 @@ def train_command(images, labels, output, class_names, **kw):
     """
     from geoalps.train.loop import finetune
 
+    _check_outputs([*images, *labels, kw.get("init"), kw.get("backbone_weights")], output)
     quiet = kw["quiet"]
     options = _train_options(kw)
     names = [n.strip() for n in class_names.split(",")] if class_names else None
     history = finetune(list(images), list(labels), output, class_names=names, options=options, **kw)
     _done(output, history, quiet)
+
+
+def _check_outputs(inputs: list, output: str) -> None:
+    """The model and its metrics file are not any of the images, labels or starting weights."""
+    from pathlib import Path
+
+    from geoalps.files import check_distinct
+
+    from geoalps.train.checkpoint import resume_path
+
+    files = [Path(output), Path(output).with_name(f"{Path(output).stem}.metrics.csv"), resume_path(output)]
+    check_distinct(inputs, [(output, files)])
 
 
 @main.command("predict")
@@ -170,8 +184,13 @@ def predict_command(model, scene, output, polygons, overlap_px, batch_size, devi
     Example:
       $ geoalps predict model.pt scene.tif -o scene.pred.tif --polygons scene.pred.gpkg
     """
+    from geoalps.files import check_distinct
+    from geoalps.outputs.formats import check_raster_output, output_files, raster_output_files
     from geoalps.train.predict import predict
 
+    check_raster_output(output)
+    check_distinct([model, scene], [(output, raster_output_files(output))]
+                   + ([(polygons, output_files(polygons))] if polygons else []))
     predict(model, scene, output, polygons=polygons, overwrite=overwrite, overlap_px=overlap_px, batch_size=batch_size,
             device=device, threads=threads, progress_lines=progress_lines, quiet=quiet)
     if not quiet:

@@ -7,6 +7,8 @@ fails. Scenes may be local files, URLs, GDAL virtual file system paths or in-mem
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import os
 import warnings
@@ -288,8 +290,11 @@ def read_window(scene: Scene, window: Window) -> np.ndarray:
     fetches only the blocks the window meets, retrying transient network errors; a read failure
     names the scene and window."""
     try:
-        with gdal_env(), open_raster(gdal_path(scene.path)) as src:
-            return src.read(window=scene.file_window(window))
+        with gdal_env(), open_raster(gdal_path(scene.path)) as src, _gdal_failures() as failures:
+            data = src.read(window=scene.file_window(window))
+        if failures:  # a block GDAL could not decode (a corrupt JPEG tile) is filled, not raised
+            raise RasterioIOError(failures[0])
+        return data
     except RasterioIOError as exc:
         virtual = is_virtual(scene.path)
         what = "network error after retries, or corrupt data" if virtual else "corrupt or truncated data"
@@ -298,6 +303,37 @@ def read_window(scene: Scene, window: Window) -> np.ndarray:
             f"cannot read pixels at col {int(window.col_off)}, row {int(window.row_off)} "
             f"({int(window.width)} x {int(window.height)} px): {what} ({_gdal_reason(exc)})",
         ) from None
+
+
+class _FailureLog(logging.Handler):
+    """Collects the GDAL failures rasterio reports through its ``rasterio._err`` logger."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.failures: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if record.levelno == logging.INFO and message.startswith("GDAL signalled an error"):
+            self.failures.append(message.split("msg=", 1)[-1].strip("'\""))
+
+
+@contextlib.contextmanager
+def _gdal_failures():
+    """The CE_Failure errors GDAL signals during the block: some drivers (GTiff's JPEG codec:
+    "JPEGLib: Unsupported marker") report a block they cannot decode and still return pixels,
+    which rasterio reads without raising; those must fail the read, never be labelled."""
+    logger = logging.getLogger("rasterio._err")
+    handler = _FailureLog()
+    level = logger.level
+    if not logger.isEnabledFor(logging.INFO):
+        logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    try:
+        yield handler.failures
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 def valid_in_window(scene: Scene, window: Window, data: np.ndarray) -> np.ndarray:

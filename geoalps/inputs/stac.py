@@ -73,8 +73,9 @@ def stac_scenes(location: str | os.PathLike, assets: str | None = None) -> list[
             items = list(pystac.ItemCollection.from_dict(data, preserve_dict=True).items)
         else:
             raise InputError(f"{shown}: not a STAC item or item collection (type {kind!r})")
-    except (pystac.STACError, KeyError, TypeError, ValueError) as exc:
-        raise InputError(f"{shown}: not a valid STAC item ({' '.join(str(exc).split())})") from None
+    except (pystac.STACError, pystac.errors.STACTypeError, KeyError, TypeError, ValueError) as exc:
+        missing = "" if isinstance(data, dict) and "stac_version" in data else "; it has no stac_version"
+        raise InputError(f"{shown}: not a valid STAC item ({' '.join(str(exc).split())}){missing}") from None
     if not items:
         raise InputError(f"{shown}: the item collection holds no items")
     base = location if not is_url(location) else location.split("?", 1)[0]

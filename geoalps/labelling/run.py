@@ -16,6 +16,7 @@ tile results makes pass 2 cheap, ``--resume`` natural and memory flat.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import sys
@@ -30,7 +31,7 @@ from affine import Affine
 from geoalps.clustering.feeder import OrderedFeeder
 from geoalps.clustering.kmeans import OnlineKMeans
 from geoalps.errors import InputError, OutputError, TileError
-from geoalps.files import atomic_path, check_writable
+from geoalps.files import atomic_path, check_distinct, check_writable, remove_stale_temporaries
 from geoalps.inputs.bands import band_names_hint, resolve_bands
 from geoalps.inputs.aoi import load_aoi
 from geoalps.inputs.crs import same_crs
@@ -39,6 +40,7 @@ from geoalps.inputs.scene import Scene, open_scene
 from geoalps.inputs.sources import materialise_arrays, scene_sources
 from geoalps.inputs.tiles import Tile, plan_tiles
 from geoalps.labelling.assembly import assemble_scene
+from geoalps.labelling.lock import run_lock
 from geoalps.labelling.parallel import TileFailure, TileRunner
 from geoalps.labelling.tile_work import check_engine, process_tiles
 from geoalps.labelling.work_store import WorkStore, fingerprint, settings_digest
@@ -48,7 +50,8 @@ from geoalps.objects.coverage import tolerance_px
 from geoalps.options import LabelOptions, RunOptions, auto_workers, parse_simplify, split_options
 from geoalps.outputs.raster import burn_objects, open_label_raster, write_raster_style
 from geoalps.outputs.style import output_class_colours
-from geoalps.outputs.formats import check_output, output_format
+from geoalps.outputs.formats import (check_output, check_raster_output, output_files, output_format,
+                                     raster_output_files)
 from geoalps.outputs.vector import (BAND_ROLES_METADATA, SCENES_METADATA, LayerStyle, LayerWriter, empty_objects,
                                     objects_in_layer, read_layer, read_layer_batches, with_ids, write_output)
 from geoalps.progress import Progress, emit_line
@@ -130,18 +133,23 @@ def label(
                          trust_kmeans_model)
         from geoalps.engines import resolve_engine_name
 
-        pending = sum(t.key not in state.done for t in state.tiles)
-        with TileRunner(auto_workers(exe.workers, resolve_engine_name(opts), pending), exe.scheduler) as runner:
-            description, blocks, batch = _start_engine(runner, state, opts, exe)
-            seams = SeamIndex(state.plans, [Affine.identity()] * len(state.scenes))  # tile results are in scene pixels
-            feeder = _pass1(runner, state, opts, exe, blocks, batch, seams)
-        clusterer = _finish_clustering(feeder.clusterer, state, opts, exe.quiet)
-        n_classes = max(clusterer.effective_classes if clusterer is not None else 0, opts.classes)
-        scene_layers = _pass2(state, blocks, clusterer, seams, exe, opts)
-        if exe.progress_lines:
-            emit_line(95.0, "writing outputs")
-        stats = _write_outputs(state.scenes, scene_layers, output, state.raster_targets, n_classes, exe.overwrite,
-                               kmeans_model, clusterer)
+        try:
+            pending = sum(t.key not in state.done for t in state.tiles)
+            with TileRunner(auto_workers(exe.workers, resolve_engine_name(opts), pending), exe.scheduler) as runner:
+                description, blocks, batch = _start_engine(runner, state, opts, exe)
+                seams = SeamIndex(state.plans, [Affine.identity()] * len(state.scenes))  # tile results are in scene pixels
+                feeder = _pass1(runner, state, opts, exe, blocks, batch, seams)
+            clusterer = _finish_clustering(feeder.clusterer, state, opts, exe.quiet)
+            n_classes = max(clusterer.effective_classes if clusterer is not None else 0, opts.classes)
+            scene_layers = _pass2(state, blocks, clusterer, seams, exe, opts)
+            if exe.progress_lines:
+                emit_line(95.0, "writing outputs")
+            stats = _write_outputs(state.scenes, scene_layers, output, state.raster_targets, n_classes, exe.overwrite,
+                                   kmeans_model, clusterer, state.store)
+        except BaseException:
+            if not state.store.temporary and not state.store.finished():
+                state.store.remove()  # nothing to resume: no work folder to block the next run
+            raise
         gdf = _read_all(scene_layers, state.scenes) if output is None else None
         if not exe.keep_work or state.store.temporary:
             state.store.remove()
@@ -167,16 +175,20 @@ def label(
         return LabelResult(stats, Path(output) if output is not None else None, kept, labels, gdf)
 
 
+def _raster_out_is_folder(raster_out: str | os.PathLike) -> bool:
+    return Path(raster_out).is_dir() or str(raster_out).endswith(os.sep)
+
+
 def _raster_targets(raster_out: str | os.PathLike | None, scenes: list[Scene]) -> list[Path | None]:
     if raster_out is None:
         return [None] * len(scenes)
+    as_folder = _raster_out_is_folder(raster_out) or len(scenes) > 1
     raster_out = Path(raster_out)
-    as_folder = raster_out.is_dir() or str(raster_out).endswith(os.sep) or len(scenes) > 1
     if not as_folder:
-        return [raster_out]
+        return [check_raster_output(raster_out)]
     if not raster_out.is_dir():
         raise OutputError(f"{raster_out}: --raster-out must be an existing folder when labelling several scenes")
-    targets = [raster_out / f"{Path(s.name).stem}.labels.tif" for s in scenes]
+    targets = [raster_out / f"{Path(s.name.replace('/', '_')).stem}.labels.tif" for s in scenes]
     if len(set(targets)) != len(targets):
         raise OutputError(f"{raster_out}: several scenes share a file name, so their label rasters would collide")
     return targets
@@ -206,10 +218,13 @@ def _prepare(scenes, output, raster_out, kmeans_model, return_labels, opts: Labe
     overwrite, work_dir = exe.overwrite, exe.work_dir
     if output is not None:
         output_format(output)  # an unknown extension fails before the scenes are even opened
+    if kmeans_model is not None and not Path(kmeans_model).exists():
+        check_writable(kmeans_model, overwrite=False)  # a missing folder fails now, not after every tile
     sources = scene_sources(materialise_arrays(scenes, cleanup, opts.allow_pixel_coords), opts.assets)
     aoi = load_aoi(opts.aoi, opts.aoi_crs)
     opened = [open_scene(s.path, nodata=opts.nodata, allow_pixel_coords=opts.allow_pixel_coords, aoi=aoi,
                          name=s.name, shown=s.shown, band_names=opts.band_names) for s in sources]
+    opened = [dataclasses.replace(s, name=n) if n != s.name else s for s, n in zip(opened, unique_scene_names(opened))]
     if len({s.georeferenced for s in opened}) > 1:
         raise InputError(
             f"{next(s.shown for s in opened if not s.georeferenced)}: has no georeferencing while "
@@ -229,8 +244,16 @@ def _prepare(scenes, output, raster_out, kmeans_model, return_labels, opts: Labe
     for target in raster_targets:
         if target is not None:
             check_writable(target, overwrite)
-    clusterer = (OnlineKMeans.load(kmeans_model, trust=trust_kmeans_model)
-                 if kmeans_model is not None and Path(kmeans_model).exists() else None)
+    model_exists = kmeans_model is not None and Path(kmeans_model).exists()
+    check_distinct(
+        [s.path for s in opened] + [opts.aoi, kmeans_model if model_exists else None],
+        ([(str(output), output_files(output))] if output is not None else [])
+        + [(str(t), raster_output_files(t)) for t in raster_targets if t is not None]
+        + ([(str(kmeans_model), [kmeans_model])] if kmeans_model is not None and not model_exists else []))
+    clusterer = OnlineKMeans.load(kmeans_model, trust=trust_kmeans_model) if model_exists else None
+    if clusterer is not None and clusterer.n_classes != opts.classes:  # said even with --quiet
+        print(f"geoalps: warning: {kmeans_model} has {clusterer.n_classes} classes; they are used, "
+              f"not --classes {opts.classes}", file=sys.stderr)
     plans = [plan_tiles(s.width, s.height, opts.tile_size, opts.overlap, i) for i, s in enumerate(opened)]
     tiles = [t for plan in plans for t in plan]
     settings = {**opts.as_dict(), "aoi": redact(opts.aoi) if opts.aoi else None,
@@ -240,6 +263,11 @@ def _prepare(scenes, output, raster_out, kmeans_model, return_labels, opts: Labe
                 "kmeans_model": str(kmeans_model) if clusterer is not None else None}
     if work_dir is None and output is not None:
         work_dir = f"{output}.geoalps-work"
+    # one run at a time on this output and work folder, from here to the end of the run
+    cleanup.enter_context(run_lock(*[p for p in (output, work_dir) if p is not None]))
+    for written in [output, *raster_targets, kmeans_model]:
+        if written is not None:  # temporaries of a run killed during its final write
+            remove_stale_temporaries(written)
     # runs without a work folder cannot resume: no HEAD requests for them
     prints = fingerprint(opened, settings, remote_versions=work_dir is not None)
     store = WorkStore.open(work_dir, prints, resume=exe.resume, overwrite=overwrite)
@@ -312,14 +340,14 @@ def _pass1(runner: TileRunner, run: _Run, opts: LabelOptions, exe: RunOptions, b
                     progress.update(1, f"tile {progress.count + 1}/{progress.total} {name} {tile.key}: FAILED")
                     continue
                 result = results[position]
-                run.store.save(tile.key, result)
+                _save_tile(run.store, tile.key, result)
                 done.add(tile.key)
                 feeder.advance(done, fresh={tile.key: result})
                 seams.add(tile, result)
                 progress.update(1, f"tile {progress.count + 1}/{progress.total} {name} {tile.key}: {len(result)} objects")
     except KeyboardInterrupt:
         progress.close()
-        if not run.store.temporary:
+        if not run.store.temporary and done:  # else the folder is removed: nothing to resume
             print(f"geoalps: interrupted; finished tiles are kept in {run.store.folder}; "
                   "rerun the same command with --resume to continue", file=sys.stderr)
         raise
@@ -328,6 +356,14 @@ def _pass1(runner: TileRunner, run: _Run, opts: LabelOptions, exe: RunOptions, b
     if failures:
         raise TileError(_failure_message(failures, run.scenes, run.store))
     return feeder
+
+
+def _save_tile(store: WorkStore, key: str, result) -> None:
+    try:
+        store.save(key, result)
+    except OSError as exc:  # disk full, quota, a file size limit
+        raise OutputError(f"{store.folder}: cannot save a tile result ({exc.strerror or exc}); the tiles "
+                          "saved before are kept: free space and rerun with --resume") from None
 
 
 def _task_groups(tiles: list, batch: int) -> list[list]:
@@ -342,13 +378,13 @@ def _task_groups(tiles: list, batch: int) -> list[list]:
 
 
 def _finish_clustering(clusterer: OnlineKMeans | None, run: _Run, opts: LabelOptions, quiet: bool):
-    if clusterer is None:
-        if not quiet:  # a flat or featureless scene: an empty (but valid) result beats an error
-            print(f"geoalps: warning: no objects found in {', '.join(s.name for s in run.scenes)} "
-                  "(try a smaller --min-area-px or a larger --max-area-frac)", file=sys.stderr)
+    # Warnings about the result are said even with --quiet (which hides progress, not problems).
+    if clusterer is None:  # a flat or featureless scene: an empty (but valid) result beats an error
+        print(f"geoalps: warning: no objects found in {', '.join(s.name for s in run.scenes)} "
+              "(try a smaller --min-area-px or a larger --max-area-frac)", file=sys.stderr)
         return None
     clusterer.finish()
-    if clusterer.effective_classes < opts.classes and not clusterer.frozen and not quiet:
+    if clusterer.effective_classes < opts.classes and not clusterer.frozen:
         print(f"geoalps: only {clusterer.effective_classes} distinct objects found, so "
               f"{clusterer.effective_classes} classes instead of {opts.classes}", file=sys.stderr)
     return clusterer
@@ -363,13 +399,16 @@ def _pass2(run: _Run, blocks, clusterer, seams: SeamIndex, exe: RunOptions, opts
     try:
         for index, (scene, plan) in enumerate(zip(run.scenes, run.plans)):
             layer_path = run.store.scratch(f"scene_{index}.gpkg")
-            if layer_path.exists():  # pass 2 of an interrupted run is redone from scratch
-                layer_path.unlink()
-            writer = LayerWriter(layer_path, scene.crs_wkt)
-            assemble_scene(scene, plan, lambda t: run.store.load(t.key), blocks, clusterer, writer,
-                           seams.merged(index), on_tile=lambda: assembly.update(1, f"tile {assembly.count + 1}/{assembly.total} assembled"),
-                           simplify_px=_simplify_px(opts, scene))
-            writer.close()
+            with _writing(layer_path, run.store):
+                if layer_path.exists():  # pass 2 of an interrupted run is redone from scratch
+                    layer_path.unlink()
+                for journal in layer_path.parent.glob(f"{layer_path.name}-*"):  # -journal of a killed run
+                    journal.unlink()
+                writer = LayerWriter(layer_path, scene.crs_wkt)
+                assemble_scene(scene, plan, lambda t: run.store.load(t.key), blocks, clusterer, writer,
+                               seams.merged(index), on_tile=lambda: assembly.update(1, f"tile {assembly.count + 1}/{assembly.total} assembled"),
+                               simplify_px=_simplify_px(opts, scene))
+                writer.close()
             scene_layers.append(layer_path)
     finally:
         assembly.close()
@@ -392,7 +431,8 @@ def _failure_message(failures: list[tuple[Tile, TileFailure]], scenes: list[Scen
         message = message[len(scene.shown) + 2:]
     where = f"tile {tile.key} (col {tile.col_off}, row {tile.row_off}, {tile.width} x {tile.height} px)"
     others = f"; {len(failures) - 1} more tile(s) failed" if len(failures) > 1 else ""
-    kept = "" if store.temporary else f"; finished tiles are kept in {store.folder}, rerun with --resume after fixing the cause"
+    kept = "" if store.temporary or not store.finished() else \
+        f"; finished tiles are kept in {store.folder}, rerun with --resume after fixing the cause"
     return f"{scene.shown}: {where} failed: {redact(message)}{others}{kept}"
 
 
@@ -407,8 +447,43 @@ def _output_classes(n_classes: int, clusterer) -> LayerStyle:
     return LayerStyle(len(merged), "class_id", merged, tuple(names.first_pseudo_classes()))
 
 
-def _write_outputs(scenes, scene_layers, output, raster_targets, n_classes, overwrite, kmeans_model, clusterer) -> dict:
-    """All outputs appear together at the end, each renamed from a temporary file, or none."""
+def _write_outputs(scenes, scene_layers, output, raster_targets, n_classes, overwrite, kmeans_model, clusterer,
+                   store: WorkStore) -> dict:
+    """All outputs appear together at the end, each renamed from a temporary file, or none.
+
+    A write that fails for want of space (or of a file size limit, or a folder that cannot be
+    written) is an :class:`OutputError` naming the output; the work folder stays for ``--resume``.
+    """
+    with _writing(output or raster_targets[0], store):
+        return _write_outputs_now(scenes, scene_layers, output, raster_targets, n_classes, overwrite, kmeans_model,
+                                  clusterer)
+
+
+@contextlib.contextmanager
+def _writing(what, store: WorkStore):
+    """Failures to write ``what`` (the disk full, a file size limit, a folder that went away)
+    as one :class:`OutputError` naming it, with how to go on."""
+    try:
+        yield
+    except _write_failures() as exc:
+        kept = "" if store.temporary else f"; the finished tiles are kept in {store.folder}: rerun with --resume"
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else " ".join(str(exc).split())
+        raise OutputError(f"{what}: writing failed ({redact(reason)}; disk full or not writable?){kept}") from None
+
+
+def _write_failures() -> tuple[type[BaseException], ...]:
+    """What GDAL, SQLite and the OS raise when a file cannot be written to the end."""
+    import sqlite3
+
+    import pyogrio.errors
+    import rasterio.errors
+
+    return (OSError, sqlite3.Error, pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError,
+            pyogrio.errors.FieldError, rasterio.errors.RasterioError)
+
+
+def _write_outputs_now(scenes, scene_layers, output, raster_targets, n_classes, overwrite, kmeans_model,
+                       clusterer) -> dict:
     style = _output_classes(n_classes, clusterer)
     field_name, n_out, names = style.field, style.n_classes, style.class_names
     colours = output_class_colours(n_out, style.first_pseudo_classes)
@@ -449,6 +524,30 @@ def _write_outputs(scenes, scene_layers, output, raster_targets, n_classes, over
             write_raster_style(target, n_out, names, colours)
 
     return {"objects": objects, "classes_used": len(classes_used), "n_classes": n_classes}
+
+
+def unique_scene_names(scenes: list[Scene]) -> list[str]:
+    """The ``scene`` value of each scene: its name, or for scenes sharing a file name
+    (``a/scene.tif``, ``b/scene.tif``) the shortest end of their paths that tells them apart, so
+    every key of the output's scene map (:func:`_scene_paths`) is one file."""
+    names = [s.name for s in scenes]
+    for name in set(names):
+        group = [i for i, n in enumerate(names) if n == name]
+        if len(group) < 2:
+            continue
+        parts = [_location_parts(scenes[i]) for i in group]
+        for depth in range(2, max(len(p) for p in parts) + 1):
+            tails = ["/".join(p[-depth:]) for p in parts]
+            if len(set(tails)) == len(tails):
+                break
+        for i, tail in zip(group, tails):
+            names[i] = tail
+    return names
+
+
+def _location_parts(scene: Scene) -> list[str]:
+    where = Path(os.path.abspath(scene.path)).as_posix() if os.path.isfile(scene.path) else scene.shown
+    return [p for p in where.split("/") if p][:-1] + [scene.name]
 
 
 def _scene_paths(scenes: list[Scene]) -> dict[str, str]:

@@ -20,13 +20,14 @@ file-based layer, which is why that sidecar has no other name.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Mapping
 
-from geoalps.errors import OutputError
+from geoalps.errors import BusyError, OutputError
 
 #: Long schema names -> the 10-character names a Shapefile stores (others are short already).
 SHAPEFILE_FIELDS: Mapping[str, str] = MappingProxyType({
@@ -106,6 +107,82 @@ def output_format(path: str | os.PathLike) -> OutputFormat:
     return fmt
 
 
+#: Extensions of label rasters (always GeoTIFF, whatever the name says, so no other is taken).
+RASTER_EXTENSIONS = (".tif", ".tiff")
+#: Layers of a GeoPackage that geoalps writes and ``--overwrite`` may replace; GDAL's
+#: ``layer_styles`` table holds their QGIS style. Anything else in the file is the user's.
+OWN_GEOPACKAGE_TABLES = ("masks", "layer_styles")
+
+
+def check_raster_output(path: str | os.PathLike) -> Path:
+    """A label raster's name must end in .tif/.tiff: the bytes are GeoTIFF, and a ``.png`` or a
+    ``.gpkg`` holding GeoTIFF bytes would mislead every program that opens it."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in RASTER_EXTENSIONS:
+        raise OutputError(f"{path}: unknown raster output format ({suffix or 'no extension'}); label rasters are "
+                          f"GeoTIFF: use {' or '.join(RASTER_EXTENSIONS)}")
+    return Path(path)
+
+
+def raster_output_files(path: str | os.PathLike) -> list[Path]:
+    """A label raster and its ``.qml`` style sidecar."""
+    return [Path(path), style_sidecar(path)]
+
+
+def output_files(path: str | os.PathLike) -> list[Path]:
+    """A vector output and every sidecar written with it (for :func:`geoalps.files.check_distinct`)."""
+    return [Path(path), *output_format(path).sidecars(path)]
+
+
+def check_geopackage_replaceable(path: str | os.PathLike) -> None:
+    """Before replacing an existing GeoPackage with ``--overwrite``: refuse when another program
+    has it open with changes in a write-ahead log (a renamed new file would be paired with the old
+    ``-wal``/``-shm`` and read back corrupt), or when it holds layers that are not geoalps's (the
+    user's ``roads`` would be deleted with it). Costs one SQLite open of the existing file.
+
+    Side files left by a program that crashed are folded back by SQLite here (a checkpoint, a hot
+    journal rolled back); if they remain, the file is in use.
+    """
+    import sqlite3
+
+    path = Path(path)
+    if not path.is_file():
+        return
+    sides = [Path(f"{path}{s}") for s in ("-wal", "-shm", "-journal")]
+    if any(p.exists() for p in sides):
+        with contextlib.suppress(sqlite3.Error, OSError):
+            connection = sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=0.5)
+            try:
+                connection.execute("PRAGMA schema_version").fetchone()  # rolls a hot journal back
+                connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            finally:
+                connection.close()  # the last connection removes -wal and -shm
+        left = [p.name for p in sides if p.exists()]
+        if left:
+            raise BusyError(f"{path}: open in another program (QGIS?) with unsaved changes or a transaction "
+                            f"({', '.join(left)} beside it); close it there and rerun")
+    others = _foreign_tables(path)
+    if others:
+        raise OutputError(f"{path}: holds other layers besides geoalps's (" + ", ".join(others[:5])
+                          + (", ..." if len(others) > 5 else "") + "); --overwrite would delete them: "
+                          "write to another file, or remove them first")
+
+
+def _foreign_tables(path: Path) -> list[str]:
+    """Tables of a GeoPackage (``gpkg_contents``) that are not geoalps's; [] if it is not one."""
+    import sqlite3
+
+    try:
+        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=0.5)
+        try:
+            rows = connection.execute("SELECT table_name FROM gpkg_contents").fetchall()
+        finally:
+            connection.close()
+    except sqlite3.Error:  # not a GeoPackage (or damaged): nothing of the user's to keep in it
+        return []
+    return sorted(str(r[0]) for r in rows if str(r[0]).lower() not in OWN_GEOPACKAGE_TABLES)
+
+
 def style_sidecar(path: str | os.PathLike) -> Path:
     """``out.fgb`` -> ``out.qml``, the default style QGIS loads with the layer."""
     return Path(path).with_suffix(".qml")
@@ -124,6 +201,8 @@ def check_output(path: str | os.PathLike, overwrite: bool, *, others: tuple = ()
 
     fmt = output_format(path)
     check_writable(path, overwrite)
+    if fmt is GEOPACKAGE and overwrite:
+        check_geopackage_replaceable(path)
     for sidecar in fmt.sidecars(path):
         check_writable(sidecar, overwrite)
     for other in others:

@@ -21,8 +21,8 @@ import numpy as np
 
 from geoalps.errors import InputError
 from geoalps.files import atomic_path
-from geoalps.outputs.formats import (GEOPACKAGE, GEOPARQUET, SHAPEFILE, OutputFormat, check_output, format_of,
-                                     metadata_sidecar, style_sidecar)
+from geoalps.outputs.formats import (GEOPACKAGE, GEOPARQUET, SHAPEFILE, OutputFormat, check_geopackage_replaceable,
+                                     check_output, format_of, metadata_sidecar, style_sidecar)
 
 #: Name of the polygon layer in every geoalps GeoPackage.
 LAYER = "masks"
@@ -173,6 +173,8 @@ def write_output(frames: Iterable, path: str | os.PathLike, crs_wkt: str | None,
             _write_style(tmp, fmt, style)
         if metadata and not fmt.holds_metadata:
             metadata_sidecar(tmp).write_text(json.dumps(metadata, indent=1))
+        if fmt is GEOPACKAGE and overwrite:  # opened in QGIS while we wrote? (see check_output)
+            check_geopackage_replaceable(path)
     return rows
 
 
