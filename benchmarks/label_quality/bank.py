@@ -58,6 +58,7 @@ def _load(name: str, path: Path):
     """A sibling script as a module (one definition of each baseline and scorer)."""
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up
     spec.loader.exec_module(module)
     return module
 

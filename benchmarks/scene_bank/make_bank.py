@@ -299,7 +299,12 @@ def _smooth(rng, shape, patch_px: float, n_classes: int):
     mix = rng.normal(0, 0.25, (n_classes, 2))
     fields = np.stack([smooth_field(rng, shape, patch_px) + np.tensordot(mix[c], rough, 1)
                        for c in range(n_classes)])
-    label = np.argmax(fields + bias[:, None, None], axis=0)
+    for _ in range(40):  # a class that lost everywhere is raised until it holds 0.5 % of the scene
+        label = np.argmax(fields + bias[:, None, None], axis=0)
+        small = np.bincount(label.ravel(), minlength=n_classes) < 0.005 * label.size
+        if not small.any():
+            break
+        bias[small] += 0.1
     # Each connected patch is its own region (its own spectrum variant).
     region = np.zeros(shape, np.int32)
     classes, offset = [], 0

@@ -46,7 +46,9 @@ def evaluate_command(prediction, truth, json_path, figure, truth_field, truth_no
 
     Pseudo-classes are matched to true classes first: many-to-one (each pseudo-class to its
     majority class) and one-to-one (Hungarian) mIoU, pixel accuracy, purity and NMI; with
-    --objects, the share of true objects found at IoU >= --iou. A `geoalps predict` raster,
+    --objects, the share of true objects found at IoU >= --iou. For a geoalps GeoPackage, the
+    segment oracle: the mIoU reached when each output region takes its majority true class (the
+    ceiling of any labelling of those regions). A `geoalps predict` raster,
     whose ids are the truth's classes, is also scored as is (mIoU, overall accuracy).
 
     \b
@@ -65,6 +67,9 @@ def evaluate_command(prediction, truth, json_path, figure, truth_field, truth_no
     result = evaluate_pseudo_labels(prediction, truth, truth_field=truth_field, truth_nodata=nodata, objects=objects,
                                     iou_threshold=iou_threshold, objects_by=objects_by,
                                     object_classes=object_classes or None, min_object_px=min_object_px, box=box)
+    from geoalps.evaluation.oracle import evaluate_figures
+
+    result.update(evaluate_figures(prediction, truth, truth_nodata=nodata))
     if _same_class_ids(prediction):
         from geoalps.train.metrics import evaluate
 
@@ -106,6 +111,9 @@ def summary_lines(result: dict) -> list[str]:
     if "miou" in result:
         lines.append(f"as predicted (same class ids): mIoU {_fmt(result['miou'])}, "
                      f"overall accuracy {_fmt(result.get('overall_accuracy'))}")
+    if "segment_oracle_miou" in result:
+        lines.append(f"segment oracle    {_fmt(result['segment_oracle_miou'])} (many-to-one mIoU with each of the "
+                     f"{result['regions']} regions given its majority class)")
     recall = result.get("object_recall")
     if recall:
         lines.append(f"object recall     {_fmt(recall.get('recall'))} ({recall.get('n_found')} of "

@@ -1,11 +1,16 @@
-"""Segment-oracle ceiling: the best many-to-one mIoU any labelling of an output's regions can reach
-(DESIGN.md, "Pseudo-label metrics").
+"""Segment-oracle ceiling of an output's regions (DESIGN.md, "Pseudo-label metrics").
 
 Every region (an output polygon, by its ``instance_id``) takes the majority true class of its valid
 pixels; the many-to-one mIoU of that labelling is the ceiling. It is the many-to-one mIoU of the
 region ids used as pseudo-classes, so it comes from the same contingency table code as the other
 scores. Next to the final score it splits a scene's loss into segmentation (regions that cross
 class edges, or pixels under no region) and clustering (regions given the wrong pseudo-class).
+
+Its pixel accuracy bounds that of any clustering of the regions (each region counts in one class,
+at most its majority). Its mIoU does not, strictly: a mixed region clustered with a small class it
+is not mostly made of can raise that class's IoU more than its majority class loses (a worked case
+is in tests/evaluation/test_oracle.py); on real outputs the gap is small, but a final score a hair
+above the ceiling is possible.
 
     >>> from geoalps.evaluation.oracle import output_segment_oracle
     >>> output_segment_oracle("labels.gpkg", "truth.gt.tif")["segment_oracle_miou"]
@@ -97,3 +102,15 @@ def output_segment_oracle(output: str | os.PathLike, truth: str | os.PathLike, *
     if table.sum() == 0:
         raise InputError(f"{truth}: no valid truth pixel where it meets {output}")
     return oracle_scores(table, region_ids, true_ids)
+
+
+def evaluate_figures(prediction: str | os.PathLike, truth: str | os.PathLike, truth_nodata=None) -> dict[str, Any]:
+    """The ceiling for ``geoalps evaluate``: for a geoalps output (a vector file with
+    ``instance_id``) against a truth raster; an empty dict for any other pair."""
+    from geoalps.outputs.vector import layer_info
+
+    if _kind(prediction) != "vector" or _kind(truth) != "raster":
+        return {}
+    if REGION_FIELD not in list(layer_info(prediction)["fields"]):
+        return {}
+    return output_segment_oracle(prediction, truth, truth_nodata=truth_nodata)
