@@ -27,6 +27,7 @@ The bank is written first (``make_bank.py``, seconds) when its folder has no ``b
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.util
 import json
 import os
@@ -83,6 +84,15 @@ def bank_scenes(bank: Path, half: str, with_real: bool = True) -> list[dict]:
                 scenes.append(dict(name=s["name"], image=Path(s["image"]), classes=Path(s["classes"]), half="report",
                                    real=True, true_classes=run._true_classes(s["classes"])))
     return scenes
+
+
+def bank_id(bank: Path) -> str:
+    """Short SHA-1 of bank.json and every scene and truth file: rows compare only on the same bank."""
+    digest = hashlib.sha1((bank / "bank.json").read_bytes())
+    for r in json.loads((bank / "bank.json").read_text())["scenes"]:
+        for key in ("image", "truth"):
+            digest.update((bank / r[key]).read_bytes())
+    return digest.hexdigest()[:10]
 
 
 def _read_truth(path: Path, shape) -> tuple[np.ndarray, float | None]:
@@ -353,6 +363,7 @@ def targets(groups: dict) -> list[str]:
         check("m2o at K >= pixel k-means", real, at(1, "m2o", "pixel_m2o"))
         check("m2o at 2K >= pixel k-means", real, at(2, "m2o", "pixel_m2o"))
         check("m2o at K >= OTB median", real, at(1, "m2o", "otb_m2o_median"))
+        check("m2o at 2K >= OTB median", real, at(2, "m2o", "otb_m2o_median"))
     return out
 
 
@@ -416,7 +427,7 @@ def main(argv=None) -> int:
         otb = False
     import geoalps
 
-    base = {"tag": args.tag, "commit": _git_commit(), "label_options": options}
+    base = {"tag": args.tag, "commit": _git_commit(), "bank": bank_id(args.bank), "label_options": options}
     print(f"geoalps from {Path(geoalps.__file__).parent}; commit {base['commit']}; tag {args.tag}; "
           f"{len(scenes)} scenes; options {options or 'defaults'}", file=sys.stderr)
     cache = args.bank  # pixel k-means scores and OTB segmentations, reused by later runs

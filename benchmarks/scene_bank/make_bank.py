@@ -572,12 +572,15 @@ def halves(names: list[str]) -> dict[str, str]:
     return {n: ("selection" if i in first else "report") for i, n in enumerate(names)}
 
 
-def write_bank(out: Path, seed: int = SEED) -> list[dict]:
-    """Write every scene, its truth and bank.json into ``out``; returns bank.json's scene records."""
+def write_bank(out: Path, seed: int = SEED, names=None) -> list[dict]:
+    """Write every scene (or those in ``names``; each the same as in the whole bank), its truth
+    and bank.json into ``out``; returns bank.json's scene records."""
     out.mkdir(parents=True, exist_ok=True)
     half = halves([s.name for s in SCENES])
     records = []
     for index, spec in enumerate(SCENES):
+        if names is not None and spec.name not in names:
+            continue
         rng = np.random.default_rng([seed, index])
         crs, transform = _grid(spec, rng)
         data, truth, class_names, nodata = make_scene(spec, rng)
@@ -611,8 +614,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder [{DEFAULT_OUT}]")
     parser.add_argument("--seed", type=int, default=SEED, help=f"scene seed [{SEED}]; the split does not change")
+    parser.add_argument("--scenes", default=None, help="comma-separated names (default: all)")
     args = parser.parse_args(argv)
-    records = write_bank(args.out, args.seed)
+    records = write_bank(args.out, args.seed, args.scenes.split(",") if args.scenes else None)
     for r in records:
         print(f"{r['name']:22s} {r['half']:9s} C={r['true_classes']:<2d} {r['pixel_m']:5g} m "
               f"{r['sensor']:6s} {r['dtype']:7s} {'named' if r['band_names_set'] else '-'}")
