@@ -449,7 +449,11 @@ def main(argv=None) -> int:
                 for row in future.result():
                     emit(row)
                     rows.append(row)
-    print(f"total {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    import resource
+
+    cpu = sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+              for f in ("ru_utime", "ru_stime"))
+    print(f"total {time.perf_counter() - started:.0f} s wall, {cpu:.0f} s CPU (with OTB)", file=sys.stderr)
     print()
     print(table(rows))
     return 0
