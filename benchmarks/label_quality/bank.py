@@ -149,21 +149,26 @@ def region_kmeans(regions: np.ndarray, x: np.ndarray, valid: np.ndarray, k: int,
 
 
 def pixel_baseline(scene: dict, k: int, seed: int, work: Path, cache: Path) -> dict:
-    """run.py's per-pixel k-means scores (m2o, hung, nmi), cached in ``cache/pixel_cache`` by scene,
-    K, seed and scikit-learn version: it depends on none of geoalps, and takes up to ~10 s a run."""
+    """run.py's per-pixel k-means scores (m2o, hung, nmi), cached in ``cache/pixel_cache`` by the
+    scene's and truth's bytes, K, seed and scikit-learn version: it depends on none of geoalps, and takes up to ~10 s a run."""
     import sklearn
 
-    path = cache / "pixel_cache" / f"{scene['name']}.k{k}.s{seed}.sklearn{sklearn.__version__}.json"
     image = Path(scene["image"])
-    stamp = [image.stat().st_size, image.stat().st_mtime_ns]
+    path = cache / "pixel_cache" / f"{scene['name']}.{_digest(image, scene['classes'])}.k{k}.s{seed}.sklearn{sklearn.__version__}.json"
     if path.exists():
-        kept = json.loads(path.read_text())
-        if kept.get("image") == stamp:
-            return kept["scores"]
+        return json.loads(path.read_text())
     scores = run._classes(run.pixel_kmeans(image, k, seed, work / "pixel.tif"), scene["classes"])
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"image": stamp, "scores": scores}))
+    path.write_text(json.dumps(scores))
     return scores
+
+
+def _digest(*paths: Path) -> str:
+    """Short SHA-1 of files' bytes: cached figures follow the scene's content, not its file time."""
+    digest = hashlib.sha1()
+    for path in paths:
+        digest.update(Path(path).read_bytes())
+    return digest.hexdigest()[:12]
 
 
 # -- OTB anchor ------------------------------------------------------------------------------
@@ -180,8 +185,7 @@ def otb_segments(image: Path, name: str, cache: Path, spatialr: int, ranger: flo
     if exe is None:
         return None
     cache.mkdir(parents=True, exist_ok=True)
-    stamp = f"{image.stat().st_size}-{image.stat().st_mtime_ns}"
-    out = cache / f"{name}.{stamp}.s{spatialr}.r{ranger:.6g}.m{minsize}.tif"
+    out = cache / f"{name}.{_digest(image)}.s{spatialr}.r{ranger:.6g}.m{minsize}.tif"
     if not out.exists():
         env = dict(os.environ, ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS="1", OTB_MAX_RAM_HINT="256")
         with tempfile.TemporaryDirectory() as tmp:

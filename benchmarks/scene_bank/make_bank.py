@@ -242,8 +242,9 @@ def _line_mask(shape, points: np.ndarray, width_px: float) -> np.ndarray:
     return ndi.distance_transform_edt(~centre) <= width_px / 2.0
 
 
-def _meander(rng, shape, step_px: float, wiggle: float) -> np.ndarray:
-    """A path crossing the scene from one edge, its heading a smooth random walk."""
+def _meander(rng, shape, step_px: float, wiggle: float, revert: float = 0.0) -> np.ndarray:
+    """A path crossing the scene from one edge, its heading a smooth random walk (``revert``
+    pulls it back to the first heading each step, so a meandering river does not coil up)."""
     h, w = shape
     side = rng.integers(4)
     if side == 0:
@@ -255,10 +256,11 @@ def _meander(rng, shape, step_px: float, wiggle: float) -> np.ndarray:
     else:
         p, heading = np.array([rng.uniform(0.2, 0.8) * h, w - 1.0]), math.pi
     heading += rng.uniform(-0.4, 0.4)
+    course = heading
     pts, turn = [p.copy()], 0.0
     for _ in range(int(4 * (h + w) / step_px)):
         turn = 0.8 * turn + rng.normal(0, wiggle)
-        heading += turn
+        heading += turn - revert * (heading - course)
         p = p + step_px * np.array([math.sin(heading), math.cos(heading)])
         pts.append(p.copy())
         if not (-step_px <= p[0] <= h + step_px and -step_px <= p[1] <= w + step_px):
@@ -398,7 +400,7 @@ def make_scene(spec: SceneSpec, rng: np.random.Generator) -> tuple[np.ndarray, n
             new_region(lab == i, ov["pond"])
     if "river" in ov:
         width = max(1.5, rng.uniform(20, 60) / px)
-        new_region(_line_mask(shape, _meander(rng, shape, 4.0, 0.05), width), ov["river"])
+        new_region(_line_mask(shape, _meander(rng, shape, 4.0, 0.05, revert=0.08), width), ov["river"])
     if "pavement" in ov:
         c = rng.uniform([0.2 * h, 0.2 * w], [0.8 * h, 0.8 * w])
         new_region(draw_polygon(*_rect(c, rng.uniform(15, 30) / px, rng.uniform(10, 20) / px, theta), shape),
@@ -407,7 +409,8 @@ def make_scene(spec: SceneSpec, rng: np.random.Generator) -> tuple[np.ndarray, n
         width = max(1.0, rng.uniform(5, 10) / px)
         m = np.zeros(shape, bool)
         if edges is not None:                              # farm tracks along some parcel edges
-            lines = ndi.binary_dilation(edges, iterations=max(0, int(width / 2)))
+            grow = int(width / 2)  # (binary_dilation with 0 iterations would grow until nothing changes)
+            lines = ndi.binary_dilation(edges, iterations=grow) if grow >= 1 else edges
             keep = smooth_field(rng, shape, patch_px * 2) > 0.3
             m |= lines & keep
         for _ in range(rng.integers(1, 3)):
