@@ -336,7 +336,7 @@ def targets(groups: dict) -> list[str]:
             a, b = (mean(rs, key), mean(rs, other)) if rs else (None, None)
             if a is None or b is None:
                 return None
-            return True if a >= b + margin - 1e-12 else f"{a:.3f} < {b + margin:.3f}"
+            return True if a >= b + margin - 1e-12 else f"{a:.4f} < {b + margin:.4f}"
         return test
 
     for half in ("selection", "report"):
