@@ -44,10 +44,11 @@ def evaluate_command(prediction, truth, json_path, figure, truth_field, truth_no
 
     Pseudo-classes are matched to true classes first: many-to-one (each pseudo-class to its
     majority class) and one-to-one (Hungarian) mIoU, pixel accuracy, purity and NMI; with
-    --objects, the share of true objects found at IoU >= --iou. A `geoalps predict` raster,
-    whose ids are the truth's classes, is scored as it is (--mapping identity: mIoU, per-class
-    IoU, overall accuracy). True class names (tags, --truth-names) appear in the report, the
-    JSON and the figure.
+    --objects, the share of true objects found at IoU >= --iou. For a geoalps GeoPackage, the
+    segment oracle: the mIoU reached when each output region takes its majority true class (what
+    the regions allow before clustering). A `geoalps predict` raster, whose ids are the truth's
+    classes, is scored as it is (--mapping identity: mIoU, per-class IoU, overall accuracy). True
+    class names (tags, --truth-names) appear in the report, the JSON and the figure.
 
     \b
     Example:
@@ -67,6 +68,9 @@ def evaluate_command(prediction, truth, json_path, figure, truth_field, truth_no
                                     iou_threshold=iou_threshold, objects_by=objects_by,
                                     object_classes=object_classes or None, min_object_px=min_object_px, box=box,
                                     mapping=mapping, truth_names=truth_names)
+    from geoalps.evaluation.oracle import evaluate_figures
+
+    result.update(evaluate_figures(prediction, truth, truth_nodata=nodata))
     for line in summary_lines(result):
         click.echo(line)
     if figure:
@@ -105,6 +109,9 @@ def summary_lines(result: dict) -> list[str]:
         f"pseudo-classes {result.get('n_pseudo_classes')}, true classes {result.get('n_true_classes')}, "
         f"pixels scored {result.get('valid_pixels')}",
     ]
+    if "segment_oracle_miou" in result:
+        lines.append(f"segment oracle    {_fmt(result['segment_oracle_miou'])} (many-to-one mIoU with each of the "
+                     f"{result['regions']} regions given its majority class)")
     recall = result.get("object_recall")
     if recall:
         lines.append(f"object recall     {_fmt(recall.get('recall'))} ({recall.get('n_found')} of "
