@@ -2,16 +2,20 @@
 
 Two ``geoalps label`` runs on the same output (two ``--resume`` started together, a second
 ``--overwrite``) would both write every tile and then rename over each other. A run therefore
-holds an exclusive ``fcntl.flock`` on a hidden lock file beside what it writes
-(``.<name>.geoalps-lock``) from before it touches the work folder until it exits. The kernel
-releases a flock when its process dies (``kill -9`` included), so a lock can never be stale;
-the holder's pid is written inside only so the refusal can name it. Costs one open file a run.
-Where ``flock`` does not exist (Windows) runs are not locked.
+holds an exclusive POSIX record lock (``fcntl.lockf``) on a hidden lock file beside what it
+writes (``.<name>.geoalps-lock``) from before it touches the work folder until it exits. The
+kernel releases it when its process dies (``kill -9`` included), so a lock can never be stale.
+A record lock, not ``flock``: a flock belongs to the open file, which forked dask workers inherit,
+so workers orphaned by a killed run would hold it on; a record lock belongs to the process alone.
+Record locks do not exclude the process from itself, so paths this process holds are also kept
+in a set here. The holder's pid is written inside only so the refusal can name it. Costs one open
+file a run. Where ``fcntl`` does not exist (Windows) runs are not locked.
 """
 from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from pathlib import Path
 from typing import Iterator
 
@@ -21,6 +25,10 @@ try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows
     fcntl = None
+
+#: Lock files this process holds (record locks do not refuse their own process).
+_HELD: set[str] = set()
+_HELD_GUARD = threading.Lock()
 
 
 def lock_path(path: str | os.PathLike) -> Path:
@@ -60,13 +68,30 @@ def _one_lock(path: Path) -> Iterator[None]:
         yield
         return
     lock_file = lock_path(path)
+    key = os.path.abspath(lock_file)
+    with _HELD_GUARD:
+        if key in _HELD:
+            raise BusyError(f"{path}: in use by this process (another geoalps run); wait for it to finish")
+        _HELD.add(key)
+    try:
+        with _locked_file(path, lock_file):
+            yield
+    finally:
+        with _HELD_GUARD:
+            _HELD.discard(key)
+
+
+@contextlib.contextmanager
+def _locked_file(path: Path, lock_file: Path) -> Iterator[None]:
+    """The record lock itself. Never open the lock file a second time in this process while
+    holding it: closing any descriptor of a file drops this process's record locks on it."""
     while True:
         try:
             fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
             raise OutputError(f"{path}: cannot create the lock file {lock_file} ({exc.strerror})") from None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             os.close(fd)
             raise BusyError(f"{path}: in use by {_holder(lock_file)} (another geoalps run); "

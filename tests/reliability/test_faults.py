@@ -23,7 +23,7 @@ import rasterio
 
 from conftest import random_boxes, scene_with_objects, write_raster
 
-pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals, flock and rlimits")
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals, record locks and rlimits")
 
 #: Runs ``geoalps`` with one function patched: argv[1] says where the process kills itself.
 KILLER = r"""

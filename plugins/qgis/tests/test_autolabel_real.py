@@ -171,7 +171,7 @@ def test_a_cancelled_run_keeps_its_finished_tiles(interrupted):
     _, params, work, _, message = interrupted
     assert not os.path.exists(params["OUTPUT"])
     assert os.path.isfile(os.path.join(work, "run.json"))
-    assert glob.glob(os.path.join(work, "tiles", "*.pkl"))  # at least the first tile
+    assert glob.glob(os.path.join(work, "tiles", "*.npz"))  # at least the first tile
     assert work in message
 
 
