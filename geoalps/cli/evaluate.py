@@ -112,10 +112,7 @@ def summary_lines(result: dict) -> list[str]:
     if "segment_oracle_miou" in result:
         lines.append(f"segment oracle    {_fmt(result['segment_oracle_miou'])} (many-to-one mIoU with each of the "
                      f"{result['regions']} regions given its majority class)")
-    recall = result.get("object_recall")
-    if recall:
-        lines.append(f"object recall     {_fmt(recall.get('recall'))} ({recall.get('n_found')} of "
-                     f"{recall.get('n_true_objects')} objects at IoU >= {recall.get('iou_threshold')})")
+    lines += _recall_lines(result)
     hungarian = result.get("scored_as") == "hungarian"
     if hungarian:  # the mapping asked for leads
         lines[:3] = [lines[2], f"Hungarian pixel accuracy {_fmt(result.get('hungarian_pixel_accuracy'))}",
@@ -132,6 +129,15 @@ def summary_lines(result: dict) -> list[str]:
     return lines
 
 
+def _recall_lines(result: dict) -> list[str]:
+    """The object-recall line, when objects were scored."""
+    recall = result.get("object_recall")
+    if not recall:
+        return []
+    return [f"object recall     {_fmt(recall.get('recall'))} ({recall.get('n_found')} of "
+            f"{recall.get('n_true_objects')} objects at IoU >= {recall.get('iou_threshold')})"]
+
+
 def _identity_lines(result: dict) -> list[str]:
     """A supervised prediction scored as it is: mIoU, overall accuracy, IoU per class."""
     scores = result["identity"]
@@ -140,10 +146,7 @@ def _identity_lines(result: dict) -> list[str]:
         f"overall accuracy  {_fmt(scores.get('overall_accuracy'))}",
         f"classes {len(scores.get('per_class', []))}, pixels scored {scores.get('pixels_scored')}",
     ]
-    recall = result.get("object_recall")
-    if recall:
-        lines.append(f"object recall     {_fmt(recall.get('recall'))} ({recall.get('n_found')} of "
-                     f"{recall.get('n_true_objects')} objects at IoU >= {recall.get('iou_threshold')})")
+    lines += _recall_lines(result)
     for row in scores.get("per_class", []):
         name = row.get("name") or ""
         lines.append(f"  class {row.get('class')!s:>5} {name:<16} IoU {_fmt(row.get('iou'))} "

@@ -15,6 +15,7 @@ import os
 from typing import Any, Mapping, Sequence
 
 from geoalps.errors import OptionError
+from geoalps.evaluation.pseudo_labels import class_name_of
 
 MAPPING_CHOICES = ("identity", "many-to-one", "hungarian")
 #: Band description of a class raster whose ids are the truth's classes (``geoalps predict``).
@@ -95,15 +96,6 @@ def gdal_category_names(path: str | os.PathLike) -> dict[int, str]:
     return names
 
 
-def name_of(class_id: int, names: Sequence[str] | Mapping[int, str] | None) -> str | None:
-    """A class's name from a list (indexed by id) or a mapping; None when unknown."""
-    if names is None:
-        return None
-    if isinstance(names, Mapping):
-        return names.get(int(class_id))
-    return names[class_id] if 0 <= class_id < len(names) and names[class_id] else None
-
-
 def identity_scores(table, pred_ids: Sequence[int], true_ids: Sequence[int],
                     names: Sequence[str] | Mapping[int, str] | None = None) -> dict[str, Any]:
     """Scores of a prediction whose ids are the truth's, from the contingency table of
@@ -129,7 +121,7 @@ def identity_scores(table, pred_ids: Sequence[int], true_ids: Sequence[int],
         t, p, h = int(truth_px.get(k, 0)), int(predicted_px.get(k, 0)), hits.get(k, 0)
         union = t + p - h
         if union > 0:
-            rows.append({"class": k, "name": name_of(k, names), "iou": h / union, "truth_pixels": t,
+            rows.append({"class": k, "name": class_name_of(k, names) or None, "iou": h / union, "truth_pixels": t,
                          "predicted_pixels": p})
     total = int(table.sum())
     return {

@@ -214,7 +214,7 @@ def _share_or_none(part: float, whole: float) -> float | None:
     return float(part / whole) if whole > 0 else None
 
 
-def _name_of(class_id: int, names: Sequence[str] | dict | None) -> str | None:
+def class_name_of(class_id: int, names: Sequence[str] | dict | None) -> str | None:
     """Name of a true class from a list (indexed by id) or a dict, None when unknown."""
     if names is None:
         return None
@@ -259,7 +259,7 @@ def pseudo_label_scores(table: np.ndarray, pred_ids: Sequence[int] | None = None
     iou_m2o, hits_m2o = _mapped_iou(overlap, true_px, m2o)
     iou_hung, hits_hung = _mapped_iou(overlap, true_px, hung)
     per_class = [
-        {"true_class": int(true_ids[c]), "name": _name_of(int(true_ids[c]), names), "pixels": int(true_px[c]),
+        {"true_class": int(true_ids[c]), "name": class_name_of(int(true_ids[c]), names), "pixels": int(true_px[c]),
          "iou_many_to_one": float(iou_m2o[c]), "iou_hungarian": float(iou_hung[c]),
          "pseudo_classes": pred_ids[m2o == c].tolist(),
          "hungarian_pseudo_class": int(pred_ids[hung == c][0]) if (hung == c).any() else None}
