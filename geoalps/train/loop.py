@@ -33,53 +33,15 @@ import numpy as np
 from geoalps.devices import autocast_dtype, resolve_device
 from geoalps.errors import ModelError, OptionError
 from geoalps.files import atomic_path, check_writable
+from geoalps.train.options import (MODEL_SIZE_CHOICES, OBJECTIVE_CHOICES, TrainOptions,  # noqa: F401 - re-exported
+                                   check_choice)
 
-OBJECTIVES = ("pseudo", "mim", "both")
+OBJECTIVES = OBJECTIVE_CHOICES
+
 CSV_COLUMNS = (
     "epoch", "train_loss", "train_seg_loss", "train_mim_loss", "val_seg_loss", "val_miou",
     "val_accuracy", "val_mim_loss", "lr", "images_per_s", "seconds",
 )
-
-
-@dataclass
-class TrainOptions:
-    """Budget and machinery shared by pre-training and fine-tuning.
-
-    Args:
-        epochs: passes of ``steps_per_epoch`` batches each.
-        steps_per_epoch: batches per epoch (tiles are drawn at random, so an epoch is a budget).
-        batch_size: tiles per batch.
-        lr: peak AdamW learning rate (after a linear warm-up over ``warmup_fraction`` of steps).
-        weight_decay: AdamW decay on weight matrices (not on norms, biases, position tables).
-        val_fraction: share of each labelled area's rows held out for validation.
-        seed: seeds tile sampling, augmentation, masks and initialisation.
-        device: "auto" (cuda, then mps, then cpu) or a torch device string.
-        precision: "auto" (bf16 or fp16 on CUDA, fp32 elsewhere), "32", "bf16" or "fp16".
-        workers: DataLoader worker processes (None: 0 on CPU, up to 4 on GPU).
-        threads: torch CPU threads (None: torch's default). On a busy machine 1 can be several
-            times faster than 2, as intra-op threads wait for each other's time slices.
-        augment: random flips and quarter turns.
-        resume: continue from ``<output>.last.pt`` if it exists.
-        progress_lines: ``geoalps-progress:`` lines on stderr instead of a bar.
-        quiet: no progress and no per-epoch lines.
-    """
-
-    epochs: int = 10
-    steps_per_epoch: int = 50
-    batch_size: int = 8
-    lr: float = 3e-4
-    weight_decay: float = 0.05
-    warmup_fraction: float = 0.05
-    val_fraction: float = 0.2
-    seed: int = 0
-    device: str = "auto"
-    precision: str = "auto"
-    workers: int | None = None
-    threads: int | None = None
-    augment: bool = True
-    resume: bool = False
-    progress_lines: bool = False
-    quiet: bool = False
 
 
 def default_class_colours(n: int) -> list[tuple[int, int, int]]:
@@ -152,9 +114,9 @@ def pretrain(
     from geoalps.train.mim import SimMIMHead
     from geoalps.train.models import build_model, make_arch
 
-    options = options or TrainOptions()
-    if objective not in OBJECTIVES:
-        raise OptionError(f"unknown --objective {objective!r}; use {', '.join(OBJECTIVES)}")
+    options = (options or TrainOptions()).validated()
+    check_choice("--objective", objective, OBJECTIVE_CHOICES)
+    check_choice("--model", size, MODEL_SIZE_CHOICES)
     output = _check_output(output, overwrite)
     if objective != "mim" and not labels:
         raise OptionError(f"--objective {objective} needs --labels (pseudo-label rasters from 'geoalps label --raster-out')")
@@ -230,7 +192,8 @@ def finetune(
     from geoalps.train import data as gdata
     from geoalps.train.models import build_model, make_arch
 
-    options = options or TrainOptions()
+    options = (options or TrainOptions()).validated()
+    check_choice("--model", size, MODEL_SIZE_CHOICES)
     output = _check_output(output, overwrite)
     if not labels:
         raise OptionError("train needs --labels (ground truth rasters or vector layers)")
