@@ -95,7 +95,9 @@ def _train_options(kw: dict):
 
 
 def _done(output: str, history: list[dict], quiet: bool) -> None:
-    if quiet or not history:
+    from geoalps.train.distributed import is_main_process
+
+    if quiet or not history or not is_main_process():
         return
     last = history[-1]
     extra = f", val mIoU {last['val_miou']:.3f}" if isinstance(last.get("val_miou"), float) else ""
