@@ -38,22 +38,50 @@ def tile_weights(tile_px: int, overlap_px: int) -> np.ndarray:
     return np.outer(ramp, ramp)
 
 
-def scene_chips(dataset: Any, scene: Any, tile_px: int, stride_px: int) -> Iterator[tuple[slice, slice, slice]]:
-    """Tile queries covering the whole scene, each ``tile_px`` square on the scene grid.
+def prediction_windows(width: int, height: int, tile_px: int, overlap_px: int) -> list[tuple[int, int]]:
+    """(col_off, row_off) of the ``tile_px`` square windows covering a scene, row-major.
 
-    torchgeo's GridGeoSampler skips an area smaller than its tile, and float noise can make a
-    scene exactly one tile wide look smaller; so the sampler gets the tile in map units clipped
-    to the scene extent, and each query is grown back to a full tile (to the right and down).
-    What falls outside the scene reads as fill and is dropped when scores are accumulated.
-    """
-    from torchgeo.samplers import GridGeoSampler, Units
+    The one tile rule of :mod:`geoalps.inputs.tiles` (what ``plan_tiles`` and labelling use):
+    starts every ``tile - overlap`` pixels, the last row and column shifted back to end at the
+    scene edge; a scene smaller than a tile is one window at (0, 0) that reads past its edge
+    (filled, and dropped again when scores are added)."""
+    from geoalps.inputs.tiles import _starts_and_cuts
 
-    xs_all, ys_all, _ = dataset.bounds
-    xres, yres = scene.res
-    size = (min(tile_px * yres, ys_all.stop - ys_all.start), min(tile_px * xres, xs_all.stop - xs_all.start))
-    stride = (min(stride_px * yres, size[0]), min(stride_px * xres, size[1]))
-    for xs, ys, ts in GridGeoSampler(dataset, size=size, stride=stride, units=Units.CRS):
-        yield slice(xs.start, xs.start + tile_px * xres), slice(ys.stop - tile_px * yres, ys.stop), ts
+    cols, _ = _starts_and_cuts(width, tile_px, overlap_px)
+    rows, _ = _starts_and_cuts(height, tile_px, overlap_px)
+    return [(col, row) for row in rows for col in cols]
+
+
+def _read_batches(scene: Scene, windows: list[tuple[int, int]], tile_px: int,
+                  batch_size: int) -> Iterator[tuple[list[tuple[int, int]], np.ndarray]]:
+    """Batches of (windows, float32 (B, C, tile, tile) pixels) read from the scene with rasterio,
+    on its own grid (nothing is resampled); outside the scene reads as its nodata (else 0)."""
+    import rasterio
+    from rasterio.windows import Window
+
+    fill = scene.nodata if scene.nodata is not None and np.isfinite(scene.nodata) else 0
+    with rasterio.open(scene.path) as src:
+        for start in range(0, len(windows), batch_size):
+            part = windows[start : start + batch_size]
+            images = np.stack([
+                src.read(window=scene.file_window(Window(col, row, tile_px, tile_px)), boundless=True,
+                         fill_value=fill).astype(np.float32)
+                for col, row in part
+            ])
+            yield part, images
+
+
+def normalise(images: np.ndarray, mean: list[float], std: list[float],
+              nodata: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """numpy twin of ``geoalps.train.data.BatchPrep`` for images: ((x - mean) / std) with
+    nodata pixels (every band equal to ``nodata``) zeroed; returns (x, valid (B, H, W))."""
+    if nodata is not None:
+        valid = (images != nodata).any(axis=1)
+    else:
+        valid = np.ones((images.shape[0], *images.shape[2:]), dtype=bool)
+    m = np.asarray(mean, dtype=np.float32).reshape(1, -1, 1, 1)
+    s = np.asarray(std, dtype=np.float32).reshape(1, -1, 1, 1)
+    return (((images - m) / s) * valid[:, None]).astype(np.float32), valid
 
 
 def predict_classes(
@@ -70,57 +98,67 @@ def predict_classes(
     progress: Any = None,
     scratch_dir: str | os.PathLike | None = None,
     progress_reserve: float = 0.0,
+    backend: str = "torch",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Blend ``network`` scores over a scene; return (classes (H, W) int64, valid (H, W) bool).
 
     Args:
-        network: maps a normalised (B, C, tile, tile) tensor to (B, K, tile, tile) logits.
+        network: ``backend="torch"``: maps a normalised (B, C, tile, tile) tensor on ``device``
+            to (B, K, tile, tile) logits; ``"onnx"``: maps a normalised float32 numpy batch to
+            (B, K, tile, tile) class probabilities (the exported graph ends in a softmax).
         scene_path: the scene raster (or its :class:`~geoalps.inputs.scene.Scene`, opened once).
         tile_px: network input size.
         n_classes: K.
         mean, std: band normalisation of the model.
         overlap_px: tile overlap (default tile/4; stride = tile - overlap).
         batch_size: tiles per forward pass.
-        device: torch device for the network input.
+        device: torch device for the network input (torch backend).
         nodata: the scene's nodata value (pixels where every band equals it are invalid).
         progress: a ``Progress`` counted in tiles.
         scratch_dir: where a large score accumulator is memory-mapped.
         progress_reserve: share of the progress bar left to the caller's later steps (writing).
+        backend: "torch" or "onnx" (no torch import at all).
 
     Cost: one forward pass per tile, (tile / stride)^2 tiles per tile area (1.8x at overlap
     tile/4); memory K x H x W float32 for the scores (memory-mapped beyond 1 GiB) plus one bool
     and one int64 array of H x W.
     """
-    import torch
-    from torch.utils.data import DataLoader
-    from torchgeo.datasets import stack_samples
-
-    from geoalps.train.data import BatchPrep, _dataset_classes, open_north_up, rasterio_crs
+    from geoalps.train.data import open_north_up
 
     scene = scene_path if isinstance(scene_path, Scene) else open_north_up(scene_path)
     overlap_px = tile_px // 4 if overlap_px is None else int(overlap_px)
     if not 0 <= overlap_px < tile_px:
         raise OptionError(f"--overlap must be in [0, {tile_px}) px for {tile_px} px tiles")
-    SceneImages, _, _ = _dataset_classes()
-    dataset = SceneImages(paths=[scene.path], crs=rasterio_crs(scene), res=scene.res)
-    chips = list(scene_chips(dataset, scene, tile_px, tile_px - overlap_px))
+    windows = prediction_windows(scene.width, scene.height, tile_px, overlap_px)
     if progress is not None:
-        progress.set_total(math.ceil(max(len(chips), 1) / (1 - progress_reserve)))
-    loader = DataLoader(dataset, batch_size=batch_size, sampler=chips, collate_fn=stack_samples)
-    prep = BatchPrep(mean, std, nodata, n_classes=n_classes, device=device)
-    weights = torch.from_numpy(tile_weights(tile_px, overlap_px))
+        progress.set_total(math.ceil(max(len(windows), 1) / (1 - progress_reserve)))
+    weights = tile_weights(tile_px, overlap_px)
+    if backend == "torch":
+        import torch
+
+        from geoalps.train.data import BatchPrep
+
+        prep = BatchPrep(mean, std, nodata, n_classes=n_classes, device=device)
+        torch_weights = torch.from_numpy(weights)
+
+        def scores_of(images):
+            with torch.inference_mode():
+                x, _, tile_valid = prep({"image": torch.from_numpy(images)})
+                probs = (torch.softmax(network(x).float(), dim=1).cpu() * torch_weights).numpy()
+            return probs, tile_valid.cpu().numpy()
+    else:
+        def scores_of(images):
+            x, tile_valid = normalise(images, mean, std, nodata)
+            return np.asarray(network(x), dtype=np.float32) * weights, tile_valid
 
     valid = np.zeros((scene.height, scene.width), dtype=bool)
     with _score_buffer((n_classes, scene.height, scene.width), scratch_dir) as scores:
-        with torch.inference_mode():
-            for batch in loader:
-                x, _, tile_valid = prep(batch)
-                probs = (torch.softmax(network(x).float(), dim=1).cpu() * weights).numpy()
-                tile_valid = tile_valid.cpu().numpy()
-                for i, (xs, ys, _) in enumerate(batch["bounds"]):
-                    _add_tile(scores, valid, scene, xs.start, ys.stop, probs[i], tile_valid[i])
-                if progress is not None:
-                    progress.update(x.shape[0], message="tiles")
+        for part, images in _read_batches(scene, windows, tile_px, batch_size):
+            probs, tile_valid = scores_of(images)
+            for i, (col, row) in enumerate(part):
+                _add_tile(scores, valid, scene, col, row, probs[i], tile_valid[i])
+            if progress is not None:
+                progress.update(len(part), message="tiles")
         classes = np.empty((scene.height, scene.width), dtype=np.int64)
         for row in range(0, scene.height, 1024):
             classes[row : row + 1024] = scores[:, row : row + 1024].argmax(axis=0)
@@ -142,21 +180,17 @@ def _score_buffer(shape: tuple[int, int, int], scratch_dir: str | os.PathLike | 
             del scores
 
 
-def _add_tile(scores: np.ndarray, valid: np.ndarray, scene: Scene, left: float, top: float,
+def _add_tile(scores: np.ndarray, valid: np.ndarray, scene: Scene, col0: int, row0: int,
               probs: np.ndarray, tile_valid: np.ndarray) -> None:
-    """Add one tile's weighted scores (K, tile, tile), whose top-left corner is at map (left, top),
-    to the scene's; the part outside the scene is dropped."""
+    """Add one tile's weighted scores (K, tile, tile), whose top-left pixel is (col0, row0), to the
+    scene's; the part outside the scene is dropped."""
     tile_px = probs.shape[-1]
-    xres, yres = scene.res
-    col0 = round((left - scene.transform.c) / xres)
-    row0 = round((scene.transform.f - top) / yres)
-    r0, c0 = max(row0, 0), max(col0, 0)
     r1, c1 = min(row0 + tile_px, scene.height), min(col0 + tile_px, scene.width)
-    if r1 <= r0 or c1 <= c0:
+    if r1 <= row0 or c1 <= col0:
         return
-    tr, tc = slice(r0 - row0, r1 - row0), slice(c0 - col0, c1 - col0)
-    scores[:, r0:r1, c0:c1] += probs[:, tr, tc]
-    valid[r0:r1, c0:c1] |= tile_valid[tr, tc]
+    tr, tc = slice(0, r1 - row0), slice(0, c1 - col0)
+    scores[:, row0:r1, col0:c1] += probs[:, tr, tc]
+    valid[row0:r1, col0:c1] |= tile_valid[tr, tc]
 
 
 def predict(
