@@ -195,17 +195,23 @@ def _check_outputs(inputs: list, output: str) -> None:
 @click.option("--polygons", type=click.Path(dir_okay=False), default=None, help="Also write the classes as polygons (GeoPackage).")
 @click.option("--overlap", "overlap_px", type=click.IntRange(0), default=None, help="Tile overlap in pixels [default: tile/4].")
 @click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True)
+@click.option("--backend", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True,
+              help="torch: MODEL is a .pt from 'geoalps train'; onnx: MODEL is a .onnx from 'geoalps export', run by "
+                   "onnxruntime on the CPU without torch.")
 @device_opt
 @threads_opt
 @overwrite_opt
 @quiet_opt
 @progress_lines_opt
-def predict_command(model, scene, output, polygons, overlap_px, batch_size, device, threads, overwrite, quiet, progress_lines):
+def predict_command(model, scene, output, polygons, overlap_px, batch_size, backend, device, threads, overwrite, quiet,
+                    progress_lines):
     """Predict classes for SCENE with MODEL: a raster on the scene's exact grid.
 
     \b
     Example:
       $ geoalps predict model.pt scene.tif -o scene.pred.tif --polygons scene.pred.gpkg
+      $ geoalps export model.pt -o model.onnx
+      $ geoalps predict model.onnx scene.tif -o scene.pred.tif --backend onnx
     """
     from geoalps.files import check_distinct
     from geoalps.outputs.formats import check_raster_output, output_files, raster_output_files
@@ -215,6 +221,6 @@ def predict_command(model, scene, output, polygons, overlap_px, batch_size, devi
     check_distinct([model, scene], [(output, raster_output_files(output))]
                    + ([(polygons, output_files(polygons))] if polygons else []))
     predict(model, scene, output, polygons=polygons, overwrite=overwrite, overlap_px=overlap_px, batch_size=batch_size,
-            device=device, threads=threads, progress_lines=progress_lines, quiet=quiet)
+            device=device, threads=threads, progress_lines=progress_lines, quiet=quiet, backend=backend)
     if not quiet:
         click.echo(f"geoalps: wrote {output}" + (f" and {polygons}" if polygons else ""), err=True)

@@ -25,6 +25,8 @@ from geoalps.errors import InputError, ModelError, OptionError
 from geoalps.files import atomic_path, check_writable
 from geoalps.inputs.scene import Scene
 
+#: What runs the network: torch on a .pt checkpoint, or onnxruntime on an exported .onnx model.
+BACKENDS = ("torch", "onnx")
 #: Score accumulators larger than this go to a memory-mapped temp file beside the output.
 IN_MEMORY_LIMIT_BYTES = 1 << 30
 
@@ -205,6 +207,7 @@ def predict(
     threads: int | None = None,
     progress_lines: bool = False,
     quiet: bool = False,
+    backend: str = "torch",
 ) -> Path:
     """Predict a class raster (and optionally polygons) for ``scene`` with a geoalps model.
 
@@ -219,36 +222,34 @@ def predict(
         device: "auto", "cpu", "cuda", ...
         threads: torch CPU threads (None: torch's default).
         progress_lines / quiet: ``geoalps-progress:`` lines / no progress at all.
+        backend: "torch" (a .pt checkpoint) or "onnx" (a model from ``geoalps export``, run by
+            onnxruntime on the CPU; torch is not imported).
 
     Cost: see :func:`predict_classes`; vectorizing is proportional to the number of regions.
     """
-    import torch
-
-    from geoalps.devices import resolve_device
     from geoalps.progress import Progress
-    from geoalps.train.checkpoint import load_checkpoint
     from geoalps.train.data import open_north_up
 
+    if backend not in BACKENDS:
+        raise OptionError(f"--backend {backend!r}: use {', '.join(BACKENDS)}")
     check_writable(output, overwrite)
     if polygons is not None:  # any output format, by extension (geoalps.outputs.formats)
         from geoalps.outputs.formats import check_output
 
         check_output(polygons, overwrite, others=(output,))
-    if threads:
-        torch.set_num_threads(threads)
-    ckpt = load_checkpoint(checkpoint)
-    arch = ckpt["arch"]
-    if arch["num_classes"] <= 0:
-        raise ModelError(f"{checkpoint}: MIM-only pre-trained model has no classes; fine-tune it with 'geoalps train --init'")
+    if backend == "onnx":
+        network, record, dev = _onnx_network(checkpoint, device, threads)
+    else:
+        network, record, dev = _torch_network(checkpoint, device, threads)
+    n_classes, names, colours = _checkpoint_classes(record)
     grid = open_north_up(scene)
-    if grid.count != arch["in_chans"]:
-        raise InputError(f"{scene}: {grid.count} bands, but {checkpoint} was trained on {arch['in_chans']}")
-    dev = resolve_device(device)
-    n_classes, names, colours = _checkpoint_classes(ckpt)
+    if grid.count != record["bands"]["count"]:
+        raise InputError(f"{scene}: {grid.count} bands, but {checkpoint} was trained on {record['bands']['count']}")
     with Progress(1, desc="predict", unit="tile", lines=progress_lines, enabled=not quiet, leave=False) as progress:
         classes, valid = predict_classes(
-            _network(ckpt, dev), grid, ckpt["tile_size_px"], n_classes, ckpt["norm"]["mean"], ckpt["norm"]["std"],
+            network, grid, record["tile_size_px"], n_classes, record["norm"]["mean"], record["norm"]["std"],
             overlap_px, batch_size, dev, grid.nodata, progress, Path(output).parent, progress_reserve=0.1,
+            backend=backend,
         )
         left = progress.total - progress.count
         progress.update(0, message=f"writing {output}")
@@ -258,6 +259,32 @@ def predict(
             write_class_polygons(polygons, grid, classes, valid, n_classes, names, overwrite)
         progress.update(progress.total - progress.count, message="done")
     return Path(output)
+
+
+def _torch_network(checkpoint: str | os.PathLike, device: str, threads: int | None) -> tuple[Any, dict, Any]:
+    """(network, checkpoint record, torch device) of a .pt model."""
+    import torch
+
+    from geoalps.devices import resolve_device
+    from geoalps.train.checkpoint import load_checkpoint
+
+    if threads:
+        torch.set_num_threads(threads)
+    ckpt = load_checkpoint(checkpoint)
+    if ckpt["arch"]["num_classes"] <= 0:
+        raise ModelError(f"{checkpoint}: MIM-only pre-trained model has no classes; fine-tune it with 'geoalps train --init'")
+    dev = resolve_device(device)
+    return _network(ckpt, dev), ckpt, dev
+
+
+def _onnx_network(checkpoint: str | os.PathLike, device: str, threads: int | None) -> tuple[Any, dict, str]:
+    """(onnxruntime model, its geoalps metadata record, "cpu") of an exported .onnx model."""
+    from geoalps.train.export import OnnxModel
+
+    if device not in ("auto", "cpu"):
+        raise OptionError(f"--device {device}: --backend onnx runs on the CPU (onnxruntime); drop --device")
+    model = OnnxModel(checkpoint, threads)
+    return model, model.record, "cpu"
 
 
 def _network(ckpt: dict[str, Any], device: Any) -> Callable[[Any], Any]:
