@@ -33,3 +33,39 @@ def export_command(model, output, overwrite, quiet):
     export_onnx(model, output, overwrite=overwrite)
     if not quiet:
         click.echo(f"geoalps: wrote {output}", err=True)
+
+
+@main.command("export-chips")
+@click.argument("labels", type=click.Path(dir_okay=False))
+@click.argument("scenes", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Folder to write (new or empty).")
+@click.option("--chip-size", "chip_size_px", type=click.IntRange(64), default=256, show_default=True,
+              help="Square chips, in scene pixels.")
+@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.2, show_default=True,
+              help="Share of the blocks of chips held out for validation.")
+@click.option("--block-chips", type=click.IntRange(1), default=4, show_default=True,
+              help="Blocks of N x N neighbouring chips go to one split together (no leak between neighbours).")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True, help="Draws the validation blocks.")
+@overwrite_opt
+@quiet_opt
+def export_chips_command(labels, scenes, output, chip_size_px, val_fraction, block_chips, seed, overwrite, quiet):
+    """Write LABELS (a layer from 'geoalps label' or 'predict') over SCENE... as training chips.
+
+    OUTPUT gets images/ (GeoTIFF chips on the scene grid), masks/ (uint16: 0 no object, k+1
+    class k), annotations/instances_train.json and instances_val.json (COCO instance
+    segmentation, one annotation per object clipped to its chip, category k+1 named after the
+    class) and splits/train.txt, val.txt: loadable by torchgeo, mmseg/mmdet and detectron2 as
+    they are.
+
+    \b
+    Example:
+      $ geoalps label a.tif b.tif -o labels.gpkg --engine classical
+      $ geoalps export-chips labels.gpkg a.tif b.tif -o chips/
+    """
+    from geoalps.train.chips import ChipOptions, export_chips
+
+    summary = export_chips(labels, list(scenes), output, ChipOptions(chip_size_px, val_fraction, block_chips, seed),
+                           overwrite=overwrite)
+    if not quiet:
+        click.echo(f"geoalps: wrote {output}: {summary['chips']['train']} training and {summary['chips']['val']} "
+                   f"validation chips, {sum(summary['annotations'].values())} objects", err=True)
