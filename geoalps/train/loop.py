@@ -434,7 +434,6 @@ def _fit(job: _Job) -> list[dict[str, Any]]:
     """Set up, resume, then per epoch train, validate, log and save the resume file; save the model."""
     from geoalps.progress import Progress
     from geoalps.train import data as gdata
-
     from geoalps.train import distributed
 
     run = _set_up(job)
