@@ -212,6 +212,8 @@ def predict_command(model, scene, output, polygons, overlap_px, batch_size, back
       $ geoalps predict model.pt scene.tif -o scene.pred.tif --polygons scene.pred.gpkg
       $ geoalps export model.pt -o model.onnx
       $ geoalps predict model.onnx scene.tif -o scene.pred.tif --backend onnx
+    Under 'torchrun --nproc-per-node N -m geoalps predict ...' (torch backend) the N processes share
+    the scene's windows; the first writes the same raster as one process.
     """
     from geoalps.files import check_distinct
     from geoalps.outputs.formats import check_raster_output, output_files, raster_output_files
@@ -222,5 +224,7 @@ def predict_command(model, scene, output, polygons, overlap_px, batch_size, back
                    + ([(polygons, output_files(polygons))] if polygons else []))
     predict(model, scene, output, polygons=polygons, overwrite=overwrite, overlap_px=overlap_px, batch_size=batch_size,
             device=device, threads=threads, progress_lines=progress_lines, quiet=quiet, backend=backend)
-    if not quiet:
+    from geoalps.train.distributed import is_main_process
+
+    if not quiet and is_main_process():
         click.echo(f"geoalps: wrote {output}" + (f" and {polygons}" if polygons else ""), err=True)

@@ -177,6 +177,18 @@ def gather(ranks: Ranks, obj: Any) -> list[Any]:
     return out
 
 
+def gather_to_main(ranks: Ranks, obj: Any) -> list[Any] | None:
+    """Every process's ``obj`` at the first process, in rank order (None elsewhere)."""
+    import torch
+
+    if not ranks.distributed:
+        return [obj]
+    out: list[Any] | None = [None] * ranks.world_size if ranks.main else None
+    with guard(ranks, "gathering results"):
+        torch.distributed.gather_object(obj, out, dst=0)
+    return out
+
+
 def rank_seed(seed: int, stream: int, rank: int) -> int:
     """Seed of one random stream (tiles, flips, masks, ...) of one process.
 

@@ -58,19 +58,37 @@ def _read_batches(scene: Scene, windows: list[tuple[int, int]], tile_px: int,
                   batch_size: int) -> Iterator[tuple[list[tuple[int, int]], np.ndarray]]:
     """Batches of (windows, float32 (B, C, tile, tile) pixels) read from the scene with rasterio,
     on its own grid (nothing is resampled); outside the scene reads as its nodata (else 0)."""
+    parts = [windows[start : start + batch_size] for start in range(0, len(windows), batch_size)]
+    yield from _read_parts(scene, parts, tile_px)
+
+
+def _read_parts(scene: Scene, parts: list[list[tuple[int, int]]],
+                tile_px: int) -> Iterator[tuple[list[tuple[int, int]], np.ndarray | None]]:
+    """(windows, pixels) for each list of windows in ``parts``; an empty part gives None pixels."""
     import rasterio
     from rasterio.windows import Window
 
     fill = scene.nodata if scene.nodata is not None and np.isfinite(scene.nodata) else 0
     with rasterio.open(scene.path) as src:
-        for start in range(0, len(windows), batch_size):
-            part = windows[start : start + batch_size]
+        for part in parts:
+            if not part:
+                yield part, None
+                continue
             images = np.stack([
                 src.read(window=scene.file_window(Window(col, row, tile_px, tile_px)), boundless=True,
                          fill_value=fill).astype(np.float32)
                 for col, row in part
             ])
             yield part, images
+
+
+def _rank_parts(windows: list[tuple[int, int]], batch_size: int, ranks: Any) -> list[list[tuple[int, int]]]:
+    """This process's batches: in each round of ``world_size`` x ``batch_size`` windows, rank r
+    takes the r-th ``batch_size`` (possibly none in the last round), so gathering a round in rank
+    order gives the windows in their one-process order."""
+    world, rank = ranks.world_size, ranks.rank
+    step = batch_size * world
+    return [windows[start + rank * batch_size : start + (rank + 1) * batch_size] for start in range(0, len(windows), step)]
 
 
 def normalise(images: np.ndarray, mean: list[float], std: list[float],
@@ -101,6 +119,7 @@ def predict_classes(
     scratch_dir: str | os.PathLike | None = None,
     progress_reserve: float = 0.0,
     backend: str = "torch",
+    ranks: Any = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Blend ``network`` scores over a scene; return (classes (H, W) int64, valid (H, W) bool).
 
@@ -120,6 +139,9 @@ def predict_classes(
         scratch_dir: where a large score accumulator is memory-mapped.
         progress_reserve: share of the progress bar left to the caller's later steps (writing).
         backend: "torch" or "onnx" (no torch import at all).
+        ranks: a data-parallel run's :class:`~geoalps.train.distributed.Ranks`: each process
+            scores its share of the windows; the first gathers them and adds them in the
+            one-process order (so the output is the same), the others return (None, None).
 
     Cost: one forward pass per tile, (tile / stride)^2 tiles per tile area (1.8x at overlap
     tile/4); memory K x H x W float32 for the scores (memory-mapped beyond 1 GiB) plus one bool
@@ -153,14 +175,26 @@ def predict_classes(
             x, tile_valid = normalise(images, mean, std, nodata)
             return np.asarray(network(x), dtype=np.float32) * weights, tile_valid
 
+    shared = ranks is not None and ranks.distributed
+    if shared:
+        from geoalps.train import distributed
+
+        parts = _rank_parts(windows, batch_size, ranks)
+        if not ranks.main:
+            for part, images in _read_parts(scene, parts, tile_px):
+                distributed.gather_to_main(ranks, (part, *scores_of(images)) if part else (part, None, None))
+            return None, None
+    else:
+        parts = [windows[start : start + batch_size] for start in range(0, len(windows), batch_size)]
     valid = np.zeros((scene.height, scene.width), dtype=bool)
     with _score_buffer((n_classes, scene.height, scene.width), scratch_dir) as scores:
-        for part, images in _read_batches(scene, windows, tile_px, batch_size):
-            probs, tile_valid = scores_of(images)
-            for i, (col, row) in enumerate(part):
-                _add_tile(scores, valid, scene, col, row, probs[i], tile_valid[i])
-            if progress is not None:
-                progress.update(len(part), message="tiles")
+        for part, images in _read_parts(scene, parts, tile_px):
+            mine = (part, *scores_of(images)) if part else (part, None, None)
+            for part_r, probs, tile_valid in (distributed.gather_to_main(ranks, mine) if shared else [mine]):
+                for i, (col, row) in enumerate(part_r):
+                    _add_tile(scores, valid, scene, col, row, probs[i], tile_valid[i])
+                if progress is not None and part_r:
+                    progress.update(len(part_r), message="tiles")
         classes = np.empty((scene.height, scene.width), dtype=np.int64)
         for row in range(0, scene.height, 1024):
             classes[row : row + 1024] = scores[:, row : row + 1024].argmax(axis=0)
@@ -237,20 +271,27 @@ def predict(
         from geoalps.outputs.formats import check_output
 
         check_output(polygons, overwrite, others=(output,))
+    ranks = None
     if backend == "onnx":
         network, record, dev = _onnx_network(checkpoint, device, threads)
     else:
-        network, record, dev = _torch_network(checkpoint, device, threads)
+        network, record, ranks = _torch_network(checkpoint, device, threads, quiet)
+        dev = ranks.device
+    main = ranks is None or ranks.main
     n_classes, names, colours = _checkpoint_classes(record)
     grid = open_north_up(scene)
     if grid.count != record["bands"]["count"]:
         raise InputError(f"{scene}: {grid.count} bands, but {checkpoint} was trained on {record['bands']['count']}")
-    with Progress(1, desc="predict", unit="tile", lines=progress_lines, enabled=not quiet, leave=False) as progress:
+    with Progress(1, desc="predict", unit="tile", lines=progress_lines, enabled=main and not quiet,
+                  leave=False) as progress:
         classes, valid = predict_classes(
             network, grid, record["tile_size_px"], n_classes, record["norm"]["mean"], record["norm"]["std"],
             overlap_px, batch_size, dev, grid.nodata, progress, Path(output).parent, progress_reserve=0.1,
-            backend=backend,
+            backend=backend, ranks=ranks,
         )
+        if not main:  # the first process writes
+            _finish(ranks)
+            return Path(output)
         left = progress.total - progress.count
         progress.update(0, message=f"writing {output}")
         write_class_raster(output, grid, classes, valid, n_classes, names, colours, overwrite)
@@ -258,29 +299,47 @@ def predict(
             progress.update(left // 2, message=f"writing {polygons}")
             write_class_polygons(polygons, grid, classes, valid, n_classes, names, overwrite)
         progress.update(progress.total - progress.count, message="done")
+    _finish(ranks)
     return Path(output)
 
 
-def _torch_network(checkpoint: str | os.PathLike, device: str, threads: int | None) -> tuple[Any, dict, Any]:
-    """(network, checkpoint record, torch device) of a .pt model."""
+def _finish(ranks: Any) -> None:
+    if ranks is not None:
+        from geoalps.train.distributed import finish
+
+        finish(ranks)
+
+
+def _torch_network(checkpoint: str | os.PathLike, device: str, threads: int | None,
+                   quiet: bool = False) -> tuple[Any, dict, Any]:
+    """(network, checkpoint record, the processes and device) of a .pt model; under torchrun the
+    processes share the windows (geoalps.train.distributed), the first line says so."""
     import torch
 
-    from geoalps.devices import resolve_device
+    from geoalps.train import distributed
     from geoalps.train.checkpoint import load_checkpoint
+    from geoalps.train.options import DISTRIBUTED_TIMEOUT_S
 
     if threads:
         torch.set_num_threads(threads)
     ckpt = load_checkpoint(checkpoint)
     if ckpt["arch"]["num_classes"] <= 0:
         raise ModelError(f"{checkpoint}: MIM-only pre-trained model has no classes; fine-tune it with 'geoalps train --init'")
-    dev = resolve_device(device)
-    return _network(ckpt, dev), ckpt, dev
+    ranks = distributed.start(device, DISTRIBUTED_TIMEOUT_S)
+    if ranks.distributed and ranks.main and not quiet:
+        import sys
+
+        print(ranks.describe(), file=sys.stderr)
+    return _network(ckpt, ranks.device), ckpt, ranks
 
 
 def _onnx_network(checkpoint: str | os.PathLike, device: str, threads: int | None) -> tuple[Any, dict, str]:
     """(onnxruntime model, its geoalps metadata record, "cpu") of an exported .onnx model."""
+    from geoalps.train.distributed import launched
     from geoalps.train.export import OnnxModel
 
+    if launched():
+        raise OptionError("--backend onnx runs in one process; start it without torchrun")
     if device not in ("auto", "cpu"):
         raise OptionError(f"--device {device}: --backend onnx runs on the CPU (onnxruntime); drop --device")
     model = OnnxModel(checkpoint, threads)

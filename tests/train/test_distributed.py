@@ -5,7 +5,8 @@
   of both batches;
 - ``geoalps pretrain`` on 2 processes: first line, losses fall, one checkpoint, rank 1 silent;
 - a rank killed mid-run ends the other with one error line within --timeout, and the 2-process
-  resume file then finishes in 1 process.
+  resume file then finishes in 1 process;
+- ``geoalps predict`` on 2 processes writes the raster one process writes.
 """
 from __future__ import annotations
 
@@ -20,11 +21,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import rasterio
 import torch
 
 from floats import assert_float32_close
 from train.train_scenes import class_pattern, write_labels, write_scene
-from train.train_scenes import _train_test_environment  # noqa: F401 - fixture used by name
+from train.train_scenes import _train_test_environment, trained  # noqa: F401 - fixtures used by name
 
 HERE = Path(__file__).parent
 TINY = ["--model", "tiny", "--batch-size", "4", "--lr", "2e-3", "--threads", "1", "--seed", "3"]
@@ -162,3 +164,23 @@ def test_killed_rank_ends_the_run_with_one_error_and_the_resume_file_finishes_in
     history = ckpt["training"]["history"]
     assert [row["epoch"] for row in history] == [1, 2, 3] and ckpt["training"]["processes"] == 1
     assert not last.exists()
+
+
+def test_predict_on_two_processes_writes_what_one_process_writes(tmp_path, trained):
+    model, image, _, _, _ = trained
+    one = tmp_path / "one.tif"
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env["PYTHONPATH"] = os.pathsep.join([str(HERE.parent.parent), os.environ.get("PYTHONPATH", "")])
+    # batch 5 over 12 windows: rounds of 10, the last one leaves rank 1 without a window
+    common = ["predict", str(model), str(image), "--batch-size", "5", "--threads", "1"]
+    done = subprocess.run([sys.executable, "-m", "geoalps", *common, "-o", str(one), "-q"], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    (code0, err0), (code1, err1) = _finish(_start_ranks(["-m", "geoalps", *common, "-o", "two.tif", "--progress-lines"],
+                                                        tmp_path))
+    assert (code0, code1) == (0, 0), err0 + err1
+    assert err0.splitlines()[0] == "data-parallel on 2 processes, gloo, cpu" and err1.strip() == ""
+    with rasterio.open(one) as a, rasterio.open(tmp_path / "two.tif") as b:
+        assert a.profile == b.profile and np.array_equal(a.read(), b.read())
+    written = {stem: sorted(p.suffix for p in tmp_path.iterdir() if p.stem == stem) for stem in ("one", "two")}
+    assert written["one"] == written["two"]  # the raster and its style sidecar, written once
