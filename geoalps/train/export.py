@@ -74,7 +74,7 @@ def export_onnx(checkpoint: str | os.PathLike, output: str | os.PathLike, overwr
 
     check_writable(output, overwrite)
     try:
-        import onnx  # noqa: F401
+        import onnx
         import onnxscript  # noqa: F401 - torch.onnx.export(dynamo=True) needs it
     except ImportError as exc:
         raise DependencyError(f"geoalps export needs {exc.name}: pip install 'geoalps[export]'") from None
@@ -99,8 +99,6 @@ def export_onnx(checkpoint: str | os.PathLike, output: str | os.PathLike, overwr
                                         dynamo=True, dynamic_shapes=shapes, opset_version=OPSET, verbose=False)
         model = program.model_proto
         _set_metadata(model, deepness_metadata(ckpt, names))
-        import onnx
-
         onnx.save_model(model, str(tmp))
     return Path(output)
 
