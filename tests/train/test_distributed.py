@@ -184,3 +184,30 @@ def test_predict_on_two_processes_writes_what_one_process_writes(tmp_path, train
         assert a.profile == b.profile and np.array_equal(a.read(), b.read())
     written = {stem: sorted(p.suffix for p in tmp_path.iterdir() if p.stem == stem) for stem in ("one", "two")}
     assert written["one"] == written["two"]  # the raster and its style sidecar, written once
+
+
+def test_a_hanging_rank_ends_the_run_after_the_timeout(tmp_path, scene):
+    from geoalps.train.checkpoint import resume_path
+    from geoalps.train.distributed import DistributedError
+
+    image, labels = scene
+    args = ["-m", "geoalps", "pretrain", "--images", str(image), "--labels", str(labels), "-o", "h.pt",
+            "--epochs", "3", "--steps-per-epoch", "40", "--timeout", "5", "-q", *TINY]
+    procs = _start_ranks(args, tmp_path)
+    try:
+        deadline = time.time() + 240
+        while not resume_path(tmp_path / "h.pt").exists():
+            assert time.time() < deadline and procs[0].poll() is None, procs[0].communicate()
+            time.sleep(0.05)
+        procs[1].send_signal(signal.SIGSTOP)  # alive but silent: its sockets stay open
+        stopped = time.time()
+        try:
+            _, err0 = procs[0].communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            pytest.fail("rank 0 waited for the stopped rank past --timeout")
+        assert time.time() - stopped < 5 + 60
+        assert procs[0].returncode == DistributedError.exit_code, err0
+        assert err0.strip().count("\n") == 0 and "did not answer within --timeout 5 s" in err0
+    finally:
+        procs[1].send_signal(signal.SIGKILL)
+        procs[1].wait()
