@@ -211,3 +211,17 @@ def test_a_hanging_rank_ends_the_run_after_the_timeout(tmp_path, scene):
     finally:
         procs[1].send_signal(signal.SIGKILL)
         procs[1].wait()
+
+
+def test_same_command_and_process_count_give_the_same_model(tmp_path, scene):
+    from geoalps.train.checkpoint import load_checkpoint
+
+    image, labels = scene
+    weights = []
+    for name in ("a.pt", "b.pt"):
+        args = ["-m", "geoalps", "pretrain", "--images", str(image), "--labels", str(labels), "-o", name,
+                "--epochs", "1", "--steps-per-epoch", "4", "-q", *TINY]
+        results = _finish(_start_ranks(args, tmp_path))
+        assert all(code == 0 for code, _ in results), results
+        weights.append(load_checkpoint(tmp_path / name)["model"])
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
