@@ -52,7 +52,9 @@ def autocast_dtype(device, precision: str = "auto"):
     if precision == "fp16":
         return torch.float16
     if precision != "auto":
-        raise OptionError(f"--precision {precision!r}: use auto, 32, bf16 or fp16")
+        from geoalps.train.options import PRECISION_CHOICES
+
+        raise OptionError(f"--precision {precision!r}: use {', '.join(PRECISION_CHOICES)}")
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return None

@@ -59,7 +59,7 @@ def _register() -> None:
     # Each sub-command lives in its own module; a missing optional module must not break the rest.
     from geoalps.cli import label as _label  # noqa: F401
 
-    for name in ("train", "models", "evaluate", "classes"):
+    for name in ("train", "models", "evaluate", "classes", "export"):
         try:
             __import__(f"geoalps.cli.{name}")
         except ModuleNotFoundError as exc:

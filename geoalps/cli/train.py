@@ -4,16 +4,27 @@ torch, timm and torchgeo are imported inside the commands so ``geoalps --help`` 
 """
 from __future__ import annotations
 
+import inspect
+
 import click
 
 from geoalps.cli import main
 from geoalps.cli.options import (device_opt, overwrite_opt, progress_lines_opt, quiet_opt, seed_opt, stack,
                                  threads_opt)
-from geoalps.train.loop import TrainOptions
+from geoalps.train.options import MODEL_SIZE_CHOICES, OBJECTIVE_CHOICES, PRECISION_CHOICES, TrainOptions
 
-SIZES = ("swin_t", "swin_s", "swin_b", "tiny")
-PRECISIONS = ("auto", "32", "bf16", "fp16")
 _TRAIN = TrainOptions()  # the defaults, declared once in the dataclass
+
+#: The data-parallel paragraph of pretrain's and train's --help.
+DATA_PARALLEL_HELP = """Data-parallel: torchrun --nproc-per-node N -m geoalps pretrain|train ... runs N processes
+(torch DistributedDataParallel; nccl on CUDA, one GPU a process; gloo on CPU; several machines
+through torchrun's --nnodes and --rdzv-endpoint). --batch-size and --steps-per-epoch are per
+process: each step averages the gradients of N x BATCH_SIZE tiles (the global batch), and each
+process draws its own tiles, seeded with --seed and its rank. --lr is applied as given, never
+scaled with N; the usual (linear) rule for a global batch N times a 1-process run's is N x
+that run's --lr. Only the first process writes the model, logs and progress; --resume
+continues with any number of processes; a process that fails or waits more than --timeout
+seconds for the others ends the run with one error."""
 
 
 class _ListOptionsCommand(click.Command):
@@ -43,28 +54,32 @@ class _ListOptionsCommand(click.Command):
 
 # Options shared by pretrain and train: budget, device, resume, progress (most are TrainOptions' fields).
 _budget_options = stack(
-    click.option("--model", "size", type=click.Choice(SIZES), default="swin_t", show_default=True,
+    click.option("--model", "size", type=click.Choice(MODEL_SIZE_CHOICES), default="swin_t", show_default=True,
                  help="Backbone size (tiny: for tests and quick CPU runs)."),
     click.option("--tile-size", "tile_size_px", type=click.IntRange(32), default=None,
                  help="Input tile in pixels, a multiple of 32 [default: 224; tiny 64; train --init: the init's]."),
     click.option("--epochs", type=click.IntRange(1), default=_TRAIN.epochs, show_default=True),
     click.option("--steps-per-epoch", type=click.IntRange(1), default=_TRAIN.steps_per_epoch, show_default=True,
-                 help="Batches of random tiles per epoch."),
-    click.option("--batch-size", type=click.IntRange(1), default=_TRAIN.batch_size, show_default=True),
+                 help="Batches of random tiles per epoch (per process when data-parallel)."),
+    click.option("--batch-size", type=click.IntRange(1), default=_TRAIN.batch_size, show_default=True,
+                 help="Tiles per batch and per process; data-parallel on N processes: N x this a step."),
     click.option("--lr", type=click.FloatRange(0, min_open=True), default=_TRAIN.lr, show_default=True,
-                 help="Peak AdamW learning rate (warm-up, then cosine decay)."),
+                 help="Peak AdamW learning rate (warm-up, then cosine decay), for the global batch, never scaled."),
     click.option("--weight-decay", type=click.FloatRange(0), default=_TRAIN.weight_decay, show_default=True),
     click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=_TRAIN.val_fraction,
                  show_default=True, help="Share of each labelled area (a strip at its bottom) held out for validation."),
     click.option("--ignore-value", type=int, default=None, help="Label value to skip, besides the label nodata."),
     seed_opt,
     device_opt,
-    click.option("--precision", type=click.Choice(PRECISIONS), default=_TRAIN.precision, show_default=True,
+    click.option("--precision", type=click.Choice(PRECISION_CHOICES), default=_TRAIN.precision, show_default=True,
                  help="auto: bf16/fp16 autocast on CUDA, float32 elsewhere."),
     click.option("--workers", type=click.IntRange(0), default=None, help="DataLoader workers [default: 0 on CPU, 4 on GPU]."),
     threads_opt,
     click.option("--no-augment", is_flag=True, help="No random flips and quarter turns."),
-    click.option("--resume", is_flag=True, help="Continue from OUTPUT's .last.pt (written after every epoch)."),
+    click.option("--resume", is_flag=True,
+                 help="Continue from OUTPUT's .last.pt (written after every epoch), with any number of processes."),
+    click.option("--timeout", "timeout_s", type=click.FloatRange(0, min_open=True), default=_TRAIN.timeout_s,
+                 show_default=True, help="Data-parallel: seconds a process waits for the others before the run ends."),
     overwrite_opt,
     quiet_opt,
     progress_lines_opt,
@@ -80,7 +95,9 @@ def _train_options(kw: dict):
 
 
 def _done(output: str, history: list[dict], quiet: bool) -> None:
-    if quiet or not history:
+    from geoalps.train.distributed import is_main_process
+
+    if quiet or not history or not is_main_process():
         return
     last = history[-1]
     extra = f", val mIoU {last['val_miou']:.3f}" if isinstance(last.get("val_miou"), float) else ""
@@ -93,7 +110,7 @@ def _done(output: str, history: list[dict], quiet: bool) -> None:
 @click.option("--labels", multiple=True, type=click.Path(dir_okay=False),
               help="Pseudo-label rasters from 'geoalps label --raster-out', one per image, same order and grid.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Checkpoint to write (.pt).")
-@click.option("--objective", type=click.Choice(["pseudo", "mim", "both"]), default="pseudo", show_default=True,
+@click.option("--objective", type=click.Choice(OBJECTIVE_CHOICES), default="pseudo", show_default=True,
               help="pseudo: supervised on pseudo-classes (ALPS); mim: SimMIM masked image modelling; both: the sum.")
 @click.option("--backbone-weights", type=click.Path(dir_okay=False), default=None,
               help="timm/Microsoft Swin checkpoint of the same size to start from; the first conv is adapted to the band count.")
@@ -118,6 +135,9 @@ def pretrain_command(images, labels, output, **kw):
     options = _train_options(kw)
     history = pretrain(list(images), list(labels) or None, output, options=options, **kw)
     _done(output, history, quiet)
+
+
+pretrain_command.help = inspect.cleandoc(pretrain_command.help) + "\n\n" + DATA_PARALLEL_HELP
 
 
 @main.command("train", cls=_ListOptionsCommand)
@@ -153,6 +173,9 @@ def train_command(images, labels, output, class_names, **kw):
     _done(output, history, quiet)
 
 
+train_command.help = inspect.cleandoc(train_command.help) + "\n\n" + DATA_PARALLEL_HELP
+
+
 def _check_outputs(inputs: list, output: str) -> None:
     """The model and its metrics file are not any of the images, labels or starting weights."""
     from pathlib import Path
@@ -172,17 +195,25 @@ def _check_outputs(inputs: list, output: str) -> None:
 @click.option("--polygons", type=click.Path(dir_okay=False), default=None, help="Also write the classes as polygons (GeoPackage).")
 @click.option("--overlap", "overlap_px", type=click.IntRange(0), default=None, help="Tile overlap in pixels [default: tile/4].")
 @click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True)
+@click.option("--backend", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True,
+              help="torch: MODEL is a .pt from 'geoalps train'; onnx: MODEL is a .onnx from 'geoalps export', run by "
+                   "onnxruntime on the CPU without torch.")
 @device_opt
 @threads_opt
 @overwrite_opt
 @quiet_opt
 @progress_lines_opt
-def predict_command(model, scene, output, polygons, overlap_px, batch_size, device, threads, overwrite, quiet, progress_lines):
+def predict_command(model, scene, output, polygons, overlap_px, batch_size, backend, device, threads, overwrite, quiet,
+                    progress_lines):
     """Predict classes for SCENE with MODEL: a raster on the scene's exact grid.
 
     \b
     Example:
       $ geoalps predict model.pt scene.tif -o scene.pred.tif --polygons scene.pred.gpkg
+      $ geoalps export model.pt -o model.onnx
+      $ geoalps predict model.onnx scene.tif -o scene.pred.tif --backend onnx
+    Under 'torchrun --nproc-per-node N -m geoalps predict ...' (torch backend) the N processes share
+    the scene's windows; the first writes the same raster as one process.
     """
     from geoalps.files import check_distinct
     from geoalps.outputs.formats import check_raster_output, output_files, raster_output_files
@@ -192,6 +223,8 @@ def predict_command(model, scene, output, polygons, overlap_px, batch_size, devi
     check_distinct([model, scene], [(output, raster_output_files(output))]
                    + ([(polygons, output_files(polygons))] if polygons else []))
     predict(model, scene, output, polygons=polygons, overwrite=overwrite, overlap_px=overlap_px, batch_size=batch_size,
-            device=device, threads=threads, progress_lines=progress_lines, quiet=quiet)
-    if not quiet:
+            device=device, threads=threads, progress_lines=progress_lines, quiet=quiet, backend=backend)
+    from geoalps.train.distributed import is_main_process
+
+    if not quiet and is_main_process():
         click.echo(f"geoalps: wrote {output}" + (f" and {polygons}" if polygons else ""), err=True)

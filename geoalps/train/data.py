@@ -532,14 +532,19 @@ def grid_queries(boxes: Sequence[tuple[float, float, float, float]], tile_px: in
     return queries
 
 
-def val_loader(data: TrainingData, regions: Regions, tile_px: int, batch_size: int, workers: int = 0):
-    """Tiles over the validation strips in a fixed order, or None without validation."""
+def val_loader(data: TrainingData, regions: Regions, tile_px: int, batch_size: int, workers: int = 0, ranks: Any = None):
+    """Tiles over the validation strips in a fixed order, or None without validation; a
+    data-parallel process (``ranks``, geoalps.train.distributed.Ranks) gets its share."""
     from torch.utils.data import DataLoader
     from torchgeo.datasets import stack_samples
 
     queries = grid_queries(regions.val, tile_px, data.res, data.dataset.bounds[2])
     if not queries:
         return None
+    if ranks is not None and ranks.distributed:
+        from geoalps.train.distributed import shard
+
+        queries = shard(queries, ranks)
     return DataLoader(data.dataset, batch_size=batch_size, sampler=queries, collate_fn=stack_samples, num_workers=workers)
 
 

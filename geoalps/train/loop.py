@@ -30,56 +30,18 @@ from typing import Any
 
 import numpy as np
 
-from geoalps.devices import autocast_dtype, resolve_device
+from geoalps.devices import autocast_dtype
 from geoalps.errors import ModelError, OptionError
 from geoalps.files import atomic_path, check_writable
+from geoalps.train.options import (MODEL_SIZE_CHOICES, OBJECTIVE_CHOICES, TrainOptions,  # noqa: F401 - re-exported
+                                   check_choice)
 
-OBJECTIVES = ("pseudo", "mim", "both")
+OBJECTIVES = OBJECTIVE_CHOICES
+
 CSV_COLUMNS = (
     "epoch", "train_loss", "train_seg_loss", "train_mim_loss", "val_seg_loss", "val_miou",
     "val_accuracy", "val_mim_loss", "lr", "images_per_s", "seconds",
 )
-
-
-@dataclass
-class TrainOptions:
-    """Budget and machinery shared by pre-training and fine-tuning.
-
-    Args:
-        epochs: passes of ``steps_per_epoch`` batches each.
-        steps_per_epoch: batches per epoch (tiles are drawn at random, so an epoch is a budget).
-        batch_size: tiles per batch.
-        lr: peak AdamW learning rate (after a linear warm-up over ``warmup_fraction`` of steps).
-        weight_decay: AdamW decay on weight matrices (not on norms, biases, position tables).
-        val_fraction: share of each labelled area's rows held out for validation.
-        seed: seeds tile sampling, augmentation, masks and initialisation.
-        device: "auto" (cuda, then mps, then cpu) or a torch device string.
-        precision: "auto" (bf16 or fp16 on CUDA, fp32 elsewhere), "32", "bf16" or "fp16".
-        workers: DataLoader worker processes (None: 0 on CPU, up to 4 on GPU).
-        threads: torch CPU threads (None: torch's default). On a busy machine 1 can be several
-            times faster than 2, as intra-op threads wait for each other's time slices.
-        augment: random flips and quarter turns.
-        resume: continue from ``<output>.last.pt`` if it exists.
-        progress_lines: ``geoalps-progress:`` lines on stderr instead of a bar.
-        quiet: no progress and no per-epoch lines.
-    """
-
-    epochs: int = 10
-    steps_per_epoch: int = 50
-    batch_size: int = 8
-    lr: float = 3e-4
-    weight_decay: float = 0.05
-    warmup_fraction: float = 0.05
-    val_fraction: float = 0.2
-    seed: int = 0
-    device: str = "auto"
-    precision: str = "auto"
-    workers: int | None = None
-    threads: int | None = None
-    augment: bool = True
-    resume: bool = False
-    progress_lines: bool = False
-    quiet: bool = False
 
 
 def default_class_colours(n: int) -> list[tuple[int, int, int]]:
@@ -109,6 +71,7 @@ class _Job:
     classes: dict[str, list]
     output: Path
     options: TrainOptions
+    ranks: Any = None
     mask_ratio: float = 0.6
     mask_patch_px: int = 32
     provenance: dict[str, Any] = field(default_factory=dict)
@@ -152,10 +115,11 @@ def pretrain(
     from geoalps.train.mim import SimMIMHead
     from geoalps.train.models import build_model, make_arch
 
-    options = options or TrainOptions()
-    if objective not in OBJECTIVES:
-        raise OptionError(f"unknown --objective {objective!r}; use {', '.join(OBJECTIVES)}")
+    options = (options or TrainOptions()).validated()
+    check_choice("--objective", objective, OBJECTIVE_CHOICES)
+    check_choice("--model", size, MODEL_SIZE_CHOICES)
     output = _check_output(output, overwrite)
+    ranks = _start(options)
     if objective != "mim" and not labels:
         raise OptionError(f"--objective {objective} needs --labels (pseudo-label rasters from 'geoalps label --raster-out')")
     data = gdata.open_training_data(images, labels if objective != "mim" else None, ignore_value=ignore_value)
@@ -181,6 +145,7 @@ def pretrain(
         classes={"names": names, "colours": _class_colours(data)},
         output=output,
         options=options,
+        ranks=ranks,
         mask_ratio=mask_ratio,
         mask_patch_px=mask_patch_px,
         provenance={"backbone_weights": None if backbone_weights is None else str(backbone_weights)},
@@ -230,8 +195,10 @@ def finetune(
     from geoalps.train import data as gdata
     from geoalps.train.models import build_model, make_arch
 
-    options = options or TrainOptions()
+    options = (options or TrainOptions()).validated()
+    check_choice("--model", size, MODEL_SIZE_CHOICES)
     output = _check_output(output, overwrite)
+    ranks = _start(options)
     if not labels:
         raise OptionError("train needs --labels (ground truth rasters or vector layers)")
     data = gdata.open_training_data(images, labels, label_column=label_column, ignore_value=ignore_value)
@@ -259,6 +226,7 @@ def finetune(
         classes={"names": names, "colours": _class_colours(data)},
         output=output,
         options=options,
+        ranks=ranks,
         provenance={
             "init": None if init is None else str(init),
             "backbone_weights": None if backbone_weights is None else str(backbone_weights),
@@ -267,6 +235,19 @@ def finetune(
         },
     )
     return _fit(job)
+
+
+def _start(options: TrainOptions) -> Any:
+    """The run's processes and device (:func:`geoalps.train.distributed.start`); a data-parallel
+    run's first line says how many processes, which backend and device."""
+    from geoalps.train import distributed
+
+    ranks = distributed.start(options.device, options.timeout_s)
+    if ranks.distributed and ranks.main and not options.quiet:
+        import click
+
+        click.echo(ranks.describe(), err=True)
+    return ranks
 
 
 def _init_checkpoint(init: str | os.PathLike, backbone_weights: Any, data: Any) -> dict[str, Any]:
@@ -369,8 +350,14 @@ class _Run:
     prep: Any
     workers: int
     band_descriptions: tuple[str | None, ...]
+    net: Any = None
+    loader: Any = None
     history: list[dict[str, Any]] = field(default_factory=list)
     start_epoch: int = 0
+
+    @property
+    def ranks(self) -> Any:
+        return self.job.ranks
 
     @property
     def options(self) -> TrainOptions:
@@ -391,6 +378,11 @@ class _Run:
         return self.job.mim_head is not None
 
     @property
+    def generators(self) -> tuple[Any, Any, Any]:
+        """The run's own random streams: tiles, augmentation, SimMIM masks."""
+        return self.sample_gen, self.aug_gen, self.mask_gen
+
+    @property
     def resume_file(self) -> Path:
         from geoalps.train.checkpoint import resume_path
 
@@ -408,19 +400,49 @@ class _Run:
         for module in self.modules:
             module.train(on)
 
+    @property
+    def plain_net(self) -> Any:
+        """The objectives module without its DistributedDataParallel wrapper (for validation,
+        which each process runs on its own share, without gradient synchronisation)."""
+        return getattr(self.net, "module", self.net)
+
+
+def _objectives_module(model: Any, mim_head: Any, seg: bool) -> Any:
+    """One module computing every objective's outputs, so DistributedDataParallel sees a single
+    forward and backward per step: ``forward(x, token_mask)`` -> (segmentation logits or None,
+    SimMIM reconstruction or None); the reconstruction needs a mask (patch-token resolution)."""
+    from torch import nn
+
+    class Objectives(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+            self.mim_head = mim_head
+            self.seg = seg
+
+        def forward(self, x, token_mask=None):
+            logits = self.model(x) if self.seg else None
+            recon = None
+            if token_mask is not None:
+                recon = self.mim_head(self.model.backbone(x, token_mask)[-1])
+            return logits, recon
+
+    return Objectives()
+
 
 def _fit(job: _Job) -> list[dict[str, Any]]:
     """Set up, resume, then per epoch train, validate, log and save the resume file; save the model."""
     from geoalps.progress import Progress
     from geoalps.train import data as gdata
+    from geoalps.train import distributed
 
     run = _set_up(job)
     _resume(run)
-    opt = job.options
-    val = gdata.val_loader(job.data, job.regions, run.tile, opt.batch_size, run.workers)
-    writer = _tensorboard(job.output)
+    opt, main = job.options, job.ranks.main
+    val = gdata.val_loader(job.data, job.regions, run.tile, opt.batch_size, run.workers, ranks=job.ranks)
+    writer = _tensorboard(job.output) if main else None
     progress = Progress(opt.epochs * opt.steps_per_epoch, desc=job.kind, lines=opt.progress_lines,
-                        enabled=not opt.quiet, done=run.start_epoch * opt.steps_per_epoch, leave=False)
+                        enabled=main and not opt.quiet, done=run.start_epoch * opt.steps_per_epoch, leave=False)
     try:
         for epoch in range(run.start_epoch, opt.epochs):
             row = _train_epoch(run, epoch, progress)
@@ -432,6 +454,7 @@ def _fit(job: _Job) -> list[dict[str, Any]]:
         if writer is not None:
             writer.close()
     _save_model(run)
+    distributed.finish(job.ranks)
     return run.history
 
 
@@ -442,10 +465,12 @@ def _set_up(job: _Job) -> _Run:
 
     from geoalps.train import data as gdata
 
-    opt = job.options
+    from geoalps.train import distributed
+
+    opt, ranks = job.options, job.ranks
     if opt.threads:
         torch.set_num_threads(opt.threads)
-    device = resolve_device(opt.device)
+    device = ranks.device
     amp_dtype = autocast_dtype(device, opt.precision)
     channels_last = device.type == "cuda"
     workers = opt.workers if opt.workers is not None else (0 if device.type == "cpu" else min(4, os.cpu_count() or 1))
@@ -459,14 +484,23 @@ def _set_up(job: _Job) -> _Run:
         job.norm["mean"], job.norm["std"], job.data.scenes[0].nodata, job.data.label_nodata, job.data.ignore_value,
         job.arch["num_classes"], job.data.res, device, channels_last,
     )
+    seg = job.objective in ("pseudo", "both")
+    # Some parameters get no gradient (timm's unused classifier head; SimMIM's mask token without
+    # MIM; the decoder with MIM alone): DDP must look for them each step.
+    net = distributed.wrap(_objectives_module(model, job.mim_head, seg), ranks, find_unused=True)
+    sample_gen = torch.Generator().manual_seed(distributed.rank_seed(opt.seed, 0, ranks.rank))
+    # Built once per run: each epoch iterates it again, the sampler drawing on from sample_gen.
+    loader = gdata.train_loader(job.data, job.regions, job.arch["tile_size_px"], opt.batch_size, opt.steps_per_epoch,
+                                workers, sample_gen, device.type == "cuda")
     return _Run(
         job=job, device=device, amp_dtype=amp_dtype, model=model, modules=modules, optimizer=optimizer,
         scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, schedule),
         scaler=torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16),
-        sample_gen=torch.Generator().manual_seed(opt.seed),
-        aug_gen=torch.Generator().manual_seed(opt.seed + 1),
-        mask_gen=torch.Generator().manual_seed(opt.seed + 2),
+        sample_gen=sample_gen,
+        aug_gen=torch.Generator().manual_seed(distributed.rank_seed(opt.seed, 1, ranks.rank)),
+        mask_gen=torch.Generator().manual_seed(distributed.rank_seed(opt.seed, 2, ranks.rank)),
         prep=prep, workers=workers, band_descriptions=gdata.band_descriptions(job.data.scenes[0]),
+        net=net, loader=loader,
     )
 
 
@@ -477,10 +511,12 @@ def _resume(run: _Run) -> None:
 
     from geoalps.train.checkpoint import load_checkpoint
 
-    last = run.resume_file
+    from geoalps.train import distributed
+
+    last, ranks = run.resume_file, run.ranks
     if not (run.options.resume and last.exists()):
         # Same global RNG stream from here on whether or not weights were loaded (fair A/B runs).
-        torch.manual_seed(run.options.seed + 3)
+        torch.manual_seed(distributed.rank_seed(run.options.seed, 3, ranks.rank))
         return
     state = load_checkpoint(last)
     if state.get("arch") != run.job.arch or "resume" not in state:
@@ -491,13 +527,23 @@ def _resume(run: _Run) -> None:
     saved = state["resume"]
     for part, key in ((run.optimizer, "optimizer"), (run.scheduler, "scheduler"), (run.scaler, "scaler")):
         part.load_state_dict(saved[key])
-    for gen, key in ((run.sample_gen, "sample_rng"), (run.aug_gen, "aug_rng"), (run.mask_gen, "mask_rng")):
-        gen.set_state(saved[key])
-    torch.set_rng_state(saved["torch_rng"])
     run.start_epoch, run.history = saved["epoch"], state["training"]["history"]
+    # Each process continues its own random streams; a process the saved run did not have (more
+    # processes than before) starts fresh streams seeded from (seed, rank, epoch).
+    streams = saved.get("rank_rngs") or [{k: saved[k] for k in _RNG_KEYS}]
+    if ranks.rank < len(streams):
+        for gen, key in zip(run.generators, _RNG_KEYS[:3]):
+            gen.set_state(streams[ranks.rank][key])
+        torch.set_rng_state(streams[ranks.rank]["torch_rng"])
+    else:
+        for stream, gen in enumerate([*run.generators, torch.default_generator]):
+            gen.manual_seed(distributed.rank_seed(run.options.seed + 5 * run.start_epoch, stream, ranks.rank))
 
 
-def _losses(run: _Run, x, y, valid, mask_generator) -> dict[str, Any]:
+_RNG_KEYS = ("sample_rng", "aug_rng", "mask_rng", "torch_rng")
+
+
+def _losses(run: _Run, x, y, valid, mask_generator, net=None) -> dict[str, Any]:
     """The objective's loss terms for one batch (``seg``: cross-entropy, ``mim``: SimMIM L1 on
     masked pixels), plus the segmentation logits as ``_logits`` for validation scores."""
     import torch.nn.functional as F
@@ -507,80 +553,99 @@ def _losses(run: _Run, x, y, valid, mask_generator) -> dict[str, Any]:
 
     job, out = run.job, {}
     with run.autocast():
+        mask = token_mask = None
+        if run.mim:
+            patch = job.mask_patch_px
+            mask = random_patch_mask(x.shape[0], run.tile, patch, job.mask_ratio, mask_generator).to(run.device)
+            token_mask = upsample_mask(mask, patch // job.arch["patch_size"])
+        logits, recon = (net or run.net)(x, token_mask)
         if run.seg:
-            logits = run.model(x).float()
+            logits = logits.float()
             if (y != IGNORE_INDEX).any():
                 out["seg"] = F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX)
             else:
                 out["seg"] = logits.sum() * 0.0
             out["_logits"] = logits
         if run.mim:
-            patch = job.mask_patch_px
-            mask = random_patch_mask(x.shape[0], run.tile, patch, job.mask_ratio, mask_generator).to(run.device)
-            maps = run.model.backbone(x, upsample_mask(mask, patch // job.arch["patch_size"]))
-            recon = job.mim_head(maps[-1]).float()
-            out["mim"] = masked_reconstruction_loss(recon, x.float(), upsample_mask(mask, patch), valid)
+            out["mim"] = masked_reconstruction_loss(recon.float(), x.float(), upsample_mask(mask, job.mask_patch_px), valid)
     return out
 
 
 def _train_epoch(run: _Run, epoch: int, progress) -> dict[str, Any]:
-    """``steps_per_epoch`` steps on fresh random tiles; the epoch's row (losses, lr, speed) so far."""
-    from geoalps.train import data as gdata
+    """``steps_per_epoch`` steps on fresh random tiles; the epoch's row (losses, lr, speed) so far.
 
-    opt, job = run.options, run.job
+    Data-parallel: losses are averaged over the processes, images per second is the sum of
+    theirs (tiles of all processes over the slowest one's time)."""
+    from geoalps.train import distributed
+
+    opt, ranks = run.options, run.ranks
     run.train_mode(True)
-    loader = gdata.train_loader(job.data, job.regions, run.tile, opt.batch_size, opt.steps_per_epoch, run.workers,
-                                run.sample_gen, run.device.type == "cuda")
     sums = {"loss": 0.0, "seg": 0.0, "mim": 0.0}
     steps, started = 0, time.perf_counter()
-    for batch in loader:
+    for batch in run.loader:
         loss, parts = _train_step(run, batch, epoch)
         steps += 1
         sums["loss"] += loss
         for k, v in parts.items():
             sums[k] += v
-        rate = steps * opt.batch_size / max(time.perf_counter() - started, 1e-9)
+        rate = steps * opt.batch_size * ranks.world_size / max(time.perf_counter() - started, 1e-9)
         progress.update(1, message=f"epoch {epoch + 1}/{opt.epochs}", loss=f"{loss:.4f}", img_s=f"{rate:.1f}")
-    seconds, n = time.perf_counter() - started, max(steps, 1)
+    seconds = distributed.max_over_ranks(ranks, time.perf_counter() - started)
+    total = distributed.sum_over_ranks(ranks, [sums["loss"], sums["seg"], sums["mim"], steps])
+    loss_sum, seg_sum, mim_sum, all_steps = (float(v) for v in total)
+    n = max(all_steps, 1)
     return {
         "epoch": epoch + 1,
-        "train_loss": sums["loss"] / n,
-        "train_seg_loss": sums["seg"] / n if run.seg else "",
-        "train_mim_loss": sums["mim"] / n if run.mim else "",
+        "train_loss": loss_sum / n,
+        "train_seg_loss": seg_sum / n if run.seg else "",
+        "train_mim_loss": mim_sum / n if run.mim else "",
         "lr": run.scheduler.get_last_lr()[0],
-        "images_per_s": steps * opt.batch_size / max(seconds, 1e-9),
+        "images_per_s": all_steps * opt.batch_size / max(seconds, 1e-9),
         "seconds": seconds,
     }
 
 
 def _train_step(run: _Run, batch: dict[str, Any], epoch: int) -> tuple[float, dict[str, float]]:
-    """One optimiser step: prepare (and augment) the batch, forward, backward, step the schedule.
+    """One optimiser step: :func:`_backward`, then the optimiser and the schedule.
 
-    Returns the loss and its terms as floats."""
+    Returns this process's loss and its terms as floats."""
+    loss, parts = _backward(run, batch, epoch)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.scheduler.step()
+    return loss, parts
+
+
+def _backward(run: _Run, batch: dict[str, Any], epoch: int = 0) -> tuple[float, dict[str, float]]:
+    """Prepare (and augment) the batch, forward, backward: the parameters' ``.grad`` then hold
+    the gradient of this process's loss, averaged over the processes of a data-parallel run."""
     import torch
 
     from geoalps.train import data as gdata
+    from geoalps.train import distributed
 
     x, y, valid = run.prep(batch)
     if run.options.augment:
         x, y, valid = gdata.augment(x, y, valid, generator=run.aug_gen)
-    parts = _losses(run, x, y, valid, run.mask_gen)
-    parts.pop("_logits", None)
-    loss = sum(parts.values())
-    if not torch.isfinite(loss):
-        raise OptionError(f"{run.job.output}: loss became {loss.item()} at epoch {epoch + 1}; lower --lr")
-    run.optimizer.zero_grad(set_to_none=True)
-    run.scaler.scale(loss).backward()
-    run.scaler.step(run.optimizer)
-    run.scaler.update()
-    run.scheduler.step()
+    with distributed.guard(run.ranks, f"training epoch {epoch + 1}"):
+        parts = _losses(run, x, y, valid, run.mask_gen)
+        parts.pop("_logits", None)
+        loss = sum(parts.values())
+        if not torch.isfinite(loss):
+            raise OptionError(f"{run.job.output}: loss became {loss.item()} at epoch {epoch + 1}; lower --lr")
+        run.optimizer.zero_grad(set_to_none=True)
+        run.scaler.scale(loss).backward()
     return loss.item(), {k: v.item() for k, v in parts.items()}
 
 
 def _validate(run: _Run, loader) -> dict[str, Any]:
-    """Loss, mIoU and accuracy on the validation strips (masks from a fixed seed each epoch)."""
+    """Loss, mIoU and accuracy on the validation strips (masks from a fixed seed each epoch).
+
+    Data-parallel: each process scores its share of the validation tiles; confusion matrices and
+    loss sums are added over the processes, so the scores are those of one process on all tiles."""
     import torch
 
+    from geoalps.train import distributed
     from geoalps.train.data import IGNORE_INDEX
     from geoalps.train.metrics import confusion_matrix, scores
 
@@ -590,11 +655,11 @@ def _validate(run: _Run, loader) -> dict[str, Any]:
     n = max(run.job.arch["num_classes"], 1)
     confusion = np.zeros((n, n + 1), dtype=np.int64)
     sums, batches = {"seg": 0.0, "mim": 0.0}, 0
-    mask_gen = torch.Generator().manual_seed(run.options.seed + 4)
+    mask_gen = torch.Generator().manual_seed(distributed.rank_seed(run.options.seed, 4, run.ranks.rank))
     with torch.no_grad():
         for batch in loader:
             x, y, valid = run.prep(batch, boxes=run.job.regions.val)
-            parts = _losses(run, x, y, valid, mask_gen)
+            parts = _losses(run, x, y, valid, mask_gen, net=run.plain_net)
             batches += 1
             for k in ("seg", "mim"):
                 if k in parts:
@@ -602,6 +667,10 @@ def _validate(run: _Run, loader) -> dict[str, Any]:
             if run.seg:
                 pred = parts["_logits"].argmax(1).cpu().numpy()
                 confusion += confusion_matrix(pred, y.cpu().numpy(), run.job.arch["num_classes"], ignore=IGNORE_INDEX)
+    if run.ranks.distributed:
+        confusion = distributed.sum_over_ranks(run.ranks, confusion).astype(np.int64)
+        sums["seg"], sums["mim"], batches = (float(v) for v in distributed.sum_over_ranks(
+            run.ranks, [sums["seg"], sums["mim"], batches]))
     out: dict[str, Any] = {}
     if run.seg:
         s = scores(confusion)
@@ -612,8 +681,11 @@ def _validate(run: _Run, loader) -> dict[str, Any]:
 
 
 def _log_epoch(run: _Run, row: dict[str, Any], writer, progress) -> None:
-    """Add ``row`` to the history and the metrics CSV (and TensorBoard); print the epoch line."""
+    """Add ``row`` to the history and the metrics CSV (and TensorBoard); print the epoch line.
+    Only the first process writes (every process keeps the history)."""
     run.history.append({k: row.get(k, "") for k in CSV_COLUMNS})
+    if not run.ranks.main:
+        return
     _write_csv(run.job.output.with_name(f"{run.job.output.stem}.metrics.csv"), run.history)
     if writer is not None:
         for k, v in row.items():
@@ -623,28 +695,36 @@ def _log_epoch(run: _Run, row: dict[str, Any], writer, progress) -> None:
 
 
 def _save_resume(run: _Run, epochs_done: int) -> None:
-    """``<output>.last.pt``: the model so far plus optimiser, scheduler, scaler and RNG states."""
+    """``<output>.last.pt``: the model so far plus optimiser, scheduler, scaler and RNG states
+    (every process's, gathered; written by the first process)."""
     import torch
 
+    from geoalps.train import distributed
     from geoalps.train.checkpoint import save_checkpoint
 
+    mine = dict(zip(_RNG_KEYS, [*(g.get_state() for g in run.generators), torch.get_rng_state()]))
+    streams = distributed.gather(run.ranks, mine)
+    if not run.ranks.main:
+        return
     resume = {
         "epoch": epochs_done,
         "optimizer": run.optimizer.state_dict(),
         "scheduler": run.scheduler.state_dict(),
         "scaler": run.scaler.state_dict(),
-        "sample_rng": run.sample_gen.get_state(),
-        "aug_rng": run.aug_gen.get_state(),
-        "mask_rng": run.mask_gen.get_state(),
-        "torch_rng": torch.get_rng_state(),
+        **streams[0],
+        "world_size": run.ranks.world_size,
+        "rank_rngs": streams,
     }
     save_checkpoint(_payload(run, resume), run.resume_file)
 
 
 def _save_model(run: _Run) -> None:
-    """The final checkpoint at ``output``; the resume file is removed once it is written."""
+    """The final checkpoint at ``output``; the resume file is removed once it is written.
+    Written by the first process only."""
     from geoalps.train.checkpoint import save_checkpoint
 
+    if not run.ranks.main:
+        return
     save_checkpoint(_payload(run, None), run.job.output, overwrite=True)
     if run.resume_file.exists():
         run.resume_file.unlink()
@@ -667,7 +747,8 @@ def _payload(run: _Run, resume: dict[str, Any] | None) -> dict[str, Any]:
             "labels": [i.path for i in job.data.labels],
             "regions": job.regions.to_dict(),
             "crs": job.data.dataset.crs.to_wkt(),
-            "options": dict(vars(job.options)),
+            "options": job.options.as_dict(),
+            "processes": job.ranks.world_size,
             "mask_ratio": job.mask_ratio,
             "mask_patch_px": job.mask_patch_px,
             "history": run.history,

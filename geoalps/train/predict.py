@@ -25,6 +25,8 @@ from geoalps.errors import InputError, ModelError, OptionError
 from geoalps.files import atomic_path, check_writable
 from geoalps.inputs.scene import Scene
 
+#: What runs the network: torch on a .pt checkpoint, or onnxruntime on an exported .onnx model.
+BACKENDS = ("torch", "onnx")
 #: Score accumulators larger than this go to a memory-mapped temp file beside the output.
 IN_MEMORY_LIMIT_BYTES = 1 << 30
 
@@ -38,22 +40,68 @@ def tile_weights(tile_px: int, overlap_px: int) -> np.ndarray:
     return np.outer(ramp, ramp)
 
 
-def scene_chips(dataset: Any, scene: Any, tile_px: int, stride_px: int) -> Iterator[tuple[slice, slice, slice]]:
-    """Tile queries covering the whole scene, each ``tile_px`` square on the scene grid.
+def prediction_windows(width: int, height: int, tile_px: int, overlap_px: int) -> list[tuple[int, int]]:
+    """(col_off, row_off) of the ``tile_px`` square windows covering a scene, row-major.
 
-    torchgeo's GridGeoSampler skips an area smaller than its tile, and float noise can make a
-    scene exactly one tile wide look smaller; so the sampler gets the tile in map units clipped
-    to the scene extent, and each query is grown back to a full tile (to the right and down).
-    What falls outside the scene reads as fill and is dropped when scores are accumulated.
-    """
-    from torchgeo.samplers import GridGeoSampler, Units
+    The one tile rule of :mod:`geoalps.inputs.tiles` (what ``plan_tiles`` and labelling use):
+    starts every ``tile - overlap`` pixels, the last row and column shifted back to end at the
+    scene edge; a scene smaller than a tile is one window at (0, 0) that reads past its edge
+    (filled, and dropped again when scores are added)."""
+    from geoalps.inputs.tiles import _starts_and_cuts
 
-    xs_all, ys_all, _ = dataset.bounds
-    xres, yres = scene.res
-    size = (min(tile_px * yres, ys_all.stop - ys_all.start), min(tile_px * xres, xs_all.stop - xs_all.start))
-    stride = (min(stride_px * yres, size[0]), min(stride_px * xres, size[1]))
-    for xs, ys, ts in GridGeoSampler(dataset, size=size, stride=stride, units=Units.CRS):
-        yield slice(xs.start, xs.start + tile_px * xres), slice(ys.stop - tile_px * yres, ys.stop), ts
+    cols, _ = _starts_and_cuts(width, tile_px, overlap_px)
+    rows, _ = _starts_and_cuts(height, tile_px, overlap_px)
+    return [(col, row) for row in rows for col in cols]
+
+
+def _read_batches(scene: Scene, windows: list[tuple[int, int]], tile_px: int,
+                  batch_size: int) -> Iterator[tuple[list[tuple[int, int]], np.ndarray]]:
+    """Batches of (windows, float32 (B, C, tile, tile) pixels) read from the scene with rasterio,
+    on its own grid (nothing is resampled); outside the scene reads as its nodata (else 0)."""
+    parts = [windows[start : start + batch_size] for start in range(0, len(windows), batch_size)]
+    yield from _read_parts(scene, parts, tile_px)
+
+
+def _read_parts(scene: Scene, parts: list[list[tuple[int, int]]],
+                tile_px: int) -> Iterator[tuple[list[tuple[int, int]], np.ndarray | None]]:
+    """(windows, pixels) for each list of windows in ``parts``; an empty part gives None pixels."""
+    import rasterio
+    from rasterio.windows import Window
+
+    fill = scene.nodata if scene.nodata is not None and np.isfinite(scene.nodata) else 0
+    with rasterio.open(scene.path) as src:
+        for part in parts:
+            if not part:
+                yield part, None
+                continue
+            images = np.stack([
+                src.read(window=scene.file_window(Window(col, row, tile_px, tile_px)), boundless=True,
+                         fill_value=fill).astype(np.float32)
+                for col, row in part
+            ])
+            yield part, images
+
+
+def _rank_parts(windows: list[tuple[int, int]], batch_size: int, ranks: Any) -> list[list[tuple[int, int]]]:
+    """This process's batches: in each round of ``world_size`` x ``batch_size`` windows, rank r
+    takes the r-th ``batch_size`` (possibly none in the last round), so gathering a round in rank
+    order gives the windows in their one-process order."""
+    world, rank = ranks.world_size, ranks.rank
+    step = batch_size * world
+    return [windows[start + rank * batch_size : start + (rank + 1) * batch_size] for start in range(0, len(windows), step)]
+
+
+def normalise(images: np.ndarray, mean: list[float], std: list[float],
+              nodata: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """numpy twin of ``geoalps.train.data.BatchPrep`` for images: ((x - mean) / std) with
+    nodata pixels (every band equal to ``nodata``) zeroed; returns (x, valid (B, H, W))."""
+    if nodata is not None:
+        valid = (images != nodata).any(axis=1)
+    else:
+        valid = np.ones((images.shape[0], *images.shape[2:]), dtype=bool)
+    m = np.asarray(mean, dtype=np.float32).reshape(1, -1, 1, 1)
+    s = np.asarray(std, dtype=np.float32).reshape(1, -1, 1, 1)
+    return (((images - m) / s) * valid[:, None]).astype(np.float32), valid
 
 
 def predict_classes(
@@ -70,57 +118,83 @@ def predict_classes(
     progress: Any = None,
     scratch_dir: str | os.PathLike | None = None,
     progress_reserve: float = 0.0,
+    backend: str = "torch",
+    ranks: Any = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Blend ``network`` scores over a scene; return (classes (H, W) int64, valid (H, W) bool).
 
     Args:
-        network: maps a normalised (B, C, tile, tile) tensor to (B, K, tile, tile) logits.
+        network: ``backend="torch"``: maps a normalised (B, C, tile, tile) tensor on ``device``
+            to (B, K, tile, tile) logits; ``"onnx"``: maps a normalised float32 numpy batch to
+            (B, K, tile, tile) class probabilities (the exported graph ends in a softmax).
         scene_path: the scene raster (or its :class:`~geoalps.inputs.scene.Scene`, opened once).
         tile_px: network input size.
         n_classes: K.
         mean, std: band normalisation of the model.
         overlap_px: tile overlap (default tile/4; stride = tile - overlap).
         batch_size: tiles per forward pass.
-        device: torch device for the network input.
+        device: torch device for the network input (torch backend).
         nodata: the scene's nodata value (pixels where every band equals it are invalid).
         progress: a ``Progress`` counted in tiles.
         scratch_dir: where a large score accumulator is memory-mapped.
         progress_reserve: share of the progress bar left to the caller's later steps (writing).
+        backend: "torch" or "onnx" (no torch import at all).
+        ranks: a data-parallel run's :class:`~geoalps.train.distributed.Ranks`: each process
+            scores its share of the windows; the first gathers them and adds them in the
+            one-process order (so the output is the same), the others return (None, None).
 
     Cost: one forward pass per tile, (tile / stride)^2 tiles per tile area (1.8x at overlap
     tile/4); memory K x H x W float32 for the scores (memory-mapped beyond 1 GiB) plus one bool
     and one int64 array of H x W.
     """
-    import torch
-    from torch.utils.data import DataLoader
-    from torchgeo.datasets import stack_samples
-
-    from geoalps.train.data import BatchPrep, _dataset_classes, open_north_up, rasterio_crs
+    from geoalps.train.data import open_north_up
 
     scene = scene_path if isinstance(scene_path, Scene) else open_north_up(scene_path)
     overlap_px = tile_px // 4 if overlap_px is None else int(overlap_px)
     if not 0 <= overlap_px < tile_px:
         raise OptionError(f"--overlap must be in [0, {tile_px}) px for {tile_px} px tiles")
-    SceneImages, _, _ = _dataset_classes()
-    dataset = SceneImages(paths=[scene.path], crs=rasterio_crs(scene), res=scene.res)
-    chips = list(scene_chips(dataset, scene, tile_px, tile_px - overlap_px))
+    windows = prediction_windows(scene.width, scene.height, tile_px, overlap_px)
     if progress is not None:
-        progress.set_total(math.ceil(max(len(chips), 1) / (1 - progress_reserve)))
-    loader = DataLoader(dataset, batch_size=batch_size, sampler=chips, collate_fn=stack_samples)
-    prep = BatchPrep(mean, std, nodata, n_classes=n_classes, device=device)
-    weights = torch.from_numpy(tile_weights(tile_px, overlap_px))
+        progress.set_total(math.ceil(max(len(windows), 1) / (1 - progress_reserve)))
+    weights = tile_weights(tile_px, overlap_px)
+    if backend == "torch":
+        import torch
 
+        from geoalps.train.data import BatchPrep
+
+        prep = BatchPrep(mean, std, nodata, n_classes=n_classes, device=device)
+        torch_weights = torch.from_numpy(weights)
+
+        def scores_of(images):
+            with torch.inference_mode():
+                x, _, tile_valid = prep({"image": torch.from_numpy(images)})
+                probs = (torch.softmax(network(x).float(), dim=1).cpu() * torch_weights).numpy()
+            return probs, tile_valid.cpu().numpy()
+    else:
+        def scores_of(images):
+            x, tile_valid = normalise(images, mean, std, nodata)
+            return np.asarray(network(x), dtype=np.float32) * weights, tile_valid
+
+    shared = ranks is not None and ranks.distributed
+    if shared:
+        from geoalps.train import distributed
+
+        parts = _rank_parts(windows, batch_size, ranks)
+        if not ranks.main:
+            for part, images in _read_parts(scene, parts, tile_px):
+                distributed.gather_to_main(ranks, (part, *scores_of(images)) if part else (part, None, None))
+            return None, None
+    else:
+        parts = [windows[start : start + batch_size] for start in range(0, len(windows), batch_size)]
     valid = np.zeros((scene.height, scene.width), dtype=bool)
     with _score_buffer((n_classes, scene.height, scene.width), scratch_dir) as scores:
-        with torch.inference_mode():
-            for batch in loader:
-                x, _, tile_valid = prep(batch)
-                probs = (torch.softmax(network(x).float(), dim=1).cpu() * weights).numpy()
-                tile_valid = tile_valid.cpu().numpy()
-                for i, (xs, ys, _) in enumerate(batch["bounds"]):
-                    _add_tile(scores, valid, scene, xs.start, ys.stop, probs[i], tile_valid[i])
-                if progress is not None:
-                    progress.update(x.shape[0], message="tiles")
+        for part, images in _read_parts(scene, parts, tile_px):
+            mine = (part, *scores_of(images)) if part else (part, None, None)
+            for part_r, probs, tile_valid in (distributed.gather_to_main(ranks, mine) if shared else [mine]):
+                for i, (col, row) in enumerate(part_r):
+                    _add_tile(scores, valid, scene, col, row, probs[i], tile_valid[i])
+                if progress is not None and part_r:
+                    progress.update(len(part_r), message="tiles")
         classes = np.empty((scene.height, scene.width), dtype=np.int64)
         for row in range(0, scene.height, 1024):
             classes[row : row + 1024] = scores[:, row : row + 1024].argmax(axis=0)
@@ -142,21 +216,17 @@ def _score_buffer(shape: tuple[int, int, int], scratch_dir: str | os.PathLike | 
             del scores
 
 
-def _add_tile(scores: np.ndarray, valid: np.ndarray, scene: Scene, left: float, top: float,
+def _add_tile(scores: np.ndarray, valid: np.ndarray, scene: Scene, col0: int, row0: int,
               probs: np.ndarray, tile_valid: np.ndarray) -> None:
-    """Add one tile's weighted scores (K, tile, tile), whose top-left corner is at map (left, top),
-    to the scene's; the part outside the scene is dropped."""
+    """Add one tile's weighted scores (K, tile, tile), whose top-left pixel is (col0, row0), to the
+    scene's; the part outside the scene is dropped."""
     tile_px = probs.shape[-1]
-    xres, yres = scene.res
-    col0 = round((left - scene.transform.c) / xres)
-    row0 = round((scene.transform.f - top) / yres)
-    r0, c0 = max(row0, 0), max(col0, 0)
     r1, c1 = min(row0 + tile_px, scene.height), min(col0 + tile_px, scene.width)
-    if r1 <= r0 or c1 <= c0:
+    if r1 <= row0 or c1 <= col0:
         return
-    tr, tc = slice(r0 - row0, r1 - row0), slice(c0 - col0, c1 - col0)
-    scores[:, r0:r1, c0:c1] += probs[:, tr, tc]
-    valid[r0:r1, c0:c1] |= tile_valid[tr, tc]
+    tr, tc = slice(0, r1 - row0), slice(0, c1 - col0)
+    scores[:, row0:r1, col0:c1] += probs[:, tr, tc]
+    valid[row0:r1, col0:c1] |= tile_valid[tr, tc]
 
 
 def predict(
@@ -171,6 +241,7 @@ def predict(
     threads: int | None = None,
     progress_lines: bool = False,
     quiet: bool = False,
+    backend: str = "torch",
 ) -> Path:
     """Predict a class raster (and optionally polygons) for ``scene`` with a geoalps model.
 
@@ -185,37 +256,42 @@ def predict(
         device: "auto", "cpu", "cuda", ...
         threads: torch CPU threads (None: torch's default).
         progress_lines / quiet: ``geoalps-progress:`` lines / no progress at all.
+        backend: "torch" (a .pt checkpoint) or "onnx" (a model from ``geoalps export``, run by
+            onnxruntime on the CPU; torch is not imported).
 
     Cost: see :func:`predict_classes`; vectorizing is proportional to the number of regions.
     """
-    import torch
-
-    from geoalps.devices import resolve_device
     from geoalps.progress import Progress
-    from geoalps.train.checkpoint import load_checkpoint
     from geoalps.train.data import open_north_up
 
+    if backend not in BACKENDS:
+        raise OptionError(f"--backend {backend!r}: use {', '.join(BACKENDS)}")
     check_writable(output, overwrite)
     if polygons is not None:  # any output format, by extension (geoalps.outputs.formats)
         from geoalps.outputs.formats import check_output
 
         check_output(polygons, overwrite, others=(output,))
-    if threads:
-        torch.set_num_threads(threads)
-    ckpt = load_checkpoint(checkpoint)
-    arch = ckpt["arch"]
-    if arch["num_classes"] <= 0:
-        raise ModelError(f"{checkpoint}: MIM-only pre-trained model has no classes; fine-tune it with 'geoalps train --init'")
+    ranks = None
+    if backend == "onnx":
+        network, record, dev = _onnx_network(checkpoint, device, threads)
+    else:
+        network, record, ranks = _torch_network(checkpoint, device, threads, quiet)
+        dev = ranks.device
+    main = ranks is None or ranks.main
+    n_classes, names, colours = _checkpoint_classes(record)
     grid = open_north_up(scene)
-    if grid.count != arch["in_chans"]:
-        raise InputError(f"{scene}: {grid.count} bands, but {checkpoint} was trained on {arch['in_chans']}")
-    dev = resolve_device(device)
-    n_classes, names, colours = _checkpoint_classes(ckpt)
-    with Progress(1, desc="predict", unit="tile", lines=progress_lines, enabled=not quiet, leave=False) as progress:
+    if grid.count != record["bands"]["count"]:
+        raise InputError(f"{scene}: {grid.count} bands, but {checkpoint} was trained on {record['bands']['count']}")
+    with Progress(1, desc="predict", unit="tile", lines=progress_lines, enabled=main and not quiet,
+                  leave=False) as progress:
         classes, valid = predict_classes(
-            _network(ckpt, dev), grid, ckpt["tile_size_px"], n_classes, ckpt["norm"]["mean"], ckpt["norm"]["std"],
+            network, grid, record["tile_size_px"], n_classes, record["norm"]["mean"], record["norm"]["std"],
             overlap_px, batch_size, dev, grid.nodata, progress, Path(output).parent, progress_reserve=0.1,
+            backend=backend, ranks=ranks,
         )
+        if not main:  # the first process writes
+            _finish(ranks)
+            return Path(output)
         left = progress.total - progress.count
         progress.update(0, message=f"writing {output}")
         write_class_raster(output, grid, classes, valid, n_classes, names, colours, overwrite)
@@ -223,7 +299,51 @@ def predict(
             progress.update(left // 2, message=f"writing {polygons}")
             write_class_polygons(polygons, grid, classes, valid, n_classes, names, overwrite)
         progress.update(progress.total - progress.count, message="done")
+    _finish(ranks)
     return Path(output)
+
+
+def _finish(ranks: Any) -> None:
+    if ranks is not None:
+        from geoalps.train.distributed import finish
+
+        finish(ranks)
+
+
+def _torch_network(checkpoint: str | os.PathLike, device: str, threads: int | None,
+                   quiet: bool = False) -> tuple[Any, dict, Any]:
+    """(network, checkpoint record, the processes and device) of a .pt model; under torchrun the
+    processes share the windows (geoalps.train.distributed), the first line says so."""
+    import torch
+
+    from geoalps.train import distributed
+    from geoalps.train.checkpoint import load_checkpoint
+    from geoalps.train.options import DISTRIBUTED_TIMEOUT_S
+
+    if threads:
+        torch.set_num_threads(threads)
+    ckpt = load_checkpoint(checkpoint)
+    if ckpt["arch"]["num_classes"] <= 0:
+        raise ModelError(f"{checkpoint}: MIM-only pre-trained model has no classes; fine-tune it with 'geoalps train --init'")
+    ranks = distributed.start(device, DISTRIBUTED_TIMEOUT_S)
+    if ranks.distributed and ranks.main and not quiet:
+        import sys
+
+        print(ranks.describe(), file=sys.stderr)
+    return _network(ckpt, ranks.device), ckpt, ranks
+
+
+def _onnx_network(checkpoint: str | os.PathLike, device: str, threads: int | None) -> tuple[Any, dict, str]:
+    """(onnxruntime model, its geoalps metadata record, "cpu") of an exported .onnx model."""
+    from geoalps.train.distributed import launched
+    from geoalps.train.export import OnnxModel
+
+    if launched():
+        raise OptionError("--backend onnx runs in one process; start it without torchrun")
+    if device not in ("auto", "cpu"):
+        raise OptionError(f"--device {device}: --backend onnx runs on the CPU (onnxruntime); drop --device")
+    model = OnnxModel(checkpoint, threads)
+    return model, model.record, "cpu"
 
 
 def _network(ckpt: dict[str, Any], device: Any) -> Callable[[Any], Any]:

@@ -135,3 +135,17 @@ def test_refusals(tmp_path, trained):
     with pytest.raises(InputError, match="6 bands"):
         predict(model, six, tmp_path / "x.tif", quiet=True)
     assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_real_scene_valid_pixels_are_exactly_the_scene_data(realdata):
+    # Landsat-7 (non-square 300.04 x 300.04 m pixels, nodata 0 around a rotated footprint): the
+    # prediction windows are pixel windows read with rasterio, so the output's valid pixels are
+    # the scene's own, pixel for pixel. Map-unit tile queries (torchgeo GridGeoSampler over
+    # bounds) misplaced some edge tiles by a pixel here (393 nodata pixels came out valid).
+    scene = realdata / "satellite" / "landsat7_rgb_byte.tif"
+    with rasterio.open(scene) as src:
+        data = src.read()
+    found, valid = predict_classes(lambda x: x[:, :2], scene, 64, 2, [0.0] * 3, [1.0] * 3, batch_size=16, nodata=0)
+    assert valid.shape == data.shape[1:]
+    assert np.array_equal(valid, (data != 0).any(axis=0))
+    assert np.array_equal(found[valid], (data[1] > data[0]).astype(np.int64)[valid])

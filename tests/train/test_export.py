@@ -1,0 +1,139 @@
+"""geoalps export (ONNX, Deepness metadata) and geoalps predict --backend onnx, on a real scene.
+
+The model is a tiny network at its initial weights (one step at lr 1e-9): its classes vary all
+over the scene (8 of 9 present), so comparing classes is strict, which a trained model predicting
+one dominant class everywhere would not be.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+import rasterio
+from click.testing import CliRunner
+
+from geoalps.cli import main
+from geoalps.errors import ModelError
+
+from train.train_scenes import _train_test_environment  # noqa: F401 - fixture used by name
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, realdata_root):
+    from geoalps.train.export import export_onnx
+    from geoalps.train.loop import TrainOptions, finetune
+
+    folder = tmp_path_factory.mktemp("export")
+    scene = realdata_root / "multispectral" / "landsat8_zion_bgrn_u16.tif"
+    labels = realdata_root / "multispectral" / "landsat8_zion.nlcd8.tif"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        finetune([scene], [labels], folder / "m.pt", size="tiny",
+                 options=TrainOptions(epochs=1, steps_per_epoch=1, batch_size=2, lr=1e-9, val_fraction=0, quiet=True,
+                                      threads=1))
+        export_onnx(folder / "m.pt", folder / "m.onnx")
+    return folder / "m.pt", folder / "m.onnx", scene
+
+
+@pytest.fixture(scope="module")
+def realdata_root():
+    from conftest import REALDATA
+
+    if not REALDATA.is_dir():
+        pytest.skip(f"shared real data not found at {REALDATA}")
+    return REALDATA
+
+
+def test_onnx_backend_gives_the_torch_classes_and_scores(exported, tmp_path):
+    import torch
+
+    from geoalps.train.checkpoint import load_checkpoint
+    from geoalps.train.data import open_north_up
+    from geoalps.train.export import OnnxModel
+    from geoalps.train.models import build_model
+    from geoalps.train.predict import _read_batches, normalise, prediction_windows
+
+    model_pt, model_onnx, scene = exported
+    outputs = {}
+    for backend, model in (("torch", model_pt), ("onnx", model_onnx)):
+        out = tmp_path / f"{backend}.tif"
+        result = CliRunner().invoke(main, ["predict", str(model), str(scene), "-o", str(out), "--backend", backend,
+                                           "--threads", "1", "-q"])
+        assert result.exit_code == 0, result.output
+        with rasterio.open(out) as src:
+            outputs[backend] = src.read(1)
+            assert src.crs is not None and src.transform == rasterio.open(scene).transform
+    torch_classes, onnx_classes = outputs["torch"], outputs["onnx"]
+    assert np.array_equal(torch_classes == 255, onnx_classes == 255)  # same nodata
+    valid = torch_classes != 255
+    assert len(np.unique(torch_classes[valid])) >= 5  # classes vary over the scene: a strict comparison
+    assert (torch_classes[valid] == onnx_classes[valid]).mean() >= 0.999
+
+    # the scores themselves, tile by tile (first 16 tiles of the scene)
+    ckpt = load_checkpoint(model_pt)
+    net = build_model(ckpt["arch"])
+    net.load_state_dict(ckpt["model"])
+    net.eval()
+    grid = open_north_up(scene)
+    windows = prediction_windows(grid.width, grid.height, 64, 16)[:16]
+    _, images = next(_read_batches(grid, windows, 64, 16))
+    x, _ = normalise(images, ckpt["norm"]["mean"], ckpt["norm"]["std"], grid.nodata)
+    with torch.no_grad():
+        expected = torch.softmax(net(torch.from_numpy(x)), dim=1).numpy()
+    got = OnnxModel(model_onnx)(x)
+    assert got.shape == expected.shape == (16, 9, 64, 64)
+    assert np.abs(got - expected).max() <= 1e-3
+
+
+def test_metadata_reads_as_deepness_reads_it(exported):
+    import onnxruntime as ort
+
+    from geoalps.train.checkpoint import load_checkpoint
+
+    model_pt, model_onnx, _ = exported
+    ckpt = load_checkpoint(model_pt)
+    session = ort.InferenceSession(str(model_onnx), providers=["CPUExecutionProvider"])
+    meta = {k: json.loads(v) for k, v in session.get_modelmeta().custom_metadata_map.items()}
+    assert meta["model_type"] == "Segmentor"
+    names = [name for _, name in sorted(meta["class_names"].items(), key=lambda kv: int(kv[0]))]
+    assert [int(k) for k in sorted(meta["class_names"], key=int)] == list(range(9))  # consecutive ids from 0
+    assert names == ckpt["classes"]["names"]
+    assert meta["tile_size"] == 64 and meta["tiles_overlap"] == 25
+    # Deepness: (v / 255 - mean) / std == geoalps: (v - mean') / std'
+    np.testing.assert_allclose(np.array(meta["standardization_mean"]) * 255, ckpt["norm"]["mean"], rtol=1e-12)
+    np.testing.assert_allclose(np.array(meta["standardization_std"]) * 255, ckpt["norm"]["std"], rtol=1e-12)
+    (image,), (out,) = session.get_inputs(), session.get_outputs()
+    assert isinstance(image.shape[0], str) and image.shape[1:] == [4, 64, 64]  # dynamic batch, bands, square tile
+    assert len(out.shape) == 4 and out.shape[1:] == [9, 64, 64]
+    batch = np.zeros((3, 4, 64, 64), dtype=np.float32)
+    probs = session.run(None, {image.name: batch})[0]
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)  # 0-1 class scores, as Deepness reads them
+
+
+def test_onnx_prediction_runs_without_torch(exported, tmp_path):
+    _, model_onnx, scene = exported
+    code = ("import sys; sys.modules['torch'] = None; sys.modules['torchgeo'] = None\n"
+            "from geoalps.cli import main\n"
+            f"main([\"predict\", {str(model_onnx)!r}, {str(scene)!r}, \"-o\", {str(tmp_path / 'p.tif')!r}, "
+            "\"--backend\", \"onnx\", \"-q\"])")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "p.tif").exists()
+
+
+def test_wrong_files_are_one_line_errors(exported, tmp_path):
+    model_pt, model_onnx, scene = exported
+    result = CliRunner().invoke(main, ["predict", str(model_pt), str(scene), "-o", str(tmp_path / "a.tif"),
+                                       "--backend", "onnx"])
+    assert result.exit_code == ModelError.exit_code and result.stderr.count("\n") == 1
+    assert "m.pt: not a readable ONNX model" in result.stderr
+    result = CliRunner().invoke(main, ["export", str(scene), "-o", str(tmp_path / "b.onnx")])
+    assert result.exit_code == ModelError.exit_code and "not a readable torch checkpoint" in result.stderr
+    assert not (tmp_path / "b.onnx").exists()
