@@ -1,13 +1,13 @@
 """Naming pseudo-classes from a few examples, or from a plain mapping, and renaming an output.
 
 A user draws a few points or polygons with a name field (in QGIS, say) over a labelling output.
-Each example votes for the pseudo-class of the objects under it, with their areas (map units
-squared): a point for the object that holds it, a polygon for the objects whose representative
-point it holds (objects it only grazes at its edge do not vote). A class's votes so follow the
-pixels of the objects the examples show, as the many-to-one mapping of ``geoalps evaluate``
-follows the pixels of the truth. A class takes the
-name with the most votes (ties: the first name alphabetically); classes no
-example touches keep ``class N``; several classes may share a name and are then one class on
+Each example is one vote for the pseudo-classes of the objects under it: a point for the object
+that holds it, a polygon for the objects whose representative point it holds (objects it only
+grazes at its edge do not vote), shared by their areas. A class takes the name with the most
+estimated pixels in it (:func:`vote`: the votes weighed by each name's area, estimated from the
+classes' areas), as the many-to-one mapping of ``geoalps evaluate`` follows the pixels of the
+truth; with the run's k-means model, classes no example touches take the name of the nearest
+named class (:func:`fill_from_centres`), else they keep ``class N``; several classes may share a name and are then one class on
 output (:class:`geoalps.clustering.names.ClassNames`). Conflicts (a class voted for under
 several names) and unused examples (under no object) are reported.
 
@@ -37,6 +37,8 @@ class NamingReport:
     votes: dict[int, dict[str, float]] = field(default_factory=dict)
     unused_examples: list[int] = field(default_factory=list)
     n_examples: int = 0
+    #: Classes no example touched, named after the nearest voted class (class -> that class).
+    filled: dict[int, int] = field(default_factory=dict)
 
     @property
     def conflicts(self) -> dict[int, dict[str, float]]:
@@ -49,7 +51,8 @@ class NamingReport:
         for k in range(self.names.n_classes):
             votes = self.votes.get(k, {})
             rows.append({"pseudo_class": k, "name": self.names.name_of(k), "named": k in self.names.names,
-                         "votes": {n: round(v, 3) for n, v in sorted(votes.items())}, "conflict": len(votes) > 1})
+                         "votes": {n: round(v, 3) for n, v in sorted(votes.items())}, "conflict": len(votes) > 1,
+                         "nearest_named_class": self.filled.get(k)})
         return rows
 
     def as_dict(self) -> dict:
@@ -63,11 +66,32 @@ def count_pseudo_classes(output: str | os.PathLike) -> int:
     return int(frame["pseudo_class"].max()) + 1 if len(frame) else 0
 
 
+def class_areas_px(output: str | os.PathLike, n_classes: int) -> np.ndarray:
+    """(K,) pixels of each pseudo-class in ``output`` (its ``area_px`` column; attributes only)."""
+    frame = read_layer(output, columns=["pseudo_class", "area_px"], read_geometry=False)
+    classes = frame["pseudo_class"].to_numpy().astype(np.int64)
+    keep = (classes >= 0) & (classes < n_classes)
+    return np.bincount(classes[keep], weights=frame["area_px"].to_numpy()[keep].astype(np.float64),
+                       minlength=n_classes)
+
+
 def vote(output: str | os.PathLike, examples: str | os.PathLike, name_field: str, n_classes: int) -> NamingReport:
-    """Votes of the examples in ``examples`` (points or polygons with ``name_field``) for the
-    pseudo-classes of the objects in ``output`` under them; reads only the objects the examples'
-    bounds meet."""
+    """Names for the pseudo-classes of ``output`` from the examples in ``examples`` (points or
+    polygons with ``name_field``); reads the objects the examples' bounds meet and the layer's
+    class areas.
+
+    Each example is one vote, shared among the objects it stands for by their areas. Examples are
+    drawn per true class, not per pixel, so a class's raw votes do not say which true class
+    covers most of it (what ``geoalps evaluate``'s many-to-one mapping gives it): a class that
+    holds all three examples of a small cover and one of a large cover is mostly the large one.
+    So the votes give, for each name, the share of its examples in each class (P(class | name));
+    the names' areas are estimated from the classes' areas in the output (non-negative least
+    squares of area(class) = sum over names of P(class | name) x area(name)), and each voted class
+    takes the name with the most estimated pixels in it, P(class | name) x area(name) (ties: the
+    first name alphabetically). Cost: one attribute read of the layer and a K x names solve.
+    """
     import shapely
+    from scipy.optimize import nnls
 
     ex = _read_examples(examples, name_field)
     crs = layer_info(output)["crs"]
@@ -80,15 +104,48 @@ def vote(output: str | os.PathLike, examples: str | os.PathLike, name_field: str
     classes = objects["pseudo_class"].to_numpy()
     for number, (geometry, name) in enumerate(zip(ex.geometry.values, ex[name_field].astype(str))):
         hits = _objects_under(geometry, objects.geometry.values, tree)
-        weights = shapely.area(objects.geometry.values[hits])
         if not len(hits):
             unused.append(number)
             continue
+        weights = shapely.area(objects.geometry.values[hits])
+        weights = weights / weights.sum() if weights.sum() > 0 else np.full(len(hits), 1.0 / len(hits))
         for k, w in zip(classes[hits], weights):
             tally = votes.setdefault(int(k), {})
             tally[name] = tally.get(name, 0.0) + float(w)
-    names = {k: max(sorted(tally), key=lambda n: tally[n]) for k, tally in votes.items() if k < n_classes}
+    votes = {k: v for k, v in votes.items() if k < n_classes}
+    labels = sorted({n for tally in votes.values() for n in tally})
+    share = np.zeros((n_classes, len(labels)))  # P(class | name)
+    for k, tally in votes.items():
+        for name, v in tally.items():
+            share[k, labels.index(name)] = v
+    share /= np.maximum(share.sum(axis=0, keepdims=True), 1e-12)
+    names: dict[int, str] = {}
+    if labels:
+        area_of_name, _ = nnls(share, class_areas_px(output, n_classes))
+        pixels = share * np.maximum(area_of_name, 1e-9)[None, :]  # a name the solve zeroes still names its own classes
+        for k in votes:
+            names[k] = labels[int(np.argmax(pixels[k]))]  # labels sorted: ties go to the first name
     return NamingReport(ClassNames(n_classes, names), votes, unused, len(ex))
+
+
+def fill_from_centres(report: NamingReport, centres: np.ndarray) -> NamingReport:
+    """``report`` with every class no example touched named after the nearest voted class
+    (Euclidean distance between class centres in the k-means model's space; ties: the lower
+    class). With a few examples per true class many pseudo-classes get none (the usual case at
+    K > the number of true classes); leaving them ``class N`` costs their pixels, while the
+    nearest named class is what k-means itself would have merged them into. Cost: K x K distances."""
+    voted = sorted(report.names.names)
+    if not voted or len(centres) != report.names.n_classes:
+        return report
+    names, filled = dict(report.names.names), {}
+    for k in range(report.names.n_classes):
+        if k in names:
+            continue
+        distance = np.linalg.norm(centres[voted] - centres[k], axis=1)
+        nearest = voted[int(np.argmin(distance))]
+        names[k], filled[k] = report.names.names[nearest], nearest
+    return NamingReport(ClassNames(report.names.n_classes, names), report.votes, report.unused_examples,
+                        report.n_examples, filled)
 
 
 def _objects_under(example, geometries: np.ndarray, tree) -> np.ndarray:
@@ -155,6 +212,8 @@ def name_classes(
     n_classes = model.effective_classes if model is not None else count_pseudo_classes(output)
     if examples is not None:
         report = vote(output, examples, name_field, n_classes)
+        if model is not None:
+            report = fill_from_centres(report, model.class_centres())
     else:
         mapping = parse_mapping(names, n_classes) if isinstance(names, str) else ClassNames(n_classes, dict(names))
         report = NamingReport(mapping)
@@ -190,6 +249,8 @@ def report_lines(report: NamingReport) -> list[str]:
     for row in report.table():
         votes = ", ".join(f"{n} {v:g}" for n, v in row["votes"].items()) or "-"
         flag = "  CONFLICT" if row["conflict"] else ""
+        if row["nearest_named_class"] is not None:
+            votes = f"- (no example; nearest named class {row['nearest_named_class']})"
         lines.append(f"{row['pseudo_class']:>5}  {row['name']:<20} {votes}{flag}")
     if report.unused_examples:
         lines.append(f"unused examples (under no object): {', '.join(map(str, report.unused_examples))}")
