@@ -161,7 +161,8 @@ class ClassicalEngine(MaskEngine):
             warnings.simplefilter("ignore", RuntimeWarning)
             fine = felzenszwalb(image, scale=settings.scale * SPLIT_FINE_FRACTION, sigma=settings.sigma_px,
                                 min_size=fine_min_px, channel_axis=-1)
-        return RegionGraph(values, labels).split_by_clusters(fine, settings.split_min_px, settings.min_size_px)
+        return RegionGraph(values, labels).split_by_clusters(fine, settings.split_min_px, settings.min_size_px,
+                                                             settings.merge_distance)
 
 
 def _joined(labels: np.ndarray, join: np.ndarray, n: int) -> np.ndarray:
@@ -232,10 +233,13 @@ class RegionGraph:
         # each small piece points to one neighbour: every joined group holds at most one large piece
         return _joined(pieces, np.stack([source[first], target[first]], axis=1), graph.n)
 
-    def split_by_clusters(self, fine: np.ndarray, split_min_px: int, min_size_px: int) -> np.ndarray:
+    def split_by_clusters(self, fine: np.ndarray, split_min_px: int, min_size_px: int,
+                          merge_distance: float) -> np.ndarray:
         """Label image where each region of at least ``split_min_px`` is cut into the pieces whose
         ``fine`` units (any label image of the tile) fall in one spectral cluster of the tile;
-        pieces under ``min_size_px`` join their most similar neighbour; numbered 1..L.
+        pieces under ``min_size_px`` join their most similar neighbour; numbered 1..L. Clusters
+        whose centres are closer than ``merge_distance`` count as one (a uniform surface is not
+        cut along its noise).
 
         Clusters: k-means (:data:`SPLIT_CLUSTERS`, area-weighted, fixed seed) on each unit's band
         shares (its mean values over their sum) and log brightness, so a region is cut where the
@@ -259,7 +263,11 @@ class RegionGraph:
         if len(fit) > SPLIT_FIT_UNITS:  # a fixed sample: k-means of 20,000 units costs a third of a second
             fit = np.sort(np.random.default_rng(0).choice(len(shares), SPLIT_FIT_UNITS, replace=False))
         model = KMeans(n_clusters, n_init=1, random_state=0).fit(shares[fit], sample_weight=graph.counts[1:][fit])
-        cluster = np.r_[-1, model.predict(shares)]
+        # k-means splits even pure noise: clusters closer than the merge distance are one surface
+        centres = model.cluster_centers_
+        near = np.linalg.norm(centres[:, None] - centres[None], axis=2) < merge_distance
+        _, surface = connected_components(coo_matrix(near), directed=False)
+        cluster = np.r_[-1, surface[model.predict(shares)]]
         a, b = graph.edges[:, 0], graph.edges[:, 1]
         together = (owner[a] == owner[b]) & ((cluster[a] == cluster[b]) | ~large[a])
         pieces = _joined(units, graph.edges[together], graph.n)

@@ -147,7 +147,20 @@ def test_only_regions_above_the_split_size_are_split():
     labels[:24, :] = 2  # a small region (24 x 96) straddling both covers
     fine = truth.astype(np.int64) + 1 + 2 * (labels == 2)  # units: each cover inside each region
     graph = RegionGraph(bands.astype(np.float32), labels)
-    out = graph.split_by_clusters(fine, split_min_px=3000, min_size_px=16)
+    out = graph.split_by_clusters(fine, split_min_px=3000, min_size_px=16, merge_distance=10.0)
     small, large = out[:24], out[24:]
     assert len(np.unique(small)) == 1, "a region under split_min_px stays whole"
     assert len(np.unique(large)) == 2 and _purity(large, truth[24:]) == 1.0
+
+
+def test_a_uniform_noisy_surface_is_not_split():
+    """k-means cuts pure noise too; clusters closer than the merge distance are one surface, so a
+    large region of one cover stays one region (noise of 8 on 0..255 values)."""
+    rng = np.random.default_rng(2)
+    image = np.clip(np.array([90.0, 120.0, 70.0]) + rng.normal(0, 8, (128, 128, 3)), 0, 255).astype(np.float32)
+    labels = np.ones((128, 128), np.int64)
+    fine = (np.arange(128 * 128).reshape(128, 128) // 64 % 97).astype(np.int64)  # many small units
+    out = RegionGraph(image, labels).split_by_clusters(fine, split_min_px=1000, min_size_px=16, merge_distance=10.0)
+    assert len(np.unique(out)) == 1
+    split = RegionGraph(image, labels).split_by_clusters(fine, split_min_px=1000, min_size_px=16, merge_distance=0.0)
+    assert len(np.unique(split)) > 1, "without the surface rule k-means would cut the noise"
