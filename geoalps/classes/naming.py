@@ -1,13 +1,13 @@
 """Naming pseudo-classes from a few examples, or from a plain mapping, and renaming an output.
 
 A user draws a few points or polygons with a name field (in QGIS, say) over a labelling output.
-Each example is one vote for the pseudo-classes of the objects under it: a point for the object
-that holds it, a polygon for the objects whose representative point it holds (objects it only
-grazes at its edge do not vote), shared by their areas. A class takes the name with the most
-estimated pixels in it (:func:`vote`: the votes weighed by each name's area, estimated from the
-classes' areas), as the many-to-one mapping of ``geoalps evaluate`` follows the pixels of the
-truth; with the run's k-means model, classes no example touches take the name of the nearest
-named class (:func:`fill_from_centres`), else they keep ``class N``; several classes may share a name and are then one class on
+Each example votes for the pseudo-class of the objects under it, with their areas (map units
+squared): a point for the object that holds it, a polygon for the objects whose representative
+point it holds (objects it only grazes at its edge do not vote). A class's votes so follow the
+pixels of the objects the examples show, as the many-to-one mapping of ``geoalps evaluate``
+follows the pixels of the truth. A class takes the name with the most votes (ties: the first
+name alphabetically); with the run's k-means model, classes no example touches take the name of
+the nearest named class (:func:`fill_from_centres`), else they keep ``class N``; several classes may share a name and are then one class on
 output (:class:`geoalps.clustering.names.ClassNames`). Conflicts (a class voted for under
 several names) and unused examples (under no object) are reported.
 
@@ -66,32 +66,17 @@ def count_pseudo_classes(output: str | os.PathLike) -> int:
     return int(frame["pseudo_class"].max()) + 1 if len(frame) else 0
 
 
-def class_areas_px(output: str | os.PathLike, n_classes: int) -> np.ndarray:
-    """(K,) pixels of each pseudo-class in ``output`` (its ``area_px`` column; attributes only)."""
-    frame = read_layer(output, columns=["pseudo_class", "area_px"], read_geometry=False)
-    classes = frame["pseudo_class"].to_numpy().astype(np.int64)
-    keep = (classes >= 0) & (classes < n_classes)
-    return np.bincount(classes[keep], weights=frame["area_px"].to_numpy()[keep].astype(np.float64),
-                       minlength=n_classes)
-
-
 def vote(output: str | os.PathLike, examples: str | os.PathLike, name_field: str, n_classes: int) -> NamingReport:
-    """Names for the pseudo-classes of ``output`` from the examples in ``examples`` (points or
-    polygons with ``name_field``); reads the objects the examples' bounds meet and the layer's
-    class areas.
+    """Votes of the examples in ``examples`` (points or polygons with ``name_field``) for the
+    pseudo-classes of the objects in ``output`` under them; reads only the objects the examples'
+    bounds meet.
 
-    Each example is one vote, shared among the objects it stands for by their areas. Examples are
-    drawn per true class, not per pixel, so a class's raw votes do not say which true class
-    covers most of it (what ``geoalps evaluate``'s many-to-one mapping gives it): a class that
-    holds all three examples of a small cover and one of a large cover is mostly the large one.
-    So the votes give, for each name, the share of its examples in each class (P(class | name));
-    the names' areas are estimated from the classes' areas in the output (non-negative least
-    squares of area(class) = sum over names of P(class | name) x area(name)), and each voted class
-    takes the name with the most estimated pixels in it, P(class | name) x area(name) (ties: the
-    first name alphabetically). Cost: one attribute read of the layer and a K x names solve.
-    """
+    Each vote weighs the area of the object it falls on: large covers come in large objects, so
+    a class holding the examples of a small cover and of a large one goes to the large one, as
+    the many-to-one mapping of ``geoalps evaluate`` would (one vote per example with the names'
+    areas estimated from the classes' areas was measured and lost at K on the scene bank:
+    ``benchmarks/naming``)."""
     import shapely
-    from scipy.optimize import nnls
 
     ex = _read_examples(examples, name_field)
     crs = layer_info(output)["crs"]
@@ -104,27 +89,14 @@ def vote(output: str | os.PathLike, examples: str | os.PathLike, name_field: str
     classes = objects["pseudo_class"].to_numpy()
     for number, (geometry, name) in enumerate(zip(ex.geometry.values, ex[name_field].astype(str))):
         hits = _objects_under(geometry, objects.geometry.values, tree)
+        weights = shapely.area(objects.geometry.values[hits])
         if not len(hits):
             unused.append(number)
             continue
-        weights = shapely.area(objects.geometry.values[hits])
-        weights = weights / weights.sum() if weights.sum() > 0 else np.full(len(hits), 1.0 / len(hits))
         for k, w in zip(classes[hits], weights):
             tally = votes.setdefault(int(k), {})
             tally[name] = tally.get(name, 0.0) + float(w)
-    votes = {k: v for k, v in votes.items() if k < n_classes}
-    labels = sorted({n for tally in votes.values() for n in tally})
-    share = np.zeros((n_classes, len(labels)))  # P(class | name)
-    for k, tally in votes.items():
-        for name, v in tally.items():
-            share[k, labels.index(name)] = v
-    share /= np.maximum(share.sum(axis=0, keepdims=True), 1e-12)
-    names: dict[int, str] = {}
-    if labels:
-        area_of_name, _ = nnls(share, class_areas_px(output, n_classes))
-        pixels = share * np.maximum(area_of_name, 1e-9)[None, :]  # a name the solve zeroes still names its own classes
-        for k in votes:
-            names[k] = labels[int(np.argmax(pixels[k]))]  # labels sorted: ties go to the first name
+    names = {k: max(sorted(tally), key=lambda n: tally[n]) for k, tally in votes.items() if k < n_classes}
     return NamingReport(ClassNames(n_classes, names), votes, unused, len(ex))
 
 
