@@ -6,8 +6,8 @@ roofs and roads of the same colour), so the same object gets nearly the same reg
 overlapping tiles (which keeps seams clean); a region-adjacency merge then joins neighbouring
 regions whose mean values over all bands are near-identical.
 
-Regions far larger than an object (:data:`SPLIT_REGION_FACTOR` times the smallest region) are then
-split where the tile's own spectral clusters say they straddle land cover
+With ``--classical-split`` (off by default), regions far larger than an object
+(:data:`SPLIT_REGION_FACTOR` times the smallest region) are then split where the tile's own spectral clusters say they straddle land cover
 (:meth:`RegionGraph.split_by_clusters`): the first cut and the merge follow local contrast, so two
 covers of similar brightness with a soft edge between them (grass and a dirt road, a lake shore
 under haze) end up in one region, and no clustering of regions can undo that. Object-sized
@@ -46,10 +46,10 @@ REGION_NO_CRS_PX = 32
 #: :data:`REGION_MAX_PX`, times (min_size / REGION_MAX_PX) ** :data:`SCALE_EXPONENT` below it.
 RESOLVED_SCALE_FACTOR = 0.5
 SCALE_EXPONENT = 0.25
-#: Regions of at least this many smallest regions (``min_size``) are split along spectral clusters.
-#: Chosen on the scene bank's selection half (``benchmarks/label_quality``): 16 lifts the worst
-#: segment oracle there from 0.867 to 0.976 and leaves object recall on every building and crown
-#: scene as it was (8 already splits some crowns and roofs).
+#: With ``classical_split``, regions of at least this many smallest regions (``min_size``) are
+#: split along spectral clusters. On the scene bank's selection half (``benchmarks/label_quality``)
+#: 16 lifts the worst segment oracle from 0.867 to 0.976 and leaves object recall on every building
+#: and crown scene as it was (8 already splits some crowns and roofs).
 SPLIT_REGION_FACTOR = 16
 #: Spectral clusters of one tile's fine units that a large region is split along (a fixed number:
 #: the segmentation does not depend on ``--classes``, so the segment oracle is one per scene).
@@ -119,7 +119,7 @@ class ClassicalEngine(MaskEngine):
         decided (``benchmarks/label_quality/engine_sweep.py`` overrides it to sweep them)."""
         scale, min_size = region_scale(self.options.classical_scale, pixel_size_m)
         return RegionSettings(scale, min_size, self.sigma, self.merge_colour_distance,
-                              SPLIT_REGION_FACTOR * min_size)
+                              SPLIT_REGION_FACTOR * min_size if self.options.classical_split else 0)
 
     def generate(self, rgb: np.ndarray, valid: np.ndarray) -> TileMasks:
         return self.segment(EngineTile(rgb, valid))

@@ -85,8 +85,9 @@ def test_settings_decide_the_regions():
     engine = ClassicalEngine(LabelOptions(engine="classical").validated())
     scale, min_size = region_scale(engine.options.classical_scale, 0.1)
     assert engine.settings(0.1) == RegionSettings(scale, min_size, ClassicalEngine.sigma,
-                                                  ClassicalEngine.merge_colour_distance,
-                                                  SPLIT_REGION_FACTOR * min_size)
+                                                  ClassicalEngine.merge_colour_distance, 0)
+    split = ClassicalEngine(LabelOptions(engine="classical", classical_split=True).validated())
+    assert split.settings(0.1).split_min_px == SPLIT_REGION_FACTOR * min_size
     rgb, bands, valid = _nir_tile()
     tile = EngineTile(rgb, valid, bands, 0.5)
 
@@ -122,7 +123,7 @@ def test_large_regions_are_split_where_the_surface_changes():
     cut along the tile's spectral clusters; without the split it stays one mixed region."""
     bands, truth = _two_covers()
     valid = np.ones(truth.shape, bool)
-    engine = ClassicalEngine(LabelOptions(engine="classical").validated())
+    engine = ClassicalEngine(LabelOptions(engine="classical", classical_split=True).validated())
 
     class Unsplit(ClassicalEngine):
         def settings(self, pixel_size_m):
