@@ -258,10 +258,12 @@ class RegionGraph:
         means = graph.means[1:]
         brightness = means.sum(axis=1, keepdims=True) + 1.0
         shares = np.concatenate([means / brightness * 255.0, 10.0 * np.log1p(brightness)], axis=1)
-        n_clusters = min(SPLIT_CLUSTERS, len(shares))
         fit = np.arange(len(shares))
         if len(fit) > SPLIT_FIT_UNITS:  # a fixed sample: k-means of 20,000 units costs a third of a second
             fit = np.sort(np.random.default_rng(0).choice(len(shares), SPLIT_FIT_UNITS, replace=False))
+        n_clusters = min(SPLIT_CLUSTERS, len(np.unique(shares[fit], axis=0)))  # flat tiles: fewer kinds
+        if n_clusters < 2:
+            return _joined(self.labels, np.zeros((0, 2), np.int64), self.n)
         model = KMeans(n_clusters, n_init=1, random_state=0).fit(shares[fit], sample_weight=graph.counts[1:][fit])
         # k-means splits even pure noise: clusters closer than the merge distance are one surface
         centres = model.cluster_centers_

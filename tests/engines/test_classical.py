@@ -165,3 +165,18 @@ def test_a_uniform_noisy_surface_is_not_split():
     assert len(np.unique(out)) == 1
     split = RegionGraph(image, labels).split_by_clusters(fine, split_min_px=1000, min_size_px=16, merge_distance=0.0)
     assert len(np.unique(split)) > 1, "without the surface rule k-means would cut the noise"
+
+
+def test_a_flat_tile_splits_into_nothing_and_warns_nothing():
+    """A tile of one value has one kind of unit: no k-means (which would warn about fewer distinct
+    points than clusters), the regions come back as they were."""
+    import warnings
+
+    image = np.full((64, 64, 3), 100.0, np.float32)
+    labels = np.ones((64, 64), np.int64)
+    labels[:, 32:] = 2
+    fine = (np.arange(64 * 64).reshape(64, 64) // 16 % 7).astype(np.int64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = RegionGraph(image, labels).split_by_clusters(fine, split_min_px=100, min_size_px=16, merge_distance=10.0)
+    np.testing.assert_array_equal(out, labels)
