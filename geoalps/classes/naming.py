@@ -5,9 +5,9 @@ Each example votes for the pseudo-class of the objects under it, with their area
 squared): a point for the object that holds it, a polygon for the objects whose representative
 point it holds (objects it only grazes at its edge do not vote). A class's votes so follow the
 pixels of the objects the examples show, as the many-to-one mapping of ``geoalps evaluate``
-follows the pixels of the truth. A class takes the
-name with the most votes (ties: the first name alphabetically); classes no
-example touches keep ``class N``; several classes may share a name and are then one class on
+follows the pixels of the truth. A class takes the name with the most votes (ties: the first
+name alphabetically); with the run's k-means model, classes no example touches take the name of
+the nearest named class (:func:`fill_from_centres`), else they keep ``class N``; several classes may share a name and are then one class on
 output (:class:`geoalps.clustering.names.ClassNames`). Conflicts (a class voted for under
 several names) and unused examples (under no object) are reported.
 
@@ -37,6 +37,8 @@ class NamingReport:
     votes: dict[int, dict[str, float]] = field(default_factory=dict)
     unused_examples: list[int] = field(default_factory=list)
     n_examples: int = 0
+    #: Classes no example touched, named after the nearest voted class (class -> that class).
+    filled: dict[int, int] = field(default_factory=dict)
 
     @property
     def conflicts(self) -> dict[int, dict[str, float]]:
@@ -49,7 +51,8 @@ class NamingReport:
         for k in range(self.names.n_classes):
             votes = self.votes.get(k, {})
             rows.append({"pseudo_class": k, "name": self.names.name_of(k), "named": k in self.names.names,
-                         "votes": {n: round(v, 3) for n, v in sorted(votes.items())}, "conflict": len(votes) > 1})
+                         "votes": {n: round(v, 3) for n, v in sorted(votes.items())}, "conflict": len(votes) > 1,
+                         "nearest_named_class": self.filled.get(k)})
         return rows
 
     def as_dict(self) -> dict:
@@ -66,7 +69,13 @@ def count_pseudo_classes(output: str | os.PathLike) -> int:
 def vote(output: str | os.PathLike, examples: str | os.PathLike, name_field: str, n_classes: int) -> NamingReport:
     """Votes of the examples in ``examples`` (points or polygons with ``name_field``) for the
     pseudo-classes of the objects in ``output`` under them; reads only the objects the examples'
-    bounds meet."""
+    bounds meet.
+
+    Each vote weighs the area of the object it falls on: large covers come in large objects, so
+    a class holding the examples of a small cover and of a large one goes to the large one, as
+    the many-to-one mapping of ``geoalps evaluate`` would (one vote per example with the names'
+    areas estimated from the classes' areas was measured and lost at K on the scene bank:
+    ``benchmarks/naming``)."""
     import shapely
 
     ex = _read_examples(examples, name_field)
@@ -89,6 +98,26 @@ def vote(output: str | os.PathLike, examples: str | os.PathLike, name_field: str
             tally[name] = tally.get(name, 0.0) + float(w)
     names = {k: max(sorted(tally), key=lambda n: tally[n]) for k, tally in votes.items() if k < n_classes}
     return NamingReport(ClassNames(n_classes, names), votes, unused, len(ex))
+
+
+def fill_from_centres(report: NamingReport, centres: np.ndarray) -> NamingReport:
+    """``report`` with every class no example touched named after the nearest voted class
+    (Euclidean distance between class centres in the k-means model's space; ties: the lower
+    class). With a few examples per true class many pseudo-classes get none (the usual case at
+    K > the number of true classes); leaving them ``class N`` costs their pixels, while the
+    nearest named class is what k-means itself would have merged them into. Cost: K x K distances."""
+    voted = sorted(report.names.names)
+    if not voted or len(centres) != report.names.n_classes:
+        return report
+    names, filled = dict(report.names.names), {}
+    for k in range(report.names.n_classes):
+        if k in names:
+            continue
+        distance = np.linalg.norm(centres[voted] - centres[k], axis=1)
+        nearest = voted[int(np.argmin(distance))]
+        names[k], filled[k] = report.names.names[nearest], nearest
+    return NamingReport(ClassNames(report.names.n_classes, names), report.votes, report.unused_examples,
+                        report.n_examples, filled)
 
 
 def _objects_under(example, geometries: np.ndarray, tree) -> np.ndarray:
@@ -155,6 +184,8 @@ def name_classes(
     n_classes = model.effective_classes if model is not None else count_pseudo_classes(output)
     if examples is not None:
         report = vote(output, examples, name_field, n_classes)
+        if model is not None:
+            report = fill_from_centres(report, model.class_centres())
     else:
         mapping = parse_mapping(names, n_classes) if isinstance(names, str) else ClassNames(n_classes, dict(names))
         report = NamingReport(mapping)
@@ -190,6 +221,8 @@ def report_lines(report: NamingReport) -> list[str]:
     for row in report.table():
         votes = ", ".join(f"{n} {v:g}" for n, v in row["votes"].items()) or "-"
         flag = "  CONFLICT" if row["conflict"] else ""
+        if row["nearest_named_class"] is not None:
+            votes = f"- (no example; nearest named class {row['nearest_named_class']})"
         lines.append(f"{row['pseudo_class']:>5}  {row['name']:<20} {votes}{flag}")
     if report.unused_examples:
         lines.append(f"unused examples (under no object): {', '.join(map(str, report.unused_examples))}")

@@ -85,6 +85,10 @@ classical_opts = stack(
     click.option("--classical-scale", type=float, default=_LABEL.classical_scale, show_default=True,
                  help="Region size of the classical engine (positive; larger = larger regions, for crowns or "
                       "roofs split into pieces, smaller for merged ones). Used only by the classical engine."),
+    click.option("--classical-split/--no-classical-split", default=_LABEL.classical_split, show_default=True,
+                 help="Cut land-cover-sized regions of the classical engine where the tile's spectral clusters "
+                      "change (covers of similar brightness with a soft edge); roofs and crowns stay whole. "
+                      "Purer regions, but the K-class clustering can move either way (benchmarks/label_quality)."),
 )
 scene_opts = stack(
     click.option("--bands", default=None,

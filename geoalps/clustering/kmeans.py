@@ -157,6 +157,20 @@ class OnlineKMeans:
         fine = self.kmeans.predict(self._prepare(np.asarray(features, np.float64)))
         return (self.mapping[fine] if self.mapping is not None else fine).astype(np.int32)
 
+    def class_centres(self) -> np.ndarray:
+        """(K, D) centre of each class in the space the centres live in (scaled and block-weighted
+        features): the mass-weighted mean of its fine centres. Lets classes be compared with each
+        other, e.g. to name a class no example touched after its nearest named one."""
+        if self.kmeans is None:
+            raise ModelError("k-means is not fitted yet")
+        centres = np.asarray(self.kmeans.cluster_centers_, dtype=np.float64)
+        mass = np.maximum(np.asarray(getattr(self.kmeans, "_counts", np.ones(len(centres))), np.float64), 1e-12)
+        mapping = self.mapping if self.mapping is not None else np.arange(len(centres))
+        k = int(mapping.max()) + 1
+        totals = np.zeros((k, centres.shape[1]))
+        np.add.at(totals, mapping, centres * mass[:, None])
+        return totals / np.maximum(np.bincount(mapping, weights=mass, minlength=k), 1e-12)[:, None]
+
     def distances(self, features: np.ndarray) -> np.ndarray:
         """Distance of each row to its nearest centre (a per-object 'typicality')."""
         if not len(features):

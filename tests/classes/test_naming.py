@@ -56,12 +56,15 @@ def test_examples_name_each_class_after_its_majority_true_class(labelled):
     report = name_classes(labelled / "out.gpkg", labelled / "named.gpkg", examples=labelled / "examples.gpkg",
                           name_field="name", kmeans_model=labelled / "km.joblib", overwrite=True)
 
-    named = report.names.names
-    assert named and all(majority[k] == name for k, name in named.items()), report.table()  # no wrong name
+    voted = {k: name for k, name in report.names.names.items() if k not in report.filled}
+    assert voted and all(majority[k] == name for k, name in voted.items()), report.table()  # no wrong name
     # Three regions per class reach all but at most one class: a pseudo-class found only outside
     # the three largest regions of its true class (a roof colour absent from the largest
-    # buildings) gets no vote and keeps `class N`.
-    assert len(named) >= len(majority) - 1, report.table()
+    # buildings) gets no vote; with the run's model it takes its nearest voted class's name.
+    assert len(voted) >= len(majority) - 1, report.table()
+    assert set(report.names.names) == set(range(report.names.n_classes)), "with the model every class is named"
+    for k, nearest in report.filled.items():
+        assert k not in report.votes and report.names.names[k] == voted[nearest]
     named = pyogrio.read_dataframe(labelled / "named.gpkg", layer="masks")
     original = pyogrio.read_dataframe(labelled / "out.gpkg", layer="masks")
     assert len(named) == len(original) and (named["instance_id"] == original["instance_id"]).all()
@@ -71,8 +74,8 @@ def test_examples_name_each_class_after_its_majority_true_class(labelled):
 
 
 def test_named_model_labels_new_runs_and_scores_like_many_to_one(labelled):
-    name_classes(labelled / "out.gpkg", labelled / "named2.gpkg", examples=labelled / "examples.gpkg",
-                 kmeans_model=labelled / "km.joblib", overwrite=True)
+    report = name_classes(labelled / "out.gpkg", labelled / "named2.gpkg", examples=labelled / "examples.gpkg",
+                          kmeans_model=labelled / "km.joblib", overwrite=True)
     label(SCENE, labelled / "again.gpkg", raster_out=labelled / "again.tif", kmeans_model=labelled / "km.joblib",
           overwrite=True, **FAST)
     model = OnlineKMeans.load(labelled / "km.joblib")
@@ -97,7 +100,9 @@ def test_named_model_labels_new_runs_and_scores_like_many_to_one(labelled):
     expected = sum(table["pixels"][row][table["true_classes"].index(truth_names.index(model.class_names.names[k]))]
                    for row, k in enumerate(table["pseudo_classes"]) if k in model.class_names.names)
     assert accuracy == pytest.approx(expected / scores["valid_pixels"], abs=1e-9)
-    if len(model.class_names.names) == scores["n_pseudo_classes"]:
+    if len(model.class_names.names) == scores["n_pseudo_classes"] and not report.filled:
+        # every class named by its own votes (all after their majority class, as the first test
+        # checks): the many-to-one pixel accuracy. A class named after its nearest class may not be.
         assert accuracy == pytest.approx(scores["pixel_accuracy"], abs=1e-9)
 
 def test_mapping_merges_classes_and_keeps_the_rest(labelled):
@@ -210,3 +215,19 @@ def test_a_pseudo_class_keeps_its_colour_through_naming(labelled, tmp_path):
             assert colour == expected, (k, place)
     assert after_layer[ids[5]] == (145, 30, 180)  # class 5's purple, which "shrub" no longer takes
     assert after_layer[ids[6]] == (70, 240, 240)
+
+
+def test_classes_without_examples_take_the_nearest_named_class():
+    """fill_from_centres: each class no example touched takes the name of the voted class whose
+    centre is nearest; voted classes keep theirs; without any voted class nothing changes."""
+    from geoalps.classes.naming import NamingReport, fill_from_centres
+    from geoalps.clustering.names import ClassNames
+
+    centres = np.array([[0.0, 0.0], [0.4, 0.1], [5.0, 5.0], [4.0, 5.5], [2.4, 2.4]])
+    voted = NamingReport(ClassNames(5, {0: "water", 2: "tree"}), {0: {"water": 1.0}, 2: {"tree": 1.0}})
+    filled = fill_from_centres(voted, centres)
+    assert filled.names.names == {0: "water", 1: "water", 2: "tree", 3: "tree", 4: "water"}
+    assert filled.filled == {1: 0, 3: 2, 4: 0}
+    assert filled.votes == voted.votes
+    nothing = NamingReport(ClassNames(5, {}))
+    assert fill_from_centres(nothing, centres).names.names == {}

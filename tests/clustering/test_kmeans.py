@@ -279,3 +279,20 @@ def test_the_trust_environment_variable_reads_old_models(tmp_path, monkeypatch):
     monkeypatch.setenv(km.TRUST_ENV, "0")
     with pytest.raises(ModelError, match="can run code"):
         OnlineKMeans.load(path)
+
+
+def test_class_centres_are_the_mass_weighted_means_of_their_centres():
+    """class_centres: the centre of each merged class, computed here from the fine centres, their
+    masses and the centre -> class mapping independently of the model's own code."""
+    rng = np.random.default_rng(3)
+    features = np.concatenate([rng.normal(m, 0.3, (200, 3)) for m in (0.0, 4.0, 9.0)])
+    model = OnlineKMeans(3, {"spectral": 3}, seed=0)
+    model.partial_fit(features, sample_weight=rng.uniform(1, 5, len(features)))
+    model.finish()
+    got = model.class_centres()
+    centres, mass, mapping = model.kmeans.cluster_centers_, model.kmeans._counts, model.mapping
+    assert got.shape == (model.effective_classes, centres.shape[1])
+    for k in range(model.effective_classes):
+        mine = mapping == k
+        expected = (centres[mine] * mass[mine, None]).sum(axis=0) / mass[mine].sum()
+        np.testing.assert_allclose(got[k], expected, rtol=1e-9, atol=1e-9)

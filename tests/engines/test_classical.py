@@ -7,7 +7,8 @@ from affine import Affine
 
 from conftest import write_raster
 from geoalps.engines import EngineTile
-from geoalps.engines.classical import REGION_MAX_PX, REGION_MIN_PX, REGION_NO_CRS_PX, ClassicalEngine, region_scale
+from geoalps.engines.classical import (REGION_MAX_PX, REGION_MIN_PX, REGION_NO_CRS_PX, SPLIT_REGION_FACTOR,
+                                      ClassicalEngine, RegionGraph, region_scale)
 from geoalps.inputs.scene import open_scene
 from geoalps.labelling.tile_work import all_bands_uint8, pixel_size_m
 from geoalps.options import MIN_AREA_PX_DEFAULT, LabelOptions
@@ -84,14 +85,98 @@ def test_settings_decide_the_regions():
     engine = ClassicalEngine(LabelOptions(engine="classical").validated())
     scale, min_size = region_scale(engine.options.classical_scale, 0.1)
     assert engine.settings(0.1) == RegionSettings(scale, min_size, ClassicalEngine.sigma,
-                                                  ClassicalEngine.merge_colour_distance)
+                                                  ClassicalEngine.merge_colour_distance, 0)
+    split = ClassicalEngine(LabelOptions(engine="classical", classical_split=True).validated())
+    assert split.settings(0.1).split_min_px == SPLIT_REGION_FACTOR * min_size
     rgb, bands, valid = _nir_tile()
     tile = EngineTile(rgb, valid, bands, 0.5)
 
     class Merged(ClassicalEngine):
         def settings(self, pixel_size_m):
-            return super().settings(pixel_size_m)._replace(merge_distance=1e6)
+            return super().settings(pixel_size_m)._replace(merge_distance=1e6, split_min_px=0)
 
     default = engine.generate_tiles([tile])[0]
     merged = Merged(engine.options).generate_tiles([tile])[0]
     assert len(default) >= 2 and len(merged) == 1, "a merge distance above every contrast joins all"
+
+
+def _two_covers(size: int = 192, ramp_px: int = 24):
+    """Grass-green left, grey dirt right, of the same brightness, blended over a soft ramp with
+    noise: no edge strong enough for felzenszwalb or the merge. Returns (bands, truth)."""
+    rng = np.random.default_rng(1)
+    t = np.clip((np.arange(size) - (size - ramp_px) / 2) / ramp_px, 0, 1)[None, :, None]
+    green, grey = np.array([50, 95, 45], float), np.array([68, 60, 66], float)
+    image = (1 - t) * green + t * grey + rng.normal(0, 3, (size, size, 3))
+    truth = np.broadcast_to(np.arange(size)[None, :] >= size // 2, (size, size))
+    return np.clip(image, 0, 255).astype(np.uint8), truth
+
+
+def _purity(regions: np.ndarray, truth: np.ndarray) -> float:
+    """Share of pixels in their region's majority class (the segment oracle's pixel accuracy)."""
+    table = np.zeros((regions.max() + 1, 2))
+    np.add.at(table, (regions.ravel(), truth.ravel().astype(int)), 1)
+    return table.max(axis=1).sum() / table.sum()
+
+
+def test_large_regions_are_split_where_the_surface_changes():
+    """A region far larger than an object that straddles two covers of the same brightness is
+    cut along the tile's spectral clusters; without the split it stays one mixed region."""
+    bands, truth = _two_covers()
+    valid = np.ones(truth.shape, bool)
+    engine = ClassicalEngine(LabelOptions(engine="classical", classical_split=True).validated())
+
+    class Unsplit(ClassicalEngine):
+        def settings(self, pixel_size_m):
+            return super().settings(pixel_size_m)._replace(split_min_px=0)
+
+    tile = EngineTile(bands, valid, bands, 0.5)
+    split = engine.generate_tiles([tile])[0].index_image()
+    unsplit = Unsplit(engine.options).generate_tiles([tile])[0].index_image()
+    assert _purity(unsplit, truth) < 0.8, "the fixture must fool the first cut and the merge"
+    assert _purity(split, truth) > 0.9
+    assert (split > 0).all(), "the split regions still cover the tile"
+    again = engine.generate_tiles([tile])[0].index_image()
+    np.testing.assert_array_equal(again, split)  # deterministic: no seed, same regions
+
+
+def test_only_regions_above_the_split_size_are_split():
+    """split_by_clusters cuts a large two-cover region but leaves an object-sized one whole
+    (a roof or crown with two kinds of pixels stays one object)."""
+    bands, truth = _two_covers(size=96, ramp_px=2)
+    labels = np.ones(truth.shape, np.int64)
+    labels[:, 48:] = 1
+    labels[:24, :] = 2  # a small region (24 x 96) straddling both covers
+    fine = truth.astype(np.int64) + 1 + 2 * (labels == 2)  # units: each cover inside each region
+    graph = RegionGraph(bands.astype(np.float32), labels)
+    out = graph.split_by_clusters(fine, split_min_px=3000, min_size_px=16, merge_distance=10.0)
+    small, large = out[:24], out[24:]
+    assert len(np.unique(small)) == 1, "a region under split_min_px stays whole"
+    assert len(np.unique(large)) == 2 and _purity(large, truth[24:]) == 1.0
+
+
+def test_a_uniform_noisy_surface_is_not_split():
+    """k-means cuts pure noise too; clusters closer than the merge distance are one surface, so a
+    large region of one cover stays one region (noise of 8 on 0..255 values)."""
+    rng = np.random.default_rng(2)
+    image = np.clip(np.array([90.0, 120.0, 70.0]) + rng.normal(0, 8, (128, 128, 3)), 0, 255).astype(np.float32)
+    labels = np.ones((128, 128), np.int64)
+    fine = (np.arange(128 * 128).reshape(128, 128) // 64 % 97).astype(np.int64)  # many small units
+    out = RegionGraph(image, labels).split_by_clusters(fine, split_min_px=1000, min_size_px=16, merge_distance=10.0)
+    assert len(np.unique(out)) == 1
+    split = RegionGraph(image, labels).split_by_clusters(fine, split_min_px=1000, min_size_px=16, merge_distance=0.0)
+    assert len(np.unique(split)) > 1, "without the surface rule k-means would cut the noise"
+
+
+def test_a_flat_tile_splits_into_nothing_and_warns_nothing():
+    """A tile of one value has one kind of unit: no k-means (which would warn about fewer distinct
+    points than clusters), the regions come back as they were."""
+    import warnings
+
+    image = np.full((64, 64, 3), 100.0, np.float32)
+    labels = np.ones((64, 64), np.int64)
+    labels[:, 32:] = 2
+    fine = (np.arange(64 * 64).reshape(64, 64) // 16 % 7).astype(np.int64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = RegionGraph(image, labels).split_by_clusters(fine, split_min_px=100, min_size_px=16, merge_distance=10.0)
+    np.testing.assert_array_equal(out, labels)

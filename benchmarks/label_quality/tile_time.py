@@ -1,0 +1,95 @@
+"""Time per tile of the default ``geoalps label`` against a baseline commit, in the same run (issue 25).
+
+Issue 25's time target compares pass-1 time per tile (engine, features, polygons: what
+``label(...).stats["tile_seconds"]`` adds up) before and after a change. CPU load moves single
+timings by tens of per cent on a shared machine, so both trees run here, interleaved (baseline,
+current, baseline, current, ...), each in a fresh ``python`` process with ``PYTHONPATH`` set to
+its tree; the figure is the ratio of the medians per scene and the median of those ratios.
+
+    .venv/bin/python benchmarks/label_quality/tile_time.py --baseline 2242ea2 --repeats 3
+
+The baseline tree is a temporary ``git worktree`` of ``--baseline``. Rows (one per scene, both
+medians and the ratio, the two commits) are appended to ``tile_time.results.jsonl``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+BANK = ROOT / "benchmarks" / "scene_bank" / "out"
+#: Issue 25's target: at most this times the baseline's time per tile.
+TARGET_RATIO = 1.5
+
+_ONE_RUN = """
+import json, sys, tempfile
+from pathlib import Path
+from geoalps import label
+with tempfile.TemporaryDirectory() as tmp:
+    stats = label([sys.argv[1]], Path(tmp) / "o.gpkg", raster_out=Path(tmp) / "l.tif", quiet=True).stats
+print(json.dumps({"tile_seconds": stats["tile_seconds"] / max(1, stats["tiles"]), "tiles": stats["tiles"]}))
+"""
+
+
+def _commit(tree: Path) -> str:
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=tree, capture_output=True, text=True).stdout.strip()
+
+
+def time_once(tree: Path, scene: Path) -> float:
+    env = dict(os.environ, PYTHONPATH=str(tree), OMP_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, "-c", _ONE_RUN, str(scene)], env=env, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])["tile_seconds"]
+
+
+def default_scenes() -> list[Path]:
+    """The bank's selection half (the scenes defaults are chosen on) and the shipped samples."""
+    bank = json.loads((BANK / "bank.json").read_text())
+    scenes = [BANK / s["image"] for s in bank["scenes"] if s["half"] == "selection"]
+    return scenes + sorted((ROOT / "sample_data").glob("scene_*.tif"))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--baseline", required=True, help="commit to compare with")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--scenes", nargs="*", type=Path, default=None)
+    parser.add_argument("--json", type=Path, default=HERE / "tile_time.results.jsonl")
+    args = parser.parse_args(argv)
+    scenes = args.scenes or default_scenes()
+    ratios = []
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp) / "baseline"
+        subprocess.run(["git", "worktree", "add", "--detach", "-q", str(base), args.baseline], cwd=ROOT, check=True)
+        try:
+            commits = {"baseline": _commit(base), "current": _commit(ROOT)}
+            for scene in scenes:
+                times = {"baseline": [], "current": []}
+                for _ in range(args.repeats):
+                    for arm, tree in (("baseline", base), ("current", ROOT)):
+                        times[arm].append(time_once(tree, scene))
+                before, after = statistics.median(times["baseline"]), statistics.median(times["current"])
+                ratio = after / before
+                ratios.append(ratio)
+                row = {"scene": scene.stem, "baseline_commit": commits["baseline"], "commit": commits["current"],
+                       "repeats": args.repeats, "baseline_s_per_tile": before, "s_per_tile": after, "ratio": ratio,
+                       "load": os.getloadavg()[0]}
+                with open(args.json, "a") as f:
+                    f.write(json.dumps(row) + "\n")
+                print(f"{scene.stem:<28} {before:6.2f} s -> {after:6.2f} s per tile  x{ratio:.2f}", flush=True)
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(base)], cwd=ROOT, check=False)
+    worst = max(ratios)
+    print(f"median ratio x{statistics.median(ratios):.2f}, worst x{worst:.2f} "
+          f"({'PASS' if worst <= TARGET_RATIO else 'FAIL'} at most x{TARGET_RATIO})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
