@@ -29,6 +29,7 @@ a time), about 40 MB on GPU (the whole batch is upscaled at once).
 """
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -44,12 +45,25 @@ class PointPromptDecoder:
 
     Usage: ``decoder.set_embedding(embedding)`` once per image (or crop), then
     ``decoder(points_1024)`` per batch of points given in the 1024 px model input frame.
+
+    ``dtype``: the precision of the transformer, heads and upscaling. float32 (default) gives
+    the model's results up to float rounding; ``torch.bfloat16`` runs them on a bf16 copy of the
+    mask decoder (the model is untouched; about 4 MB for a 256-d decoder), several times faster
+    on CPUs with AMX or AVX512-BF16 but with bf16 rounding (logits and IoUs to ~1e-2): masks near
+    a threshold change, so it is an opt-in (benchmarks/sam2_amg/README.md has its mask recall).
+    Outputs are float32 either way.
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, dtype: torch.dtype = torch.float32) -> None:
         prompt_encoder, decoder, prefix = self._parts(model)
         if decoder.num_multimask_outputs < 1:
             raise ValueError("the mask decoder has no multimask outputs")
+        if dtype not in (torch.float32, torch.bfloat16):
+            raise ValueError(f"decoder dtype must be float32 or bfloat16, not {dtype}")
+        if dtype != decoder.iou_token.weight.dtype:
+            decoder = copy.deepcopy(decoder).to(dtype)
+            prefix = [t.to(dtype) for t in prefix]
+        self.dtype = dtype
         self.model = model
         self.prompt_encoder = prompt_encoder
         self.decoder = decoder
@@ -86,7 +100,9 @@ class PointPromptDecoder:
         if embedding.dim() != 4 or embedding.shape[0] != 1:
             raise ValueError("expected one image embedding of shape (1, C, h, w)")
         pe_layer = self.prompt_encoder
-        dense = pe_layer.no_mask_embed.weight.reshape(1, -1, 1, 1)
+        dtype = self.dtype
+        dense = pe_layer.no_mask_embed.weight.reshape(1, -1, 1, 1).to(dtype)
+        embedding = embedding.to(dtype)
         _, c, h, w = embedding.shape
         keys = (embedding + dense).flatten(2).permute(0, 2, 1).contiguous()  # (1, N, C)
         key_pe = pe_layer.get_dense_pe().flatten(2).permute(0, 2, 1).to(keys.dtype)
@@ -102,7 +118,7 @@ class PointPromptDecoder:
         self._hw = (h, w)
         self._skip = None
         if high_res_feats is not None:
-            s0, s1 = _skip_tokens(high_res_feats, h, w)
+            s0, s1 = _skip_tokens([f.to(dtype) for f in high_res_feats], h, w)
             self._skip = (s0 + self._b2, s1 + self._b1)
 
     @torch.inference_mode()
@@ -158,7 +174,7 @@ class PointPromptDecoder:
         else:
             h, w = self._hw
             masks = keys.new_zeros((0, iou.shape[1], 4 * h, 4 * w))
-        return iou, index, masks
+        return iou.float(), index, masks.float()
 
     def _transformer(self, tokens: torch.Tensor, image: dict[str, torch.Tensor]):
         """TwoWayTransformer.forward: layer 0 on the shared image, later layers per prompt."""
@@ -176,7 +192,7 @@ class PointPromptDecoder:
         used = slice(first, first + 1 + self.decoder.num_mask_tokens)
         queries, query_pe = queries[:, used], query_pe[:, used]
         attn_out = _tokens_to_image(
-            t.final_attn_token_to_image, queries + query_pe, keys, key_pe
+            t.final_attn_token_to_image, queries + query_pe, keys, key_pe, keys + key_pe
         )
         queries = t.norm_final_attn(queries + attn_out)
         return queries, keys
@@ -225,7 +241,9 @@ class PointPromptDecoder:
             q = queries + query_pe
             queries = queries + layer.self_attn(q=q, k=q, v=queries)
         queries = layer.norm1(queries)
-        out = _tokens_to_image(layer.cross_attn_token_to_image, queries + query_pe, keys, key_pe)
+        # Both attentions score against keys + key_pe: one (B, N, C) sum halves those products.
+        keys_pe = keys + key_pe
+        out = _tokens_to_image(layer.cross_attn_token_to_image, queries + query_pe, keys, key_pe, keys_pe)
         queries = layer.norm2(queries + out)
         queries = layer.norm3(queries + layer.mlp(queries))
 
@@ -240,7 +258,8 @@ class PointPromptDecoder:
         k = k.reshape(b, t, heads, d)
         kq = torch.einsum("bthd,hdc->bthc", k, w_q).reshape(b, t * heads, c)
         kb = torch.einsum("bthd,hd->bth", k, attn.q_proj.bias.reshape(heads, d))
-        scores = _scores_against_image(kq, kb.reshape(b, t * heads, 1), keys, key_pe)
+        scores = torch.baddbmm(kb.reshape(b, t * heads, 1), kq, keys_pe.transpose(1, 2))
+        del keys_pe
         scores = scores.reshape(b, t, heads, -1) / math.sqrt(d)
         # This layer's input keys are not read again: accumulate into them in place.
         keys = _image_to_tokens_output(attn, scores, queries, keys, inplace=True)
@@ -329,11 +348,13 @@ def _scores_against_image(
     return scores
 
 
-def _tokens_to_image(attn, q: torch.Tensor, keys: torch.Tensor, key_pe: torch.Tensor):
+def _tokens_to_image(attn, q: torch.Tensor, keys: torch.Tensor, key_pe: torch.Tensor,
+                     keys_pe: torch.Tensor | None = None):
     """``attn(q=q, k=keys + key_pe, v=keys)`` for few query tokens and many image tokens.
 
     The key/value projections are moved to the token side (Wk^T q, then Wv after the
     attention-weighted sum of image tokens), so no (B, N, I) projection of the image is formed.
+    ``keys_pe``: ``keys + key_pe`` when the caller has it (per-prompt keys: one product, not two).
     """
     heads = attn.num_heads
     qp = attn.q_proj(q)  # (B, T, I)
@@ -344,7 +365,10 @@ def _tokens_to_image(attn, q: torch.Tensor, keys: torch.Tensor, key_pe: torch.Te
     w_k = attn.k_proj.weight.reshape(heads, d, c)
     qk = torch.einsum("bthd,hdc->bhtc", qp, w_k).reshape(b, heads * t, c)
     qb = torch.einsum("bthd,hd->bht", qp, attn.k_proj.bias.reshape(heads, d))
-    scores = _scores_against_image(qk, qb.reshape(b, heads * t, 1), keys, key_pe)
+    if keys_pe is None:
+        scores = _scores_against_image(qk, qb.reshape(b, heads * t, 1), keys, key_pe)
+    else:
+        scores = torch.baddbmm(qb.reshape(b, heads * t, 1), qk, keys_pe.transpose(1, 2))
     weights = torch.softmax(scores / math.sqrt(d), dim=-1)  # (B, h*T, N)
     if keys.shape[0] == 1:
         pooled = torch.mm(weights.reshape(b * heads * t, -1), keys[0]).reshape(b, heads, t, c)

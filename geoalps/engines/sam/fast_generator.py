@@ -54,6 +54,8 @@ from geoalps.engines.sam.sam_masks import SamMasks, check_image
 from geoalps.engines.sam.stability_bound import StabilityBound
 
 CPU_DECODER_BATCH = 8  # vit_b prompts per CPU decoder call: larger batches fall out of cache
+#: ``decoder_dtype`` values: float32 is faithful, bfloat16 an opt-in (see FastMaskGenerator).
+DECODER_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 SCORE_CHUNK = 16  # masks scored exactly at once (ExactCells' (K, 256, 256) temporaries stay in cache)
 
 
@@ -123,6 +125,11 @@ class FastMaskGenerator:
         autocast: bf16 autocast for encoder and decoder (default: on for CUDA only).
         sdpa: encoder attention through ``scaled_dot_product_attention`` (default: CUDA only).
         compile: wrap the encoder in ``torch.compile`` (slow first call; for long GPU runs).
+        decoder_dtype: ``"float32"`` (default: the reference generator's masks) or
+            ``"bfloat16"``: the prompt decoder on a bf16 copy of the mask decoder, several times
+            faster on CPUs with AMX/AVX512-BF16 but not the same masks (bf16 rounding moves
+            predicted IoUs, stability and mask edges); an opt-in whose mask recall against the
+            default is in benchmarks/sam2_amg/README.md.
     """
 
     def __init__(
@@ -144,9 +151,13 @@ class FastMaskGenerator:
         autocast: bool | None = None,
         sdpa: bool | None = None,
         compile: bool = False,
+        decoder_dtype: str = "float32",
     ) -> None:
         if points_per_side < 1 or points_per_batch < 1:
             raise ValueError("points_per_side and points_per_batch must be positive")
+        if decoder_dtype not in DECODER_DTYPES:
+            raise ValueError(f"decoder_dtype must be one of {', '.join(DECODER_DTYPES)}, not {decoder_dtype!r}")
+        self.decoder_dtype = DECODER_DTYPES[decoder_dtype]
         self.model = model.eval()
         self.device = model.device
         on_cuda = self.device.type == "cuda"
@@ -184,7 +195,7 @@ class FastMaskGenerator:
 
     def _make_decoder(self):
         """Something with ``set_embedding(embedding)`` and ``decode(points, min_iou)``."""
-        return PointPromptDecoder(self.model)
+        return PointPromptDecoder(self.model, dtype=self.decoder_dtype)
 
     def _decoder_batch(self, points_per_batch: int, on_cuda: bool) -> int:
         return _decoder_batch(self.model.mask_decoder.transformer_dim, points_per_batch, on_cuda)
