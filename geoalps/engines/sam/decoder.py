@@ -162,40 +162,54 @@ class PointPromptDecoder:
         output_tokens = output_tokens.unsqueeze(0).expand(sparse.shape[0], -1, -1)
         tokens = torch.cat((output_tokens, sparse.to(output_tokens.dtype)), dim=1)
 
-        queries, keys = self._transformer(tokens, image)
+        queries, query_pe, keys, keys_pe = self._transformer(tokens, image)
 
-        iou = dec.iou_prediction_head(queries[:, 0, :])[:, 1:]
-        index = torch.arange(len(iou), device=iou.device)
-        if min_iou is not None:
+        # The final attention, token by token (each token's output depends on that token
+        # alone): only the IoU token and the multimask tokens are read afterwards (the point
+        # tokens, the single-mask token and SAM 2's object-score token are dropped), and with
+        # ``min_iou`` the mask tokens only of prompts whose IoU passes.
+        first = len(self._prefix)
+        multimask = list(range(first + 2, first + 1 + dec.num_mask_tokens))
+        if min_iou is None:
+            hs = self._final_attention([first, *multimask], queries, query_pe, keys, keys_pe)
+            iou = dec.iou_prediction_head(hs[:, 0])[:, 1:]
+            index = torch.arange(len(iou), device=iou.device)
+            mask_tokens = hs[:, 1:]
+        else:
+            iou_token = self._final_attention([first], queries, query_pe, keys, keys_pe)[:, 0]
+            iou = dec.iou_prediction_head(iou_token)[:, 1:]
             index = (iou > min_iou).any(dim=1).nonzero()[:, 0]
-            keys, queries = keys[index], queries[index]
+            keys = keys[index]
+            if len(index):
+                mask_tokens = self._final_attention(
+                    multimask, queries[index], query_pe[index], keys, keys_pe[index]
+                )
         if len(index):
-            masks = self._upscale_and_project(keys, queries)
+            masks = self._upscale_and_project(keys, mask_tokens)
         else:
             h, w = self._hw
             masks = keys.new_zeros((0, iou.shape[1], 4 * h, 4 * w))
         return iou.float(), index, masks.float()
 
     def _transformer(self, tokens: torch.Tensor, image: dict[str, torch.Tensor]):
-        """TwoWayTransformer.forward: layer 0 on the shared image, later layers per prompt."""
+        """TwoWayTransformer.forward up to its final attention: layer 0 on the shared image,
+        later layers per prompt. Returns queries, query_pe, keys and keys + key_pe."""
         query_pe = tokens
         key_pe = image["key_pe"]
         layers = self.transformer.layers
         queries, keys = self._first_layer(layers[0], tokens, query_pe, image)
         for layer in layers[1:]:
             queries, keys = self._later_layer(layer, queries, keys, query_pe, key_pe)
-        # Final token->image attention: only the IoU and mask tokens are read afterwards, and
-        # each token's output depends on that token alone, so the point tokens (and any tokens
-        # before the IoU token) are dropped: the IoU token comes back first.
+        return queries, query_pe, keys, keys + key_pe
+
+    def _final_attention(self, which: list[int], queries, query_pe, keys, keys_pe) -> torch.Tensor:
+        """TwoWayTransformer's final token->image attention and norm for the tokens ``which``."""
         t = self.transformer
-        first = len(self._prefix)
-        used = slice(first, first + 1 + self.decoder.num_mask_tokens)
-        queries, query_pe = queries[:, used], query_pe[:, used]
+        queries, query_pe = queries[:, which], query_pe[:, which]
         attn_out = _tokens_to_image(
-            t.final_attn_token_to_image, queries + query_pe, keys, key_pe, keys + key_pe
+            t.final_attn_token_to_image, queries + query_pe, keys, None, keys_pe
         )
-        queries = t.norm_final_attn(queries + attn_out)
-        return queries, keys
+        return t.norm_final_attn(queries + attn_out)
 
     def _first_layer(self, layer, queries, query_pe, image):
         """TwoWayAttentionBlock.forward for block 0, whose image tokens all prompts share."""
@@ -265,8 +279,9 @@ class PointPromptDecoder:
         keys = _image_to_tokens_output(attn, scores, queries, keys, inplace=True)
         return queries, layer.norm4(keys)
 
-    def _upscale_and_project(self, keys: torch.Tensor, hs: torch.Tensor) -> torch.Tensor:
-        """output_upscaling + hypernetwork product, on the token layout (B, N, C).
+    def _upscale_and_project(self, keys: torch.Tensor, mask_tokens: torch.Tensor) -> torch.Tensor:
+        """output_upscaling + hypernetwork product, on the token layout (B, N, C), for the
+        multimask tokens (B, M, C) out of the transformer.
 
         On CPU one vit_b prompt at a time (``UPSCALE_BYTES``): its intermediates (4 MB + 8 MB)
         stay in cache, which makes the memory-bound steps (bias, layer norm, GELUs, the 3-column
@@ -277,12 +292,8 @@ class PointPromptDecoder:
         dec = self.decoder
         b = keys.shape[0]
         h, w = self._hw
-        first = 1  # multimask outputs are mask tokens 1..M
-        hyper = torch.stack(
-            [
-                dec.output_hypernetworks_mlps[i](hs[:, 1 + i, :])
-                for i in range(first, dec.num_mask_tokens)
-            ],
+        hyper = torch.stack(  # multimask outputs are mask tokens 1..M
+            [dec.output_hypernetworks_mlps[i](mask_tokens[:, i - 1]) for i in range(1, dec.num_mask_tokens)],
             dim=2,
         )  # (B, C2, M)
         m = hyper.shape[-1]
