@@ -162,7 +162,7 @@ class PointPromptDecoder:
         output_tokens = output_tokens.unsqueeze(0).expand(sparse.shape[0], -1, -1)
         tokens = torch.cat((output_tokens, sparse.to(output_tokens.dtype)), dim=1)
 
-        queries, query_pe, keys, keys_pe = self._transformer(tokens, image)
+        queries, query_pe, keys = self._transformer(tokens, image)
 
         # The final attention, token by token (each token's output depends on that token
         # alone): only the IoU token and the multimask tokens are read afterwards (the point
@@ -171,19 +171,17 @@ class PointPromptDecoder:
         first = len(self._prefix)
         multimask = list(range(first + 2, first + 1 + dec.num_mask_tokens))
         if min_iou is None:
-            hs = self._final_attention([first, *multimask], queries, query_pe, keys, keys_pe)
+            hs = self._final_attention([first, *multimask], queries, query_pe, keys)
             iou = dec.iou_prediction_head(hs[:, 0])[:, 1:]
             index = torch.arange(len(iou), device=iou.device)
             mask_tokens = hs[:, 1:]
         else:
-            iou_token = self._final_attention([first], queries, query_pe, keys, keys_pe)[:, 0]
+            iou_token = self._final_attention([first], queries, query_pe, keys)[:, 0]
             iou = dec.iou_prediction_head(iou_token)[:, 1:]
             index = (iou > min_iou).any(dim=1).nonzero()[:, 0]
             keys = keys[index]
             if len(index):
-                mask_tokens = self._final_attention(
-                    multimask, queries[index], query_pe[index], keys, keys_pe[index]
-                )
+                mask_tokens = self._final_attention(multimask, queries[index], query_pe[index], keys)
         if len(index):
             masks = self._upscale_and_project(keys, mask_tokens)
         else:
@@ -193,21 +191,21 @@ class PointPromptDecoder:
 
     def _transformer(self, tokens: torch.Tensor, image: dict[str, torch.Tensor]):
         """TwoWayTransformer.forward up to its final attention: layer 0 on the shared image,
-        later layers per prompt. Returns queries, query_pe, keys and keys + key_pe."""
+        later layers per prompt. Returns queries, query_pe and keys."""
         query_pe = tokens
         key_pe = image["key_pe"]
         layers = self.transformer.layers
         queries, keys = self._first_layer(layers[0], tokens, query_pe, image)
         for layer in layers[1:]:
             queries, keys = self._later_layer(layer, queries, keys, query_pe, key_pe)
-        return queries, query_pe, keys, keys + key_pe
+        return queries, query_pe, keys
 
-    def _final_attention(self, which: list[int], queries, query_pe, keys, keys_pe) -> torch.Tensor:
+    def _final_attention(self, which: list[int], queries, query_pe, keys) -> torch.Tensor:
         """TwoWayTransformer's final token->image attention and norm for the tokens ``which``."""
         t = self.transformer
         queries, query_pe = queries[:, which], query_pe[:, which]
         attn_out = _tokens_to_image(
-            t.final_attn_token_to_image, queries + query_pe, keys, None, keys_pe
+            t.final_attn_token_to_image, queries + query_pe, keys, self._image["key_pe"]
         )
         return t.norm_final_attn(queries + attn_out)
 
@@ -255,9 +253,7 @@ class PointPromptDecoder:
             q = queries + query_pe
             queries = queries + layer.self_attn(q=q, k=q, v=queries)
         queries = layer.norm1(queries)
-        # Both attentions score against keys + key_pe: one (B, N, C) sum halves those products.
-        keys_pe = keys + key_pe
-        out = _tokens_to_image(layer.cross_attn_token_to_image, queries + query_pe, keys, key_pe, keys_pe)
+        out = _tokens_to_image(layer.cross_attn_token_to_image, queries + query_pe, keys, key_pe)
         queries = layer.norm2(queries + out)
         queries = layer.norm3(queries + layer.mlp(queries))
 
@@ -272,8 +268,7 @@ class PointPromptDecoder:
         k = k.reshape(b, t, heads, d)
         kq = torch.einsum("bthd,hdc->bthc", k, w_q).reshape(b, t * heads, c)
         kb = torch.einsum("bthd,hd->bth", k, attn.q_proj.bias.reshape(heads, d))
-        scores = torch.baddbmm(kb.reshape(b, t * heads, 1), kq, keys_pe.transpose(1, 2))
-        del keys_pe
+        scores = _scores_against_image(kq, kb.reshape(b, t * heads, 1), keys, key_pe)
         scores = scores.reshape(b, t, heads, -1) / math.sqrt(d)
         # This layer's input keys are not read again: accumulate into them in place.
         keys = _image_to_tokens_output(attn, scores, queries, keys, inplace=True)
@@ -359,13 +354,11 @@ def _scores_against_image(
     return scores
 
 
-def _tokens_to_image(attn, q: torch.Tensor, keys: torch.Tensor, key_pe: torch.Tensor,
-                     keys_pe: torch.Tensor | None = None):
+def _tokens_to_image(attn, q: torch.Tensor, keys: torch.Tensor, key_pe: torch.Tensor):
     """``attn(q=q, k=keys + key_pe, v=keys)`` for few query tokens and many image tokens.
 
     The key/value projections are moved to the token side (Wk^T q, then Wv after the
     attention-weighted sum of image tokens), so no (B, N, I) projection of the image is formed.
-    ``keys_pe``: ``keys + key_pe`` when the caller has it (per-prompt keys: one product, not two).
     """
     heads = attn.num_heads
     qp = attn.q_proj(q)  # (B, T, I)
@@ -376,10 +369,7 @@ def _tokens_to_image(attn, q: torch.Tensor, keys: torch.Tensor, key_pe: torch.Te
     w_k = attn.k_proj.weight.reshape(heads, d, c)
     qk = torch.einsum("bthd,hdc->bhtc", qp, w_k).reshape(b, heads * t, c)
     qb = torch.einsum("bthd,hd->bht", qp, attn.k_proj.bias.reshape(heads, d))
-    if keys_pe is None:
-        scores = _scores_against_image(qk, qb.reshape(b, heads * t, 1), keys, key_pe)
-    else:
-        scores = torch.baddbmm(qb.reshape(b, heads * t, 1), qk, keys_pe.transpose(1, 2))
+    scores = _scores_against_image(qk, qb.reshape(b, heads * t, 1), keys, key_pe)
     weights = torch.softmax(scores / math.sqrt(d), dim=-1)  # (B, h*T, N)
     if keys.shape[0] == 1:
         pooled = torch.mm(weights.reshape(b * heads * t, -1), keys[0]).reshape(b, heads, t, c)
