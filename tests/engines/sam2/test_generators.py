@@ -116,3 +116,13 @@ def test_bfloat16_decoder_opt_in_keeps_most_masks(sam2_model):
 def test_decoder_dtype_is_checked(sam2_model):
     with pytest.raises(ValueError, match="decoder_dtype"):
         Sam2FastMaskGenerator(sam2_model, decoder_dtype="float16")
+
+
+def test_batches_decoded_in_threads_give_sam2s_masks(sam2_model):
+    """Two decoder batches at once (one intra-op thread each) against sam2's generator."""
+    image = _image(160, 200)
+    settings = dict(points_per_side=6, **KEEP_ALL)
+    generator = Sam2FastMaskGenerator(sam2_model, decoder_threads=2, **settings)
+    generator.decoder_batch = 5  # 8 batches, the last one partial
+    assert generator._decode_workers() == 2
+    assert_same_masks(reference_generate(sam2_model, image, **settings), generator.generate(image))
