@@ -3,8 +3,9 @@
 One process, one model, one 1024 px tile (the aerial mosaic of benchmarks/sam_amg); each
 repetition times, one after the other (interleaved, so the shared CPU's load hits all alike):
 the encoder alone, then a whole tile with the baseline decoder (``--baseline-decoder``, a copy of
-another commit's ``geoalps/engines/sam/decoder.py``, e.g. main's), with this tree's decoder
-(float32, the default), and with the opt-in ``decoder_dtype="bfloat16"``. The fastest
+another commit's ``geoalps/engines/sam/decoder.py``, e.g. main's, decoding batch after batch as
+main does: ``decoder_threads=1``), with this tree's defaults (float32, batches decoded in
+threads), and with the opt-in ``decoder_dtype="bfloat16"``. The fastest
 repetition of each is reported, and the masks of every variant are matched against this tree's
 float32 masks (IoU >= 0.99 and >= 0.9, both ways; counts).
 
@@ -123,11 +124,11 @@ def main() -> None:
         model, model_name = bench2.random_model(args.model)
         generator, out = Sam2FastMaskGenerator, HERE / "results.jsonl"
     tile, source = sam_amg.aerial_tile()
-    variants = {"float32": dict(generator=generator, decoder_dtype="float32"),
-                "bfloat16": dict(generator=generator, decoder_dtype="bfloat16")}
-    if args.baseline_decoder:
+    variants = {"float32": dict(generator=generator, decoder_dtype="float32", decoder_threads=0),
+                "bfloat16": dict(generator=generator, decoder_dtype="bfloat16", decoder_threads=0)}
+    if args.baseline_decoder:  # the other commit's decoder, batch after batch as before
         variants = {"baseline": dict(generator=baseline_generator(generator, args.baseline_decoder),
-                                     decoder_dtype="float32"), **variants}
+                                     decoder_dtype="float32", decoder_threads=1), **variants}
     cases = {"default": {}, "zero": dict(pred_iou_thresh=0.0, stability_score_thresh=0.0)}
     cases = {k: cases[k] for k in args.cases.split(",")}
     meta = {"torch": torch.__version__, "threads": torch.get_num_threads(),
@@ -148,7 +149,8 @@ def main() -> None:
         for case, thresholds in cases.items():
             for name, variant in variants.items():
                 gen = variant["generator"](model, points_per_side=args.points_per_side,
-                                           decoder_dtype=variant["decoder_dtype"], **thresholds)
+                                           decoder_dtype=variant["decoder_dtype"],
+                                           decoder_threads=variant["decoder_threads"], **thresholds)
                 t0 = time.perf_counter()
                 result = gen.generate(tile)
                 seconds = time.perf_counter() - t0
