@@ -29,6 +29,7 @@ a time), about 40 MB on GPU (the whole batch is upscaled at once).
 """
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -44,12 +45,25 @@ class PointPromptDecoder:
 
     Usage: ``decoder.set_embedding(embedding)`` once per image (or crop), then
     ``decoder(points_1024)`` per batch of points given in the 1024 px model input frame.
+
+    ``dtype``: the precision of the transformer, heads and upscaling. float32 (default) gives
+    the model's results up to float rounding; ``torch.bfloat16`` runs them on a bf16 copy of the
+    mask decoder (the model is untouched; about 4 MB for a 256-d decoder), several times faster
+    on CPUs with AMX or AVX512-BF16 but with bf16 rounding (logits and IoUs to ~1e-2): masks near
+    a threshold change, so it is an opt-in (benchmarks/sam2_amg/README.md has its mask recall).
+    Outputs are float32 either way.
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, dtype: torch.dtype = torch.float32) -> None:
         prompt_encoder, decoder, prefix = self._parts(model)
         if decoder.num_multimask_outputs < 1:
             raise ValueError("the mask decoder has no multimask outputs")
+        if dtype not in (torch.float32, torch.bfloat16):
+            raise ValueError(f"decoder dtype must be float32 or bfloat16, not {dtype}")
+        if dtype != decoder.iou_token.weight.dtype:
+            decoder = copy.deepcopy(decoder).to(dtype)
+            prefix = [t.to(dtype) for t in prefix]
+        self.dtype = dtype
         self.model = model
         self.prompt_encoder = prompt_encoder
         self.decoder = decoder
@@ -86,7 +100,9 @@ class PointPromptDecoder:
         if embedding.dim() != 4 or embedding.shape[0] != 1:
             raise ValueError("expected one image embedding of shape (1, C, h, w)")
         pe_layer = self.prompt_encoder
-        dense = pe_layer.no_mask_embed.weight.reshape(1, -1, 1, 1)
+        dtype = self.dtype
+        dense = pe_layer.no_mask_embed.weight.reshape(1, -1, 1, 1).to(dtype)
+        embedding = embedding.to(dtype)
         _, c, h, w = embedding.shape
         keys = (embedding + dense).flatten(2).permute(0, 2, 1).contiguous()  # (1, N, C)
         key_pe = pe_layer.get_dense_pe().flatten(2).permute(0, 2, 1).to(keys.dtype)
@@ -102,7 +118,7 @@ class PointPromptDecoder:
         self._hw = (h, w)
         self._skip = None
         if high_res_feats is not None:
-            s0, s1 = _skip_tokens(high_res_feats, h, w)
+            s0, s1 = _skip_tokens([f.to(dtype) for f in high_res_feats], h, w)
             self._skip = (s0 + self._b2, s1 + self._b1)
 
     @torch.inference_mode()
@@ -146,40 +162,52 @@ class PointPromptDecoder:
         output_tokens = output_tokens.unsqueeze(0).expand(sparse.shape[0], -1, -1)
         tokens = torch.cat((output_tokens, sparse.to(output_tokens.dtype)), dim=1)
 
-        queries, keys = self._transformer(tokens, image)
+        queries, query_pe, keys = self._transformer(tokens, image)
 
-        iou = dec.iou_prediction_head(queries[:, 0, :])[:, 1:]
-        index = torch.arange(len(iou), device=iou.device)
-        if min_iou is not None:
+        # The final attention, token by token (each token's output depends on that token
+        # alone): only the IoU token and the multimask tokens are read afterwards (the point
+        # tokens, the single-mask token and SAM 2's object-score token are dropped), and with
+        # ``min_iou`` the mask tokens only of prompts whose IoU passes.
+        first = len(self._prefix)
+        multimask = list(range(first + 2, first + 1 + dec.num_mask_tokens))
+        if min_iou is None:
+            hs = self._final_attention([first, *multimask], queries, query_pe, keys)
+            iou = dec.iou_prediction_head(hs[:, 0])[:, 1:]
+            index = torch.arange(len(iou), device=iou.device)
+            mask_tokens = hs[:, 1:]
+        else:
+            iou_token = self._final_attention([first], queries, query_pe, keys)[:, 0]
+            iou = dec.iou_prediction_head(iou_token)[:, 1:]
             index = (iou > min_iou).any(dim=1).nonzero()[:, 0]
-            keys, queries = keys[index], queries[index]
+            keys = keys[index]
+            if len(index):
+                mask_tokens = self._final_attention(multimask, queries[index], query_pe[index], keys)
         if len(index):
-            masks = self._upscale_and_project(keys, queries)
+            masks = self._upscale_and_project(keys, mask_tokens)
         else:
             h, w = self._hw
             masks = keys.new_zeros((0, iou.shape[1], 4 * h, 4 * w))
-        return iou, index, masks
+        return iou.float(), index, masks.float()
 
     def _transformer(self, tokens: torch.Tensor, image: dict[str, torch.Tensor]):
-        """TwoWayTransformer.forward: layer 0 on the shared image, later layers per prompt."""
+        """TwoWayTransformer.forward up to its final attention: layer 0 on the shared image,
+        later layers per prompt. Returns queries, query_pe and keys."""
         query_pe = tokens
         key_pe = image["key_pe"]
         layers = self.transformer.layers
         queries, keys = self._first_layer(layers[0], tokens, query_pe, image)
         for layer in layers[1:]:
             queries, keys = self._later_layer(layer, queries, keys, query_pe, key_pe)
-        # Final token->image attention: only the IoU and mask tokens are read afterwards, and
-        # each token's output depends on that token alone, so the point tokens (and any tokens
-        # before the IoU token) are dropped: the IoU token comes back first.
+        return queries, query_pe, keys
+
+    def _final_attention(self, which: list[int], queries, query_pe, keys) -> torch.Tensor:
+        """TwoWayTransformer's final token->image attention and norm for the tokens ``which``."""
         t = self.transformer
-        first = len(self._prefix)
-        used = slice(first, first + 1 + self.decoder.num_mask_tokens)
-        queries, query_pe = queries[:, used], query_pe[:, used]
+        queries, query_pe = queries[:, which], query_pe[:, which]
         attn_out = _tokens_to_image(
-            t.final_attn_token_to_image, queries + query_pe, keys, key_pe
+            t.final_attn_token_to_image, queries + query_pe, keys, self._image["key_pe"]
         )
-        queries = t.norm_final_attn(queries + attn_out)
-        return queries, keys
+        return t.norm_final_attn(queries + attn_out)
 
     def _first_layer(self, layer, queries, query_pe, image):
         """TwoWayAttentionBlock.forward for block 0, whose image tokens all prompts share."""
@@ -246,8 +274,9 @@ class PointPromptDecoder:
         keys = _image_to_tokens_output(attn, scores, queries, keys, inplace=True)
         return queries, layer.norm4(keys)
 
-    def _upscale_and_project(self, keys: torch.Tensor, hs: torch.Tensor) -> torch.Tensor:
-        """output_upscaling + hypernetwork product, on the token layout (B, N, C).
+    def _upscale_and_project(self, keys: torch.Tensor, mask_tokens: torch.Tensor) -> torch.Tensor:
+        """output_upscaling + hypernetwork product, on the token layout (B, N, C), for the
+        multimask tokens (B, M, C) out of the transformer.
 
         On CPU one vit_b prompt at a time (``UPSCALE_BYTES``): its intermediates (4 MB + 8 MB)
         stay in cache, which makes the memory-bound steps (bias, layer norm, GELUs, the 3-column
@@ -258,12 +287,8 @@ class PointPromptDecoder:
         dec = self.decoder
         b = keys.shape[0]
         h, w = self._hw
-        first = 1  # multimask outputs are mask tokens 1..M
-        hyper = torch.stack(
-            [
-                dec.output_hypernetworks_mlps[i](hs[:, 1 + i, :])
-                for i in range(first, dec.num_mask_tokens)
-            ],
+        hyper = torch.stack(  # multimask outputs are mask tokens 1..M
+            [dec.output_hypernetworks_mlps[i](mask_tokens[:, i - 1]) for i in range(1, dec.num_mask_tokens)],
             dim=2,
         )  # (B, C2, M)
         m = hyper.shape[-1]

@@ -54,6 +54,8 @@ from geoalps.engines.sam.sam_masks import SamMasks, check_image
 from geoalps.engines.sam.stability_bound import StabilityBound
 
 CPU_DECODER_BATCH = 8  # vit_b prompts per CPU decoder call: larger batches fall out of cache
+#: ``decoder_dtype`` values: float32 is faithful, bfloat16 an opt-in (see FastMaskGenerator).
+DECODER_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 SCORE_CHUNK = 16  # masks scored exactly at once (ExactCells' (K, 256, 256) temporaries stay in cache)
 
 
@@ -123,6 +125,13 @@ class FastMaskGenerator:
         autocast: bf16 autocast for encoder and decoder (default: on for CUDA only).
         sdpa: encoder attention through ``scaled_dot_product_attention`` (default: CUDA only).
         compile: wrap the encoder in ``torch.compile`` (slow first call; for long GPU runs).
+        decoder_dtype: ``"float32"`` (default: the reference generator's masks) or
+            ``"bfloat16"``: the prompt decoder on a bf16 copy of the mask decoder, several times
+            faster on CPUs with AMX/AVX512-BF16 but not the same masks (bf16 rounding moves
+            predicted IoUs, stability and mask edges); an opt-in whose mask recall against the
+            default is in benchmarks/sam2_amg/README.md.
+        decoder_threads: CPU only: decoder batches decoded at once, each on one thread
+            (0, default: torch's thread count; 1: one batch after another, on all threads).
     """
 
     def __init__(
@@ -144,9 +153,14 @@ class FastMaskGenerator:
         autocast: bool | None = None,
         sdpa: bool | None = None,
         compile: bool = False,
+        decoder_dtype: str = "float32",
+        decoder_threads: int = 0,
     ) -> None:
         if points_per_side < 1 or points_per_batch < 1:
             raise ValueError("points_per_side and points_per_batch must be positive")
+        if decoder_dtype not in DECODER_DTYPES:
+            raise ValueError(f"decoder_dtype must be one of {', '.join(DECODER_DTYPES)}, not {decoder_dtype!r}")
+        self.decoder_dtype = DECODER_DTYPES[decoder_dtype]
         self.model = model.eval()
         self.device = model.device
         on_cuda = self.device.type == "cuda"
@@ -172,6 +186,7 @@ class FastMaskGenerator:
         )
         self.decoder = self._make_decoder()
         self.post_single_thread = True  # see _post_threads
+        self.decoder_threads = decoder_threads  # see _decode_workers
 
     # -- the model-specific parts (the sam2 engine's generator overrides these) ------------------
 
@@ -184,7 +199,7 @@ class FastMaskGenerator:
 
     def _make_decoder(self):
         """Something with ``set_embedding(embedding)`` and ``decode(points, min_iou)``."""
-        return PointPromptDecoder(self.model)
+        return PointPromptDecoder(self.model, dtype=self.decoder_dtype)
 
     def _decoder_batch(self, points_per_batch: int, on_cuda: bool) -> int:
         return _decoder_batch(self.model.mask_decoder.transformer_dim, points_per_batch, on_cuda)
@@ -287,11 +302,15 @@ class FastMaskGenerator:
         points_1024 = self._model_points(job.points, crop.hw)
         points = torch.as_tensor(job.points, dtype=torch.float32)
         kept = _Candidates()
-        start = 0
-        while start < len(points):  # decoder_batch may shrink on the way (CUDA out of memory)
-            stop = start + self.decoder_batch
-            self._decode_and_filter(points_1024[start:stop], points[start:stop], crop, kept, timings)
-            start = stop
+        workers = self._decode_workers()
+        if workers > 1:
+            self._decode_and_filter_in_threads(points_1024, points, crop, kept, timings, workers)
+        else:
+            start = 0
+            while start < len(points):  # decoder_batch may shrink on the way (CUDA out of memory)
+                stop = start + self.decoder_batch
+                self._decode_and_filter(points_1024[start:stop], points[start:stop], crop, kept, timings)
+                start = stop
         if not kept.masks:
             return None
         return self._crop_nms(kept, job.crop_box)
@@ -306,6 +325,57 @@ class FastMaskGenerator:
         edge_box = [0, 0, image_hw[1], image_hw[0]]
         return _Crop(crop_box, crop_hw, input_size, edge_box, bound, cells)
 
+    def _decode_workers(self) -> int:
+        """Decoder batches decoded at once on CPU: one a torch thread, each single-threaded.
+
+        The decoder's ops are a few MB each; split over threads, every op waits for its slowest
+        thread, which on a busy machine (another process on a core) made the decoder many
+        times slower than the encoder. Whole batches in parallel only meet once a batch.
+        Same results as one batch after another up to float rounding of single- vs
+        multi-threaded kernels. GPUs (and ``decoder_threads = 1``) decode batch after batch.
+        """
+        if self.device.type != "cpu":
+            return 1
+        return max(1, self.decoder_threads or torch.get_num_threads())
+
+    def _decode_and_filter_in_threads(self, points_1024, points, crop: _Crop, kept: _Candidates,
+                                      timings, workers: int) -> None:
+        """``_decode_and_filter`` on every batch, ``workers`` batches decoded at once (each with
+        one intra-op thread); the filters run here, batch by batch in prompt order, while
+        later batches decode."""
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+
+        min_iou = self.pred_iou_thresh if self.pred_iou_thresh > 0.0 else None
+        step = self.decoder_batch
+        starts = iter(range(0, len(points), step))
+        before = torch.get_num_threads()
+        t0 = time.perf_counter()
+        post = 0.0
+        try:
+            torch.set_num_threads(1)
+            with ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+                pending = deque()  # at most 2 batches a worker decoded ahead of the filters
+                for start in starts:
+                    pending.append((start, pool.submit(self._decode, points_1024[start : start + step], min_iou)))
+                    if len(pending) < 2 * workers:
+                        continue
+                    post += self._keep_decoded(pending.popleft(), points, step, crop, kept)
+                while pending:
+                    post += self._keep_decoded(pending.popleft(), points, step, crop, kept)
+        finally:
+            torch.set_num_threads(before)
+        timings["decoder"] += time.perf_counter() - t0 - post
+        timings["postprocess"] += post
+
+    def _keep_decoded(self, pending, points, step: int, crop: _Crop, kept: _Candidates) -> float:
+        """``_keep`` on one batch decoded in a thread (waiting for it); the seconds it took."""
+        start, future = pending
+        decoded = future.result()
+        t0 = time.perf_counter()
+        self._keep(*decoded, points[start : start + step], crop, kept)
+        return time.perf_counter() - t0
+
     def _decode_and_filter(self, points_1024, points, crop: _Crop, kept: _Candidates, timings) -> None:
         """One decoder batch: masks of every prompt, then the filters, survivors into ``kept``."""
         t0 = time.perf_counter()
@@ -313,13 +383,17 @@ class FastMaskGenerator:
         iou, index, low = self._decode(points_1024, min_iou)
         t1 = time.perf_counter()
         timings["decoder"] += t1 - t0
+        with self._post_threads():
+            self._keep(iou, index, low, points, crop, kept)
+        timings["postprocess"] += time.perf_counter() - t1
+
+    def _keep(self, iou, index, low, points, crop: _Crop, kept: _Candidates) -> None:
+        """The filters on one decoded batch (``_decode``'s output), survivors into ``kept``."""
         m = iou.shape[1]
         # Only prompts with a mask that can pass the IoU filter came back with logits.
         low, iou = low.flatten(0, 1), iou[index].flatten(0, 1)
         mask_points = points[index.cpu()].repeat_interleave(m, 0)
-        with self._post_threads():
-            self._filter(low, iou, mask_points, crop, kept)
-        timings["postprocess"] += time.perf_counter() - t1
+        self._filter(low, iou, mask_points, crop, kept)
 
     def _decode(self, points_1024: torch.Tensor, min_iou: float | None):
         """Decoder on one batch (see ``PointPromptDecoder.decode``), halving it on CUDA OOM."""

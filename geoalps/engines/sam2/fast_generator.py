@@ -59,7 +59,7 @@ class Sam2FastMaskGenerator(FastMaskGenerator):
         return Sam2BatchEncoder(self.model, batch_size=batch_size, autocast=self.autocast)
 
     def _make_decoder(self):
-        return Sam2PromptDecoder(self.model)
+        return Sam2PromptDecoder(self.model, dtype=self.decoder_dtype)
 
     def _decoder_batch(self, points_per_batch: int, on_cuda: bool) -> int:
         return _decoder_batch(self.model.sam_prompt_embed_dim, points_per_batch, on_cuda)

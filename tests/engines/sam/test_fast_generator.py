@@ -233,3 +233,21 @@ def test_same_masks_as_segment_anything_on_full_size_tiles(model, shape, monkeyp
     ref_boxes, ref_stability = pairs(expected)
     assert boxes == ref_boxes
     np.testing.assert_allclose(stability, ref_stability, atol=1e-4)
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_batches_decoded_in_threads_give_the_same_masks(model, image, workers):
+    """``decoder_threads`` > 1 decodes batches at once, one intra-op thread each (small batches
+    here, so several batches and a partial last one); masks, order and scores are those of one
+    batch after another, and torch's thread count is restored afterwards."""
+    settings = dict(points_per_side=7, points_per_batch=4, **SETTINGS)
+    before = torch.get_num_threads()
+    serial = FastMaskGenerator(model, decoder_threads=1, **settings).generate(image)
+    threaded_generator = FastMaskGenerator(model, decoder_threads=workers, **settings)
+    assert threaded_generator._decode_workers() == workers and threaded_generator.decoder_batch == 4
+    threaded = threaded_generator.generate(image)  # 13 batches of 4 (49 prompts), the last partial
+    assert torch.get_num_threads() == before
+    assert len(serial) > 0
+    assert_same_masks(serial, threaded)
+    np.testing.assert_array_equal(threaded.boxes, serial.boxes)  # same order (NMS ties)
+    assert_float32_close(threaded.scores, serial.scores)

@@ -102,3 +102,43 @@ def test_prompts_below_the_iou_threshold_skip_the_upscaling(sam2_model):
     expected = (iou_kept > threshold).any(dim=1).nonzero()[:, 0]
     assert 0 < len(index) < 6 and torch.equal(index, expected)
     assert_float32_close(kept, masks[index])
+
+
+def _random_features(dim: int, seed: int = 0) -> dict:
+    gen = torch.Generator().manual_seed(seed)
+    return {
+        "image_embed": torch.randn(1, dim, 64, 64, generator=gen),
+        "high_res_feats": [torch.randn(1, dim // 8, 256, 256, generator=gen),
+                           torch.randn(1, dim // 4, 128, 128, generator=gen)],
+    }
+
+
+def test_bfloat16_decoder_is_an_approximation_on_a_copy(sam2_model):
+    """The opt-in bf16 decoder runs on a bf16 copy (the model stays float32), returns float32,
+    and stays within bf16 rounding of the float32 decoder: IoUs to 0.02, logits to 3% of their
+    range, the thresholded masks (256 x 256) at IoU >= 0.9 with float32's."""
+    features = _random_features(sam2_model.sam_prompt_embed_dim)
+    points = torch.rand(6, 2, generator=torch.Generator().manual_seed(1)) * 1024
+    exact = Sam2PromptDecoder(sam2_model)
+    exact.set_embedding(features)
+    iou, _, masks = exact.decode(points, min_iou=None)
+
+    approx = Sam2PromptDecoder(sam2_model, dtype=torch.bfloat16)
+    approx.set_embedding(features)
+    iou_bf, index, masks_bf = approx.decode(points, min_iou=None)
+
+    assert approx.decoder.iou_token.weight.dtype == torch.bfloat16
+    assert sam2_model.sam_mask_decoder.iou_token.weight.dtype == torch.float32
+    assert iou_bf.dtype == masks_bf.dtype == torch.float32 and torch.equal(index, torch.arange(6))
+    assert (iou_bf - iou).abs().max() < 0.02
+    assert (masks_bf - masks).abs().max() < 0.03 * masks.abs().max()
+    a, b = masks > 0, masks_bf > 0
+    union = (a | b).sum((-1, -2))
+    mask_iou = torch.where(union > 0, (a & b).sum((-1, -2)) / union.clamp_min(1), torch.ones(()))
+    assert mask_iou.min() >= 0.9
+    assert not torch.equal(masks_bf, masks)  # bf16 arithmetic did run
+
+
+def test_decoder_dtype_must_be_float32_or_bfloat16(sam2_model):
+    with pytest.raises(ValueError, match="float32 or bfloat16"):
+        Sam2PromptDecoder(sam2_model, dtype=torch.float16)
