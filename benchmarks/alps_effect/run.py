@@ -44,8 +44,9 @@ SHARED = Path(os.environ.get("GEOALPS_SHARED", REPO.parent / "shared"))
 PRE_EPOCH_STEPS, FINE_EPOCH_STEPS = 50, 40
 
 
-def datasets(work: Path) -> list[dict]:
-    """The benchmark scenes; the aerial building mask is copied with a usable nodata (see README)."""
+def datasets(work: Path, names: list[str] | None = None) -> list[dict]:
+    """The benchmark scenes (``names``: only those); the aerial building mask is copied with a usable
+    nodata (see README), written aside and renamed so that parallel runs never read half a file."""
     out = [{
         "name": "sample_rgbn",
         "scene": REPO / "sample_data" / "scene_rgbn_u16.tif",
@@ -54,15 +55,19 @@ def datasets(work: Path) -> list[dict]:
         "tile": 128,
     }]
     aerial = SHARED / "realdata" / "aerial" / "aerial_rgb_030m_1.tif"
-    if aerial.is_file():
+    if names and "aerial_buildings" not in names:
+        pass
+    elif aerial.is_file():
         mask = aerial.with_name("aerial_rgb_030m_1.buildings.tif")
         fixed = work / "aerial.buildings.gt.tif"
         # The shipped mask tags background 0 as nodata; it is a class here (building vs not).
         with rasterio.open(mask) as src:
             profile = src.profile | {"nodata": 255}
             data = src.read()
-        with rasterio.open(fixed, "w", **profile) as dst:
+        part = fixed.with_name(f"{fixed.stem}.{os.getpid()}.part.tif")
+        with rasterio.open(part, "w", **profile) as dst:
             dst.write(data)
+        os.replace(part, fixed)
         out.append({
             "name": "aerial_buildings",
             "scene": aerial,
@@ -188,7 +193,7 @@ def main() -> None:
     print(f"measuring geoalps at {commit}; pre {' '.join(pre_budget)}; fine {' '.join(fine_budget)}", flush=True)
 
     summary = {}
-    for ds in datasets(args.work):
+    for ds in datasets(args.work, args.datasets):
         if args.datasets and ds["name"] not in args.datasets:
             continue
         name, scene, truth = ds["name"], ds["scene"], ds["truth"]
