@@ -200,7 +200,9 @@ def main() -> None:
         model = [*common, "--tile-size", str(ds["tile"])]
         w = args.work / name
         timing = {}
-        if not Path(f"{w}.labels.tif").is_file():
+        # Pseudo-labels and pre-training only for the ALPS arm, so random-init runs can start
+        # beside the one run that makes them (a second would collide on the same outputs).
+        if "alps" in args.arms and not Path(f"{w}.labels.tif").is_file():
             timing["label"] = geoalps("label", scene, "--engine", "classical", "--raster-out", f"{w}.labels.tif",
                                       "-o", f"{w}.gpkg", "--overwrite", "-q")
         pre = Path(f"{w}.pre{args.pre_steps}.pt")
