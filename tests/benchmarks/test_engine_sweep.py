@@ -30,7 +30,7 @@ def test_sweep_settings_reach_the_engine(tmp_path, capsys):
     default, same, smoothed = rows.values()
     # The grid's first point is the engine's default at 0.1 m: identical regions and figures.
     assert default["settings"] == same["settings"] == {"scale": 100.0, "min_size_px": 128, "sigma_px": 0.3,
-                                                       "merge_distance": 10.0}
+                                                       "merge_distance": 10.0, "split_min_px": 0}
     assert (default["regions"], default["found"]) == (same["regions"], same["found"])
     assert smoothed["regions"] != default["regions"], "the smoothing override must reach felzenszwalb"
     for row in rows.values():
