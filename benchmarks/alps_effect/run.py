@@ -243,7 +243,8 @@ def main() -> None:
                     "val_miou_last_epoch": last_val_miou(ckpt),
                     "pretrain_val_miou_pseudo": last_val_miou(pre) if arm == "alps" else None,
                     "seconds_train": round(seconds_train, 1), "seconds_predict": round(seconds_predict, 1),
-                    "seconds_pretrain": round(timing["pretrain"], 1) if arm == "alps" and "pretrain" in timing else None,
+                    "seconds_pretrain": (round(timing["pretrain"], 1)
+                                         if arm == "alps" and "pretrain" in timing else None),
                     "load_avg_1min": round(os.getloadavg()[0], 1),
                     "utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                 }
