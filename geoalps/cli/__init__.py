@@ -25,6 +25,12 @@ class _Group(click.Group):
             from geoalps.inputs.remote import redact  # no password of a URL or address is printed
 
             click.echo(f"geoalps: error: {redact(str(exc))}", err=True)
+            if getattr(exc, "leave_at_once", False):
+                # A broken data-parallel group: its transport threads still run, and the normal
+                # interpreter teardown can abort on them (C++ terminate, exit -6) after the line.
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(exc.exit_code)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("geoalps: interrupted", err=True)
