@@ -7,6 +7,7 @@ current, baseline, current, ...), each in a fresh ``python`` process with ``PYTH
 its tree; the figure is the ratio of the medians per scene and the median of those ratios.
 
     .venv/bin/python benchmarks/label_quality/tile_time.py --baseline 2242ea2 --repeats 3
+    .venv/bin/python benchmarks/label_quality/tile_time.py --baseline 2242ea2 --label-option classical_split=true
 
 The baseline tree is a temporary ``git worktree`` of ``--baseline``. Rows (one per scene, both
 medians and the ratio, the two commits) are appended to ``tile_time.results.jsonl``.
@@ -32,8 +33,9 @@ _ONE_RUN = """
 import json, sys, tempfile
 from pathlib import Path
 from geoalps import label
+options = json.loads(sys.argv[2])
 with tempfile.TemporaryDirectory() as tmp:
-    stats = label([sys.argv[1]], Path(tmp) / "o.gpkg", raster_out=Path(tmp) / "l.tif", quiet=True).stats
+    stats = label([sys.argv[1]], Path(tmp) / "o.gpkg", raster_out=Path(tmp) / "l.tif", quiet=True, **options).stats
 print(json.dumps({"tile_seconds": stats["tile_seconds"] / max(1, stats["tiles"]), "tiles": stats["tiles"]}))
 """
 
@@ -42,9 +44,10 @@ def _commit(tree: Path) -> str:
     return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=tree, capture_output=True, text=True).stdout.strip()
 
 
-def time_once(tree: Path, scene: Path) -> float:
+def time_once(tree: Path, scene: Path, options: dict) -> float:
     env = dict(os.environ, PYTHONPATH=str(tree), OMP_NUM_THREADS="1")
-    out = subprocess.run([sys.executable, "-c", _ONE_RUN, str(scene)], env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", _ONE_RUN, str(scene), json.dumps(options)], env=env,
+                         capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])["tile_seconds"]
 
 
@@ -61,8 +64,17 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--scenes", nargs="*", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=HERE / "tile_time.results.jsonl")
+    parser.add_argument("--label-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="for the current tree only (values read as JSON): time a setting against the baseline's default")
     args = parser.parse_args(argv)
     scenes = args.scenes or default_scenes()
+    options = {}
+    for item in args.label_option:
+        key, _, value = item.partition("=")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
     ratios = []
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp) / "baseline"
@@ -73,12 +85,12 @@ def main(argv=None) -> int:
                 times = {"baseline": [], "current": []}
                 for _ in range(args.repeats):
                     for arm, tree in (("baseline", base), ("current", ROOT)):
-                        times[arm].append(time_once(tree, scene))
+                        times[arm].append(time_once(tree, scene, options if arm == "current" else {}))
                 before, after = statistics.median(times["baseline"]), statistics.median(times["current"])
                 ratio = after / before
                 ratios.append(ratio)
                 row = {"scene": scene.stem, "baseline_commit": commits["baseline"], "commit": commits["current"],
-                       "repeats": args.repeats, "baseline_s_per_tile": before, "s_per_tile": after, "ratio": ratio,
+                       "repeats": args.repeats, "label_options": options, "baseline_s_per_tile": before, "s_per_tile": after, "ratio": ratio,
                        "load": os.getloadavg()[0]}
                 with open(args.json, "a") as f:
                     f.write(json.dumps(row) + "\n")
