@@ -10,9 +10,9 @@ from geoalps.errors import OptionError
 
 def test_resolve_device():
     assert resolve_device("cpu") == torch.device("cpu")
-    expected = "cuda" if torch.cuda.is_available() else None
-    if expected is None and not torch.backends.mps.is_available():
-        assert resolve_device("auto") == torch.device("cpu")
+    # auto: CUDA, else Apple MPS, else CPU, whatever this machine has
+    expected = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    assert resolve_device("auto") == torch.device(expected)
     with pytest.raises(OptionError, match="not a torch device"):
         resolve_device("tpu9")
     if not torch.cuda.is_available():
