@@ -166,7 +166,7 @@ class OnlineKMeans:
         centres = np.asarray(self.kmeans.cluster_centers_, dtype=np.float64)
         mass = np.maximum(np.asarray(getattr(self.kmeans, "_counts", np.ones(len(centres))), np.float64), 1e-12)
         mapping = self.mapping if self.mapping is not None else np.arange(len(centres))
-        k = int(mapping.max()) + 1
+        k = self.effective_classes
         totals = np.zeros((k, centres.shape[1]))
         np.add.at(totals, mapping, centres * mass[:, None])
         return totals / np.maximum(np.bincount(mapping, weights=mass, minlength=k), 1e-12)[:, None]

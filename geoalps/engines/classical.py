@@ -135,20 +135,16 @@ class ClassicalEngine(MaskEngine):
             return TileMasks([], np.zeros((0, 4)), np.zeros(0), tile_shape=(height, width))
         image = scaled_bands(tile.bands if tile.bands is not None else tile.rgb)
         settings = self.settings(tile.pixel_size_m)
-        with warnings.catch_warnings():  # skimage warns about more than 3 channels: intended here
-            warnings.simplefilter("ignore", RuntimeWarning)
-            labels = felzenszwalb(image, scale=settings.scale, sigma=settings.sigma_px,
-                                  min_size=settings.min_size_px, channel_axis=-1)
-        labels = labels + 1
+        labels = _felzenszwalb(image, settings.scale, settings.sigma_px, settings.min_size_px) + 1
         labels[~valid] = 0
         values = image * 255.0
         labels = RegionGraph(values, labels).merged(settings.merge_distance, settings.min_size_px)
         if settings.split_min_px:
-            labels = self._split_large(image, values, valid, labels, settings)
+            labels = self._split_large(image, values, labels, settings)
         scores = RegionGraph(values, labels).contrast_scores()
         return TileMasks.from_labels(labels, scores)
 
-    def _split_large(self, image: np.ndarray, values: np.ndarray, valid: np.ndarray, labels: np.ndarray,
+    def _split_large(self, image: np.ndarray, values: np.ndarray, labels: np.ndarray,
                      settings: RegionSettings) -> np.ndarray:
         """``labels`` with every region of at least ``split_min_px`` cut along the spectral clusters
         of its fine units (felzenszwalb at :data:`SPLIT_FINE_FRACTION` of scale and smallest region).
@@ -156,13 +152,17 @@ class ClassicalEngine(MaskEngine):
         a few thousand unit means (about half the engine's time again)."""
         if not (np.bincount(labels.ravel())[1:] >= settings.split_min_px).any():
             return labels
-        fine_min_px = max(2, int(settings.min_size_px * SPLIT_FINE_FRACTION))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            fine = felzenszwalb(image, scale=settings.scale * SPLIT_FINE_FRACTION, sigma=settings.sigma_px,
-                                min_size=fine_min_px, channel_axis=-1)
+        fine = _felzenszwalb(image, settings.scale * SPLIT_FINE_FRACTION, settings.sigma_px,
+                             max(2, int(settings.min_size_px * SPLIT_FINE_FRACTION)))
         return RegionGraph(values, labels).split_by_clusters(fine, settings.split_min_px, settings.min_size_px,
                                                              settings.merge_distance)
+
+
+def _felzenszwalb(image: np.ndarray, scale: float, sigma_px: float, min_size_px: int) -> np.ndarray:
+    """skimage's felzenszwalb on every band of ``image`` (labels from 0)."""
+    with warnings.catch_warnings():  # skimage warns about more than 3 channels: intended here
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return felzenszwalb(image, scale=scale, sigma=sigma_px, min_size=min_size_px, channel_axis=-1)
 
 
 def _joined(labels: np.ndarray, join: np.ndarray, n: int) -> np.ndarray:
