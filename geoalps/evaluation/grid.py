@@ -115,7 +115,7 @@ def check_crs(path, crs, grid: Grid) -> None:
     """A file without a CRS can only be placed on a grid without one, and the other way round."""
     if (crs is None) != (grid.crs is None):
         problem = "has no CRS but the scored grid has one" if crs is None else "has a CRS but the scored grid has none"
-        raise InputError(f"{path}: {problem}; cannot place one on the other")
+        raise InputError(f"{display_name(path)}: {problem}; cannot place one on the other")
 
 
 def to_grid_bounds(bounds, crs, grid: Grid) -> tuple[float, float, float, float]:
@@ -128,7 +128,7 @@ def check_overlap(path, bounds, grid: Grid, other) -> None:
     """Raise when ``bounds`` (in the grid's CRS) and the grid share no area."""
     left, bottom, right, top = grid.bounds()
     if not (bounds[0] < right and bounds[2] > left and bounds[1] < top and bounds[3] > bottom):
-        raise InputError(f"{path}: does not overlap {other}")
+        raise InputError(f"{display_name(path)}: does not overlap {display_name(other)}")
 
 
 def _valid_of(values: np.ndarray, nodata) -> np.ndarray | None:

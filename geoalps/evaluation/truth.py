@@ -1,4 +1,5 @@
-"""Ground truth onto the prediction's grid, block by block, and the whole pseudo-label evaluation.
+"""The pseudo-label evaluation: the scored grid chosen, the truth read onto it block by block
+(the readers: :mod:`geoalps.evaluation.grid`) in one pass that also takes the segment oracle.
 
 Which grid is scored:
     * prediction a label raster (``geoalps label --raster-out``): its own grid. A truth raster on
@@ -181,7 +182,7 @@ def evaluate_pseudo_labels(prediction: str | os.PathLike, truth: str | os.PathLi
         info["class_names"] = _with_names(info["class_names"], truth_names)
     table, pred_ids, true_ids = acc.result()
     if table.sum() == 0:
-        raise InputError(f"{truth}: no valid truth pixel where it meets {prediction}")
+        raise InputError(f"{display_name(truth)}: no valid truth pixel where it meets {display_name(prediction)}")
     result = pseudo_label_scores(table, pred_ids, true_ids, info["class_names"])
     result["contingency"] = {"pseudo_classes": pred_ids.tolist(), "true_classes": true_ids.tolist(),
                              "pixels": table.tolist(), "last_row": "no prediction"}
