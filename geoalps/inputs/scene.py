@@ -316,8 +316,8 @@ def read_window(scene: Scene, window: Window, *, boundless: bool = False,
     names the scene and window.
 
     ``boundless``: the window may reach past the file's edges (a chip around an edge pixel);
-    pixels outside the file are ``fill_value`` (default :func:`fill_value_of`). Without it, GDAL
-    clips a window past the edges to what the file holds.
+    pixels outside the file are ``fill_value`` (default :func:`fill_value_of`). Without it,
+    rasterio clips a window past the edges to what the file holds (a smaller array).
     """
     if boundless and fill_value is None:
         fill_value = fill_value_of(scene)

@@ -88,8 +88,9 @@ def test_read_window_boundless_fills_outside_the_file(tmp_path):
     assert (edge[:, 2:, :] == 99).all() and (edge[:, :, 2:] == 99).all()
     plain = open_scene(write_raster(tmp_path / "p.tif", data))
     assert fill_value_of(plain) == 0 and (read_window(plain, Window(7, 0, 3, 2), boundless=True)[:, :, 1:] == 0).all()
-    # without boundless a window inside the file reads as before
+    # without boundless a window inside the file reads as before, one past its edges is clipped
     np.testing.assert_array_equal(read_window(scene, Window(1, 2, 3, 2)), data[:, 2:4, 1:4])
+    assert read_window(scene, Window(6, 4, 4, 4)).shape == (2, 2, 2)
 
 
 def test_read_window_of_an_aoi_scene_is_boundless_in_file_pixels(tmp_path):
