@@ -1,4 +1,6 @@
-"""Which torch device a run uses: the one resolver behind every ``--device`` option.
+"""Which torch device a run uses, and in which precision: the one resolver behind every
+``--device`` option and the one precision policy (:func:`autocast_dtype`, entered with
+:func:`autocast`) of training, prediction and the SAM engines.
 
 torch is imported only when a device is resolved (the SAM engine, training, predict), never by
 the classical engine or ``geoalps --help``.
@@ -42,7 +44,8 @@ def autocast_dtype(device, precision: str = "auto"):
     """The autocast dtype for ``precision`` on ``device``; None means plain float32.
 
     ``auto``: bf16 on CUDA where supported (fp16 otherwise), float32 elsewhere (CPU autocast is
-    slower than float32 for these models)."""
+    slower than float32 for these models, and MPS autocast is not used). ``32``, ``bf16``,
+    ``fp16``: that, on any device (an engine's ``autocast=True`` is ``bf16``, ``False`` ``32``)."""
     import torch
 
     if precision == "32":
@@ -58,3 +61,14 @@ def autocast_dtype(device, precision: str = "auto"):
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return None
+
+
+def autocast(device, dtype):
+    """The context a forward pass runs in under :func:`autocast_dtype`'s choice ``dtype``: torch
+    autocast to ``dtype`` on ``device``, or autocast explicitly off for None (float32 even inside
+    a caller's autocast block). Costs nothing beyond torch's own autocast."""
+    import torch
+
+    if dtype is None:
+        return torch.autocast(device.type, enabled=False)
+    return torch.autocast(device.type, dtype=dtype)

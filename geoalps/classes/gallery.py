@@ -91,7 +91,7 @@ class _Overview:
 
 
 def make_gallery(
-    output_gpkg: str | os.PathLike,
+    labels_path: str | os.PathLike,
     path: str | os.PathLike,
     *,
     scenes: list[str | os.PathLike] | None = None,
@@ -107,9 +107,10 @@ def make_gallery(
 
     Parameters
     ----------
-    output_gpkg : path
-        A GeoPackage written by ``geoalps label`` (layer ``masks``; ``pseudo_class``, or
-        ``class_id`` as ``predict`` writes it).
+    labels_path : path
+        The labelling output the gallery shows (read, never written): a GeoPackage written by
+        ``geoalps label`` (layer ``masks``; ``pseudo_class``, or ``class_id`` as ``predict``
+        writes it), or the same layer in another output format.
     path : path
         Where to write the gallery; ``.html`` gives a page with the picture inlined (base64),
         anything else a PNG. Written atomically.
@@ -162,7 +163,7 @@ def make_gallery(
     _check_options(chips_per_class, random_chips, chip_px)
     as_html = str(path).lower().endswith((".html", ".htm")) if html is None else bool(html)
     check_writable(path, overwrite)
-    gpkg = str(output_gpkg)
+    gpkg = str(labels_path)
     objects, class_field, crs_wkt = read_objects(gpkg)
     n_classes = int(objects[class_field].max()) + 1
     summaries = class_summaries(objects, class_field, n_classes)

@@ -68,9 +68,6 @@ def evaluate_command(prediction, truth, json_path, figure, truth_field, truth_no
                                     iou_threshold=iou_threshold, objects_by=objects_by,
                                     object_classes=object_classes or None, min_object_px=min_object_px, box=box,
                                     mapping=mapping, truth_names=truth_names)
-    from geoalps.evaluation.oracle import evaluate_figures
-
-    result.update(evaluate_figures(prediction, truth, truth_nodata=nodata))
     for line in summary_lines(result):
         click.echo(line)
     if figure:

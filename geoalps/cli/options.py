@@ -122,8 +122,8 @@ clustering_opts = stack(
     click.option("--classes", type=click.IntRange(1, CLASSES_MAX), default=_LABEL.classes, show_default=True,
                  help="Number of pseudo-classes (k of the online k-means)."),
     click.option("--features", type=click.Choice(FEATURE_CHOICES), default=_LABEL.features, show_default=True,
-                 help="Mask features to cluster: sam (pooled SAM embedding), spectral (all bands + shape), both. "
-                      "auto: both with sam, spectral otherwise."),
+                 help="Mask features to cluster: sam (pooled SAM embedding), spectral (mean of every band + "
+                      "spectral indices), both. auto: both with sam, spectral otherwise."),
     seed_opt,
 )
 

@@ -4,8 +4,9 @@
     >>> result = evaluate_pseudo_labels("labels.tif", "truth.gt.tif")
     >>> result["many_to_one_miou"], result["hungarian_miou"], result["nmi"]
 
-Pixel metrics come from one contingency table (``pseudo_labels``), ground truth is brought onto
-the prediction's grid block by block (``truth``), results are written by ``report``.
+Pixel metrics come from one contingency table (``pseudo_labels``), the prediction and the ground
+truth are read onto the scored grid block by block (``grid``) and scored in one pass (``truth``,
+with the segment oracle of ``oracle``), results are written by ``report``.
 """
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from typing import Any, Mapping, Sequence
 
-from geoalps.errors import OptionError
+from geoalps.errors import InputError, OptionError
 from geoalps.evaluation.pseudo_labels import class_name_of
 
 MAPPING_CHOICES = ("identity", "many-to-one", "hungarian")
@@ -25,16 +25,14 @@ PREDICTED_CLASSES = "class"
 def default_mapping(prediction: str | os.PathLike | None) -> str:
     """``identity`` for a ``geoalps predict`` raster, ``many-to-one`` for anything else (None: a
     vector prediction)."""
-    from geoalps.inputs.scene import open_raster
+    from geoalps.inputs.scene import open_dataset
 
     if prediction is None:
         return "many-to-one"
-    from rasterio.errors import RasterioIOError
-
     try:
-        with open_raster(prediction) as src:
+        with open_dataset(prediction) as src:
             described = (src.descriptions[0] or "") if src.count else ""
-    except RasterioIOError:  # not a raster: the reader says so, with the file's name
+    except InputError:  # not a raster: the reader says so, with the file's name
         return "many-to-one"
     return "identity" if described == PREDICTED_CLASSES else "many-to-one"
 

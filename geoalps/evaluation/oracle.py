@@ -12,6 +12,10 @@ is not mostly made of can raise that class's IoU more than its majority class lo
 is in tests/evaluation/test_oracle.py); on real outputs the gap is small, but a final score a hair
 above the ceiling is possible.
 
+``geoalps evaluate`` (:func:`geoalps.evaluation.evaluate_pseudo_labels`) takes it for a geoalps
+output in the same pass over the truth as the other figures; :func:`output_segment_oracle` takes
+it alone:
+
     >>> from geoalps.evaluation.oracle import output_segment_oracle
     >>> output_segment_oracle("labels.gpkg", "truth.gt.tif")["segment_oracle_miou"]
 """
@@ -25,9 +29,10 @@ import numpy as np
 
 from geoalps.errors import InputError
 from geoalps.evaluation.pseudo_labels import ContingencyAccumulator, contingency, pseudo_label_scores
-# The scored grid, its truth reader and the polygon burner are evaluate's own (truth.py), so the
+# The scored grid, its truth reader and the polygon burner are evaluate's own (grid.py), so the
 # ceiling is scored on exactly the pixels the other figures are.
-from geoalps.evaluation.truth import Grid, _burn, _check_overlap, _kind, _open_raster, _prediction_frame, _raster_reader
+from geoalps.evaluation.grid import (Grid, burn, check_overlap, kind_of, open_class_raster, prediction_frame,
+                                     raster_reader)
 
 #: Field of a geoalps output that tells its regions apart.
 REGION_FIELD = "instance_id"
@@ -76,8 +81,8 @@ def burn_regions(output: str | os.PathLike, grid: Grid, window=None) -> np.ndarr
     layer_crs = as_crs(info["crs"])
     if layer_crs is not None and grid.crs is not None and not same_crs(layer_crs, grid.crs):
         bbox = transform_bounds(grid.crs, layer_crs, *bbox)
-    frame = _prediction_frame(output, grid, [REGION_FIELD], bbox=tuple(bbox))
-    ids, _ = _burn(frame.geometry.to_numpy(), frame[REGION_FIELD].to_numpy(np.int64), grid, window)
+    frame = prediction_frame(output, grid, [REGION_FIELD], bbox=tuple(bbox))
+    ids, _ = burn(frame.geometry.to_numpy(), frame[REGION_FIELD].to_numpy(np.int64), grid, window)
     return ids
 
 
@@ -88,12 +93,13 @@ def output_segment_oracle(output: str | os.PathLike, truth: str | os.PathLike, *
 
     Cost: one ``block_px`` block of each input at a time plus the regions x classes table.
     """
-    if _kind(output) != "vector" or _kind(truth) != "raster":
+    if kind_of(output) != "vector" or kind_of(truth) != "raster":
         raise InputError(f"{output}: the segment oracle needs a geoalps output and a truth raster")
     with contextlib.ExitStack() as stack:
-        grid = Grid.of(_open_raster(truth, stack))
-        read_truth, _, truth_bounds = _raster_reader(truth, grid, stack)
-        _check_overlap(truth, truth_bounds, grid, output)
+        src = open_class_raster(truth, stack)
+        grid = Grid.of(src)
+        read_truth, _, truth_bounds = raster_reader(truth, grid, stack, src=src)
+        check_overlap(truth, truth_bounds, grid, output)
         acc = ContingencyAccumulator(pred_nodata=0, truth_nodata=truth_nodata)
         for window in grid.windows(block_px):
             values, valid = read_truth(window)
@@ -102,15 +108,3 @@ def output_segment_oracle(output: str | os.PathLike, truth: str | os.PathLike, *
     if table.sum() == 0:
         raise InputError(f"{truth}: no valid truth pixel where it meets {output}")
     return oracle_scores(table, region_ids, true_ids)
-
-
-def evaluate_figures(prediction: str | os.PathLike, truth: str | os.PathLike, truth_nodata=None) -> dict[str, Any]:
-    """The ceiling for ``geoalps evaluate``: for a geoalps output (a vector file with
-    ``instance_id``) against a truth raster; an empty dict for any other pair."""
-    from geoalps.outputs.vector import layer_info
-
-    if _kind(prediction) != "vector" or _kind(truth) != "raster":
-        return {}
-    if REGION_FIELD not in list(layer_info(prediction)["fields"]):
-        return {}
-    return output_segment_oracle(prediction, truth, truth_nodata=truth_nodata)

@@ -14,6 +14,7 @@ import os
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import rasterio
@@ -181,13 +182,23 @@ def open_scene(
     path = str(path)
     virtual = is_virtual(path)
     shown = shown or display_name(path)
+    src = _opened(path, shown)
+    with src, gdal_env():
+        scene = _checked_scene(src, path, shown, name, nodata, allow_pixel_coords, percentiles, aoi, virtual)
+        roles = scene_band_roles(src.count, src.descriptions, src.colorinterp, band_names, shown)
+    return replace(scene, band_roles=roles)
+
+
+def _opened(path: str, shown: str):
+    """``path`` opened for reading under :func:`gdal_env`, or a one-line ``InputError``."""
+    virtual = is_virtual(path)
     if not virtual and not Path(path).exists():
         raise _fail(shown, "file not found")
     if not virtual and Path(path).is_dir():
         raise _fail(shown, "is a folder, not a raster file")
     try:
         with gdal_env():
-            src = open_raster(gdal_path(path))
+            return open_raster(gdal_path(path))
     except RasterioIOError as exc:
         reason = _gdal_reason(exc)
         if virtual and _remote_problem(reason):
@@ -195,10 +206,23 @@ def open_scene(
         if "not recognized as" in reason or "not a supported file format" in reason:
             raise _fail(shown, "not a raster file GDAL can read") from None
         raise _fail(shown, f"cannot open as a raster ({reason})") from None
+
+
+@contextlib.contextmanager
+def open_dataset(path: str | os.PathLike, *, shown: str | None = None) -> Iterator[rasterio.io.DatasetReader]:
+    """A raster that is not a scene (a class raster, a ground truth), opened as scenes are: under
+    :func:`gdal_env` (remote reads, retries) for the whole block, with the one-line errors of
+    :func:`open_scene` (missing, a folder, not a raster, forbidden URL) naming ``shown`` (default:
+    the file, URL redacted). Costs the header only: no statistics, no georeferencing required.
+    Read its pixels with :func:`read_pixels` to get the same one-line read errors.
+
+    Raises:
+        InputError: the raster cannot be opened.
+    """
+    path = str(path)
+    src = _opened(path, shown or display_name(path))
     with src, gdal_env():
-        scene = _checked_scene(src, path, shown, name, nodata, allow_pixel_coords, percentiles, aoi, virtual)
-        roles = scene_band_roles(src.count, src.descriptions, src.colorinterp, band_names, shown)
-    return replace(scene, band_roles=roles)
+        yield src
 
 
 def _checked_scene(src, path: str, shown: str, name: str | None, nodata, allow_pixel_coords: bool,
@@ -285,24 +309,62 @@ def _band_stats(src, shown: str, nodata: float | None, percentiles: tuple[float,
     return BandStats(low=tuple(low), high=tuple(high), valid_fraction=float(valid.mean()))
 
 
-def read_window(scene: Scene, window: Window) -> np.ndarray:
+def read_window(scene: Scene, window: Window, *, boundless: bool = False,
+                fill_value: float | None = None) -> np.ndarray:
     """Read all bands of ``window`` (of the scene's grid) as (bands, rows, cols); a remote scene
     fetches only the blocks the window meets, retrying transient network errors; a read failure
-    names the scene and window."""
+    names the scene and window.
+
+    ``boundless``: the window may reach past the file's edges (a chip around an edge pixel);
+    pixels outside the file are ``fill_value`` (default :func:`fill_value_of`). Without it,
+    rasterio clips a window past the edges to what the file holds (a smaller array).
+    """
+    if boundless and fill_value is None:
+        fill_value = fill_value_of(scene)
     try:
-        with gdal_env(), open_raster(gdal_path(scene.path)) as src, _gdal_failures() as failures:
-            data = src.read(window=scene.file_window(window))
-        if failures:  # a block GDAL could not decode (a corrupt JPEG tile) is filled, not raised
-            raise RasterioIOError(failures[0])
-        return data
+        with gdal_env(), open_raster(gdal_path(scene.path)) as src:
+            return _read(src, scene.file_window(window), None, boundless, fill_value)
     except RasterioIOError as exc:
-        virtual = is_virtual(scene.path)
-        what = "network error after retries, or corrupt data" if virtual else "corrupt or truncated data"
-        raise _fail(
-            scene.shown,
-            f"cannot read pixels at col {int(window.col_off)}, row {int(window.row_off)} "
-            f"({int(window.width)} x {int(window.height)} px): {what} ({_gdal_reason(exc)})",
-        ) from None
+        raise _read_failure(scene.shown, is_virtual(scene.path), window, exc) from None
+
+
+def fill_value_of(scene: Scene) -> float:
+    """What a boundless read puts outside the file: the scene's nodata, so those pixels count as
+    invalid; 0 when it has none (or NaN nodata in an integer file, which cannot hold it)."""
+    nodata = scene.nodata
+    if nodata is None or (math.isnan(nodata) and np.dtype(scene.dtype).kind != "f"):
+        return 0
+    return nodata
+
+
+def read_pixels(src, window: Window | None = None, *, shown: str, indexes: int | list[int] | None = None,
+                boundless: bool = False, fill_value: float | None = None) -> np.ndarray:
+    """``src.read`` of a dataset from :func:`open_dataset` (or a ``WarpedVRT`` over one) with the
+    door's failures: a block GDAL cannot decode, a truncated file or a network error after
+    retries is a one-line ``InputError`` naming ``shown`` and the window, never filled pixels.
+
+    ``indexes``: one band (returns (rows, cols)) or a list (default: all bands, (bands, rows,
+    cols)); ``boundless``/``fill_value`` as ``rasterio``'s ``read``.
+    """
+    try:
+        return _read(src, window, indexes, boundless, fill_value)
+    except RasterioIOError as exc:
+        raise _read_failure(shown, is_virtual(src.name), window, exc) from None
+
+
+def _read(src, window: Window | None, indexes, boundless: bool, fill_value) -> np.ndarray:
+    with _gdal_failures() as failures:
+        data = src.read(indexes, window=window, boundless=boundless, fill_value=fill_value)
+    if failures:  # a block GDAL could not decode (a corrupt JPEG tile) is filled, not raised
+        raise RasterioIOError(failures[0])
+    return data
+
+
+def _read_failure(shown: str, virtual: bool, window: Window | None, exc: Exception) -> InputError:
+    what = "network error after retries, or corrupt data" if virtual else "corrupt or truncated data"
+    where = "" if window is None else (f" at col {int(window.col_off)}, row {int(window.row_off)} "
+                                       f"({int(window.width)} x {int(window.height)} px)")
+    return _fail(shown, f"cannot read pixels{where}: {what} ({_gdal_reason(exc)})")
 
 
 class _FailureLog(logging.Handler):

@@ -88,8 +88,20 @@ SHAPEFILE = OutputFormat("Shapefile", "ESRI Shapefile", (".shp",), companions=("
 FORMATS: tuple[OutputFormat, ...] = (GEOPACKAGE, GEOPARQUET, FLATGEOBUF, GEOJSON, SHAPEFILE)
 
 
+#: Suffixes read as vector data (pyogrio) wherever a path may hold a raster or polygons
+#: (``evaluate``'s truth and objects, training labels, the QGIS plugin's inputs): the output
+#: formats' extensions and the GDAL vector formats geoalps only reads. Anything else is a raster.
+VECTOR_SUFFIXES: tuple[str, ...] = (*(e for f in FORMATS for e in f.extensions), ".gml", ".kml", ".sqlite")
+
+
 def known_extensions() -> list[str]:
     return [e for f in FORMATS for e in f.extensions]
+
+
+def is_vector_path(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is read as vector data, by its suffix (case-insensitive): see
+    :data:`VECTOR_SUFFIXES`."""
+    return Path(path).suffix.lower() in VECTOR_SUFFIXES
 
 
 def format_of(path: str | os.PathLike) -> OutputFormat | None:

@@ -63,7 +63,9 @@ def _objects(gpkg):
 
 def test_counts_and_area_shares_are_those_of_the_geopackage(labelled, tmp_path):
     gpkg, _, boxes = labelled
-    report = make_gallery(gpkg, tmp_path / "g.png")
+    before = gpkg.read_bytes()
+    report = make_gallery(labels_path=gpkg, path=tmp_path / "g.png")  # the labelling output is read, not written
+    assert gpkg.read_bytes() == before
     objects = _objects(gpkg)
     assert len(objects) == len(boxes)  # every rectangle is one object, nothing else
     assert report["objects"] == len(objects)

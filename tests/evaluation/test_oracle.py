@@ -14,8 +14,9 @@ import shapely
 from affine import Affine
 
 from conftest import write_raster
-from geoalps.evaluation import contingency, pseudo_label_scores
-from geoalps.evaluation.oracle import evaluate_figures, output_segment_oracle, segment_oracle
+from geoalps.evaluation import contingency, evaluate_pseudo_labels, pseudo_label_scores
+from geoalps.evaluation import grid as grid_module
+from geoalps.evaluation.oracle import output_segment_oracle, segment_oracle
 
 CRS = "EPSG:32633"
 GRID = Affine(1.0, 0, 500000.0, 0, -1.0, 5000000.0)
@@ -112,7 +113,23 @@ def test_oracle_of_a_geopackage_is_burnt_on_the_truth_grid(hand_files):
     assert result["segment_oracle_miou"] == pytest.approx(HAND_MIOU)
     assert result["segment_oracle_pixel_accuracy"] == pytest.approx(HAND_ACCURACY)
     assert result["regions"] == 2
-    assert evaluate_figures(truth_path, truth_path) == {}  # a raster prediction has no regions
+    assert "segment_oracle_miou" not in evaluate_pseudo_labels(truth_path, truth_path)  # a raster has no regions
+
+
+def test_evaluate_takes_the_oracle_in_its_one_pass_over_the_truth(hand_files, monkeypatch):
+    """The oracle comes with the other figures, from the same truth blocks: each of the 4 blocks
+    of the truth is read once (it was read again, whole, for the oracle)."""
+    gpkg, truth_path = hand_files
+    reads = []
+    real = grid_module.read_pixels
+    monkeypatch.setattr(grid_module, "read_pixels", lambda src, window=None, **kw: reads.append(window) or
+                        real(src, window, **kw))
+    result = evaluate_pseudo_labels(gpkg, truth_path, block_px=2)
+    assert len(reads) == 4 and len({(w.col_off, w.row_off) for w in reads}) == 4
+    assert result["segment_oracle_miou"] == pytest.approx(HAND_MIOU)
+    assert result["segment_oracle_pixel_accuracy"] == pytest.approx(HAND_ACCURACY)
+    assert result["regions"] == 2
+    assert result == {**result, **output_segment_oracle(gpkg, truth_path, block_px=3)}
 
 
 def test_evaluate_reports_the_oracle_for_a_geopackage(hand_files, tmp_path):

@@ -17,6 +17,7 @@ import shapely
 from affine import Affine
 
 from conftest import write_raster
+from http_server import RangeServer
 from geoalps.errors import GeoAlpsError
 from geoalps.evaluation import evaluate_pseudo_labels
 
@@ -87,6 +88,26 @@ def test_truth_raster_on_the_same_grid(tmp_path, prediction):
     # ground: hits 9, predicted 12, true 5 + 9 + 1 unpredicted = 15; building 23 / 23; road 6 / (11 + 9 - 6)
     assert result["many_to_one_miou"] == pytest.approx((9 / (12 + 15 - 9) + 1 + 6 / (11 + 9 - 6)) / 3)
     json.dumps(result, allow_nan=False)
+
+
+def test_truth_raster_at_a_url_is_read_through_the_scene_door(tmp_path, prediction):
+    """A truth on a web server (127.0.0.1) is read as scenes are: GDAL's remote settings, the same
+    figures as the local file; a missing one is one line naming the URL, its signature redacted."""
+    truth = np.zeros((6, 8), np.uint8)
+    truth[:, 4:] = 1
+    served = tmp_path / "served"
+    served.mkdir()
+    write_raster(served / "truth.tif", truth, transform=GRID, crs=CRS)
+    local = evaluate_pseudo_labels(prediction, served / "truth.tif")
+    with RangeServer(served) as server:
+        remote = evaluate_pseudo_labels(prediction, f"{server.url}/truth.tif")
+        assert server.log.requests > 0
+        with pytest.raises(GeoAlpsError) as missing:
+            evaluate_pseudo_labels(prediction, f"{server.url}/gone.tif?X-Amz-Signature=s3cr3t")
+    assert remote["contingency"] == local["contingency"] and remote["many_to_one_miou"] == local["many_to_one_miou"]
+    message = str(missing.value)
+    assert message.startswith(f"{server.url}/gone.tif?***: ") and "not found" in message
+    assert "s3cr3t" not in message and "\n" not in message
 
 
 def test_truth_raster_without_crs_on_the_same_pixel_grid_is_used_as_is(tmp_path, prediction):
@@ -238,9 +259,9 @@ def test_object_recall_of_a_label_raster_uses_its_components(tmp_path, predictio
 
 
 def test_missing_files(tmp_path, prediction):
-    with pytest.raises(GeoAlpsError, match=r"nope\.tif: no such file"):
+    with pytest.raises(GeoAlpsError, match=r"nope\.tif: file not found"):
         evaluate_pseudo_labels(tmp_path / "nope.tif", prediction)
-    with pytest.raises(GeoAlpsError, match=r"gone\.gpkg: no such file"):
+    with pytest.raises(GeoAlpsError, match=r"gone\.gpkg: file not found"):
         evaluate_pseudo_labels(prediction, tmp_path / "gone.gpkg", truth_field="x")
 
 
@@ -284,8 +305,22 @@ def test_unusable_rasters(tmp_path, prediction):
         evaluate_pseudo_labels(prediction, bare)
     text = tmp_path / "text.tif"
     text.write_text("not a raster")
-    with pytest.raises(GeoAlpsError, match=r"text\.tif: cannot be read as a raster"):
+    with pytest.raises(GeoAlpsError, match=r"text\.tif: not a raster file GDAL can read"):
         evaluate_pseudo_labels(prediction, text)
     truth = write_raster(tmp_path / "truth.tif", np.zeros((6, 8), np.uint8), transform=GRID, crs=CRS)
     with pytest.raises(GeoAlpsError, match=r"truth\.tif: truth_nodata 'x' is text"):
         evaluate_pseudo_labels(prediction, truth, truth_nodata="x")
+
+
+def test_one_list_of_vector_suffixes_holds_every_output_format(tmp_path):
+    """evaluate reads what geoalps writes as polygons, whatever the case of the suffix; the other
+    readers (training labels, the plugin) take the same list from outputs/formats."""
+    from geoalps.evaluation.grid import kind_of
+    from geoalps.outputs.formats import FORMATS, VECTOR_SUFFIXES, is_vector_path
+
+    assert {e for f in FORMATS for e in f.extensions} <= set(VECTOR_SUFFIXES)
+    assert all(s.startswith(".") and s == s.lower() for s in VECTOR_SUFFIXES)
+    assert is_vector_path("a/B.GPKG") and is_vector_path("t.geoparquet") and not is_vector_path("t.tif")
+    for suffix in (*VECTOR_SUFFIXES, ".TIF", ".vrt"):
+        (tmp_path / f"f{suffix}").touch()
+        assert kind_of(tmp_path / f"f{suffix}") == ("vector" if suffix in VECTOR_SUFFIXES else "raster")

@@ -1,12 +1,16 @@
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
+import rasterio
 from affine import Affine
+from rasterio.windows import Window
 
 from conftest import write_raster
-from geoalps.errors import GeoAlpsError
-from geoalps.inputs.scene import open_scene, valid_pixels
+from geoalps.errors import GeoAlpsError, InputError
+from geoalps.inputs.scene import (fill_value_of, open_dataset, open_scene, read_pixels, read_window,
+                                  valid_pixels)
 
 
 def test_stats_exclude_nodata_and_read_metadata(tmp_path):
@@ -67,3 +71,73 @@ def test_nodata_override(tmp_path):
     path = write_raster(tmp_path / "i.tif", data)  # no nodata in the file
     assert open_scene(path).stats.valid_fraction == 1.0
     assert open_scene(path, nodata=-9999).stats.valid_fraction == pytest.approx(0.8)
+
+
+def test_read_window_boundless_fills_outside_the_file(tmp_path):
+    """A window reaching past the edges (a chip around an edge pixel) keeps its size; outside the
+    file is the scene's nodata (so it counts as invalid), or 0 when there is none."""
+    data = np.arange(2 * 6 * 8, dtype=np.int16).reshape(2, 6, 8) + 1
+    scene = open_scene(write_raster(tmp_path / "n.tif", data, nodata=-5))
+    block = read_window(scene, Window(-2, -1, 5, 4), boundless=True)
+    assert block.shape == (2, 4, 5) and block.dtype == np.int16
+    assert (block[:, 0, :] == -5).all() and (block[:, :, :2] == -5).all()
+    np.testing.assert_array_equal(block[:, 1:, 2:], data[:, :3, :3])
+    assert not valid_pixels(block, scene.nodata)[0].any()
+    edge = read_window(scene, Window(6, 4, 4, 4), boundless=True, fill_value=99)
+    np.testing.assert_array_equal(edge[:, :2, :2], data[:, 4:, 6:])
+    assert (edge[:, 2:, :] == 99).all() and (edge[:, :, 2:] == 99).all()
+    plain = open_scene(write_raster(tmp_path / "p.tif", data))
+    assert fill_value_of(plain) == 0 and (read_window(plain, Window(7, 0, 3, 2), boundless=True)[:, :, 1:] == 0).all()
+    # without boundless a window inside the file reads as before, one past its edges is clipped
+    np.testing.assert_array_equal(read_window(scene, Window(1, 2, 3, 2)), data[:, 2:4, 1:4])
+    assert read_window(scene, Window(6, 4, 4, 4)).shape == (2, 2, 2)
+
+
+def test_read_window_of_an_aoi_scene_is_boundless_in_file_pixels(tmp_path):
+    """With an area of interest the window is in the AOI window's grid; boundless reads past the
+    AOI window still return the file's pixels where the file has them."""
+    data = np.arange(1 * 10 * 10, dtype=np.uint8).reshape(1, 10, 10)
+    scene = replace(open_scene(write_raster(tmp_path / "a.tif", data)), col_off=4, row_off=4, width=4, height=4)
+    block = read_window(scene, Window(-1, 5, 3, 3), boundless=True)
+    np.testing.assert_array_equal(block[0, :1], data[0, 9:, 3:6])
+    assert (block[0, 1:] == 0).all()
+
+
+def test_open_dataset_is_the_door_for_rasters_that_are_not_scenes(tmp_path):
+    """Class rasters and truths: no statistics, no georeferencing needed, and the scene's
+    one-line errors naming the file."""
+    classes = write_raster(tmp_path / "classes.tif", np.zeros((1, 4, 4), np.uint8), crs=None,
+                           transform=Affine.identity())  # all 0 and no CRS: not a scene, still a raster
+    with open_dataset(classes) as src:
+        assert read_pixels(src, Window(0, 0, 2, 2), indexes=1, shown="x").shape == (2, 2)
+    text = tmp_path / "notes.tif"
+    text.write_text("this is not a raster")
+    for path, fragment in ((text, "not a raster"), (tmp_path / "missing.tif", "file not found"),
+                           (tmp_path, "is a folder")):
+        with pytest.raises(InputError) as err:
+            with open_dataset(path):
+                pass
+        assert str(err.value).startswith(f"{path}: ") and fragment in str(err.value)
+        assert "\n" not in str(err.value)
+
+
+def test_read_pixels_names_the_file_and_window_of_an_undecodable_block(tmp_path):
+    """A JPEG tile with bytes overwritten: GDAL signals "JPEGLib" and returns pixels anyway; the
+    door turns it into one line naming the file and the window."""
+    size = 512
+    data = np.random.default_rng(5).integers(0, 256, (3, size, size)).astype(np.uint8)
+    path = tmp_path / "cog.tif"
+    with rasterio.open(path, "w", driver="COG", width=size, height=size, count=3, dtype="uint8", crs="EPSG:32633",
+                       transform=rasterio.transform.from_origin(400000, 5000000, 1, 1), compress="JPEG",
+                       blocksize=256, overviews="NONE") as dst:
+        dst.write(data)
+    raw = bytearray(path.read_bytes())
+    at = int(len(raw) * 0.3)
+    raw[at:at + 3000] = np.random.default_rng(0).integers(0, 256, 3000).astype(np.uint8).tobytes()
+    path.write_bytes(bytes(raw))
+    with open_dataset(path) as src, pytest.raises(InputError) as err:
+        read_pixels(src, Window(0, 0, size, size), shown=str(path))
+    message = str(err.value)
+    assert message.startswith(f"{path}: cannot read pixels at col 0, row 0 (512 x 512 px)") and "\n" not in message
+    with pytest.raises(InputError, match="cannot read pixels at col 0, row 0"):
+        read_window(open_scene(path), Window(0, 0, size, size), boundless=True)

@@ -1,14 +1,15 @@
 """Class gallery cost on a big output (issue 12): time and peak memory of ``geoalps classes
-gallery`` on the labelling output of the 20,480 px mosaic of ``benchmarks/scaling.py``, against the
+gallery`` on the labelling output of the 20,480 px mosaic of ``benchmarks/scaling``, against the
 gallery of the shipped sample scene in the same run (the baseline).
 
 The gallery reads attributes in batches, the chips it shows by window and a decimated overview, so
 its cost should follow the number of objects only through the attribute pass, not the scene size.
 
-    .venv/bin/python benchmarks/gallery_scale.py [--size 20480] [--workers 2] [--scratch DIR]
+    .venv/bin/python benchmarks/gallery_scale/run.py [--size 20480] [--workers 2] [--scratch DIR]
 
 Labelling the 20,480 px mosaic (529 tiles) takes most of the run (tens of minutes on 2 cores); its
-output is kept in --scratch and reused when present (``--reuse``).
+output is kept in --scratch and reused when present (``--reuse``). Each invocation appends one row
+(the commit and the figures) to ``results.jsonl`` beside this script.
 """
 from __future__ import annotations
 
@@ -19,9 +20,11 @@ from pathlib import Path
 
 import pyogrio
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _measure import run_measured  # noqa: E402
-from scaling import SOURCE, mosaic_vrt  # noqa: E402
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+from _measure import SOURCE, append_rows, mosaic_vrt, run_measured  # noqa: E402
+
+RESULTS = HERE / "results.jsonl"
 
 GEOALPS = str(Path(sys.executable).parent / "geoalps")
 
@@ -52,6 +55,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--scratch", type=Path, default=Path("/tmp/geoalps-gallery-scale"))
     parser.add_argument("--reuse", action="store_true", help="reuse labelling outputs already in --scratch")
+    parser.add_argument("--tag", default="", help="recorded with the row")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="results.jsonl to append the row to")
     args = parser.parse_args()
     args.scratch.mkdir(parents=True, exist_ok=True)
     small_out, small_label = labelled(SOURCE, args.scratch, args.workers, args.reuse)
@@ -59,13 +64,15 @@ def main() -> None:
     big_out, big_label = labelled(big_scene, args.scratch, args.workers, args.reuse)
     small = gallery(small_out, args.scratch / "sample_gallery.png")
     big = gallery(big_out, args.scratch / f"mosaic_{args.size}_gallery.png")
-    print(json.dumps({
+    result = {
         "sample": {"label": small_label, "gallery": small},
         f"mosaic_{args.size}": {"label": big_label, "gallery": big},
         "ratios_big_vs_sample": {"objects": round(big["objects"] / small["objects"], 1),
                                  "gallery_seconds": round(big["seconds"] / small["seconds"], 2),
                                  "gallery_peak_rss": round(big["peak_rss_mb"] / small["peak_rss_mb"], 2)},
-    }, indent=1))
+    }
+    append_rows(args.results, [result], tag=args.tag, workers=args.workers)
+    print(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":

@@ -4,15 +4,25 @@ One process, random weights and random input (no disk I/O): the figure is the ne
 what an epoch of ``geoalps pretrain``/``train`` costs on top of reading tiles. A training step is
 forward + cross-entropy + backward + AdamW, as in the training loop.
 
-    nice python benchmarks/train_throughput.py                         # swin_t and tiny at 224 px
-    python benchmarks/train_throughput.py --tile-size 128 --threads 1 --models tiny
+    nice python benchmarks/train_throughput/run.py                     # swin_t and tiny at 224 px
+    python benchmarks/train_throughput/run.py --tile-size 128 --threads 1 --models tiny
+
+Each model's row (with the commit) is appended to ``results.jsonl`` beside this script.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 import warnings
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+from _measure import append_rows  # noqa: E402
+
+RESULTS = HERE / "results.jsonl"
 
 
 def measure(size: str, tile: int, batch: int, bands: int, classes: int, steps: int, warmup: int, device: str) -> dict:
@@ -82,6 +92,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", default=None, help="also write the rows to this file")
+    parser.add_argument("--tag", default="", help="recorded with the rows")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="results.jsonl to append the rows to")
     args = parser.parse_args()
 
     import torch
@@ -96,6 +108,7 @@ def main() -> None:
     for r in rows:
         print(f"| {r['model']} | {r['tile_px']} | {r['batch']} | {r['bands']} | {r['threads']} | {r['params_M']} | "
               f"{r['train_images_per_s']} | {r['infer_images_per_s']} |")
+    append_rows(args.results, rows, tag=args.tag, device=args.device)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(rows, fh, indent=2)

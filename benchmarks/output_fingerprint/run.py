@@ -4,11 +4,13 @@ Runs the CLI (``python -m geoalps``, so it works on any checkout) for both engin
 engine, and SAM with a tiny random-weight checkpoint built here), with 1 and 2 workers, and once
 resumed from a half-finished work folder; for every run it records the number of polygons, a
 SHA-256 over the rows sorted by geometry (WKB hex + every attribute) and a SHA-256 over the label
-raster's pixels. Compare two checkouts' JSON files with ``--compare``:
+raster's pixels, and the commit it ran on (key ``_meta``). Compare two checkouts' JSON files with
+``--compare``, which appends one row (both commits, runs the same and differing) to
+``results.jsonl`` beside this script:
 
-    python benchmarks/output_fingerprint.py -o before.json      # on the old commit
-    python benchmarks/output_fingerprint.py -o after.json       # on the new one
-    python benchmarks/output_fingerprint.py --compare before.json after.json
+    python benchmarks/output_fingerprint/run.py -o before.json      # on the old commit
+    python benchmarks/output_fingerprint/run.py -o after.json       # on the new one
+    python benchmarks/output_fingerprint/run.py --compare before.json after.json
 """
 from __future__ import annotations
 
@@ -21,7 +23,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+from _measure import REPO, append_rows, commit  # noqa: E402
+
+RESULTS = HERE / "results.jsonl"
 SCENES = ("scene_rgb_u8.tif", "scene_rgbn_u16.tif")
 
 
@@ -104,8 +110,9 @@ def fingerprints(folder: Path) -> dict:
     return report
 
 
-def compare(a_path: str, b_path: str) -> int:
+def compare(a_path: str, b_path: str, results: Path = RESULTS, tag: str = "") -> int:
     a, b = json.loads(Path(a_path).read_text()), json.loads(Path(b_path).read_text())
+    commits = [side.pop("_meta", {}).get("commit", "unknown (fingerprint without _meta)") for side in (a, b)]
     differ = 0
     for key in sorted(set(a) | set(b)):
         same = a.get(key) == b.get(key)
@@ -117,6 +124,9 @@ def compare(a_path: str, b_path: str) -> int:
                 if a[key][part] != b[key][part]:
                     print(f"    {part}: {a[key][part]} -> {b[key][part]}")
     print(f"{len(set(a) | set(b)) - differ} same, {differ} differ")
+    append_rows(results, [{"before_commit": commits[0], "after_commit": commits[1], "runs": len(set(a) | set(b)),
+                           "same": len(set(a) | set(b)) - differ, "differ": differ,
+                           "differing": sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))}], tag=tag)
     return 1 if differ else 0
 
 
@@ -124,11 +134,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-o", "--output", help="JSON file for the fingerprints")
     parser.add_argument("--compare", nargs=2, metavar=("BEFORE", "AFTER"))
+    parser.add_argument("--tag", default="", help="--compare: recorded with the row")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="--compare: results.jsonl to append the row to")
     args = parser.parse_args()
     if args.compare:
-        return compare(*args.compare)
+        return compare(*args.compare, results=args.results, tag=args.tag)
     with tempfile.TemporaryDirectory(prefix="geoalps-fingerprint-") as tmp:
         report = fingerprints(Path(tmp))
+    report["_meta"] = {"commit": commit()}
     text = json.dumps(report, indent=1, sort_keys=True)
     if args.output:
         Path(args.output).write_text(text)

@@ -2,7 +2,9 @@
 tiles/s, peak memory (whole process tree), polygons, distinct pseudo-classes, and the share of
 wall time spent outside the mask engine (reading, features, k-means, vectorising, writing).
 
-    .venv/bin/python benchmarks/label_figures.py [--engine classical] [--workers 1]
+    .venv/bin/python benchmarks/label_figures/run.py [--engine classical] [--workers 1]
+
+Each scene's row (with the commit) is appended to ``results.jsonl`` beside this script.
 """
 from __future__ import annotations
 
@@ -14,10 +16,11 @@ from pathlib import Path
 
 import pyogrio
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _measure import run_measured  # noqa: E402
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+from _measure import REPO, append_rows, run_measured  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+RESULTS = HERE / "results.jsonl"
 SCENES = [REPO / "sample_data/scene_rgbn_u16.tif", REPO.parent / "shared/realdata/aerial/aerial_rgb_030m_1.tif"]
 
 
@@ -25,6 +28,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--engine", default="classical")
     parser.add_argument("--workers", default="1")
+    parser.add_argument("--tag", default="", help="recorded with the rows")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="results.jsonl to append the rows to")
     parser.add_argument("extra", nargs="*", help="more geoalps label options, after --")
     args = parser.parse_args()
     geoalps = str(Path(sys.executable).parent / "geoalps")
@@ -55,6 +60,7 @@ def main() -> None:
                 "classes": int(gdf.pseudo_class.nunique()),
                 "outside_engine_frac": round(1 - stats["engine_seconds"] / stats["seconds"], 3),
             })
+    append_rows(args.results, rows, tag=args.tag)
     print(json.dumps(rows, indent=1))
 
 

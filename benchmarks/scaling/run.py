@@ -8,10 +8,11 @@
   workers busy, from the kept tile results) and how much of it the run reached.
 
 The big scenes are VRT mosaics of the shipped sample scene (no pixels are copied; nothing is
-committed), written to --scratch.
+committed), written to --scratch. Each invocation appends one row (the commit, the runs, the
+ratios) to ``results.jsonl`` beside this script.
 
-    .venv/bin/python benchmarks/scaling.py memory --sizes 5120 20480 --workers 2
-    .venv/bin/python benchmarks/scaling.py throughput --size 3840 --repeat 3
+    .venv/bin/python benchmarks/scaling/run.py memory --sizes 5120 20480 --workers 2
+    .venv/bin/python benchmarks/scaling/run.py throughput --size 3840 --repeat 3
 """
 from __future__ import annotations
 
@@ -25,39 +26,11 @@ from pathlib import Path
 import numpy as np
 import rasterio
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _measure import run_measured  # noqa: E402
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+from _measure import append_rows, mosaic_vrt, run_measured  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
-SOURCE = REPO / "sample_data/scene_rgbn_u16.tif"
-
-
-def mosaic_vrt(size_px: int, folder: Path) -> Path:
-    """A size_px x size_px VRT that repeats the sample scene on a grid (same CRS, shifted origin)."""
-    with rasterio.open(SOURCE) as src:
-        width, height, count, dtype, nodata = src.width, src.height, src.count, src.dtypes[0], src.nodata
-        transform, crs_wkt = src.transform, src.crs.to_wkt()
-    gdal_type = {"uint16": "UInt16", "uint8": "Byte"}[dtype]
-    bands = []
-    for band in range(1, count + 1):
-        sources = []
-        for row in range(0, size_px, height):
-            for col in range(0, size_px, width):
-                w, h = min(width, size_px - col), min(height, size_px - row)
-                sources.append(
-                    f'<SimpleSource><SourceFilename relativeToVRT="0">{SOURCE}</SourceFilename>'
-                    f"<SourceBand>{band}</SourceBand>"
-                    f'<SrcRect xOff="0" yOff="0" xSize="{w}" ySize="{h}"/>'
-                    f'<DstRect xOff="{col}" yOff="{row}" xSize="{w}" ySize="{h}"/></SimpleSource>'
-                )
-        bands.append(f'<VRTRasterBand dataType="{gdal_type}" band="{band}"><NoDataValue>{nodata}</NoDataValue>'
-                     + "".join(sources) + "</VRTRasterBand>")
-    geotransform = ", ".join(str(v) for v in (transform.c, transform.a, transform.b, transform.f, transform.d, transform.e))
-    xml = (f'<VRTDataset rasterXSize="{size_px}" rasterYSize="{size_px}"><SRS>{crs_wkt}</SRS>'
-           f"<GeoTransform>{geotransform}</GeoTransform>" + "".join(bands) + "</VRTDataset>")
-    path = folder / f"mosaic_{size_px}.vrt"
-    path.write_text(xml)
-    return path
+RESULTS = HERE / "results.jsonl"
 
 
 def label_run(scene: Path, workers: int, folder: Path, extra: list[str]) -> dict:
@@ -96,6 +69,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=1, help="throughput: alternating 1/2-worker pairs")
     parser.add_argument("--scratch", type=Path, default=None)
+    parser.add_argument("--tag", default="", help="recorded with the row (what was measured: a branch, a change)")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="results.jsonl to append the row to")
     parser.add_argument("extra", nargs="*")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=args.scratch) as tmp:
@@ -117,6 +92,7 @@ def main() -> None:
             result = {"runs": runs, "speedup_2_vs_1": ratios, "median_speedup": float(np.median(ratios)),
                       "tile_work_bound": bounds,
                       "share_of_bound": [round(r / b, 3) for r, b in zip(ratios, bounds)]}
+    append_rows(args.results, [{"what": args.what, **result}], tag=args.tag, extra=args.extra)
     print(json.dumps(result, indent=1))
 
 

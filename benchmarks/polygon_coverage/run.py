@@ -4,10 +4,11 @@ the polygons cover exactly the label raster's pixels?
 
 Runs ``geoalps label`` (``python -m geoalps``, so it works on any checkout) on both sample
 scenes, in one tile and in 256 px tiles with 32 px overlap (so seams are crossed), without and
-with ``--simplify``; prints one JSON object per run:
+with ``--simplify``; prints one JSON object per run and appends it (with the commit) to
+``results.jsonl`` beside this script:
 
-    python benchmarks/coverage.py                     # this checkout
-    python benchmarks/coverage.py --simplify 1px --simplify 2px
+    python benchmarks/polygon_coverage/run.py                     # this checkout
+    python benchmarks/polygon_coverage/run.py --simplify 1px --simplify 2px
 """
 from __future__ import annotations
 
@@ -19,7 +20,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+from _measure import REPO, append_rows  # noqa: E402
+
+RESULTS = HERE / "results.jsonl"
 SCENES = ("scene_rgb_u8.tif", "scene_rgbn_u16.tif")
 TILINGS = {"one_tile": ["--tile-size", "2048", "--overlap", "0"], "tiles_256": ["--tile-size", "256", "--overlap", "32"]}
 
@@ -58,9 +63,11 @@ def measure(gpkg: Path, raster: Path) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--simplify", action="append", default=[], help="also run with this --simplify")
-    parser.add_argument("-o", "--output", help="JSON file for the results")
+    parser.add_argument("-o", "--output", help="also write the results to this JSON file")
+    parser.add_argument("--tag", default="", help="recorded with the rows")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="results.jsonl to append the rows to")
     args = parser.parse_args()
-    report = {}
+    report, rows = {}, []
     with tempfile.TemporaryDirectory(prefix="geoalps-coverage-") as tmp:
         for scene in SCENES:
             for tiling, tile_args in TILINGS.items():
@@ -72,7 +79,9 @@ def main() -> int:
                                     str(out), "--raster-out", str(out.with_suffix(".tif")), "--engine", "classical",
                                     "--overwrite", "-q", *tile_args, *extra], check=True, cwd=REPO)
                     report[key] = measure(out, out.with_suffix(".tif"))
+                    rows.append({"scene": scene, "tiling": tiling, "simplify": simplify, **report[key]})
                     print(key, json.dumps(report[key]), file=sys.stderr)
+    append_rows(args.results, rows, tag=args.tag)
     if args.output:
         Path(args.output).write_text(json.dumps(report, indent=1))
     return 0
