@@ -2,7 +2,7 @@
 
 The path of the data, one module each:
 
-    data.py        scenes + label rasters/vectors -> torchgeo datasets, regions (train/val/few-label)
+    data.py        scenes + label rasters/vectors -> pixel tiles (one tiler), regions (train/val/few-label)
     models.py      timm Swin backbone (any band count) + UPerNet-style decoder, named sizes
     mim.py         SimMIM: patch masks, reconstruction head, loss on masked pixels only
     loop.py        pretrain() and finetune(): the training loop (device, AMP, resume, logs)
