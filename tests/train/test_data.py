@@ -179,3 +179,27 @@ def test_a_single_labelled_class_is_refused_with_a_hint(tmp_path):
     labels = write_labels(tmp_path / "b.tif", classes, nodata=0)
     with pytest.raises(InputError, match="single class.*unsetnodata"):
         gdata.open_training_data([image], [labels])
+
+
+def test_scenes_in_other_crss_are_each_tiled_on_their_own_grid(tmp_path):
+    # Nothing is warped: a second scene in another UTM zone, with other pixel sizes, gives its own pixels.
+    a, b = class_pattern(128, 128, seed=1), class_pattern(96, 160, seed=2)
+    other = Affine(0.5, 0.0, 300017.3, 0.0, -0.45, 4200031.9)
+    images = [write_scene(tmp_path / "a.tif", a), write_scene(tmp_path / "b.tif", b, transform=other, seed=2)]
+    with rasterio.open(images[1], "r+") as dst:
+        dst.crs = "EPSG:32634"
+    labels = [write_labels(tmp_path / "a.l.tif", a), write_labels(tmp_path / "b.l.tif", b, transform=other, crs="EPSG:32634")]
+    data = gdata.open_training_data(images, labels)
+    regions = gdata.split_regions(data, 64, val_fraction=0)
+    assert regions.train == [gdata.PixelBox(0, 0, 0, 128, 128), gdata.PixelBox(1, 0, 0, 160, 96)]
+    loader = gdata.train_loader(data, regions, 64, batch_size=4, steps=4, generator=torch.Generator().manual_seed(1))
+    seen = set()
+    for batch in loader:
+        for i, (index, col, row, _, _) in enumerate(batch["box"].tolist()):
+            classes = (a, b)[index]
+            with rasterio.open(images[index]) as src:
+                expected = src.read(window=rasterio.windows.Window(col, row, 64, 64))
+            assert np.array_equal(batch["image"][i].numpy(), expected.astype(np.float32))
+            assert np.array_equal(batch["mask"][i].numpy(), classes[row : row + 64, col : col + 64])
+            seen.add(index)
+    assert seen == {0, 1}
