@@ -1,6 +1,6 @@
 """``geoalps pretrain | train | predict | evaluate``: thin over :mod:`geoalps.train`.
 
-torch, timm and torchgeo are imported inside the commands so ``geoalps --help`` stays instant.
+torch and timm are imported inside the commands so ``geoalps --help`` stays instant.
 """
 from __future__ import annotations
 

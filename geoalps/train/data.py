@@ -49,9 +49,9 @@ VECTOR_SUFFIXES = (".gpkg", ".geojson", ".json", ".shp", ".fgb", ".parquet", ".g
 def open_north_up(path: str | os.PathLike, what: str = "scene") -> Scene:
     """:func:`geoalps.inputs.scene.open_scene`, refusing rasters that cannot be tiled on their own grid.
 
-    Training and prediction cut axis-aligned boxes in map units, so a scene (or a label raster,
-    ``what="label"``) needs a CRS and a north-up geotransform; warp others first. Costs what
-    ``open_scene`` costs (one decimated read).
+    Tiles are pixel windows, but vector labels are burnt, and predictions and chips written, on the
+    scene's map grid, so a scene (or a label raster, ``what="label"``) needs a CRS and a north-up
+    geotransform; warp others first. Costs what ``open_scene`` costs (one decimated read).
 
     Raises:
         InputError: one line naming the file: what ``open_scene`` refuses, no CRS, rotated,
