@@ -35,7 +35,6 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-from rasterio.windows import from_bounds
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -155,13 +154,12 @@ def test_truth(truth: Path, model: Path, out: Path) -> None:
     """Ground truth with the model's training cells set to nodata: score only unseen pixels."""
     import torch
 
+    # regions are pixel boxes [scene index, col, row, width, height] of the scene's grid
     boxes = torch.load(model, map_location="cpu", weights_only=True)["training"]["regions"]["train"]
     with rasterio.open(truth) as src:
         data, profile = src.read(1), src.profile
-        for box in boxes:
-            w = from_bounds(*box, transform=src.transform)
-            r0, c0 = round(w.row_off), round(w.col_off)
-            data[r0 : r0 + round(w.height), c0 : c0 + round(w.width)] = src.nodata
+        for _, c0, r0, width, height in boxes:
+            data[r0 : r0 + height, c0 : c0 + width] = src.nodata
     with rasterio.open(out, "w", **profile) as dst:
         dst.write(data, 1)
 

@@ -1,6 +1,6 @@
 """``geoalps pretrain | train | predict | evaluate``: thin over :mod:`geoalps.train`.
 
-torch, timm and torchgeo are imported inside the commands so ``geoalps --help`` stays instant.
+torch and timm are imported inside the commands so ``geoalps --help`` stays instant.
 """
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import click
 from geoalps.cli import main
 from geoalps.cli.options import (device_opt, overwrite_opt, progress_lines_opt, quiet_opt, seed_opt, stack,
                                  threads_opt)
+from geoalps.options import TILE_SIZE_MIN_PX
 from geoalps.train.options import MODEL_SIZE_CHOICES, OBJECTIVE_CHOICES, PRECISION_CHOICES, TrainOptions
 
 _TRAIN = TrainOptions()  # the defaults, declared once in the dataclass
@@ -56,8 +57,9 @@ class _ListOptionsCommand(click.Command):
 _budget_options = stack(
     click.option("--model", "size", type=click.Choice(MODEL_SIZE_CHOICES), default="swin_t", show_default=True,
                  help="Backbone size (tiny: for tests and quick CPU runs)."),
-    click.option("--tile-size", "tile_size_px", type=click.IntRange(32), default=None,
-                 help="Input tile in pixels, a multiple of 32 [default: 224; tiny 64; train --init: the init's]."),
+    click.option("--tile-size", "tile_size_px", type=click.IntRange(TILE_SIZE_MIN_PX), default=None,
+                 help=f"Input tile in pixels, a multiple of 32, at least {TILE_SIZE_MIN_PX} (the tile rule of label and "
+                      "predict) [default: 224; tiny 64; train --init: the init's]."),
     click.option("--epochs", type=click.IntRange(1), default=_TRAIN.epochs, show_default=True),
     click.option("--steps-per-epoch", type=click.IntRange(1), default=_TRAIN.steps_per_epoch, show_default=True,
                  help="Batches of random tiles per epoch (per process when data-parallel)."),
@@ -193,7 +195,8 @@ def _check_outputs(inputs: list, output: str) -> None:
 @click.argument("scene", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Class raster to write (GeoTIFF, scene grid).")
 @click.option("--polygons", type=click.Path(dir_okay=False), default=None, help="Also write the classes as polygons (GeoPackage).")
-@click.option("--overlap", "overlap_px", type=click.IntRange(0), default=None, help="Tile overlap in pixels [default: tile/4].")
+@click.option("--overlap", "overlap_px", type=click.IntRange(0), default=None,
+              help="Tile overlap in pixels, 0 to half the tile (the tile rule of label) [default: tile/4].")
 @click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True)
 @click.option("--backend", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True,
               help="torch: MODEL is a .pt from 'geoalps train'; onnx: MODEL is a .onnx from 'geoalps export', run by "

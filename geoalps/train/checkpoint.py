@@ -11,7 +11,7 @@ A checkpoint is a plain dict saved with ``torch.save`` (loadable with ``weights_
     tile_size_px  the input tile size the network was built for
     model         the network's state_dict (backbone, decoder, classifier)
     mim_head      SimMIM head state_dict (pre-training with mim/both only)
-    training      provenance: objective, images, labels, regions, seed, per-epoch history
+    training      provenance: objective, images, labels, regions (pixel boxes [scene, col, row, w, h]), seed, per-epoch history
     resume        optimizer/scheduler/RNG state; only in the ``*.last.pt`` resume files
 """
 from __future__ import annotations

@@ -148,10 +148,11 @@ def _coco_header(names: list[str]) -> dict[str, Any]:
 
 
 def _write_scene_chips(grid: Any, objects: Any, folder: Path, options: ChipOptions, coco: dict, splits: dict) -> None:
-    import rasterio
     import shapely
+    from affine import Affine
     from rasterio.features import rasterize
 
+    from geoalps.inputs.scene import open_raster, read_window
     from geoalps.inputs.tiles import plan_tiles
 
     tiles = plan_tiles(grid.width, grid.height, options.chip_size_px, 0)
@@ -160,41 +161,40 @@ def _write_scene_chips(grid: Any, objects: Any, folder: Path, options: ChipOptio
     geoms = objects.geometry.to_numpy() if len(objects) else np.zeros(0, dtype=object)
     classes = objects["class"].to_numpy().astype(np.int64) if len(objects) else np.zeros(0, np.int64)
     tree = shapely.STRtree(geoms)
-    with rasterio.open(grid.path) as src:
-        profile = {k: src.profile[k] for k in ("dtype", "count", "nodata")}
-        descriptions = src.descriptions
-        for tile in tiles:
-            name = f"{stem}_r{tile.row}_c{tile.col}"
-            split = "val" if (tile.row // options.block_chips, tile.col // options.block_chips) in val_blocks else "train"
-            window = grid.file_window(tile.window)
-            transform = tile.transform(grid.transform)
-            w, h = tile.width, tile.height
-            meta = dict(driver="GTiff", width=w, height=h, crs=src.crs, transform=transform, **profile)
-            with rasterio.open(folder / "images" / f"{name}.tif", "w", **meta) as dst:
-                dst.write(src.read(window=window))
+    profile = {"dtype": grid.dtype, "count": grid.count, "nodata": grid.nodata}
+    descriptions = grid.band_roles.descriptions
+    for tile in tiles:
+        name = f"{stem}_r{tile.row}_c{tile.col}"
+        split = "val" if (tile.row // options.block_chips, tile.col // options.block_chips) in val_blocks else "train"
+        transform = tile.transform(grid.transform)
+        w, h = tile.width, tile.height
+        meta = dict(driver="GTiff", width=w, height=h, crs=grid.crs_wkt, transform=transform, **profile)
+        with open_raster(folder / "images" / f"{name}.tif", "w", **meta) as dst:
+            dst.write(read_window(grid, tile.window))
+            if any(descriptions):
                 dst.descriptions = descriptions
-            # objects in chip pixels, clipped to the chip
-            inverse = ~transform
-            hits = tree.query(shapely.box(*tile.envelope(grid.transform)), predicate="intersects")
-            pieces = []
-            for i in hits:
-                local = shapely.transform(geoms[i], lambda xy: np.column_stack(inverse * (xy[:, 0], xy[:, 1])))
-                local = shapely.make_valid(shapely.clip_by_rect(local, 0, 0, w, h))
-                local = _polygons_only(local)
-                if local is not None and local.area > 0:
-                    pieces.append((local, int(classes[i])))
-            identity = rasterio.Affine.identity()
-            mask = (rasterize([(g, k + 1) for g, k in pieces], out_shape=(h, w), transform=identity, fill=BACKGROUND,
-                              dtype="uint16") if pieces else np.full((h, w), BACKGROUND, np.uint16))
-            with rasterio.open(folder / "masks" / f"{name}.tif", "w", driver="GTiff", width=w, height=h, count=1,
-                               dtype="uint16", crs=src.crs, transform=transform) as dst:
-                dst.write(mask, 1)
-            image_id = len(coco["train"]["images"]) + len(coco["val"]["images"]) + 1
-            coco[split]["images"].append({"id": image_id, "file_name": f"images/{name}.tif", "width": w, "height": h,
-                                          "mask_file": f"masks/{name}.tif"})
-            for geom, k in pieces:
-                coco[split]["annotations"].append(_annotation(geom, k, image_id, w, h, coco))
-            splits[split].append(name)
+        # objects in chip pixels, clipped to the chip
+        inverse = ~transform
+        hits = tree.query(shapely.box(*tile.envelope(grid.transform)), predicate="intersects")
+        pieces = []
+        for i in hits:
+            local = shapely.transform(geoms[i], lambda xy: np.column_stack(inverse * (xy[:, 0], xy[:, 1])))
+            local = shapely.make_valid(shapely.clip_by_rect(local, 0, 0, w, h))
+            local = _polygons_only(local)
+            if local is not None and local.area > 0:
+                pieces.append((local, int(classes[i])))
+        identity = Affine.identity()
+        mask = (rasterize([(g, k + 1) for g, k in pieces], out_shape=(h, w), transform=identity, fill=BACKGROUND,
+                          dtype="uint16") if pieces else np.full((h, w), BACKGROUND, np.uint16))
+        with open_raster(folder / "masks" / f"{name}.tif", "w", driver="GTiff", width=w, height=h, count=1,
+                         dtype="uint16", crs=grid.crs_wkt, transform=transform) as dst:
+            dst.write(mask, 1)
+        image_id = len(coco["train"]["images"]) + len(coco["val"]["images"]) + 1
+        coco[split]["images"].append({"id": image_id, "file_name": f"images/{name}.tif", "width": w, "height": h,
+                                      "mask_file": f"masks/{name}.tif"})
+        for geom, k in pieces:
+            coco[split]["annotations"].append(_annotation(geom, k, image_id, w, h, coco))
+        splits[split].append(name)
 
 
 def _polygons_only(geom: Any) -> Any:

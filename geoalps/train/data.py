@@ -1,15 +1,20 @@
-"""Scenes and their labels as torchgeo datasets, and the regions training may sample from.
+"""Scenes and their labels as pixel tiles, and the regions training may sample from.
 
-Images are a torchgeo ``RasterDataset``; label rasters (pseudo-labels from ``geoalps label`` or a
-user's class raster) a second one with ``is_image=False``; a vector ground truth is a torchgeo
-``VectorDataset`` rasterized on the fly. Image and labels are intersected (``images & labels``),
-``RandomGeoSampler`` draws training tiles; validation walks a fixed grid of tiles over the
-validation strips (prediction uses torchgeo's ``GridGeoSampler``, see predict.py).
+One tiler for training, validation and prediction: every tile is a :class:`PixelBox`, a window
+of one scene's own pixel grid, read through :mod:`geoalps.inputs.scene` (the one door to
+rasters: GDAL settings, remote reads, one-line errors). Training draws random tiles inside the
+training boxes (:class:`RandomTiles`); validation and prediction cover their areas with the tile
+plan of :func:`geoalps.inputs.tiles.plan_tiles` (validation with overlap 0, scoring each tile's
+core, so every pixel once). Nothing is warped or resampled: scenes in different CRSs or pixel
+sizes are each tiled on their own grid.
+
+Label rasters (pseudo-labels from ``geoalps label`` or a user's class raster) are read on the
+same windows; a vector ground truth is read once, reprojected to each scene's CRS and burnt per
+tile (``rasterio.features.rasterize``).
 
 The train/validation split is spatial: each labelled area is cut into a validation strip at its
 bottom and a training part above it; ``label_fraction`` keeps a few tile-sized cells of the
-training part, the few-label case ALPS targets. Regions are boxes on each scene's pixel grid, so
-sampled tiles are whole pixels and nothing is resampled.
+training part, the few-label case ALPS targets.
 
 A label raster must be on its image's grid (same CRS, transform and size); one that is not is
 refused with a message, never resampled, because a silent resample of class ids shifts labels.
@@ -19,21 +24,22 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rasterio
 from rasterio.windows import Window
 
 from geoalps.errors import InputError, OptionError
-from geoalps.inputs.scene import Scene, open_scene
+from geoalps.inputs.remote import gdal_env, gdal_path
+from geoalps.inputs.scene import Scene, open_raster, open_scene, read_window
 
 #: Label value the loss and the metrics skip (torch's cross-entropy default).
 IGNORE_INDEX = -100
 #: Suffixes read as vector ground truth instead of rasters.
+# TODO(issue 26): use geoalps.outputs.formats.VECTOR_SUFFIXES (the one list, being added there).
 VECTOR_SUFFIXES = (".gpkg", ".geojson", ".json", ".shp", ".fgb", ".parquet", ".gml", ".kml")
 
 
@@ -43,9 +49,9 @@ VECTOR_SUFFIXES = (".gpkg", ".geojson", ".json", ".shp", ".fgb", ".parquet", ".g
 def open_north_up(path: str | os.PathLike, what: str = "scene") -> Scene:
     """:func:`geoalps.inputs.scene.open_scene`, refusing rasters that cannot be tiled on their own grid.
 
-    Training and prediction cut axis-aligned boxes in map units, so a scene (or a label raster,
-    ``what="label"``) needs a CRS and a north-up geotransform; warp others first. Costs what
-    ``open_scene`` costs (one decimated read).
+    Tiles are pixel windows, but vector labels are burnt, and predictions and chips written, on the
+    scene's map grid, so a scene (or a label raster, ``what="label"``) needs a CRS and a north-up
+    geotransform; warp others first. Costs what ``open_scene`` costs (one decimated read).
 
     Raises:
         InputError: one line naming the file: what ``open_scene`` refuses, no CRS, rotated,
@@ -65,17 +71,9 @@ def open_north_up(path: str | os.PathLike, what: str = "scene") -> Scene:
     return scene
 
 
-def rasterio_crs(scene: Scene):
-    """The scene CRS as rasterio's CRS, what torchgeo datasets and samplers compare against."""
-    from rasterio.crs import CRS
-
-    return CRS.from_wkt(scene.crs_wkt)
-
-
 def band_descriptions(scene: Scene) -> tuple[str | None, ...]:
-    """Band descriptions from the scene's header (recorded in checkpoints)."""
-    with rasterio.open(scene.path) as src:
-        return tuple(src.descriptions)
+    """Band descriptions from the scene's header (recorded in checkpoints), as ``open_scene`` read them."""
+    return tuple(scene.band_roles.descriptions) or (None,) * scene.count
 
 
 def check_same_grid(image: Scene, label: Scene) -> None:
@@ -118,43 +116,45 @@ class LabelInfo:
     names: tuple[str, ...] = ()
 
 
-def read_label_info(path: str | os.PathLike, ignore_value: int | None = None, rows_per_read: int = 1024) -> LabelInfo:
-    """Scan a class raster for its largest class id (nodata and ``ignore_value`` excluded).
+def read_label_info(label: Scene | str | os.PathLike, ignore_value: int | None = None,
+                    rows_per_read: int = 1024) -> LabelInfo:
+    """Scan a class raster (a path, or its :func:`open_north_up` scene) for its largest class id
+    (nodata and ``ignore_value`` excluded), its colour table and class names.
 
     Cost: reads the whole first band once, ``rows_per_read`` full-width rows at a time (memory
     is one such strip); about 0.1 s for 10 Mpx of uint8.
     """
-    path = str(path)
-    with rasterio.open(path) as src:
-        dtype = np.dtype(src.dtypes[0])
-        if dtype.kind not in "ui":
-            raise InputError(f"{path}: label raster has {dtype} pixels; class ids must be integers")
-        nodata = None if src.nodata is None else int(src.nodata)
-        counts = np.zeros(0, dtype=np.int64)
-        for row in range(0, src.height, rows_per_read):
-            window = Window(0, row, src.width, min(rows_per_read, src.height - row))
-            values = src.read(1, window=window).ravel()
-            keep = np.ones(values.shape, dtype=bool)
-            for skip in (nodata, ignore_value):
-                if skip is not None:
-                    keep &= values != skip
-            values = values[keep]
-            if values.size and values.min() < 0:
-                raise InputError(f"{path}: negative class id {values.min()}; class ids are 0..K-1")
-            found = np.bincount(values.astype(np.int64), minlength=counts.size)
-            found[: counts.size] += counts
-            counts = found
+    if not isinstance(label, Scene):
+        label = open_north_up(label, what="label")
+    path = label.shown
+    if np.dtype(label.dtype).kind not in "ui":
+        raise InputError(f"{path}: label raster has {label.dtype} pixels; class ids must be integers")
+    nodata = None if label.nodata is None else int(label.nodata)
+    counts = np.zeros(0, dtype=np.int64)
+    for row in range(0, label.height, rows_per_read):
+        values = read_window(label, Window(0, row, label.width, min(rows_per_read, label.height - row)))[0].ravel()
+        keep = np.ones(values.shape, dtype=bool)
+        for skip in (nodata, ignore_value):
+            if skip is not None:
+                keep &= values != skip
+        values = values[keep]
+        if values.size and values.min() < 0:
+            raise InputError(f"{path}: negative class id {values.min()}; class ids are 0..K-1")
+        found = np.bincount(values.astype(np.int64), minlength=counts.size)
+        found[: counts.size] += counts
+        counts = found
+    with gdal_env(), open_raster(gdal_path(label.path)) as src:
         try:
             colormap = src.colormap(1)
         except ValueError:
             colormap = {}
         dataset_names = src.tags().get("CLASS_NAMES", "")
-    names = _label_names(path, dataset_names)
+    names = _label_names(label.path, dataset_names)
     n_classes = int(np.flatnonzero(counts).max()) + 1 if counts.any() else 0
     if n_classes == 0:
         raise InputError(f"{path}: label raster has no labelled pixels (all nodata/ignored)")
     colours = {int(k): tuple(int(c) for c in v[:3]) for k, v in colormap.items() if int(k) < n_classes}
-    return LabelInfo(path, n_classes, nodata, colours, tuple(int(c) for c in counts[:n_classes]), names)
+    return LabelInfo(label.path, n_classes, nodata, colours, tuple(int(c) for c in counts[:n_classes]), names)
 
 
 def _label_names(path: str, dataset_names: str) -> tuple[str, ...]:
@@ -171,11 +171,11 @@ def is_vector(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in VECTOR_SUFFIXES
 
 
-def read_vector_label_info(path: str, label_column: str | None) -> tuple[LabelInfo, Any, tuple[float, float, float, float]]:
-    """Class count, CRS and extent of a vector ground truth.
+def read_vector_label_info(path: str, label_column: str | None) -> tuple[LabelInfo, Any]:
+    """Class count and layer of a vector ground truth.
 
     Polygons are burnt with the integer in ``label_column`` (all 1 without one); uncovered
-    pixels are class 0, so ids in the column must be >= 1. Cost: reads the whole layer.
+    pixels are class 0, so ids in the column must be >= 1. Cost: reads the whole layer once.
     """
     import geopandas as gpd
 
@@ -198,7 +198,7 @@ def read_vector_label_info(path: str, label_column: str | None) -> tuple[LabelIn
         if not np.issubdtype(values.dtype, np.integer) or values.min() < 1:
             raise InputError(f"{path}: column {label_column!r} must hold integer class ids >= 1 (0 is background)")
         n_classes = int(values.max()) + 1
-    return LabelInfo(path, n_classes, None), frame.crs, tuple(frame.total_bounds)
+    return LabelInfo(path, n_classes, None), frame
 
 
 def band_statistics(scenes: Sequence[Scene], max_pixels: int = 1 << 20) -> tuple[list[float], list[float]]:
@@ -207,6 +207,8 @@ def band_statistics(scenes: Sequence[Scene], max_pixels: int = 1 << 20) -> tuple
     Cost: at most ``max_pixels`` pixels per band per scene are read (GDAL overviews when the
     file has them), so a few tens of MB whatever the scene size.
     """
+    # TODO(issue 27): open_scene already makes one decimated read for its stretch statistics; if
+    # inputs.scene returned per-band mean/std from it, this second read would go.
     count = scenes[0].count
     total = np.zeros(count)
     total_sq = np.zeros(count)
@@ -214,8 +216,9 @@ def band_statistics(scenes: Sequence[Scene], max_pixels: int = 1 << 20) -> tuple
     for scene in scenes:
         step = max(1, math.ceil(math.sqrt(scene.width * scene.height / max_pixels)))
         shape = (scene.count, max(1, scene.height // step), max(1, scene.width // step))
-        with rasterio.open(scene.path) as src:
-            data = src.read(out_shape=shape, masked=True).astype(np.float64)
+        with gdal_env(), open_raster(gdal_path(scene.path)) as src:
+            data = src.read(window=scene.file_window(Window(0, 0, scene.width, scene.height)), out_shape=shape,
+                            masked=True).astype(np.float64)
         valid = ~np.ma.getmaskarray(data)
         values = np.where(valid, data.filled(0), 0)
         total += values.sum(axis=(1, 2))
@@ -228,49 +231,90 @@ def band_statistics(scenes: Sequence[Scene], max_pixels: int = 1 << 20) -> tuple
     return [float(v) for v in mean], [float(v) for v in std]
 
 
-# --------------------------------------------------------------------------- torchgeo datasets
+# --------------------------------------------------------------------------- tiles
 
 
-def _dataset_classes():
-    """Build the torchgeo subclasses lazily (torchgeo import costs ~2 s)."""
-    from torchgeo.datasets import RasterDataset, VectorDataset
+@dataclass(frozen=True)
+class PixelBox:
+    """A window of one scene's pixel grid: a region, a validation strip or a tile.
 
-    class SceneImages(RasterDataset):
-        """GeoTIFF scenes of any band count, read on their own grid.
+    ``core`` (tiles only): the part of the tile, in tile pixels (col0, row0, col1, row1), that
+    is scored; None scores the whole tile. Validation tiles from ``plan_tiles`` overlap where
+    the last one is shifted back to the edge; their cores partition the area.
+    """
 
-        torchgeo warps a file whenever ``calculate_default_transform`` differs from the file's
-        transform, which happens from float noise alone with non-square pixels; a scene already
-        in the dataset CRS is therefore read as it is, so tiles stay pixel for pixel.
-        """
+    scene_index: int
+    col_off: int
+    row_off: int
+    width: int
+    height: int
+    core: tuple[int, int, int, int] | None = None
 
-        filename_glob = "*"
-        is_image = True
+    @property
+    def window(self) -> Window:
+        return Window(self.col_off, self.row_off, self.width, self.height)
 
-        def _load_warp_file(self, filepath):
-            src = rasterio.open(filepath)
-            if src.crs == self.crs:
-                return src
-            src.close()
-            return super()._load_warp_file(filepath)
+    def as_list(self) -> list[int]:
+        return [self.scene_index, self.col_off, self.row_off, self.width, self.height]
 
-    class SceneLabels(SceneImages):
-        """Class rasters (pseudo-labels or ground truth): read as ``mask``, nearest resampling."""
 
-        is_image = False
+@dataclass(frozen=True)
+class VectorLabels:
+    """A vector ground truth in its scene's CRS: shapes and their class ids, burnt per tile."""
 
-    class VectorLabels(VectorDataset):
-        """Polygons rasterized per tile; the whole layer is re-read for each tile (small layers)."""
+    path: str
+    geometries: Any  # shapely geometry array
+    values: np.ndarray  # int64 class ids
 
-        filename_glob = "*"
+    def burn(self, scene: Scene, window: Window) -> np.ndarray:
+        """(h, w) int64 classes of ``window``: polygons with their id, the rest 0 (pixel centres
+        inside, as GDAL rasterizes). Cost: one vectorised intersects test over the layer."""
+        import shapely
+        from rasterio.features import rasterize
+        from rasterio.windows import bounds, transform
 
-    return SceneImages, SceneLabels, VectorLabels
+        box = shapely.box(*bounds(window, scene.transform))
+        hit = shapely.intersects(self.geometries, box)
+        shape = (int(window.height), int(window.width))
+        if not hit.any():
+            return np.zeros(shape, dtype=np.int64)
+        pairs = zip(self.geometries[hit], self.values[hit].tolist())
+        return rasterize(pairs, out_shape=shape, transform=transform(window, scene.transform), fill=0,
+                         dtype="int32").astype(np.int64)
+
+
+class SceneTiles:
+    """Map-style dataset: a :class:`PixelBox` tile -> ``image`` float32 (C, h, w), ``mask`` int64
+    (h, w) with labels, ``core`` int64 (4,) (the scored part; the whole tile when none) and
+    ``box`` int64 (5,) (scene, col, row, width, height). Reads go through
+    :func:`geoalps.inputs.scene.read_window`; nothing is resampled. Picklable for DataLoader
+    workers (scenes and label records only, no open files)."""
+
+    def __init__(self, scenes: Sequence[Scene], labels: Sequence[Scene | VectorLabels] | None = None) -> None:
+        self.scenes = list(scenes)
+        self.labels = None if labels is None else list(labels)
+
+    def __getitem__(self, box: PixelBox) -> dict[str, np.ndarray]:
+        scene = self.scenes[box.scene_index]
+        sample = {
+            "image": read_window(scene, box.window).astype(np.float32),
+            "core": np.asarray(box.core or (0, 0, box.width, box.height), dtype=np.int64),
+            "box": np.asarray(box.as_list(), dtype=np.int64),
+        }
+        if self.labels is not None:
+            label = self.labels[box.scene_index]
+            if isinstance(label, VectorLabels):
+                sample["mask"] = label.burn(scene, box.window)
+            else:
+                sample["mask"] = read_window(label, box.window)[0].astype(np.int64)
+        return sample
 
 
 @dataclass
 class TrainingData:
-    """Scenes, their labels and the torchgeo dataset that reads both, ready for samplers."""
+    """Scenes, their labels and the dataset that reads both as tiles."""
 
-    dataset: Any
+    dataset: SceneTiles
     scenes: list[Scene]
     labels: list[LabelInfo]
     labelled_windows: list[Window]
@@ -287,10 +331,6 @@ class TrainingData:
                 return list(info.names[: self.n_classes])
         return None
 
-    @property
-    def res(self) -> tuple[float, float]:
-        return self.dataset.res
-
 
 def open_training_data(
     images: Sequence[str | os.PathLike],
@@ -298,10 +338,10 @@ def open_training_data(
     label_column: str | None = None,
     ignore_value: int | None = None,
 ) -> TrainingData:
-    """Check scenes and labels pair up, then build ``images & labels`` as torchgeo datasets.
+    """Check scenes and labels pair up, then build the tile dataset that reads both.
 
     Args:
-        images: scene rasters; all must have the same band count.
+        images: scene rasters; all must have the same band count (each keeps its own grid).
         labels: one label source per image, in the same order: class rasters on the image grid,
             or vector layers (class from ``label_column``, background 0). None: images only (MIM).
         label_column: attribute holding class ids in vector labels.
@@ -309,6 +349,9 @@ def open_training_data(
 
     Returns:
         TrainingData; ``dataset`` yields ``image`` (float32) and, with labels, ``mask`` (int64).
+
+    Cost: one decimated read per scene (``open_scene``'s), plus a full read of each label raster
+    (class counts) or each vector layer.
     """
     if not images:
         raise OptionError("no --images given")
@@ -319,12 +362,9 @@ def open_training_data(
                 f"{scene.path}: {scene.count} bands, but {scenes[0].path} has {scenes[0].count}; "
                 "all scenes of one model need the same bands"
             )
-    SceneImages, SceneLabels, VectorLabels = _dataset_classes()
-    crs, res = rasterio_crs(scenes[0]), scenes[0].res
-    image_ds = SceneImages(paths=[s.path for s in scenes], crs=crs, res=res)
     full = [Window(0, 0, s.width, s.height) for s in scenes]
     if labels is None:
-        return TrainingData(image_ds, scenes, [], full, 0, None, None, {})
+        return TrainingData(SceneTiles(scenes), scenes, [], full, 0, None, None, {})
 
     if len(labels) != len(images):
         raise InputError(f"{len(images)} images but {len(labels)} label files; give one label file per image, in order")
@@ -333,23 +373,25 @@ def open_training_data(
         raise InputError("mix of raster and vector labels; give one kind")
     infos: list[LabelInfo] = []
     windows: list[Window] = []
+    sources: list[Scene | VectorLabels] = []
     if kinds == {True}:
         for scene, path in zip(scenes, labels):
-            info, vcrs, vbounds = read_vector_label_info(str(path), label_column)
-            windows.append(_labelled_window(scene, vcrs, vbounds, str(path)))
+            info, frame = read_vector_label_info(str(path), label_column)
+            windows.append(_labelled_window(scene, frame.crs, tuple(frame.total_bounds), str(path)))
             infos.append(info)
-        label_ds = VectorLabels(paths=[str(p) for p in labels], crs=crs, res=res, label_name=label_column)
+            sources.append(_vector_labels(str(path), frame, label_column, scene))
         nodata = None
     else:
         for scene, path in zip(scenes, labels):
-            check_same_grid(scene, open_north_up(path, what="label"))
-            infos.append(read_label_info(path, ignore_value))
+            label = open_north_up(path, what="label")
+            check_same_grid(scene, label)
+            infos.append(read_label_info(label, ignore_value))
+            sources.append(label)
         windows = full
         nodatas = {i.nodata for i in infos}
         if len(nodatas) > 1:
             raise InputError(f"label rasters disagree on nodata ({sorted(map(str, nodatas))}); give them one nodata value")
         nodata = nodatas.pop()
-        label_ds = SceneLabels(paths=[str(p) for p in labels], crs=crs, res=res)
     n_classes = max(i.n_classes for i in infos)
     present = {k for i in infos for k, c in enumerate(i.pixel_counts) if c}
     if len(present) == 1 and kinds == {False}:
@@ -361,7 +403,15 @@ def open_training_data(
     for info in infos:
         for k, v in info.colours.items():
             colours.setdefault(k, v)
-    return TrainingData(image_ds & label_ds, scenes, infos, windows, n_classes, nodata, ignore_value, colours)
+    return TrainingData(SceneTiles(scenes, sources), scenes, infos, windows, n_classes, nodata, ignore_value, colours)
+
+
+def _vector_labels(path: str, frame: Any, label_column: str | None, scene: Scene) -> VectorLabels:
+    """The layer's polygons in ``scene``'s CRS with their class ids (1 without ``label_column``)."""
+    frame = frame.to_crs(scene.crs_wkt)
+    values = np.ones(len(frame), dtype=np.int64) if label_column is None else frame[label_column].to_numpy(np.int64)
+    keep = ~(frame.geometry.isna() | frame.geometry.is_empty).to_numpy()
+    return VectorLabels(path, frame.geometry.to_numpy()[keep], values[keep])
 
 
 def _labelled_window(scene: Scene, crs: Any, bounds: tuple[float, float, float, float], path: str) -> Window:
@@ -386,13 +436,14 @@ def _labelled_window(scene: Scene, crs: Any, bounds: tuple[float, float, float, 
 
 @dataclass
 class Regions:
-    """Pixel-aligned map boxes (minx, miny, maxx, maxy) per scene, in the dataset CRS."""
+    """Pixel boxes of the scenes training samples from (``train``) and validates on (``val``)."""
 
-    train: list[tuple[float, float, float, float]]
-    val: list[tuple[float, float, float, float]]
+    train: list[PixelBox]
+    val: list[PixelBox]
 
-    def to_dict(self) -> dict[str, list[list[float]]]:
-        return {"train": [list(b) for b in self.train], "val": [list(b) for b in self.val]}
+    def to_dict(self) -> dict[str, list[list[int]]]:
+        """``[scene index, col, row, width, height]`` per box (recorded in checkpoints)."""
+        return {"train": [b.as_list() for b in self.train], "val": [b.as_list() for b in self.val]}
 
 
 def split_regions(
@@ -421,7 +472,7 @@ def split_regions(
         raise OptionError(f"--val-fraction must be in [0, 1), got {val_fraction}")
     rng = np.random.default_rng(seed)
     train, val = [], []
-    for scene, win in zip(data.scenes, data.labelled_windows):
+    for index, (scene, win) in enumerate(zip(data.scenes, data.labelled_windows)):
         w, h = int(win.width), int(win.height)
         if w < tile_px or h < tile_px:
             raise OptionError(f"{scene.path}: labelled area {w}x{h} px is smaller than the {tile_px} px tile; use --tile-size")
@@ -444,27 +495,42 @@ def split_regions(
                 )
             for cell in sorted(rng.choice(rows * cols, size=min(wanted, rows * cols), replace=False)):
                 r, c = divmod(int(cell), cols)
-                train.append(_pixel_box(scene, data.dataset.crs, col0 + c * tile_px, row0 + r * tile_px, tile_px, tile_px))
+                train.append(PixelBox(index, col0 + c * tile_px, row0 + r * tile_px, tile_px, tile_px))
         else:
-            train.append(_pixel_box(scene, data.dataset.crs, col0, row0, w, h_train))
+            train.append(PixelBox(index, col0, row0, w, h_train))
         if n_val:
-            val.append(_pixel_box(scene, data.dataset.crs, col0, row0 + h_train, w, n_val))
+            val.append(PixelBox(index, col0, row0 + h_train, w, n_val))
     return Regions(train, val)
 
 
-def _pixel_box(scene: Scene, crs: Any, col: int, row: int, width: int, height: int) -> tuple[float, float, float, float]:
-    """Map box of a pixel window, transformed to the dataset CRS if the scene is in another."""
-    t = scene.transform
-    minx, maxy = t * (col, row)
-    maxx, miny = t * (col + width, row + height)
-    if crs != rasterio_crs(scene):
-        from rasterio.warp import transform_bounds
-
-        return tuple(transform_bounds(scene.crs_wkt, crs, minx, miny, maxx, maxy))
-    return (minx, miny, maxx, maxy)
-
-
 # --------------------------------------------------------------------------- loaders and batches
+
+
+class RandomTiles:
+    """Sampler of ``length`` random ``tile_px`` tiles inside ``boxes``: a box drawn with
+    probability proportional to its area, then a whole-pixel offset inside it, both from
+    ``generator`` (a torch.Generator: the run's seeded, resumable tile stream). Iterating again
+    draws on from the generator (a DataLoader built once per run gets new tiles each epoch)."""
+
+    def __init__(self, boxes: Sequence[PixelBox], tile_px: int, length: int, generator: Any = None) -> None:
+        self.boxes = [b for b in boxes if b.width >= tile_px and b.height >= tile_px]
+        if not self.boxes:
+            raise OptionError(f"no training region holds a whole {tile_px} px tile; use a smaller --tile-size")
+        self.tile_px, self.length, self.generator = tile_px, length, generator
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self) -> Iterator[PixelBox]:
+        import torch
+
+        areas = torch.tensor([float(b.width * b.height) for b in self.boxes])
+        tile = self.tile_px
+        for _ in range(self.length):
+            box = self.boxes[int(torch.multinomial(areas, 1, generator=self.generator))]
+            col = int(torch.randint(0, box.width - tile + 1, (1,), generator=self.generator))
+            row = int(torch.randint(0, box.height - tile + 1, (1,), generator=self.generator))
+            yield PixelBox(box.scene_index, box.col_off + col, box.row_off + row, tile, tile)
 
 
 def train_loader(
@@ -477,83 +543,57 @@ def train_loader(
     generator: Any = None,
     pin_memory: bool = False,
 ):
-    """``steps`` batches of random tiles inside the training boxes (torchgeo RandomGeoSampler).
-
-    The tile size goes to the sampler in map units, a hair (1e-9) under ``tile_px`` pixels: a
-    region exactly one tile wide then survives the sampler's size check despite float noise,
-    and the read still returns ``tile_px`` pixels (rasterio rounds the window).
-    """
-    import copy
-
-    import pandas as pd
-    import shapely
+    """``steps`` batches of random tiles inside the training boxes (:class:`RandomTiles`); build
+    it once per run, each iteration is an epoch (``persistent_workers`` keeps its workers)."""
     from torch.utils.data import DataLoader
-    from torchgeo.datasets import stack_samples
-    from torchgeo.samplers import RandomGeoSampler, Units
 
-    # torchgeo samples inside the bounding box of each clipped index row, so several boxes in one
-    # scene (the few-label cells) must be separate rows: clip to each box on its own.
-    pieces = [data.dataset.index.clip(shapely.box(*b)) for b in regions.train]
-    pieces = [p for p in pieces if not p.empty]
-    if not pieces:
-        raise InputError("the training regions miss every labelled scene")
-    view = copy.copy(data.dataset)
-    view.index = pd.concat(pieces)
-    xres, yres = data.res
-    size = (tile_px * yres * (1 - 1e-9), tile_px * xres * (1 - 1e-9))
-    sampler = RandomGeoSampler(view, size=size, length=steps * batch_size, units=Units.CRS, generator=generator)
-    if not sampler.bounds:
-        raise OptionError(f"no training region holds a whole {tile_px} px tile; use a smaller --tile-size")
+    sampler = RandomTiles(regions.train, tile_px, steps * batch_size, generator)
     return DataLoader(
         data.dataset,
         batch_size=batch_size,
         sampler=sampler,
-        collate_fn=stack_samples,
         num_workers=workers,
         persistent_workers=workers > 0,
         pin_memory=pin_memory,
     )
 
 
-def grid_queries(boxes: Sequence[tuple[float, float, float, float]], tile_px: int, res: tuple[float, float], times: slice) -> list:
-    """Non-overlapping tile queries covering each box from its top-left corner, pixel-aligned.
+def plan_queries(boxes: Sequence[PixelBox], tile_px: int, overlap_px: int = 0) -> list[PixelBox]:
+    """The tiles of :func:`geoalps.inputs.tiles.plan_tiles` over each box (boxes at least a tile
+    in both directions), each with its core: the cores partition the boxes, so scoring cores
+    scores every box pixel exactly once."""
+    from geoalps.inputs.tiles import plan_tiles
 
-    The last row/column of tiles extends past the box; callers mask what lies outside
-    (``BatchPrep(..., boxes=...)``), so every box pixel is scored exactly once.
-    """
-    xres, yres = res
     queries = []
-    for minx, miny, maxx, maxy in boxes:
-        width, height = round((maxx - minx) / xres), round((maxy - miny) / yres)
-        for row in range(0, height, tile_px):
-            for col in range(0, width, tile_px):
-                x0, y1 = minx + col * xres, maxy - row * yres
-                queries.append((slice(x0, x0 + tile_px * xres), slice(y1 - tile_px * yres, y1), slice(times.start, times.stop)))
+    for box in boxes:
+        for t in plan_tiles(box.width, box.height, tile_px, overlap_px):
+            c0, r0, c1, r1 = t.core
+            queries.append(PixelBox(box.scene_index, box.col_off + t.col_off, box.row_off + t.row_off, t.width, t.height,
+                                    core=(c0 - t.col_off, r0 - t.row_off, c1 - t.col_off, r1 - t.row_off)))
     return queries
 
 
 def val_loader(data: TrainingData, regions: Regions, tile_px: int, batch_size: int, workers: int = 0, ranks: Any = None):
-    """Tiles over the validation strips in a fixed order, or None without validation; a
-    data-parallel process (``ranks``, geoalps.train.distributed.Ranks) gets its share."""
+    """Tiles over the validation strips in a fixed order (:func:`plan_queries`), or None without
+    validation; a data-parallel process (``ranks``, geoalps.train.distributed.Ranks) gets its share."""
     from torch.utils.data import DataLoader
-    from torchgeo.datasets import stack_samples
 
-    queries = grid_queries(regions.val, tile_px, data.res, data.dataset.bounds[2])
+    queries = plan_queries(regions.val, tile_px)
     if not queries:
         return None
     if ranks is not None and ranks.distributed:
         from geoalps.train.distributed import shard
 
         queries = shard(queries, ranks)
-    return DataLoader(data.dataset, batch_size=batch_size, sampler=queries, collate_fn=stack_samples, num_workers=workers)
+    return DataLoader(data.dataset, batch_size=batch_size, sampler=queries, num_workers=workers)
 
 
 class BatchPrep:
-    """Turns a torchgeo batch into network input and targets on the device.
+    """Turns a batch of tiles into network input and targets on the device.
 
     Normalises each band with the training statistics, zeroes nodata pixels, and maps label
-    nodata, the ignore value, invalid image pixels and (for validation) pixels outside the
-    region boxes to ``IGNORE_INDEX``.
+    nodata, the ignore value, invalid image pixels and pixels outside each tile's ``core`` (the
+    overlap of validation tiles) to ``IGNORE_INDEX``.
     """
 
     def __init__(
@@ -564,7 +604,6 @@ class BatchPrep:
         label_nodata: int | None = None,
         ignore_value: int | None = None,
         n_classes: int = 0,
-        res: tuple[float, float] = (1.0, 1.0),
         device: Any = "cpu",
         channels_last: bool = False,
     ) -> None:
@@ -575,11 +614,10 @@ class BatchPrep:
         self.image_nodata = image_nodata
         self.skip = [v for v in (label_nodata, ignore_value) if v is not None]
         self.n_classes = n_classes
-        self.res = res
         self.device = device
         self.channels_last = channels_last
 
-    def __call__(self, batch: dict[str, Any], boxes: Sequence[tuple[float, float, float, float]] | None = None):
+    def __call__(self, batch: dict[str, Any]):
         """Returns (x, y, valid): float32 (B,C,H,W), int64 (B,H,W) or None, bool (B,H,W)."""
         import torch
 
@@ -596,30 +634,17 @@ class BatchPrep:
                 y[y == value] = IGNORE_INDEX
             y[(y >= self.n_classes) | (y < 0)] = IGNORE_INDEX
             y[~valid] = IGNORE_INDEX
-            if boxes is not None:
-                y[~self.inside(batch["bounds"], boxes, y.shape[-2:])] = IGNORE_INDEX
+            if "core" in batch:
+                for i, (c0, r0, c1, r1) in enumerate(batch["core"].tolist()):
+                    outside = torch.ones(y.shape[-2:], dtype=torch.bool)
+                    outside[r0:r1, c0:c1] = False
+                    y[i][outside] = IGNORE_INDEX
         x = x.to(self.device, non_blocking=True)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         if y is not None:
             y = y.to(self.device, non_blocking=True)
         return x, y, valid.to(self.device)
-
-    def inside(self, bounds: Sequence[Any], boxes: Sequence[tuple[float, float, float, float]], shape) -> Any:
-        """Boolean (B,H,W): which pixels of each tile fall inside any of ``boxes``."""
-        import torch
-
-        h, w = shape
-        out = torch.zeros(len(bounds), h, w, dtype=torch.bool)
-        xres, yres = self.res
-        for i, (xs, ys, *_) in enumerate(bounds):
-            for minx, miny, maxx, maxy in boxes:
-                c0 = min(max(round((minx - xs.start) / xres), 0), w)
-                c1 = min(max(round((maxx - xs.start) / xres), 0), w)
-                r0 = min(max(round((ys.stop - maxy) / yres), 0), h)
-                r1 = min(max(round((ys.stop - miny) / yres), 0), h)
-                out[i, r0:r1, c0:c1] = True
-        return out
 
 
 def augment(*tensors: Any, generator: Any = None) -> tuple[Any, ...]:

@@ -45,15 +45,10 @@ CSV_COLUMNS = (
 
 
 def default_class_colours(n: int) -> list[tuple[int, int, int]]:
-    """Distinct colours for ``n`` classes: geoalps.outputs.style's palette when present, else golden-ratio hues."""
-    try:
-        from geoalps.outputs.style import class_colors
+    """Distinct colours for ``n`` classes: geoalps.outputs.style's palette (the one the label rasters use)."""
+    from geoalps.outputs.style import class_colors
 
-        return [tuple(c) for c in class_colors(n)]
-    except ImportError:
-        import colorsys
-
-        return [tuple(int(255 * v) for v in colorsys.hsv_to_rgb((i * 0.618034) % 1, 0.65, 0.95)) for i in range(n)]
+    return [tuple(c) for c in class_colors(n)]
 
 
 @dataclass
@@ -482,7 +477,7 @@ def _set_up(job: _Job) -> _Run:
     schedule = _lr_lambda(opt.epochs * opt.steps_per_epoch, opt.warmup_fraction)
     prep = gdata.BatchPrep(
         job.norm["mean"], job.norm["std"], job.data.scenes[0].nodata, job.data.label_nodata, job.data.ignore_value,
-        job.arch["num_classes"], job.data.res, device, channels_last,
+        job.arch["num_classes"], device, channels_last,
     )
     seg = job.objective in ("pseudo", "both")
     # Some parameters get no gradient (timm's unused classifier head; SimMIM's mask token without
@@ -658,7 +653,7 @@ def _validate(run: _Run, loader) -> dict[str, Any]:
     mask_gen = torch.Generator().manual_seed(distributed.rank_seed(run.options.seed, 4, run.ranks.rank))
     with torch.no_grad():
         for batch in loader:
-            x, y, valid = run.prep(batch, boxes=run.job.regions.val)
+            x, y, valid = run.prep(batch)
             parts = _losses(run, x, y, valid, mask_gen, net=run.plain_net)
             batches += 1
             for k in ("seg", "mim"):
@@ -746,7 +741,6 @@ def _payload(run: _Run, resume: dict[str, Any] | None) -> dict[str, Any]:
             "images": [s.path for s in job.data.scenes],
             "labels": [i.path for i in job.data.labels],
             "regions": job.regions.to_dict(),
-            "crs": job.data.dataset.crs.to_wkt(),
             "options": job.options.as_dict(),
             "processes": job.ranks.world_size,
             "mask_ratio": job.mask_ratio,

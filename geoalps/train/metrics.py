@@ -6,7 +6,6 @@ whose union (ground truth or prediction, on scored pixels) is empty does not cou
 """
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -59,14 +58,16 @@ def evaluate(prediction: str | os.PathLike, truth: str | os.PathLike, rows_per_r
         dict with ``miou``, ``per_class_iou`` (class id as a string -> IoU), ``overall_accuracy``,
         ``pixels_scored``.
     """
-    import rasterio
     from rasterio.windows import Window
+
+    from geoalps.inputs.remote import gdal_env, gdal_path
+    from geoalps.inputs.scene import open_raster
 
     prediction, truth = str(prediction), str(truth)
     for path in (prediction, truth):
         if not os.path.exists(path):
             raise InputError(f"{path}: no such raster")
-    with rasterio.open(prediction) as psrc, rasterio.open(truth) as tsrc:
+    with gdal_env(), open_raster(gdal_path(prediction)) as psrc, open_raster(gdal_path(truth)) as tsrc:
         if (psrc.width, psrc.height) != (tsrc.width, tsrc.height):
             raise InputError(
                 f"{truth}: {tsrc.width}x{tsrc.height} px but {prediction} is {psrc.width}x{psrc.height}; "
@@ -98,11 +99,3 @@ def evaluate(prediction: str | os.PathLike, truth: str | os.PathLike, rows_per_r
     for (t, p), count in pairs.items():
         confusion[t, p if p >= 0 else n] += count
     return scores(confusion)
-
-
-def write_json(result: dict[str, Any], path: str | os.PathLike, overwrite: bool = True) -> None:
-    """Write scores as JSON atomically."""
-    from geoalps.files import atomic_path
-
-    with atomic_path(path, overwrite=overwrite) as tmp:
-        tmp.write_text(json.dumps(result, indent=2) + "\n")

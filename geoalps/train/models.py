@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from geoalps.errors import ModelError, OptionError
+from geoalps.options import check_tiling
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,7 @@ def make_arch(size: str, in_chans: int, num_classes: int, tile_size_px: int | No
     """The architecture record stored in checkpoints; ``build_model(arch)`` rebuilds the net."""
     spec = model_spec(size)
     tile = int(tile_size_px or spec.tile_size_px)
+    check_tiling(tile, 0)  # the one tile rule (geoalps.inputs.tiles): validation and prediction tile with it
     if tile % spec.reduction:
         raise OptionError(f"--tile-size {tile} must be a multiple of {spec.reduction} px for {size}")
     arch = {"size": size, **asdict(spec), "in_chans": int(in_chans), "num_classes": int(num_classes)}

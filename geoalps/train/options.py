@@ -4,7 +4,10 @@
 one frozen record with the defaults, and ``validated()`` giving a one-line :class:`OptionError`
 for a value a user can get wrong. The choices below (model sizes, precisions, objectives) are
 the library's; the CLI (``geoalps.cli.train``), ``geoalps.train.models`` and
-``geoalps.devices`` are built from or checked against them, never given copies.
+``geoalps.devices`` are built from or checked against them, never given copies. The QGIS
+plugin cannot import geoalps, so its training parameters are a declared record
+(plugins/qgis/geoalps_processing/limits.py) that tests/cli/test_plugin_limits.py holds against
+this one.
 
 Importing this module is cheap (no torch).
 """

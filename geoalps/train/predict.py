@@ -1,7 +1,8 @@
 """Apply a trained model to a scene: overlapping tiles, blended class scores, a raster on the scene grid.
 
-Tiles come from torchgeo's ``GridGeoSampler`` with ``stride = tile - overlap`` over the scene's
-own grid (the scene is read as it is, never warped), so every tile is whole pixels of the scene.
+Tiles are the pixel windows of :func:`geoalps.inputs.tiles.plan_tiles` (``stride = tile -
+overlap``) on the scene's own grid (the scene is read as it is, never warped), so every tile is
+whole pixels of the scene.
 Each tile's softmax scores are weighted by a ramp that falls towards the tile edge and summed per
 pixel; the class is the arg-max of the sum, which removes seams where neighbouring tiles disagree.
 The output has the scene's CRS, transform and size, class ids 0..K-1, nodata 255 (65535 beyond
@@ -24,6 +25,7 @@ import numpy as np
 from geoalps.errors import InputError, ModelError, OptionError
 from geoalps.files import atomic_path, check_writable
 from geoalps.inputs.scene import Scene
+from geoalps.options import check_tiling
 
 #: What runs the network: torch on a .pt checkpoint, or onnxruntime on an exported .onnx model.
 BACKENDS = ("torch", "onnx")
@@ -43,21 +45,19 @@ def tile_weights(tile_px: int, overlap_px: int) -> np.ndarray:
 def prediction_windows(width: int, height: int, tile_px: int, overlap_px: int) -> list[tuple[int, int]]:
     """(col_off, row_off) of the ``tile_px`` square windows covering a scene, row-major.
 
-    The one tile rule of :mod:`geoalps.inputs.tiles` (what ``plan_tiles`` and labelling use):
-    starts every ``tile - overlap`` pixels, the last row and column shifted back to end at the
-    scene edge; a scene smaller than a tile is one window at (0, 0) that reads past its edge
-    (filled, and dropped again when scores are added)."""
-    from geoalps.inputs.tiles import _starts_and_cuts
+    The tiles of :func:`geoalps.inputs.tiles.plan_tiles` (the one tile rule, what labelling and
+    validation use): starts every ``tile - overlap`` pixels, the last row and column shifted back
+    to end at the scene edge; a scene smaller than a tile is one window at (0, 0) that reads past
+    its edge (filled, and dropped again when scores are added)."""
+    from geoalps.inputs.tiles import plan_tiles
 
-    cols, _ = _starts_and_cuts(width, tile_px, overlap_px)
-    rows, _ = _starts_and_cuts(height, tile_px, overlap_px)
-    return [(col, row) for row in rows for col in cols]
+    return [(t.col_off, t.row_off) for t in plan_tiles(width, height, tile_px, overlap_px)]
 
 
 def _read_batches(scene: Scene, windows: list[tuple[int, int]], tile_px: int,
                   batch_size: int) -> Iterator[tuple[list[tuple[int, int]], np.ndarray]]:
-    """Batches of (windows, float32 (B, C, tile, tile) pixels) read from the scene with rasterio,
-    on its own grid (nothing is resampled); outside the scene reads as its nodata (else 0)."""
+    """Batches of (windows, float32 (B, C, tile, tile) pixels) read from the scene on its own
+    grid (nothing is resampled); outside the scene reads as its nodata (else 0)."""
     parts = [windows[start : start + batch_size] for start in range(0, len(windows), batch_size)]
     yield from _read_parts(scene, parts, tile_px)
 
@@ -65,21 +65,32 @@ def _read_batches(scene: Scene, windows: list[tuple[int, int]], tile_px: int,
 def _read_parts(scene: Scene, parts: list[list[tuple[int, int]]],
                 tile_px: int) -> Iterator[tuple[list[tuple[int, int]], np.ndarray | None]]:
     """(windows, pixels) for each list of windows in ``parts``; an empty part gives None pixels."""
-    import rasterio
+    fill = scene.nodata if scene.nodata is not None and np.isfinite(scene.nodata) else 0
+    for part in parts:
+        if not part:
+            yield part, None
+            continue
+        yield part, np.stack([read_tile(scene, col, row, tile_px, fill) for col, row in part])
+
+
+def read_tile(scene: Scene, col: int, row: int, tile_px: int, fill: float) -> np.ndarray:
+    """float32 (C, tile, tile) pixels of the square window at (col, row) of the scene's grid,
+    ``fill`` where the window runs past the scene (a scene smaller than a tile).
+
+    Reads through :func:`geoalps.inputs.scene.read_window` (the one door: GDAL settings,
+    retries, one-line errors), only the part inside the scene."""
+    # TODO(issue 26): inputs.scene.read_window's boundless/fill option replaces this paste.
     from rasterio.windows import Window
 
-    fill = scene.nodata if scene.nodata is not None and np.isfinite(scene.nodata) else 0
-    with rasterio.open(scene.path) as src:
-        for part in parts:
-            if not part:
-                yield part, None
-                continue
-            images = np.stack([
-                src.read(window=scene.file_window(Window(col, row, tile_px, tile_px)), boundless=True,
-                         fill_value=fill).astype(np.float32)
-                for col, row in part
-            ])
-            yield part, images
+    from geoalps.inputs.scene import read_window
+
+    c1, r1 = min(col + tile_px, scene.width), min(row + tile_px, scene.height)
+    inside = read_window(scene, Window(col, row, c1 - col, r1 - row)).astype(np.float32)
+    if inside.shape[1:] == (tile_px, tile_px):
+        return inside
+    out = np.full((scene.count, tile_px, tile_px), fill, dtype=np.float32)
+    out[:, : r1 - row, : c1 - col] = inside
+    return out
 
 
 def _rank_parts(windows: list[tuple[int, int]], batch_size: int, ranks: Any) -> list[list[tuple[int, int]]]:
@@ -151,8 +162,7 @@ def predict_classes(
 
     scene = scene_path if isinstance(scene_path, Scene) else open_north_up(scene_path)
     overlap_px = tile_px // 4 if overlap_px is None else int(overlap_px)
-    if not 0 <= overlap_px < tile_px:
-        raise OptionError(f"--overlap must be in [0, {tile_px}) px for {tile_px} px tiles")
+    check_tiling(tile_px, overlap_px)  # the one tile rule: overlap 0..tile/2
     windows = prediction_windows(scene.width, scene.height, tile_px, overlap_px)
     if progress is not None:
         progress.set_total(math.ceil(max(len(windows), 1) / (1 - progress_reserve)))

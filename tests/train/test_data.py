@@ -8,7 +8,6 @@ import rasterio
 import shapely
 import torch
 from affine import Affine
-from rasterio.windows import from_bounds
 
 from geoalps.errors import InputError
 from geoalps.train import data as gdata
@@ -44,52 +43,79 @@ def test_band_counts_must_agree(tmp_path):
 def test_regions_split_validation_strip_and_training_part(scene):
     data = gdata.open_training_data([scene[0]], [scene[1]])
     regions = gdata.split_regions(data, tile_px=64, val_fraction=0.2)
-    left, bottom, right, top = data.scenes[0].bounds
-    (vminx, vminy, vmaxx, vmaxy), = regions.val
     # Validation: the bottom 64 px (20 % of 150 is less than a tile), full width; training: the rest.
-    assert (vminx, vminy, vmaxx) == pytest.approx((left, bottom, right))
-    assert (vmaxy - vminy) / 0.61 == pytest.approx(64)
-    assert regions.train == [pytest.approx((left, vmaxy, right, top))]
+    assert regions.val == [gdata.PixelBox(0, 0, 150 - 64, 173, 64)]
+    assert regions.train == [gdata.PixelBox(0, 0, 0, 173, 150 - 64)]
+    assert regions.to_dict() == {"train": [[0, 0, 0, 173, 86]], "val": [[0, 0, 86, 173, 64]]}
 
 
 def test_few_labels_are_scattered_tile_cells(tmp_path):
     classes = class_pattern(256, 256)
     data = gdata.open_training_data([write_scene(tmp_path / "s.tif", classes)], [write_labels(tmp_path / "l.tif", classes)])
     regions = gdata.split_regions(data, tile_px=64, val_fraction=0.25, label_fraction=0.25, seed=3)
-    left, _, _, top = data.scenes[0].bounds
     cells = set()
-    for minx, miny, maxx, maxy in regions.train:
-        col, row = (minx - left) / 0.73, (top - maxy) / 0.61
-        assert (maxx - minx) / 0.73 == pytest.approx(64) and (maxy - miny) / 0.61 == pytest.approx(64)
-        assert col == pytest.approx(round(col)) and row == pytest.approx(round(row))
-        assert round(col) % 64 == 0 and round(row) % 64 == 0 and round(row) + 64 <= 256 - 64  # above validation
-        cells.add((round(row), round(col)))
+    for box in regions.train:
+        assert (box.width, box.height) == (64, 64)
+        assert box.col_off % 64 == 0 and box.row_off % 64 == 0 and box.row_off + 64 <= 256 - 64  # above validation
+        cells.add((box.row_off, box.col_off))
     assert len(cells) == 4  # 25 % of 256 x 256 px is four 64 px cells, all different
     assert gdata.split_regions(data, 64, 0.25, 0.25, seed=3).train == regions.train
     assert gdata.split_regions(data, 64, 0.25, 0.25, seed=4).train != regions.train
 
-    # The sampler draws exactly those cells, never the space between them.
-    loader = gdata.train_loader(data, regions, 64, batch_size=8, steps=2, generator=torch.Generator().manual_seed(0))
-    for batch in loader:
-        for xs, ys, _ in batch["bounds"]:
-            assert any(xs.start == pytest.approx(b[0]) and ys.stop == pytest.approx(b[3]) for b in regions.train)
+    # The sampler draws exactly those cells, never the space between them, and every cell in time.
+    loader = gdata.train_loader(data, regions, 64, batch_size=8, steps=4, generator=torch.Generator().manual_seed(0))
+    drawn = {(int(row), int(col)) for batch in loader for _, col, row, _, _ in batch["box"].tolist()}
+    assert drawn == cells
 
 
 def test_training_tiles_are_whole_scene_pixels(scene):
     image, labels, classes = scene
     data = gdata.open_training_data([image], [labels])
     regions = gdata.split_regions(data, 64, val_fraction=0.2)
-    batch = next(iter(gdata.train_loader(data, regions, 64, batch_size=3, steps=1, generator=torch.Generator().manual_seed(0))))
+    loader = gdata.train_loader(data, regions, 64, batch_size=3, steps=4, generator=torch.Generator().manual_seed(0))
+    seen = set()
     with rasterio.open(image) as src:
-        for i, (xs, ys, _) in enumerate(batch["bounds"]):
-            window = from_bounds(xs.start, ys.start, xs.stop, ys.stop, transform=src.transform)
-            col, row = round(window.col_off), round(window.row_off)
-            assert window.col_off == pytest.approx(col, abs=1e-6) and window.row_off == pytest.approx(row, abs=1e-6)
-            assert row + 64 <= 150 - 64 + 1e-6  # never in the validation strip
-            expected = src.read(window=rasterio.windows.Window(col, row, 64, 64))
-            assert batch["image"][i].shape == (4, 64, 64)
-            assert np.array_equal(batch["image"][i].numpy(), expected.astype(np.float32))
-            assert np.array_equal(batch["mask"][i].numpy(), classes[row : row + 64, col : col + 64])
+        for batch in loader:
+            for i, (index, col, row, width, height) in enumerate(batch["box"].tolist()):
+                assert (index, width, height) == (0, 64, 64)
+                assert row + 64 <= 150 - 64  # never in the validation strip
+                expected = src.read(window=rasterio.windows.Window(col, row, 64, 64))
+                assert batch["image"][i].shape == (4, 64, 64)
+                assert np.array_equal(batch["image"][i].numpy(), expected.astype(np.float32))
+                assert np.array_equal(batch["mask"][i].numpy(), classes[row : row + 64, col : col + 64])
+                seen.add((col, row))
+    assert len(seen) > 6  # 12 draws of 110 x 23 positions: random offsets, not a fixed grid
+
+
+def test_the_loader_draws_on_each_epoch_and_repeats_with_the_seed(scene):
+    data = gdata.open_training_data([scene[0]], [scene[1]])
+    regions = gdata.split_regions(data, 64, val_fraction=0.2)
+
+    def epochs(seed):
+        loader = gdata.train_loader(data, regions, 64, batch_size=2, steps=2, generator=torch.Generator().manual_seed(seed))
+        return [[tuple(b) for batch in loader for b in batch["box"].tolist()] for _ in range(2)]
+
+    first, second = epochs(5)
+    assert first != second  # one loader per run: iterating again is a new epoch of tiles
+    assert epochs(5) == [first, second] and epochs(6)[0] != first
+
+
+def test_validation_tiles_score_every_strip_pixel_once(tmp_path):
+    classes = class_pattern(200, 150)
+    data = gdata.open_training_data([write_scene(tmp_path / "s.tif", classes)], [write_labels(tmp_path / "l.tif", classes)])
+    regions = gdata.split_regions(data, 64, val_fraction=0.45)  # a 90 px strip: two tile rows, shifted back
+    (strip,) = regions.val
+    loader = gdata.val_loader(data, regions, 64, batch_size=4)
+    prep = gdata.BatchPrep([0.0] * 4, [1.0] * 4, image_nodata=None, n_classes=3)
+    scored = np.zeros((200, 150), dtype=np.int64)
+    for batch in loader:
+        _, y, _ = prep(batch)
+        for i, (_, col, row, width, height) in enumerate(batch["box"].tolist()):
+            assert (width, height) == (64, 64) and strip.row_off <= row <= 200 - 64
+            keep = (y[i] != gdata.IGNORE_INDEX).numpy()
+            assert np.array_equal(y[i].numpy()[keep], classes[row : row + 64, col : col + 64][keep])
+            scored[row : row + 64, col : col + 64] += keep
+    assert (scored[strip.row_off :] == 1).all() and (scored[: strip.row_off] == 0).all()
 
 
 def test_nodata_ignore_value_and_invalid_pixels_become_ignore_index():
@@ -122,8 +148,8 @@ def test_vector_ground_truth_is_rasterized_on_the_image_grid(tmp_path):
     frame.to_file(path, driver="GPKG")
     data = gdata.open_training_data([image], [path], label_column="kind")
     assert data.n_classes == 3
-    sample = data.dataset[gdata.grid_queries([data.scenes[0].bounds], 128, data.res, data.dataset.bounds[2])[0]]
-    mask = sample["mask"].numpy()
+    (query,) = gdata.plan_queries([gdata.PixelBox(0, 0, 0, 128, 128)], 128)
+    mask = data.dataset[query]["mask"]
     expected = np.zeros((128, 128), dtype=np.int64)
     expected[10:30, 20:50] = 2
     expected[70:100, 60:90] = 1
@@ -153,3 +179,27 @@ def test_a_single_labelled_class_is_refused_with_a_hint(tmp_path):
     labels = write_labels(tmp_path / "b.tif", classes, nodata=0)
     with pytest.raises(InputError, match="single class.*unsetnodata"):
         gdata.open_training_data([image], [labels])
+
+
+def test_scenes_in_other_crss_are_each_tiled_on_their_own_grid(tmp_path):
+    # Nothing is warped: a second scene in another UTM zone, with other pixel sizes, gives its own pixels.
+    a, b = class_pattern(128, 128, seed=1), class_pattern(96, 160, seed=2)
+    other = Affine(0.5, 0.0, 300017.3, 0.0, -0.45, 4200031.9)
+    images = [write_scene(tmp_path / "a.tif", a), write_scene(tmp_path / "b.tif", b, transform=other, seed=2)]
+    with rasterio.open(images[1], "r+") as dst:
+        dst.crs = "EPSG:32634"
+    labels = [write_labels(tmp_path / "a.l.tif", a), write_labels(tmp_path / "b.l.tif", b, transform=other, crs="EPSG:32634")]
+    data = gdata.open_training_data(images, labels)
+    regions = gdata.split_regions(data, 64, val_fraction=0)
+    assert regions.train == [gdata.PixelBox(0, 0, 0, 128, 128), gdata.PixelBox(1, 0, 0, 160, 96)]
+    loader = gdata.train_loader(data, regions, 64, batch_size=4, steps=4, generator=torch.Generator().manual_seed(1))
+    seen = set()
+    for batch in loader:
+        for i, (index, col, row, _, _) in enumerate(batch["box"].tolist()):
+            classes = (a, b)[index]
+            with rasterio.open(images[index]) as src:
+                expected = src.read(window=rasterio.windows.Window(col, row, 64, 64))
+            assert np.array_equal(batch["image"][i].numpy(), expected.astype(np.float32))
+            assert np.array_equal(batch["mask"][i].numpy(), classes[row : row + 64, col : col + 64])
+            seen.add(index)
+    assert seen == {0, 1}

@@ -45,6 +45,17 @@ def test_known_pattern_lands_on_the_same_pixels(tmp_path, height, width, overlap
     assert np.array_equal(found[valid], classes[valid])
 
 
+def test_prediction_tiles_are_the_label_tile_plan(tmp_path):
+    from geoalps.errors import OptionError
+    from geoalps.inputs.tiles import plan_tiles
+    from geoalps.train.predict import prediction_windows
+
+    assert prediction_windows(173, 150, 64, 16) == [(t.col_off, t.row_off) for t in plan_tiles(173, 150, 64, 16)]
+    path = write_scene(tmp_path / "s.tif", class_pattern(80, 80))
+    with pytest.raises(OptionError, match="half the tile size"):  # the one tile rule, as geoalps label has it
+        predict_classes(lambda x: x[:, :3], path, 64, 3, [0.0] * 4, [1.0] * 4, overlap_px=33)
+
+
 def test_large_score_buffers_are_memory_mapped_beside_the_output(tmp_path, monkeypatch):
     from geoalps.train import predict as gpredict
 

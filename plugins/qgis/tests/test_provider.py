@@ -11,7 +11,7 @@ def test_provider_registers_its_algorithms(qgis_app):
     ids = sorted(a.id() for a in provider.algorithms())
     assert ids == [
         "geoalps:autolabel", "geoalps:classgallery", "geoalps:evaluate", "geoalps:installgeoalps",
-        "geoalps:nameclasses", "geoalps:predict",
+        "geoalps:nameclasses", "geoalps:predict", "geoalps:pretrain", "geoalps:train",
     ]
     assert provider.defaultVectorFileExtension() == "gpkg"
 
@@ -22,8 +22,8 @@ def test_autolabel_parameters(qgis_app):
     names = [p.name() for p in alg.parameterDefinitions()]
     assert names == [
         "INPUT", "BANDS", "BAND_NAMES", "ENGINE", "CHECKPOINT", "MODEL_TYPE", "CLASSES", "TILE_SIZE",
-        "OVERLAP", "KMEANS_MODEL", "SEED", "WORKERS", "CLASSICAL_SCALE", "AOI_EXTENT", "AOI_LAYER", "RESUME",
-        "OUTPUT", "RASTER_OUTPUT", "KMEANS_MODEL_OUT",
+        "OVERLAP", "KMEANS_MODEL", "SEED", "WORKERS", "CLASSICAL_SCALE", "CLASSICAL_SPLIT", "TRUST_KMEANS_MODEL",
+        "AOI_EXTENT", "AOI_LAYER", "RESUME", "OUTPUT", "RASTER_OUTPUT", "KMEANS_MODEL_OUT",
     ]
     # sam2 comes last, so the indexes of models and batch files saved before it still mean the same
     assert alg.parameterDefinition("ENGINE").options() == ["auto", "sam", "classical", "sam2"]

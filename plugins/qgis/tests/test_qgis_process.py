@@ -55,7 +55,7 @@ def test_qgis_process_lists_the_provider(qgis_process_env):
     done = run_qgis_process(["list"], qgis_process_env)
     assert done.returncode == 0, done.stderr
     assert "geoalps:autolabel" in done.stdout
-    for algorithm in ("predict", "classgallery", "nameclasses", "evaluate"):
+    for algorithm in ("predict", "classgallery", "nameclasses", "evaluate", "pretrain", "train"):
         assert f"geoalps:{algorithm}" in done.stdout
 
 
@@ -112,6 +112,25 @@ def test_qgis_process_evaluate_reads_the_scores_back(qgis_process_env, tmp_path)
     for name, key in (("MANY_TO_ONE_MIOU", "many_to_one_miou"), ("PIXEL_ACCURACY", "pixel_accuracy"),
                       ("HUNGARIAN_MIOU", "hungarian_miou"), ("NMI", "nmi")):
         assert results[name] == pytest.approx(written[key]) == pytest.approx(1.0), name
+
+
+def test_qgis_process_trains_a_tiny_model(qgis_process_env, tmp_path):
+    # geoalps:train headless: a list of layers, the declared options as qgis_process gives them
+    # (enums by index, booleans as words), the real geoalps train behind them.
+    scene = require_sample_scene()
+    truth = scene.with_name("scene_rgbn_u16.gt.tif")
+    if not truth.is_file():
+        pytest.skip(f"{truth} missing")
+    model = tmp_path / "model.pt"
+    done = run_qgis_process(
+        ["--json", "run", "geoalps:train", "--", f"IMAGES={scene}", f"LABELS={truth}", "MODEL_SIZE=3",
+         "EPOCHS=1", "STEPS_PER_EPOCH=1", "BATCH_SIZE=1", "THREADS=1", "AUGMENT=false", f"OUTPUT={model}"],
+        qgis_process_env,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    results = json.loads(done.stdout[done.stdout.index("{"):])["results"]
+    assert results["OUTPUT"] == str(model) and model.stat().st_size > 0
+    assert model.with_name("model.metrics.csv").read_text().count("\n") == 2  # header and one epoch
 
 
 def _wait_for(found, timeout_s: float, what: str):

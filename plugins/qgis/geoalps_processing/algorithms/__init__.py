@@ -6,6 +6,7 @@ from .evaluate import EvaluateAlgorithm
 from .install import InstallGeoAlpsAlgorithm
 from .nameclasses import NameClassesAlgorithm
 from .predict import PredictAlgorithm
+from .train import PretrainAlgorithm, TrainAlgorithm
 
-ALGORITHMS = (AutoLabelAlgorithm, ClassGalleryAlgorithm, NameClassesAlgorithm, EvaluateAlgorithm, PredictAlgorithm,
-              InstallGeoAlpsAlgorithm)
+ALGORITHMS = (AutoLabelAlgorithm, ClassGalleryAlgorithm, NameClassesAlgorithm, EvaluateAlgorithm, PretrainAlgorithm,
+              TrainAlgorithm, PredictAlgorithm, InstallGeoAlpsAlgorithm)

@@ -23,24 +23,24 @@ from qgis.core import (
     QgsProcessingParameterVectorLayer,
 )
 
-from ..limits import (CLASSES_DEFAULT, CLASSES_MAX, CLASSES_MIN, CLASSICAL_SCALE_DEFAULT, CLASSICAL_SCALE_MIN, ENGINES,
-                      MODEL_TYPES, OVERLAP_DEFAULT_PX, RESUME_REFUSED_EXIT_CODE, SEED_DEFAULT, TILE_SIZE_DEFAULT_PX,
-                      TILE_SIZE_MIN_PX, WORK_FOLDER_SUFFIX, band_names_problem, overlap_problem)
-from ..outputs import style_on_load
+from ..limits import (CLASSES_DEFAULT, CLASSES_MAX, CLASSES_MIN, CLASSICAL_SCALE_DEFAULT, CLASSICAL_SCALE_MIN,
+                      CLASSICAL_SPLIT_DEFAULT, ENGINES, MODEL_TYPES, OVERLAP_DEFAULT_PX, RESUME_REFUSED_EXIT_CODE, SEED_DEFAULT, TILE_SIZE_DEFAULT_PX,
+                      TILE_SIZE_MIN_PX, WORK_FOLDER_SUFFIX, band_names_problem, enum_help, overlap_problem)
 from ..progress import ERROR_PREFIX, TileCounts, parse_tile_counts
 from .base import GeoAlpsAlgorithm, feature_count, layer_path
 
-HELP = """Finds objects in a raster without training data and groups them into pseudo-classes.
+HELP = f"""Finds objects in a raster without training data and groups them into pseudo-classes.
 
 A mask engine proposes object masks tile by tile (SAM when a checkpoint is available, otherwise a weight-free classical segmenter); each mask gets features (spectral statistics, shape and, with SAM, its embedding) and online k-means assigns it one of K pseudo-classes. The result is a GeoPackage of polygons (layer "masks": instance_id, pseudo_class, score, area, scene) styled by class, and optionally a class raster (0..K-1, nodata 255, with a colour table).
 
 Bands: which bands the mask engine sees as red, green, blue, as 1-based indices ("3,2,1") or a preset name ("rgb"); empty lets geoalps choose (the red, green and blue bands when the band names are known).
 Band names (optional): what each band is, in band order, e.g. "blue,green,red,nir" for Landsat-8 B2-B5, Sentinel-2 B2,B3,B4,B8 or PlanetScope 4-band; names: coastal, blue, green, red, rededge, nir, swir1, swir2, pan, other. Empty: from the raster's band descriptions or colour interpretation; when those say nothing, no spectral index (NDVI) is computed.
-Engine (qgis_process index): 0 auto, 1 sam, 2 classical. Model type: 0 auto (from the checkpoint), 1 vit_b, 2 vit_l, 3 vit_h.
+Engine (qgis_process index): {enum_help(ENGINES)}. Model type (auto: from the checkpoint; vit_*: SAM, hiera_*: SAM 2): {enum_help(MODEL_TYPES)}.
 Parallel worker processes (advanced): tiles run on a local dask cluster of that many processes; each needs its own memory (a SAM model per process).
-Classical engine region size (advanced): only for the classical engine; larger gives larger regions (raise it when tree crowns or roofs come out split into pieces, lower it when neighbouring objects are merged). Default 200.
+Classical engine region size (advanced): only for the classical engine; larger gives larger regions (raise it when tree crowns or roofs come out split into pieces, lower it when neighbouring objects are merged). Default {CLASSICAL_SCALE_DEFAULT:g}.
+Classical split (advanced, off by default): cut the classical engine's land-cover-sized regions where the tile's spectral clusters change; purer regions, but the K-class clustering can move either way.
 Area of interest (optional): an extent or a polygon layer; only the part of the raster inside it is read and labelled, polygons are clipped to it (at pixel edges) and the class raster covers its window. Give one or the other, not both.
-Existing k-means model: reuse the classes of an earlier run (its "Fitted k-means model" output) so that class ids mean the same across scenes; it is not refitted.
+Existing k-means model: reuse the classes of an earlier run (its "Fitted k-means model" output) so that class ids mean the same across scenes; it is not refitted. A model saved by an older geoalps is a pickle, which runs code when read: tick "Trust an existing k-means model" (advanced) only for files you made.
 Resume an interrupted run (on by default): every finished tile is kept in a work folder beside the output (OUTPUT.geoalps-work) until the run completes, also when it is cancelled or fails. Run again with the same output and this on, and only the missing tiles are labelled; the result is the same as an uninterrupted run's, and the log says how many tiles were resumed. If the inputs or settings changed since, the run starts over (the log says why). Off: always start over.
 
 The work runs in your geoalps environment (the "geoalps" command or that environment's Python), made by "Install or update geoalps" (GeoALPS > Setup) or set in Processing > Options > Providers > GeoALPS or in the GEOALPS_CLI environment variable. Cancelling stops it within a second or two and leaves no output (only the work folder, for a resume)."""
@@ -69,6 +69,10 @@ class AutoLabelAlgorithm(GeoAlpsAlgorithm):
     OUTPUT = "OUTPUT"
     RASTER_OUTPUT = "RASTER_OUTPUT"
     FEATURE_COUNT = "FEATURE_COUNT"
+    CLASSICAL_SPLIT = "CLASSICAL_SPLIT"
+    TRUST_KMEANS_MODEL = "TRUST_KMEANS_MODEL"
+    OUTPUTS = (OUTPUT, RASTER_OUTPUT, KMEANS_MODEL_OUT)
+    STYLED = (OUTPUT, RASTER_OUTPUT)
 
     ALGORITHM_ID = "autolabel"
     DISPLAY_NAME = "Auto-label raster"
@@ -129,8 +133,17 @@ class AutoLabelAlgorithm(GeoAlpsAlgorithm):
             minValue=CLASSICAL_SCALE_MIN,
             optional=True,  # models saved before this parameter existed stay valid
         )
-        classical_scale.setFlags(classical_scale.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
-        self.addParameter(classical_scale)
+        classical_split = QgsProcessingParameterBoolean(
+            self.CLASSICAL_SPLIT, "Classical engine: split land-cover regions where the spectral clusters change",
+            defaultValue=CLASSICAL_SPLIT_DEFAULT, optional=True,
+        )
+        trust = QgsProcessingParameterBoolean(
+            self.TRUST_KMEANS_MODEL, "Trust an existing k-means model saved by older geoalps (a pickle: only your own files)",
+            defaultValue=False, optional=True,
+        )
+        for parameter in (classical_scale, classical_split, trust):  # optional: saved models stay valid
+            parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            self.addParameter(parameter)
         # optional: models saved before these parameters existed stay valid
         self.addParameter(QgsProcessingParameterExtent(self.AOI_EXTENT, "Area of interest: extent", optional=True))
         self.addParameter(QgsProcessingParameterVectorLayer(
@@ -203,7 +216,8 @@ class AutoLabelAlgorithm(GeoAlpsAlgorithm):
             args += ["--aoi-crs", crs.authid() or crs.toWkt()]
         return args
 
-    def arguments(self, parameters: dict, context: QgsProcessingContext) -> tuple[list[str], list[str]]:
+    def arguments(self, parameters: dict, context: QgsProcessingContext,
+                  feedback: QgsProcessingFeedback | None = None) -> tuple[list[str], list[str]]:
         """The ``geoalps label`` argument list and the files it writes (polygons first)."""
         scene = self.raster_file(parameters, self.INPUT, context)
         polygons = self.output_file(parameters, self.OUTPUT, context, (".gpkg",))
@@ -224,6 +238,8 @@ class AutoLabelAlgorithm(GeoAlpsAlgorithm):
             scale = self.parameterAsDouble(parameters, self.CLASSICAL_SCALE, context)
             if scale != CLASSICAL_SCALE_DEFAULT:  # the default: geoalps's own
                 args += ["--classical-scale", repr(scale)]
+        if self._flag(parameters, self.CLASSICAL_SPLIT, context, CLASSICAL_SPLIT_DEFAULT):
+            args += ["--classical-split"]
         bands = (self.parameterAsString(parameters, self.BANDS, context) or "").strip()
         if bands:
             args += ["--bands", bands]
@@ -237,6 +253,8 @@ class AutoLabelAlgorithm(GeoAlpsAlgorithm):
         save = self.parameterAsFileOutput(parameters, self.KMEANS_MODEL_OUT, context)
         if reuse:
             args += ["--kmeans-model", reuse]
+            if self._flag(parameters, self.TRUST_KMEANS_MODEL, context, False):
+                args += ["--trust-kmeans-model"]
         elif save:
             args += ["--kmeans-model", save]
         if raster:
@@ -248,28 +266,27 @@ class AutoLabelAlgorithm(GeoAlpsAlgorithm):
         args += ["--overwrite", "--progress-lines"]
         return args, [polygons, raster, "" if reuse else save]
 
+    def _flag(self, parameters: dict, name: str, context: QgsProcessingContext, default: bool) -> bool:
+        """A boolean parameter, ``default`` when not given (models saved before it existed)."""
+        if parameters.get(name) in (None, ""):
+            return default
+        return self.parameterAsBoolean(parameters, name, context)
+
     def resume_wanted(self, parameters: dict, context: QgsProcessingContext) -> bool:
         """The "Resume an interrupted run" choice; on when not given (its default)."""
         if parameters.get(self.RESUME) in (None, ""):
             return True
         return self.parameterAsBoolean(parameters, self.RESUME, context)
 
-    def processAlgorithm(  # noqa: N802 (QGIS's name)
-        self, parameters: dict, context: QgsProcessingContext, feedback: QgsProcessingFeedback
-    ) -> dict:
-        args, (polygons, raster, kmeans_out) = self.arguments(parameters, context)
+    def run_command(self, args: list[str], files: list[str], feedback: QgsProcessingFeedback) -> None:
+        polygons, _, kmeans_out = files
         if kmeans_out and os.path.exists(kmeans_out):
             # geoalps reuses an existing model file; a destination is overwritten, as in Processing.
             os.remove(kmeans_out)
-        self.run_resumable(args, [polygons, raster, kmeans_out], work_folder(polygons), feedback)
-        style_on_load(polygons, context)
-        style_on_load(raster, context)
-        return {
-            self.OUTPUT: polygons,
-            self.RASTER_OUTPUT: raster or None,
-            self.KMEANS_MODEL_OUT: kmeans_out or None,
-            self.FEATURE_COUNT: feature_count(polygons),
-        }
+        self.run_resumable(args, files, work_folder(polygons), feedback)
+
+    def results(self, written: dict, files: list[str], feedback: QgsProcessingFeedback) -> dict:
+        return {**super().results(written, files, feedback), self.FEATURE_COUNT: feature_count(files[0])}
 
     def run_resumable(self, args: list[str], outputs: list[str], work: str, feedback: QgsProcessingFeedback) -> None:
         """Run ``geoalps label`` keeping its work folder when it is cancelled or fails; with

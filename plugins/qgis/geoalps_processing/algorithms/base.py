@@ -17,12 +17,11 @@ from qgis.core import (
     QgsVectorLayer,
 )
 
+from ..limits import VECTOR_SUFFIXES
+from ..outputs import style_on_load
 from ..runner import ChildExit, run_geoalps
 from ..settings import resolve_cli
 
-#: Suffixes geoalps reads as vector data (geoalps/evaluation/truth.py's VECTOR_SUFFIXES); a vector
-#: layer in any other file format is handed over as a temporary GeoPackage.
-VECTOR_SUFFIXES = (".gpkg", ".geojson", ".json", ".shp", ".fgb", ".gml", ".kml", ".sqlite")
 
 
 class GeoAlpsAlgorithm(QgsProcessingAlgorithm):
@@ -34,6 +33,35 @@ class GeoAlpsAlgorithm(QgsProcessingAlgorithm):
     DISPLAY_NAME = ""
     HELP = ""
     TAGS: tuple[str, ...] = ()
+    #: The Processing outputs that are files, in the order ``arguments`` returns them.
+    OUTPUTS: tuple[str, ...] = ()
+    #: Those of ``OUTPUTS`` styled as QGIS loads them (geoalps's categorized styles).
+    STYLED: tuple[str, ...] = ()
+
+    def processAlgorithm(  # noqa: N802 (QGIS's name)
+        self, parameters: dict, context: QgsProcessingContext, feedback: QgsProcessingFeedback
+    ) -> dict:
+        """``arguments``, ``run_command``, style, ``results``: every GeoALPS algorithm, once (as QGIS's own
+        GDAL provider keeps its algorithms' processAlgorithm in their base class)."""
+        args, files = self.arguments(parameters, context, feedback)
+        self.run_command(args, files, feedback)
+        written = dict(zip(self.OUTPUTS, files))
+        for name in self.STYLED:
+            style_on_load(written[name], context)
+        return self.results(written, files, feedback)
+
+    def arguments(self, parameters: dict, context: QgsProcessingContext,
+                  feedback: QgsProcessingFeedback | None = None) -> tuple[list[str], list[str]]:
+        """The geoalps argument list and the files it writes (``OUTPUTS`` first, in order)."""
+        raise NotImplementedError
+
+    def run_command(self, args: list[str], files: list[str], feedback: QgsProcessingFeedback) -> None:
+        """Run geoalps (a subclass may wrap it: Auto-label's resume)."""
+        self.run_cli(args, files, feedback)
+
+    def results(self, written: dict, files: list[str], feedback: QgsProcessingFeedback) -> dict:
+        """The algorithm's outputs: each written file (None when not asked for)."""
+        return {name: path or None for name, path in written.items()}
 
     def createInstance(self):  # noqa: N802 (QGIS's name)
         return type(self)()

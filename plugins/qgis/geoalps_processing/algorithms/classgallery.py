@@ -39,6 +39,7 @@ class ClassGalleryAlgorithm(GeoAlpsAlgorithm):
     RANDOM_CHIPS = "RANDOM_CHIPS"
     SEED = "SEED"
     OUTPUT = "OUTPUT"
+    OUTPUTS = (OUTPUT,)
 
     ALGORITHM_ID = "classgallery"
     DISPLAY_NAME = "Pseudo-class gallery"
@@ -90,10 +91,3 @@ class ClassGalleryAlgorithm(GeoAlpsAlgorithm):
             args += ["--scene", layer_path(scene, context)]
         args += ["--overwrite"]
         return args, [picture]
-
-    def processAlgorithm(  # noqa: N802 (QGIS's name)
-        self, parameters: dict, context: QgsProcessingContext, feedback: QgsProcessingFeedback
-    ) -> dict:
-        args, (picture,) = self.arguments(parameters, context, feedback)
-        self.run_cli(args, [picture], feedback)
-        return {self.OUTPUT: picture}

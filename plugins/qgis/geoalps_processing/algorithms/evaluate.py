@@ -64,6 +64,7 @@ class EvaluateAlgorithm(GeoAlpsAlgorithm):
     MIN_OBJECT_PX = "MIN_OBJECT_PX"
     OUTPUT = "OUTPUT"
     FIGURE = "FIGURE"
+    OUTPUTS = (OUTPUT, FIGURE)
     OBJECT_RECALL = "OBJECT_RECALL"
 
     ALGORITHM_ID = "evaluate"
@@ -170,7 +171,8 @@ class EvaluateAlgorithm(GeoAlpsAlgorithm):
             )
         return layer
 
-    def arguments(self, parameters: dict, context: QgsProcessingContext) -> tuple[list[str], list[str]]:
+    def arguments(self, parameters: dict, context: QgsProcessingContext,
+                  feedback: QgsProcessingFeedback | None = None) -> tuple[list[str], list[str]]:
         """The ``geoalps evaluate`` argument list and the files it writes (JSON first)."""
         scores = self.file_output(parameters, self.OUTPUT, context, (".json",))
         figure = self.file_output(parameters, self.FIGURE, context, (".png",))
@@ -195,11 +197,9 @@ class EvaluateAlgorithm(GeoAlpsAlgorithm):
         args += ["--overwrite"]
         return args, [scores, figure]
 
-    def processAlgorithm(  # noqa: N802 (QGIS's name)
-        self, parameters: dict, context: QgsProcessingContext, feedback: QgsProcessingFeedback
-    ) -> dict:
-        args, (scores, figure) = self.arguments(parameters, context)
-        self.run_cli(args, [scores, figure], feedback)
+    def results(self, written: dict, files: list[str], feedback: QgsProcessingFeedback) -> dict:
+        """The scores file and figure, and the scores read back from the JSON."""
+        scores, figure = files
         try:
             with open(scores, encoding="utf-8") as handle:
                 result = json.load(handle)

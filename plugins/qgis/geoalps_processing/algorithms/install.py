@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import shlex
 import time
+from dataclasses import dataclass
 
 from qgis.core import (
     QgsProcessingAlgorithm,
@@ -126,8 +127,29 @@ class InstallGeoAlpsAlgorithm(QgsProcessingAlgorithm):
     def processAlgorithm(  # noqa: N802 (QGIS's name)
         self, parameters: dict, context: QgsProcessingContext, feedback: QgsProcessingFeedback
     ) -> dict:
+        """Plan (what to install where, with which Python), run the pip steps, verify the
+        installed geoalps; SAM 2 last, so a failed build leaves a working geoalps."""
         feedback = feedback or QgsProcessingFeedback()
         started = time.monotonic()
+        plan = self._plan(parameters, context, feedback)
+        steps = _Steps(plan, feedback)
+        for step in plan.steps:
+            steps.run(step)
+        version = self._verify(plan, feedback)
+        with_sam2 = self._install_sam2(plan, steps, feedback)
+        self._cli = plan.cli
+        if os.environ.get(settings.ENV_VAR, "").strip():
+            feedback.pushWarning(
+                f"GeoALPS: the {settings.ENV_VAR} environment variable is set and wins over the new "
+                "setting; unset it to use this environment."
+            )
+        feedback.pushInfo(f"GeoALPS: geoalps {version} is installed{with_sam2} "
+                          f"({time.monotonic() - started:.0f} s); the GeoALPS algorithms now run {plan.cli}")
+        return {self.GEOALPS_CLI: plan.cli, self.VERSION: version}
+
+    def _plan(self, parameters: dict, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> "_Plan":
+        """The parameters read and checked, the Python found (when the environment is made anew)
+        and the list of steps; nothing is installed yet."""
         choice = installer.TORCH_CHOICES[self.parameterAsEnum(parameters, self.TORCH, context)]
         if self._sam2_without_torch(parameters, context):  # a caller that skipped the check
             raise QgsProcessingException(SAM2_NEEDS_TORCH)
@@ -156,20 +178,9 @@ class InstallGeoAlpsAlgorithm(QgsProcessingAlgorithm):
         feedback.pushInfo(f"GeoALPS: installing {os.path.basename(wheel)} (torch: {choice}"
                           f"{', with SAM 2' if sam2 else ''}) into {env_dir}")
 
+        python = None
         if not reuse:
-            feedback.setProgressText("Looking for Python 3.10+")
-            try:
-                python, skipped = installer.find_python(explicit_python)
-            except installer.InstallError as exc:
-                raise QgsProcessingException(str(exc)) from exc
-            for line in skipped:
-                feedback.pushInfo(f"GeoALPS: skipped {line}")
-            feedback.pushInfo(f"GeoALPS: using Python {python.version_text} at {python.path}")
-            if python.version[:2] > (3, 12) and choice != "none":
-                feedback.pushWarning(
-                    f"GeoALPS: torch may have no wheels for Python {python.version_text} yet; if pip "
-                    "finds none, give a Python 3.10-3.12 in the advanced \"Python interpreter\" parameter."
-                )
+            python = self._find_python(explicit_python, choice, feedback)
         elif explicit_python:
             feedback.pushInfo("GeoALPS: updating the existing environment; the Python interpreter "
                               "parameter is used only when it is made anew.")
@@ -184,82 +195,120 @@ class InstallGeoAlpsAlgorithm(QgsProcessingAlgorithm):
             steps.append((f"Installing torch ({choice})", installer.torch_command(env_python, index_url, extra), 50))
         steps.append(("Installing geoalps", installer.geoalps_command(env_python, wheel, choice, extra),
                       40 if index_url else 85))
-        # SAM 2 last, after the version check: a failure there leaves a working geoalps.
         sam2_steps = []
         if sam2:
             tools, build = installer.sam2_commands(env_python, extra)
             sam2_steps = [("SAM 2: build tools (setuptools, wheel)", tools, 2),
                           (f"SAM 2: building sam2 {installer.SAM2_VERSION}", build, 8)]
-        total = float(sum(weight for _, _, weight in steps + sam2_steps))
-        done_weight = 0.0
+        return _Plan(env_dir=env_dir, wheel=wheel, python=python, steps=tuple(steps), sam2_steps=tuple(sam2_steps),
+                     cli=settings.env_executable(env_dir, "geoalps"))
 
-        def run_step(text: str, command: list[str], weight: float, extra_env: dict | None = None) -> None:
-            nonlocal done_weight
-            if feedback.isCanceled():
-                raise QgsProcessingException("GeoALPS: cancelled; run Install or update geoalps again to finish.")
-            feedback.setProgressText(text)
-            start = 100.0 * done_weight / total
-            span = 100.0 * weight / total
-            program = "venv" if command[1:3] == ["-m", "venv"] else "pip"
-            try:
-                run_geoalps(command, _StepFeedback(feedback, start, span), [], name=program,
-                            on_line=_PipLines(feedback, start, span), extra_env=extra_env)
-            except QgsProcessingException as exc:
-                if feedback.isCanceled():
-                    raise QgsProcessingException(
-                        f"GeoALPS: cancelled; {program} was stopped. The environment in {env_dir} may "
-                        "be half done: run Install or update geoalps again to finish."
-                    ) from exc
-                if program == "venv":
-                    raise QgsProcessingException(
-                        f"{exc}\nGeoALPS: could not create the environment with {python.path}. "
-                        f"{installer.python_install_hint()}"
-                    ) from exc
-                raise
-            done_weight += weight
-            feedback.setProgress(100.0 * done_weight / total)
+    @staticmethod
+    def _find_python(explicit_python: str, choice: str, feedback: QgsProcessingFeedback):
+        """The Python 3.10+ the environment is made from (said in the log, with what was skipped)."""
+        feedback.setProgressText("Looking for Python 3.10+")
+        try:
+            python, skipped = installer.find_python(explicit_python)
+        except installer.InstallError as exc:
+            raise QgsProcessingException(str(exc)) from exc
+        for line in skipped:
+            feedback.pushInfo(f"GeoALPS: skipped {line}")
+        feedback.pushInfo(f"GeoALPS: using Python {python.version_text} at {python.path}")
+        if python.version[:2] > (3, 12) and choice != "none":
+            feedback.pushWarning(
+                f"GeoALPS: torch may have no wheels for Python {python.version_text} yet; if pip "
+                "finds none, give a Python 3.10-3.12 in the advanced \"Python interpreter\" parameter."
+            )
+        return python
 
-        for text, command, weight in steps:
-            run_step(text, command, weight)
-
-        cli = settings.env_executable(env_dir, "geoalps")
-        version = installer.installed_version(cli)
+    @staticmethod
+    def _verify(plan: "_Plan", feedback: QgsProcessingFeedback) -> str:
+        """The installed geoalps's version: it must answer ``--version`` as geoalps (a warning
+        when it is not the wheel's)."""
+        version = installer.installed_version(plan.cli)
         if not version:
             raise QgsProcessingException(
-                f"GeoALPS: pip finished but '{cli} --version' does not answer as geoalps; see the log above."
+                f"GeoALPS: pip finished but '{plan.cli} --version' does not answer as geoalps; see the log above."
             )
-        wanted = installer.wheel_version(wheel)
+        wanted = installer.wheel_version(plan.wheel)
         if wanted and version != wanted:
             feedback.pushWarning(f"GeoALPS: the environment has geoalps {version}, the wheel is {wanted}.")
-        with_sam2 = ""
-        if sam2_steps:
-            try:
-                for text, command, weight in sam2_steps:
-                    run_step(text, command, weight, extra_env=installer.SAM2_BUILD_ENV)
-                with_sam2 = f" with SAM 2 (sam2 {installer.SAM2_VERSION})"
-            except QgsProcessingException as exc:
-                if feedback.isCanceled():
-                    raise
-                feedback.reportError(
-                    f"GeoALPS: SAM 2 could not be installed; geoalps works with the sam and classical "
-                    f"engines, not sam2. pip said:\n{exc}", fatalError=False)
-                with_sam2 = " without SAM 2 (see the error above)"
-                feedback.setProgress(100.0)
-        self._cli = cli
-        if os.environ.get(settings.ENV_VAR, "").strip():
-            feedback.pushWarning(
-                f"GeoALPS: the {settings.ENV_VAR} environment variable is set and wins over the new "
-                "setting; unset it to use this environment."
-            )
-        feedback.pushInfo(f"GeoALPS: geoalps {version} is installed{with_sam2} "
-                          f"({time.monotonic() - started:.0f} s); the GeoALPS algorithms now run {cli}")
-        return {self.GEOALPS_CLI: cli, self.VERSION: version}
+        return version
+
+    @staticmethod
+    def _install_sam2(plan: "_Plan", steps: "_Steps", feedback: QgsProcessingFeedback) -> str:
+        """Build SAM 2 if asked; a failure is reported, not raised (geoalps works without it).
+        Returns the words the final log line adds."""
+        if not plan.sam2_steps:
+            return ""
+        try:
+            for step in plan.sam2_steps:
+                steps.run(step, extra_env=installer.SAM2_BUILD_ENV)
+        except QgsProcessingException as exc:
+            if feedback.isCanceled():
+                raise
+            feedback.reportError(
+                f"GeoALPS: SAM 2 could not be installed; geoalps works with the sam and classical "
+                f"engines, not sam2. pip said:\n{exc}", fatalError=False)
+            feedback.setProgress(100.0)
+            return " without SAM 2 (see the error above)"
+        return f" with SAM 2 (sam2 {installer.SAM2_VERSION})"
 
     def postProcessAlgorithm(self, context, feedback):  # noqa: N802 (QGIS's name)
         # In the main thread: the Processing settings are not touched from the task's thread.
         if self._cli:
             settings.set_cli_setting(self._cli)
         return {}
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What Install or update geoalps will do: the environment folder, the wheel, the Python it
+    is made from (None: the existing environment is updated), the steps (progress text,
+    command, weight) and the SAM 2 steps run after the check, and the geoalps command it makes."""
+
+    env_dir: str
+    wheel: str
+    python: object
+    steps: tuple
+    sam2_steps: tuple
+    cli: str
+
+
+class _Steps:
+    """Runs a plan's steps (venv, pip) one after another, each moving the bar by its weight."""
+
+    def __init__(self, plan: _Plan, feedback: QgsProcessingFeedback) -> None:
+        self.plan, self.feedback = plan, feedback
+        self.total = float(sum(weight for _, _, weight in plan.steps + plan.sam2_steps))
+        self.done = 0.0
+
+    def run(self, step: tuple, extra_env: dict | None = None) -> None:
+        text, command, weight = step
+        feedback, plan = self.feedback, self.plan
+        if feedback.isCanceled():
+            raise QgsProcessingException("GeoALPS: cancelled; run Install or update geoalps again to finish.")
+        feedback.setProgressText(text)
+        start = 100.0 * self.done / self.total
+        span = 100.0 * weight / self.total
+        program = "venv" if command[1:3] == ["-m", "venv"] else "pip"
+        try:
+            run_geoalps(command, _StepFeedback(feedback, start, span), [], name=program,
+                        on_line=_PipLines(feedback, start, span), extra_env=extra_env)
+        except QgsProcessingException as exc:
+            if feedback.isCanceled():
+                raise QgsProcessingException(
+                    f"GeoALPS: cancelled; {program} was stopped. The environment in {plan.env_dir} may "
+                    "be half done: run Install or update geoalps again to finish."
+                ) from exc
+            if program == "venv":
+                raise QgsProcessingException(
+                    f"{exc}\nGeoALPS: could not create the environment with {plan.python.path}. "
+                    f"{installer.python_install_hint()}"
+                ) from exc
+            raise
+        self.done += weight
+        feedback.setProgress(100.0 * self.done / self.total)
 
 
 class _StepFeedback(QgsProcessingFeedback):

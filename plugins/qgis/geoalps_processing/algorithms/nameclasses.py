@@ -19,7 +19,6 @@ from qgis.core import (
     QgsProcessingUtils,
 )
 
-from ..outputs import style_on_load
 from .base import GeoAlpsAlgorithm, layer_path
 
 HELP = """Gives the pseudo-classes of an "Auto-label raster" output names people can read, from a few examples or from a plain mapping, and writes a renamed copy.
@@ -42,6 +41,7 @@ class NameClassesAlgorithm(GeoAlpsAlgorithm):
     NAMES = "NAMES"
     KMEANS_MODEL = "KMEANS_MODEL"
     OUTPUT = "OUTPUT"
+    OUTPUTS = STYLED = (OUTPUT,)
     CLASS_NAMES = "CLASS_NAMES"
     NAMED_CLASSES = "NAMED_CLASSES"
     UNUSED_EXAMPLES = "UNUSED_EXAMPLES"
@@ -117,7 +117,10 @@ class NameClassesAlgorithm(GeoAlpsAlgorithm):
         self, parameters: dict, context: QgsProcessingContext, feedback: QgsProcessingFeedback | None = None,
         report: str = "",
     ) -> tuple[list[str], list[str]]:
-        """The ``geoalps classes name`` argument list and the files it writes."""
+        """The ``geoalps classes name`` argument list and the files it writes: the GeoPackage and
+        the naming report (a temporary JSON unless ``report`` is given)."""
+        # The report table goes to the log as the CLI prints it; the JSON copy gives the outputs.
+        report = report or QgsProcessingUtils.generateTempFilename("naming_report.json")
         labels = self.geoalps_output_file(parameters, self.INPUT, context, feedback)
         output = self.output_file(parameters, self.OUTPUT, context, (".gpkg",))
         args = ["classes", "name", labels, "-o", output]
@@ -135,13 +138,9 @@ class NameClassesAlgorithm(GeoAlpsAlgorithm):
         args += ["--overwrite"]
         return args, [output, report]
 
-    def processAlgorithm(  # noqa: N802 (QGIS's name)
-        self, parameters: dict, context: QgsProcessingContext, feedback: QgsProcessingFeedback
-    ) -> dict:
-        report_path = QgsProcessingUtils.generateTempFilename("naming_report.json")
-        args, (output, _) = self.arguments(parameters, context, feedback, report=report_path)
-        # The report table goes to the log as the CLI prints it; the JSON copy gives the outputs.
-        self.run_cli(args, [output, report_path], feedback)
+    def results(self, written: dict, files: list[str], feedback: QgsProcessingFeedback) -> dict:
+        """The renamed GeoPackage and what the naming report says (warnings in the log)."""
+        output, report_path = files
         report = _read_report(report_path)
         classes = report.get("classes", [])
         unused = report.get("unused_examples", [])
@@ -157,7 +156,6 @@ class NameClassesAlgorithm(GeoAlpsAlgorithm):
                 f"GeoALPS: {len(unused)} example(s) lie under no object (feature numbers "
                 f"{', '.join(map(str, unused))}, counted from 0); they did not vote."
             )
-        style_on_load(output, context)
         names = report.get("merged_names", [])
         return {
             self.OUTPUT: output,

@@ -11,7 +11,6 @@ from qgis.core import (
     QgsProcessingParameterVectorDestination,
 )
 
-from ..outputs import style_on_load
 from .base import GeoAlpsAlgorithm
 
 HELP = """Applies a segmentation model trained with "geoalps train" to a raster.
@@ -28,6 +27,7 @@ class PredictAlgorithm(GeoAlpsAlgorithm):
     INPUT = "INPUT"
     OUTPUT = "OUTPUT"
     POLYGONS = "POLYGONS"
+    OUTPUTS = STYLED = (OUTPUT, POLYGONS)
 
     ALGORITHM_ID = "predict"
     DISPLAY_NAME = "Predict segmentation"
@@ -47,7 +47,8 @@ class PredictAlgorithm(GeoAlpsAlgorithm):
             optional=True, createByDefault=False,
         ))
 
-    def arguments(self, parameters: dict, context: QgsProcessingContext) -> tuple[list[str], list[str]]:
+    def arguments(self, parameters: dict, context: QgsProcessingContext,
+                  feedback: QgsProcessingFeedback | None = None) -> tuple[list[str], list[str]]:
         """The ``geoalps predict`` argument list and the files it writes (raster first)."""
         model = self.parameterAsFile(parameters, self.MODEL, context)
         scene = self.raster_file(parameters, self.INPUT, context)
@@ -58,12 +59,3 @@ class PredictAlgorithm(GeoAlpsAlgorithm):
             args += ["--polygons", polygons]
         args += ["--overwrite", "--progress-lines"]
         return args, [raster, polygons]
-
-    def processAlgorithm(  # noqa: N802 (QGIS's name)
-        self, parameters: dict, context: QgsProcessingContext, feedback: QgsProcessingFeedback
-    ) -> dict:
-        args, (raster, polygons) = self.arguments(parameters, context)
-        self.run_cli(args, [raster, polygons], feedback)
-        style_on_load(raster, context)
-        style_on_load(polygons, context)
-        return {self.OUTPUT: raster, self.POLYGONS: polygons or None}
