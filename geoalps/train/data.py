@@ -35,12 +35,10 @@ from rasterio.windows import Window
 from geoalps.errors import InputError, OptionError
 from geoalps.inputs.remote import gdal_env, gdal_path
 from geoalps.inputs.scene import Scene, open_raster, open_scene, read_window
+from geoalps.outputs.formats import VECTOR_SUFFIXES
 
 #: Label value the loss and the metrics skip (torch's cross-entropy default).
 IGNORE_INDEX = -100
-#: Suffixes read as vector ground truth instead of rasters.
-# TODO(issue 26): use geoalps.outputs.formats.VECTOR_SUFFIXES (the one list, being added there).
-VECTOR_SUFFIXES = (".gpkg", ".geojson", ".json", ".shp", ".fgb", ".parquet", ".gml", ".kml")
 
 
 # --------------------------------------------------------------------------- scene metadata
@@ -168,7 +166,7 @@ def _label_names(path: str, dataset_names: str) -> tuple[str, ...]:
 
 def is_vector(path: str | os.PathLike) -> bool:
     """True for files read as vector ground truth (by suffix)."""
-    return Path(path).suffix.lower() in VECTOR_SUFFIXES
+    return Path(path).suffix.lower() in VECTOR_SUFFIXES  # geoalps.outputs.formats: the one list
 
 
 def read_vector_label_info(path: str, label_column: str | None) -> tuple[LabelInfo, Any]:

@@ -78,19 +78,14 @@ def read_tile(scene: Scene, col: int, row: int, tile_px: int, fill: float) -> np
     ``fill`` where the window runs past the scene (a scene smaller than a tile).
 
     Reads through :func:`geoalps.inputs.scene.read_window` (the one door: GDAL settings,
-    retries, one-line errors), only the part inside the scene."""
-    # TODO(issue 26): inputs.scene.read_window's boundless/fill option replaces this paste.
+    retries, one-line errors); boundless (slower: a warped view) only for a window past the edge."""
     from rasterio.windows import Window
 
     from geoalps.inputs.scene import read_window
 
-    c1, r1 = min(col + tile_px, scene.width), min(row + tile_px, scene.height)
-    inside = read_window(scene, Window(col, row, c1 - col, r1 - row)).astype(np.float32)
-    if inside.shape[1:] == (tile_px, tile_px):
-        return inside
-    out = np.full((scene.count, tile_px, tile_px), fill, dtype=np.float32)
-    out[:, : r1 - row, : c1 - col] = inside
-    return out
+    past_edge = col + tile_px > scene.width or row + tile_px > scene.height
+    return read_window(scene, Window(col, row, tile_px, tile_px), boundless=past_edge,
+                       fill_value=fill if past_edge else None).astype(np.float32)
 
 
 def _rank_parts(windows: list[tuple[int, int]], batch_size: int, ranks: Any) -> list[list[tuple[int, int]]]:

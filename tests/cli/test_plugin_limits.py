@@ -157,8 +157,6 @@ def test_training_tile_rule_agrees(tile):
 def test_vector_suffixes_are_the_librarys():
     from geoalps.outputs import formats
 
-    library = getattr(formats, "VECTOR_SUFFIXES", None)
-    if library is None:  # TODO(issue 26): the one list lands in geoalps.outputs.formats
-        pytest.skip("geoalps.outputs.formats.VECTOR_SUFFIXES not there yet")
+    library = formats.VECTOR_SUFFIXES
     # the plugin hands a layer over as is only in a format geoalps reads as vector data
     assert set(_plugin_limits().VECTOR_SUFFIXES) <= set(library)

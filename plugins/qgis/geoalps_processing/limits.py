@@ -35,9 +35,8 @@ def overlap_problem(tile_size_px: int, overlap_px: int) -> str | None:
     return None
 
 #: Suffixes geoalps reads as vector data; a vector layer in any other file format is handed over
-#: as a temporary GeoPackage. TODO(issue 26): tests/cli/test_plugin_limits.py checks this against
-#: geoalps.outputs.formats.VECTOR_SUFFIXES, the one list another change adds (until it lands the
-#: check is skipped).
+#: as a temporary GeoPackage. A subset of geoalps.outputs.formats.VECTOR_SUFFIXES, the one list
+#: (tests/cli/test_plugin_limits.py holds it there; the plugin cannot import geoalps inside QGIS).
 VECTOR_SUFFIXES = (".gpkg", ".geojson", ".json", ".shp", ".fgb", ".gml", ".kml", ".sqlite")
 
 #: ``--band-names``: what each band is, one of these a band (geoalps.inputs.bands.BAND_NAME_VOCABULARY).
