@@ -7,8 +7,8 @@ the scene grid. Each region gets the features the pipeline computes (stretched b
 index block, :func:`geoalps.objects.features.spectral_indices`) and its pixel area; then every
 variant of :data:`VARIANTS` clusters them at K = C and 2C for each seed, and the regions' classes
 are scored as ``bank.py`` scores the output (many-to-one and Hungarian mIoU). The regions of a
-scene are cached in ``out/lab_cache`` (by scene bytes and options), so a rerun costs only the
-clustering. The whole pipeline's features come tile by tile; here a scene is one batch, so the
+scene are cached in ``out/lab_cache`` (by the scene's bytes, the engine's code -- classical.py
+and options.py -- and the options), so a rerun costs only the clustering. The whole pipeline's features come tile by tile; here a scene is one batch, so the
 ``current`` variant is close to, not equal to, ``bank.py``'s m2o (printed beside it).
 
     .venv/bin/python benchmarks/label_quality/cluster_lab.py --half selection --tag lab1
@@ -39,7 +39,9 @@ def scene_regions(scene: dict, options: dict, cache: Path) -> np.ndarray:
     from geoalps.evaluation.oracle import burn_regions
     from geoalps.evaluation.truth import Grid
 
-    key = hashlib.sha1((bank._digest(Path(scene["image"])) + json.dumps(options, sort_keys=True)).encode()).hexdigest()[:12]
+    engine_code = bank._digest(bank.ROOT / "geoalps" / "engines" / "classical.py", bank.ROOT / "geoalps" / "options.py")
+    key = hashlib.sha1((bank._digest(Path(scene["image"])) + engine_code
+                        + json.dumps(options, sort_keys=True)).encode()).hexdigest()[:12]
     path = cache / f"{scene['name']}.{key}.npy"
     if path.exists():
         return np.load(path)
@@ -111,6 +113,27 @@ def over_ward(means, index, area, k, seed, over=4, merge="ward", **kw):
     return mapping[fitted.labels_]
 
 
+def online_linkage(means, index, area, k, seed, method="centroid", over=4):
+    """The library's online fine centres, merged to K by scipy hierarchical ``method`` on the
+    centres alone (mass ignored except by 'weighted ward' variants)."""
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    from geoalps.clustering.kmeans import OnlineKMeans, _number_by_lowest
+
+    blocks = {"spectral": means.shape[1], "index": index.shape[1]}
+    model = OnlineKMeans(k, blocks, seed=seed, over_cluster=over)
+    x = np.hstack([means, index])
+    model.partial_fit(x, sample_weight=area)
+    model.finish()
+    centres = model.kmeans.cluster_centers_
+    fine = model.kmeans.predict(model._prepare(x))
+    if len(centres) <= k:
+        return fine
+    tree = linkage(centres, method=method)
+    group = fcluster(tree, t=k, criterion="maxclust")
+    return _number_by_lowest(group)[fine]
+
+
 VARIANTS = {
     "current": lambda m, i, a, k, s: online(m, i, a, k, s),
     "online_oc1": lambda m, i, a, k, s: online(m, i, a, k, s, over_cluster=1),
@@ -124,6 +147,11 @@ VARIANTS = {
     "km4_ward_wscale": lambda m, i, a, k, s: over_ward(m, i, a, k, s, weighted_scaler=True),
     "km4_ward_idx0.5": lambda m, i, a, k, s: over_ward(m, i, a, k, s, index_weight=0.5),
     "km4_kmerge": lambda m, i, a, k, s: over_ward(m, i, a, k, s, merge="kmeans"),
+    "online_centroid": lambda m, i, a, k, s: online_linkage(m, i, a, k, s, "centroid"),
+    "online_average": lambda m, i, a, k, s: online_linkage(m, i, a, k, s, "average"),
+    "online_complete": lambda m, i, a, k, s: online_linkage(m, i, a, k, s, "complete"),
+    "online_ward_unweighted": lambda m, i, a, k, s: online_linkage(m, i, a, k, s, "ward"),
+    "online8_average": lambda m, i, a, k, s: online_linkage(m, i, a, k, s, "average", over=8),
 }
 
 

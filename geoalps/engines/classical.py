@@ -58,9 +58,6 @@ SPLIT_CLUSTERS = 6
 SPLIT_FINE_FRACTION = 0.25
 #: The clusters are fitted on at most this many units of a tile (a fixed sample), then given to all.
 SPLIT_FIT_UNITS = 4096
-#: The split's fine units are found on the tile averaged over blocks of this many pixels a side
-#: (1: at full resolution).
-SPLIT_FINE_STRIDE = 2
 
 
 def region_scale(classical_scale: float, pixel_size_m: float | None) -> tuple[float, int]:
@@ -155,8 +152,8 @@ class ClassicalEngine(MaskEngine):
         a few thousand unit means (about half the engine's time again)."""
         if not (np.bincount(labels.ravel())[1:] >= settings.split_min_px).any():
             return labels
-        fine = _fine_units(image, settings.scale * SPLIT_FINE_FRACTION, settings.sigma_px,
-                           max(2, int(settings.min_size_px * SPLIT_FINE_FRACTION)))
+        fine = _felzenszwalb(image, settings.scale * SPLIT_FINE_FRACTION, settings.sigma_px,
+                             max(2, int(settings.min_size_px * SPLIT_FINE_FRACTION)))
         return RegionGraph(values, labels).split_by_clusters(fine, settings.split_min_px, settings.min_size_px,
                                                              settings.merge_distance)
 
@@ -166,23 +163,6 @@ def _felzenszwalb(image: np.ndarray, scale: float, sigma_px: float, min_size_px:
     with warnings.catch_warnings():  # skimage warns about more than 3 channels: intended here
         warnings.simplefilter("ignore", RuntimeWarning)
         return felzenszwalb(image, scale=scale, sigma=sigma_px, min_size=min_size_px, channel_axis=-1)
-
-
-def _fine_units(image: np.ndarray, scale: float, sigma_px: float, min_size_px: int) -> np.ndarray:
-    """Felzenszwalb units for the split, computed on the tile averaged over
-    :data:`SPLIT_FINE_STRIDE` x :data:`SPLIT_FINE_STRIDE` blocks (scale and smallest unit in the
-    coarser pixels) and repeated back to the tile: a fine unit's edge moves by under a block, for
-    1 / stride^2 of felzenszwalb's time."""
-    stride = SPLIT_FINE_STRIDE
-    if stride <= 1:
-        return _felzenszwalb(image, scale, sigma_px, min_size_px)
-    height, width = image.shape[:2]
-    pad_h, pad_w = -height % stride, -width % stride
-    padded = np.pad(image, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
-    coarse = padded.reshape(padded.shape[0] // stride, stride, padded.shape[1] // stride, stride, -1).mean(axis=(1, 3))
-    area = stride * stride
-    units = _felzenszwalb(coarse, scale / area, sigma_px / stride, max(2, int(round(min_size_px / area))))
-    return np.repeat(np.repeat(units, stride, axis=0), stride, axis=1)[:height, :width]
 
 
 def _joined(labels: np.ndarray, join: np.ndarray, n: int) -> np.ndarray:
