@@ -284,7 +284,7 @@ def section_sam(plan: dict, device) -> dict:
     import torch
 
     from geoalps.engines.sam.engine import auto_tile_batch
-    from geoalps.engines.sam.models import build_tiny_sam, sharpen_random_decoder
+    from tests.sam_models import build_tiny_sam, sharpen_random_decoder
 
     generators_module = "geoalps.engines.sam.generators"
     try:  # the generators' module; amg.py before the split into modules
@@ -403,7 +403,7 @@ def section_sam(plan: dict, device) -> dict:
 
 
 def section_label(plan: dict, device, work: Path) -> dict:
-    from geoalps.engines.sam.models import build_tiny_sam, save_sam_checkpoint
+    from tests.sam_models import build_tiny_sam, save_sam_checkpoint
     from geoalps.outputs.vector import read_layer
 
     folder = work / "label"

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from geoalps.engines.sam.decoder import PointPromptDecoder
-from geoalps.engines.sam.models import build_tiny_sam
+from tests.sam_models import build_tiny_sam
 from tests.floats import assert_float32_close
 
 
