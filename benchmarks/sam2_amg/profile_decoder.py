@@ -87,6 +87,8 @@ def main() -> None:
     row = {"model": name, "image": source, "prompts": args.prompts, "load": os.getloadavg()[0],
            "ms_per_prompt": {k: round(1000 * v / args.prompts, 2) for k, v in best.items()},
            "passing_default": int((ious.get("default/float32", torch.zeros(1, 1)) > 0.88).any(1).sum()),
+           "best_iou_quantiles_0_25_50_75_100": [round(float(q), 4) for q in np.quantile(
+               ious["zero/float32"].max(1).values.numpy(), [0, 0.25, 0.5, 0.75, 1])] if "float32" in generators else None,
            "max_iou_diff_vs_float32": {k: float((v - reference[k.split("/")[0]]).abs().max())
                                        for k, v in ious.items() if k.split("/")[0] in reference}}
     print(json.dumps(row))
