@@ -35,8 +35,9 @@ CASES = {
 
 def _commit(tree: Path) -> str:
     out = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    dirty = subprocess.run(["git", "-C", str(tree), "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True).stdout.strip()
+    status = subprocess.run(["git", "-C", str(tree), "status", "--porcelain", "--untracked-files=no"],
+                            capture_output=True, text=True).stdout.splitlines()
+    dirty = [line for line in status if not line.endswith("results.jsonl")]  # rows of other runs are no code
     return out.stdout.strip() + ("+dirty" if dirty else "")
 
 
