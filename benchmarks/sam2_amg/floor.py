@@ -119,8 +119,9 @@ def main() -> None:
     args = parser.parse_args()
     commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
                             capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True).stdout.strip()
+    dirty = [line for line in subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+                                             capture_output=True, text=True).stdout.splitlines()
+             if not line.endswith("results.jsonl")]  # rows appended by other runs are no code
     torch.manual_seed(0)
     if args.model == "vit_b":
         from segment_anything import sam_model_registry
