@@ -280,11 +280,22 @@ def _EncoderOnlyBf16(base):
     return EncoderOnlyBf16
 
 
+def _test_models():
+    """(build_tiny_sam, sharpen_random_decoder, save_sam_checkpoint): tests/sam_models.py, or the
+    library's models module in trees from before they moved there."""
+    try:
+        from tests.sam_models import build_tiny_sam, save_sam_checkpoint, sharpen_random_decoder
+    except ImportError:
+        from geoalps.engines.sam.models import build_tiny_sam, save_sam_checkpoint, sharpen_random_decoder
+    return build_tiny_sam, sharpen_random_decoder, save_sam_checkpoint
+
+
 def section_sam(plan: dict, device) -> dict:
     import torch
 
     from geoalps.engines.sam.engine import auto_tile_batch
-    from tests.sam_models import build_tiny_sam, sharpen_random_decoder
+
+    build_tiny_sam, sharpen_random_decoder, _ = _test_models()
 
     generators_module = "geoalps.engines.sam.generators"
     try:  # the generators' module; amg.py before the split into modules
@@ -403,8 +414,9 @@ def section_sam(plan: dict, device) -> dict:
 
 
 def section_label(plan: dict, device, work: Path) -> dict:
-    from tests.sam_models import build_tiny_sam, save_sam_checkpoint
     from geoalps.outputs.vector import read_layer
+
+    build_tiny_sam, _, save_sam_checkpoint = _test_models()
 
     folder = work / "label"
     folder.mkdir(exist_ok=True)
