@@ -12,7 +12,11 @@ Sections (each reports its device and runs even when another failed; a failure i
   masks with bf16 autocast against float32, matched greedily by IoU; encoder images/s at batch 1, 4
   and 8 (``--quick``: 1 and 2); automatic mask generation tiles/s at the ``--tile-batch`` the auto
   rule picks; peak GPU memory.
-- ``sam2``: ``null``, the slot for SAM 2 (another engine, not there yet).
+- ``sam2``: issue 28's split on this device: SAM 2.1 hiera_tiny with random weights and the
+  test decoder gains (``--quick``: the tiny test SAM 2) on the same tile, the encoder alone
+  against whole tiles of geoalps's fast generator at default thresholds and at thresholds 0
+  (seconds, tile / encoder, the generator's encoder / decoder / filter breakdown, masks).
+  Recorded as skipped when the sam2 package is not installed (it is not in the wheel set).
 - ``label``: ``geoalps label --device cuda`` end to end with a tiny SAM checkpoint against the
   same run with ``--device cpu``: polygon count and total area within 2 %.
 - ``train``: a few AMP (bf16) training steps of the tiny Swin and swin_t (``--quick``: tiny only)
@@ -61,11 +65,13 @@ CLI_TIMEOUT_S = 300
 PLANS = {
     "full": dict(
         sam_model="vit_b", sam_tile_px=1024, sam_points_per_side=32, encoder_batches=(1, 4, 8),
+        sam2_model="hiera_tiny", sam2_reps=2,
         encoder_iters=10, amg_tiles=8, label_crop_px=None, train_sizes=("tiny", "swin_t"),
         train_epochs=2, train_steps=5, train_batch=8, train_crop_px=None, predict_crop_px=None,
     ),
     "quick": dict(
         sam_model="tiny", sam_tile_px=256, sam_points_per_side=8, encoder_batches=(1, 2),
+        sam2_model="tiny", sam2_reps=1,
         encoder_iters=1, amg_tiles=2, label_crop_px=640, train_sizes=("tiny",),
         train_epochs=2, train_steps=1, train_batch=4, train_crop_px=384, predict_crop_px=384,
     ),
@@ -280,11 +286,22 @@ def _EncoderOnlyBf16(base):
     return EncoderOnlyBf16
 
 
+def _test_models():
+    """(build_tiny_sam, sharpen_random_decoder, save_sam_checkpoint): tests/sam_models.py, or the
+    library's models module in trees from before they moved there."""
+    try:
+        from tests.sam_models import build_tiny_sam, save_sam_checkpoint, sharpen_random_decoder
+    except ImportError:
+        from geoalps.engines.sam.models import build_tiny_sam, save_sam_checkpoint, sharpen_random_decoder
+    return build_tiny_sam, sharpen_random_decoder, save_sam_checkpoint
+
+
 def section_sam(plan: dict, device) -> dict:
     import torch
 
     from geoalps.engines.sam.engine import auto_tile_batch
-    from geoalps.engines.sam.models import build_tiny_sam, sharpen_random_decoder
+
+    build_tiny_sam, sharpen_random_decoder, _ = _test_models()
 
     generators_module = "geoalps.engines.sam.generators"
     try:  # the generators' module; amg.py before the split into modules
@@ -402,9 +419,69 @@ def section_sam(plan: dict, device) -> dict:
     return out
 
 
+def section_sam2(plan: dict, device) -> dict:
+    """The encoder alone against whole tiles (issue 28's targets: 2x at default thresholds, 4x
+    at 0 for hiera_tiny), interleaved over ``sam2_reps`` repetitions, the fastest kept."""
+    import torch
+
+    try:
+        from geoalps.engines.sam2.generators import Sam2FastMaskGenerator
+        from geoalps.engines.sam2.models import SAM2_CONFIGS, build_sam2
+    except ImportError as exc:
+        return {"skipped": f"{exc.name or 'sam2'} not installed", "ok": True}
+    from tests.sam_models import build_tiny_sam2, sharpen_random_sam2_decoder
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        if plan["sam2_model"] == "tiny":
+            model, model_name = build_tiny_sam2(seed=0), "tiny (random weights)"
+        else:
+            model = build_sam2(SAM2_CONFIGS[f"sam2.1_{plan['sam2_model']}"])
+            with torch.no_grad():
+                sharpen_random_sam2_decoder(model)
+            model_name = f"{plan['sam2_model']} (random weights, test decoder gains)"
+    model = model.to(device).eval().requires_grad_(False)
+    tile_px, pps = plan["sam_tile_px"], plan["sam_points_per_side"]
+    tile = scene_rgb(tile_px, offset=128)
+    cases = {"default": {}, "zero": dict(pred_iou_thresh=0.0, stability_score_thresh=0.0)}
+    generators = {case: Sam2FastMaskGenerator(model, points_per_side=pps, **settings)
+                  for case, settings in cases.items()}
+    encoder = generators["default"].encoder
+    generators["default"].generate(tile)  # warm-up (kernels, allocator)
+    times: dict = {"encoder": []}
+    results = {}
+    for rep in range(plan["sam2_reps"]):
+        log(f"sam2: repetition {rep + 1} of {plan['sam2_reps']}")
+        with torch.inference_mode():
+            sync(device)
+            started = time.perf_counter()
+            list(encoder.encode_all([tile]))
+            sync(device)
+        times["encoder"].append(time.perf_counter() - started)
+        for case, generator in generators.items():
+            sync(device)
+            started = time.perf_counter()
+            results[case] = generator.generate(tile)
+            sync(device)
+            times.setdefault(case, []).append(time.perf_counter() - started)
+    encoder_s = min(times["encoder"])
+    out: dict = {"model": model_name, "tile_px": tile_px, "points_per_side": pps,
+                 "encoder_s": round(encoder_s, 3)}
+    for case in cases:
+        tile_s = min(times[case])
+        out[case] = {"tile_s": round(tile_s, 3), "tile_over_encoder": round(tile_s / encoder_s, 2),
+                     "breakdown_s": {k: round(v, 3) for k, v in (results[case].timings or {}).items()},
+                     "masks": len(results[case])}
+    out["ok"] = out["zero"]["masks"] > 0
+    if not out["ok"]:
+        out["failed_because"] = "no masks with thresholds 0"
+    return out
+
+
 def section_label(plan: dict, device, work: Path) -> dict:
-    from geoalps.engines.sam.models import build_tiny_sam, save_sam_checkpoint
     from geoalps.outputs.vector import read_layer
+
+    build_tiny_sam, _, save_sam_checkpoint = _test_models()
 
     folder = work / "label"
     folder.mkdir(exist_ok=True)
@@ -587,7 +664,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="CPU, tiny sizes, under 2 minutes")
     parser.add_argument("--device", default=None, help="torch device (default: cuda, cpu with --quick)")
     parser.add_argument("--out", type=Path, default=None, help="also write the report here (after every section)")
-    parser.add_argument("--sections", default="sam,label,train,predict", help="comma-separated subset")
+    parser.add_argument("--sections", default="sam,sam2,label,train,predict", help="comma-separated subset")
     parser.add_argument("--work", type=Path, default=None, help="keep the runs' files here (default: a temp folder)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=JSON",
                         help="override a size of the plan, e.g. encoder_iters=3 train_sizes='[\"tiny\"]'")
@@ -602,16 +679,15 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--set {key}: not a plan key ({', '.join(plan)})")
         plan[key] = json.loads(value)
     wanted = [s.strip() for s in args.sections.split(",") if s.strip()]
-    unknown = sorted(set(wanted) - {"sam", "label", "train", "predict"})
+    unknown = sorted(set(wanted) - {"sam", "sam2", "label", "train", "predict"})
     if unknown:
-        parser.error(f"--sections: unknown {', '.join(unknown)} (sam, label, train, predict)")
+        parser.error(f"--sections: unknown {', '.join(unknown)} (sam, sam2, label, train, predict)")
     # Keys in reading order: the verdict first, then where it ran, then the sections.
     report: dict = {"check": "geoalps GPU check (benchmarks/gpu, issue 16)", "mode": mode,
                     "started": time.strftime("%Y-%m-%d %H:%M:%S"), "complete": False,
                     "ok": None, "failed": [], "wall_s": None, "device": None,
                     **({"plan_overrides": args.set} if args.set else {}), "environment": None,
-                    "sam": None, "sam2": None, "label": None, "train": None, "predict": None,
-                    "notes": {"sam2": "slot for the SAM 2 engine (not in geoalps yet); null until it lands"}}
+                    "sam": None, "sam2": None, "label": None, "train": None, "predict": None}
     try:
         import torch
 
@@ -635,13 +711,14 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     sections = {
         "sam": lambda: section_sam(plan, device),
+        "sam2": lambda: section_sam2(plan, device),
         "label": lambda: section_label(plan, device, work),
         "train": lambda: section_train(plan, device, work),
         "predict": lambda: section_predict(plan, device, work),
     }
     failed = []
     try:
-        for name in ("sam", "label", "train", "predict"):
+        for name in ("sam", "sam2", "label", "train", "predict"):
             if name not in wanted:
                 report[name] = {"skipped": True}
                 continue

@@ -38,10 +38,12 @@ def checkpoint(engine: str, folder: Path) -> Path:
 
     torch.manual_seed(0)
     if engine.startswith("vit"):
-        from geoalps.engines.sam.models import SAM_CONFIGS, build_sam, save_sam_checkpoint
+        from geoalps.engines.sam.models import SAM_CONFIGS, build_sam
+        from tests.sam_models import save_sam_checkpoint
 
         return save_sam_checkpoint(build_sam(SAM_CONFIGS[engine]), folder / f"random_{engine}.pth")
-    from geoalps.engines.sam2.models import SAM2_CONFIGS, build_sam2, save_sam2_checkpoint
+    from geoalps.engines.sam2.models import SAM2_CONFIGS, build_sam2
+    from tests.sam_models import save_sam2_checkpoint
 
     return save_sam2_checkpoint(build_sam2(SAM2_CONFIGS[f"sam2.1_{engine}"]), folder / f"random_{engine}.pt")
 

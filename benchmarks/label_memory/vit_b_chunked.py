@@ -17,8 +17,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 
 from geoalps.engines.sam.generators import FastMaskGenerator, reference_generate  # noqa: E402
-from geoalps.engines.sam.models import SAM_CONFIGS, build_sam, sharpen_random_decoder  # noqa: E402
+from geoalps.engines.sam.models import SAM_CONFIGS, build_sam  # noqa: E402
 from geoalps.engines.sam.sdpa_encoder import encoder_forward_chunked  # noqa: E402
+from tests.sam_models import sharpen_random_decoder  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("sam_amg_bench", HERE.parent / "sam_amg" / "bench.py")
 sam_amg = importlib.util.module_from_spec(_spec)

@@ -61,9 +61,13 @@ def raster_digest(path: Path) -> dict:
 def tiny_checkpoint(folder: Path) -> Path:
     """A tiny random-weight SAM saved as a real checkpoint (the layout of the package may differ)."""
     code = (
-        "import sys\n"
-        "try:\n from geoalps.engines.sam.models import build_tiny_sam, save_sam_checkpoint\n"
-        "except ImportError:\n from geoalps.sam.models import build_tiny_sam, save_sam_checkpoint\n"
+        "import pathlib, sys\n"
+        "import geoalps\n"
+        "sys.path.insert(0, str(pathlib.Path(geoalps.__file__).parents[1]))  # that tree's tests/\n"
+        "try:\n from tests.sam_models import build_tiny_sam, save_sam_checkpoint\n"
+        "except ImportError:\n"
+        " try:\n  from geoalps.engines.sam.models import build_tiny_sam, save_sam_checkpoint\n"
+        " except ImportError:\n  from geoalps.sam.models import build_tiny_sam, save_sam_checkpoint\n"
         "save_sam_checkpoint(build_tiny_sam(seed=0), sys.argv[1])\n"
     )
     path = folder / "tiny_sam.pth"

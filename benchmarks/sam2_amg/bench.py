@@ -37,8 +37,8 @@ REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO))
 
 from geoalps.engines.sam2.generators import Sam2FastMaskGenerator, reference_generate  # noqa: E402
-from geoalps.engines.sam2.models import (SAM2_CONFIGS, build_sam2, build_tiny_sam2, load_sam2,  # noqa: E402
-                                         save_sam2_checkpoint, sharpen_random_sam2_decoder)
+from geoalps.engines.sam2.models import SAM2_CONFIGS, build_sam2, load_sam2  # noqa: E402
+from tests.sam_models import build_tiny_sam2, save_sam2_checkpoint, sharpen_random_sam2_decoder  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("sam_amg_bench", HERE.parent / "sam_amg" / "bench.py")
 sam_amg = importlib.util.module_from_spec(_spec)

@@ -5,7 +5,9 @@ repetition times, one after the other (interleaved, so the shared CPU's load hit
 the encoder alone, then a whole tile with the baseline decoder (``--baseline-decoder``, a copy of
 another commit's ``geoalps/engines/sam/decoder.py``, e.g. main's, decoding batch after batch as
 main does: ``decoder_threads=1``), with this tree's defaults (float32, batches decoded in
-threads), and with the opt-in ``decoder_dtype="bfloat16"``. The fastest
+threads), and with the opt-ins ``decoder_dtype="bfloat16"`` and ``"bfloat16-screen"`` (bf16 IoU
+screen, float32 for prompts near or above the IoU threshold; the same as float32 when the
+threshold is 0, so not run then; ``--screen-margin`` overrides its margin). The fastest
 repetition of each is reported, and the masks of every variant are matched against this tree's
 float32 masks (IoU >= 0.99 and >= 0.9, both ways; counts).
 
@@ -71,7 +73,7 @@ def baseline_generator(generator_class, decoder_path: Path):
             return base.set_embedding(self, features)
 
     class Baseline(generator_class):
-        def _make_decoder(self):
+        def _make_decoder(self, dtype=torch.float32):
             return BaselineDecoder(self.model)
 
     return Baseline
@@ -108,12 +110,18 @@ def main() -> None:
     parser.add_argument("--baseline-decoder", type=Path, help="another commit's geoalps/engines/sam/decoder.py")
     parser.add_argument("--reps", type=int, default=2)
     parser.add_argument("--points-per-side", type=int, default=32)
-    parser.add_argument("--cases", default="default,zero", help="default (0.88/0.95) and/or zero (thresholds 0)")
+    parser.add_argument("--cases", default="default,zero",
+                        help="default (0.88/0.95), zero (thresholds 0), mid (IoU --mid-iou, stability 0)")
+    parser.add_argument("--variants", default="float32,bfloat16,bfloat16-screen")
+    parser.add_argument("--mid-iou", type=float, default=0.545,
+                        help="IoU threshold of the mid case (random hiera_tiny IoUs lie in 0.53-0.55)")
+    parser.add_argument("--screen-margin", type=float, help="bfloat16-screen's margin (default: the library's)")
     args = parser.parse_args()
     commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
                             capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True).stdout.strip()
+    dirty = [line for line in subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+                                             capture_output=True, text=True).stdout.splitlines()
+             if not line.endswith("results.jsonl")]  # rows appended by other runs are no code
     torch.manual_seed(0)
     if args.model == "vit_b":
         from segment_anything import sam_model_registry
@@ -124,17 +132,19 @@ def main() -> None:
         model, model_name = bench2.random_model(args.model)
         generator, out = Sam2FastMaskGenerator, HERE / "results.jsonl"
     tile, source = sam_amg.aerial_tile()
-    variants = {"float32": dict(generator=generator, decoder_dtype="float32", decoder_threads=0),
-                "bfloat16": dict(generator=generator, decoder_dtype="bfloat16", decoder_threads=0)}
+    variants = {name: dict(generator=generator, decoder_dtype=name, decoder_threads=0)
+                for name in args.variants.split(",")}
     if args.baseline_decoder:  # the other commit's decoder, batch after batch as before
         variants = {"baseline": dict(generator=baseline_generator(generator, args.baseline_decoder),
                                      decoder_dtype="float32", decoder_threads=1), **variants}
-    cases = {"default": {}, "zero": dict(pred_iou_thresh=0.0, stability_score_thresh=0.0)}
+    cases = {"default": {}, "zero": dict(pred_iou_thresh=0.0, stability_score_thresh=0.0),
+             "mid": dict(pred_iou_thresh=args.mid_iou, stability_score_thresh=0.0)}
     cases = {k: cases[k] for k in args.cases.split(",")}
     meta = {"torch": torch.__version__, "threads": torch.get_num_threads(),
             "cpu": platform.processor() or platform.machine(), "date": time.strftime("%Y-%m-%d %H:%M"),
             "commit": commit + ("+dirty" if dirty else ""), "model": model_name, "image": source,
-            "points_per_side": args.points_per_side, "baseline_decoder": str(args.baseline_decoder or "")}
+            "points_per_side": args.points_per_side, "baseline_decoder": str(args.baseline_decoder or ""),
+            "screen_margin": args.screen_margin}
     encoder = generator(model).encoder
     times = {"encoder": []}
     results = {}
@@ -148,9 +158,13 @@ def main() -> None:
         print(f"rep {rep} encoder {times['encoder'][-1]:.2f} s", flush=True)
         for case, thresholds in cases.items():
             for name, variant in variants.items():
+                if name == "bfloat16-screen" and not thresholds.get("pred_iou_thresh", 1.0):
+                    continue  # no IoU filter, no screen: the float32 path
                 gen = variant["generator"](model, points_per_side=args.points_per_side,
                                            decoder_dtype=variant["decoder_dtype"],
                                            decoder_threads=variant["decoder_threads"], **thresholds)
+                if args.screen_margin is not None:
+                    gen.screen_margin = args.screen_margin
                 t0 = time.perf_counter()
                 result = gen.generate(tile)
                 seconds = time.perf_counter() - t0
@@ -165,15 +179,20 @@ def main() -> None:
     for case, thresholds in cases.items():
         for name in variants:
             key = f"{case}/{name}"
+            if key not in times:
+                continue
+            label = {"zero": "thresholds 0", "default": "default thresholds",
+                     "mid": f"IoU threshold {args.mid_iou}, stability 0"}[case]
             row = {**meta, "case": f"{args.model} 1024 {args.points_per_side}x{args.points_per_side} "
-                   f"{'thresholds 0' if case == 'zero' else 'default thresholds'}, decoder {name}",
+                   f"{label}, decoder {name}",
                    "settings": thresholds, "load": [round(min(loads), 1), round(max(loads), 1)],
                    "encoder_s": round(encoder_s, 2), "tile_s": round(min(times[key]), 2),
                    "tile_over_encoder": round(min(times[key]) / encoder_s, 2),
                    "all_s": {"encoder": [round(t, 2) for t in times["encoder"]],
                              "tile": [round(t, 2) for t in times[key]]},
                    "breakdown_s": {k: round(v, 2) for k, v in results[key].timings.items()},
-                   "vs_float32": recall(results[f"{case}/float32"], results[key])}
+                   "masks": len(results[key]),
+                   "vs_float32": None if name == "float32" else recall(results[f"{case}/float32"], results[key])}
             print(json.dumps(row), flush=True)
             rows.append(row)
     with open(out, "a") as f:

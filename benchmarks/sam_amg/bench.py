@@ -35,7 +35,7 @@ REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO))
 
 from geoalps.engines.sam.generators import FastMaskGenerator, SamMasks, reference_generate  # noqa: E402
-from geoalps.engines.sam.models import build_tiny_sam, sharpen_random_decoder  # noqa: E402
+from tests.sam_models import build_tiny_sam, sharpen_random_decoder  # noqa: E402
 
 SHARED = Path(os.environ.get("GEOALPS_SHARED", REPO.parent / "shared"))
 AERIAL = [

@@ -9,7 +9,7 @@ polygons; the script then reads both outputs (count, CRS, bounds against the sce
 
 Inputs, made on first use in the scratch folder (never in the repo):
 - ``sam_vit_b_random.pth``: vit_b shapes, random weights (seed 0), decoder sharpened with
-  ``geoalps.engines.sam.models.sharpen_random_decoder`` so random weights yield many distinct masks,
+  ``tests.sam_models.sharpen_random_decoder`` so random weights yield many distinct masks,
   saved in the official format (a plain state dict) with ``save_sam_checkpoint``;
 - ``aerial_mosaic_1024.tif``: the 2x2 mosaic of the four 512 px aerial/NEON scenes in
   ../shared/realdata (the benchmarks/sam_amg tile), with the grid of aerial_rgb_030m_1.tif
@@ -94,12 +94,8 @@ def make_checkpoint(path: Path) -> Path:
     if path.is_file():
         return path
     import torch
-    from geoalps.engines.sam.models import (
-        SAM_CONFIGS,
-        build_sam,
-        save_sam_checkpoint,
-        sharpen_random_decoder,
-    )
+    from geoalps.engines.sam.models import SAM_CONFIGS, build_sam
+    from tests.sam_models import save_sam_checkpoint, sharpen_random_decoder
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with torch.random.fork_rng(devices=[]):

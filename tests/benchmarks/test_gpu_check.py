@@ -38,14 +38,28 @@ def quick_report(tmp_path_factory):
 def test_every_section_is_present_and_ran_on_the_cpu(quick_report):
     returncode, report, stderr = quick_report
     assert report["mode"] == "quick" and report["complete"] is True
-    for name in ("sam", "label", "train", "predict"):
+    for name in ("sam", "sam2", "label", "train", "predict"):
         section = report[name]
         assert section["device"] == "cpu", name
         assert "error" not in section, f"{name}: {section.get('error')}"
         assert section["ok"] is True, (name, section)
-    assert "sam2" in report and report["sam2"] is None  # the slot for the SAM 2 engine
     assert report["ok"] is True and report["failed"] == []
     assert returncode == 0, stderr[-3000:]
+
+
+def test_sam2_reports_the_whole_tile_against_the_encoder(quick_report):
+    """Issue 28's split: encoder alone and whole tiles at default thresholds and at 0."""
+    sam2 = quick_report[1]["sam2"]
+    if "skipped" in sam2:
+        pytest.skip(sam2["skipped"])
+    assert sam2["encoder_s"] > 0 and sam2["tile_px"] == 256 and sam2["points_per_side"] == 8
+    for case in ("default", "zero"):
+        figures = sam2[case]
+        assert figures["tile_s"] > 0
+        # both sides rounded (ratio to 0.01, seconds to 1 ms): a relative tolerance
+        assert figures["tile_over_encoder"] == pytest.approx(figures["tile_s"] / sam2["encoder_s"], rel=0.01)
+        assert set(figures["breakdown_s"]) == {"encoder", "decoder", "postprocess"}
+    assert sam2["zero"]["masks"] > 0
 
 
 def test_sam_reports_bf16_against_float32_and_speeds(quick_report):

@@ -9,9 +9,8 @@ pytest.importorskip("sam2", reason="pip install 'geoalps[sam2]' (see README)")
 
 from geoalps.cli import main  # noqa: E402
 from geoalps.engines.sam import checkpoints as sam_checkpoints  # noqa: E402
-from geoalps.engines.sam.models import build_tiny_sam, save_sam_checkpoint  # noqa: E402
+from tests.sam_models import build_tiny_sam, build_tiny_sam2, save_sam2_checkpoint, save_sam_checkpoint  # noqa: E402
 from geoalps.engines.sam2 import checkpoints as sam2_checkpoints  # noqa: E402
-from geoalps.engines.sam2.models import build_tiny_sam2, save_sam2_checkpoint  # noqa: E402
 
 SAM2_NAME = "sam2.1_hiera_tiny"
 SAM_FILE = sam_checkpoints.OFFICIAL_CHECKPOINTS["vit_b"].filename

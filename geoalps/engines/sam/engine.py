@@ -41,17 +41,16 @@ class SamEngine(MaskEngine):
             crop_n_layers=options.crop_layers,
             box_nms_thresh=options.box_nms_iou,
         )
-        self._generator = None
-        self._batch = 1
-        if options.sam_generator == "reference":
-            reference_generate = self._reference_generate()
-            self._generate = lambda image, valid: reference_generate(self.model, image, **settings)
+        fast_generator_class, reference_generate = self._generators()
+        if options.sam_generator == "reference":  # segment_anything's own generator (prompts everywhere)
+            self._batch = 1
+            self._masks = lambda rgbs, valids: [reference_generate(self.model, rgb, **settings) for rgb in rgbs]
         else:
             self._batch = tile_batch or self._auto_tile_batch()
-            self._generator = self._fast_generator_class()(self.model, encoder_batch_size=self._batch, **settings)
-            self._generate = self._generator.generate
+            generator = fast_generator_class(self.model, encoder_batch_size=self._batch, **settings)
+            self._masks = generator.generate_many
 
-    # The four hooks a model family (sam, sam2) fills in; everything else is shared.
+    # The three hooks a model family (sam, sam2) fills in; everything else is shared.
     def _load_model(self, options: LabelOptions) -> tuple[str, object, str]:
         """(checkpoint path, model, model name) for ``options``; one-line errors when missing."""
         checkpoint = str(require_checkpoint(options.checkpoint, options.model_type))
@@ -65,15 +64,11 @@ class SamEngine(MaskEngine):
         model, model_name = load_sam(checkpoint, options.model_type, options.device)
         return checkpoint, model, model_name
 
-    def _reference_generate(self):
-        from geoalps.engines.sam.generators import reference_generate
+    def _generators(self):
+        """The family's (fast generator class, reference generate function), imported once."""
+        from geoalps.engines.sam.generators import FastMaskGenerator, reference_generate
 
-        return reference_generate
-
-    def _fast_generator_class(self):
-        from geoalps.engines.sam.generators import FastMaskGenerator
-
-        return FastMaskGenerator
+        return FastMaskGenerator, reference_generate
 
     def _auto_tile_batch(self) -> int:
         return auto_tile_batch(self.model)
@@ -86,14 +81,12 @@ class SamEngine(MaskEngine):
         return self._batch
 
     def generate(self, rgb: np.ndarray, valid: np.ndarray) -> TileMasks:
-        return self._generate(rgb, valid).to_tile_masks()
+        return self.generate_many([rgb], [valid])[0]
 
     def generate_many(self, rgbs: list[np.ndarray], valids: list[np.ndarray]) -> list[TileMasks]:
-        """Several tiles with their encoder passes batched (``--tile-batch``)."""
-        if self._generator is None or len(rgbs) == 1:
-            return super().generate_many(rgbs, valids)
-        results = self._generator.generate_many(rgbs, valids)
-        return [result.to_tile_masks() for result in results]
+        """Masks for one or more tiles, the one path of both doors; the fast generator batches
+        their encoder passes (``--tile-batch``)."""
+        return [result.to_tile_masks() for result in self._masks(rgbs, valids)]
 
 
 #: Rough GPU memory one 1024 px image takes through each encoder (bf16 autocast, activations

@@ -54,8 +54,13 @@ from geoalps.engines.sam.sam_masks import SamMasks, check_image
 from geoalps.engines.sam.stability_bound import StabilityBound
 
 CPU_DECODER_BATCH = 8  # vit_b prompts per CPU decoder call: larger batches fall out of cache
-#: ``decoder_dtype`` values: float32 is faithful, bfloat16 an opt-in (see FastMaskGenerator).
-DECODER_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+#: ``decoder_dtype`` values: float32 is faithful, bfloat16 and bfloat16-screen opt-ins (see
+#: FastMaskGenerator); the dtype of the decoder whose masks are kept.
+DECODER_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "bfloat16-screen": torch.float32}
+#: bfloat16-screen: prompts whose bf16 predicted IoUs all stay this far below ``pred_iou_thresh``
+#: are dropped without a float32 pass. The largest bf16 IoU error measured is 25x smaller
+#: (benchmarks/sam2_amg/README.md); a prompt it misjudges by more would lose its masks.
+SCREEN_MARGIN = 0.05
 SCORE_CHUNK = 16  # masks scored exactly at once (ExactCells' (K, 256, 256) temporaries stay in cache)
 
 
@@ -129,7 +134,12 @@ class FastMaskGenerator:
             ``"bfloat16"``: the prompt decoder on a bf16 copy of the mask decoder, several times
             faster on CPUs with AMX/AVX512-BF16 but not the same masks (bf16 rounding moves
             predicted IoUs, stability and mask edges); an opt-in whose mask recall against the
-            default is in benchmarks/sam2_amg/README.md.
+            default is in benchmarks/sam2_amg/README.md. ``"bfloat16-screen"``: the predicted
+            IoUs of every prompt from the bf16 copy first, then the float32 decoder only for
+            prompts with a bf16 IoU above ``pred_iou_thresh - SCREEN_MARGIN`` (their masks and
+            scores are float32): the default's masks unless bf16 misjudges an IoU by more than
+            the margin (measured: 25x less); faster when most prompts fail the IoU filter
+            (about 1.7x less decoder time when none passes). An opt-in (no proof of the bound).
         decoder_threads: CPU only: decoder batches decoded at once, each on one thread
             (0, default: torch's thread count; 1: one batch after another, on all threads).
     """
@@ -161,6 +171,7 @@ class FastMaskGenerator:
         if decoder_dtype not in DECODER_DTYPES:
             raise ValueError(f"decoder_dtype must be one of {', '.join(DECODER_DTYPES)}, not {decoder_dtype!r}")
         self.decoder_dtype = DECODER_DTYPES[decoder_dtype]
+        screen = decoder_dtype == "bfloat16-screen" and pred_iou_thresh > 0.0
         self.model = model.eval()
         self.device = model.device
         on_cuda = self.device.type == "cuda"
@@ -184,7 +195,9 @@ class FastMaskGenerator:
             sdpa=on_cuda if sdpa is None else sdpa,
             compile=compile,
         )
-        self.decoder = self._make_decoder()
+        self.decoder = self._make_decoder(self.decoder_dtype)
+        self.screen = self._make_decoder(torch.bfloat16) if screen else None
+        self.screen_margin = SCREEN_MARGIN
         self.post_single_thread = True  # see _post_threads
         self.decoder_threads = decoder_threads  # see _decode_workers
 
@@ -197,9 +210,9 @@ class FastMaskGenerator:
         """Something with ``encode_all(images)`` yielding (embedding, input size, seconds)."""
         return BatchEncoder(self.model, batch_size=batch_size, autocast=self.autocast, sdpa=sdpa, compile=compile)
 
-    def _make_decoder(self):
+    def _make_decoder(self, dtype: torch.dtype):
         """Something with ``set_embedding(embedding)`` and ``decode(points, min_iou)``."""
-        return PointPromptDecoder(self.model, dtype=self.decoder_dtype)
+        return PointPromptDecoder(self.model, dtype=dtype)
 
     def _decoder_batch(self, points_per_batch: int, on_cuda: bool) -> int:
         return _decoder_batch(self.model.mask_decoder.transformer_dim, points_per_batch, on_cuda)
@@ -299,6 +312,8 @@ class FastMaskGenerator:
         """SamAutomaticMaskGenerator._process_crop on low-res logits; candidates kept compact."""
         crop = self._crop(input_size, job.crop_box, image_hw)
         self.decoder.set_embedding(embedding)
+        if self.screen is not None:
+            self.screen.set_embedding(embedding)
         points_1024 = self._model_points(job.points, crop.hw)
         points = torch.as_tensor(job.points, dtype=torch.float32)
         kept = _Candidates()
@@ -399,7 +414,10 @@ class FastMaskGenerator:
         """Decoder on one batch (see ``PointPromptDecoder.decode``), halving it on CUDA OOM."""
         try:
             with bf16_autocast(self.device, self.autocast):
-                iou, index, low = self.decoder.decode(points_1024, min_iou)
+                if self.screen is not None and min_iou is not None:
+                    iou, index, low = self._screened_decode(points_1024, min_iou)
+                else:
+                    iou, index, low = self.decoder.decode(points_1024, min_iou)
             return iou.float(), index, low.float()
         except torch.cuda.OutOfMemoryError:
             if len(points_1024) == 1:
@@ -410,6 +428,19 @@ class FastMaskGenerator:
             a = self._decode(points_1024[:half], min_iou)
             b = self._decode(points_1024[half:], min_iou)
             return torch.cat([a[0], b[0]]), torch.cat([a[1], b[1] + half]), torch.cat([a[2], b[2]])
+
+    def _screened_decode(self, points_1024: torch.Tensor, min_iou: float):
+        """``decoder.decode`` for prompts whose bf16 IoUs come within ``screen_margin`` of
+        ``min_iou``; the others keep their bf16 IoUs (none reaches ``min_iou``) and no masks."""
+        iou, _, _ = self.screen.decode(points_1024, float("inf"))  # IoUs only, no upscaling
+        maybe = (iou > min_iou - self.screen_margin).any(dim=1).nonzero()[:, 0]
+        if not len(maybe):
+            h, w = self.decoder._hw
+            return iou, maybe, iou.new_zeros((0, iou.shape[1], 4 * h, 4 * w))
+        exact, index, low = self.decoder.decode(points_1024[maybe], min_iou)
+        iou = iou.float().clone()
+        iou[maybe] = exact
+        return iou, maybe[index], low
 
     def _filter(self, low, iou, mask_points, crop: _Crop, kept: _Candidates) -> None:
         """segment_anything's filters (IoU, stability, crop edge) on one decoder batch's masks:

@@ -12,7 +12,6 @@ of the weights (vit_b 375 MB, vit_l 1.25 GB, vit_h 2.56 GB, float32).
 """
 from __future__ import annotations
 
-import dataclasses
 import re
 import zipfile
 from dataclasses import dataclass
@@ -31,7 +30,6 @@ from segment_anything.modeling import (
 
 from geoalps.devices import resolve_device
 from geoalps.errors import ModelError
-from geoalps.files import atomic_path
 
 PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (58.395, 57.12, 57.375)
@@ -278,7 +276,7 @@ def load_sam(
 
     Args:
         checkpoint: path of a SAM state dict (official ``sam_vit_b_01ec64.pth`` etc. or any
-            other configuration saved with ``save_sam_checkpoint``/``torch.save(state_dict)``).
+            other configuration saved with ``torch.save(state_dict)``).
         model_type: ``auto`` reads the configuration from the tensor shapes; ``vit_b``,
             ``vit_l``, ``vit_h`` (or ``tiny``) are checked against those shapes.
         device: ``auto`` (cuda, else mps, else cpu), ``cpu``, ``cuda``, ``cuda:1``, ``mps``.
@@ -323,67 +321,3 @@ def load_sam(
         raise ModelError(f"{path}: checkpoint lacks tensors {leftover[:3]}")
     model = model.to(device=target, dtype=torch.float32).eval().requires_grad_(False)
     return model, name
-
-
-def build_tiny_sam(seed: int = 0, **overrides) -> Sam:
-    """A tiny random-weight SAM for tests: full pipeline, 1024 px input, 64x64 embedding grid.
-
-    ``overrides`` replace fields of ``SAM_CONFIGS["tiny"]`` (e.g. ``encoder_embed_dim=48``).
-    Every tensor is random, including those segment_anything initialises to zero (positional
-    tables), so a save/load round trip checks real values. Plain random decoder weights give
-    one image-wide, near-zero noise mask per prompt that NMS collapses to a single mask, so the
-    decoder is given gains (``sharpen_random_decoder``) that make each prompt produce a few
-    distinct blobs with logits of several units: tens of masks per image at low thresholds.
-    The global RNG is left untouched. Cost: about 0.1 s to build; the encoder takes well under a
-    second and the decoder a few ms a prompt on one CPU core.
-    """
-    config = dataclasses.replace(SAM_CONFIGS["tiny"], **overrides)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = build_sam(config)
-        with torch.no_grad():
-            for name, param in model.named_parameters():
-                if name.endswith(("pos_embed", "rel_pos_h", "rel_pos_w")):
-                    param.normal_(0.0, 0.02)
-            sharpen_random_decoder(model)
-    return model.eval()
-
-
-def sharpen_random_decoder(model: Sam) -> None:
-    """Test-model gains on ``model.mask_decoder``: :func:`sharpen_mask_decoder`."""
-    sharpen_mask_decoder(model.mask_decoder)
-
-
-def sharpen_mask_decoder(decoder) -> None:
-    """Test-model gains: sharp image->token attention, strong token values, smooth upscaling.
-
-    For any SAM-style mask decoder (segment_anything's, sam2's: same two-way transformer, upscaling
-    and hypernetworks):
-
-    - image->token attention queries/keys share one orthonormal projection (scaled x10), so each
-      pixel attends to the token most like it, and the attended token's value (x10) dominates;
-    - both transposed convolutions repeat one kernel tap, so masks are smooth at 4 px;
-    - the hypernetwork output is scaled x1000 so logits reach several units (stable masks).
-    """
-    for layer in decoder.transformer.layers:
-        attn = layer.cross_attn_image_to_token
-        inner, dim = attn.q_proj.weight.shape
-        basis = torch.linalg.qr(torch.randn(dim, inner))[0].T
-        attn.q_proj.weight.copy_(basis * 10.0)
-        attn.k_proj.weight.copy_(basis)
-        attn.q_proj.bias.zero_()
-        attn.k_proj.bias.zero_()
-        attn.out_proj.weight.mul_(10.0)
-    for index in (0, 3):
-        weight = decoder.output_upscaling[index].weight
-        weight.copy_(weight[:, :, :1, :1].expand_as(weight))
-    for mlp in decoder.output_hypernetworks_mlps:
-        mlp.layers[-1].weight.mul_(1000.0)
-        mlp.layers[-1].bias.mul_(1000.0)
-
-
-def save_sam_checkpoint(model: Sam, path: str | Path) -> Path:
-    """Save the state dict as segment_anything's releases do (``torch.save(state_dict)``)."""
-    with atomic_path(path, overwrite=True, keep_suffix=False) as tmp:
-        torch.save(model.state_dict(), tmp)
-    return Path(path)

@@ -2,8 +2,8 @@
 
 - ``engine.py``: ``Sam2Engine``, the adapter behind ``--engine sam2`` (registered on import).
 - ``checkpoints.py``: SAM 2.1 releases in the cache, download and verification.
-- ``models.py``: ``load_sam2`` (configuration inferred from the checkpoint's tensor shapes),
-  tiny test models.
+- ``models.py``: ``load_sam2`` (configuration inferred from the checkpoint's tensor shapes); the
+  tiny random-weight test models are in tests/sam_models.py.
 - ``generators.py``: geoalps's fast generator and sam2's ``SAM2AutomaticMaskGenerator``, both
   returning the sam engine's ``SamMasks`` (the generic steps are the sam engine's modules).
 

@@ -35,15 +35,10 @@ class Sam2Engine(SamEngine):
         model, model_name = load_sam2(checkpoint, options.model_type, options.device)
         return checkpoint, model, model_name
 
-    def _reference_generate(self):
-        from geoalps.engines.sam2.generators import reference_generate
+    def _generators(self):
+        from geoalps.engines.sam2.generators import Sam2FastMaskGenerator, reference_generate
 
-        return reference_generate
-
-    def _fast_generator_class(self):
-        from geoalps.engines.sam2.generators import Sam2FastMaskGenerator
-
-        return Sam2FastMaskGenerator
+        return Sam2FastMaskGenerator, reference_generate
 
     def _auto_tile_batch(self) -> int:
         return auto_tile_batch(self.model, self.model_name)

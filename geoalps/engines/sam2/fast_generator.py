@@ -58,8 +58,8 @@ class Sam2FastMaskGenerator(FastMaskGenerator):
     def _make_encoder(self, batch_size: int, sdpa: bool, compile: bool):
         return Sam2BatchEncoder(self.model, batch_size=batch_size, autocast=self.autocast)
 
-    def _make_decoder(self):
-        return Sam2PromptDecoder(self.model, dtype=self.decoder_dtype)
+    def _make_decoder(self, dtype: torch.dtype):
+        return Sam2PromptDecoder(self.model, dtype=dtype)
 
     def _decoder_batch(self, points_per_batch: int, on_cuda: bool) -> int:
         return _decoder_batch(self.model.sam_prompt_embed_dim, points_per_batch, on_cuda)

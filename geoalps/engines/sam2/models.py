@@ -32,7 +32,6 @@ from sam2.modeling.sam2_base import SAM2Base
 from geoalps.devices import resolve_device
 from geoalps.engines.sam.models import _read_state_dict
 from geoalps.errors import ModelError
-from geoalps.files import atomic_path
 
 IMAGE_SIZE = 1024
 ROPE_FEAT_SIZES = (64, 64)  # stride-16 features at 1024 px, as in every released YAML
@@ -320,42 +319,3 @@ class meta_device(torch.overrides.TorchFunctionMode):
         if func in _device_constructors() and kwargs.get("device") is None:
             kwargs["device"] = "cpu" if func is torch.linspace else "meta"
         return func(*args, **kwargs)
-
-
-def build_tiny_sam2(seed: int = 0, **overrides) -> SAM2Base:
-    """A tiny random-weight SAM 2 for tests (``SAM2_CONFIGS["tiny"]`` with ``overrides``).
-
-    Every tensor is random (including the ones sam2 initialises to zero), and the mask decoder
-    gets the test gains of :func:`geoalps.engines.sam.models.sharpen_random_decoder` so that
-    prompts give distinct blobs rather than one image-wide noise mask. The global RNG is left
-    untouched. Cost: a fraction of a second to build; a few MB.
-    """
-    config = dataclasses.replace(SAM2_CONFIGS["tiny"], **overrides)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = build_sam2(config)
-        with torch.no_grad():
-            for name, param in model.named_parameters():
-                if name.endswith(("pos_embed", "pos_embed_window", "no_mem_embed")):
-                    param.normal_(0.0, 0.02)
-            sharpen_random_sam2_decoder(model)
-    return model.eval()
-
-
-def sharpen_random_sam2_decoder(model: SAM2Base) -> None:
-    """The sam engine's test gains on SAM 2's decoder (same transformer and heads:
-    :func:`geoalps.engines.sam.models.sharpen_mask_decoder`), plus a neutral start for its
-    high-resolution skip features (convolutions scaled x0.1)."""
-    from geoalps.engines.sam.models import sharpen_mask_decoder
-
-    decoder = model.sam_mask_decoder
-    sharpen_mask_decoder(decoder)  # draws the same random numbers in the same order as before
-    for conv in (decoder.conv_s0, decoder.conv_s1):
-        conv.weight.mul_(0.1)
-
-
-def save_sam2_checkpoint(model: SAM2Base, path: str | Path) -> Path:
-    """Save as sam2's releases are saved: ``torch.save({"model": state_dict})``."""
-    with atomic_path(path, overwrite=True, keep_suffix=False) as tmp:
-        torch.save({"model": model.state_dict()}, tmp)
-    return Path(path)

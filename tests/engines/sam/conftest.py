@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from geoalps.engines.sam.models import build_tiny_sam, load_sam, save_sam_checkpoint
+from geoalps.engines.sam.models import load_sam
+from tests.sam_models import build_tiny_sam, save_sam_checkpoint
 
 
 @pytest.fixture(scope="session")

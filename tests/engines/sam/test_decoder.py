@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from geoalps.engines.sam.decoder import PointPromptDecoder
-from geoalps.engines.sam.models import build_tiny_sam
+from tests.sam_models import build_tiny_sam
 from tests.floats import assert_float32_close
 
 
@@ -37,6 +37,13 @@ def test_matches_mask_decoder(overrides):
     assert masks.shape == expected_masks.shape == (5, 3, 256, 256)
     assert_float32_close(masks, expected_masks)
     assert_float32_close(iou, expected_iou)
+    # With an IoU threshold the last layer's image tokens are formed only for prompts that
+    # pass (all of them here): the IoU token attends to them unformed (a two- or three-layer
+    # decoder), the same scores and masks to float rounding.
+    iou_lazy, index, masks_lazy = decoder.decode(points, min_iou=float(expected_iou.min()) - 1.0)
+    assert index.tolist() == [0, 1, 2, 3, 4]
+    assert_float32_close(iou_lazy, expected_iou)
+    assert_float32_close(masks_lazy, expected_masks)
 
 
 def test_needs_an_embedding_first():

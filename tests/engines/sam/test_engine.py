@@ -26,7 +26,7 @@ KEEP_ALL = dict(engine="sam", points_per_side=6, pred_iou_thresh=0.0, stability_
 
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
-    from geoalps.engines.sam.models import build_tiny_sam, save_sam_checkpoint
+    from tests.sam_models import build_tiny_sam, save_sam_checkpoint
 
     path = tmp_path_factory.mktemp("sam") / "sam_tiny_random.pth"
     save_sam_checkpoint(build_tiny_sam(seed=0), path)

@@ -57,11 +57,20 @@ def match_ious(expected: SamMasks, got: SamMasks) -> np.ndarray:
 
 
 def assert_same_masks(expected: SamMasks, got: SamMasks) -> None:
-    assert len(got) == len(expected)
+    """Same count (more than zero: two empty results would match trivially), every mask matched
+    by IoU >= 0.99 both ways, same boxes, scores to float32 rounding."""
+    assert len(got) == len(expected) > 0
     assert (match_ious(expected, got) >= 0.99).all()
     assert (match_ious(got, expected) >= 0.99).all()
     assert_float32_close(np.sort(got.scores), np.sort(expected.scores))
     assert sorted(map(tuple, got.boxes)) == sorted(map(tuple, expected.boxes))
+
+
+def test_assert_same_masks_fails_when_both_sides_are_empty():
+    """Two results without masks prove nothing about the generators: the check must not pass."""
+    empty = SamMasks.empty((8, 8), np.zeros((4, 2, 2), np.float32), (8, 8))
+    with pytest.raises(AssertionError):
+        assert_same_masks(empty, empty)
 
 
 def assert_crops_fit_boxes(result: SamMasks) -> None:

@@ -6,13 +6,8 @@ import torch
 from segment_anything import sam_model_registry
 
 from geoalps.errors import GeoAlpsError
-from geoalps.engines.sam.models import (
-    SAM_CONFIGS,
-    build_tiny_sam,
-    infer_sam_config,
-    load_sam,
-    save_sam_checkpoint,
-)
+from geoalps.engines.sam.models import SAM_CONFIGS, infer_sam_config, load_sam
+from tests.sam_models import build_tiny_sam, save_sam_checkpoint
 
 
 def _outputs(model, image, point):

@@ -5,7 +5,8 @@ import pytest
 
 pytest.importorskip("sam2", reason="pip install 'geoalps[sam2]' (see README)")
 
-from geoalps.engines.sam2.models import build_tiny_sam2, load_sam2, save_sam2_checkpoint  # noqa: E402
+from geoalps.engines.sam2.models import load_sam2  # noqa: E402
+from tests.sam_models import build_tiny_sam2, save_sam2_checkpoint  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ from sam2.modeling.sam.mask_decoder import MaskDecoder
 from sam2.modeling.sam.transformer import TwoWayTransformer
 
 from geoalps.engines.sam2.decoder import Sam2PromptDecoder
-from geoalps.engines.sam2.models import build_tiny_sam2
+from tests.sam_models import build_tiny_sam2
 from tests.floats import assert_float32_close
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from geoalps.engines.sam2.generators import Sam2FastMaskGenerator, reference_generate
 from tests.floats import assert_float32_close
@@ -111,6 +112,33 @@ def test_bfloat16_decoder_opt_in_keeps_most_masks(sam2_model):
     assert abs(len(approx) - len(exact)) <= 0.1 * len(exact)
     best = _best_ious(exact, approx)
     assert (best >= 0.9).mean() >= 0.75 and (best >= 0.5).mean() >= 0.9
+
+
+def test_bfloat16_screen_gives_sam2s_masks_decoding_fewer_prompts_in_float32(sam2_model, monkeypatch):
+    """``decoder_dtype="bfloat16-screen"`` (opt-in): every prompt's IoUs from the bf16 copy, the
+    float32 decoder only for prompts within ``screen_margin`` of the IoU threshold. The tiny
+    model's IoUs all lie in 0.496-0.511 (bf16 error 1.9e-3), so the margin is narrowed to 0.004
+    (the default 0.05 would send every prompt to float32) and the threshold set near their top:
+    most prompts are dropped by the screen, and the masks are still sam2's."""
+    from geoalps.engines.sam2.decoder import Sam2PromptDecoder
+
+    image = _image(160, 200)
+    settings = dict(points_per_side=6, pred_iou_thresh=0.507, stability_score_thresh=0.0)
+    float32_prompts = []
+    decode = Sam2PromptDecoder.decode
+
+    def counting(self, points, min_iou=None):
+        if self.dtype == torch.float32:
+            float32_prompts.append(len(points))
+        return decode(self, points, min_iou)
+
+    monkeypatch.setattr(Sam2PromptDecoder, "decode", counting)
+    screened = Sam2FastMaskGenerator(sam2_model, decoder_dtype="bfloat16-screen", **settings)
+    screened.screen_margin = 0.004
+    got = screened.generate(image)
+    assert screened.screen is not None and screened.screen.dtype == torch.bfloat16
+    assert 0 < sum(float32_prompts) < 36 / 2
+    assert_same_masks(reference_generate(sam2_model, image, **settings), got)
 
 
 def test_decoder_dtype_is_checked(sam2_model):

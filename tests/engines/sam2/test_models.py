@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from geoalps.engines import checkpoint_is_sam2, resolve_engine_name
-from geoalps.engines.sam2.models import (OFFICIAL_MODEL_NAMES, SAM2_CONFIGS, build_sam2, build_tiny_sam2,
-                                         infer_sam2_config, load_sam2, meta_device, save_sam2_checkpoint)
+from geoalps.engines.sam2.models import (OFFICIAL_MODEL_NAMES, SAM2_CONFIGS, build_sam2, infer_sam2_config,
+                                         load_sam2, meta_device)
 from geoalps.errors import ModelError
 from geoalps.options import LabelOptions
+from tests.sam_models import build_tiny_sam, build_tiny_sam2, save_sam2_checkpoint, save_sam_checkpoint
 
 YAML = {"hiera_tiny": "t", "hiera_small": "s", "hiera_base_plus": "b+", "hiera_large": "l"}
 
@@ -72,7 +73,6 @@ def test_wrong_files_and_sizes_are_one_line_model_errors(tiny_sam2_checkpoint, t
         load_sam2(tiny_sam2_checkpoint, model_type="hiera_large", device="cpu")
     with pytest.raises(ModelError, match="not a SAM 2 size"):
         load_sam2(tiny_sam2_checkpoint, model_type="vit_b", device="cpu")
-    from geoalps.engines.sam.models import build_tiny_sam, save_sam_checkpoint
 
     sam1 = save_sam_checkpoint(build_tiny_sam(seed=0), tmp_path / "sam1.pth")
     with pytest.raises(ModelError, match="sam1.pth: not a SAM 2 checkpoint .*--engine sam"):
@@ -89,7 +89,6 @@ def test_wrong_files_and_sizes_are_one_line_model_errors(tiny_sam2_checkpoint, t
 
 
 def test_auto_engine_follows_the_checkpoint_family(tiny_sam2_checkpoint, tmp_path, monkeypatch):
-    from geoalps.engines.sam.models import build_tiny_sam, save_sam_checkpoint
 
     sam1 = save_sam_checkpoint(build_tiny_sam(seed=0), tmp_path / "sam1.pth")
     assert checkpoint_is_sam2(str(tiny_sam2_checkpoint)) and not checkpoint_is_sam2(str(sam1))
