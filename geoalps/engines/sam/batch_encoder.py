@@ -113,7 +113,8 @@ class BatchEncoder:
 
 
 def bf16_autocast(device: torch.device, enabled: bool):
-    """bf16 autocast on ``device`` when ``enabled``, else autocast explicitly off."""
-    if enabled:
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return torch.autocast(device.type, enabled=False)
+    """bf16 autocast on ``device`` when ``enabled``, else autocast explicitly off (through
+    :func:`geoalps.devices.autocast`, the one precision policy)."""
+    from geoalps.devices import autocast, autocast_dtype
+
+    return autocast(device, autocast_dtype(device, "bf16" if enabled else "32"))

@@ -46,6 +46,7 @@ from segment_anything.utils.amg import (
 )
 from torchvision.ops.boxes import batched_nms, box_area
 
+from geoalps.devices import autocast_dtype
 from geoalps.engines.sam.batch_encoder import BatchEncoder, bf16_autocast
 from geoalps.engines.sam.decoder import PointPromptDecoder
 from geoalps.engines.sam.exact_cells import CellMask, ExactCells
@@ -188,7 +189,8 @@ class FastMaskGenerator:
         self.crop_nms_thresh = crop_nms_thresh
         self.crop_overlap_ratio = crop_overlap_ratio
         self.min_mask_region_area = min_mask_region_area
-        self.autocast = on_cuda if autocast is None else autocast
+        # the one precision policy (geoalps.devices): bf16 where it pays (CUDA), float32 on CPU
+        self.autocast = autocast_dtype(self.device) is not None if autocast is None else autocast
         self.mask_threshold = self._model_mask_threshold()
         self.encoder = self._make_encoder(
             batch_size=encoder_batch_size or (4 if on_cuda else 1),
