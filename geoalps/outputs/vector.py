@@ -119,6 +119,17 @@ def with_class_names(frame, class_ids, names):
     return frame
 
 
+def objects_frame(frames: list, crs_wkt: str | None):
+    """Labelling's frames (in ``crs_wkt``) as one GeoDataFrame, as an output file holds them:
+    ``instance_id`` 1..N, ``area``, MultiPolygons (the API's result without an output file)."""
+    import geopandas as gpd
+    import pandas as pd
+
+    frames = [f for f in frames if len(f)] or [empty_objects(crs_wkt)]
+    frame = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), geometry="geometry", crs=crs_wkt)
+    return with_ids(_schema_types(frame), 1)
+
+
 def empty_objects(crs_wkt: str | None):
     """A zero-row frame with labelling's object columns (so an empty result still has the schema)."""
     import geopandas as gpd
