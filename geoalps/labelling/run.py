@@ -53,7 +53,8 @@ from geoalps.outputs.raster import burn_objects, objects_in_memory, open_label_r
 from geoalps.outputs.style import output_class_colours
 from geoalps.outputs.formats import (check_output, check_raster_output, output_files, output_format,
                                      raster_output_files)
-from geoalps.outputs.vector import BAND_ROLES_METADATA, SCENES_METADATA, LayerStyle, objects_frame, write_output
+from geoalps.outputs.vector import (BAND_ROLES_METADATA, ENGINE_METADATA, SCENES_METADATA, LayerStyle, objects_frame,
+                                    write_output)
 from geoalps.progress import Progress, emit_line
 
 
@@ -127,22 +128,24 @@ def label(
     """
     started = time.perf_counter()
     given_settings, given_run = split_options(options, settings, run)
-    opts = given_settings.validated()
+    from geoalps.engines import resolve_engine
+
+    # The engine is decided here, once: the options every worker gets name it (and its checkpoint).
+    opts = resolve_engine(given_settings.validated())
     exe = given_run.validated()
     with contextlib.ExitStack() as cleanup:
         state = _prepare(scenes, output, raster_out, kmeans_model, return_labels, opts, exe, cleanup,
                          trust_kmeans_model)
-        from geoalps.engines import resolve_engine_name
-
         try:
             pending = sum(t.key not in state.done for t in state.tiles)
-            with TileRunner(auto_workers(exe.workers, resolve_engine_name(opts), pending), exe.scheduler) as runner:
-                description, blocks, batch = _start_engine(runner, state, opts, exe)
+            with TileRunner(auto_workers(exe.workers, opts.engine, pending), exe.scheduler) as runner:
+                description, blocks, batch = _start_engine(runner, state, opts, exe,
+                                                           auto=given_settings.engine == "auto")
                 seams = SeamIndex(state.plans, [Affine.identity()] * len(state.scenes))  # tile results are in scene pixels
                 feeder = _pass1(runner, state, opts, exe, blocks, batch, seams)
             clusterer = _finish_clustering(feeder.clusterer, state, opts, exe.quiet)
             n_classes = max(clusterer.effective_classes if clusterer is not None else 0, opts.classes)
-            stats, gdf = _pass2(state, blocks, clusterer, seams, exe, opts, output, n_classes)
+            stats, gdf = _pass2(state, blocks, clusterer, seams, exe, opts, output, n_classes, description)
         except BaseException:
             if not state.store.temporary and not state.store.finished():
                 state.store.remove()  # nothing to resume: no work folder to block the next run
@@ -274,14 +277,14 @@ def _prepare(scenes, output, raster_out, kmeans_model, return_labels, opts: Labe
                 plans, tiles, settings, store, done, len(done), kmeans_model)
 
 
-def _start_engine(runner: TileRunner, run: _Run, opts: LabelOptions, exe: RunOptions) -> tuple[str, tuple, int]:
-    """Load the engine in every worker (or here) and say which one runs, on stderr."""
+def _start_engine(runner: TileRunner, run: _Run, opts: LabelOptions, exe: RunOptions,
+                  auto: bool = False) -> tuple[str, tuple, int]:
+    """Load the engine ``opts`` name in every worker (or here) and say which one runs, on stderr
+    (``auto``: it was chosen for ``--engine auto``)."""
     description, has_embedding, batch = runner.on_every_worker(check_engine, opts, exe.tile_batch)
     scheduler = exe.scheduler
     if not exe.quiet:
-        from geoalps.engines import resolve_engine_name
-
-        reason = " (no SAM checkpoint found)" if opts.engine == "auto" and resolve_engine_name(opts) == "classical" else ""
+        reason = " (no SAM checkpoint found)" if auto and opts.engine == "classical" else ""
         where = f", cluster {redact(scheduler)}" if scheduler else (f", {runner.workers} workers" if runner.distributed else "")
         resumed = f", resuming: {run.resumed} of {len(run.tiles)} tiles already done" if run.resumed else ""
         batched = f", {batch} tiles per engine call" if batch > 1 else ""
@@ -387,12 +390,13 @@ def _finish_clustering(clusterer: OnlineKMeans | None, run: _Run, opts: LabelOpt
 
 
 def _pass2(run: _Run, blocks, clusterer, seams: SeamIndex, exe: RunOptions, opts: LabelOptions, output,
-           n_classes: int) -> tuple[dict, object]:
+           n_classes: int, engine: str) -> tuple[dict, object]:
     """Classify, merge seams (``--simplify`` applied in each scene's pixels) and stream every
     scene's objects straight into the one output writer, reprojected to the first scene's CRS as
     they pass; each scene's label raster is burnt, on its own grid, from its frames before they
     are reprojected. No scratch files, even for scenes in several CRSs. Without an output file the
-    frames are kept as one GeoDataFrame (returned; else None).
+    frames are kept as one GeoDataFrame (returned; else None). The output's metadata records the
+    scenes, their band roles and the engine that ran (``engine``: its description).
 
     All outputs appear together at the end, each renamed from a temporary file, or none. A write
     that fails for want of space (or of a file size limit, or a folder that cannot be written) is
@@ -433,9 +437,7 @@ def _pass2(run: _Run, blocks, clusterer, seams: SeamIndex, exe: RunOptions, opts
         with _writing(output or run.raster_targets[0], run.store), contextlib.ExitStack() as rasters:
             if output is not None:
                 write_output(frames(rasters), output, target_crs, overwrite=exe.overwrite, style=style,
-                             metadata={SCENES_METADATA: json.dumps(_scene_paths(run.scenes)),
-                                       BAND_ROLES_METADATA: json.dumps({s.name: list(s.band_roles.names)
-                                                                        for s in run.scenes})})
+                             metadata=_output_metadata(run.scenes, opts, engine))
             else:
                 gdf = objects_frame(list(frames(rasters)), target_crs)
             if run.kmeans_model is not None and clusterer is not None and not clusterer.frozen:
@@ -446,6 +448,14 @@ def _pass2(run: _Run, blocks, clusterer, seams: SeamIndex, exe: RunOptions, opts
         if target is not None:  # QGIS default style: only the K classes in the legend
             write_raster_style(target, style.n_classes, style.class_names, colours)
     return {"objects": objects, "classes_used": len(classes_used), "n_classes": n_classes}, gdf
+
+
+def _output_metadata(scenes: list[Scene], opts: LabelOptions, engine: str) -> dict[str, str]:
+    """The output layer's metadata items: where the scenes are, their band roles, the engine."""
+    return {SCENES_METADATA: json.dumps(_scene_paths(scenes)),
+            BAND_ROLES_METADATA: json.dumps({s.name: list(s.band_roles.names) for s in scenes}),
+            ENGINE_METADATA: json.dumps({"engine": opts.engine, "model_type": opts.model_type,
+                                         "checkpoint": opts.checkpoint, "description": engine})}
 
 
 def _write_label_raster(path: Path, scene: Scene, burnt: list, style: LayerStyle, colours) -> None:

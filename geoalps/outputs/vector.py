@@ -34,6 +34,10 @@ SCENES_METADATA = "geoalps_scenes"
 #: Layer metadata item: JSON {scene file name: [role of each band, or null]}, the band roles the
 #: run used (``--band-names``, else the file's descriptions or colour interpretation).
 BAND_ROLES_METADATA = "geoalps_band_roles"
+#: Layer metadata item of a labelling output: JSON {"engine", "model_type", "checkpoint",
+#: "description"}, the engine the run resolved once (``--engine auto`` decided) and how it described
+#: itself (model size read from the checkpoint, generator).
+ENGINE_METADATA = "geoalps_engine"
 #: Columns of one object as labelling produces it, before ids and areas are added.
 OBJECT_COLUMNS = ("pseudo_class", "score", "area_px", "n_fragments", "class_distance", "scene")
 
