@@ -53,8 +53,8 @@ from geoalps.outputs.raster import burn_objects, objects_in_memory, open_label_r
 from geoalps.outputs.style import output_class_colours
 from geoalps.outputs.formats import (check_output, check_raster_output, output_files, output_format,
                                      raster_output_files)
-from geoalps.outputs.vector import (BAND_ROLES_METADATA, ENGINE_METADATA, SCENES_METADATA, LayerStyle, objects_frame,
-                                    write_output)
+from geoalps.outputs.vector import (BAND_ROLES_METADATA, ENGINE_METADATA, SCENES_METADATA, LayerStyle, LayerWriter,
+                                    objects_frame, objects_in_layer, write_output)
 from geoalps.progress import Progress, emit_line
 
 
@@ -394,14 +394,17 @@ def _pass2(run: _Run, blocks, clusterer, seams: SeamIndex, exe: RunOptions, opts
     """Classify, merge seams (``--simplify`` applied in each scene's pixels) and stream every
     scene's objects straight into the one output writer, reprojected to the first scene's CRS as
     they pass; each scene's label raster is burnt, on its own grid, from its frames before they
-    are reprojected. No scratch files, even for scenes in several CRSs. Without an output file the
+    are reprojected. No scratch files, even for scenes in several CRSs, except a scene with more
+    than :data:`RASTER_OBJECTS_IN_MEMORY` objects and a label raster (:class:`_SceneObjects`).
+    Without an output file the
     frames are kept as one GeoDataFrame (returned; else None). The output's metadata records the
     scenes, their band roles and the engine that ran (``engine``: its description).
 
     All outputs appear together at the end, each renamed from a temporary file, or none. A write
     that fails for want of space (or of a file size limit, or a folder that cannot be written) is
     an :class:`OutputError` naming the output; the work folder stays for ``--resume``. Memory: one
-    batch of objects, plus one scene's polygons and class ids while it has a label raster.
+    batch of objects, plus up to :data:`RASTER_OBJECTS_IN_MEMORY` of one scene's polygons and
+    class ids while it has a label raster.
     """
     style = _output_classes(n_classes, clusterer)
     colours = output_class_colours(style.n_classes, style.first_pseudo_classes)
@@ -414,12 +417,12 @@ def _pass2(run: _Run, blocks, clusterer, seams: SeamIndex, exe: RunOptions, opts
     def frames(rasters: contextlib.ExitStack):
         nonlocal objects
         for index, (scene, plan, target) in enumerate(zip(run.scenes, run.plans, run.raster_targets)):
-            burnt: list = []  # (geometries, class ids) of this scene, for its label raster
+            burnt = _SceneObjects(run.store, index, style.field, scene.crs_wkt) if target is not None else None
             for frame in assemble_scene(scene, plan, lambda t: run.store.load(t.key), blocks, clusterer,
                                         seams.merged(index), simplify_px=_simplify_px(opts, scene),
                                         on_tile=lambda: assembly.update(1, f"tile {assembly.count + 1}/{assembly.total} assembled")):
-                if target is not None:
-                    burnt.append((frame.geometry.values, frame[style.field].to_numpy()))
+                if burnt is not None:
+                    burnt.add(frame)
                 if target_crs is not None and not same_crs(frame.crs, target_crs):
                     frame = frame.to_crs(target_crs)
                 classes_used.update(np.unique(frame["pseudo_class"]).tolist())
@@ -458,14 +461,56 @@ def _output_metadata(scenes: list[Scene], opts: LabelOptions, engine: str) -> di
                                          "checkpoint": opts.checkpoint, "description": engine})}
 
 
-def _write_label_raster(path: Path, scene: Scene, burnt: list, style: LayerStyle, colours) -> None:
-    """One scene's label raster from its objects (``burnt``: (geometries, class ids) per frame,
-    in the scene's CRS), smallest object on top (:func:`geoalps.outputs.raster.burn_objects`)."""
-    geometries = np.concatenate([g for g, _ in burnt]) if burnt else np.zeros(0, object)
-    classes = np.concatenate([c for _, c in burnt]) if burnt else np.zeros(0, np.int32)
+#: A scene's objects are held in memory for its label raster up to this many (an STRtree: fast);
+#: past it they spill to a scratch GeoPackage in the work folder and are burnt through its spatial
+#: index, so memory stays bounded for scenes of any size (about 1 KB an object in memory).
+RASTER_OBJECTS_IN_MEMORY = 250_000
+
+
+class _SceneObjects:
+    """One scene's objects (geometry and class id, in the scene's CRS) for its label raster: in
+    memory while they are few, in a scratch GeoPackage (``raster_objects_<i>.gpkg`` in the work
+    folder, the one scratch file pass 2 keeps) once they pass ``limit``."""
+
+    def __init__(self, store: WorkStore, index: int, field: str, crs_wkt: str | None,
+                 limit: int | None = None) -> None:
+        self.field, self.crs_wkt = field, crs_wkt
+        self.limit = RASTER_OBJECTS_IN_MEMORY if limit is None else limit
+        self.path = store.folder / f"raster_objects_{index}.gpkg"
+        self.parts: list = []
+        self.count = 0
+        self.writer: LayerWriter | None = None
+
+    def add(self, frame) -> None:
+        part = frame[[self.field, "geometry"]]
+        self.count += len(part)
+        if self.writer is None and self.count > self.limit:
+            self.path.unlink(missing_ok=True)  # left by an interrupted run: pass 2 is redone
+            self.writer = LayerWriter(self.path, self.crs_wkt)
+            for held in self.parts:
+                self.writer.add(held)
+            self.parts = []
+        if self.writer is not None:
+            self.writer.add(part)
+        else:
+            self.parts.append(part)
+
+    def query(self):
+        """The block query :func:`geoalps.outputs.raster.burn_objects` reads the objects through."""
+        if self.writer is not None:
+            self.writer.close()
+            return objects_in_layer(self.path, field=self.field)
+        geometries = np.concatenate([p.geometry.values for p in self.parts]) if self.parts else np.zeros(0, object)
+        classes = np.concatenate([p[self.field].to_numpy() for p in self.parts]) if self.parts else np.zeros(0, np.int32)
+        return objects_in_memory(geometries, classes)
+
+
+def _write_label_raster(path: Path, scene: Scene, burnt: _SceneObjects, style: LayerStyle, colours) -> None:
+    """One scene's label raster from its objects (in the scene's CRS), smallest object on top
+    (:func:`geoalps.outputs.raster.burn_objects`)."""
     with open_label_raster(path, scene, style.n_classes, what=style.field, class_names=style.class_names,
                            colours=colours) as dst:
-        burn_objects(dst, scene, objects_in_memory(geometries, classes), style.n_classes)
+        burn_objects(dst, scene, burnt.query(), style.n_classes)
         dst.update_tags(**{BAND_ROLES_METADATA: json.dumps(list(scene.band_roles.names))})
 
 

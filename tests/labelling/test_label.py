@@ -314,3 +314,22 @@ def test_engine_is_decided_once_and_recorded(seam_scene, tmp_path, monkeypatch):
     recorded = json.loads(layer_metadata(out)[ENGINE_METADATA])
     assert recorded["engine"] == "classical" and recorded["checkpoint"] is None
     assert recorded["description"] == result.stats["engine"] and recorded["description"].startswith("classical")
+
+
+def test_label_raster_is_the_same_when_a_scenes_objects_spill_to_the_work_folder(seam_scene, tmp_path, monkeypatch):
+    """Past RASTER_OBJECTS_IN_MEMORY a scene's objects go to a scratch GeoPackage in the work
+    folder (bounded memory) and the label raster is burnt through its spatial index: the same
+    pixels as from memory."""
+    import geoalps.labelling.run as run_module
+
+    held = tmp_path / "held.tif"
+    label(seam_scene, tmp_path / "held.gpkg", raster_out=held, tile_size=256, overlap=64, **FAST)
+    monkeypatch.setattr(run_module, "RASTER_OBJECTS_IN_MEMORY", 3)
+    spilled = tmp_path / "spilled.tif"
+    label(seam_scene, tmp_path / "spilled.gpkg", raster_out=spilled, tile_size=256, overlap=64, keep_work=True, **FAST)
+    assert list((tmp_path / "spilled.gpkg.geoalps-work").rglob("raster_objects_0.gpkg"))
+    with rasterio.open(held) as a, rasterio.open(spilled) as b:
+        held_pixels, spilled_pixels = a.read(1), b.read(1)
+        assert a.transform == b.transform
+    assert (held_pixels != a.nodata).sum() > 100
+    assert (held_pixels == spilled_pixels).all()
