@@ -55,7 +55,7 @@ threads_opt = click.option("--threads", type=click.IntRange(1), default=None,
 # -- labelling: the settings that change results (LabelOptions) -------------------------------
 engine_opt = click.option(
     "--engine", type=click.Choice(ENGINE_CHOICES), default=_LABEL.engine, show_default=True,
-    help="Mask engine: sam (SAM 1) and sam2 (SAM 2/2.1) need a checkpoint; classical needs no weights; auto picks the engine of the checkpoint found.")
+    help="Mask engine: sam (SAM 1) and sam2 (SAM 2/2.1) need a checkpoint; classical needs no weights; auto picks the engine of the checkpoint found, once a run (the output's metadata records the engine used).")
 sam_opts = stack(
     click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
                  help="SAM (.pth) or SAM 2 (.pt) checkpoint, any size. Also read from GEOALPS_SAM_CHECKPOINT."),

@@ -1,6 +1,9 @@
-"""Mask engines behind one interface; ``create_engine`` resolves ``--engine auto``."""
+"""Mask engines behind one interface. ``--engine auto`` is decided once a run, by
+:func:`resolve_engine` on the validated options; the resolved options travel to every worker,
+so :func:`create_engine` only looks the engine up."""
 from __future__ import annotations
 
+from dataclasses import replace
 
 from geoalps.engines.base import EngineTile, MaskEngine, engine_class, engine_names, register_engine
 from geoalps.engines import classical as _classical  # noqa: F401  (registers "classical")
@@ -10,7 +13,25 @@ from geoalps.engines.sam.checkpoints import find_cached_checkpoint
 from geoalps.engines.sam2.checkpoints import find_cached_checkpoint as find_cached_sam2
 from geoalps.options import LabelOptions
 
-__all__ = ["EngineTile", "MaskEngine", "create_engine", "engine_names", "register_engine", "resolve_engine_name"]
+__all__ = ["EngineTile", "MaskEngine", "create_engine", "engine_names", "register_engine", "resolve_engine",
+           "resolve_engine_name"]
+
+
+def resolve_engine(options: LabelOptions) -> LabelOptions:
+    """``options`` with the engine decided: ``engine`` never ``auto`` (:func:`resolve_engine_name`)
+    and, for the SAM engines, ``checkpoint`` the file they will load (the one named, else the
+    cached one), so no worker looks again. Options already decided come back unchanged. Cost:
+    with ``auto`` and a checkpoint named, one memory-mapped read of its tensor names."""
+    if options.engine != "auto" and (options.checkpoint or options.engine == "classical"):
+        return options
+    engine = resolve_engine_name(options)
+    checkpoint = options.checkpoint
+    if not checkpoint and engine == "sam":
+        checkpoint = find_cached_checkpoint(options.model_type or "auto")
+    elif not checkpoint and engine == "sam2":  # as the sam2 engine looks (a vit_* type means any)
+        model_type = options.model_type or "auto"
+        checkpoint = find_cached_sam2("auto" if model_type.startswith("vit") else model_type)
+    return replace(options, engine=engine, checkpoint=str(checkpoint) if checkpoint else None)
 
 
 def resolve_engine_name(options: LabelOptions) -> str:
@@ -49,5 +70,7 @@ def checkpoint_is_sam2(path: str) -> bool:
 
 
 def create_engine(options: LabelOptions, tile_batch: int = 0) -> MaskEngine:
-    """The engine ``options`` ask for (``auto`` resolved), asked to take ``tile_batch`` tiles per call."""
-    return engine_class(resolve_engine_name(options))(options, tile_batch)
+    """The engine ``options`` ask for, asked to take ``tile_batch`` tiles per call. A run hands
+    in options :func:`resolve_engine` already decided; others are decided here."""
+    options = resolve_engine(options)
+    return engine_class(options.engine)(options, tile_batch)

@@ -1,9 +1,11 @@
 """The mask-engine interface and its registry.
 
-An engine turns one tile's 8-bit RGB view into object masks. Adding an engine (SAM2, MobileSAM)
-is one subclass registered under a name; the pipeline never imports engines directly. Engines
-that use more than the RGB view (every band, the ground resolution) say so with ``wants_bands``
-and take :class:`EngineTile` records through :meth:`MaskEngine.generate_tiles`.
+An engine turns tiles (:class:`EngineTile`: the 8-bit RGB view, and every band and the ground
+resolution for engines with ``wants_bands``) into object masks. Adding an engine (SAM2, MobileSAM)
+is one subclass registered under a name; the pipeline never imports engines directly and calls
+one method of theirs, :meth:`MaskEngine.generate_tiles`. An engine that needs only the RGB view
+fills in :meth:`MaskEngine.generate` (one tile) and, if it batches, :meth:`MaskEngine.generate_many`;
+the others override :meth:`MaskEngine.generate_tiles` itself.
 """
 from __future__ import annotations
 
@@ -75,8 +77,9 @@ class MaskEngine(ABC):
         return [self.generate(rgb, valid) for rgb, valid in zip(rgbs, valids)]
 
     def generate_tiles(self, tiles: list[EngineTile]) -> list[TileMasks]:
-        """Masks for the pipeline's tiles. By default only the RGB views are used
-        (:meth:`generate_many`); engines that use every band or the resolution override this."""
+        """Masks for the pipeline's tiles, one :class:`TileMasks` each: the one door the pipeline
+        calls. By default only the RGB views are used (:meth:`generate_many`); engines that use
+        every band or the resolution override this."""
         return self.generate_many([t.rgb for t in tiles], [t.valid for t in tiles])
 
 

@@ -1,13 +1,14 @@
 """Pass 2 of a run: classify every object from its stored features, merge seam fragments, and
-stream the result into per-scene GeoPackage layers.
+stream the result as frames (the run hands them straight to the output writer).
 
 Tiles are read back from the work store one at a time. Which objects merge across seams is known
 before (:class:`geoalps.objects.seams.SeamIndex`, filled in pass 1): every other object is classified and
-written straight away, and only the fragments of merged objects are held until the scene is done.
+yielded straight away, and only the fragments of merged objects are held until the scene is done.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import shapely
@@ -15,10 +16,42 @@ import shapely
 from geoalps.clustering.kmeans import OnlineKMeans
 from geoalps.inputs.scene import Scene
 from geoalps.objects.tile_result import TileResult
-from geoalps.outputs.vector import LayerWriter, with_class_names
+from geoalps.outputs.vector import with_class_names
 from geoalps.inputs.tiles import Tile
 from geoalps.objects.coverage import drop_inner_collinear, node_pixel_edges, resolve_overlaps, simplify_coverage, to_map
 from geoalps.objects.seams import merge_group
+
+
+@dataclass(frozen=True)
+class Fragment:
+    """One tile's part of an object that continues across a seam, held until its scene is done;
+    ``area_px`` weighs its features, score and class in the merged object."""
+
+    geometry: object  # shapely, scene pixels
+    features: np.ndarray
+    score: float
+    area_px: float
+
+
+@dataclass(frozen=True)
+class HeldObject:
+    """An object yielded with its scene's last group: an object merged from its fragments, or a
+    disjoint engine's seam candidate (one fragment), whose overlaps are resolved with the others."""
+
+    geometry: object  # shapely, scene pixels
+    features: np.ndarray
+    score: float
+    n_fragments: int
+
+    @classmethod
+    def merged(cls, parts: Sequence[Fragment]) -> "HeldObject":
+        """One object from its fragments: the union, and features and score weighted by area."""
+        area_px = np.array([p.area_px for p in parts])
+        weights = area_px / max(area_px.sum(), 1)
+        return cls(merge_group(np.array([p.geometry for p in parts], dtype=object)),
+                   weights @ np.stack([p.features for p in parts]), float(weights @ np.array([p.score for p in parts])),
+                   len(parts))
+
 
 def _frame(scene: Scene, geometries, features, scores, fragments, clusterer: OnlineKMeans | None):
     """Objects as rows; ``geometries`` are already in map coordinates."""
@@ -49,25 +82,25 @@ def _frame(scene: Scene, geometries, features, scores, fragments, clusterer: Onl
 def assemble_scene(
     scene: Scene,
     tiles: Sequence[Tile],
-    load: "callable[[Tile], TileResult]",
+    load: Callable[[Tile], TileResult],
     blocks: Sequence[str],
     clusterer: OnlineKMeans | None,
-    writer: LayerWriter,
     merged: Sequence[Sequence[tuple[int, int]]] = (),
-    on_tile=None,
+    on_tile: Callable[[], None] | None = None,
     simplify_px: float = 0.0,
-) -> int:
-    """Classify, merge and write one scene's objects; returns the number written.
+) -> Iterator:
+    """Classify and merge one scene's objects; yields them as GeoDataFrames in the scene's CRS
+    (the columns of :data:`geoalps.outputs.vector.OBJECT_COLUMNS`), no empty ones.
 
     ``merged`` lists the objects that are one object across a seam, as groups of (tile number,
-    object index) (:meth:`geoalps.objects.seams.SeamIndex.merged`); every other object is written as its
+    object index) (:meth:`geoalps.objects.seams.SeamIndex.merged`); every other object is yielded as its
     tile is read. A merged object's features, score and class come from its fragments weighted
     by pixel area. Tile results hold scene-pixel geometries; they go to map coordinates here.
 
     Objects of a disjoint engine leave as a coverage (:mod:`geoalps.objects.coverage`): the seam
     candidates (objects reaching a part of the scene another tile also sees) are held with the
     merged fragments until the scene is done, their overlaps resolved (smallest object on top,
-    the label raster's rule), every edge noded, and each written group (one tile's free objects;
+    the label raster's rule), every edge noded, and each yielded group (one tile's free objects;
     the held ones) coverage-simplified by ``simplify_px`` with its outer boundary fixed. Memory:
     the held objects of one scene (those near tile seams).
     """
@@ -75,10 +108,9 @@ def assemble_scene(
     for group_number, group in enumerate(merged):
         for tile_number, index in group:
             group_of.setdefault(tile_number, {})[index] = group_number
-    fragments: dict[tuple[int, int], tuple] = {}  # only fragments of merged objects are held
-    held: list[tuple] = []  # (geometry, features, score, 1): a disjoint engine's seam candidates
+    fragments: dict[tuple[int, int], Fragment] = {}  # only fragments of merged objects are held
+    held: list[HeldObject] = []  # a disjoint engine's seam candidates
     disjoint = False
-    written = 0
 
     def finish(geometries) -> np.ndarray:
         geometries = np.asarray(geometries, dtype=object)
@@ -97,33 +129,21 @@ def assemble_scene(
         alone = np.ones(len(result), dtype=bool)
         for index in group_of.get(tile_number, {}):
             alone[index] = False
-            fragments[(tile_number, index)] = (result.geometries[index], feats[index], float(result.scores[index]),
-                                               float(result.area_px[index]))
+            fragments[(tile_number, index)] = Fragment(result.geometries[index], feats[index],
+                                                       float(result.scores[index]), float(result.area_px[index]))
         if result.disjoint:
             keep = alone & result.seam_candidate
-            held.extend((result.geometries[i], feats[i], float(result.scores[i]), 1) for i in np.flatnonzero(keep))
+            held.extend(HeldObject(result.geometries[i], feats[i], float(result.scores[i]), 1) for i in np.flatnonzero(keep))
             alone &= ~keep
         if alone.any():
-            frame = _frame(scene, finish(result.geometries[alone]), feats[alone], result.scores[alone],
-                           np.ones(int(alone.sum())), clusterer)
-            writer.add(frame)
-            written += len(frame)
-    rows = list(held)
-    for group in merged:
-        parts = [fragments.pop(member) for member in group]
-        area_px = np.array([p[3] for p in parts])
-        weights = area_px / max(area_px.sum(), 1)
-        rows.append((merge_group(np.array([p[0] for p in parts], dtype=object)), weights @ np.stack([p[1] for p in parts]),
-                     float(weights @ np.array([p[2] for p in parts])), len(parts)))
+            yield _frame(scene, finish(result.geometries[alone]), feats[alone], result.scores[alone],
+                         np.ones(int(alone.sum())), clusterer)
+    rows = held + [HeldObject.merged([fragments.pop(member) for member in group]) for group in merged]
     if rows:  # the held objects: one group
-        geometries = np.array([r[0] for r in rows], dtype=object)
+        geometries = np.array([r.geometry for r in rows], dtype=object)
         if disjoint:
             geometries = resolve_overlaps(geometries)
         kept = np.flatnonzero(~shapely.is_missing(geometries))
-        if not len(kept):
-            return written
-        frame = _frame(scene, finish(geometries[kept]), np.asarray([rows[i][1] for i in kept]),
-                       [rows[i][2] for i in kept], [rows[i][3] for i in kept], clusterer)
-        writer.add(frame)
-        written += len(frame)
-    return written
+        if len(kept):
+            yield _frame(scene, finish(geometries[kept]), np.asarray([rows[i].features for i in kept]),
+                         [rows[i].score for i in kept], [rows[i].n_fragments for i in kept], clusterer)

@@ -1,7 +1,7 @@
 """Running tile tasks: in-process for one worker, on dask.distributed otherwise.
 
-Tasks are plain picklable calls (a scene record with its path, a tile window, the options), never
-open datasets, so they run in any worker process on any machine that sees the same files.
+Tasks are plain picklable records (:class:`geoalps.labelling.tile_work.TileTask`: a scene record
+with its path, tile windows, the options), never open datasets, so they run in any worker process on any machine that sees the same files.
 Results are yielded as they complete (``as_completed``); failed tasks are retried by dask and
 then reported as :class:`TileFailure` instead of stopping the run.
 """
@@ -137,12 +137,12 @@ class TileRunner:
             return self.client.submit(fn, *args, pure=False).result()
         return next(iter(results.values()))
 
-    def run(self, fn: Callable[..., Any], tasks: Sequence[tuple], keys: Sequence[str]) -> Iterator[tuple[int, Any]]:
-        """Call ``fn(*task)`` for every task; yield (task index, result or TileFailure)."""
+    def run(self, fn: Callable[[Any], Any], tasks: Sequence, keys: Sequence[str]) -> Iterator[tuple[int, Any]]:
+        """Call ``fn(task)`` for every task; yield (task index, result or TileFailure)."""
         if not self.distributed:
             for index, task in enumerate(tasks):
                 try:
-                    yield index, fn(*task)
+                    yield index, fn(task)
                 except (KeyboardInterrupt, MemoryError):
                     raise
                 except Exception as exc:  # reported per tile; the run goes on
@@ -152,7 +152,7 @@ class TileRunner:
 
         futures = {}
         for index, (task, key) in enumerate(zip(tasks, keys)):
-            future = self.client.submit(fn, *task, key=key, retries=self.retries, pure=False)
+            future = self.client.submit(fn, task, key=key, retries=self.retries, pure=False)
             futures[future.key] = (index, future)
         try:
             for future in as_completed([f for _, f in futures.values()]):

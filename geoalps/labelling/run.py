@@ -7,8 +7,9 @@ knows the whole path of the data:
                decisions as tiles finish (geoalps.objects.seams); k-means partial_fit on the
                features in plan order (geoalps.clustering), so the result does not depend on the
                worker count
-    pass 2     streaming (assembly.py): classify from stored features, merge seam fragments, write
-               per-scene layers; then the output GeoPackage and label rasters (geoalps.outputs)
+    pass 2     streaming (assembly.py): classify from stored features, merge seam fragments; the
+               frames go straight into the one output writer and each scene's label raster is
+               burnt from them (geoalps.outputs)
 
 Two passes because an object's class is only known once k-means has seen all objects. Storing
 tile results makes pass 2 cheap, ``--resume`` natural and memory flat.
@@ -28,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from affine import Affine
 
-from geoalps.clustering.feeder import OrderedFeeder
+from geoalps.labelling.feeder import OrderedFeeder
 from geoalps.clustering.kmeans import OnlineKMeans
 from geoalps.errors import InputError, OutputError, TileError
 from geoalps.files import atomic_path, check_distinct, check_writable, remove_stale_temporaries
@@ -42,18 +43,18 @@ from geoalps.inputs.tiles import Tile, plan_tiles
 from geoalps.labelling.assembly import assemble_scene
 from geoalps.labelling.lock import run_lock
 from geoalps.labelling.parallel import TileFailure, TileRunner
-from geoalps.labelling.tile_work import check_engine, process_tiles
+from geoalps.labelling.tile_work import TileTask, check_engine, process_tiles
 from geoalps.labelling.work_store import WorkStore, fingerprint, settings_digest
 from geoalps.objects.features import feature_blocks
 from geoalps.objects.seams import SeamIndex
 from geoalps.objects.coverage import tolerance_px
 from geoalps.options import LabelOptions, RunOptions, auto_workers, parse_simplify, split_options
-from geoalps.outputs.raster import burn_objects, open_label_raster, write_raster_style
+from geoalps.outputs.raster import burn_objects, objects_in_memory, open_label_raster, write_raster_style
 from geoalps.outputs.style import output_class_colours
 from geoalps.outputs.formats import (check_output, check_raster_output, output_files, output_format,
                                      raster_output_files)
-from geoalps.outputs.vector import (BAND_ROLES_METADATA, SCENES_METADATA, LayerStyle, LayerWriter, empty_objects,
-                                    objects_in_layer, read_layer, read_layer_batches, with_ids, write_output)
+from geoalps.outputs.vector import (BAND_ROLES_METADATA, ENGINE_METADATA, SCENES_METADATA, LayerStyle, LayerWriter,
+                                    objects_frame, objects_in_layer, write_output)
 from geoalps.progress import Progress, emit_line
 
 
@@ -122,35 +123,33 @@ def label(
     label raster stays on its own scene's grid. Memory: per worker one tile's pixels and masks;
     in this process the k-means, the seam candidates of finished tiles whose neighbours are still
     running, the fragments of merged objects (with a disjoint engine, all objects near seams of
-    the scene being assembled: :mod:`geoalps.objects.coverage`) and one batch of polygons.
+    the scene being assembled: :mod:`geoalps.objects.coverage`) and one batch of polygons (with a
+    label raster, the polygons of the scene being assembled; without an output file, all of them).
     """
     started = time.perf_counter()
     given_settings, given_run = split_options(options, settings, run)
-    opts = given_settings.validated()
+    from geoalps.engines import resolve_engine
+
+    # The engine is decided here, once: the options every worker gets name it (and its checkpoint).
+    opts = resolve_engine(given_settings.validated())
     exe = given_run.validated()
     with contextlib.ExitStack() as cleanup:
         state = _prepare(scenes, output, raster_out, kmeans_model, return_labels, opts, exe, cleanup,
                          trust_kmeans_model)
-        from geoalps.engines import resolve_engine_name
-
         try:
             pending = sum(t.key not in state.done for t in state.tiles)
-            with TileRunner(auto_workers(exe.workers, resolve_engine_name(opts), pending), exe.scheduler) as runner:
-                description, blocks, batch = _start_engine(runner, state, opts, exe)
+            with TileRunner(auto_workers(exe.workers, opts.engine, pending), exe.scheduler) as runner:
+                description, blocks, batch = _start_engine(runner, state, opts, exe,
+                                                           auto=given_settings.engine == "auto")
                 seams = SeamIndex(state.plans, [Affine.identity()] * len(state.scenes))  # tile results are in scene pixels
                 feeder = _pass1(runner, state, opts, exe, blocks, batch, seams)
             clusterer = _finish_clustering(feeder.clusterer, state, opts, exe.quiet)
             n_classes = max(clusterer.effective_classes if clusterer is not None else 0, opts.classes)
-            scene_layers = _pass2(state, blocks, clusterer, seams, exe, opts)
-            if exe.progress_lines:
-                emit_line(95.0, "writing outputs")
-            stats = _write_outputs(state.scenes, scene_layers, output, state.raster_targets, n_classes, exe.overwrite,
-                                   kmeans_model, clusterer, state.store)
+            stats, gdf = _pass2(state, blocks, clusterer, seams, exe, opts, output, n_classes, description)
         except BaseException:
             if not state.store.temporary and not state.store.finished():
                 state.store.remove()  # nothing to resume: no work folder to block the next run
             raise
-        gdf = _read_all(scene_layers, state.scenes) if output is None else None
         if not exe.keep_work or state.store.temporary:
             state.store.remove()
         wall = time.perf_counter() - started
@@ -278,14 +277,14 @@ def _prepare(scenes, output, raster_out, kmeans_model, return_labels, opts: Labe
                 plans, tiles, settings, store, done, len(done), kmeans_model)
 
 
-def _start_engine(runner: TileRunner, run: _Run, opts: LabelOptions, exe: RunOptions) -> tuple[str, tuple, int]:
-    """Load the engine in every worker (or here) and say which one runs, on stderr."""
+def _start_engine(runner: TileRunner, run: _Run, opts: LabelOptions, exe: RunOptions,
+                  auto: bool = False) -> tuple[str, tuple, int]:
+    """Load the engine ``opts`` name in every worker (or here) and say which one runs, on stderr
+    (``auto``: it was chosen for ``--engine auto``)."""
     description, has_embedding, batch = runner.on_every_worker(check_engine, opts, exe.tile_batch)
     scheduler = exe.scheduler
     if not exe.quiet:
-        from geoalps.engines import resolve_engine_name
-
-        reason = " (no SAM checkpoint found)" if opts.engine == "auto" and resolve_engine_name(opts) == "classical" else ""
+        reason = " (no SAM checkpoint found)" if auto and opts.engine == "classical" else ""
         where = f", cluster {redact(scheduler)}" if scheduler else (f", {runner.workers} workers" if runner.distributed else "")
         resumed = f", resuming: {run.resumed} of {len(run.tiles)} tiles already done" if run.resumed else ""
         batched = f", {batch} tiles per engine call" if batch > 1 else ""
@@ -319,8 +318,8 @@ def _pass1(runner: TileRunner, run: _Run, opts: LabelOptions, exe: RunOptions, b
     """
     done = set(run.done)
     groups = _task_groups([t for t in run.tiles if t.key not in done], batch)
-    tasks = [(run.scenes[g[0].scene_index], g, opts, run.band_maps[g[0].scene_index], blocks,
-              run.spectral_bands[g[0].scene_index], exe.tile_batch) for g in groups]
+    tasks = [TileTask(run.scenes[g[0].scene_index], tuple(g), opts, run.band_maps[g[0].scene_index], blocks,
+                      run.spectral_bands[g[0].scene_index], exe.tile_batch) for g in groups]
     digest = settings_digest(run.settings)
     keys = [f"geoalps-{digest}-{g[0].key}" + (f"+{len(g) - 1}" if len(g) > 1 else "") for g in groups]
     progress = Progress(len(run.tiles), "labelling", unit="tile", lines=exe.progress_lines, enabled=not exe.quiet,
@@ -390,29 +389,129 @@ def _finish_clustering(clusterer: OnlineKMeans | None, run: _Run, opts: LabelOpt
     return clusterer
 
 
-def _pass2(run: _Run, blocks, clusterer, seams: SeamIndex, exe: RunOptions, opts: LabelOptions) -> list[Path]:
-    """Classify, merge seams and write one layer per scene into the work folder (``--simplify``
-    applied there, in each scene's pixels)."""
+def _pass2(run: _Run, blocks, clusterer, seams: SeamIndex, exe: RunOptions, opts: LabelOptions, output,
+           n_classes: int, engine: str) -> tuple[dict, object]:
+    """Classify, merge seams (``--simplify`` applied in each scene's pixels) and stream every
+    scene's objects straight into the one output writer, reprojected to the first scene's CRS as
+    they pass; each scene's label raster is burnt, on its own grid, from its frames before they
+    are reprojected. No scratch files, even for scenes in several CRSs, except a scene with more
+    than :data:`RASTER_OBJECTS_IN_MEMORY` objects and a label raster (:class:`_SceneObjects`).
+    Without an output file the
+    frames are kept as one GeoDataFrame (returned; else None). The output's metadata records the
+    scenes, their band roles and the engine that ran (``engine``: its description).
+
+    All outputs appear together at the end, each renamed from a temporary file, or none. A write
+    that fails for want of space (or of a file size limit, or a folder that cannot be written) is
+    an :class:`OutputError` naming the output; the work folder stays for ``--resume``. Memory: one
+    batch of objects, plus up to :data:`RASTER_OBJECTS_IN_MEMORY` of one scene's polygons and
+    class ids while it has a label raster.
+    """
+    style = _output_classes(n_classes, clusterer)
+    colours = output_class_colours(style.n_classes, style.first_pseudo_classes)
+    target_crs = run.scenes[0].crs_wkt
+    classes_used: set[int] = set()
+    objects = 0
     assembly = Progress(len(run.tiles), "assembling", unit="tile", lines=exe.progress_lines, enabled=not exe.quiet,
                         start_pct=90.0, span_pct=5.0)
-    scene_layers = []
+
+    def frames(rasters: contextlib.ExitStack):
+        nonlocal objects
+        for index, (scene, plan, target) in enumerate(zip(run.scenes, run.plans, run.raster_targets)):
+            burnt = _SceneObjects(run.store, index, style.field, scene.crs_wkt) if target is not None else None
+            for frame in assemble_scene(scene, plan, lambda t: run.store.load(t.key), blocks, clusterer,
+                                        seams.merged(index), simplify_px=_simplify_px(opts, scene),
+                                        on_tile=lambda: assembly.update(1, f"tile {assembly.count + 1}/{assembly.total} assembled")):
+                if burnt is not None:
+                    burnt.add(frame)
+                if target_crs is not None and not same_crs(frame.crs, target_crs):
+                    frame = frame.to_crs(target_crs)
+                classes_used.update(np.unique(frame["pseudo_class"]).tolist())
+                objects += len(frame)
+                yield frame
+            if target is not None:
+                _write_label_raster(rasters.enter_context(atomic_path(target, exe.overwrite)), scene, burnt, style,
+                                    colours)
+        assembly.close()
+        if exe.progress_lines:
+            emit_line(95.0, "writing outputs")
+
+    gdf = None
     try:
-        for index, (scene, plan) in enumerate(zip(run.scenes, run.plans)):
-            layer_path = run.store.scratch(f"scene_{index}.gpkg")
-            with _writing(layer_path, run.store):
-                if layer_path.exists():  # pass 2 of an interrupted run is redone from scratch
-                    layer_path.unlink()
-                for journal in layer_path.parent.glob(f"{layer_path.name}-*"):  # -journal of a killed run
-                    journal.unlink()
-                writer = LayerWriter(layer_path, scene.crs_wkt)
-                assemble_scene(scene, plan, lambda t: run.store.load(t.key), blocks, clusterer, writer,
-                               seams.merged(index), on_tile=lambda: assembly.update(1, f"tile {assembly.count + 1}/{assembly.total} assembled"),
-                               simplify_px=_simplify_px(opts, scene))
-                writer.close()
-            scene_layers.append(layer_path)
+        with _writing(output or run.raster_targets[0], run.store), contextlib.ExitStack() as rasters:
+            if output is not None:
+                write_output(frames(rasters), output, target_crs, overwrite=exe.overwrite, style=style,
+                             metadata=_output_metadata(run.scenes, opts, engine))
+            else:
+                gdf = objects_frame(list(frames(rasters)), target_crs)
+            if run.kmeans_model is not None and clusterer is not None and not clusterer.frozen:
+                clusterer.save(run.kmeans_model)
     finally:
         assembly.close()
-    return scene_layers
+    for target in run.raster_targets:
+        if target is not None:  # QGIS default style: only the K classes in the legend
+            write_raster_style(target, style.n_classes, style.class_names, colours)
+    return {"objects": objects, "classes_used": len(classes_used), "n_classes": n_classes}, gdf
+
+
+def _output_metadata(scenes: list[Scene], opts: LabelOptions, engine: str) -> dict[str, str]:
+    """The output layer's metadata items: where the scenes are, their band roles, the engine."""
+    return {SCENES_METADATA: json.dumps(_scene_paths(scenes)),
+            BAND_ROLES_METADATA: json.dumps({s.name: list(s.band_roles.names) for s in scenes}),
+            ENGINE_METADATA: json.dumps({"engine": opts.engine, "model_type": opts.model_type,
+                                         "checkpoint": opts.checkpoint, "description": engine})}
+
+
+#: A scene's objects are held in memory for its label raster up to this many (an STRtree: fast);
+#: past it they spill to a scratch GeoPackage in the work folder and are burnt through its spatial
+#: index, so memory stays bounded for scenes of any size (about 1 KB an object in memory).
+RASTER_OBJECTS_IN_MEMORY = 250_000
+
+
+class _SceneObjects:
+    """One scene's objects (geometry and class id, in the scene's CRS) for its label raster: in
+    memory while they are few, in a scratch GeoPackage (``raster_objects_<i>.gpkg`` in the work
+    folder, the one scratch file pass 2 keeps) once they pass ``limit``."""
+
+    def __init__(self, store: WorkStore, index: int, field: str, crs_wkt: str | None,
+                 limit: int | None = None) -> None:
+        self.field, self.crs_wkt = field, crs_wkt
+        self.limit = RASTER_OBJECTS_IN_MEMORY if limit is None else limit
+        self.path = store.folder / f"raster_objects_{index}.gpkg"
+        self.parts: list = []
+        self.count = 0
+        self.writer: LayerWriter | None = None
+
+    def add(self, frame) -> None:
+        part = frame[[self.field, "geometry"]]
+        self.count += len(part)
+        if self.writer is None and self.count > self.limit:
+            self.path.unlink(missing_ok=True)  # left by an interrupted run: pass 2 is redone
+            self.writer = LayerWriter(self.path, self.crs_wkt)
+            for held in self.parts:
+                self.writer.add(held)
+            self.parts = []
+        if self.writer is not None:
+            self.writer.add(part)
+        else:
+            self.parts.append(part)
+
+    def query(self):
+        """The block query :func:`geoalps.outputs.raster.burn_objects` reads the objects through."""
+        if self.writer is not None:
+            self.writer.close()
+            return objects_in_layer(self.path, field=self.field)
+        geometries = np.concatenate([p.geometry.values for p in self.parts]) if self.parts else np.zeros(0, object)
+        classes = np.concatenate([p[self.field].to_numpy() for p in self.parts]) if self.parts else np.zeros(0, np.int32)
+        return objects_in_memory(geometries, classes)
+
+
+def _write_label_raster(path: Path, scene: Scene, burnt: _SceneObjects, style: LayerStyle, colours) -> None:
+    """One scene's label raster from its objects (in the scene's CRS), smallest object on top
+    (:func:`geoalps.outputs.raster.burn_objects`)."""
+    with open_label_raster(path, scene, style.n_classes, what=style.field, class_names=style.class_names,
+                           colours=colours) as dst:
+        burn_objects(dst, scene, burnt.query(), style.n_classes)
+        dst.update_tags(**{BAND_ROLES_METADATA: json.dumps(list(scene.band_roles.names))})
 
 
 def _simplify_px(opts: LabelOptions, scene: Scene) -> float:
@@ -447,18 +546,6 @@ def _output_classes(n_classes: int, clusterer) -> LayerStyle:
     return LayerStyle(len(merged), "class_id", merged, tuple(names.first_pseudo_classes()))
 
 
-def _write_outputs(scenes, scene_layers, output, raster_targets, n_classes, overwrite, kmeans_model, clusterer,
-                   store: WorkStore) -> dict:
-    """All outputs appear together at the end, each renamed from a temporary file, or none.
-
-    A write that fails for want of space (or of a file size limit, or a folder that cannot be
-    written) is an :class:`OutputError` naming the output; the work folder stays for ``--resume``.
-    """
-    with _writing(output or raster_targets[0], store):
-        return _write_outputs_now(scenes, scene_layers, output, raster_targets, n_classes, overwrite, kmeans_model,
-                                  clusterer)
-
-
 @contextlib.contextmanager
 def _writing(what, store: WorkStore):
     """Failures to write ``what`` (the disk full, a file size limit, a folder that went away)
@@ -480,50 +567,6 @@ def _write_failures() -> tuple[type[BaseException], ...]:
 
     return (OSError, sqlite3.Error, pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError,
             pyogrio.errors.FieldError, rasterio.errors.RasterioError)
-
-
-def _write_outputs_now(scenes, scene_layers, output, raster_targets, n_classes, overwrite, kmeans_model,
-                       clusterer) -> dict:
-    style = _output_classes(n_classes, clusterer)
-    field_name, n_out, names = style.field, style.n_classes, style.class_names
-    colours = output_class_colours(n_out, style.first_pseudo_classes)
-    objects = 0
-    classes_used: set[int] = set()
-    with contextlib.ExitStack() as stack:
-        for scene, layer, target in zip(scenes, scene_layers, raster_targets):
-            if target is not None:
-                tmp = stack.enter_context(atomic_path(target, overwrite))
-                with open_label_raster(tmp, scene, n_out, what=field_name, class_names=names,
-                                       colours=colours) as dst:
-                    burn_objects(dst, scene, objects_in_layer(layer, field=field_name), n_out)
-                    dst.update_tags(**{BAND_ROLES_METADATA: json.dumps(list(scene.band_roles.names))})
-        target_crs = scenes[0].crs_wkt
-
-        def batches():
-            nonlocal objects
-            for scene, layer in zip(scenes, scene_layers):
-                for batch in read_layer_batches(layer):
-                    if len(batch) and target_crs is not None and not same_crs(batch.crs, target_crs):
-                        batch = batch.to_crs(target_crs)
-                    classes_used.update(np.unique(batch["pseudo_class"]).tolist())
-                    objects += len(batch)
-                    yield batch
-
-        if output is not None:
-            write_output(batches(), output, target_crs, overwrite=overwrite,
-                         style=style,
-                         metadata={SCENES_METADATA: json.dumps(_scene_paths(scenes)),
-                                   BAND_ROLES_METADATA: json.dumps({s.name: list(s.band_roles.names) for s in scenes})})
-        else:
-            for _ in batches():
-                pass
-        if kmeans_model is not None and clusterer is not None and not clusterer.frozen:
-            clusterer.save(kmeans_model)
-    for target in raster_targets:
-        if target is not None:  # QGIS default style: only the K classes in the legend
-            write_raster_style(target, n_out, names, colours)
-
-    return {"objects": objects, "classes_used": len(classes_used), "n_classes": n_classes}
 
 
 def unique_scene_names(scenes: list[Scene]) -> list[str]:
@@ -555,19 +598,3 @@ def _scene_paths(scenes: list[Scene]) -> dict[str, str]:
     commands (the class gallery) find the scenes where they were."""
     return {s.name: s.shown if is_virtual(s.path) else os.path.abspath(s.path)
             for s in scenes}
-
-
-def _read_all(scene_layers, scenes):
-    """The whole result as one GeoDataFrame, as the output file holds it (API convenience)."""
-    import geopandas as gpd
-    import pandas as pd
-    target_crs = scenes[0].crs_wkt
-    frames = []
-    for layer in scene_layers:
-        frame = read_layer(layer)
-        if len(frame) and target_crs is not None and not same_crs(frame.crs, target_crs):
-            frame = frame.to_crs(target_crs)
-        frames.append(frame)
-    frames = [f for f in frames if len(f)] or [empty_objects(target_crs)]
-    gdf = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), geometry="geometry", crs=target_crs)
-    return with_ids(gdf, 1)

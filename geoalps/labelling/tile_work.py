@@ -1,14 +1,14 @@
 """Pass 1 of a run, for one tile: read window -> map bands -> engine masks -> area filter and
 dedupe -> keep by core -> features -> polygons.
 
-``process_tiles`` depends only on its arguments (a scene record with a path, a tile window, the
-options), so it runs unchanged in this process or in any dask worker; the engine is loaded once
-per process and cached.
+``process_tiles`` depends only on its :class:`TileTask` (a scene record with a path, tile
+windows, the options), so it runs unchanged in this process or in any dask worker; the engine is
+loaded once per process and cached.
 """
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from affine import Affine
@@ -27,6 +27,24 @@ from geoalps.objects.tile_result import TileResult
 
 
 _ENGINES: dict = {}
+
+
+@dataclass(frozen=True)
+class TileTask:
+    """One unit of pass 1: neighbouring tiles of one scene and all a worker needs for them.
+
+    Plain picklable data (the scene record holds a path, never an open dataset), so the same task
+    runs in this process or on any dask worker. ``bands``: the scene's three bands the engine
+    sees (``--bands``); ``blocks``: the feature blocks to compute; ``spectral_bands``: the bands
+    spectral features use (None: every band); ``tile_batch``: ``--tile-batch``."""
+
+    scene: Scene
+    tiles: tuple[Tile, ...]
+    options: LabelOptions
+    bands: tuple[int, int, int]
+    blocks: tuple[str, ...]
+    spectral_bands: tuple[int, ...] | None = None
+    tile_batch: int = 0
 
 
 def pixel_size_m(scene: Scene) -> float | None:
@@ -67,20 +85,13 @@ def engine_for(options: LabelOptions, tile_batch: int = 0):
     return _ENGINES[key]
 
 
-def process_tiles(
-    scene: Scene,
-    tiles: Sequence[Tile],
-    options: LabelOptions,
-    bands: tuple[int, int, int],
-    blocks: tuple[str, ...],
-    spectral_bands: tuple[int, ...] | None = None,
-    tile_batch: int = 0,
-) -> list[TileResult]:
-    """Masks, features and polygons of neighbouring tiles of one scene (pass 1), their engine
-    calls batched when there are several (SAM's encoder on a GPU); one result per tile, the same
-    whatever the batch. Memory: the tiles' pixels and masks."""
+def process_tiles(task: TileTask) -> list[TileResult]:
+    """Masks, features and polygons of a task's tiles (pass 1), their engine calls batched when
+    there are several (SAM's encoder on a GPU); one result per tile, the same whatever the batch.
+    Memory: the tiles' pixels and masks."""
     started = time.perf_counter()
-    engine = engine_for(options, tile_batch)
+    scene, tiles, options, blocks = task.scene, task.tiles, task.options, task.blocks
+    engine = engine_for(options, task.tile_batch)
     results: dict[int, TileResult] = {}
     pending = []  # (position, data, valid, EngineTile)
     size_m = pixel_size_m(scene)
@@ -92,14 +103,14 @@ def process_tiles(
             results[position] = TileResult(tile, np.zeros(0, object), empty, empty, empty.astype(bool),
                                            empty.astype(bool), skipped=True)
             continue
-        pending.append((position, data, valid, engine_tile(scene, data, valid, bands, engine.wants_bands, size_m)))
+        pending.append((position, data, valid, engine_tile(scene, data, valid, task.bands, engine.wants_bands, size_m)))
     if pending:
         engine_start = time.perf_counter()
         all_masks = engine.generate_tiles([p[3] for p in pending])
         engine_seconds = (time.perf_counter() - engine_start) / len(pending)
         for (position, data, valid, _), tile_masks in zip(pending, all_masks):
             results[position] = _tile_result(scene, tiles[position], data, valid, tile_masks, engine,
-                                             options, blocks, spectral_bands, engine_seconds, size_m)
+                                             options, blocks, task.spectral_bands, engine_seconds, size_m)
     seconds = (time.perf_counter() - started) / len(tiles)
     for result in results.values():
         result.seconds = seconds

@@ -141,10 +141,6 @@ class WorkStore:
             raise ResumeError(f"{path}: tile result of another tile ({result.tile.key}); delete it and --resume")
         return result
 
-    def scratch(self, name: str) -> Path:
-        """A path inside the work folder for intermediate files of pass 2."""
-        return self.folder / name
-
 
 def shapely_error() -> type[Exception]:
     """What shapely raises for WKB that does not parse."""

@@ -91,6 +91,23 @@ def write_raster_style(path: str | os.PathLike, n_classes: int, class_names: Seq
                                    colours=colours)
 
 
+def objects_in_memory(geometries: np.ndarray, classes: np.ndarray) -> Callable:
+    """A block query for :func:`burn_objects` over objects held in memory (an STRtree): the
+    geometries meeting a block's bounds and their class ids, in the order given, as a layer's
+    spatial index returns them. Memory: the objects and their tree."""
+    import shapely
+
+    geometries = np.asarray(geometries, dtype=object)
+    classes = np.asarray(classes)
+    tree = shapely.STRtree(geometries)
+
+    def query(bounds):
+        hits = np.sort(tree.query(shapely.box(*bounds), predicate="intersects"))
+        return geometries[hits], classes[hits]
+
+    return query
+
+
 def burn_objects(dst, grid, objects: Callable, n_classes: int, block_px: int = 1024) -> None:
     """Burn class ids of objects (in ``grid``'s CRS) into ``dst``, one ``block_px`` block at a time.
 

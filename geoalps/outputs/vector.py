@@ -34,6 +34,10 @@ SCENES_METADATA = "geoalps_scenes"
 #: Layer metadata item: JSON {scene file name: [role of each band, or null]}, the band roles the
 #: run used (``--band-names``, else the file's descriptions or colour interpretation).
 BAND_ROLES_METADATA = "geoalps_band_roles"
+#: Layer metadata item of a labelling output: JSON {"engine", "model_type", "checkpoint",
+#: "description"}, the engine the run resolved once (``--engine auto`` decided) and how it described
+#: itself (model size read from the checkpoint, generator).
+ENGINE_METADATA = "geoalps_engine"
 #: Columns of one object as labelling produces it, before ids and areas are added.
 OBJECT_COLUMNS = ("pseudo_class", "score", "area_px", "n_fragments", "class_distance", "scene")
 
@@ -117,6 +121,17 @@ def with_class_names(frame, class_ids, names):
     frame.insert(at, "class_id", ids.astype(np.int32))
     frame.insert(at + 1, "class_name", np.asarray([names[i] for i in ids], dtype=object))
     return frame
+
+
+def objects_frame(frames: list, crs_wkt: str | None):
+    """Labelling's frames (in ``crs_wkt``) as one GeoDataFrame, as an output file holds them:
+    ``instance_id`` 1..N, ``area``, MultiPolygons (the API's result without an output file)."""
+    import geopandas as gpd
+    import pandas as pd
+
+    frames = [f for f in frames if len(f)] or [empty_objects(crs_wkt)]
+    frame = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), geometry="geometry", crs=crs_wkt)
+    return with_ids(_schema_types(frame), 1)
 
 
 def empty_objects(crs_wkt: str | None):

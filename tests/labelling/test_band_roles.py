@@ -14,7 +14,7 @@ from geoalps.errors import ResumeError
 from geoalps.inputs.bands import resolve_bands
 from geoalps.inputs.scene import open_scene
 from geoalps.inputs.tiles import plan_tiles
-from geoalps.labelling.tile_work import process_tiles
+from geoalps.labelling.tile_work import TileTask, process_tiles
 from geoalps.options import LabelOptions
 from floats import assert_float32_close
 
@@ -45,8 +45,8 @@ def _one_tile(scene_path: Path, band_names: str | None = None):
     options = LabelOptions(engine="classical", max_area_frac=1.0, tile_size=128, overlap=0,
                            band_names=band_names).validated()
     view = resolve_bands(options.bands, scene.count, scene.shown, scene.band_roles)
-    return view, process_tiles(scene, plan_tiles(scene.width, scene.height, 128, 0), options, view,
-                               ("spectral", "index"))[0]
+    return view, process_tiles(TileTask(scene, tuple(plan_tiles(scene.width, scene.height, 128, 0)), options, view,
+                                        ("spectral", "index")))[0]
 
 
 def _nd(a: float, b: float) -> float:

@@ -252,3 +252,84 @@ def test_keywords_apply_on_top_of_the_option_records(tmp_path):
     assert settings.classes == 3  # the caller's record is left as it was
     with pytest.raises(GeoAlpsError, match="unknown option"):
         label(path, None, settings=settings, clases=6)
+
+
+def test_pass_2_streams_into_the_output_without_scratch_layers(tmp_path):
+    """Scenes in two CRSs: the objects go straight into the output (in the first scene's CRS) and
+    each label raster is burnt from them; the kept work folder holds tile results only."""
+    a = write_raster(tmp_path / "a.tif", scene_with_objects(100, 100, [(20, 20, 60, 60)]))
+    b = write_raster(tmp_path / "b.tif", scene_with_objects(100, 100, [(30, 30, 70, 80)]), crs="EPSG:32634",
+                     transform=Affine(0.5, 0, 300000, 0, -0.5, 5000000))
+    folder = tmp_path / "rasters"
+    folder.mkdir()
+    out = tmp_path / "ab.gpkg"
+    label([a, b], out, raster_out=folder, keep_work=True, **FAST)
+    work = tmp_path / "ab.gpkg.geoalps-work"
+    assert work.is_dir() and list(work.rglob("*.npz")) and not list(work.rglob("*.gpkg"))
+    written = pyogrio.read_dataframe(out, layer="masks")
+    assert written.crs.to_epsg() == 32633
+    # b's raster, on b's grid, holds b's objects' classes where they lie
+    with rasterio.open(folder / "b.labels.tif") as src:
+        pixels = src.read(1)
+        transform = src.transform
+    b_rows = written[written.scene == "b.tif"]
+    assert len(b_rows) and set(np.unique(pixels[pixels != 255])) <= set(b_rows.pseudo_class)
+    inside = ~transform * (300000 + 0.5 * 50, 5000000 - 0.5 * 55)  # the centre of b's object
+    assert pixels[int(inside[1]), int(inside[0])] != 255
+
+
+def test_in_memory_result_is_what_the_file_holds(seam_scene, tmp_path):
+    """Without an output file the objects come back as the file holds them: rows, ids, types."""
+    kept = label(seam_scene, None, tile_size=256, overlap=64, **FAST).gdf
+    written = label(seam_scene, tmp_path / "out.gpkg", tile_size=256, overlap=64, **FAST).gdf
+    assert list(kept.columns) == list(written.columns)
+    assert dict(kept.dtypes.astype(str)) == dict(written.dtypes.astype(str))
+    assert len(kept) == len(written) > 0
+    assert shapely.equals_exact(kept.geometry.values, written.geometry.values, tolerance=0).all()
+    for column in ("instance_id", "pseudo_class", "area_px", "n_fragments", "scene"):
+        assert (kept[column].to_numpy() == written[column].to_numpy()).all(), column
+    assert kept.crs == written.crs
+
+
+def test_engine_is_decided_once_and_recorded(seam_scene, tmp_path, monkeypatch):
+    """``--engine auto`` is decided once a run (not again for the log line, the worker count and
+    each worker's engine) and the output's metadata says what ran."""
+    import json
+
+    import geoalps.engines as engines
+    from geoalps.outputs.vector import ENGINE_METADATA, layer_metadata
+
+    monkeypatch.delenv("GEOALPS_SAM_CHECKPOINT", raising=False)
+    monkeypatch.setattr(engines, "find_cached_checkpoint", lambda *args, **kwargs: None)
+    monkeypatch.setattr(engines, "find_cached_sam2", lambda *args, **kwargs: None)
+    decided = []
+    real = engines.resolve_engine_name
+    monkeypatch.setattr(engines, "resolve_engine_name", lambda options: decided.append(options.engine) or real(options))
+    from geoalps.labelling import tile_work
+
+    monkeypatch.setattr(tile_work, "_ENGINES", {})  # no engine cached by an earlier test
+    out = tmp_path / "out.gpkg"
+    result = label(seam_scene, out, workers=1, **{**FAST, "engine": "auto", "quiet": False})
+    assert decided == ["auto"]
+    recorded = json.loads(layer_metadata(out)[ENGINE_METADATA])
+    assert recorded["engine"] == "classical" and recorded["checkpoint"] is None
+    assert recorded["description"] == result.stats["engine"] and recorded["description"].startswith("classical")
+
+
+def test_label_raster_is_the_same_when_a_scenes_objects_spill_to_the_work_folder(seam_scene, tmp_path, monkeypatch):
+    """Past RASTER_OBJECTS_IN_MEMORY a scene's objects go to a scratch GeoPackage in the work
+    folder (bounded memory) and the label raster is burnt through its spatial index: the same
+    pixels as from memory."""
+    import geoalps.labelling.run as run_module
+
+    held = tmp_path / "held.tif"
+    label(seam_scene, tmp_path / "held.gpkg", raster_out=held, tile_size=256, overlap=64, **FAST)
+    monkeypatch.setattr(run_module, "RASTER_OBJECTS_IN_MEMORY", 3)
+    spilled = tmp_path / "spilled.tif"
+    label(seam_scene, tmp_path / "spilled.gpkg", raster_out=spilled, tile_size=256, overlap=64, keep_work=True, **FAST)
+    assert list((tmp_path / "spilled.gpkg.geoalps-work").rglob("raster_objects_0.gpkg"))
+    with rasterio.open(held) as a, rasterio.open(spilled) as b:
+        held_pixels, spilled_pixels = a.read(1), b.read(1)
+        assert a.transform == b.transform
+    assert (held_pixels != a.nodata).sum() > 100
+    assert (held_pixels == spilled_pixels).all()
