@@ -3,9 +3,7 @@
 An engine turns tiles (:class:`EngineTile`: the 8-bit RGB view, and every band and the ground
 resolution for engines with ``wants_bands``) into object masks. Adding an engine (SAM2, MobileSAM)
 is one subclass registered under a name; the pipeline never imports engines directly and calls
-one method of theirs, :meth:`MaskEngine.generate_tiles`. An engine that needs only the RGB view
-fills in :meth:`MaskEngine.generate` (one tile) and, if it batches, :meth:`MaskEngine.generate_many`;
-the others override :meth:`MaskEngine.generate_tiles` itself.
+one method of theirs, :meth:`MaskEngine.generate_tiles`, the one door every engine fills in.
 """
 from __future__ import annotations
 
@@ -38,7 +36,7 @@ class EngineTile:
 class MaskEngine(ABC):
     """Proposes object masks for one tile.
 
-    ``provides_embedding`` says whether ``generate`` fills ``TileMasks.embedding`` (a feature map
+    ``provides_embedding`` says whether :meth:`generate_tiles` fills ``TileMasks.embedding`` (a feature map
     the pipeline pools under each mask, as ALPS does with SAM's image encoder).
     """
 
@@ -54,8 +52,10 @@ class MaskEngine(ABC):
         self.options = options
 
     @abstractmethod
-    def generate(self, rgb: np.ndarray, valid: np.ndarray) -> TileMasks:
-        """Masks for an (H, W, 3) uint8 tile; ``valid`` (H, W) marks pixels with data."""
+    def generate_tiles(self, tiles: list[EngineTile]) -> list[TileMasks]:
+        """Masks for the pipeline's tiles, one :class:`TileMasks` each: the one door into an
+        engine (``tiles_per_call`` tiles at a time; an engine that batches, as SAM's encoder does,
+        takes them together)."""
 
     def min_mask_px(self, pixel_size_m: float | None) -> int:
         """Masks smaller than this are dropped after the engine: ``--min-area-px``, or the
@@ -68,19 +68,10 @@ class MaskEngine(ABC):
 
     @property
     def tiles_per_call(self) -> int:
-        """How many tiles one task hands to :meth:`generate_many` (engines that batch on a GPU
+        """How many tiles one task hands to :meth:`generate_tiles` (engines that batch on a GPU
         say more than 1)."""
         return 1
 
-    def generate_many(self, rgbs: list[np.ndarray], valids: list[np.ndarray]) -> list[TileMasks]:
-        """Masks for several tiles at once; engines that can batch (SAM's encoder) override it."""
-        return [self.generate(rgb, valid) for rgb, valid in zip(rgbs, valids)]
-
-    def generate_tiles(self, tiles: list[EngineTile]) -> list[TileMasks]:
-        """Masks for the pipeline's tiles, one :class:`TileMasks` each: the one door the pipeline
-        calls. By default only the RGB views are used (:meth:`generate_many`); engines that use
-        every band or the resolution override this."""
-        return self.generate_many([t.rgb for t in tiles], [t.valid for t in tiles])
 
 
 _REGISTRY: dict[str, type[MaskEngine]] = {}

@@ -121,9 +121,6 @@ class ClassicalEngine(MaskEngine):
         return RegionSettings(scale, min_size, self.sigma, self.merge_colour_distance,
                               SPLIT_REGION_FACTOR * min_size if self.options.classical_split else 0)
 
-    def generate(self, rgb: np.ndarray, valid: np.ndarray) -> TileMasks:
-        return self.segment(EngineTile(rgb, valid))
-
     def generate_tiles(self, tiles: list[EngineTile]) -> list[TileMasks]:
         return [self.segment(tile) for tile in tiles]
 

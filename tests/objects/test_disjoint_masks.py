@@ -13,6 +13,7 @@ import shapely
 from affine import Affine
 
 from geoalps.inputs.bands import resolve_bands, stretch_to_uint8
+from geoalps.engines.base import EngineTile
 from geoalps.engines.classical import ClassicalEngine
 from geoalps.objects.features import shape_measures, spectral_stats
 from geoalps.objects.masks import TileMasks, filter_by_area
@@ -38,7 +39,7 @@ def sample_tile():
     valid = valid_pixels(data, scene.nodata)
     valid[:60, :90] = False  # clipping to valid data must keep the label image in step
     rgb = stretch_to_uint8(data, valid, resolve_bands("auto", scene.count, scene.path), scene.stats)
-    masks = ClassicalEngine(LabelOptions(engine="classical").validated()).generate(rgb, valid)
+    masks = ClassicalEngine(LabelOptions(engine="classical").validated()).generate_tiles([EngineTile(rgb, valid)])[0]
     masks = filter_by_area(masks, valid, 20, 0.5)
     return masks, (data, np.asarray(scene.stats.low), np.asarray(scene.stats.high))
 

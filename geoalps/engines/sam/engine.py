@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from geoalps.engines.base import MaskEngine, register_engine
+from geoalps.engines.base import EngineTile, MaskEngine, register_engine
 from geoalps.engines.sam.checkpoints import require_checkpoint
 from geoalps.errors import DependencyError
 from geoalps.objects.masks import TileMasks
@@ -80,13 +80,10 @@ class SamEngine(MaskEngine):
     def tiles_per_call(self) -> int:
         return self._batch
 
-    def generate(self, rgb: np.ndarray, valid: np.ndarray) -> TileMasks:
-        return self.generate_many([rgb], [valid])[0]
-
-    def generate_many(self, rgbs: list[np.ndarray], valids: list[np.ndarray]) -> list[TileMasks]:
-        """Masks for one or more tiles, the one path of both doors; the fast generator batches
-        their encoder passes (``--tile-batch``)."""
-        return [result.to_tile_masks() for result in self._masks(rgbs, valids)]
+    def generate_tiles(self, tiles: list[EngineTile]) -> list[TileMasks]:
+        """Masks for one or more tiles (their RGB views); the fast generator batches their
+        encoder passes (``--tile-batch``)."""
+        return [result.to_tile_masks() for result in self._masks([t.rgb for t in tiles], [t.valid for t in tiles])]
 
 
 #: Rough GPU memory one 1024 px image takes through each encoder (bf16 autocast, activations
