@@ -68,8 +68,8 @@ def parse_simplify(text: str | float) -> tuple[float, str]:
 
 @dataclass(frozen=True)
 class LabelOptions:
-    """Settings of ``geoalps label`` that change results; names follow the CLI options
-    (``--tile-size`` -> ``tile_size``)."""
+    """Settings of ``geoalps label`` that change results; names follow the CLI options, with
+    their unit where they have one (``--tile-size`` -> ``tile_size_px``)."""
 
     engine: str = "auto"
     checkpoint: str | None = None
@@ -102,8 +102,8 @@ class LabelOptions:
     #: BAND_NAME_VOCABULARY); None: from the file's band descriptions or colour interpretation.
     band_names: str | None = None
     nodata: float | None = None
-    tile_size: int = 1024
-    overlap: int = 128
+    tile_size_px: int = 1024
+    overlap_px: int = 128
     classes: int = 10
     features: str = "auto"
     seed: int = 0
@@ -125,7 +125,7 @@ class LabelOptions:
                                      ("--sam-generator", self.sam_generator, SAM_GENERATOR_CHOICES)):
             if value not in choices:
                 raise OptionError(f"{name} must be one of {', '.join(choices)}")
-        check_tiling(self.tile_size, self.overlap)
+        check_tiling(self.tile_size_px, self.overlap_px)
         if not 1 <= self.classes <= CLASSES_MAX:
             raise OptionError(f"--classes must be between 1 and {CLASSES_MAX}")
         if not 0 <= self.seed < 2**32:  # numpy's seeds; checked here, not after every tile

@@ -102,9 +102,9 @@ scene_opts = stack(
                       f"{', '.join(BAND_NAME_VOCABULARY)}. Default: the file's band descriptions, else its "
                       "colour interpretation; unknown bands get no spectral index."),
     click.option("--nodata", default=None, callback=_nodata, help="Nodata value overriding the file's (a number or nan)."),
-    click.option("--tile-size", type=click.IntRange(TILE_SIZE_MIN_PX), default=_LABEL.tile_size, show_default=True,
+    click.option("--tile-size", "tile_size_px", type=click.IntRange(TILE_SIZE_MIN_PX), default=_LABEL.tile_size_px, show_default=True,
                  help="Tile size in pixels."),
-    click.option("--overlap", type=click.IntRange(0), default=_LABEL.overlap, show_default=True,
+    click.option("--overlap", "overlap_px", type=click.IntRange(0), default=_LABEL.overlap_px, show_default=True,
                  help="Tile overlap in pixels (at most half the tile)."),
     click.option("--allow-pixel-coords", is_flag=True, help="Label images without georeferencing in pixel coordinates."),
 )

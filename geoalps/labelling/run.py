@@ -253,7 +253,7 @@ def _prepare(scenes, output, raster_out, kmeans_model, return_labels, opts: Labe
     if clusterer is not None and clusterer.n_classes != opts.classes:  # said even with --quiet
         print(f"geoalps: warning: {kmeans_model} has {clusterer.n_classes} classes; they are used, "
               f"not --classes {opts.classes}", file=sys.stderr)
-    plans = [plan_tiles(s.width, s.height, opts.tile_size, opts.overlap, i) for i, s in enumerate(opened)]
+    plans = [plan_tiles(s.width, s.height, opts.tile_size_px, opts.overlap_px, i) for i, s in enumerate(opened)]
     tiles = [t for plan in plans for t in plan]
     settings = {**opts.as_dict(), "aoi": redact(opts.aoi) if opts.aoi else None,
                 "aoi_resolved": aoi.fingerprint() if aoi is not None else None,

@@ -26,7 +26,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -35,6 +35,12 @@ from geoalps.errors import ModelError, OptionError
 from geoalps.files import atomic_path, check_writable
 from geoalps.train.options import (MODEL_SIZE_CHOICES, OBJECTIVE_CHOICES, TrainOptions,  # noqa: F401 - re-exported
                                    check_choice)
+
+if TYPE_CHECKING:  # annotations only: torch and the data modules load when a run starts
+    from geoalps.train.data import Regions, TrainingData
+    from geoalps.train.distributed import Ranks
+    from geoalps.train.mim import SimMIMHead
+    from geoalps.train.models import SegmentationNet
 
 OBJECTIVES = OBJECTIVE_CHOICES
 
@@ -57,16 +63,16 @@ class _Job:
 
     kind: str
     objective: str
-    data: Any
-    regions: Any
+    data: TrainingData
+    regions: Regions
     arch: dict[str, Any]
-    model: Any
-    mim_head: Any
+    model: SegmentationNet
+    mim_head: SimMIMHead | None
     norm: dict[str, list[float]]
     classes: dict[str, list]
     output: Path
     options: TrainOptions
-    ranks: Any = None
+    ranks: Ranks | None = None
     mask_ratio: float = 0.6
     mask_patch_px: int = 32
     provenance: dict[str, Any] = field(default_factory=dict)

@@ -19,7 +19,7 @@ from geoalps.outputs.raster import read_class_names
 
 SCENE = REPO / "sample_data/scene_rgbn_u16.tif"
 TRUTH = REPO / "sample_data/scene_rgbn_u16.gt.tif"
-FAST = dict(engine="classical", quiet=True, tile_size=640, overlap=64)
+FAST = dict(engine="classical", quiet=True, tile_size_px=640, overlap_px=64)
 
 
 def truth_examples(path, per_class: int = 3):

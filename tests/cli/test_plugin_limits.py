@@ -29,7 +29,7 @@ def test_choices_and_defaults_are_the_librarys():
     assert plugin.CLASSES_MAX == CLASSES_MAX and 1 <= plugin.CLASSES_MIN <= plugin.CLASSES_DEFAULT
     assert plugin.CLASSES_DEFAULT == defaults.classes
     assert plugin.TILE_SIZE_MIN_PX == TILE_SIZE_MIN_PX
-    assert (plugin.TILE_SIZE_DEFAULT_PX, plugin.OVERLAP_DEFAULT_PX) == (defaults.tile_size, defaults.overlap)
+    assert (plugin.TILE_SIZE_DEFAULT_PX, plugin.OVERLAP_DEFAULT_PX) == (defaults.tile_size_px, defaults.overlap_px)
     assert plugin.SEED_DEFAULT == defaults.seed
     assert plugin.CLASSICAL_SCALE_DEFAULT == defaults.classical_scale
     LabelOptions(classical_scale=plugin.CLASSICAL_SCALE_MIN).validated()  # the plugin's smallest is valid

@@ -42,7 +42,7 @@ def bgrn_scene(path: Path, descriptions=("blue (B2)", "green (B3)", "red (B4)", 
 def _one_tile(scene_path: Path, band_names: str | None = None):
     """(engine view, the tile's result) of the whole scene as one tile, spectral + index blocks."""
     scene = open_scene(scene_path, band_names=band_names)
-    options = LabelOptions(engine="classical", max_area_frac=1.0, tile_size=128, overlap=0,
+    options = LabelOptions(engine="classical", max_area_frac=1.0, tile_size_px=128, overlap_px=0,
                            band_names=band_names).validated()
     view = resolve_bands(options.bands, scene.count, scene.shown, scene.band_roles)
     return view, process_tiles(TileTask(scene, tuple(plan_tiles(scene.width, scene.height, 128, 0)), options, view,
@@ -87,7 +87,7 @@ def test_a_4_band_scene_without_names_gets_no_index_and_one_warning(tmp_path, ca
     assert len(result) == 2 and result.features["index"].shape == (2, 2)
     assert not result.features["index"].any()
     assert result.features["spectral"].any()  # the band means are still there
-    label(path, tmp_path / "o.gpkg", engine="classical", classes=2, tile_size=64, overlap=8, workers=1)
+    label(path, tmp_path / "o.gpkg", engine="classical", classes=2, tile_size_px=64, overlap_px=8, workers=1)
     warnings = [line for line in capsys.readouterr().err.splitlines() if "band roles unknown" in line]
     assert len(warnings) == 1, warnings  # 9 tiles, one line
     assert warnings[0].startswith(f"geoalps: warning: {path}: band roles unknown")

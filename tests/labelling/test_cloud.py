@@ -23,7 +23,7 @@ from http_server import RangeServer
 from stac_items import GRID_10M, write_item
 
 BIN = Path(sys.executable).parent
-FAST = dict(engine="classical", classes=4, tile_size=128, overlap=16, min_area_px=30, quiet=True)
+FAST = dict(engine="classical", classes=4, tile_size_px=128, overlap_px=16, min_area_px=30, quiet=True)
 SECRET = "X-Amz-Signature=deadbeef42&X-Amz-Credential=AKIASECRET"
 
 
@@ -115,7 +115,7 @@ def test_an_aoi_of_a_tenth_of_a_cog_reads_at_most_a_fifth_of_it(tmp_path):
     aoi = "512,888,1160,1536"  # cols 512..1160, rows 512..1160: 648 x 648 px, 10.0 % of the scene
     # One process: each dask worker keeps its own GDAL block cache, so with the default two
     # workers here the blocks shared by neighbouring tiles are fetched once per worker (34 %).
-    options = dict(FAST, tile_size=256, overlap=32, aoi=aoi, workers=1)
+    options = dict(FAST, tile_size_px=256, overlap_px=32, aoi=aoi, workers=1)
     with RangeServer(folder) as server:
         remote = label(f"{server.url}/big.tif", tmp_path / "aoi.gpkg", raster_out=tmp_path / "aoi.tif", **options)
         fraction = server.log.sent("big.tif") / cog.stat().st_size

@@ -84,7 +84,7 @@ def seam_scene(tmp_path):
 
 @pytest.mark.parametrize("overlap", [64, 0])  # 0: fragments only touch across the seam
 def test_objects_across_tile_borders_come_out_once(seam_scene, overlap):
-    gdf = label(seam_scene, None, tile_size=256, overlap=overlap, **FAST).gdf
+    gdf = label(seam_scene, None, tile_size_px=256, overlap_px=overlap, **FAST).gdf
     for box in SEAM_BOXES:
         truth = _box_polygon(ODD_TRANSFORM, *box)
         _, best, ious = _best_match(gdf, truth)
@@ -98,8 +98,8 @@ def test_objects_across_tile_borders_come_out_once(seam_scene, overlap):
 
 
 def test_tiling_does_not_change_the_objects(seam_scene):
-    whole = label(seam_scene, None, tile_size=1024, overlap=128, **FAST).gdf
-    tiled = label(seam_scene, None, tile_size=256, overlap=64, **FAST).gdf
+    whole = label(seam_scene, None, tile_size_px=1024, overlap_px=128, **FAST).gdf
+    tiled = label(seam_scene, None, tile_size_px=256, overlap_px=64, **FAST).gdf
     for box in SEAM_BOXES:
         truth = _box_polygon(ODD_TRANSFORM, *box)
         a = whole.geometry.values[_best_match(whole, truth)[0]]
@@ -108,14 +108,14 @@ def test_tiling_does_not_change_the_objects(seam_scene):
 
 
 def test_same_inputs_same_output(seam_scene, tmp_path):
-    first = label(seam_scene, tmp_path / "a.gpkg", tile_size=256, overlap=64, seed=7, **FAST).gdf
-    second = label(seam_scene, tmp_path / "b.gpkg", tile_size=256, overlap=64, seed=7, **FAST).gdf
+    first = label(seam_scene, tmp_path / "a.gpkg", tile_size_px=256, overlap_px=64, seed=7, **FAST).gdf
+    second = label(seam_scene, tmp_path / "b.gpkg", tile_size_px=256, overlap_px=64, seed=7, **FAST).gdf
     assert first.drop(columns="geometry").equals(second.drop(columns="geometry"))
     assert all(a.equals(b) for a, b in zip(first.geometry, second.geometry))
 
 
 def test_label_raster_is_on_the_scene_grid(seam_scene, tmp_path):
-    gdf = label(seam_scene, tmp_path / "o.gpkg", raster_out=tmp_path / "o.tif", tile_size=256, overlap=64, **FAST).gdf
+    gdf = label(seam_scene, tmp_path / "o.gpkg", raster_out=tmp_path / "o.tif", tile_size_px=256, overlap_px=64, **FAST).gdf
     with rasterio.open(seam_scene) as src, rasterio.open(tmp_path / "o.tif") as out:
         assert out.crs == src.crs and out.transform == src.transform
         assert (out.width, out.height) == (src.width, src.height)
@@ -137,7 +137,7 @@ def test_label_raster_is_on_the_scene_grid(seam_scene, tmp_path):
 
 def test_kmeans_model_is_reused_frozen(seam_scene, tmp_path):
     model = tmp_path / "km.joblib"
-    first = label(seam_scene, None, tile_size=256, overlap=64, kmeans_model=model, **FAST).gdf
+    first = label(seam_scene, None, tile_size_px=256, overlap_px=64, kmeans_model=model, **FAST).gdf
     assert model.exists()
     before = model.read_bytes()
     other = write_raster(tmp_path / "other.tif", scene_with_objects(400, 400, SEAM_BOXES[:2], seed=11))
@@ -224,7 +224,7 @@ def test_folder_of_plain_chips_in_pixel_coordinates(tmp_path):
 def test_all_nodata_tiles_are_skipped(tmp_path):
     data = scene_with_objects(300, 600, [(100, 400, 150, 470)])
     data[:, :, :300] = 0
-    gdf = label(write_raster(tmp_path / "half.tif", data, nodata=0), None, tile_size=256, overlap=32, **FAST).gdf
+    gdf = label(write_raster(tmp_path / "half.tif", data, nodata=0), None, tile_size_px=256, overlap_px=32, **FAST).gdf
     stats = gdf.attrs["geoalps"]
     assert stats["tiles"] == 6 and stats["tiles_skipped"] == 2
     assert len(gdf) >= 1
@@ -280,8 +280,8 @@ def test_pass_2_streams_into_the_output_without_scratch_layers(tmp_path):
 
 def test_in_memory_result_is_what_the_file_holds(seam_scene, tmp_path):
     """Without an output file the objects come back as the file holds them: rows, ids, types."""
-    kept = label(seam_scene, None, tile_size=256, overlap=64, **FAST).gdf
-    written = label(seam_scene, tmp_path / "out.gpkg", tile_size=256, overlap=64, **FAST).gdf
+    kept = label(seam_scene, None, tile_size_px=256, overlap_px=64, **FAST).gdf
+    written = label(seam_scene, tmp_path / "out.gpkg", tile_size_px=256, overlap_px=64, **FAST).gdf
     assert list(kept.columns) == list(written.columns)
     assert dict(kept.dtypes.astype(str)) == dict(written.dtypes.astype(str))
     assert len(kept) == len(written) > 0
@@ -323,10 +323,10 @@ def test_label_raster_is_the_same_when_a_scenes_objects_spill_to_the_work_folder
     import geoalps.labelling.run as run_module
 
     held = tmp_path / "held.tif"
-    label(seam_scene, tmp_path / "held.gpkg", raster_out=held, tile_size=256, overlap=64, **FAST)
+    label(seam_scene, tmp_path / "held.gpkg", raster_out=held, tile_size_px=256, overlap_px=64, **FAST)
     monkeypatch.setattr(run_module, "RASTER_OBJECTS_IN_MEMORY", 3)
     spilled = tmp_path / "spilled.tif"
-    label(seam_scene, tmp_path / "spilled.gpkg", raster_out=spilled, tile_size=256, overlap=64, keep_work=True, **FAST)
+    label(seam_scene, tmp_path / "spilled.gpkg", raster_out=spilled, tile_size_px=256, overlap_px=64, keep_work=True, **FAST)
     assert list((tmp_path / "spilled.gpkg.geoalps-work").rglob("raster_objects_0.gpkg"))
     with rasterio.open(held) as a, rasterio.open(spilled) as b:
         held_pixels, spilled_pixels = a.read(1), b.read(1)

@@ -27,7 +27,7 @@ from stac_items import write_item
 
 BIN = Path(sys.executable).parent
 # the scenes' bands are R,G,B,N without descriptions: named, so no "band roles unknown" warning
-FAST = dict(engine="classical", classes=4, tile_size=128, overlap=16, min_area_px=30, quiet=True,
+FAST = dict(engine="classical", classes=4, tile_size_px=128, overlap_px=16, min_area_px=30, quiet=True,
             band_names="red,green,blue,nir")
 FAST_CLI = ["--engine", "classical", "--classes", "4", "--tile-size", "128", "--overlap", "16", "--min-area-px", "30",
             "--band-names", "red,green,blue,nir"]

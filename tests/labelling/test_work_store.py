@@ -82,7 +82,7 @@ def test_a_work_folder_without_versions_resumes_when_versions_can_be_had_now(tmp
 
 
 # -- tile files are data, never code ------------------------------------------------------------
-FAST = dict(engine="classical", classes=4, tile_size=128, overlap=16, min_area_px=30, quiet=True)
+FAST = dict(engine="classical", classes=4, tile_size_px=128, overlap_px=16, min_area_px=30, quiet=True)
 
 
 class _Planted:

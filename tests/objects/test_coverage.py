@@ -129,8 +129,8 @@ def scene(tmp_path_factory):
 
 
 def _run(scene, out, **extra):
-    label(scene, out, raster_out=out.with_suffix(".tif"), engine="classical", quiet=True, tile_size=128,
-          overlap=16, classes=5, workers=1, **extra)
+    label(scene, out, raster_out=out.with_suffix(".tif"), engine="classical", quiet=True, tile_size_px=128,
+          overlap_px=16, classes=5, workers=1, **extra)
     frame = pyogrio.read_dataframe(out, layer="masks")
     with rasterio.open(out.with_suffix(".tif")) as src:
         raster, transform, nodata = src.read(1).astype(np.int32), src.transform, src.nodata
@@ -160,7 +160,7 @@ def test_simplify_is_part_of_the_resume_fingerprint(scene, tmp_path):
     from geoalps.errors import ResumeError
 
     out = tmp_path / "r.gpkg"
-    label(scene, out, engine="classical", quiet=True, tile_size=128, overlap=16, keep_work=True, workers=1)
+    label(scene, out, engine="classical", quiet=True, tile_size_px=128, overlap_px=16, keep_work=True, workers=1)
     with pytest.raises(ResumeError, match="simplify"):
-        label(scene, out, engine="classical", quiet=True, tile_size=128, overlap=16, resume=True, overwrite=True,
+        label(scene, out, engine="classical", quiet=True, tile_size_px=128, overlap_px=16, resume=True, overwrite=True,
               simplify="1px", workers=1)

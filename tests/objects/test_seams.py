@@ -15,7 +15,7 @@ from geoalps.inputs.bands import resolve_bands
 from geoalps.objects.features import feature_blocks
 from geoalps.options import LabelOptions
 from geoalps.inputs.scene import open_scene
-from geoalps.labelling.tile_work import process_tiles
+from geoalps.labelling.tile_work import TileTask, process_tiles
 from geoalps.inputs.tiles import plan_tiles
 from geoalps.objects.coverage import to_map
 from geoalps.objects.seams import SeamIndex, _components, same_object
@@ -24,13 +24,13 @@ from geoalps.objects.seams import SeamIndex, _components, same_object
 def _seam_candidates(path, tile_size: int, overlap: int):
     """Every tile's seam candidates, their tile ids and the tiles' bounds, as pass 2 sees them."""
     scene = open_scene(str(path))
-    opts = LabelOptions(engine="classical", tile_size=tile_size, overlap=overlap, min_area_px=30).validated()
-    tiles = plan_tiles(scene.width, scene.height, opts.tile_size, opts.overlap)
+    opts = LabelOptions(engine="classical", tile_size_px=tile_size, overlap_px=overlap, min_area_px=30).validated()
+    tiles = plan_tiles(scene.width, scene.height, opts.tile_size_px, opts.overlap_px)
     bands = resolve_bands(opts.bands, scene.count, scene.path)
     blocks = feature_blocks(opts.features, False)
     geoms, tile_ids, truncated, results = [], [], [], []
     for number, tile in enumerate(tiles):
-        result = process_tiles(scene, [tile], opts, bands, blocks)[0]
+        result = process_tiles(TileTask(scene, (tile,), opts, tuple(bands), tuple(blocks)))[0]
         # tile results are in scene pixels; the seam index works in any frame: test it in map
         # coordinates, where a rotated grid makes tile boxes envelopes
         result = dataclasses.replace(result, geometries=to_map(result.geometries, scene.transform))

@@ -23,7 +23,7 @@ from geoalps.outputs import vector
 from geoalps.outputs.formats import SHAPEFILE_FIELDS, metadata_sidecar, output_format, style_sidecar
 from geoalps.outputs.vector import SCENES_METADATA, layer_metadata, read_layer
 
-FAST = dict(engine="classical", quiet=True, tile_size=128, overlap=16, classes=4)
+FAST = dict(engine="classical", quiet=True, tile_size_px=128, overlap_px=16, classes=4)
 OTHER_FORMATS = ("parquet", "fgb", "geojson", "json", "shp")
 
 

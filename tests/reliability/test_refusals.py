@@ -157,7 +157,7 @@ def test_an_undecodable_block_fails_its_tile_never_labelled(tmp_path):
     raw[at:at + 3000] = np.random.default_rng(0).integers(0, 256, 3000).astype(np.uint8).tobytes()
     path.write_bytes(bytes(raw))
     with pytest.raises(TileError) as failed:
-        label(path, tmp_path / "out.gpkg", tile_size=512, **LABEL)
+        label(path, tmp_path / "out.gpkg", tile_size_px=512, **LABEL)
     message = str(failed.value)
     assert message.startswith(f"{path}: tile s0_r0_c") and "cannot read pixels" in message
     assert "JPEGLib" in message, message

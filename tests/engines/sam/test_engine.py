@@ -113,7 +113,7 @@ def test_tile_batch_encodes_tiles_together_and_changes_nothing(tiny_checkpoint, 
         return forward(self, x)
 
     monkeypatch.setattr(PatchEmbed, "forward", spy)
-    small = dict(KEEP_ALL, tile_size=96, overlap=16, seed=1)
+    small = dict(KEEP_ALL, tile_size_px=96, overlap_px=16, seed=1)
     one = label(scene, tmp_path / "one.gpkg", checkpoint=tiny_checkpoint, tile_batch=1, **small).gdf
     assert encoder_batches and set(encoder_batches) == {1}
     tiles = one.attrs["geoalps"]["tiles"]
