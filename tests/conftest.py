@@ -42,6 +42,24 @@ def random_boxes(n: int, size: int, seed: int = 0, sides: tuple[int, int] = (15,
     return out
 
 
+def write_corrupt_jpeg_cog(path, data: np.ndarray) -> Path:
+    """``data`` (3, H, W) uint8 as a JPEG COG of 256 px blocks with 3,000 bytes overwritten 30 %
+    into the file: GDAL reports "JPEGLib" for a block and hands back pixels anyway."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    _, height, width = data.shape
+    with rasterio.open(path, "w", driver="COG", width=width, height=height, count=3, dtype="uint8",
+                       crs="EPSG:32633", transform=from_origin(400000, 5000000, 1, 1), compress="JPEG",
+                       blocksize=256, overviews="NONE") as dst:
+        dst.write(data)
+    raw = bytearray(Path(path).read_bytes())
+    at = int(len(raw) * 0.3)
+    raw[at:at + 3000] = np.random.default_rng(0).integers(0, 256, 3000).astype(np.uint8).tobytes()
+    Path(path).write_bytes(bytes(raw))
+    return Path(path)
+
+
 def scene_with_objects(height: int, width: int, boxes, seed: int = 0, bands: int = 3, dtype="uint8") -> np.ndarray:
     """A textured background with solid, distinctly coloured rectangles at ``boxes`` (r0, c0, r1, c1)."""
     rng = np.random.default_rng(seed)

@@ -376,12 +376,20 @@ def _first(ks: dict) -> dict:
 
 
 # -- main --------------------------------------------------------------------------------------
-def _option_value(text: str):
-    """A --label-option value: JSON (numbers, true/false, null, lists) or else the text."""
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
+def label_options(items: list[str], parser: argparse.ArgumentParser) -> dict:
+    """``--label-option KEY=VALUE`` items as keyword arguments of ``geoalps.label``: values read
+    as JSON (numbers, true/false, null, lists), else as text (``cluster_lab.py`` and
+    ``tile_time.py`` read theirs here too)."""
+    options = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--label-option {item!r}: expected KEY=VALUE")
+        try:
+            options[key.strip()] = json.loads(value)
+        except ValueError:
+            options[key.strip()] = value
+    return options
 
 
 def _line(r: dict) -> str:
@@ -414,12 +422,7 @@ def main(argv=None) -> int:
             rows = [r for r in map(json.loads, f) if r["tag"] == args.table]
         print(table(rows))
         return 0
-    options = {}
-    for item in args.label_option:
-        key, sep, value = item.partition("=")
-        if not sep:
-            parser.error(f"--label-option {item!r}: expected KEY=VALUE")
-        options[key.strip()] = _option_value(value)
+    options = label_options(args.label_option, parser)
     seeds = [int(s) for s in args.seeds.split(",")]
     scenes = bank_scenes(args.bank, args.half, not args.no_real)
     if args.scenes:

@@ -262,13 +262,7 @@ def main(argv=None) -> int:
         rows = [json.loads(line) for line in RESULTS.read_text().splitlines() if line.strip()]
         print(table([r for r in rows if r["tag"] == args.table]))
         return 0
-    options = {}
-    for item in args.label_option:
-        key, _, value = item.partition("=")
-        try:
-            options[key] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key] = value
+    options = bank.label_options(args.label_option, p)
     scenes = bank.bank_scenes(bank.BANK, args.half, with_real=False)
     if args.scenes:
         scenes = [s for s in scenes if s["name"] in args.scenes.split(",")]

@@ -68,13 +68,10 @@ def main(argv=None) -> int:
                         help="for the current tree only (values read as JSON): time a setting against the baseline's default")
     args = parser.parse_args(argv)
     scenes = args.scenes or default_scenes()
-    options = {}
-    for item in args.label_option:
-        key, _, value = item.partition("=")
-        try:
-            options[key] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key] = value
+    sys.path.insert(0, str(HERE))
+    from bank import label_options  # one reading of --label-option
+
+    options = label_options(args.label_option, parser)
     ratios = []
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp) / "baseline"

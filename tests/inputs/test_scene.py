@@ -7,7 +7,7 @@ import rasterio
 from affine import Affine
 from rasterio.windows import Window
 
-from conftest import write_raster
+from conftest import write_corrupt_jpeg_cog, write_raster
 from geoalps.errors import GeoAlpsError, InputError
 from geoalps.inputs.scene import (fill_value_of, open_dataset, open_scene, read_pixels, read_window,
                                   valid_pixels)
@@ -126,15 +126,7 @@ def test_read_pixels_names_the_file_and_window_of_an_undecodable_block(tmp_path)
     door turns it into one line naming the file and the window."""
     size = 512
     data = np.random.default_rng(5).integers(0, 256, (3, size, size)).astype(np.uint8)
-    path = tmp_path / "cog.tif"
-    with rasterio.open(path, "w", driver="COG", width=size, height=size, count=3, dtype="uint8", crs="EPSG:32633",
-                       transform=rasterio.transform.from_origin(400000, 5000000, 1, 1), compress="JPEG",
-                       blocksize=256, overviews="NONE") as dst:
-        dst.write(data)
-    raw = bytearray(path.read_bytes())
-    at = int(len(raw) * 0.3)
-    raw[at:at + 3000] = np.random.default_rng(0).integers(0, 256, 3000).astype(np.uint8).tobytes()
-    path.write_bytes(bytes(raw))
+    path = write_corrupt_jpeg_cog(tmp_path / "cog.tif", data)
     with open_dataset(path) as src, pytest.raises(InputError) as err:
         read_pixels(src, Window(0, 0, size, size), shown=str(path))
     message = str(err.value)

@@ -13,7 +13,7 @@ import pytest
 import rasterio
 import shapely
 
-from conftest import REPO, random_boxes, scene_with_objects, write_raster
+from conftest import REPO, random_boxes, scene_with_objects, write_corrupt_jpeg_cog, write_raster
 from geoalps import label
 from geoalps.errors import InputError, OptionError, OutputError, TileError
 
@@ -147,15 +147,7 @@ def test_an_undecodable_block_fails_its_tile_never_labelled(tmp_path):
     size = 1024
     data = scene_with_objects(size, size, random_boxes(30, size, sides=(30, 80), margin=100))
     data = np.clip(data + np.random.default_rng(5).normal(0, 25, data.shape), 0, 255).astype(np.uint8)
-    path = tmp_path / "cog.tif"
-    with rasterio.open(path, "w", driver="COG", width=size, height=size, count=3, dtype="uint8", crs="EPSG:32633",
-                       transform=rasterio.transform.from_origin(400000, 5000000, 1, 1), compress="JPEG",
-                       blocksize=256, overviews="NONE") as dst:
-        dst.write(data)
-    raw = bytearray(path.read_bytes())
-    at = int(len(raw) * 0.3)
-    raw[at:at + 3000] = np.random.default_rng(0).integers(0, 256, 3000).astype(np.uint8).tobytes()
-    path.write_bytes(bytes(raw))
+    path = write_corrupt_jpeg_cog(tmp_path / "cog.tif", data)
     with pytest.raises(TileError) as failed:
         label(path, tmp_path / "out.gpkg", tile_size_px=512, **LABEL)
     message = str(failed.value)
