@@ -18,3 +18,28 @@ class SingleThreadedLibraries(WorkerPlugin):
         from threadpoolctl import threadpool_limits
 
         self.limits = threadpool_limits(1)
+
+
+class OneGpuPerWorker(WorkerPlugin):
+    """Local worker i runs its CUDA work on GPU i mod (visible GPUs): ``--workers N --device
+    cuda`` on a machine with several GPUs uses all of them instead of stacking N engines on GPU 0.
+    Decided once, when the worker starts (a worker the nanny restarts keeps its name, so its GPU);
+    costs nothing here: torch is not imported, :func:`geoalps.devices.resolve_device` reads the
+    worker's slot when the engine asks for ``cuda``. One GPU, CPU or ``cuda:1``: unchanged."""
+
+    name = "geoalps-one-gpu-per-worker"
+
+    def setup(self, worker) -> None:
+        from geoalps.devices import set_worker_slot
+
+        set_worker_slot(worker_slot(worker.name))
+
+
+def worker_slot(name) -> int | None:
+    """A LocalCluster worker's slot from its name (dask names them 0..N-1); None for a name that
+    is no whole number (a worker some other cluster named), which then keeps torch's default."""
+    try:
+        slot = int(name)
+    except (TypeError, ValueError):
+        return None
+    return slot if slot >= 0 else None

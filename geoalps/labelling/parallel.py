@@ -63,7 +63,8 @@ class TileRunner:
     """Context manager yielding ``(index, result | TileFailure)`` for each task, in completion order.
 
     ``workers=1`` and no ``scheduler``: run in this process (no dask overhead, engine loaded once).
-    ``workers=N``: a LocalCluster of N single-threaded processes (GDAL and torch prefer processes).
+    ``workers=N``: a LocalCluster of N single-threaded processes (GDAL and torch prefer processes);
+    on a machine with several GPUs worker i's ``cuda`` is GPU i mod their number.
     ``scheduler="tcp://host:port"``: an existing dask cluster; its workers need geoalps installed
     and the scene paths readable.
     """
@@ -104,9 +105,10 @@ class TileRunner:
                     )
                 self.client = Client(self.cluster)
                 # Forked workers inherit this process's BLAS/OpenMP pools (sized for all cores).
-                from geoalps.labelling.dask_worker import SingleThreadedLibraries
+                from geoalps.labelling.dask_worker import OneGpuPerWorker, SingleThreadedLibraries
 
                 self.client.register_plugin(SingleThreadedLibraries())
+                self.client.register_plugin(OneGpuPerWorker())  # worker i: GPU i mod GPUs
         except (OSError, ValueError) as exc:  # ValueError: an address dask cannot parse
             self.close()
             from geoalps.inputs.remote import redact
