@@ -138,7 +138,8 @@ run_opts = stack(
     click.option("--workers", type=click.IntRange(0), default=_RUN.workers, show_default=True,
                  help="Tiles in parallel on a local dask cluster of this many processes; 1 runs in-process; "
                       "0 = auto: one process a core for the classical engine (at most one a tile), 1 for SAM "
-                      "(torch uses the cores)."),
+                      "(torch uses the cores). With --device cuda and several GPUs, worker i uses GPU i mod the "
+                      "GPUs (on --scheduler clusters use dask-cuda workers)."),
     click.option("--scheduler", default=None, metavar="tcp://HOST:PORT", help="Run tiles on an existing dask cluster."),
     click.option("--tile-batch", type=click.IntRange(0, 64), default=_RUN.tile_batch, show_default=True,
                  help="Tiles per engine call: SAM encodes them in one batch. 0 = auto (1 on CPU, by free memory on CUDA)."),
