@@ -43,7 +43,7 @@ from geoalps.errors import InputError, OptionError
 from geoalps.files import atomic_path, check_writable
 from geoalps.inputs.bands import BAND_NAME_VOCABULARY, BandRoles, resolve_bands, stretch_to_uint8
 from geoalps.inputs.crs import same_crs
-from geoalps.inputs.scene import STATS_READ_PX, BandStats, Scene, open_raster, open_scene, valid_pixels
+from geoalps.inputs.scene import STATS_READ_PX, BandStats, Scene, open_dataset, open_scene, valid_pixels
 from geoalps.outputs.style import output_class_colours
 from geoalps.outputs.vector import BAND_ROLES_METADATA, SCENES_METADATA, layer_info, layer_metadata, read_layer
 
@@ -377,7 +377,7 @@ def _overview(gpkg: str, scene: Scene, objects, class_field: str, n_classes: int
 
     scale = min(1.0, OVERVIEW_PX / max(scene.width, scene.height))
     out_h, out_w = max(1, round(scene.height * scale)), max(1, round(scene.width * scale))
-    with open_raster(scene.path) as src:
+    with open_dataset(scene.path, shown=scene.shown) as src:
         try:
             data = src.read(out_shape=(scene.count, out_h, out_w))
         except RasterioIOError as exc:
@@ -447,7 +447,7 @@ def _read_chips(gpkg: str, objects, picks, opened: dict[str, Scene], layer_crs: 
         view = resolve_bands(bands, scene.count, scene.path, scene.band_roles)
         stats = _view_stats(scene.stats, view)
         shapes = _to_scene_crs(geometries.loc[[fid for _, _, fid in items]], layer_crs, scene)
-        with open_raster(scene.path) as src:
+        with open_dataset(scene.path, shown=scene.shown) as src:
             for (k, kind, fid), geometry in zip(items, shapes):
                 distance = objects.at[fid, "class_distance"] if "class_distance" in objects.columns else None
                 image, outlines = _chip(src, scene, geometry, view, stats, chip_px)
@@ -466,7 +466,7 @@ def read_chip(scene: Scene, geometry, *, chip_px: int = 96, bands: str | None = 
     scene's CRS. One windowed read.
     """
     view = resolve_bands(bands, scene.count, scene.path, scene.band_roles)
-    with open_raster(scene.path) as src:
+    with open_dataset(scene.path, shown=scene.shown) as src:
         return _chip(src, scene, geometry, view, _view_stats(scene.stats, view), chip_px)
 
 
