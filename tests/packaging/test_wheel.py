@@ -77,7 +77,7 @@ def test_build_makes_a_wheel_and_sdist_that_pass_twine_check(dists):
     assert not [n for n in names if n.endswith((".pyc", ".pyo")) or n.startswith(("tests/", "plugins/"))]
     metadata = zipfile.ZipFile(dists["wheel"]).read(f"{info}/METADATA").decode()
     assert "License-Expression: MIT" in metadata
-    for extra in ("sam", "sam2", "train", "all", "dev"):
+    for extra in ("sam", "sam2", "train", "export", "all", "dev"):
         assert f"Provides-Extra: {extra}\n" in metadata
     assert "Requires-Dist: torch" in metadata and "extra ==" in metadata  # torch only in extras
 
