@@ -81,13 +81,52 @@ def run_label(scene: Path, out: Path, extra: list[str]) -> None:
     subprocess.run(cmd, check=True, cwd=REPO)
 
 
-def fingerprints(folder: Path) -> dict:
+def engine_args(folder: Path) -> dict[str, list[str]]:
+    """The classical engine and a tiny random-weight SAM (thresholds 0, so it keeps masks)."""
     checkpoint = tiny_checkpoint(folder)
-    engines = {
+    return {
         "classical": ["--engine", "classical", "--tile-size", "512", "--overlap", "64"],
         "sam": ["--engine", "sam", "--checkpoint", str(checkpoint), "--points-per-side", "8",
                 "--pred-iou-thresh", "0", "--stability-thresh", "0", "--tile-size", "512", "--overlap", "64"],
     }
+
+
+def realdata_fingerprints(folder: Path, engines: dict[str, list[str]]) -> dict:
+    """``--realdata``: every raster of ``../shared/realdata`` but its truths, and one run of three
+    scenes in three CRSs (a label-raster folder), each engine with 1 and 2 workers. A run that
+    fails (the broken files) is recorded by its exit code and last error line, so the one-line
+    errors are compared too. About 90 runs: tens of minutes on 2 cores."""
+    real = REPO.parent / "shared" / "realdata"
+    if not real.is_dir():
+        print(f"notice: {real} not found; --realdata runs nothing", file=sys.stderr)
+        return {}
+    scenes = sorted(p for p in real.rglob("*.tif") if "buildings" not in p.name and "nlcd" not in p.name)
+    multi = [real / "satellite" / "landsat7_rgb_byte.tif", real / "aerial" / "aerial_rgb_030m_1.tif",
+             real / "satellite" / "webmercator_cog_jpeg.tif"]
+    report = {}
+    for name, paths in [("multiCRS3", multi)] + [(scene.name, [scene]) for scene in scenes]:
+        for engine, args in engines.items():
+            for workers in (1, 2):
+                key = f"{name}:{engine}:workers{workers}"
+                out = folder / f"{key.replace(':', '_')}.gpkg"
+                raster = folder / key.replace(":", "_") if len(paths) > 1 else out.with_suffix(".tif")
+                if len(paths) > 1:
+                    raster.mkdir()
+                cmd = [sys.executable, "-m", "geoalps", "label", *map(str, paths), "-o", str(out), "--raster-out",
+                       str(raster), "--overwrite", "-q", *args, "--workers", str(workers)]
+                done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+                if done.returncode:
+                    report[key] = {"rc": done.returncode, "error": (done.stderr.strip().splitlines() or [""])[-1],
+                                   "output_written": out.exists()}
+                else:
+                    rasters = ({p.name: raster_digest(p) for p in sorted(raster.glob("*.tif"))} if len(paths) > 1
+                               else raster_digest(raster))
+                    report[key] = {"layer": layer_digest(out), "raster": rasters}
+                print(key, json.dumps(report[key])[:100], file=sys.stderr)
+    return report
+
+
+def fingerprints(folder: Path, engines: dict[str, list[str]]) -> dict:
     report = {}
     for scene_name in SCENES:
         scene = REPO / "sample_data" / scene_name
@@ -121,12 +160,13 @@ def compare(a_path: str, b_path: str, results: Path = RESULTS, tag: str = "") ->
     for key in sorted(set(a) | set(b)):
         same = a.get(key) == b.get(key)
         differ += not same
-        layer = (b.get(key) or a.get(key))["layer"]
-        print(f"{'same   ' if same else 'DIFFERS'} {key}: {layer['polygons']} polygons")
+        entry = b.get(key) or a.get(key)
+        what = f"{entry['layer']['polygons']} polygons" if "layer" in entry else f"exit {entry['rc']}: {entry['error']}"
+        print(f"{'same   ' if same else 'DIFFERS'} {key}: {what}")
         if not same and key in a and key in b:
-            for part in ("layer", "raster"):
-                if a[key][part] != b[key][part]:
-                    print(f"    {part}: {a[key][part]} -> {b[key][part]}")
+            for part in sorted(set(a[key]) | set(b[key])):
+                if a[key].get(part) != b[key].get(part):
+                    print(f"    {part}: {a[key].get(part)} -> {b[key].get(part)}")
     print(f"{len(set(a) | set(b)) - differ} same, {differ} differ")
     append_rows(results, [{"before_commit": commits[0], "after_commit": commits[1], "runs": len(set(a) | set(b)),
                            "same": len(set(a) | set(b)) - differ, "differ": differ,
@@ -140,11 +180,16 @@ def main() -> int:
     parser.add_argument("--compare", nargs=2, metavar=("BEFORE", "AFTER"))
     parser.add_argument("--tag", default="", help="--compare: recorded with the row")
     parser.add_argument("--results", type=Path, default=RESULTS, help="--compare: results.jsonl to append the row to")
+    parser.add_argument("--realdata", action="store_true",
+                        help="also every raster of ../shared/realdata, 1 and 2 workers, and a 3-CRS run")
     args = parser.parse_args()
     if args.compare:
         return compare(*args.compare, results=args.results, tag=args.tag)
     with tempfile.TemporaryDirectory(prefix="geoalps-fingerprint-") as tmp:
-        report = fingerprints(Path(tmp))
+        engines = engine_args(Path(tmp))
+        report = fingerprints(Path(tmp), engines)
+        if args.realdata:
+            report.update(realdata_fingerprints(Path(tmp), engines))
     report["_meta"] = {"commit": commit()}
     text = json.dumps(report, indent=1, sort_keys=True)
     if args.output:
