@@ -353,11 +353,19 @@ def read_pixels(src, window: Window | None = None, *, shown: str, indexes: int |
 
 
 def _read(src, window: Window | None, indexes, boundless: bool, fill_value) -> np.ndarray:
+    if boundless and window is not None and _inside(src, window):
+        boundless = False  # rasterio reads boundless through a warped VRT: only past the edges
     with _gdal_failures() as failures:
         data = src.read(indexes, window=window, boundless=boundless, fill_value=fill_value)
     if failures:  # a block GDAL could not decode (a corrupt JPEG tile) is filled, not raised
         raise RasterioIOError(failures[0])
     return data
+
+
+def _inside(src, window: Window) -> bool:
+    """Whether ``window`` lies within the file's pixels."""
+    return (window.col_off >= 0 and window.row_off >= 0 and window.col_off + window.width <= src.width
+            and window.row_off + window.height <= src.height)
 
 
 def _read_failure(shown: str, virtual: bool, window: Window | None, exc: Exception) -> InputError:

@@ -470,12 +470,10 @@ RASTER_OBJECTS_IN_MEMORY = 250_000
 class _SceneObjects:
     """One scene's objects (geometry and class id, in the scene's CRS) for its label raster: in
     memory while they are few, in a scratch GeoPackage (``raster_objects_<i>.gpkg`` in the work
-    folder, the one scratch file pass 2 keeps) once they pass ``limit``."""
+    folder, the one scratch file pass 2 keeps) once they pass :data:`RASTER_OBJECTS_IN_MEMORY`."""
 
-    def __init__(self, store: WorkStore, index: int, field: str, crs_wkt: str | None,
-                 limit: int | None = None) -> None:
+    def __init__(self, store: WorkStore, index: int, field: str, crs_wkt: str | None) -> None:
         self.field, self.crs_wkt = field, crs_wkt
-        self.limit = RASTER_OBJECTS_IN_MEMORY if limit is None else limit
         self.path = store.folder / f"raster_objects_{index}.gpkg"
         self.parts: list = []
         self.count = 0
@@ -484,7 +482,7 @@ class _SceneObjects:
     def add(self, frame) -> None:
         part = frame[[self.field, "geometry"]]
         self.count += len(part)
-        if self.writer is None and self.count > self.limit:
+        if self.writer is None and self.count > RASTER_OBJECTS_IN_MEMORY:
             self.path.unlink(missing_ok=True)  # left by an interrupted run: pass 2 is redone
             self.writer = LayerWriter(self.path, self.crs_wkt)
             for held in self.parts:

@@ -78,14 +78,12 @@ def read_tile(scene: Scene, col: int, row: int, tile_px: int, fill: float) -> np
     ``fill`` where the window runs past the scene (a scene smaller than a tile).
 
     Reads through :func:`geoalps.inputs.scene.read_window` (the one door: GDAL settings,
-    retries, one-line errors); boundless (slower: a warped view) only for a window past the edge."""
+    retries, one-line errors; boundless, which costs a warped view only past the edge)."""
     from rasterio.windows import Window
 
     from geoalps.inputs.scene import read_window
 
-    past_edge = col + tile_px > scene.width or row + tile_px > scene.height
-    return read_window(scene, Window(col, row, tile_px, tile_px), boundless=past_edge,
-                       fill_value=fill if past_edge else None).astype(np.float32)
+    return read_window(scene, Window(col, row, tile_px, tile_px), boundless=True, fill_value=fill).astype(np.float32)
 
 
 def _rank_parts(windows: list[tuple[int, int]], batch_size: int, ranks: Any) -> list[list[tuple[int, int]]]:
