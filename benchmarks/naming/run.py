@@ -7,7 +7,9 @@ random points per true class (drawn from the truth with the seed; the name is th
 name, ``class <code>`` where the truth has none). Scored on the label raster against the truth:
 
 - ``named_acc``: pixel accuracy of the named output (a pixel is right when its object's name is
-  its true class's name; pixels under no object are misses, as for the oracle);
+  its true class's name; pixels under no object are misses, as for the oracle), read from the
+  named layer's ``class_name`` burnt on the label raster's grid, so objects of a split class
+  count under their own names;
 - ``oracle_acc``: the many-to-one pixel accuracy (each pseudo-class taking its majority true
   class from the full truth), the best any naming of these classes can do;
 - ``unnamed``: pseudo-classes left without a name.
@@ -15,6 +17,7 @@ name, ``class <code>`` where the truth has none). Scored on the label raster aga
 Each scene, K and seed appends a JSON line to ``results.jsonl`` with the commit and ``--tag``.
 
     .venv/bin/python benchmarks/naming/run.py --half selection --tag naming-main
+    .venv/bin/python benchmarks/naming/run.py --half selection --tag naming-main-nosplit --no-split
     .venv/bin/python benchmarks/naming/run.py --table naming-main
 """
 from __future__ import annotations
@@ -77,7 +80,7 @@ def draw_examples(truth_path: Path, per_class: int, seed: int, out: Path) -> Non
     gpd.GeoDataFrame({"name": labels}, geometry=points(np.c_[xs, ys]), crs=crs).to_file(out, driver="GPKG")
 
 
-def score(pseudo: np.ndarray, pseudo_nodata, truth: np.ndarray, truth_nodata, names_of_class: dict[int, str],
+def score(pseudo: np.ndarray, pseudo_nodata, truth: np.ndarray, truth_nodata, named_codes: np.ndarray,
           code_names: dict[int, str]) -> dict:
     """Named and oracle pixel accuracy over the truth's valid pixels."""
     valid = np.ones(truth.shape, bool) if truth_nodata is None else truth != truth_nodata
@@ -90,13 +93,27 @@ def score(pseudo: np.ndarray, pseudo_nodata, truth: np.ndarray, truth_nodata, na
     table = np.zeros((k, codes.size))
     np.add.at(table, (p[under], t_index[under]), 1)
     oracle = table.max(axis=1).sum() / t.size
-    name_index = {n: i for i, n in enumerate(code_names[c] for c in codes)}
-    guess = np.array([name_index.get(names_of_class.get(c), -1) for c in range(k)])
-    named = (guess[p[under]] == t_index[under]).sum() / t.size
+    named = (named_codes[valid] == t_index).sum() / t.size
     return {"named_acc": float(named), "oracle_acc": float(oracle)}
 
 
-def one(scene: dict, k: int, seed: int, per_class: int, work: Path, label_options: dict) -> dict:
+def named_code_raster(named_layer: Path, grid: Path, code_names: dict[int, str]) -> np.ndarray:
+    """Each pixel's named class as an index into the sorted truth codes (-1: a name the truth
+    lacks, -2: under no object), from the named layer's polygons burnt on ``grid``."""
+    import pyogrio
+    from rasterio.features import rasterize
+
+    named = pyogrio.read_dataframe(named_layer, layer="masks", columns=["class_name"])
+    with rasterio.open(grid) as src:
+        shape, transform = (src.height, src.width), src.transform
+    index = {n: i for i, n in enumerate(code_names[c] for c in sorted(code_names))}
+    lookup = np.array([-2] + [index.get(n, -1) for n in named["class_name"].astype(str)])
+    burnt = rasterize(zip(named.geometry.values, range(1, len(named) + 1)), out_shape=shape, transform=transform,
+                      fill=0, dtype="int32")
+    return lookup[burnt]
+
+
+def one(scene: dict, k: int, seed: int, per_class: int, work: Path, label_options: dict, split: bool = True) -> dict:
     from geoalps import label
     from geoalps.classes.naming import name_classes
 
@@ -105,15 +122,17 @@ def one(scene: dict, k: int, seed: int, per_class: int, work: Path, label_option
           quiet=True, **label_options)
     examples = work / "examples.gpkg"
     draw_examples(Path(scene["classes"]), per_class, seed + 1000, examples)
-    report = name_classes(out, work / "named.gpkg", examples=examples, kmeans_model=model)
+    report = name_classes(out, work / "named.gpkg", examples=examples, kmeans_model=model, split=split)
     with rasterio.open(raster) as src:
         pseudo, pseudo_nodata = src.read(1), src.nodata
     with rasterio.open(scene["classes"]) as src:
         truth, truth_nodata = src.read(1), src.nodata
-    names = {c: report.names.name_of(c) for c in range(report.names.n_classes)}
-    row = score(pseudo, pseudo_nodata, truth, truth_nodata, names, truth_names(Path(scene["classes"])))
+    code_names = truth_names(Path(scene["classes"]))
+    named_codes = named_code_raster(work / "named.gpkg", raster, code_names)
+    row = score(pseudo, pseudo_nodata, truth, truth_nodata, named_codes, code_names)
     row["unnamed"] = sum(1 for c in range(report.names.n_classes) if c not in report.names.names)
     row["filled"] = len(getattr(report, "filled", {}) or {})
+    row["split_classes"] = len(getattr(report, "split", {}) or {})
     return row
 
 
@@ -154,6 +173,7 @@ def main(argv=None) -> int:
     parser.add_argument("--scenes", default=None)
     parser.add_argument("--examples-per-class", type=int, default=3)
     parser.add_argument("--no-real", action="store_true")
+    parser.add_argument("--no-split", action="store_true", help="name whole classes only (classes name --no-split)")
     parser.add_argument("--tag", default="current")
     parser.add_argument("--json", type=Path, default=RESULTS)
     parser.add_argument("--table", metavar="TAG")
@@ -174,8 +194,8 @@ def main(argv=None) -> int:
                 with tempfile.TemporaryDirectory() as tmp:
                     row = {"tag": args.tag, "commit": commit, "scene": scene["name"], "half": scene["half"],
                            "real": scene["real"], "K": k, "mult": mult, "seed": seed,
-                           "examples_per_class": args.examples_per_class}
-                    row.update(one(scene, k, seed, args.examples_per_class, Path(tmp), {}))
+                           "examples_per_class": args.examples_per_class, "split": not args.no_split}
+                    row.update(one(scene, k, seed, args.examples_per_class, Path(tmp), {}, split=not args.no_split))
                 rows.append(row)
                 with open(args.json, "a") as f:
                     f.write(json.dumps(row) + "\n")

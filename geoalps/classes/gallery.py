@@ -356,7 +356,7 @@ def _view_stats(stats: BandStats, view: tuple[int, int, int]) -> BandStats:
                      valid_fraction=stats.valid_fraction)
 
 
-def _to_scene_crs(geometries, layer_crs: str | None, scene: Scene):
+def to_scene_crs(geometries, layer_crs: str | None, scene: Scene):
     """GeoSeries in the scene's CRS (the layer is in the first scene's CRS)."""
     if layer_crs is None or scene.crs_wkt is None or len(geometries) == 0:
         return geometries
@@ -417,7 +417,7 @@ def _rasterize_classes(gpkg: str, members, class_field: str, layer_crs: str | No
     for start in range(0, len(ordered), GEOMETRY_BATCH):
         fids = ordered.index[start:start + GEOMETRY_BATCH]
         batch = read_layer(gpkg, columns=[], fids=np.asarray(fids), fid_as_index=True)
-        geometries = _to_scene_crs(batch.geometry.reindex(fids), layer_crs, scene).to_numpy()
+        geometries = to_scene_crs(batch.geometry.reindex(fids), layer_crs, scene).to_numpy()
         if tolerance:
             geometries = shapely.simplify(geometries, tolerance, preserve_topology=False)
         values = ordered.loc[fids, class_field].to_numpy()
@@ -446,7 +446,7 @@ def _read_chips(gpkg: str, objects, picks, opened: dict[str, Scene], layer_crs: 
         scene = opened[name]
         view = resolve_bands(bands, scene.count, scene.path, scene.band_roles)
         stats = _view_stats(scene.stats, view)
-        shapes = _to_scene_crs(geometries.loc[[fid for _, _, fid in items]], layer_crs, scene)
+        shapes = to_scene_crs(geometries.loc[[fid for _, _, fid in items]], layer_crs, scene)
         with open_dataset(scene.path, shown=scene.shown) as src:
             for (k, kind, fid), geometry in zip(items, shapes):
                 distance = objects.at[fid, "class_distance"] if "class_distance" in objects.columns else None

@@ -58,14 +58,22 @@ def gallery_command(output, path, scenes, chips_per_class, random_chips, seed, o
 @click.option("--trust-kmeans-model", is_flag=True, default=None,
               help="Also read a --kmeans-model saved by older geoalps (a pickle, which runs code when read: only "
                    "for files you trust); it is saved back in the data-only format.")
+@click.option("--no-split", "no_split", is_flag=True, default=False,
+              help="Name whole classes only: a class the examples call by several names takes the most voted one "
+                   "(by default its objects are split between those names by their mean band values, read from "
+                   "the scenes).")
+@click.option("--scene", "scenes", multiple=True, type=click.Path(dir_okay=False),
+              help="A scene of OUTPUT, where it is no longer where labelling recorded it (repeatable).")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None,
               help="Also write the naming report as JSON.")
 @overwrite_opt
 @quiet_opt
-def name_command(output, named_output, examples, name_field, names, kmeans_model, trust_kmeans_model, report_path,
-                 overwrite, quiet):
+def name_command(output, named_output, examples, name_field, names, kmeans_model, trust_kmeans_model, no_split,
+                 scenes, report_path, overwrite, quiet):
     """Name the pseudo-classes of OUTPUT from examples or a mapping; classes sharing a name are
-    merged on output, unnamed ones keep `class N`.
+    merged on output, unnamed ones keep `class N`. A class the examples call by several names is
+    split between them object by object (nearest example object in mean band values), unless
+    --no-split.
 
     \b
     Example:
@@ -81,7 +89,8 @@ def name_command(output, named_output, examples, name_field, names, kmeans_model
     if report_path:
         check_writable(report_path, overwrite)
     report = name_classes(output, named_output, examples=examples, name_field=name_field, names=names,
-                          kmeans_model=kmeans_model, overwrite=overwrite, trust_kmeans_model=trust_kmeans_model)
+                          kmeans_model=kmeans_model, overwrite=overwrite, trust_kmeans_model=trust_kmeans_model,
+                          split=not no_split, scenes=list(scenes) or None)
     if not quiet:
         for line in report_lines(report):
             click.echo(line)

@@ -68,7 +68,12 @@ def test_examples_name_each_class_after_its_majority_true_class(labelled):
     named = pyogrio.read_dataframe(labelled / "named.gpkg", layer="masks")
     original = pyogrio.read_dataframe(labelled / "out.gpkg", layer="masks")
     assert len(named) == len(original) and (named["instance_id"] == original["instance_id"]).all()
-    assert (named["class_name"] == [report.names.name_of(k) for k in named["pseudo_class"]]).all()
+    expected = [report.object_names.get(int(i), report.names.name_of(k))
+                for i, k in zip(named["instance_id"], named["pseudo_class"])]
+    assert (named["class_name"] == expected).all()
+    assert set(report.object_names) <= {int(i) for i in named["instance_id"]}
+    for k, counts in report.split.items():  # a split class's objects carry the names its examples gave
+        assert set(counts) <= set(report.votes[k]) and sum(counts.values()) == int((named["pseudo_class"] == k).sum())
     assert named.groupby("class_name")["class_id"].nunique().max() == 1, "one class id per name"
     assert OnlineKMeans.load(labelled / "km.joblib").class_names == report.names
 
