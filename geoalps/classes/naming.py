@@ -15,7 +15,7 @@ A class voted for under several names holds covers the examples tell apart, so b
 split (:func:`split_conflicts`): each of its objects takes the name of the example object of that
 class nearest to it in mean band values (read back from the scenes, :mod:`object_means`). On the
 scene bank's selection half (``benchmarks/naming``) that lifts the named accuracy at K = true
-classes from 0.790 to 0.839 (11 of 13 scenes as good or better), at 2K from 0.830 to 0.838.
+classes from 0.797 to 0.853 (11 of 13 scenes better), at 2K from 0.838 to 0.842.
 The k-means model keeps one name a class (the vote's): the split is of these objects only.
 
 Renaming streams the output layer batch by batch: memory follows one batch, not the layer.
