@@ -129,6 +129,17 @@ def test_name_classes_writes_a_memory_example_layer_to_a_file(qgis_app, fake_cli
     del written
 
 
+def test_name_classes_splits_conflicts_unless_told_not_to(qgis_app, fake_cli, labels_gpkg, tmp_path):
+    examples = _memory_layer("Point?crs=EPSG:4326&field=name:string", [("POINT(15 45)", ["water"])])
+    processing.run("geoalps:nameclasses", name_params(labels_gpkg, tmp_path, EXAMPLES=examples))
+    assert "--no-split" not in read_record(fake_cli)["argv"]  # the CLI's default: split
+    processing.run("geoalps:nameclasses", name_params(labels_gpkg, tmp_path, EXAMPLES=examples, SPLIT=False))
+    argv = read_record(fake_cli)["argv"]
+    assert argv[7:10] == ["--field", "name", "--no-split"]
+    processing.run("geoalps:nameclasses", name_params(labels_gpkg, tmp_path, NAMES="0=a", SPLIT=False))
+    assert "--no-split" not in read_record(fake_cli)["argv"]  # a mapping names whole classes anyway
+
+
 def test_name_classes_passes_a_plain_file_as_is_and_a_filtered_one_as_a_copy(qgis_app, fake_cli, labels_gpkg,
                                                                              tmp_path):
     examples = _memory_layer("Point?crs=EPSG:32633&field=label:string",

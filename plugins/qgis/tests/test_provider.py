@@ -64,9 +64,10 @@ def test_name_classes_parameters(qgis_app):
     alg = QgsApplication.processingRegistry().algorithmById("geoalps:nameclasses")
     assert alg.displayName() == "Name pseudo-classes from examples"
     assert [p.name() for p in alg.parameterDefinitions()] == [
-        "INPUT", "EXAMPLES", "NAME_FIELD", "NAMES", "KMEANS_MODEL", "OUTPUT",
+        "INPUT", "EXAMPLES", "NAME_FIELD", "SPLIT", "NAMES", "KMEANS_MODEL", "OUTPUT",
     ]
     assert alg.parameterDefinition("NAME_FIELD").parentLayerParameterName() == "EXAMPLES"
+    assert alg.parameterDefinition("SPLIT").defaultValue() is True  # as the CLI: split unless --no-split
     assert alg.parameterDefinition("OUTPUT").defaultFileExtension() == "gpkg"
     assert [o.name() for o in alg.outputDefinitions()] == [
         "OUTPUT", "CLASS_NAMES", "NAMED_CLASSES", "UNUSED_EXAMPLES", "CONFLICTS",

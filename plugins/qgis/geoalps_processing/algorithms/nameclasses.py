@@ -11,6 +11,7 @@ from qgis.core import (
     QgsProcessingFeedback,
     QgsProcessingOutputNumber,
     QgsProcessingOutputString,
+    QgsProcessingParameterBoolean,
     QgsProcessingParameterField,
     QgsProcessingParameterFile,
     QgsProcessingParameterString,
@@ -23,7 +24,8 @@ from .base import GeoAlpsAlgorithm, layer_path
 
 HELP = """Gives the pseudo-classes of an "Auto-label raster" output names people can read, from a few examples or from a plain mapping, and writes a renamed copy.
 
-Examples: points or polygons (any CRS; e.g. drawn in a scratch layer) with a field holding a name ("building", "water"...). Each example votes for the pseudo-class of the objects under it, weighted by their area: a point for the object that holds it, a polygon for the objects whose representative point it holds. A class takes the name with the most votes; classes no example touches keep "class N"; classes given the same name become one class in the output.
+Examples: points or polygons (any CRS; e.g. drawn in a scratch layer) with a field holding a name ("building", "water"...). Each example votes for the pseudo-class of the objects under it, weighted by their area: a point for the object that holds it, a polygon for the objects whose representative point it holds. A class takes the name with the most votes; classes no example touches keep "class N" (or, with the k-means model, the name of the nearest named class); classes given the same name become one class in the output.
+A class the examples call by several names is split between them object by object: each of its objects takes the name of the nearest example object of that class in mean band values, read back from the scene the labelling run read (uncheck "Split" to name whole classes only).
 Or a mapping instead of examples: "0=building,3=building,5=water" (class id = name, comma separated).
 
 The output is a GeoPackage (layer "masks") with class_id and class_name fields added, styled by name. The log shows the naming report: per class its name and votes, conflicts (one class voted for under several names) and examples under no object.
@@ -40,6 +42,7 @@ class NameClassesAlgorithm(GeoAlpsAlgorithm):
     NAME_FIELD = "NAME_FIELD"
     NAMES = "NAMES"
     KMEANS_MODEL = "KMEANS_MODEL"
+    SPLIT = "SPLIT"
     OUTPUT = "OUTPUT"
     OUTPUTS = STYLED = (OUTPUT,)
     CLASS_NAMES = "CLASS_NAMES"
@@ -64,6 +67,10 @@ class NameClassesAlgorithm(GeoAlpsAlgorithm):
         self.addParameter(QgsProcessingParameterField(
             self.NAME_FIELD, "Name field of the examples", defaultValue="name",
             parentLayerParameterName=self.EXAMPLES, optional=True,
+        ))
+        self.addParameter(QgsProcessingParameterBoolean(
+            self.SPLIT, "Split a class the examples call by several names, object by object (reads the scene)",
+            defaultValue=True,
         ))
         self.addParameter(QgsProcessingParameterString(
             self.NAMES, "Or a mapping instead of examples (e.g. 0=building,3=water)",
@@ -128,6 +135,8 @@ class NameClassesAlgorithm(GeoAlpsAlgorithm):
         if examples:
             args += ["--examples", examples,
                      "--field", self.parameterAsString(parameters, self.NAME_FIELD, context).strip()]
+            if not self.parameterAsBool(parameters, self.SPLIT, context):
+                args += ["--no-split"]
         else:
             args += ["--names", self.parameterAsString(parameters, self.NAMES, context).strip()]
         kmeans = self.parameterAsFile(parameters, self.KMEANS_MODEL, context)
@@ -147,9 +156,12 @@ class NameClassesAlgorithm(GeoAlpsAlgorithm):
         conflicts = [row for row in classes if row.get("conflict")]
         for row in conflicts:
             votes = ", ".join(f"{n} {v:g}" for n, v in row.get("votes", {}).items())
+            split = ", ".join(f"{n} {c}" for n, c in (row.get("split") or {}).items())
+            outcome = (f"its objects were split between them ({split} objects)" if split
+                       else f"it is named '{row.get('name')}'")
             feedback.pushWarning(
                 f"GeoALPS: pseudo-class {row.get('pseudo_class')} was shown under several names "
-                f"({votes}); it is named '{row.get('name')}'."
+                f"({votes}); {outcome}."
             )
         if unused:
             feedback.pushWarning(
