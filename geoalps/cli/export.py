@@ -15,7 +15,9 @@ from geoalps.cli.options import overwrite_opt, quiet_opt
 def export_command(model, output, overwrite, quiet):
     """Write MODEL (a .pt from 'geoalps train') as an ONNX model for onnxruntime and QGIS Deepness.
 
-    The batch is dynamic, tiles are the model's tile size; the output is class probabilities.
+    Batch, height and width are dynamic (height and width multiples of 32 px; the model was
+    trained on, and is best cut into, its tile size, the metadata's tile_size); the output is
+    class probabilities.
     Band normalisation and class names travel in the model's metadata (Deepness's keys:
     model_type, class_names, tile_size, tiles_overlap, standardization_mean/std for raster values
     scaled by 1/255; plus a 'geoalps' record that 'geoalps predict --backend onnx' reads).
