@@ -33,8 +33,7 @@ import numpy as np
 from rasterio.windows import Window
 
 from geoalps.errors import InputError, OptionError
-from geoalps.inputs.remote import gdal_env, gdal_path
-from geoalps.inputs.scene import Scene, open_raster, open_scene, pooled_mean_std, read_window
+from geoalps.inputs.scene import Scene, open_dataset, open_scene, pooled_mean_std, read_window
 from geoalps.outputs.formats import VECTOR_SUFFIXES
 
 #: Label value the loss and the metrics skip (torch's cross-entropy default).
@@ -141,7 +140,7 @@ def read_label_info(label: Scene | str | os.PathLike, ignore_value: int | None =
         found = np.bincount(values.astype(np.int64), minlength=counts.size)
         found[: counts.size] += counts
         counts = found
-    with gdal_env(), open_raster(gdal_path(label.path)) as src:
+    with open_dataset(label.path, shown=path) as src:  # the header: colour table and tags
         try:
             colormap = src.colormap(1)
         except ValueError:
