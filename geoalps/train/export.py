@@ -63,8 +63,13 @@ def deepness_metadata(ckpt: dict[str, Any], class_names: list[str], overlap_perc
     return meta
 
 
-def export_onnx(checkpoint: str | os.PathLike, output: str | os.PathLike, overwrite: bool = False) -> Path:
+def export_onnx(checkpoint: str | os.PathLike, output: str | os.PathLike, overwrite: bool = False,
+                any_size: bool = True) -> Path:
     """Write ``checkpoint`` (from ``geoalps train``/``pretrain``) as an ONNX model at ``output``.
+
+    ``any_size=False`` declares height and width as the tile size (the trained network itself,
+    only the batch dynamic): Deepness's dock widget (0.6.x) puts the input's width into its
+    tile-size box and reports a dynamic width as a failed load.
 
     Raises:
         ModelError: not a geoalps model, or a MIM-only one (no classes).
@@ -90,15 +95,22 @@ def export_onnx(checkpoint: str | os.PathLike, output: str | os.PathLike, overwr
     if arch["num_classes"] <= 0:
         raise ModelError(f"{checkpoint}: MIM-only pre-trained model has no classes; fine-tune it with 'geoalps train --init'")
     _, names, _ = _checkpoint_classes(ckpt)
-    probabilities = _Probabilities(any_size_network(ckpt)).eval()
     tile = int(ckpt["tile_size_px"])
     example = torch.zeros(2, arch["in_chans"], tile, tile)  # batch 2: a batch of 1 would be baked in
-    # Height and width in whole cells of the coarsest map (the exporter needs the divisibility
-    # stated; timm pads inside each stage to whole windows).
-    cell, most = int(arch["reduction"]), MAX_SIDE_PX // int(arch["reduction"])
-    shapes = {"x": {0: torch.export.Dim("batch", min=1, max=4096),
-                    2: cell * torch.export.Dim("height_cells", min=1, max=most),
-                    3: cell * torch.export.Dim("width_cells", min=1, max=most)}}
+    shapes = {"x": {0: torch.export.Dim("batch", min=1, max=4096)}}
+    if any_size:
+        probabilities = _Probabilities(any_size_network(ckpt)).eval()
+        # Height and width in whole cells of the coarsest map (the exporter needs the
+        # divisibility stated; timm pads inside each stage to whole windows).
+        cell, most = int(arch["reduction"]), MAX_SIDE_PX // int(arch["reduction"])
+        shapes["x"][2] = cell * torch.export.Dim("height_cells", min=1, max=most)
+        shapes["x"][3] = cell * torch.export.Dim("width_cells", min=1, max=most)
+    else:
+        from geoalps.train.models import build_model
+
+        network = build_model(arch)
+        network.load_state_dict(ckpt["model"])
+        probabilities = _Probabilities(network).eval()
     with atomic_path(output, overwrite=overwrite) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's own progress and deprecation chatter
         with open(os.devnull, "w") as devnull, _redirect_stdout(devnull):

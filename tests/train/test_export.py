@@ -192,3 +192,26 @@ def test_wrong_files_are_one_line_errors(exported, tmp_path):
     result = CliRunner().invoke(main, ["export", str(scene), "-o", str(tmp_path / "b.onnx")])
     assert result.exit_code == ModelError.exit_code and "not a readable torch checkpoint" in result.stderr
     assert not (tmp_path / "b.onnx").exists()
+
+
+def test_fixed_size_export_declares_the_tile(exported, tmp_path):
+    """--fixed-size: height and width are the tile size in the graph's input (Deepness 0.6.x reads
+    its tile size from there), with the same scores as the any-size export at that size."""
+    import onnxruntime as ort
+
+    from geoalps.train.checkpoint import load_checkpoint
+    from geoalps.train.export import OnnxModel
+
+    model_pt, model_onnx, scene = exported
+    fixed = tmp_path / "fixed.onnx"
+    result = CliRunner().invoke(main, ["export", str(model_pt), "-o", str(fixed), "--fixed-size", "-q"])
+    assert result.exit_code == 0, result.output
+    session = ort.InferenceSession(str(fixed), providers=["CPUExecutionProvider"])
+    (image,) = session.get_inputs()
+    assert isinstance(image.shape[0], str) and image.shape[1:] == [4, 64, 64]
+    x = _scene_batch(scene, 64, 64, load_checkpoint(model_pt)["norm"])
+    np.testing.assert_allclose(OnnxModel(fixed)(x), OnnxModel(model_onnx)(x), rtol=0, atol=1e-5)
+    from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
+
+    with pytest.raises(InvalidArgument, match="dimensions"):  # onnxruntime refuses another size
+        OnnxModel(fixed)(_scene_batch(scene, 96, 96, load_checkpoint(model_pt)["norm"]))
