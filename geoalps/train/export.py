@@ -10,11 +10,12 @@ windows and builds the shifted-window masks for the input's size, and with the d
 adaptive pooling written as two small averaging matrices (the exporter bakes torch's adaptive
 pooling bins for the traced size). At the tile size it equals the network ``geoalps predict``
 runs; at other sizes onnxruntime equals it in torch. ``tile_size`` in the metadata stays the
-trained tile, the size Deepness (and ``predict --backend onnx``) should cut. The metadata follows the convention of the QGIS plugin
-Deepness (``metadata_props``, each value JSON): ``model_type`` "Segmentor", ``class_names``
-{"0": name, ...}, ``tile_size``, ``tiles_overlap`` (percent), and ``standardization_mean`` /
-``standardization_std`` applied by Deepness after it scales the raster values by 1/255, so they
-are the training mean and std divided by 255: (v/255 - m/255) / (s/255) = (v - m) / s, what
+trained tile, the size Deepness (and ``predict --backend onnx``) should cut; ``any_size=False``
+declares that size in the graph (Deepness 0.6.x's dock widget needs it). The metadata follows the
+convention of the QGIS plugin Deepness (``metadata_props``, each value JSON): ``model_type``
+"Segmentor", ``class_names`` {"0": name, ...}, ``tile_size``, ``tiles_overlap`` (percent), and
+``standardization_mean`` / ``standardization_std`` applied by Deepness after it scales the raster
+values by 1/255, so they are the training mean and std divided by 255: (v/255 - m/255) / (s/255) = (v - m) / s, what
 geoalps' own normalisation does. ``geoalps`` holds the full record (mean and std in raster
 units, bands, nodata, class colours, tile size) that ``geoalps predict --backend onnx`` reads.
 
