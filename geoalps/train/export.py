@@ -16,8 +16,9 @@ convention of the QGIS plugin Deepness (``metadata_props``, each value JSON): ``
 "Segmentor", ``class_names`` {"0": name, ...}, ``tile_size``, ``tiles_overlap`` (percent), and
 ``standardization_mean`` / ``standardization_std`` applied by Deepness after it scales the raster
 values by 1/255, so they are the training mean and std divided by 255:
-(v/255 - m/255) / (s/255) = (v - m) / s, what geoalps' own normalisation does. ``geoalps`` holds the full record (mean and std in raster
-units, bands, nodata, class colours, tile size) that ``geoalps predict --backend onnx`` reads.
+(v/255 - m/255) / (s/255) = (v - m) / s, what geoalps' own normalisation does. ``geoalps``
+holds the full record (mean and std in raster units, bands, nodata, class colours, tile size)
+that ``geoalps predict --backend onnx`` reads.
 
 Costs: one ``torch.onnx.export`` (torch.export based; needs ``onnxscript``); a minute or two on
 a busy CPU for the tiny model, more for swin_t.
