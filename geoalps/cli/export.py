@@ -10,12 +10,18 @@ from geoalps.cli.options import overwrite_opt, quiet_opt
 @main.command("export")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="ONNX model to write (.onnx).")
+@click.option("--fixed-size", is_flag=True,
+              help="Declare height and width as the model's tile size (only the batch dynamic), for QGIS Deepness "
+                   "0.6.x, whose dock widget reads the tile size from the input's width and reports a dynamic one "
+                   "as a failed load.")
 @overwrite_opt
 @quiet_opt
-def export_command(model, output, overwrite, quiet):
+def export_command(model, output, fixed_size, overwrite, quiet):
     """Write MODEL (a .pt from 'geoalps train') as an ONNX model for onnxruntime and QGIS Deepness.
 
-    The batch is dynamic, tiles are the model's tile size; the output is class probabilities.
+    Batch, height and width are dynamic (height and width multiples of 32 px; the model was
+    trained on, and is best cut into, its tile size, the metadata's tile_size; --fixed-size
+    for Deepness 0.6.x); the output is class probabilities.
     Band normalisation and class names travel in the model's metadata (Deepness's keys:
     model_type, class_names, tile_size, tiles_overlap, standardization_mean/std for raster values
     scaled by 1/255; plus a 'geoalps' record that 'geoalps predict --backend onnx' reads).
@@ -30,7 +36,7 @@ def export_command(model, output, overwrite, quiet):
     from geoalps.train.export import export_onnx
 
     check_distinct([model], [(output, [output])])
-    export_onnx(model, output, overwrite=overwrite)
+    export_onnx(model, output, overwrite=overwrite, any_size=not fixed_size)
     if not quiet:
         click.echo(f"geoalps: wrote {output}", err=True)
 

@@ -36,11 +36,19 @@ STATS_READ_PX = 1024
 
 @dataclass(frozen=True)
 class BandStats:
-    """Per-band stretch limits of a scene, computed once so every tile is stretched alike."""
+    """Per-band stretch limits of a scene, computed once so every tile is stretched alike.
+
+    ``mean``/``std`` (population std) and ``sample_px`` (pixels they average) are per band, over
+    the valid pixels of the same decimated read, so training standardises bands without reading
+    the scene again (combine scenes with :func:`pooled_mean_std`). Empty when not computed.
+    """
 
     low: tuple[float, ...]
     high: tuple[float, ...]
     valid_fraction: float
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+    sample_px: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -297,7 +305,7 @@ def _band_stats(src, shown: str, nodata: float | None, percentiles: tuple[float,
     if not valid.any():
         raise _fail(shown, "every pixel is nodata; nothing to label" if inside is None
                     else "every pixel inside the area of interest is nodata; nothing to label")
-    low, high = [], []
+    low, high, mean, std, counts = [], [], [], [], []
     for band in sample:
         values = band[valid].astype(np.float64)
         values = values[np.isfinite(values)]
@@ -306,7 +314,30 @@ def _band_stats(src, shown: str, nodata: float | None, percentiles: tuple[float,
             lo, hi = float(values.min()) - 0.5, float(values.max()) + 0.5
         low.append(float(lo))
         high.append(float(hi))
-    return BandStats(low=tuple(low), high=tuple(high), valid_fraction=float(valid.mean()))
+        mean.append(float(values.mean()) if values.size else 0.0)
+        std.append(float(values.std()) if values.size else 0.0)
+        counts.append(int(values.size))
+    return BandStats(low=tuple(low), high=tuple(high), valid_fraction=float(valid.mean()), mean=tuple(mean),
+                     std=tuple(std), sample_px=tuple(counts))
+
+
+def pooled_mean_std(stats: list[BandStats] | tuple[BandStats, ...]) -> tuple[list[float], list[float]]:
+    """Per-band mean and std over the pooled samples of several scenes' :class:`BandStats`
+    (each scene weighted by its valid sample pixels); no read. Scenes must have the same bands.
+
+    Raises:
+        ValueError: a ``BandStats`` without mean/std (not from :func:`open_scene`).
+    """
+    if any(len(s.mean) != len(s.low) or len(s.sample_px) != len(s.low) for s in stats):
+        raise ValueError("band statistics without mean/std: open the scene with open_scene")
+    n = np.array([s.sample_px for s in stats], dtype=np.float64)
+    m = np.array([s.mean for s in stats], dtype=np.float64)
+    sd = np.array([s.std for s in stats], dtype=np.float64)
+    total = np.maximum(n.sum(axis=0), 1)
+    mean = (n * m).sum(axis=0) / total
+    # pooled second moment about the pooled mean: each scene's variance plus its mean's offset
+    var = (n * (sd**2 + (m - mean) ** 2)).sum(axis=0) / total
+    return [float(v) for v in mean], [float(v) for v in np.sqrt(np.maximum(var, 0))]
 
 
 def read_window(scene: Scene, window: Window, *, boundless: bool = False,

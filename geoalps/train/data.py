@@ -33,8 +33,7 @@ import numpy as np
 from rasterio.windows import Window
 
 from geoalps.errors import InputError, OptionError
-from geoalps.inputs.remote import gdal_env, gdal_path
-from geoalps.inputs.scene import Scene, open_raster, open_scene, read_window
+from geoalps.inputs.scene import Scene, open_dataset, open_scene, pooled_mean_std, read_window
 from geoalps.outputs.formats import VECTOR_SUFFIXES
 
 #: Label value the loss and the metrics skip (torch's cross-entropy default).
@@ -141,7 +140,7 @@ def read_label_info(label: Scene | str | os.PathLike, ignore_value: int | None =
         found = np.bincount(values.astype(np.int64), minlength=counts.size)
         found[: counts.size] += counts
         counts = found
-    with gdal_env(), open_raster(gdal_path(label.path)) as src:
+    with open_dataset(label.path, shown=path) as src:  # the header: colour table and tags
         try:
             colormap = src.colormap(1)
         except ValueError:
@@ -199,34 +198,14 @@ def read_vector_label_info(path: str, label_column: str | None) -> tuple[LabelIn
     return LabelInfo(path, n_classes, None), frame
 
 
-def band_statistics(scenes: Sequence[Scene], max_pixels: int = 1 << 20) -> tuple[list[float], list[float]]:
-    """Per-band mean and std over the valid pixels of all scenes, from decimated reads.
-
-    Cost: at most ``max_pixels`` pixels per band per scene are read (GDAL overviews when the
-    file has them), so a few tens of MB whatever the scene size.
+def band_statistics(scenes: Sequence[Scene]) -> tuple[list[float], list[float]]:
+    """Per-band mean and std over the valid pixels of all scenes, for standardising training
+    inputs: pooled from what :func:`geoalps.inputs.scene.open_scene` computed on its one
+    decimated read (at most ``STATS_READ_PX`` px on the long side; valid = not every band at
+    nodata, as training masks pixels). No read of its own. A flat band's std is 1.
     """
-    # TODO(issue 27): open_scene already makes one decimated read for its stretch statistics; if
-    # inputs.scene returned per-band mean/std from it, this second read would go.
-    count = scenes[0].count
-    total = np.zeros(count)
-    total_sq = np.zeros(count)
-    n = np.zeros(count)
-    for scene in scenes:
-        step = max(1, math.ceil(math.sqrt(scene.width * scene.height / max_pixels)))
-        shape = (scene.count, max(1, scene.height // step), max(1, scene.width // step))
-        with gdal_env(), open_raster(gdal_path(scene.path)) as src:
-            data = src.read(window=scene.file_window(Window(0, 0, scene.width, scene.height)), out_shape=shape,
-                            masked=True).astype(np.float64)
-        valid = ~np.ma.getmaskarray(data)
-        values = np.where(valid, data.filled(0), 0)
-        total += values.sum(axis=(1, 2))
-        total_sq += (values**2).sum(axis=(1, 2))
-        n += valid.sum(axis=(1, 2))
-    n = np.maximum(n, 1)
-    mean = total / n
-    std = np.sqrt(np.maximum(total_sq / n - mean**2, 0))
-    std = np.where(std > 1e-6, std, 1.0)
-    return [float(v) for v in mean], [float(v) for v in std]
+    mean, std = pooled_mean_std([scene.stats for scene in scenes])
+    return mean, [v if v > 1e-6 else 1.0 for v in std]
 
 
 # --------------------------------------------------------------------------- tiles

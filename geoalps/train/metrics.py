@@ -52,7 +52,9 @@ def evaluate(prediction: str | os.PathLike, truth: str | os.PathLike, rows_per_r
     """Score a class raster against a ground-truth raster on the same grid.
 
     Cost: both rasters are read once in full-width strips of ``rows_per_read`` rows; memory is a
-    few strips plus a dict of (truth, prediction) pair counts.
+    few strips plus a dict of (truth, prediction) pair counts. Both are opened and read through
+    :mod:`geoalps.inputs.scene` (``open_dataset``/``read_pixels``), so a missing, unreadable or
+    truncated raster is a one-line ``InputError`` naming it.
 
     Returns:
         dict with ``miou``, ``per_class_iou`` (class id as a string -> IoU), ``overall_accuracy``,
@@ -60,14 +62,10 @@ def evaluate(prediction: str | os.PathLike, truth: str | os.PathLike, rows_per_r
     """
     from rasterio.windows import Window
 
-    from geoalps.inputs.remote import gdal_env, gdal_path
-    from geoalps.inputs.scene import open_raster
+    from geoalps.inputs.scene import open_dataset, read_pixels
 
     prediction, truth = str(prediction), str(truth)
-    for path in (prediction, truth):
-        if not os.path.exists(path):
-            raise InputError(f"{path}: no such raster")
-    with gdal_env(), open_raster(gdal_path(prediction)) as psrc, open_raster(gdal_path(truth)) as tsrc:
+    with open_dataset(prediction, shown=prediction) as psrc, open_dataset(truth, shown=truth) as tsrc:
         if (psrc.width, psrc.height) != (tsrc.width, tsrc.height):
             raise InputError(
                 f"{truth}: {tsrc.width}x{tsrc.height} px but {prediction} is {psrc.width}x{psrc.height}; "
@@ -82,8 +80,8 @@ def evaluate(prediction: str | os.PathLike, truth: str | os.PathLike, rows_per_r
         pairs: dict[tuple[int, int], int] = {}
         for row in range(0, tsrc.height, rows_per_read):
             window = Window(0, row, tsrc.width, min(rows_per_read, tsrc.height - row))
-            t = tsrc.read(1, window=window).ravel().astype(np.int64)
-            p = psrc.read(1, window=window).ravel().astype(np.int64)
+            t = read_pixels(tsrc, window, shown=truth, indexes=1).ravel().astype(np.int64)
+            p = read_pixels(psrc, window, shown=prediction, indexes=1).ravel().astype(np.int64)
             keep = np.ones(t.shape, bool) if truth_nodata is None else t != int(truth_nodata)
             t, p = t[keep], p[keep]
             if pred_nodata is not None:

@@ -162,13 +162,19 @@ class SegmentationNet(nn.Module):
         return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 
-def build_model(arch: dict[str, Any], backbone_weights: str | os.PathLike | None = None) -> SegmentationNet:
+def build_model(arch: dict[str, Any], backbone_weights: str | os.PathLike | None = None,
+                any_size: bool = False) -> SegmentationNet:
     """Build the network an ``arch`` record describes (weights random unless a file is given).
 
     Args:
         arch: from ``make_arch`` or a checkpoint.
         backbone_weights: a timm/Microsoft Swin checkpoint (.pth/.bin/.safetensors) of the same
             size; the first conv is adapted to ``arch['in_chans']`` bands by timm.
+        any_size: the same network (same parameters and state dict, the tile size's windows and
+            shifts) taking any height and width that are multiples of ``arch['reduction']``:
+            timm's ``strict_img_size=False`` pads each stage to whole windows and builds the
+            shifted-window masks per forward (a little slower). At the tile size its outputs are
+            the fixed-size network's. ``geoalps export`` uses it.
     """
     import timm
 
@@ -183,6 +189,8 @@ def build_model(arch: dict[str, Any], backbone_weights: str | os.PathLike | None
         window_size=arch["window_size"],
         patch_size=arch["patch_size"],
     )
+    if any_size:
+        kwargs["strict_img_size"] = False
     swin = timm.create_model(arch["timm_name"], pretrained=False, **kwargs)
     if backbone_weights is not None:
         load_timm_weights(swin, backbone_weights, arch["size"])

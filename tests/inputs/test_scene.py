@@ -133,3 +133,25 @@ def test_read_pixels_names_the_file_and_window_of_an_undecodable_block(tmp_path)
     assert message.startswith(f"{path}: cannot read pixels at col 0, row 0 (512 x 512 px)") and "\n" not in message
     with pytest.raises(InputError, match="cannot read pixels at col 0, row 0"):
         read_window(open_scene(path), Window(0, 0, size, size), boundless=True)
+
+
+def test_stats_hold_band_mean_and_std_of_the_valid_pixels(tmp_path):
+    """open_scene's one read also gives each band's mean and std (training standardises with them)."""
+    from geoalps.inputs.scene import pooled_mean_std
+
+    rng = np.random.default_rng(3)
+    data = rng.normal(2000, 300, size=(3, 40, 70)).clip(1, 60000).astype(np.uint16)
+    data[:, :8, :] = 0  # nodata rows: every band at nodata
+    data[1, 20, :] = 0  # one band at 0, the others not: a valid pixel (valid_pixels' rule)
+    scene = open_scene(write_raster(tmp_path / "s.tif", data, nodata=0))
+    valid = valid_pixels(data, 0)
+    values = data[:, valid].astype(np.float64)
+    np.testing.assert_allclose(scene.stats.mean, values.mean(axis=1), rtol=1e-12)
+    np.testing.assert_allclose(scene.stats.std, values.std(axis=1), rtol=1e-12)
+    assert scene.stats.sample_px == (valid.sum(),) * 3
+    # two scenes pooled = one scene holding both samples
+    other = open_scene(write_raster(tmp_path / "o.tif", (data[:, 8:] // 2 + 500).astype(np.uint16), nodata=0))
+    both = np.concatenate([values, (data[:, 8:] // 2 + 500)[:, valid[8:]].astype(np.float64)], axis=1)
+    mean, std = pooled_mean_std([scene.stats, other.stats])
+    np.testing.assert_allclose(mean, both.mean(axis=1), rtol=1e-12)
+    np.testing.assert_allclose(std, both.std(axis=1), rtol=1e-12)

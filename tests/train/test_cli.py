@@ -2,14 +2,17 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import pytest
 import rasterio
 from click.testing import CliRunner
 
 from geoalps.cli import main
 from geoalps.errors import InputError, OutputError
 
-from train.train_scenes import TRAIN_TRANSFORM, class_pattern, write_labels, write_scene
+from train.train_scenes import (TRAIN_TRANSFORM, class_pattern, write_labels, write_scene,
+                                write_tail_truncated_labels)
 from train.train_scenes import _train_test_environment  # noqa: F401 - fixtures used by name
 
 TINY = ["--model", "tiny", "--epochs", "1", "--steps-per-epoch", "4", "--batch-size", "4", "--lr", "2e-3", "-q"]
@@ -59,6 +62,30 @@ def test_label_on_another_grid_is_a_one_line_error(tmp_path):
     assert result.exit_code == InputError.exit_code
     assert result.stderr.count("\n") == 1 and "not on the grid" in result.stderr and "a.labels.tif" in result.stderr
     assert not (tmp_path / "p.pt").exists()
+
+
+@pytest.mark.parametrize("cut", ["tail", "half"])
+def test_truncated_label_raster_is_a_one_line_error_naming_it(tmp_path, cut):
+    """A label raster cut short: "tail" keeps its header and overviews (so it opens and its
+    decimated read works) and loses full-resolution blocks, which the class scan reads through
+    read_pixels; "half" is a GTiff cut in half, which loses its header (written last) and fails
+    to open."""
+    classes = class_pattern(2100, 2100, block=40)
+    image = write_scene(tmp_path / "big.tif", classes, bands=2)
+    labels = tmp_path / "big.labels.tif"
+    if cut == "tail":
+        write_tail_truncated_labels(labels, classes)
+        expected = "cannot read pixels at col 0, row 1024"
+    else:
+        whole = write_labels(tmp_path / "whole.tif", classes)
+        labels.write_bytes(Path(whole).read_bytes()[: whole.stat().st_size // 2])
+        expected = "cannot open as a raster"
+    result = CliRunner().invoke(main, ["train", "--images", str(image), "--labels", str(labels), "-o",
+                                       str(tmp_path / "m.pt"), *TINY])
+    assert result.exit_code == InputError.exit_code, result.output
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"geoalps: error: {labels}: ") and expected in result.stderr
+    assert not (tmp_path / "m.pt").exists()
 
 
 def test_cli_defaults_are_the_train_options_defaults():

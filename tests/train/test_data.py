@@ -203,3 +203,26 @@ def test_scenes_in_other_crss_are_each_tiled_on_their_own_grid(tmp_path):
             assert np.array_equal(batch["mask"][i].numpy(), classes[row : row + 64, col : col + 64])
             seen.add(index)
     assert seen == {0, 1}
+
+
+def test_each_scene_is_read_once_for_its_statistics(scene, monkeypatch):
+    """Opening the training data and the band statistics for normalisation read each scene's
+    pixels once (open_scene's decimated read), not once more for mean/std."""
+    from rasterio.io import DatasetReader
+
+    image, labels, _ = scene
+    reads: list[str] = []
+    read = DatasetReader.read
+
+    def counted(self, *args, **kwargs):
+        reads.append(self.name)
+        return read(self, *args, **kwargs)
+
+    monkeypatch.setattr(DatasetReader, "read", counted)
+    data = gdata.open_training_data([image])
+    mean, std = gdata.band_statistics(data.scenes)
+    assert reads.count(str(image)) == 1
+    with rasterio.open(image) as src:
+        values = src.read().astype(np.float64)  # 150 x 173 px: the statistics read is the whole scene
+    np.testing.assert_allclose(mean, values.mean(axis=(1, 2)), rtol=1e-12)
+    np.testing.assert_allclose(std, values.std(axis=(1, 2)), rtol=1e-12)

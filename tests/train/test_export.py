@@ -110,11 +110,66 @@ def test_metadata_reads_as_deepness_reads_it(exported):
     np.testing.assert_allclose(np.array(meta["standardization_mean"]) * 255, ckpt["norm"]["mean"], rtol=1e-12)
     np.testing.assert_allclose(np.array(meta["standardization_std"]) * 255, ckpt["norm"]["std"], rtol=1e-12)
     (image,), (out,) = session.get_inputs(), session.get_outputs()
-    assert isinstance(image.shape[0], str) and image.shape[1:] == [4, 64, 64]  # dynamic batch, bands, square tile
-    assert len(out.shape) == 4 and out.shape[1:] == [9, 64, 64]
-    batch = np.zeros((3, 4, 64, 64), dtype=np.float32)
-    probs = session.run(None, {image.name: batch})[0]
-    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)  # 0-1 class scores, as Deepness reads them
+    assert image.shape[1] == 4 and all(isinstance(image.shape[i], str) for i in (0, 2, 3))  # dynamic B, H, W
+    assert len(out.shape) == 4 and out.shape[1] == 9
+    for height, width in ((64, 64), (96, 160)):
+        batch = np.zeros((3, 4, height, width), dtype=np.float32)
+        probs = session.run(None, {image.name: batch})[0]
+        assert probs.shape == (3, 9, height, width)
+        np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)  # 0-1 class scores, as Deepness reads them
+
+
+def _scene_batch(scene, height: int, width: int, norm: dict, count: int = 4) -> np.ndarray:
+    """``count`` standardised windows of ``height`` x ``width`` px along the real scene's diagonal."""
+    from rasterio.windows import Window
+
+    from geoalps.inputs.scene import read_window
+    from geoalps.train.data import open_north_up
+    from geoalps.train.predict import normalise
+
+    grid = open_north_up(scene)
+    step_x, step_y = (grid.width - width) // count, (grid.height - height) // count
+    images = np.stack([read_window(grid, Window(k * step_x, k * step_y, width, height)) for k in range(count)])
+    return normalise(images.astype(np.float32), norm["mean"], norm["std"], grid.nodata)[0]
+
+
+def test_any_size_network_is_the_trained_network_at_the_tile_size(exported):
+    import torch
+
+    from floats import assert_float32_close
+    from geoalps.train.checkpoint import load_checkpoint
+    from geoalps.train.export import any_size_network
+    from geoalps.train.models import build_model
+
+    model_pt, _, scene = exported
+    ckpt = load_checkpoint(model_pt)
+    trained = build_model(ckpt["arch"])
+    trained.load_state_dict(ckpt["model"])
+    x = torch.from_numpy(_scene_batch(scene, 64, 64, ckpt["norm"]))
+    with torch.no_grad():
+        assert_float32_close(any_size_network(ckpt)(x), trained.eval()(x))
+
+
+@pytest.mark.parametrize("height, width", [(96, 96), (128, 128), (64, 160)])
+def test_onnx_at_other_sizes_gives_the_torch_classes_and_scores(exported, height, width):
+    """Height and width are dynamic: onnxruntime at 1.5x, 2x and a non-square size gives what the
+    same any-size network gives in torch (today's fixed-size export refuses these sizes)."""
+    import torch
+
+    from geoalps.train.checkpoint import load_checkpoint
+    from geoalps.train.export import OnnxModel, any_size_network
+
+    model_pt, model_onnx, scene = exported
+    ckpt = load_checkpoint(model_pt)
+    x = _scene_batch(scene, height, width, ckpt["norm"])
+    with torch.no_grad():
+        expected = torch.softmax(any_size_network(ckpt)(torch.from_numpy(x)), dim=1).numpy()
+    got = OnnxModel(model_onnx)(x)
+    assert got.shape == expected.shape == (4, 9, height, width)
+    classes = expected.argmax(axis=1)
+    assert len(np.unique(classes)) >= 3  # classes vary: a strict comparison
+    assert (got.argmax(axis=1) == classes).mean() >= 0.999
+    assert np.abs(got - expected).max() <= 1e-3
 
 
 def test_onnx_prediction_runs_without_torch(exported, tmp_path):
@@ -137,3 +192,26 @@ def test_wrong_files_are_one_line_errors(exported, tmp_path):
     result = CliRunner().invoke(main, ["export", str(scene), "-o", str(tmp_path / "b.onnx")])
     assert result.exit_code == ModelError.exit_code and "not a readable torch checkpoint" in result.stderr
     assert not (tmp_path / "b.onnx").exists()
+
+
+def test_fixed_size_export_declares_the_tile(exported, tmp_path):
+    """--fixed-size: height and width are the tile size in the graph's input (Deepness 0.6.x reads
+    its tile size from there), with the same scores as the any-size export at that size."""
+    import onnxruntime as ort
+
+    from geoalps.train.checkpoint import load_checkpoint
+    from geoalps.train.export import OnnxModel
+
+    model_pt, model_onnx, scene = exported
+    fixed = tmp_path / "fixed.onnx"
+    result = CliRunner().invoke(main, ["export", str(model_pt), "-o", str(fixed), "--fixed-size", "-q"])
+    assert result.exit_code == 0, result.output
+    session = ort.InferenceSession(str(fixed), providers=["CPUExecutionProvider"])
+    (image,) = session.get_inputs()
+    assert isinstance(image.shape[0], str) and image.shape[1:] == [4, 64, 64]
+    x = _scene_batch(scene, 64, 64, load_checkpoint(model_pt)["norm"])
+    np.testing.assert_allclose(OnnxModel(fixed)(x), OnnxModel(model_onnx)(x), rtol=0, atol=1e-5)
+    from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
+
+    with pytest.raises(InvalidArgument, match="dimensions"):  # onnxruntime refuses another size
+        OnnxModel(fixed)(_scene_batch(scene, 96, 96, load_checkpoint(model_pt)["norm"]))

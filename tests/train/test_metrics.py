@@ -70,6 +70,36 @@ def test_different_sizes_are_refused(tmp_path):
         evaluate(_write(tmp_path / "p.tif", PRED[:, :3].copy()), _write(tmp_path / "t.tif", TRUTH))
 
 
+def _prediction_on_grid_of(path, out):
+    with rasterio.open(path) as src:
+        profile = dict(driver="GTiff", width=src.width, height=src.height, count=1, dtype="uint8", crs=src.crs,
+                       transform=src.transform, nodata=255)
+    with rasterio.open(out, "w", **profile) as dst:
+        dst.write(np.zeros((profile["height"], profile["width"]), np.uint8), 1)
+    return out
+
+
+def test_a_truth_with_undecodable_blocks_is_a_one_line_error_naming_it(tmp_path, realdata):
+    """GDAL hands back pixels for a JPEG block it cannot decode; evaluate reads through
+    read_pixels, which refuses them, instead of scoring made-up pixels."""
+    truth = realdata / "edge_cases" / "corrupt_jpeg.tif"
+    with pytest.raises(InputError) as caught:
+        evaluate(_prediction_on_grid_of(truth, tmp_path / "p.tif"), truth)
+    message = str(caught.value)
+    assert message.startswith(f"{truth}: cannot read pixels at col 0, row ") and "\n" not in message
+
+
+def test_a_truncated_truth_is_a_one_line_error_naming_it(tmp_path):
+    whole = _write(tmp_path / "whole.tif", np.tile(TRUTH, (200, 150)))
+    truth = tmp_path / "t.tif"
+    truth.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    with pytest.raises(InputError) as caught:
+        evaluate(_prediction_on_grid_of(whole, tmp_path / "p.tif"), truth)
+    assert str(caught.value).startswith(f"{truth}: cannot read pixels at col 0, row ")
+    with pytest.raises(InputError, match="missing.tif: file not found"):
+        evaluate(tmp_path / "p.tif", tmp_path / "missing.tif")
+
+
 def test_cli_evaluate_writes_the_contract_keys(tmp_path):
     from click.testing import CliRunner
 

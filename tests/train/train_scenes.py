@@ -115,3 +115,17 @@ def trained(tmp_path_factory):
         finetune([image], [labels], model, init=pretrained, options=options, class_names=["red", "green", "blue"])
     _TRAINED["result"] = (model, image, labels, classes, pretrained)
     return _TRAINED["result"]
+
+
+def write_tail_truncated_labels(path, classes: np.ndarray, keep: float = 0.85) -> Path:
+    """A uint8 class COG (256 px blocks, overviews) cut to its first ``keep`` of bytes: GDAL's COG
+    layout puts the overviews before the full-resolution blocks, so the header and overviews
+    (and a decimated read of at most 1024 px from them) still read while the full-resolution
+    blocks at the end are gone. Needs a raster over 2048 px so the decimated read uses an overview."""
+    h, w = classes.shape
+    with rasterio.open(path, "w", driver="COG", width=w, height=h, count=1, dtype="uint8", crs=CRS,
+                       transform=TRAIN_TRANSFORM, nodata=255, blocksize=256, compress="DEFLATE") as dst:
+        dst.write(classes.astype(np.uint8), 1)
+    raw = Path(path).read_bytes()
+    Path(path).write_bytes(raw[: int(len(raw) * keep)])
+    return Path(path)
