@@ -22,7 +22,7 @@ TINY = ["--model", "tiny", "--epochs", "1", "--steps-per-epoch", "2", "--batch-s
 
 #: Scene b lies 400 rows south of scene a and has another size, so a label raster paired with
 #: the wrong scene is off its grid (check_same_grid refuses it).
-B_TRANSFORM = TRAIN_TRANSFORM * TRAIN_TRANSFORM.translation(0, 400)
+B_TRANSFORM = TRAIN_TRANSFORM @ TRAIN_TRANSFORM.translation(0, 400)
 SIZES = {"a": (128, 140), "b": (144, 132)}
 
 
