@@ -433,7 +433,8 @@ def labels_in_folder(scenes: Sequence[Scene], folder: Path) -> list[str]:
     its label. Cost: one listing of the folder.
 
     Raises:
-        InputError: a scene without its label, or with several candidates, naming both.
+        InputError: a scene without its label, or with several candidates, naming both; two
+            scenes of one name (they would share a label).
     """
     from geoalps.inputs.remote import is_virtual, same_location_key
     from geoalps.inputs.sources import IMAGE_SUFFIXES
@@ -460,6 +461,11 @@ def labels_in_folder(scenes: Sequence[Scene], folder: Path) -> list[str]:
             raise InputError(f"{scene.shown}: several labels in {folder} ({', '.join(p.name for p in found)}); "
                              "keep one")
         out.append(str(found[0]))
+    for index, path in enumerate(out):
+        if path in out[:index]:
+            other = scenes[out.index(path)].shown
+            raise InputError(f"{scenes[index].shown}: pairs with {path} as {other} does (two scenes of one name); "
+                             "give the labels as a list, one per scene")
     return out
 
 

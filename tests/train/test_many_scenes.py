@@ -162,6 +162,18 @@ def test_a_folder_label_named_like_its_scene_but_never_the_scene_itself(tmp_path
         pair_labels(opened.scenes[:1], [folder])
 
 
+def test_two_scenes_of_one_name_never_share_a_label_folder_file(scenes, tmp_path):
+    folder, classes = scenes
+    other = tmp_path / "other"
+    other.mkdir()
+    write_scene(other / "a.tif", classes["a"], seed=4)  # same grid as scenes/a.tif, another scene
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    write_labels(labels / "a.labels.tif", classes["a"])
+    with pytest.raises(InputError, match=r"other/a\.tif: pairs with .*a\.labels\.tif as .*scenes/a\.tif does"):
+        open_training_data([folder / "a.tif", other / "a.tif"], [labels])
+
+
 def test_help_says_what_images_and_labels_accept():
     for command in ("pretrain", "train"):
         text = " ".join(CliRunner().invoke(main, [command, "--help"]).output.split())
