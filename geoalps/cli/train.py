@@ -28,6 +28,15 @@ continues with any number of processes; a process that fails or waits more than 
 seconds for the others ends the run with one error."""
 
 
+#: --images of pretrain and train: scenes as 'geoalps label' takes them (geoalps.inputs.sources.scene_sources).
+IMAGES_HELP = ("Scenes, as 'geoalps label' takes them: raster files, folders (their image files, sorted), glob "
+               "patterns in quotes ('scenes/*.tif', matches sorted) and STAC items (.json: one scene per item, its data "
+               "assets); all with the same bands: --images a.tif b.tif.")
+#: How a --labels folder pairs with the scenes (geoalps.train.data.labels_in_folder).
+LABEL_FOLDER_HELP = ("(a multi-scene 'geoalps label --raster-out DIR/' run's DIR: DIR/<scene stem>.labels.tif, else the "
+                     "one raster or vector file DIR/<scene stem>.*; other files are ignored).")
+
+
 class _ListOptionsCommand(click.Command):
     """Accepts ``--images a.tif b.tif`` (the documented form) as well as ``--images a.tif --images b.tif``.
 
@@ -107,10 +116,10 @@ def _done(output: str, history: list[dict], quiet: bool) -> None:
 
 
 @main.command("pretrain", cls=_ListOptionsCommand)
-@click.option("--images", multiple=True, required=True, type=click.Path(dir_okay=False),
-              help="Scene rasters: --images a.tif b.tif.")
-@click.option("--labels", multiple=True, type=click.Path(dir_okay=False),
-              help="Pseudo-label rasters from 'geoalps label --raster-out', one per image, same order and grid.")
+@click.option("--images", multiple=True, required=True, type=click.Path(), help=IMAGES_HELP)
+@click.option("--labels", multiple=True, type=click.Path(),
+              help="Pseudo-label rasters from 'geoalps label --raster-out' on their scene's grid: one per scene, "
+                   "in order (files or glob patterns), or ONE folder paired with the scenes by name " + LABEL_FOLDER_HELP)
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Checkpoint to write (.pt).")
 @click.option("--objective", type=click.Choice(OBJECTIVE_CHOICES), default="pseudo", show_default=True,
               help="pseudo: supervised on pseudo-classes (ALPS); mim: SimMIM masked image modelling; both: the sum.")
@@ -128,11 +137,14 @@ def pretrain_command(images, labels, output, **kw):
     Example:
       $ geoalps label a.tif --engine classical --raster-out a.labels.tif -o a.gpkg
       $ geoalps pretrain --images a.tif --labels a.labels.tif -o pretrained.pt --model swin_t
+    Many scenes: a folder's label rasters pair with its scenes by name:
+      $ mkdir labels && geoalps label scenes/ --engine classical --raster-out labels/ -o all.gpkg
+      $ geoalps pretrain --images scenes/ --labels labels/ -o pretrained.pt
     Writes OUTPUT, OUTPUT's .metrics.csv (one row per epoch) and, while running, .last.pt.
     """
     from geoalps.train.loop import pretrain
 
-    _check_outputs([*images, *labels, kw.get("init")], output)
+    _check_outputs([*_input_files(images, labels), kw.get("init")], output)
     quiet = kw["quiet"]
     options = _train_options(kw)
     history = pretrain(list(images), list(labels) or None, output, options=options, **kw)
@@ -143,9 +155,10 @@ pretrain_command.help = inspect.cleandoc(pretrain_command.help) + "\n\n" + DATA_
 
 
 @main.command("train", cls=_ListOptionsCommand)
-@click.option("--images", multiple=True, required=True, type=click.Path(dir_okay=False), help="Scene rasters.")
-@click.option("--labels", multiple=True, required=True, type=click.Path(dir_okay=False),
-              help="Ground truth per image: class raster on the image grid, or a vector layer (GPKG, GeoJSON, ...).")
+@click.option("--images", multiple=True, required=True, type=click.Path(), help=IMAGES_HELP)
+@click.option("--labels", multiple=True, required=True, type=click.Path(),
+              help="Ground truth: class rasters on the scene grid, or vector layers (GPKG, GeoJSON, ...); one per scene, "
+                   "in order (files or glob patterns), or ONE folder paired with the scenes by name " + LABEL_FOLDER_HELP)
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Model to write (.pt).")
 @click.option("--init", type=click.Path(dir_okay=False), default=None,
               help="Checkpoint from 'geoalps pretrain' to start from (backbone and decoder; classifier if class counts agree).")
@@ -167,7 +180,7 @@ def train_command(images, labels, output, class_names, **kw):
     """
     from geoalps.train.loop import finetune
 
-    _check_outputs([*images, *labels, kw.get("init"), kw.get("backbone_weights")], output)
+    _check_outputs([*_input_files(images, labels), kw.get("init"), kw.get("backbone_weights")], output)
     quiet = kw["quiet"]
     options = _train_options(kw)
     names = [n.strip() for n in class_names.split(",")] if class_names else None
@@ -176,6 +189,24 @@ def train_command(images, labels, output, class_names, **kw):
 
 
 train_command.help = inspect.cleandoc(train_command.help) + "\n\n" + DATA_PARALLEL_HELP
+
+
+def _input_files(images: tuple[str, ...], labels: tuple[str, ...]) -> list[str]:
+    """The files --images and --labels name, folders and glob patterns expanded as training
+    expands them (a label folder: its raster and vector files), for :func:`_check_outputs`."""
+    import os
+    from pathlib import Path
+
+    from geoalps.inputs.sources import IMAGE_SUFFIXES, expand_glob, expand_scene_paths
+    from geoalps.outputs.formats import VECTOR_SUFFIXES
+
+    files = expand_scene_paths(images)
+    for label in labels:
+        if os.path.isdir(label):
+            files.extend(str(p) for p in Path(label).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES + VECTOR_SUFFIXES)
+        else:
+            files.extend(expand_glob(label))
+    return files
 
 
 def _check_outputs(inputs: list, output: str) -> None:

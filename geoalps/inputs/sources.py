@@ -4,12 +4,15 @@ Everything becomes a path GDAL opens before tile work starts, so tasks carry a p
 window, never pixels: a folder stands for the image files in it, a URL stays a URL (read by
 ranges, by whichever process reads the tile), a STAC item becomes an in-memory VRT of its
 assets, a DataArray is written to a temporary tiled GeoTIFF (chunk by chunk when dask-backed).
-A scene named twice (two spellings of one file or URL) is refused.
+A local path that does not exist and holds glob characters (``scenes/*.tif``) stands for the
+files it matches, sorted. A scene named twice (two spellings of one file or URL) is refused.
 """
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
+import re
 import tempfile
 from pathlib import Path
 from dataclasses import dataclass
@@ -22,21 +25,46 @@ from geoalps.inputs.remote import display_name, is_remote, same_location_key
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".jp2", ".vrt", ".img")
 
 
+#: Characters that make a local path that does not exist a glob pattern.
+_GLOB_CHARACTERS = re.compile(r"[*?[]")
+
+
+def is_glob_pattern(path: str | os.PathLike) -> bool:
+    """A local path that does not exist and holds glob characters (``*``, ``?``, ``[``)."""
+    return not is_remote(path) and bool(_GLOB_CHARACTERS.search(str(path))) and not os.path.exists(path)
+
+
+def expand_glob(path: str | os.PathLike) -> list[str]:
+    """What a local glob pattern matches (``**`` spans folders; hidden files only when the
+    pattern names them), sorted; any other path as given.
+
+    Raises:
+        InputError: a pattern that matches nothing, naming it.
+    """
+    if not is_glob_pattern(path):
+        return [str(path)]
+    found = sorted(glob.glob(str(path), recursive=True))
+    if not found:
+        raise InputError(f"{path}: no file matches this pattern")
+    return found
+
+
 def expand_scene_paths(paths: Iterable[str | os.PathLike]) -> list[str]:
-    """Scene files in the order given; a folder stands for the image files in it, sorted."""
+    """Scene files in the order given; a glob pattern stands for what it matches, sorted, and a
+    folder (given or matched) for the image files in it, sorted."""
     out: list[str] = []
-    for path in paths:
-        if is_remote(path):  # a URL or GDAL virtual path: Path() would turn // into /
-            out.append(str(path))
+    for given in paths:
+        if is_remote(given):  # a URL or GDAL virtual path: Path() would turn // into /
+            out.append(str(given))
             continue
-        path = Path(path)
-        if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-            if not found:
-                raise InputError(f"{path}: folder holds no image files ({', '.join(IMAGE_SUFFIXES)})")
-            out.extend(str(p) for p in found)
-        else:
-            out.append(str(path))
+        for path in map(Path, expand_glob(given)):
+            if path.is_dir():
+                found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+                if not found:
+                    raise InputError(f"{path}: folder holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+                out.extend(str(p) for p in found)
+            else:
+                out.append(str(path))
     if not out:
         raise InputError("no scenes given")
     return out
@@ -53,11 +81,12 @@ class SceneSource:
 
 
 def scene_sources(paths: Iterable[str | os.PathLike], assets: str | None = None) -> list[SceneSource]:
-    """The scenes to label, in the order given: folders expanded, STAC items (``.json``) one
-    scene per item with the bands ``assets`` names.
+    """The scenes to label, in the order given: folders and glob patterns expanded, STAC items
+    (``.json``) one scene per item with the bands ``assets`` names.
 
     Raises:
-        InputError: no scenes, an empty folder, a bad STAC file, or one scene named twice.
+        InputError: no scenes, an empty folder, a pattern matching nothing, a bad STAC file, or
+            one scene named twice.
         OptionError: ``assets`` without a STAC input, or naming bands an item lacks.
     """
     from geoalps.errors import OptionError

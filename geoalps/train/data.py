@@ -43,28 +43,31 @@ IGNORE_INDEX = -100
 # --------------------------------------------------------------------------- scene metadata
 
 
-def open_north_up(path: str | os.PathLike, what: str = "scene") -> Scene:
+def open_north_up(path: str | os.PathLike, what: str = "scene", name: str | None = None,
+                  shown: str | None = None) -> Scene:
     """:func:`geoalps.inputs.scene.open_scene`, refusing rasters that cannot be tiled on their own grid.
 
     Tiles are pixel windows, but vector labels are burnt, and predictions and chips written, on the
     scene's map grid, so a scene (or a label raster, ``what="label"``) needs a CRS and a north-up
-    geotransform; warp others first. Costs what ``open_scene`` costs (one decimated read).
+    geotransform; warp others first. ``name``/``shown``: as ``open_scene`` (a STAC item's VRT is
+    named by its item). Costs what ``open_scene`` costs (one decimated read).
 
     Raises:
         InputError: one line naming the file: what ``open_scene`` refuses, no CRS, rotated,
             sheared or south-up geotransform.
     """
-    scene = open_scene(path, allow_pixel_coords=True)
+    scene = open_scene(path, allow_pixel_coords=True, name=name, shown=shown)
+    shown = scene.shown
     if scene.crs_wkt is None:
-        raise InputError(f"{path}: {what} has no CRS; training and prediction need a georeferenced raster")
+        raise InputError(f"{shown}: {what} has no CRS; training and prediction need a georeferenced raster")
     t = scene.transform
     if t.b != 0 or t.d != 0:
         raise InputError(
-            f"{path}: rotated or sheared geotransform is not supported; warp it north-up first "
-            f"(gdalwarp {path} north_up.tif)"
+            f"{shown}: rotated or sheared geotransform is not supported; warp it north-up first "
+            f"(gdalwarp {shown} north_up.tif)"
         )
     if t.a <= 0 or t.e >= 0:
-        raise InputError(f"{path}: geotransform is not north-up (pixel size {t.a}, {t.e})")
+        raise InputError(f"{shown}: geotransform is not north-up (pixel size {t.a}, {t.e})")
     return scene
 
 
@@ -90,7 +93,7 @@ def check_same_grid(image: Scene, label: Scene) -> None:
         )
     if problems:
         raise InputError(
-            f"{label.path}: label raster is not on the grid of {image.path} ({'; '.join(problems)}); "
+            f"{label.shown}: label raster is not on the grid of {image.shown} ({'; '.join(problems)}); "
             "labels are never resampled: write them on the image grid (geoalps label --raster-out does)"
         )
 
@@ -318,9 +321,14 @@ def open_training_data(
     """Check scenes and labels pair up, then build the tile dataset that reads both.
 
     Args:
-        images: scene rasters; all must have the same band count (each keeps its own grid).
-        labels: one label source per image, in the same order: class rasters on the image grid,
-            or vector layers (class from ``label_column``, background 0). None: images only (MIM).
+        images: scenes as ``geoalps label`` takes them (:func:`geoalps.inputs.sources.scene_sources`):
+            rasters, folders (their image files, sorted), glob patterns (``'scenes/*.tif'``,
+            sorted) and STAC items (``.json``: one scene per item, all its data assets); all must
+            have the same band count (each keeps its own grid).
+        labels: what :func:`pair_labels` pairs with the scenes: one label source per scene, in
+            order (glob patterns expanded), or one folder paired by name. Class rasters on the
+            image grid, or vector layers (class from ``label_column``, background 0). None:
+            images only (MIM).
         label_column: attribute holding class ids in vector labels.
         ignore_value: a class raster value to skip besides its nodata.
 
@@ -328,23 +336,24 @@ def open_training_data(
         TrainingData; ``dataset`` yields ``image`` (float32) and, with labels, ``mask`` (int64).
 
     Cost: one decimated read per scene (``open_scene``'s), plus a full read of each label raster
-    (class counts) or each vector layer.
+    (class counts) or each vector layer; a STAC item's JSON and asset headers once.
     """
+    from geoalps.inputs.sources import scene_sources
+
     if not images:
         raise OptionError("no --images given")
-    scenes = [open_north_up(p) for p in images]
+    scenes = [open_north_up(s.path, name=s.name, shown=s.shown) for s in scene_sources(images)]
     for scene in scenes[1:]:
         if scene.count != scenes[0].count:
             raise InputError(
-                f"{scene.path}: {scene.count} bands, but {scenes[0].path} has {scenes[0].count}; "
+                f"{scene.shown}: {scene.count} bands, but {scenes[0].shown} has {scenes[0].count}; "
                 "all scenes of one model need the same bands"
             )
     full = [Window(0, 0, s.width, s.height) for s in scenes]
     if labels is None:
         return TrainingData(SceneTiles(scenes), scenes, [], full, 0, None, None, {})
 
-    if len(labels) != len(images):
-        raise InputError(f"{len(images)} images but {len(labels)} label files; give one label file per image, in order")
+    labels = pair_labels(scenes, labels)
     kinds = {is_vector(p) for p in labels}
     if len(kinds) > 1:
         raise InputError("mix of raster and vector labels; give one kind")
@@ -383,6 +392,83 @@ def open_training_data(
     return TrainingData(SceneTiles(scenes, sources), scenes, infos, windows, n_classes, nodata, ignore_value, colours)
 
 
+def label_file_stem(scene: Scene) -> str:
+    """The stem a scene's label files share in a label folder: ``geoalps label --raster-out DIR/``
+    writes ``DIR/<stem>.labels.tif`` (the scene's name, ``/`` as ``_``, without its suffix; a
+    STAC item's name is its id)."""
+    return Path(scene.name.replace("/", "_")).stem
+
+
+def pair_labels(scenes: Sequence[Scene], labels: Sequence[str | os.PathLike]) -> list[str]:
+    """One label source per scene, in the scenes' order.
+
+    ``labels`` is either one folder, paired by name (:func:`labels_in_folder`), or a list of
+    files, URLs and glob patterns (each pattern's matches sorted), one per scene in order.
+
+    Raises:
+        InputError: a pattern matching nothing, a folder among other labels, a scene without its
+            label in the folder, or as many labels as scenes not given.
+    """
+    from geoalps.inputs.remote import is_remote
+    from geoalps.inputs.sources import expand_glob
+
+    given = [str(p) for p in labels]
+    if len(given) == 1 and not is_remote(given[0]) and os.path.isdir(given[0]):
+        return labels_in_folder(scenes, Path(given[0]))
+    paths: list[str] = []
+    for path in given:
+        if not is_remote(path) and os.path.isdir(path):
+            raise InputError(f"{path}: a label folder pairs with the scenes by name; give it as the only --labels")
+        paths.extend(expand_glob(path))
+    if len(paths) != len(scenes):
+        raise InputError(f"{len(scenes)} images but {len(paths)} label files; give one label file per image, in order, "
+                         "or one folder of labels named after the images")
+    return paths
+
+
+def labels_in_folder(scenes: Sequence[Scene], folder: Path) -> list[str]:
+    """Each scene's label in ``folder``: ``<stem>.labels.tif`` (what ``geoalps label --raster-out
+    DIR/`` writes), else the one raster or vector file named ``<stem>.<suffix>`` (``stem``:
+    :func:`label_file_stem`). Other files in the folder are ignored; a scene's own file is never
+    its label. Cost: one listing of the folder.
+
+    Raises:
+        InputError: a scene without its label, or with several candidates, naming both; two
+            scenes of one name (they would share a label).
+    """
+    from geoalps.inputs.remote import is_virtual, same_location_key
+    from geoalps.inputs.sources import IMAGE_SUFFIXES
+    from geoalps.outputs.formats import VECTOR_SUFFIXES
+
+    files = sorted(p for p in folder.iterdir() if p.is_file())
+    by_stem: dict[str, list[Path]] = {}
+    for p in files:
+        if p.suffix.lower() in IMAGE_SUFFIXES + VECTOR_SUFFIXES:
+            by_stem.setdefault(p.stem, []).append(p)
+    out = []
+    for scene in scenes:
+        stem = label_file_stem(scene)
+        written = folder / f"{stem}.labels.tif"
+        if written.is_file():
+            out.append(str(written))
+            continue
+        own = None if is_virtual(scene.path) else same_location_key(scene.path)
+        found = [p for p in by_stem.get(stem, []) if same_location_key(p) != own]
+        if not found:
+            raise InputError(f"{scene.shown}: no label in {folder} (looked for {stem}.labels.tif, "
+                             f"or a raster or vector file named {stem}.*)")
+        if len(found) > 1:
+            raise InputError(f"{scene.shown}: several labels in {folder} ({', '.join(p.name for p in found)}); "
+                             "keep one")
+        out.append(str(found[0]))
+    for index, path in enumerate(out):
+        if path in out[:index]:
+            other = scenes[out.index(path)].shown
+            raise InputError(f"{scenes[index].shown}: pairs with {path} as {other} does (two scenes of one name); "
+                             "give the labels as a list, one per scene")
+    return out
+
+
 def _vector_labels(path: str, frame: Any, label_column: str | None, scene: Scene) -> VectorLabels:
     """The layer's polygons in ``scene``'s CRS with their class ids (1 without ``label_column``)."""
     frame = frame.to_crs(scene.crs_wkt)
@@ -404,7 +490,7 @@ def _labelled_window(scene: Scene, crs: Any, bounds: tuple[float, float, float, 
     col1 = min(scene.width, math.floor(window.col_off + window.width + 1e-6))
     row1 = min(scene.height, math.floor(window.row_off + window.height + 1e-6))
     if col1 <= col0 or row1 <= row0:
-        raise InputError(f"{path}: vector labels do not overlap {scene.path}")
+        raise InputError(f"{path}: vector labels do not overlap {scene.shown}")
     return Window(col0, row0, col1 - col0, row1 - row0)
 
 
@@ -452,10 +538,10 @@ def split_regions(
     for index, (scene, win) in enumerate(zip(data.scenes, data.labelled_windows)):
         w, h = int(win.width), int(win.height)
         if w < tile_px or h < tile_px:
-            raise OptionError(f"{scene.path}: labelled area {w}x{h} px is smaller than the {tile_px} px tile; use --tile-size")
+            raise OptionError(f"{scene.shown}: labelled area {w}x{h} px is smaller than the {tile_px} px tile; use --tile-size")
         n_val = max(tile_px, round(h * val_fraction)) if val_fraction > 0 else 0
         if n_val and h - n_val < tile_px:
-            warnings.warn(f"{scene.path}: too small for a validation strip; all of it trains", stacklevel=2)
+            warnings.warn(f"{scene.shown}: too small for a validation strip; all of it trains", stacklevel=2)
             n_val = 0
         h_train = h - n_val
         col0, row0 = int(win.col_off), int(win.row_off)
@@ -463,10 +549,10 @@ def split_regions(
             rows, cols = h_train // tile_px, w // tile_px
             wanted = max(1, round(label_fraction * w * h / tile_px**2))
             if wanted > rows * cols:
-                warnings.warn(f"{scene.path}: only {rows * cols} tiles fit the training part; using all", stacklevel=2)
+                warnings.warn(f"{scene.shown}: only {rows * cols} tiles fit the training part; using all", stacklevel=2)
             if wanted * tile_px**2 > 1.5 * label_fraction * w * h:
                 warnings.warn(
-                    f"{scene.path}: {label_fraction:.0%} of the labelled area is less than a tile; "
+                    f"{scene.shown}: {label_fraction:.0%} of the labelled area is less than a tile; "
                     f"training sees {wanted * tile_px**2 / (w * h):.0%}",
                     stacklevel=2,
                 )

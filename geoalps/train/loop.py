@@ -33,6 +33,7 @@ import numpy as np
 from geoalps.devices import autocast_dtype
 from geoalps.errors import ModelError, OptionError
 from geoalps.files import atomic_path, check_writable
+from geoalps.inputs.remote import display_name
 from geoalps.train.options import (MODEL_SIZE_CHOICES, OBJECTIVE_CHOICES, TrainOptions,  # noqa: F401 - re-exported
                                    check_choice)
 
@@ -260,7 +261,7 @@ def _init_checkpoint(init: str | os.PathLike, backbone_weights: Any, data: Any) 
     start = load_checkpoint(init)
     bands = data.scenes[0].count
     if start["arch"]["in_chans"] != bands:
-        raise ModelError(f"{init}: made for {start['arch']['in_chans']} bands, but {data.scenes[0].path} has {bands}")
+        raise ModelError(f"{init}: made for {start['arch']['in_chans']} bands, but {data.scenes[0].shown} has {bands}")
     return start
 
 
@@ -744,8 +745,9 @@ def _payload(run: _Run, resume: dict[str, Any] | None) -> dict[str, Any]:
         "model": {k: v.detach().cpu() for k, v in run.model.state_dict().items()},
         "training": {
             "objective": job.objective,
-            "images": [s.path for s in job.data.scenes],
-            "labels": [i.path for i in job.data.labels],
+            # as messages name them: never a STAC item's VRT XML or a signed URL's credentials
+            "images": [s.shown for s in job.data.scenes],
+            "labels": [display_name(i.path) for i in job.data.labels],
             "regions": job.regions.to_dict(),
             "options": job.options.as_dict(),
             "processes": job.ranks.world_size,
