@@ -31,8 +31,9 @@ from geoalps.cli.options import (area_opts, classical_opts, clustering_opts, eng
               help="Pseudo-label GeoTIFF (.tif/.tiff) on the scene's grid; a folder for several scenes (<scene>.labels.tif).")
 @run_opts
 def label_command(scenes, output, raster_out, kmeans_model, trust_kmeans_model, **options):
-    """Label SCENES (GeoTIFFs, folders of image chips, URLs such as https://, s3://, /vsicurl/, or STAC
-    item JSON files/URLs) into a GeoPackage of pseudo-classed polygons.
+    """Label SCENES (GeoTIFFs, folders of image chips, quoted glob patterns such as 'tiles/*.tif', URLs
+    such as https://, s3://, /vsicurl/, or STAC item JSON files/URLs) into a GeoPackage of
+    pseudo-classed polygons.
 
     \b
     Example:
