@@ -49,7 +49,8 @@ from geoalps.objects.features import feature_blocks
 from geoalps.objects.seams import SeamIndex
 from geoalps.objects.coverage import tolerance_px
 from geoalps.options import LabelOptions, RunOptions, auto_workers, parse_simplify, split_options
-from geoalps.outputs.raster import burn_objects, objects_in_memory, open_label_raster, write_raster_style
+from geoalps.outputs.raster import (LABEL_RASTER_SUFFIX, burn_objects, label_raster_stem, objects_in_memory, open_label_raster,
+                                    write_raster_style)
 from geoalps.outputs.style import output_class_colours
 from geoalps.outputs.formats import (check_output, check_raster_output, output_files, output_format,
                                      raster_output_files)
@@ -187,7 +188,7 @@ def _raster_targets(raster_out: str | os.PathLike | None, scenes: list[Scene]) -
         return [check_raster_output(raster_out)]
     if not raster_out.is_dir():
         raise OutputError(f"{raster_out}: --raster-out must be an existing folder when labelling several scenes")
-    targets = [raster_out / f"{Path(s.name.replace('/', '_')).stem}.labels.tif" for s in scenes]
+    targets = [raster_out / f"{label_raster_stem(s.name)}{LABEL_RASTER_SUFFIX}" for s in scenes]
     if len(set(targets)) != len(targets):
         raise OutputError(f"{raster_out}: several scenes share a file name, so their label rasters would collide")
     return targets

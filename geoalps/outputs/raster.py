@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
@@ -20,6 +21,17 @@ from geoalps.outputs.style import output_class_colours, write_qgis_raster_style
 N_CLASSES_TAG = "n_classes"
 CLASS_NAMES_TAG = "class_names"
 NAMES_SEPARATOR = ";"
+
+
+def label_raster_stem(scene_name: str) -> str:
+    """The stem of a scene's label raster in a folder: its name (``/`` as ``_``) without suffix,
+    so ``geoalps label --raster-out DIR/`` writes ``DIR/<stem>.labels.tif`` and ``geoalps
+    pretrain --labels DIR`` finds it there."""
+    return Path(scene_name.replace("/", "_")).stem
+
+
+#: What follows the stem in a label raster written into a folder.
+LABEL_RASTER_SUFFIX = ".labels.tif"
 
 
 def label_raster_dtype(n_classes: int) -> tuple[str, int]:

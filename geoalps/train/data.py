@@ -35,6 +35,7 @@ from rasterio.windows import Window
 from geoalps.errors import InputError, OptionError
 from geoalps.inputs.scene import Scene, open_dataset, open_scene, pooled_mean_std, read_window
 from geoalps.outputs.formats import VECTOR_SUFFIXES
+from geoalps.outputs.raster import LABEL_RASTER_SUFFIX, label_raster_stem
 
 #: Label value the loss and the metrics skip (torch's cross-entropy default).
 IGNORE_INDEX = -100
@@ -392,13 +393,6 @@ def open_training_data(
     return TrainingData(SceneTiles(scenes, sources), scenes, infos, windows, n_classes, nodata, ignore_value, colours)
 
 
-def label_file_stem(scene: Scene) -> str:
-    """The stem a scene's label files share in a label folder: ``geoalps label --raster-out DIR/``
-    writes ``DIR/<stem>.labels.tif`` (the scene's name, ``/`` as ``_``, without its suffix; a
-    STAC item's name is its id)."""
-    return Path(scene.name.replace("/", "_")).stem
-
-
 def pair_labels(scenes: Sequence[Scene], labels: Sequence[str | os.PathLike]) -> list[str]:
     """One label source per scene, in the scenes' order.
 
@@ -429,7 +423,7 @@ def pair_labels(scenes: Sequence[Scene], labels: Sequence[str | os.PathLike]) ->
 def labels_in_folder(scenes: Sequence[Scene], folder: Path) -> list[str]:
     """Each scene's label in ``folder``: ``<stem>.labels.tif`` (what ``geoalps label --raster-out
     DIR/`` writes), else the one raster or vector file named ``<stem>.<suffix>`` (``stem``:
-    :func:`label_file_stem`). Other files in the folder are ignored; a scene's own file is never
+    :func:`geoalps.outputs.raster.label_raster_stem`). Other files in the folder are ignored; a scene's own file is never
     its label. Cost: one listing of the folder.
 
     Raises:
@@ -447,8 +441,8 @@ def labels_in_folder(scenes: Sequence[Scene], folder: Path) -> list[str]:
             by_stem.setdefault(p.stem, []).append(p)
     out = []
     for scene in scenes:
-        stem = label_file_stem(scene)
-        written = folder / f"{stem}.labels.tif"
+        stem = label_raster_stem(scene.name)  # a STAC item's name is its id
+        written = folder / f"{stem}{LABEL_RASTER_SUFFIX}"
         if written.is_file():
             out.append(str(written))
             continue
