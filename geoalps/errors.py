@@ -54,3 +54,12 @@ class DownloadError(GeoAlpsError, exit_code=9):
 class BusyError(OutputError, exit_code=10):
     """An output or work folder in use by another run (its lock is held), or a GeoPackage open
     in another program; nothing was written, rerun when it is free."""
+
+
+class DistributedError(GeoAlpsError, exit_code=11):
+    """Data-parallel run: a process failed, died or waited past ``--timeout`` for the others.
+
+    The command leaves at once after its line (``os._exit``): the broken group's gloo threads
+    can otherwise abort the interpreter's teardown and turn exit 11 into a crash (seen in CI)."""
+
+    leave_at_once = True

@@ -25,19 +25,10 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from geoalps.errors import GeoAlpsError, OptionError
+from geoalps.errors import DistributedError, OptionError
 
 #: Environment variables torchrun sets for each process it starts.
 LAUNCH_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
-
-
-class DistributedError(GeoAlpsError, exit_code=11):
-    """Data-parallel run: a process failed, died or waited past ``--timeout`` for the others.
-
-    The command leaves at once after its line (``os._exit``): the broken group's gloo threads
-    can otherwise abort the interpreter's teardown and turn exit 11 into a crash (seen in CI)."""
-
-    leave_at_once = True
 
 
 @dataclass(frozen=True)

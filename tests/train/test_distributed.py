@@ -130,7 +130,7 @@ def test_pretrain_on_two_processes(tmp_path, scene):
 
 def test_killed_rank_ends_the_run_with_one_error_and_the_resume_file_finishes_in_one_process(tmp_path, scene):
     from geoalps.train.checkpoint import load_checkpoint, resume_path
-    from geoalps.train.distributed import DistributedError
+    from geoalps.errors import DistributedError
 
     image, labels = scene
     args = ["-m", "geoalps", "pretrain", "--images", str(image), "--labels", str(labels), "-o", "m.pt",
@@ -188,7 +188,7 @@ def test_predict_on_two_processes_writes_what_one_process_writes(tmp_path, train
 
 def test_a_hanging_rank_ends_the_run_after_the_timeout(tmp_path, scene):
     from geoalps.train.checkpoint import resume_path
-    from geoalps.train.distributed import DistributedError
+    from geoalps.errors import DistributedError
 
     image, labels = scene
     args = ["-m", "geoalps", "pretrain", "--images", str(image), "--labels", str(labels), "-o", "h.pt",
