@@ -32,7 +32,6 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=RESULTS, help="results.jsonl to append the rows to")
     parser.add_argument("extra", nargs="*", help="more geoalps label options, after --")
     args = parser.parse_args()
-    geoalps = str(Path(sys.executable).parent / "geoalps")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for scene in SCENES:

@@ -185,7 +185,7 @@ def test_dask_workers_read_a_url_themselves(served, reference, tmp_path, restore
 
     with RangeServer(served) as server, LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                                       host="127.0.0.1", dashboard_address="127.0.0.1:0") as cluster:
-        result = label(f"{server.url}/scene.tif", tmp_path / "dask.gpkg", scheduler=cluster.scheduler_address, **FAST)
+        label(f"{server.url}/scene.tif", tmp_path / "dask.gpkg", scheduler=cluster.scheduler_address, **FAST)
         workers_seen = len(cluster.scheduler_info["workers"])
     assert workers_seen == 2
     assert_same(reference, pyogrio.read_dataframe(tmp_path / "dask.gpkg", layer="masks"))
