@@ -586,5 +586,5 @@ def _box_crop(crop_box, mask: CellMask | np.ndarray, box) -> np.ndarray:
     rows = slice(box[1] - y0, box[3] - y0 + 1)
     cols = slice(box[0] - x0, box[2] - x0 + 1)
     if isinstance(mask, CellMask):
-        return mask.to_mask((y1 - y0, x1 - x0))[rows, cols].copy()
+        return mask.to_mask((y1 - y0, x1 - x0), (cols.start, rows.start, cols.stop - 1, rows.stop - 1))
     return np.unpackbits(mask[rows], axis=-1, count=x1 - x0).astype(bool)[:, cols].copy()
