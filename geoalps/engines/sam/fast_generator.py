@@ -357,41 +357,56 @@ class FastMaskGenerator:
 
     def _decode_and_filter_in_threads(self, points_1024, points, crop: _Crop, kept: _Candidates,
                                       timings, workers: int) -> None:
-        """``_decode_and_filter`` on every batch, ``workers`` batches decoded at once (each with
-        one intra-op thread); the filters run here, batch by batch in prompt order, while
-        later batches decode."""
+        """``_decode_and_filter`` on every batch, ``workers`` batches at once, each decoded and
+        filtered in its worker thread (one intra-op thread each); the survivors join ``kept``
+        batch by batch in prompt order, so NMS sees them as before.
+
+        The filters used to run in the calling thread beside the workers: one thread more than
+        cores, so on a busy machine each op of the decoder or of the filters waited for a time
+        slice. The tile's seconds in this step are split between ``timings["decoder"]`` and
+        ``["postprocess"]`` in proportion to the workers' seconds in each.
+        """
         from collections import deque
         from concurrent.futures import ThreadPoolExecutor
 
         min_iou = self.pred_iou_thresh if self.pred_iou_thresh > 0.0 else None
         step = self.decoder_batch
-        starts = iter(range(0, len(points), step))
+
+        def batch(start: int):
+            t0 = time.perf_counter()
+            decoded = self._decode(points_1024[start : start + step], min_iou)
+            t1 = time.perf_counter()
+            part = _Candidates()
+            self._keep(*decoded, points[start : start + step], crop, part)
+            return part, t1 - t0, time.perf_counter() - t1
+
+        spent = [0.0, 0.0]  # decoder, filter seconds over all workers
+
+        def join(future) -> None:
+            part, decode_s, filter_s = future.result()
+            spent[0] += decode_s
+            spent[1] += filter_s
+            for name in ("boxes", "iou", "stability", "points", "masks"):
+                getattr(kept, name).extend(getattr(part, name))
+
         before = torch.get_num_threads()
         t0 = time.perf_counter()
-        post = 0.0
         try:
             torch.set_num_threads(1)
             with ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
-                pending = deque()  # at most 2 batches a worker decoded ahead of the filters
-                for start in starts:
-                    pending.append((start, pool.submit(self._decode, points_1024[start : start + step], min_iou)))
-                    if len(pending) < 2 * workers:
-                        continue
-                    post += self._keep_decoded(pending.popleft(), points, step, crop, kept)
+                pending = deque()  # at most 2 batches a worker ahead of the joined ones
+                for start in range(0, len(points), step):
+                    pending.append(pool.submit(batch, start))
+                    if len(pending) >= 2 * workers:
+                        join(pending.popleft())
                 while pending:
-                    post += self._keep_decoded(pending.popleft(), points, step, crop, kept)
+                    join(pending.popleft())
         finally:
             torch.set_num_threads(before)
-        timings["decoder"] += time.perf_counter() - t0 - post
-        timings["postprocess"] += post
-
-    def _keep_decoded(self, pending, points, step: int, crop: _Crop, kept: _Candidates) -> float:
-        """``_keep`` on one batch decoded in a thread (waiting for it); the seconds it took."""
-        start, future = pending
-        decoded = future.result()
-        t0 = time.perf_counter()
-        self._keep(*decoded, points[start : start + step], crop, kept)
-        return time.perf_counter() - t0
+        seconds = time.perf_counter() - t0
+        decoder_share = spent[0] / sum(spent) if sum(spent) > 0 else 1.0
+        timings["decoder"] += seconds * decoder_share
+        timings["postprocess"] += seconds * (1.0 - decoder_share)
 
     def _decode_and_filter(self, points_1024, points, crop: _Crop, kept: _Candidates, timings) -> None:
         """One decoder batch: masks of every prompt, then the filters, survivors into ``kept``."""
