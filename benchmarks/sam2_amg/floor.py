@@ -8,7 +8,9 @@ main does: ``decoder_threads=1``), with this tree's defaults (float32, batches d
 threads), and with the opt-ins ``decoder_dtype="bfloat16"`` and ``"bfloat16-screen"`` (bf16 IoU
 screen, float32 for prompts near or above the IoU threshold; the same as float32 when the
 threshold is 0, so not run then; ``--screen-margin`` overrides its margin). The fastest
-repetition of each is reported, and the masks of every variant are matched against this tree's
+repetition of each is reported (wall seconds; also the process's CPU seconds, all threads,
+``cpu_tile_over_encoder``, which the load of a shared machine moves less), and the masks of
+every variant are matched against this tree's
 float32 masks (IoU >= 0.99 and >= 0.9, both ways; counts).
 
     $ git show main:geoalps/engines/sam/decoder.py > /tmp/main_decoder.py
@@ -164,14 +166,16 @@ def main() -> None:
             "screen_margin": args.screen_margin, "skip_stability": args.skip_stability}
     encoder = generator(model).encoder
     times = {"encoder": []}
+    cpu = {}  # CPU seconds of the process (all threads): a shared machine's load moves them less
     results = {}
     loads = []
     for rep in range(args.reps):
         loads.append(os.getloadavg()[0])
         with torch.inference_mode():
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             list(encoder.encode_all([tile]))  # both engines' encoders have encode_all
             times["encoder"].append(time.perf_counter() - t0)
+            cpu.setdefault("encoder", []).append(time.process_time() - c0)
         print(f"rep {rep} encoder {times['encoder'][-1]:.2f} s", flush=True)
         for case, thresholds in cases.items():
             for name, variant in variants.items():
@@ -183,10 +187,11 @@ def main() -> None:
                                            decoder_threads=variant["decoder_threads"], **extra, **thresholds)
                 if args.screen_margin is not None:
                     gen.screen_margin = args.screen_margin
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 result = gen.generate(tile)
                 seconds = time.perf_counter() - t0
                 key = f"{case}/{name}"
+                cpu.setdefault(key, []).append(time.process_time() - c0)
                 times.setdefault(key, []).append(seconds)
                 results[key] = result
                 print(f"rep {rep} {key} {seconds:.2f} s {len(result)} masks "
@@ -206,6 +211,8 @@ def main() -> None:
                    "settings": thresholds, "load": [round(min(loads), 1), round(max(loads), 1)],
                    "encoder_s": round(encoder_s, 2), "tile_s": round(min(times[key]), 2),
                    "tile_over_encoder": round(min(times[key]) / encoder_s, 2),
+                   "cpu_s": {"encoder": round(min(cpu["encoder"]), 2), "tile": round(min(cpu[key]), 2)},
+                   "cpu_tile_over_encoder": round(min(cpu[key]) / min(cpu["encoder"]), 2),
                    "all_s": {"encoder": [round(t, 2) for t in times["encoder"]],
                              "tile": [round(t, 2) for t in times[key]]},
                    "breakdown_s": {k: round(v, 2) for k, v in results[key].timings.items()},
