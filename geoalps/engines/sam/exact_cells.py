@@ -245,7 +245,7 @@ class ExactCells:
         the outermost whole cells, the first and last hit rows and columns of each boundary
         cell (looked up from its code, reduced per mask with ``scatter_reduce``) and the border
         strips. No per-pixel (K, H) / (K, W) occupancy arrays: a few passes over the cells."""
-        K, n, dev = whole.shape[0], self.n, whole.device
+        n, dev = self.n, whole.device
         big = max(self.h, self.w, self.size)
         starts = 4 * torch.arange(n, device=dev) + 2  # first pixel of each cell row / column
         row_any, col_any = whole.amax(2).bool(), whole.amax(1).bool()  # (K, n)

@@ -64,9 +64,12 @@ def test_cell_mask_of_a_box_is_that_part_of_the_mask():
     for cell_mask, mask_box in zip(masks, boxes.tolist()):
         full = cell_mask.to_mask(out_hw)
         assert full.any()
-        corners = [(x0, y0, x1, y1) for x0, x1 in ((0, 1), (2, 5), (997, 999), (0, w - 1)) for y0, y1 in ((0, 0), (3, 6), (1021, 1023))]
-        random = [tuple(int(v) for v in (*sorted(rng.integers(0, w, 2)), *sorted(rng.integers(0, h, 2))))
-                  for _ in range(20)]
-        random = [(x0, y0, x1, y1) for x0, x1, y0, y1 in random]
+        corners = [(x0, y0, x1, y1) for x0, x1 in ((0, 1), (2, 5), (997, 999), (0, w - 1))
+                   for y0, y1 in ((0, 0), (3, 6), (1021, 1023))]
+        random = []
+        for _ in range(20):
+            (x0, x1), (y0, y1) = sorted(rng.integers(0, w, 2)), sorted(rng.integers(0, h, 2))
+            random.append((int(x0), int(y0), int(x1), int(y1)))
         for x0, y0, x1, y1 in [tuple(mask_box), *corners, *random]:
-            np.testing.assert_array_equal(cell_mask.to_mask(out_hw, (x0, y0, x1, y1)), full[y0 : y1 + 1, x0 : x1 + 1])
+            got = cell_mask.to_mask(out_hw, (x0, y0, x1, y1))
+            np.testing.assert_array_equal(got, full[y0 : y1 + 1, x0 : x1 + 1])
