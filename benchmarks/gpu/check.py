@@ -11,7 +11,8 @@ Sections (each reports its device and runs even when another failed; a failure i
   (``--quick``: 256 px) cut from sample_data/scene_rgbn_u16.tif: geoalps's fast generator's
   masks with bf16 autocast against float32, matched greedily by IoU; encoder images/s at batch 1, 4
   and 8 (``--quick``: 1 and 2); automatic mask generation tiles/s at the ``--tile-batch`` the auto
-  rule picks; peak GPU memory.
+  rule picks; peak GPU memory; issue 28's split (``split``: the encoder alone against whole tiles
+  at default thresholds and at 0, as in ``sam2``; the vit_b target is 1.5x at default thresholds).
 - ``sam2``: issue 28's split on this device: SAM 2.1 hiera_tiny with random weights and the
   test decoder gains (``--quick``: the tiny test SAM 2) on the same tile, the encoder alone
   against whole tiles of geoalps's fast generator at default thresholds and at thresholds 0
@@ -65,13 +66,13 @@ CLI_TIMEOUT_S = 300
 PLANS = {
     "full": dict(
         sam_model="vit_b", sam_tile_px=1024, sam_points_per_side=32, encoder_batches=(1, 4, 8),
-        sam2_model="hiera_tiny", sam2_reps=2,
+        sam2_model="hiera_tiny", split_reps=2,
         encoder_iters=10, amg_tiles=8, label_crop_px=None, train_sizes=("tiny", "swin_t"),
         train_epochs=2, train_steps=5, train_batch=8, train_crop_px=None, predict_crop_px=None,
     ),
     "quick": dict(
         sam_model="tiny", sam_tile_px=256, sam_points_per_side=8, encoder_batches=(1, 2),
-        sam2_model="tiny", sam2_reps=1,
+        sam2_model="tiny", split_reps=1,
         encoder_iters=1, amg_tiles=2, label_crop_px=640, train_sizes=("tiny",),
         train_epochs=2, train_steps=1, train_batch=4, train_crop_px=384, predict_crop_px=384,
     ),
@@ -412,6 +413,11 @@ def section_sam(plan: dict, device) -> dict:
         "breakdown_s": {k: round(v, 3) for k, v in timings.items()},
     }
     out["peak_gpu_memory_gib"] = peaks if on_cuda else None
+
+    # Issue 28's split (vit_b target: a whole tile at most 1.5x the encoder at default thresholds).
+    log("sam: the whole tile against the encoder alone")
+    split = {case: FastMaskGenerator(model, points_per_side=pps, **settings) for case, settings in SPLIT_CASES.items()}
+    out["split"] = {"points_per_side": pps, **tile_split(split, tile, plan["split_reps"], device, "sam")}
     checks = out["bf16_vs_fp32"]
     out["ok"] = bool(checks["bf16_masks"] > 0 and checks["fp32_masks"] > 0)
     if not out["ok"]:
@@ -419,9 +425,48 @@ def section_sam(plan: dict, device) -> dict:
     return out
 
 
+#: issue 28's split: whole tiles at the generators' default thresholds and with both at 0.
+SPLIT_CASES = {"default": {}, "zero": dict(pred_iou_thresh=0.0, stability_score_thresh=0.0)}
+
+
+def tile_split(generators: dict, tile: np.ndarray, reps: int, device, name: str) -> dict:
+    """Issue 28's split on ``device``: the encoder alone (the generators' own, on ``tile``) and
+    a whole tile of each generator (``SPLIT_CASES``), interleaved over ``reps`` repetitions
+    after one warm-up tile, the fastest kept; per case ``tile_over_encoder``, the generator's
+    encoder / decoder / filter seconds (``breakdown_s``) and the mask count."""
+    import torch
+
+    encoder = next(iter(generators.values())).encoder
+    next(iter(generators.values())).generate(tile)  # warm-up (kernels, allocator)
+    times: dict = {"encoder": []}
+    results = {}
+    for rep in range(reps):
+        log(f"{name}: split, repetition {rep + 1} of {reps}")
+        with torch.inference_mode():
+            sync(device)
+            started = time.perf_counter()
+            list(encoder.encode_all([tile]))
+            sync(device)
+        times["encoder"].append(time.perf_counter() - started)
+        for case, generator in generators.items():
+            sync(device)
+            started = time.perf_counter()
+            results[case] = generator.generate(tile)
+            sync(device)
+            times.setdefault(case, []).append(time.perf_counter() - started)
+    encoder_s = min(times["encoder"])
+    out: dict = {"encoder_s": round(encoder_s, 3)}
+    for case in generators:
+        tile_s = min(times[case])
+        out[case] = {"tile_s": round(tile_s, 3), "tile_over_encoder": round(tile_s / encoder_s, 2),
+                     "breakdown_s": {k: round(v, 3) for k, v in (results[case].timings or {}).items()},
+                     "masks": len(results[case])}
+    return out
+
+
 def section_sam2(plan: dict, device) -> dict:
     """The encoder alone against whole tiles (issue 28's targets: 2x at default thresholds, 4x
-    at 0 for hiera_tiny), interleaved over ``sam2_reps`` repetitions, the fastest kept."""
+    at 0 for hiera_tiny), interleaved over ``split_reps`` repetitions, the fastest kept."""
     import torch
 
     try:
@@ -443,35 +488,10 @@ def section_sam2(plan: dict, device) -> dict:
     model = model.to(device).eval().requires_grad_(False)
     tile_px, pps = plan["sam_tile_px"], plan["sam_points_per_side"]
     tile = scene_rgb(tile_px, offset=128)
-    cases = {"default": {}, "zero": dict(pred_iou_thresh=0.0, stability_score_thresh=0.0)}
     generators = {case: Sam2FastMaskGenerator(model, points_per_side=pps, **settings)
-                  for case, settings in cases.items()}
-    encoder = generators["default"].encoder
-    generators["default"].generate(tile)  # warm-up (kernels, allocator)
-    times: dict = {"encoder": []}
-    results = {}
-    for rep in range(plan["sam2_reps"]):
-        log(f"sam2: repetition {rep + 1} of {plan['sam2_reps']}")
-        with torch.inference_mode():
-            sync(device)
-            started = time.perf_counter()
-            list(encoder.encode_all([tile]))
-            sync(device)
-        times["encoder"].append(time.perf_counter() - started)
-        for case, generator in generators.items():
-            sync(device)
-            started = time.perf_counter()
-            results[case] = generator.generate(tile)
-            sync(device)
-            times.setdefault(case, []).append(time.perf_counter() - started)
-    encoder_s = min(times["encoder"])
+                  for case, settings in SPLIT_CASES.items()}
     out: dict = {"model": model_name, "tile_px": tile_px, "points_per_side": pps,
-                 "encoder_s": round(encoder_s, 3)}
-    for case in cases:
-        tile_s = min(times[case])
-        out[case] = {"tile_s": round(tile_s, 3), "tile_over_encoder": round(tile_s / encoder_s, 2),
-                     "breakdown_s": {k: round(v, 3) for k, v in (results[case].timings or {}).items()},
-                     "masks": len(results[case])}
+                 **tile_split(generators, tile, plan["split_reps"], device, "sam2")}
     out["ok"] = out["zero"]["masks"] > 0
     if not out["ok"]:
         out["failed_because"] = "no masks with thresholds 0"

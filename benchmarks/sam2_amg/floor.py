@@ -8,7 +8,9 @@ main does: ``decoder_threads=1``), with this tree's defaults (float32, batches d
 threads), and with the opt-ins ``decoder_dtype="bfloat16"`` and ``"bfloat16-screen"`` (bf16 IoU
 screen, float32 for prompts near or above the IoU threshold; the same as float32 when the
 threshold is 0, so not run then; ``--screen-margin`` overrides its margin). The fastest
-repetition of each is reported, and the masks of every variant are matched against this tree's
+repetition of each is reported (wall seconds; also the process's CPU seconds, all threads,
+``cpu_tile_over_encoder``, which the load of a shared machine moves less), and the masks of
+every variant are matched against this tree's
 float32 masks (IoU >= 0.99 and >= 0.9, both ways; counts).
 
     $ git show main:geoalps/engines/sam/decoder.py > /tmp/main_decoder.py
@@ -79,29 +81,41 @@ def baseline_generator(generator_class, decoder_path: Path):
     return Baseline
 
 
+def best_ious(a, b) -> np.ndarray:
+    """For each mask of ``a`` (a ``SamMasks``), its best IoU with a mask of ``b`` (two empty
+    masks: 1). Exact, on the masks' box crops: only pairs whose boxes meet are compared."""
+    if len(a) == 0:
+        return np.ones(0)
+    areas_a = np.array([int(c.sum()) for c in a.crops])
+    areas_b = np.array([int(c.sum()) for c in b.crops])
+    boxes_b = np.asarray(b.boxes)
+    out = np.zeros(len(a))
+    for i, (crop, area) in enumerate(zip(a.crops, areas_a)):
+        if area == 0:
+            out[i] = float((areas_b == 0).any())
+            continue
+        ax0, ay0, ax1, ay1 = (int(v) for v in a.boxes[i])
+        meet = ((boxes_b[:, 0] <= ax1) & (boxes_b[:, 2] >= ax0) & (boxes_b[:, 1] <= ay1)
+                & (boxes_b[:, 3] >= ay0) & (areas_b > 0))
+        for j in np.flatnonzero(meet):
+            bx0, by0, bx1, by1 = (int(v) for v in boxes_b[j])
+            x0, y0, x1, y1 = max(ax0, bx0), max(ay0, by0), min(ax1, bx1), min(ay1, by1)
+            inter = int((crop[y0 - ay0 : y1 - ay0 + 1, x0 - ax0 : x1 - ax0 + 1]
+                         & b.crops[j][y0 - by0 : y1 - by0 + 1, x0 - bx0 : x1 - bx0 + 1]).sum())
+            out[i] = max(out[i], inter / (area + areas_b[j] - inter))
+    return out
+
+
 def recall(expected, got) -> dict:
     """Share of ``expected``'s masks with a partner in ``got`` at IoU >= 0.99 / 0.9, both ways."""
-    def best(a, b) -> np.ndarray:
-        if len(a) == 0:
-            return np.ones(0)
-        if len(b) == 0:
-            return np.zeros(len(a))
-        fb = sam_amg.dense_masks(b, range(len(b))).reshape(len(b), -1).astype(np.float32)
-        sb = fb.sum(1)
-        out = []
-        for start in range(0, len(a), 64):
-            fa = sam_amg.dense_masks(a, range(start, min(start + 64, len(a)))).reshape(-1, fb.shape[1])
-            fa = fa.astype(np.float32)
-            inter = fa @ fb.T
-            union = fa.sum(1)[:, None] + sb[None, :] - inter
-            out.append(np.where(union > 0, inter / np.maximum(union, 1), 1.0).max(1))
-        return np.concatenate(out)
-
-    ref, back = best(expected, got), best(got, expected)
+    ref, back = best_ious(expected, got), best_ious(got, expected)
     share = lambda x, t: round(float((x >= t).mean()), 4) if len(x) else 1.0  # noqa: E731
+    nonempty = np.array([c.any() for c in expected.crops], bool)
     return {"masks": len(got), "default_masks": len(expected),
             "recall_099": share(ref, 0.99), "recall_09": share(ref, 0.9),
-            "precision_099": share(back, 0.99), "precision_09": share(back, 0.9)}
+            "precision_099": share(back, 0.99), "precision_09": share(back, 0.9),
+            "recall_099_nonempty": share(ref[nonempty], 0.99), "recall_09_nonempty": share(ref[nonempty], 0.9),
+            "default_nonempty": int(nonempty.sum())}
 
 
 def main() -> None:
@@ -116,6 +130,8 @@ def main() -> None:
     parser.add_argument("--mid-iou", type=float, default=0.545,
                         help="IoU threshold of the mid case (random hiera_tiny IoUs lie in 0.53-0.55)")
     parser.add_argument("--screen-margin", type=float, help="bfloat16-screen's margin (default: the library's)")
+    parser.add_argument("--skip-stability", type=float,
+                        help="adds the variant skip: float32 with skip_covered_stability at this value")
     args = parser.parse_args()
     commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
                             capture_output=True, text=True).stdout.strip()
@@ -134,6 +150,9 @@ def main() -> None:
     tile, source = sam_amg.aerial_tile()
     variants = {name: dict(generator=generator, decoder_dtype=name, decoder_threads=0)
                 for name in args.variants.split(",")}
+    if args.skip_stability is not None:  # the opt-in prompt skipping, float32 decoder
+        variants["skip"] = dict(generator=generator, decoder_dtype="float32", decoder_threads=0,
+                                skip_covered_stability=args.skip_stability)
     if args.baseline_decoder:  # the other commit's decoder, batch after batch as before
         variants = {"baseline": dict(generator=baseline_generator(generator, args.baseline_decoder),
                                      decoder_dtype="float32", decoder_threads=1), **variants}
@@ -144,31 +163,35 @@ def main() -> None:
             "cpu": platform.processor() or platform.machine(), "date": time.strftime("%Y-%m-%d %H:%M"),
             "commit": commit + ("+dirty" if dirty else ""), "model": model_name, "image": source,
             "points_per_side": args.points_per_side, "baseline_decoder": str(args.baseline_decoder or ""),
-            "screen_margin": args.screen_margin}
+            "screen_margin": args.screen_margin, "skip_stability": args.skip_stability}
     encoder = generator(model).encoder
     times = {"encoder": []}
+    cpu = {}  # CPU seconds of the process (all threads): a shared machine's load moves them less
     results = {}
     loads = []
     for rep in range(args.reps):
         loads.append(os.getloadavg()[0])
         with torch.inference_mode():
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             list(encoder.encode_all([tile]))  # both engines' encoders have encode_all
             times["encoder"].append(time.perf_counter() - t0)
+            cpu.setdefault("encoder", []).append(time.process_time() - c0)
         print(f"rep {rep} encoder {times['encoder'][-1]:.2f} s", flush=True)
         for case, thresholds in cases.items():
             for name, variant in variants.items():
                 if name == "bfloat16-screen" and not thresholds.get("pred_iou_thresh", 1.0):
                     continue  # no IoU filter, no screen: the float32 path
+                extra = {k: v for k, v in variant.items() if k not in ("generator", "decoder_dtype", "decoder_threads")}
                 gen = variant["generator"](model, points_per_side=args.points_per_side,
                                            decoder_dtype=variant["decoder_dtype"],
-                                           decoder_threads=variant["decoder_threads"], **thresholds)
+                                           decoder_threads=variant["decoder_threads"], **extra, **thresholds)
                 if args.screen_margin is not None:
                     gen.screen_margin = args.screen_margin
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 result = gen.generate(tile)
                 seconds = time.perf_counter() - t0
                 key = f"{case}/{name}"
+                cpu.setdefault(key, []).append(time.process_time() - c0)
                 times.setdefault(key, []).append(seconds)
                 results[key] = result
                 print(f"rep {rep} {key} {seconds:.2f} s {len(result)} masks "
@@ -188,6 +211,8 @@ def main() -> None:
                    "settings": thresholds, "load": [round(min(loads), 1), round(max(loads), 1)],
                    "encoder_s": round(encoder_s, 2), "tile_s": round(min(times[key]), 2),
                    "tile_over_encoder": round(min(times[key]) / encoder_s, 2),
+                   "cpu_s": {"encoder": round(min(cpu["encoder"]), 2), "tile": round(min(cpu[key]), 2)},
+                   "cpu_tile_over_encoder": round(min(cpu[key]) / min(cpu["encoder"]), 2),
                    "all_s": {"encoder": [round(t, 2) for t in times["encoder"]],
                              "tile": [round(t, 2) for t in times[key]]},
                    "breakdown_s": {k: round(v, 2) for k, v in results[key].timings.items()},

@@ -47,19 +47,28 @@ def test_every_section_is_present_and_ran_on_the_cpu(quick_report):
     assert returncode == 0, stderr[-3000:]
 
 
-def test_sam2_reports_the_whole_tile_against_the_encoder(quick_report):
+def _assert_split(split: dict) -> None:
     """Issue 28's split: encoder alone and whole tiles at default thresholds and at 0."""
+    assert split["encoder_s"] > 0 and split["points_per_side"] == 8
+    for case in ("default", "zero"):
+        figures = split[case]
+        assert figures["tile_s"] > 0
+        # both sides rounded (ratio to 0.01, seconds to 1 ms): a relative tolerance
+        assert figures["tile_over_encoder"] == pytest.approx(figures["tile_s"] / split["encoder_s"], rel=0.01)
+        assert set(figures["breakdown_s"]) == {"encoder", "decoder", "postprocess"}
+    assert split["zero"]["masks"] > 0
+
+
+def test_sam2_reports_the_whole_tile_against_the_encoder(quick_report):
     sam2 = quick_report[1]["sam2"]
     if "skipped" in sam2:
         pytest.skip(sam2["skipped"])
-    assert sam2["encoder_s"] > 0 and sam2["tile_px"] == 256 and sam2["points_per_side"] == 8
-    for case in ("default", "zero"):
-        figures = sam2[case]
-        assert figures["tile_s"] > 0
-        # both sides rounded (ratio to 0.01, seconds to 1 ms): a relative tolerance
-        assert figures["tile_over_encoder"] == pytest.approx(figures["tile_s"] / sam2["encoder_s"], rel=0.01)
-        assert set(figures["breakdown_s"]) == {"encoder", "decoder", "postprocess"}
-    assert sam2["zero"]["masks"] > 0
+    assert sam2["tile_px"] == 256
+    _assert_split(sam2)
+
+
+def test_sam_reports_the_whole_tile_against_the_encoder(quick_report):
+    _assert_split(quick_report[1]["sam"]["split"])
 
 
 def test_sam_reports_bf16_against_float32_and_speeds(quick_report):

@@ -10,6 +10,7 @@ for upsampling to 1024x1024 and thresholding.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -18,9 +19,12 @@ import torch
 import torch.nn.functional as F
 from segment_anything.modeling import Sam
 
-from geoalps.engines.sam.postprocess import boxes_from_hits
 
 STRIP_CELLS = 32768  # boundary cells per F.interpolate strip (float32 coordinates stay exact)
+#: A boundary cell's 16 pixels as one 16-bit code (pixel (i, j) of the cell is bit 15 - 4i - j,
+#: ``np.packbits``' order), computed as two bytes by a product with these weights: exact in
+#: float32 (sums of at most 255) even where matrix products round their inputs (TF32).
+_BYTE_WEIGHTS = [128.0, 64.0, 32.0, 16.0, 8.0, 4.0, 2.0, 1.0]
 
 
 @dataclass
@@ -40,23 +44,39 @@ class CellMask:
     left: np.ndarray
     right: np.ndarray
 
-    def to_mask(self, out_hw: tuple[int, int]) -> np.ndarray:
-        """The (H, W) bool mask, equal to ``upsampled logits > threshold`` pixel for pixel."""
+    def to_mask(self, out_hw: tuple[int, int], box: Sequence[int] | None = None) -> np.ndarray:
+        """The (H, W) bool mask, equal to ``upsampled logits > threshold`` pixel for pixel; with
+        ``box`` (XYXY, inclusive max) only its part of the mask (a copy), for which only the
+        cells the box covers are unpacked (a kept mask's box is often a small part of the tile)."""
         n = self.whole.shape[0]
         size = 4 * (n + 1)
         mask = np.zeros((size, size), bool)
-        whole = np.unpackbits(self.whole, axis=1, count=n).astype(bool)
-        inner = np.repeat(np.repeat(whole, 4, axis=0), 4, axis=1).reshape(n, 4, n, 4)
-        if len(self.cells):
-            bits = np.unpackbits(self.hits, axis=1, count=16).astype(bool).reshape(-1, 4, 4)
-            inner[self.cells[:, 0], :, self.cells[:, 1], :] = bits
-        mask[2 : size - 2, 2 : size - 2] = inner.reshape(size - 4, size - 4)
+        r0, r1, c0, c1 = 0, n, 0, n
+        if box is not None:
+            (r0, r1), (c0, c1) = _cell_range(box[1], box[3], n), _cell_range(box[0], box[2], n)
+        if r1 > r0 and c1 > c0:
+            whole = np.unpackbits(self.whole[r0:r1], axis=1, count=n)[:, c0:c1].astype(bool)
+            inner = np.repeat(np.repeat(whole, 4, axis=0), 4, axis=1).reshape(r1 - r0, 4, c1 - c0, 4)
+            if len(self.cells):
+                rows, cols = self.cells[:, 0].astype(np.int64), self.cells[:, 1].astype(np.int64)
+                sel = (rows >= r0) & (rows < r1) & (cols >= c0) & (cols < c1)
+                bits = np.unpackbits(self.hits[sel], axis=1, count=16).astype(bool).reshape(-1, 4, 4)
+                inner[rows[sel] - r0, :, cols[sel] - c0, :] = bits
+            mask[2 + 4 * r0 : 2 + 4 * r1, 2 + 4 * c0 : 2 + 4 * c1] = inner.reshape(4 * (r1 - r0), 4 * (c1 - c0))
         mask[: self.top.shape[0], : self.top.shape[1]] = self.top
         mask[size - 2 : size - 2 + self.bottom.shape[0], : self.bottom.shape[1]] = self.bottom
         mask[2 : 2 + self.left.shape[0], : self.left.shape[1]] = self.left
         mask[2 : 2 + self.right.shape[0], size - 2 : size - 2 + self.right.shape[1]] = self.right
-        return mask[: out_hw[0], : out_hw[1]]
+        mask = mask[: out_hw[0], : out_hw[1]]
+        if box is None:
+            return mask
+        return mask[box[1] : box[3] + 1, box[0] : box[2] + 1].copy()
 
+
+def _cell_range(first_px: int, last_px: int, n: int) -> tuple[int, int]:
+    """The cells [start, stop) of one axis whose 4 output pixels (from pixel 2 on) meet the
+    pixels first_px..last_px."""
+    return min(max((first_px - 2) // 4, 0), n), min(max((last_px - 2) // 4 + 1, 0), n)
 
 
 class ExactCells:
@@ -95,6 +115,8 @@ class ExactCells:
         self.four = torch.arange(4, device=device)
         self.row_dtype = torch.uint8 if self.n <= 255 else torch.int32
         self.corner = torch.tensor([0, 1, low_len, low_len + 1], device=device)
+        self.byte_weights = torch.tensor(_BYTE_WEIGHTS, device=device)
+        self.tables = _code_tables(str(device))
 
     @staticmethod
     def applies(model: Sam, input_size, orig_size) -> bool:
@@ -118,21 +140,21 @@ class ExactCells:
         taus = sorted(set(float(t) for t in thresholds) | {float(mask_threshold)})
         level, boundary = self._cell_levels(low, taus)
         k, r, c = boundary.nonzero().unbind(1)
-        vals = self._cell_values(low, k, r, c)  # (4, B, 4): row in cell, cell, column in cell
+        vals = self._cell_values(low, k, r, c)  # (B, 4, 4): cell, row in cell, column in cell
         inside = self._inside_image(r, c)
         strips = self._strips(low)
-        # Cells whose level exceeds rank: min(level, rank + 1) - min(level, rank), 0 or 1.
-        clipped = [level.clamp_max(rank) for rank in range(len(taus) + 1)]
-        above = [(clipped[rank + 1] - clipped[rank]) for rank in range(len(taus))]
+        # Cells counted whole above taus[rank]: those whose level exceeds rank (0 or 1).
+        above = [(level > rank).view(torch.uint8) for rank in range(len(taus))]
         counts = torch.zeros(low.shape[0], len(thresholds), dtype=torch.int64, device=low.device)
         for j, t in enumerate(thresholds):
             whole = above[taus.index(float(t))]
-            counts[:, j] = self._count_above(whole, k, _hits(vals, t, inside), strips, t)
+            code = self._codes(_hits(vals, t, inside))
+            counts[:, j] = self._count_above(whole, k, code, strips, t)
         whole = above[taus.index(float(mask_threshold))]  # uint8 0/1
-        hits = _hits(vals, mask_threshold, inside)
+        code = self._codes(_hits(vals, mask_threshold, inside))
         edges = [s > mask_threshold for s in strips]
-        boxes = self._boxes(whole, k, r, c, hits, edges)
-        return counts, boxes, self._cell_masks(whole, k, r, c, hits, edges)
+        boxes = self._boxes(whole, k, r, c, code, edges)
+        return counts, boxes, self._cell_masks(whole, k, r, c, code, edges)
 
     def _cell_levels(self, low: torch.Tensor, taus: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
         """Per cell (K, n, n): the boundary cells (evaluated pixel by pixel: a threshold may
@@ -161,24 +183,31 @@ class ExactCells:
         return lo, boundary
 
     def _inside_image(self, r: torch.Tensor, c: torch.Tensor) -> torch.Tensor | None:
-        """(4, B, 4) True for the boundary cells' pixels inside the image (None: all are)."""
+        """(B, 4, 4) True for the boundary cells' pixels inside the image (None: all are)."""
         if self.all_full:
             return None
-        return (self.four[:, None] < self.row_n[r]).unsqueeze(2) & (
-            self.four[:, None] < self.col_n[c]
-        ).unsqueeze(0).permute(0, 2, 1)
+        return (self.four[None, :, None] < self.row_n[r][:, None, None]) & (
+            self.four[None, None, :] < self.col_n[c][:, None, None]
+        )
 
-    def _count_above(self, whole, k, hits, strips, t: float) -> torch.Tensor:
+    def _codes(self, hits: torch.Tensor) -> torch.Tensor:
+        """(B,) int64 16-bit codes of (B, 4, 4) boundary-cell pixels (see ``_BYTE_WEIGHTS``):
+        one small matrix product instead of reductions over the short pixel axes, which
+        PyTorch's CPU kernels run several times slower per element."""
+        halves = (hits.reshape(-1, 8).float() @ self.byte_weights).long().view(-1, 2)
+        return halves[:, 0] * 256 + halves[:, 1]
+
+    def _count_above(self, whole, k, code, strips, t: float) -> torch.Tensor:
         """(K,) pixels above ``t``: 16 per whole cell, the boundary cells' hits, the borders."""
         # Row sums fit in uint8 (at most 255 cells); summing uint8 avoids a widening copy.
         n = whole.sum(2, dtype=self.row_dtype).sum(1) * 16
-        n.index_add_(0, k, hits.sum((0, 2)))
+        n.index_add_(0, k, self.tables.count[code])
         for s in strips:
             n += (s > t).flatten(1).sum(1)
         return n
 
     def _cell_values(self, low, k, r, c) -> torch.Tensor:
-        """Exact output pixels (4, B, 4) of the B cells (k, r, c), via F.interpolate on strips.
+        """Exact output pixels (B, 4, 4) of the B cells (k, r, c), via F.interpolate on strips.
 
         At most ``STRIP_CELLS`` cells a strip: the kernel computes source coordinates in float32,
         exact only while output columns stay well below 2**23.
@@ -194,8 +223,8 @@ class ExactCells:
             up = F.interpolate(
                 strip.view(1, 1, 2, 2 * m), (8, 8 * m), mode="bilinear", align_corners=False
             )
-            out.append(up.view(8, m, 8)[2:6, :b, 2:6])
-        return out[0] if len(out) == 1 else torch.cat(out, 1)
+            out.append(up.view(8, m, 8)[2:6, :b, 2:6].permute(1, 0, 2))
+        return out[0].contiguous() if len(out) == 1 else torch.cat(out, 0)
 
     def _strips(self, low) -> list[torch.Tensor]:
         """Exact output rows 0-1 and size-2.. and columns 0-1 and size-2.., cropped to the image."""
@@ -211,33 +240,46 @@ class ExactCells:
         right = up(low[:, :, -2:], (size, 8))[:, mid, 6 : 6 + max(0, w - (size - 2))]
         return [top, bottom, left, right]
 
-    def _boxes(self, whole, k, r, c, hits, edges) -> torch.Tensor:
-        K, dev = whole.shape[0], whole.device
-        rows = torch.zeros(K, self.size, dtype=torch.bool, device=dev)
-        cols = torch.zeros(K, self.size, dtype=torch.bool, device=dev)
-        rows[:, 2 : self.size - 2] = whole.amax(2).bool().repeat_interleave(4, 1)
-        cols[:, 2 : self.size - 2] = whole.amax(1).bool().repeat_interleave(4, 1)
-        i, b = hits.any(2).nonzero().unbind(1)  # row i of boundary cell b has a pixel
-        rows.view(-1).index_fill_(0, k[b] * self.size + 4 * r[b] + 2 + i, True)
-        b, j = hits.any(0).nonzero().unbind(1)
-        cols.view(-1).index_fill_(0, k[b] * self.size + 4 * c[b] + 2 + j, True)
-        top, bottom, left, right = edges
-        rows[:, : top.shape[1]] |= top.any(2)
-        cols[:, : top.shape[2]] |= top.any(1)
-        rows[:, self.size - 2 : self.size - 2 + bottom.shape[1]] |= bottom.any(2)
-        cols[:, : bottom.shape[2]] |= bottom.any(1)
-        rows[:, 2 : 2 + left.shape[1]] |= left.any(2)
-        cols[:, : left.shape[2]] |= left.any(1)
-        rows[:, 2 : 2 + right.shape[1]] |= right.any(2)
-        cols[:, self.size - 2 : self.size - 2 + right.shape[2]] |= right.any(1)
-        return boxes_from_hits(rows[:, : self.h], cols[:, : self.w])
+    def _boxes(self, whole, k, r, c, code, edges) -> torch.Tensor:
+        """XYXY boxes (``batched_mask_to_box`` convention) from each mask's extreme pixels:
+        the outermost whole cells, the first and last hit rows and columns of each boundary
+        cell (looked up from its code, reduced per mask with ``scatter_reduce``) and the border
+        strips. No per-pixel (K, H) / (K, W) occupancy arrays: a few passes over the cells."""
+        n, dev = self.n, whole.device
+        big = max(self.h, self.w, self.size)
+        starts = 4 * torch.arange(n, device=dev) + 2  # first pixel of each cell row / column
+        row_any, col_any = whole.amax(2).bool(), whole.amax(1).bool()  # (K, n)
+        top = torch.where(row_any, starts, big).amin(1)
+        bottom = torch.where(row_any, starts + 3, -1).amax(1)
+        left = torch.where(col_any, starts, big).amin(1)
+        right = torch.where(col_any, starts + 3, -1).amax(1)
+        if len(k):
+            t = self.tables
+            has = code > 0
+            top.scatter_reduce_(0, k, torch.where(has, 4 * r + 2 + t.first_row[code], big), "amin")
+            bottom.scatter_reduce_(0, k, torch.where(has, 4 * r + 2 + t.last_row[code], -1), "amax")
+            left.scatter_reduce_(0, k, torch.where(has, 4 * c + 2 + t.first_col[code], big), "amin")
+            right.scatter_reduce_(0, k, torch.where(has, 4 * c + 2 + t.last_col[code], -1), "amax")
+        # the border strips: (rows, cols) of each and where they start in the image
+        for strip, y0, x0 in zip(edges, (0, self.size - 2, 2, 2), (0, 0, 0, self.size - 2)):
+            if strip.shape[1] == 0 or strip.shape[2] == 0:
+                continue
+            ys = y0 + torch.arange(strip.shape[1], device=dev)
+            xs = x0 + torch.arange(strip.shape[2], device=dev)
+            rows_hit, cols_hit = strip.any(2), strip.any(1)
+            top = torch.minimum(top, torch.where(rows_hit, ys, big).amin(1))
+            bottom = torch.maximum(bottom, torch.where(rows_hit, ys, -1).amax(1))
+            left = torch.minimum(left, torch.where(cols_hit, xs, big).amin(1))
+            right = torch.maximum(right, torch.where(cols_hit, xs, -1).amax(1))
+        boxes = torch.stack([left, top, right, bottom], dim=-1)
+        return boxes * (bottom >= 0)[:, None]  # empty: [0, 0, 0, 0]
 
-    def _cell_masks(self, whole, k, r, c, hits, edges) -> list[CellMask]:
+    def _cell_masks(self, whole, k, r, c, code, edges) -> list[CellMask]:
         K = whole.shape[0]
         whole = np.packbits(whole.cpu().numpy().view(bool), axis=-1)
         per_mask = torch.bincount(k, minlength=K).tolist() if len(k) else [0] * K
         cells = torch.stack([r, c], 1).to(torch.int16).cpu().numpy()
-        bits = np.packbits(hits.permute(1, 0, 2).reshape(-1, 16).cpu().numpy(), axis=-1)
+        bits = torch.stack([code // 256, code % 256], 1).to(torch.uint8).cpu().numpy()  # packbits' bytes
         edges = [e.cpu().numpy() for e in edges]
         out, start = [], 0
         for i, count in enumerate(per_mask):
@@ -250,8 +292,40 @@ class ExactCells:
 
 
 def _hits(vals: torch.Tensor, t: float, inside: torch.Tensor | None) -> torch.Tensor:
-    """Boundary cells' pixels (4, B, 4) above ``t`` and inside the image."""
+    """Boundary cells' pixels (B, 4, 4) above ``t`` and inside the image."""
     hits = vals > t
     if inside is not None:
         hits &= inside
     return hits
+
+
+@dataclass(frozen=True)
+class _CodeTables:
+    """Per 16-bit cell code (see ``_BYTE_WEIGHTS``): pixels set, and the first and last pixel
+    row and column that are set (0-3; 4 and -1 for the empty code)."""
+
+    count: torch.Tensor
+    first_row: torch.Tensor
+    last_row: torch.Tensor
+    first_col: torch.Tensor
+    last_col: torch.Tensor
+
+
+@functools.lru_cache(maxsize=None)
+def _code_tables(device: str) -> _CodeTables:
+    """The tables on ``device``, built once (65536 codes, 2.6 MB)."""
+    codes = np.arange(1 << 16, dtype=">u2").view(np.uint8).reshape(-1, 2)
+    pixels = np.unpackbits(codes, axis=1).reshape(-1, 4, 4).astype(bool)
+    rows, cols = pixels.any(2), pixels.any(1)  # (65536, 4)
+
+    def first(hit):
+        return np.where(hit.any(1), hit.argmax(1), 4)
+
+    def last(hit):
+        return np.where(hit.any(1), 3 - hit[:, ::-1].argmax(1), -1)
+
+    def table(values):
+        return torch.from_numpy(np.ascontiguousarray(values, dtype=np.int64)).to(device)
+
+    return _CodeTables(table(pixels.sum((1, 2))), table(first(rows)), table(last(rows)),
+                       table(first(cols)), table(last(cols)))

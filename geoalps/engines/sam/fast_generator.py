@@ -63,6 +63,10 @@ DECODER_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "bfloat1
 #: (benchmarks/sam2_amg/README.md); a prompt it misjudges by more would lose its masks.
 SCREEN_MARGIN = 0.05
 SCORE_CHUNK = 16  # masks scored exactly at once (ExactCells' (K, 256, 256) temporaries stay in cache)
+#: skip_covered_stability: the prompts of decoder batch j are checked against the masks of
+#: batches 0 .. j - SKIP_LAG (at most this many batches decode at once), so which prompts are
+#: skipped does not depend on the number of threads.
+SKIP_LAG = 4
 
 
 @dataclass
@@ -143,6 +147,12 @@ class FastMaskGenerator:
             (about 1.7x less decoder time when none passes). An opt-in (no proof of the bound).
         decoder_threads: CPU only: decoder batches decoded at once, each on one thread
             (0, default: torch's thread count; 1: one batch after another, on all threads).
+        skip_covered_stability: opt-in, off (None) by default: a prompt whose point falls
+            inside a mask already kept (past every filter, before NMS) with a stability score
+            of at least this value is not decoded. Prompts go in grid order, batch by batch;
+            batch j is checked against the masks of batches up to j - ``SKIP_LAG``. Fewer
+            prompts decoded, not the same masks: its mask recall against the default is in
+            benchmarks/sam2_amg/README.md. The tile's ``timings["skipped_prompts"]`` counts them.
     """
 
     def __init__(
@@ -166,6 +176,7 @@ class FastMaskGenerator:
         compile: bool = False,
         decoder_dtype: str = "float32",
         decoder_threads: int = 0,
+        skip_covered_stability: float | None = None,
     ) -> None:
         if points_per_side < 1 or points_per_batch < 1:
             raise ValueError("points_per_side and points_per_batch must be positive")
@@ -202,6 +213,9 @@ class FastMaskGenerator:
         self.screen_margin = SCREEN_MARGIN
         self.post_single_thread = True  # see _post_threads
         self.decoder_threads = decoder_threads  # see _decode_workers
+        if skip_covered_stability is not None and not 0.0 < skip_covered_stability <= 1.0:
+            raise ValueError(f"skip_covered_stability must lie in (0, 1], not {skip_covered_stability!r}")
+        self.skip_covered_stability = skip_covered_stability
 
     # -- the model-specific parts (the sam2 engine's generator overrides these) ------------------
 
@@ -320,7 +334,7 @@ class FastMaskGenerator:
         points = torch.as_tensor(job.points, dtype=torch.float32)
         kept = _Candidates()
         workers = self._decode_workers()
-        if workers > 1:
+        if workers > 1 or self.skip_covered_stability is not None:
             self._decode_and_filter_in_threads(points_1024, points, crop, kept, timings, workers)
         else:
             start = 0
@@ -357,41 +371,78 @@ class FastMaskGenerator:
 
     def _decode_and_filter_in_threads(self, points_1024, points, crop: _Crop, kept: _Candidates,
                                       timings, workers: int) -> None:
-        """``_decode_and_filter`` on every batch, ``workers`` batches decoded at once (each with
-        one intra-op thread); the filters run here, batch by batch in prompt order, while
-        later batches decode."""
+        """``_decode_and_filter`` on every batch, ``workers`` batches at once, each decoded and
+        filtered in its worker thread (one intra-op thread each); the survivors join ``kept``
+        batch by batch in prompt order, so NMS sees them as before.
+
+        The filters used to run in the calling thread beside the workers: one thread more than
+        cores, so on a busy machine each op of the decoder or of the filters waited for a time
+        slice. The tile's seconds in this step are split between ``timings["decoder"]`` and
+        ``["postprocess"]`` in proportion to the workers' seconds in each.
+
+        With ``skip_covered_stability`` (also on one thread or a GPU, then with one worker) the
+        prompts of each batch whose point lies in a stable mask of the batches joined so far are
+        left out; at most ``SKIP_LAG`` batches are in flight, so batch j sees those up to j - 4.
+        """
         from collections import deque
         from concurrent.futures import ThreadPoolExecutor
 
         min_iou = self.pred_iou_thresh if self.pred_iou_thresh > 0.0 else None
         step = self.decoder_batch
-        starts = iter(range(0, len(points), step))
+        skip = self.skip_covered_stability
+        coverage = None if skip is None else np.zeros(crop.hw, bool)  # union of stable kept masks
+
+        def batch(index: torch.Tensor):
+            part = _Candidates()
+            if not len(index):
+                return part, 0.0, 0.0
+            t0 = time.perf_counter()
+            decoded = self._decode(points_1024[index], min_iou)
+            t1 = time.perf_counter()
+            with self._post_threads():
+                self._keep(*decoded, points[index], crop, part)
+            return part, t1 - t0, time.perf_counter() - t1
+
+        spent = [0.0, 0.0]  # decoder, filter seconds over all workers
+
+        def join(future) -> None:
+            part, decode_s, filter_s = future.result()
+            spent[0] += decode_s
+            spent[1] += filter_s
+            for name in ("boxes", "iou", "stability", "points", "masks"):
+                getattr(kept, name).extend(getattr(part, name))
+            if coverage is not None:
+                _paint_stable(coverage, part, skip)
+
+        skipped = 0
         before = torch.get_num_threads()
         t0 = time.perf_counter()
-        post = 0.0
         try:
-            torch.set_num_threads(1)
-            with ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
-                pending = deque()  # at most 2 batches a worker decoded ahead of the filters
-                for start in starts:
-                    pending.append((start, pool.submit(self._decode, points_1024[start : start + step], min_iou)))
-                    if len(pending) < 2 * workers:
-                        continue
-                    post += self._keep_decoded(pending.popleft(), points, step, crop, kept)
+            if workers > 1:
+                torch.set_num_threads(1)
+            threads = (1,) if workers > 1 else (before,)
+            with ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=threads) as pool:
+                pending = deque()  # at most 2 batches a worker (SKIP_LAG when skipping) ahead of the joined ones
+                window = 2 * workers if coverage is None else SKIP_LAG
+                for start in range(0, len(points), step):
+                    index = torch.arange(start, min(start + step, len(points)))
+                    if coverage is not None:
+                        covered = _covered(coverage, points[index])
+                        skipped += int(covered.sum())
+                        index = index[~covered]
+                    pending.append(pool.submit(batch, index))
+                    if len(pending) >= window:
+                        join(pending.popleft())
                 while pending:
-                    post += self._keep_decoded(pending.popleft(), points, step, crop, kept)
+                    join(pending.popleft())
         finally:
             torch.set_num_threads(before)
-        timings["decoder"] += time.perf_counter() - t0 - post
-        timings["postprocess"] += post
-
-    def _keep_decoded(self, pending, points, step: int, crop: _Crop, kept: _Candidates) -> float:
-        """``_keep`` on one batch decoded in a thread (waiting for it); the seconds it took."""
-        start, future = pending
-        decoded = future.result()
-        t0 = time.perf_counter()
-        self._keep(*decoded, points[start : start + step], crop, kept)
-        return time.perf_counter() - t0
+        if coverage is not None:
+            timings["skipped_prompts"] = timings.get("skipped_prompts", 0) + skipped
+        seconds = time.perf_counter() - t0
+        decoder_share = spent[0] / sum(spent) if sum(spent) > 0 else 1.0
+        timings["decoder"] += seconds * decoder_share
+        timings["postprocess"] += seconds * (1.0 - decoder_share)
 
     def _decode_and_filter(self, points_1024, points, crop: _Crop, kept: _Candidates, timings) -> None:
         """One decoder batch: masks of every prompt, then the filters, survivors into ``kept``."""
@@ -579,6 +630,26 @@ def _decoder_batch(width: int, points_per_batch: int, on_cuda: bool) -> int:
     return min(points_per_batch, min(32, CPU_DECODER_BATCH * max(1, 256 // width)))
 
 
+def _covered(coverage: np.ndarray, points: torch.Tensor) -> torch.Tensor:
+    """(P,) True for the prompts (crop pixels, x y) whose pixel ``coverage`` holds."""
+    h, w = coverage.shape
+    xy = points.floor().long()
+    cols, rows = xy[:, 0].clamp(0, w - 1).numpy(), xy[:, 1].clamp(0, h - 1).numpy()
+    return torch.from_numpy(coverage[rows, cols])
+
+
+def _paint_stable(coverage: np.ndarray, part: _Candidates, min_stability: float) -> None:
+    """Adds to ``coverage`` (crop pixels) the masks of ``part`` whose stability reaches
+    ``min_stability`` (empty masks' stability is NaN: never)."""
+    if not part.masks:
+        return
+    stability, boxes = torch.cat(part.stability), torch.cat(part.boxes)
+    h, w = coverage.shape
+    for i in (stability >= min_stability).nonzero()[:, 0].tolist():
+        x0, y0, x1, y1 = (int(v) for v in boxes[i])
+        coverage[y0 : y1 + 1, x0 : x1 + 1] |= _box_crop([0, 0, w, h], part.masks[i], (x0, y0, x1, y1))
+
+
 def _box_crop(crop_box, mask: CellMask | np.ndarray, box) -> np.ndarray:
     """A kept mask as a bool array of its box (XYXY, inclusive max, image pixels), from its
     compact form: a ``CellMask`` or bit-packed rows of its crop ``crop_box``."""
@@ -586,5 +657,5 @@ def _box_crop(crop_box, mask: CellMask | np.ndarray, box) -> np.ndarray:
     rows = slice(box[1] - y0, box[3] - y0 + 1)
     cols = slice(box[0] - x0, box[2] - x0 + 1)
     if isinstance(mask, CellMask):
-        return mask.to_mask((y1 - y0, x1 - x0))[rows, cols].copy()
+        return mask.to_mask((y1 - y0, x1 - x0), (cols.start, rows.start, cols.stop - 1, rows.stop - 1))
     return np.unpackbits(mask[rows], axis=-1, count=x1 - x0).astype(bool)[:, cols].copy()

@@ -50,3 +50,26 @@ def test_exact_cells_equal_segment_anything_stability_boxes_and_masks(model, out
 def test_no_logits_give_no_masks():
     counts, boxes, masks = ExactCells((1024, 1024), 256, "cpu")(torch.zeros(0, 256, 256), [1.0, -1.0], 0.0)
     assert counts.shape == (0, 2) and boxes.shape == (0, 4) and masks == []
+
+
+def test_cell_mask_of_a_box_is_that_part_of_the_mask():
+    """``to_mask(out_hw, box)`` unpacks only the cells the box covers: every box, from a corner
+    pixel or the 2-pixel borders to the whole image, gives that part of the full mask."""
+    low = smooth_logits(4, seed=3)
+    low[0, 100:140, 60:200] = 5.0  # a block of whole cells beside smooth boundaries
+    out_hw = (1024, 1000)
+    _, boxes, masks = ExactCells(out_hw, 256, "cpu")(low, [1.0, -1.0], 0.0)
+    rng = np.random.default_rng(0)
+    h, w = out_hw
+    for cell_mask, mask_box in zip(masks, boxes.tolist()):
+        full = cell_mask.to_mask(out_hw)
+        assert full.any()
+        corners = [(x0, y0, x1, y1) for x0, x1 in ((0, 1), (2, 5), (997, 999), (0, w - 1))
+                   for y0, y1 in ((0, 0), (3, 6), (1021, 1023))]
+        random = []
+        for _ in range(20):
+            (x0, x1), (y0, y1) = sorted(rng.integers(0, w, 2)), sorted(rng.integers(0, h, 2))
+            random.append((int(x0), int(y0), int(x1), int(y1)))
+        for x0, y0, x1, y1 in [tuple(mask_box), *corners, *random]:
+            got = cell_mask.to_mask(out_hw, (x0, y0, x1, y1))
+            np.testing.assert_array_equal(got, full[y0 : y1 + 1, x0 : x1 + 1])

@@ -11,6 +11,7 @@ from segment_anything.utils.amg import batched_mask_to_box, calculate_stability_
 
 from geoalps.engines.sam.decoder import PointPromptDecoder
 from geoalps.engines.sam.exact_cells import ExactCells
+from geoalps.engines.sam.fast_generator import SKIP_LAG
 from geoalps.engines.sam.generators import FastMaskGenerator, SamMasks, reference_generate
 from geoalps.objects.features import pooled_embedding
 from tests.floats import assert_float32_close
@@ -260,3 +261,55 @@ def test_batches_decoded_in_threads_give_the_same_masks(model, image, workers):
     assert_same_masks(serial, threaded)
     np.testing.assert_array_equal(threaded.boxes, serial.boxes)  # same order (NMS ties)
     assert_float32_close(threaded.scores, serial.scores)
+
+
+def _late_prompts_in_stable_masks(result: SamMasks, generator: FastMaskGenerator, min_stability: float) -> int:
+    """Pairs of kept masks (a, b): a's stability at least ``min_stability``, b's prompt in a
+    decoder batch ``SKIP_LAG`` or more after a's, and b's prompt point inside mask a."""
+    h, w = result.image_hw
+    grid = (generator.point_grids[0] * np.array([[w, h]])).astype(np.float32)
+    index = np.abs(result.points[:, None, :] - grid[None]).sum(-1).argmin(1)  # prompt of each mask
+    batch = index // generator.decoder_batch
+    xy = np.floor(result.points).astype(int)
+    pairs = 0
+    for a in np.flatnonzero(result.stability >= min_stability):
+        mask = result.dense(a)
+        late = batch >= batch[a] + SKIP_LAG
+        pairs += int(mask[xy[late, 1], xy[late, 0]].sum())
+    return pairs
+
+
+def test_skip_covered_stability_is_an_opt_in_that_skips_prompts_inside_stable_masks(model, image, monkeypatch):
+    """Off by default. On, a prompt whose point lies in a mask kept (before NMS) with stability
+    >= the setting, from a decoder batch SKIP_LAG or more before its own, is not decoded: fewer
+    prompts decoded, counted in the timings, and no kept mask's prompt lies in such a mask (the
+    default has such masks); the same masks on one thread and on two."""
+    settings = dict(points_per_side=16, **SETTINGS)
+    calls = []
+    decode = PointPromptDecoder.decode
+
+    def counting(self, points, min_iou=None):
+        calls.append(len(points))
+        return decode(self, points, min_iou)
+
+    monkeypatch.setattr(PointPromptDecoder, "decode", counting)
+    default_generator = FastMaskGenerator(model, **settings)
+    assert default_generator.skip_covered_stability is None
+    default = default_generator.generate(image)
+    assert sum(calls) == 256 and "skipped_prompts" not in default.timings
+    calls.clear()
+    skipping = FastMaskGenerator(model, skip_covered_stability=0.4, decoder_threads=1, **settings)
+    one = skipping.generate(image)
+    decoded = sum(calls)
+    two = FastMaskGenerator(model, skip_covered_stability=0.4, decoder_threads=2, **settings).generate(image)
+
+    assert 0 < decoded < 256 and decoded + one.timings["skipped_prompts"] == 256
+    assert two.timings["skipped_prompts"] == one.timings["skipped_prompts"]
+    assert len(one) > 0
+    assert _late_prompts_in_stable_masks(default, default_generator, 0.4) > 0
+    assert _late_prompts_in_stable_masks(one, skipping, 0.4) == 0
+    assert_same_masks(one, two)
+    np.testing.assert_array_equal(one.boxes, two.boxes)
+    assert_float32_close(one.scores, two.scores)
+    with pytest.raises(ValueError, match="skip_covered_stability"):
+        FastMaskGenerator(model, skip_covered_stability=1.5)
