@@ -126,11 +126,9 @@ def test_embedding_is_the_full_image_encoder_output(model, image):
     assert got.input_size == (768, 1024) == tuple(predictor.input_size)
 
 
-def test_prompts_on_nodata_are_skipped(model, image, monkeypatch):
-    valid = np.ones(image.shape[:2], bool)
-    valid[:, :200] = False  # left half is nodata
-    generator = FastMaskGenerator(model, points_per_side=6, **SETTINGS)
-    calls = []
+def decoded_prompt_counts(monkeypatch) -> list[int]:
+    """A list that records how many prompts each ``PointPromptDecoder.decode`` call decodes."""
+    calls: list[int] = []
     decode = PointPromptDecoder.decode
 
     def counting(self, points, min_iou=None):
@@ -138,6 +136,14 @@ def test_prompts_on_nodata_are_skipped(model, image, monkeypatch):
         return decode(self, points, min_iou)
 
     monkeypatch.setattr(PointPromptDecoder, "decode", counting)
+    return calls
+
+
+def test_prompts_on_nodata_are_skipped(model, image, monkeypatch):
+    valid = np.ones(image.shape[:2], bool)
+    valid[:, :200] = False  # left half is nodata
+    generator = FastMaskGenerator(model, points_per_side=6, **SETTINGS)
+    calls = decoded_prompt_counts(monkeypatch)
     got = generator.generate(image, valid=valid)
 
     assert sum(calls) == 18  # half of the 6x6 grid
@@ -285,14 +291,7 @@ def test_skip_covered_stability_is_an_opt_in_that_skips_prompts_inside_stable_ma
     prompts decoded, counted in the timings, and no kept mask's prompt lies in such a mask (the
     default has such masks); the same masks on one thread and on two."""
     settings = dict(points_per_side=16, **SETTINGS)
-    calls = []
-    decode = PointPromptDecoder.decode
-
-    def counting(self, points, min_iou=None):
-        calls.append(len(points))
-        return decode(self, points, min_iou)
-
-    monkeypatch.setattr(PointPromptDecoder, "decode", counting)
+    calls = decoded_prompt_counts(monkeypatch)
     default_generator = FastMaskGenerator(model, **settings)
     assert default_generator.skip_covered_stability is None
     default = default_generator.generate(image)
