@@ -21,7 +21,12 @@ Sections (each reports its device and runs even when another failed; a failure i
 - ``label``: ``geoalps label --device cuda`` end to end with a tiny SAM checkpoint against the
   same run with ``--device cpu``: polygon count and total area within 2 %.
 - ``train``: a few AMP (bf16) training steps of the tiny Swin and swin_t (``--quick``: tiny only)
-  through ``geoalps.train.pretrain``: finite losses, images/s.
+  through ``geoalps.train.pretrain``: finite losses, images/s. Issue 27's figures too:
+  ``throughput``, training steps (forward, backward, AdamW) of swin_t at 224 px (``--quick``: tiny
+  at 64 px) in float32 and under bf16 autocast, each plain and through ``torch.compile``
+  (``--quick``: its ``eager`` backend, which traces but builds no kernels), images/s; and
+  ``data_parallel``, ``torchrun --nproc-per-node 1 -m geoalps pretrain`` on this device (nccl on
+  CUDA, gloo on the CPU): its first line, a checkpoint written.
 - ``predict``: ``geoalps predict`` with the trained tiny model on CUDA against CPU: share of equal
   pixels (at least 0.98; 1.0 when both runs are on the CPU).
 
@@ -69,12 +74,16 @@ PLANS = {
         sam2_model="hiera_tiny", split_reps=2,
         encoder_iters=10, amg_tiles=8, label_crop_px=None, train_sizes=("tiny", "swin_t"),
         train_epochs=2, train_steps=5, train_batch=8, train_crop_px=None, predict_crop_px=None,
+        throughput_model="swin_t", throughput_px=224, throughput_batch=32, throughput_steps=10,
+        compile_backend="inductor",
     ),
     "quick": dict(
         sam_model="tiny", sam_tile_px=256, sam_points_per_side=8, encoder_batches=(1, 2),
         sam2_model="tiny", split_reps=1,
         encoder_iters=1, amg_tiles=2, label_crop_px=640, train_sizes=("tiny",),
         train_epochs=2, train_steps=1, train_batch=4, train_crop_px=384, predict_crop_px=384,
+        throughput_model="tiny", throughput_px=64, throughput_batch=4, throughput_steps=2,
+        compile_backend="eager",
     ),
 }
 
@@ -588,8 +597,101 @@ def section_train(plan: dict, device, work: Path) -> dict:
         del history
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    ok = all(r["finite_losses"] for r in results.values())
-    return {"models": results, "passed": ok, "ok": ok}
+    throughput = train_throughput(plan, device)
+    data_parallel = one_process_data_parallel(plan, device, folder, image, labels)
+    ok = (all(r["finite_losses"] for r in results.values()) and data_parallel.get("ok", False)
+          and all("error" not in v for k, v in throughput.items() if k.startswith(("float32", "bf16")) and "compile" not in k))
+    return {"models": results, "throughput": throughput, "data_parallel": data_parallel, "passed": ok, "ok": ok}
+
+
+def train_throughput(plan: dict, device) -> dict:
+    """Issue 27: training images/s of ``throughput_model`` at ``throughput_px`` in float32 and
+    under bf16 autocast, each plain and compiled. Random inputs and classes (speed only): one
+    warm-up step (compilation happens there), then ``throughput_steps`` timed steps. A variant
+    that fails is recorded with its one-line error; the others still run."""
+    import torch
+
+    from geoalps.devices import autocast
+    from geoalps.train.models import build_model, make_arch
+
+    size, px, batch = plan["throughput_model"], plan["throughput_px"], plan["throughput_batch"]
+    out: dict = {"model": size, "input_px": px, "batch": batch, "steps": plan["throughput_steps"],
+                 "compile_backend": plan["compile_backend"]}
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(batch, 4, px, px, generator=generator).to(device)
+    classes = torch.randint(0, 8, (batch, px, px), generator=generator).to(device)
+    for precision, dtype in (("float32", None), ("bf16", torch.bfloat16)):
+        for compiled in (False, True):
+            name = f"{precision}{'_compile' if compiled else ''}"
+            log(f"train: throughput {size} {px} px {name}")
+            try:
+                torch.manual_seed(0)
+                network = build_model(make_arch(size, 4, 8, px)).to(device).train()
+                optimiser = torch.optim.AdamW(network.parameters(), lr=1e-4)
+                forward = torch.compile(network, backend=plan["compile_backend"]) if compiled else network
+
+                def step() -> float:
+                    optimiser.zero_grad(set_to_none=True)
+                    with autocast(device, dtype):
+                        loss = torch.nn.functional.cross_entropy(forward(images), classes)
+                    loss.backward()
+                    optimiser.step()
+                    return float(loss.detach())
+
+                with _quiet_warnings():
+                    t0 = time.perf_counter()
+                    step()
+                    sync(device)
+                    warm_s = time.perf_counter() - t0
+                    t0 = time.perf_counter()
+                    losses = [step() for _ in range(plan["throughput_steps"])]
+                    sync(device)
+                seconds = time.perf_counter() - t0
+                out[name] = {"images_per_s": rounded(batch * len(losses) / seconds, 2),
+                             "first_step_s": round(warm_s, 2), "finite_losses": all(map(math.isfinite, losses))}
+            except Exception as exc:  # noqa: BLE001 - e.g. no compiler for inductor: recorded, not fatal
+                out[name] = {"error": one_line(exc)}
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    base = out.get("float32", {}).get("images_per_s")
+    for name in ("bf16", "float32_compile", "bf16_compile"):
+        rate = out.get(name, {}).get("images_per_s")
+        if isinstance(base, float) and isinstance(rate, float) and base > 0:
+            out[name]["speedup_vs_float32"] = rounded(rate / base, 3)
+    return out
+
+
+def one_process_data_parallel(plan: dict, device, folder: Path, image: Path, labels: Path) -> dict:
+    """Issue 27: ``torchrun --nproc-per-node 1 -m geoalps pretrain`` on ``device``: the run's
+    first line names the processes, backend and device; a checkpoint is written."""
+    output = folder / "ddp1.pt"
+    output.unlink(missing_ok=True)
+    expected = f"data-parallel on 1 process, {'nccl' if device.type == 'cuda' else 'gloo'}, {device.type}"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "1", "--master-addr", "127.0.0.1",
+               "--master-port", str(_free_port()), "-m", "geoalps", "pretrain", "--images", str(image),
+               "--labels", str(labels), "-o", str(output), "--model", "tiny", "--epochs", "1",
+               "--steps-per-epoch", "2", "--batch-size", "4", "--device", str(device), "--precision",
+               "bf16" if device.type == "cuda" else "32", "--seed", "0"]
+    log("train: torchrun with one process")
+    started = time.perf_counter()
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=CLI_TIMEOUT_S, cwd=folder)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    first = next((line for line in lines if "data-parallel on" in line), lines[0] if lines else "")
+    ok = proc.returncode == 0 and output.exists() and expected in first
+    result = {"command": "torchrun --nproc-per-node 1 -m geoalps pretrain ... --device " + str(device),
+              "returncode": proc.returncode, "first_line": first.strip(), "expected": expected,
+              "checkpoint_written": output.exists(), "seconds": round(time.perf_counter() - started, 2), "ok": ok}
+    if not ok:
+        result["stderr_tail"] = " | ".join(lines[-5:])
+    return result
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def section_predict(plan: dict, device, work: Path) -> dict:

@@ -93,6 +93,24 @@ def test_training_losses_are_finite(quick_report):
     assert tiny["images_per_s"] > 0
 
 
+def test_training_throughput_and_one_process_data_parallel(quick_report):
+    """Issue 27: images/s in float32 and bf16, plain and compiled (eager backend on the CPU), and
+    torchrun with one process naming its backend and device in its first line."""
+    train = quick_report[1]["train"]
+    rates = train["throughput"]
+    assert (rates["model"], rates["input_px"], rates["compile_backend"]) == ("tiny", 64, "eager")
+    for name in ("float32", "bf16", "float32_compile", "bf16_compile"):
+        assert "error" not in rates[name], (name, rates[name])
+        assert rates[name]["images_per_s"] > 0 and rates[name]["finite_losses"] is True, name
+    for name in ("bf16", "float32_compile", "bf16_compile"):
+        assert rates[name]["speedup_vs_float32"] == pytest.approx(
+            rates[name]["images_per_s"] / rates["float32"]["images_per_s"], rel=0.01)
+    parallel = train["data_parallel"]
+    assert parallel["ok"] is True, parallel
+    assert parallel["first_line"] == "data-parallel on 1 process, gloo, cpu"
+    assert parallel["returncode"] == 0 and parallel["checkpoint_written"] is True
+
+
 def test_cpu_against_cpu_label_and_predict_are_equal(quick_report):
     report = quick_report[1]
     label = report["label"]
