@@ -43,6 +43,7 @@ from geoalps.errors import InputError, OptionError
 from geoalps.files import atomic_path, check_writable
 from geoalps.inputs.bands import BAND_NAME_VOCABULARY, BandRoles, resolve_bands, stretch_to_uint8
 from geoalps.inputs.crs import same_crs
+from geoalps.inputs.remote import is_remote
 from geoalps.inputs.scene import STATS_READ_PX, BandStats, Scene, open_dataset, open_scene, valid_pixels
 from geoalps.outputs.style import output_class_colours
 from geoalps.outputs.vector import BAND_ROLES_METADATA, SCENES_METADATA, layer_info, layer_metadata, read_layer
@@ -306,17 +307,32 @@ def choose_chips(objects, class_field: str, n_classes: int, chips_per_class: int
 
 def find_scene(gpkg: str, name: str, scenes: list[str | os.PathLike] | None = None) -> str:
     """The path of the scene file ``name``: from ``scenes`` (by file name), else the GeoPackage's
-    ``geoalps_scenes`` metadata, else beside the GeoPackage, else in the current folder."""
+    ``geoalps_scenes`` metadata, else beside the GeoPackage, else in the current folder. A URL
+    or GDAL virtual path (given, or recorded by the labelling run) is taken as it is: whether it
+    answers shows when it is opened."""
     for given in scenes or []:  # a name is a file name, or a path's end when scenes shared one
+        if is_remote(given):
+            if _remote_file_name(str(given)) == name:
+                return str(given)
+            continue
         if (Path(given).name == name or Path(os.path.abspath(given)).as_posix().endswith(f"/{name}")) \
                 and Path(given).exists():
             return str(given)
     recorded = _recorded_scenes(gpkg).get(name)
+    if recorded and is_remote(recorded):
+        return recorded
     candidates = ([Path(recorded)] if recorded else []) + [Path(gpkg).parent / name, Path.cwd() / name]
     for candidate in candidates:
         if candidate.exists():
             return str(candidate)
     raise InputError(f"{gpkg}: scene {name} not found (give it with --scene)")
+
+
+def _remote_file_name(location: str) -> str:
+    """The file name at the end of a URL's or virtual path's path (query string left out)."""
+    from urllib.parse import urlparse
+
+    return Path(urlparse(location).path if "://" in location else location).name
 
 
 def _recorded_scenes(gpkg: str) -> dict[str, str]:

@@ -11,6 +11,7 @@ from rasterio.features import rasterize
 from rasterio.transform import from_origin
 
 from geoalps import label
+from http_server import RangeServer
 from geoalps.classes.naming import name_classes
 from geoalps.classes.object_means import object_band_means
 from geoalps.errors import InputError
@@ -110,4 +111,21 @@ def test_a_missing_scene_is_one_line_naming_the_output(one_class, tmp_path):
         name_classes(moved, tmp_path / "n.gpkg", examples=tmp_path / "ex.gpkg")
     assert not (tmp_path / "n.gpkg").exists()
     report = name_classes(moved, tmp_path / "n.gpkg", examples=tmp_path / "ex.gpkg", scenes=[scene])
+    assert set(report.split[0]) == {"red", "blue"}
+
+
+def test_a_scene_labelled_over_http_is_read_back_from_its_url(one_class, tmp_path):
+    """The output records the scene's URL; the split reads the objects' means from it (a server on
+    127.0.0.1), as naming from a local file does."""
+    folder, scene, _ = one_class
+    with RangeServer(folder) as server:
+        url = f"{server.url}/squares.tif"
+        label(url, tmp_path / "remote.gpkg", classes=1, engine="classical", quiet=True)
+        objects = pyogrio.read_dataframe(tmp_path / "remote.gpkg", layer="masks")
+        _examples(tmp_path, objects)
+        report = name_classes(tmp_path / "remote.gpkg", tmp_path / "named.gpkg", examples=tmp_path / "ex.gpkg")
+        local = object_band_means(folder / "out.gpkg")
+        remote = object_band_means(tmp_path / "remote.gpkg")
+    ids = objects["instance_id"].to_numpy()
+    np.testing.assert_allclose(remote.means[ids], local.means[ids], rtol=1e-9)
     assert set(report.split[0]) == {"red", "blue"}
