@@ -124,6 +124,20 @@ def vote(output: str | os.PathLike, examples: str | os.PathLike, name_field: str
     return NamingReport(ClassNames(n_classes, names), votes, unused, len(ex), example_objects=shown)
 
 
+#: Objects whose distances to the example objects are computed at once (bounds the temporaries).
+DISTANCE_CHUNK = 8192
+
+
+def _nearest_anchor(points: np.ndarray, anchors: np.ndarray) -> np.ndarray:
+    """Index of the nearest row of ``anchors`` for each row of ``points`` (Euclidean), in chunks
+    of :data:`DISTANCE_CHUNK` rows, so memory stays (chunk x anchors x bands) for any class size."""
+    out = np.empty(len(points), dtype=np.int64)
+    for start in range(0, len(points), DISTANCE_CHUNK):
+        part = points[start : start + DISTANCE_CHUNK]
+        out[start : start + len(part)] = np.argmin(((part[:, None, :] - anchors[None]) ** 2).sum(axis=-1), axis=1)
+    return out
+
+
 def _winner(tally: dict[str, float]) -> str:
     """The name with the most votes; ties: the first alphabetically."""
     return max(sorted(tally), key=lambda n: tally[n])
@@ -157,8 +171,7 @@ def split_conflicts(report: NamingReport, output: str | os.PathLike,
             continue
         anchors = features[[i for i, _ in shown]]
         labels = np.array([n for _, n in shown], dtype=object)
-        distance = ((features[ids][:, None, :] - anchors[None]) ** 2).sum(axis=-1)
-        nearest = labels[np.argmin(distance, axis=1)]
+        nearest = labels[_nearest_anchor(features[ids], anchors)]
         unseen = ~np.isfinite(features[ids]).all(axis=1)
         nearest[unseen] = report.names.name_of(k)
         split[k] = {str(n): int(c) for n, c in zip(*np.unique(nearest.astype(str), return_counts=True))}

@@ -77,7 +77,7 @@ def test_object_means_are_the_pixels_under_each_object(one_class, tmp_path):
     np.testing.assert_allclose(again.means[ids], means.means[ids], rtol=1e-9)
 
 
-def test_a_class_called_by_two_names_is_split_by_object_spectra(one_class):
+def test_a_class_called_by_two_names_is_split_by_object_spectra(one_class, monkeypatch):
     folder, scene, _ = one_class
     objects = pyogrio.read_dataframe(folder / "out.gpkg", layer="masks")
     assert set(objects["pseudo_class"]) == {0}
@@ -95,6 +95,12 @@ def test_a_class_called_by_two_names_is_split_by_object_spectra(one_class):
     assert named.groupby("class_name")["class_id"].nunique().max() == 1
     assert named.groupby("class_id")["class_name"].nunique().max() == 1
     assert set(named["class_id"]) == {0, 1}
+
+    import geoalps.classes.naming as naming
+
+    monkeypatch.setattr(naming, "DISTANCE_CHUNK", 2)  # the distances in chunks of 2 objects: the same split
+    chunked = name_classes(folder / "out.gpkg", folder / "chunked.gpkg", examples=folder / "ex.gpkg")
+    assert chunked.object_names == report.object_names and chunked.split == report.split
 
     whole = name_classes(folder / "out.gpkg", folder / "whole.gpkg", examples=folder / "ex.gpkg", split=False)
     kept = pyogrio.read_dataframe(folder / "whole.gpkg", layer="masks")
