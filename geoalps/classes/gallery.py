@@ -37,14 +37,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from rasterio.errors import RasterioIOError
 
 from geoalps.errors import InputError, OptionError
 from geoalps.files import atomic_path, check_writable
 from geoalps.inputs.bands import BAND_NAME_VOCABULARY, BandRoles, resolve_bands, stretch_to_uint8
 from geoalps.inputs.crs import same_crs
 from geoalps.inputs.remote import is_remote
-from geoalps.inputs.scene import STATS_READ_PX, BandStats, Scene, open_dataset, open_scene, valid_pixels
+from geoalps.inputs.scene import STATS_READ_PX, BandStats, Scene, open_dataset, open_scene, read_pixels, valid_pixels
 from geoalps.outputs.style import output_class_colours
 from geoalps.outputs.vector import BAND_ROLES_METADATA, SCENES_METADATA, layer_info, layer_metadata, read_layer
 
@@ -142,7 +141,7 @@ def make_gallery(
         ``classes``: one dict a class (``class``, ``name``, ``color``, ``count``, ``area_share``,
         ``signature``: mean of every band in scene units or None, ``signature_px``, ``chip_ids``,
         ``nearest_ids``, ``random_ids``); ``objects``, ``n_classes``, ``scenes`` (name -> path of
-        the scenes read), ``overview_scene`` (the one behind the overview and the signatures),
+        the scenes read, a URL with its query redacted), ``overview_scene`` (the one behind the overview and the signatures),
         ``bands`` (the view's red, green, blue band numbers), ``band_labels`` (the signature axis:
         each band's role, description or "band N"), ``chips``, ``width_px``, ``height_px``, ``path``, ``seconds``.
 
@@ -173,11 +172,12 @@ def make_gallery(
     first_scene = str(objects.at[objects["instance_id"].idxmin(), "scene"])  # label's first scene
     chip_scenes = {str(objects.at[fid, "scene"]) for kinds in picks.values() for fids in kinds.values() for fid in fids}
     needed = [first_scene] + sorted(chip_scenes - {first_scene})
-    scene_paths = {name: os.path.abspath(find_scene(gpkg, name, scenes)) for name in needed}
+    found = {name: find_scene(gpkg, name, scenes) for name in needed}
+    scene_paths = {name: path if is_remote(path) else os.path.abspath(path) for name, path in found.items()}
     recorded_roles = _recorded_band_roles(gpkg)
     opened = {name: _with_recorded_roles(open_scene(p, allow_pixel_coords=True), recorded_roles.get(name))
               for name, p in scene_paths.items()}
-    view = resolve_bands(bands, opened[first_scene].count, opened[first_scene].path, opened[first_scene].band_roles)
+    view = resolve_bands(bands, opened[first_scene].count, opened[first_scene].shown, opened[first_scene].band_roles)
 
     overview = _overview(gpkg, opened[first_scene], objects, class_field, n_classes, crs_wkt, view)
     chips = _read_chips(gpkg, objects, picks, opened, crs_wkt, chip_px, bands)
@@ -192,7 +192,9 @@ def make_gallery(
                    (width, height))
     report = {
         "path": str(path), "objects": len(objects), "n_classes": n_classes, "classes": summaries,
-        "scenes": dict(scene_paths), "overview_scene": first_scene, "bands": list(view),
+        # as messages name them: a signed URL's token never reaches the report (or the HTML)
+        "scenes": {name: scene.shown for name, scene in opened.items()}, "overview_scene": first_scene,
+        "bands": list(view),
         "band_labels": opened[first_scene].band_roles.labels(opened[first_scene].count),
         "chips": sum(len(c) for c in chips.values()), "width_px": width, "height_px": height,
     }
@@ -394,10 +396,7 @@ def _overview(gpkg: str, scene: Scene, objects, class_field: str, n_classes: int
     scale = min(1.0, OVERVIEW_PX / max(scene.width, scene.height))
     out_h, out_w = max(1, round(scene.height * scale)), max(1, round(scene.width * scale))
     with open_dataset(scene.path, shown=scene.shown) as src:
-        try:
-            data = src.read(out_shape=(scene.count, out_h, out_w))
-        except RasterioIOError as exc:
-            raise InputError(f"{scene.path}: pixels cannot be read ({' '.join(str(exc).split())})") from None
+        data = read_pixels(src, shown=scene.shown, out_shape=(scene.count, out_h, out_w))
     grid = scene.transform * Affine.scale(scene.width / out_w, scene.height / out_h)
     classes = _rasterize_classes(gpkg, objects[objects["scene"] == scene.name], class_field, layer_crs, scene,
                                  grid, (out_h, out_w))
@@ -507,15 +506,12 @@ def _chip(src, scene: Scene, geometry, view: tuple[int, int, int], stats: BandSt
     if side <= scene.height:
         row_off = min(max(row_off, 0), scene.height - side)
     window = Window(col_off, row_off, side, side)
-    inside = col_off >= 0 and row_off >= 0 and col_off + side <= scene.width and row_off + side <= scene.height
     fill = scene.nodata if scene.nodata is not None and not math.isnan(scene.nodata) else 0
     resampling = Resampling.nearest if side <= chip_px else Resampling.average
-    try:
-        data = src.read(list(view), window=window, out_shape=(3, chip_px, chip_px), boundless=not inside,
-                        fill_value=fill, resampling=resampling)
-    except RasterioIOError as exc:
-        raise InputError(f"{scene.path}: pixels cannot be read at col {col_off}, row {row_off} "
-                         f"({' '.join(str(exc).split())})") from None
+    # boundless only where the square passes the scene's edges (read_pixels decides); a read
+    # failure is the raster door's one line, naming the scene as shown (never a signed URL).
+    data = read_pixels(src, window, shown=scene.shown, indexes=list(view), boundless=True, fill_value=fill,
+                       out_shape=(3, chip_px, chip_px), resampling=resampling)
     valid = valid_pixels(data, scene.nodata) & _inside_mask(col_off, row_off, side, chip_px, scene)
     image = stretch_to_uint8(data, valid, (1, 2, 3), stats)
     to_chip = Affine.scale(chip_px / side) * Affine.translation(-col_off, -row_off) * inverse

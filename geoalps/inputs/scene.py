@@ -369,25 +369,32 @@ def fill_value_of(scene: Scene) -> float:
 
 
 def read_pixels(src, window: Window | None = None, *, shown: str, indexes: int | list[int] | None = None,
-                boundless: bool = False, fill_value: float | None = None) -> np.ndarray:
+                boundless: bool = False, fill_value: float | None = None, out_shape: tuple[int, ...] | None = None,
+                resampling=None) -> np.ndarray:
     """``src.read`` of a dataset from :func:`open_dataset` (or a ``WarpedVRT`` over one) with the
     door's failures: a block GDAL cannot decode, a truncated file or a network error after
     retries is a one-line ``InputError`` naming ``shown`` and the window, never filled pixels.
 
     ``indexes``: one band (returns (rows, cols)) or a list (default: all bands, (bands, rows,
-    cols)); ``boundless``/``fill_value`` as ``rasterio``'s ``read``.
+    cols)); ``boundless``/``fill_value``/``out_shape``/``resampling`` as ``rasterio``'s ``read``
+    (``out_shape``: the window read at another size, e.g. a gallery chip; GDAL's overviews serve
+    it when they can).
     """
     try:
-        return _read(src, window, indexes, boundless, fill_value)
+        return _read(src, window, indexes, boundless, fill_value, out_shape, resampling)
     except RasterioIOError as exc:
         raise _read_failure(shown, is_virtual(src.name), window, exc) from None
 
 
-def _read(src, window: Window | None, indexes, boundless: bool, fill_value) -> np.ndarray:
+def _read(src, window: Window | None, indexes, boundless: bool, fill_value, out_shape=None,
+          resampling=None) -> np.ndarray:
     if boundless and window is not None and _inside(src, window):
         boundless = False  # rasterio reads boundless through a warped VRT: only past the edges
+    sized = {} if out_shape is None else {"out_shape": out_shape}
+    if resampling is not None:
+        sized["resampling"] = resampling
     with _gdal_failures() as failures:
-        data = src.read(indexes, window=window, boundless=boundless, fill_value=fill_value)
+        data = src.read(indexes, window=window, boundless=boundless, fill_value=fill_value, **sized)
     if failures:  # a block GDAL could not decode (a corrupt JPEG tile) is filled, not raised
         raise RasterioIOError(failures[0])
     return data

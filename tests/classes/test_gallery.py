@@ -363,3 +363,49 @@ def test_zion_gallery_is_natural_colour_with_named_bands(realdata, tmp_path, mon
     label(crop, gpkg, engine="classical", classes=6, quiet=True)
     report, overview, ticks = _gallery_with_pictures(gpkg, tmp_path / "zion.png", monkeypatch)
     _assert_natural_colour_and_named_axes(report, overview, ticks, crop, ["blue", "green", "red", "nir"])
+
+
+@pytest.mark.parametrize("failing", ["overview", "chips"])
+def test_a_scene_read_failure_names_the_scene_as_shown_never_its_secret(labelled, tmp_path, monkeypatch, failing):
+    """The gallery reads a scene given as a signed URL (a server on 127.0.0.1); when its pixels
+    cannot be read (the overview's decimated read, or a chip's), the error is the raster door's
+    one line naming the URL with its query redacted, not the URL with its token."""
+    from rasterio.errors import RasterioIOError
+
+    import geoalps.inputs.scene as scene_module
+    from http_server import RangeServer
+
+    gpkg, scene, _ = labelled
+    secret = "sig=deadbeef42"
+    real_read = scene_module._read
+    overview_px = gallery_size_px.__globals__["OVERVIEW_PX"]
+
+    def failing_read(src, window, indexes, boundless, fill_value, out_shape=None, resampling=None):
+        is_overview = window is None and out_shape is not None and max(out_shape[1:]) <= overview_px
+        if out_shape is not None and (is_overview if failing == "overview" else window is not None):
+            raise RasterioIOError("simulated: block read failed")
+        return real_read(src, window, indexes, boundless, fill_value, out_shape, resampling)
+
+    monkeypatch.setattr(scene_module, "_read", failing_read)
+    with RangeServer(scene.parent, tokens={scene.name: secret}) as server:
+        url = f"{server.url}/{scene.name}?{secret}"
+        with pytest.raises(InputError) as caught:
+            make_gallery(gpkg, tmp_path / f"{failing}.png", scenes=[url], chips_per_class=1, random_chips=0)
+    message = str(caught.value)
+    assert "deadbeef42" not in message and "\n" not in message
+    assert message.startswith(f"{server.url}/{scene.name}?***: cannot read pixels"), message
+    assert not (tmp_path / f"{failing}.png").exists()
+
+
+def test_a_scene_given_as_a_signed_url_is_read_and_its_secret_is_nowhere(labelled, tmp_path):
+    """--scene with a signed URL (a server on 127.0.0.1 that wants the token): the gallery reads it,
+    and neither the report nor the HTML holds the token."""
+    from http_server import RangeServer
+
+    gpkg, scene, _ = labelled
+    secret = "sig=deadbeef42"
+    with RangeServer(scene.parent, tokens={scene.name: secret}) as server:
+        url = f"{server.url}/{scene.name}?{secret}"
+        report = make_gallery(gpkg, tmp_path / "g.html", scenes=[url], chips_per_class=1, random_chips=0)
+    assert report["chips"] > 0 and report["scenes"] == {scene.name: f"{server.url}/{scene.name}?***"}
+    assert "deadbeef42" not in (tmp_path / "g.html").read_text()
