@@ -459,7 +459,7 @@ def _read_chips(gpkg: str, objects, picks, opened: dict[str, Scene], layer_crs: 
         by_scene.setdefault(str(objects.at[fid, "scene"]), []).append((k, kind, fid))
     for name, items in by_scene.items():
         scene = opened[name]
-        view = resolve_bands(bands, scene.count, scene.path, scene.band_roles)
+        view = resolve_bands(bands, scene.count, scene.shown, scene.band_roles)
         stats = _view_stats(scene.stats, view)
         shapes = to_scene_crs(geometries.loc[[fid for _, _, fid in items]], layer_crs, scene)
         with open_dataset(scene.path, shown=scene.shown) as src:
@@ -480,7 +480,7 @@ def read_chip(scene: Scene, geometry, *, chip_px: int = 96, bands: str | None = 
     are the polygon's rings as (n, 2) arrays of (col, row) in chip pixels. ``geometry`` is in the
     scene's CRS. One windowed read.
     """
-    view = resolve_bands(bands, scene.count, scene.path, scene.band_roles)
+    view = resolve_bands(bands, scene.count, scene.shown, scene.band_roles)
     with open_dataset(scene.path, shown=scene.shown) as src:
         return _chip(src, scene, geometry, view, _view_stats(scene.stats, view), chip_px)
 
