@@ -3,7 +3,6 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-import rasterio
 from affine import Affine
 from rasterio.windows import Window
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 
 from geoalps.engines.base import EngineTile, MaskEngine, register_engine
 from geoalps.engines.sam.checkpoints import require_checkpoint
