@@ -136,10 +136,14 @@ class ClassicalEngine(MaskEngine):
         labels[~valid] = 0
         values = image * 255.0
         labels = RegionGraph(values, labels).merged(settings.merge_distance, settings.min_size_px)
+        regions = labels
         if settings.split_min_px:
             labels = self._split_large(image, values, labels, settings)
         scores = RegionGraph(values, labels).contrast_scores()
-        return TileMasks.from_labels(labels, scores)
+        masks = TileMasks.from_labels(labels, scores)
+        if labels is not regions:  # classes are learnt on the uncut regions (TileMasks.fit_labels)
+            masks.fit_labels = regions
+        return masks
 
     def _split_large(self, image: np.ndarray, values: np.ndarray, labels: np.ndarray,
                      settings: RegionSettings) -> np.ndarray:

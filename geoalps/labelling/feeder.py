@@ -22,7 +22,8 @@ class TileSummary:
 
     ``features``: (objects, width) matrix of the run's feature blocks, None for a tile without
     objects; ``block_widths``: width of each block (checked against a saved model);
-    ``area_px``: each object's pixel area, the k-means sample weight."""
+    ``area_px``: each row's pixel area, the k-means sample weight. The rows are the tile's fit
+    regions when it has them (:meth:`TileResult.fit_sample`), else its objects."""
 
     features: np.ndarray | None
     block_widths: dict[str, int]
@@ -35,8 +36,9 @@ class TileSummary:
     def of(cls, result: TileResult, blocks) -> "TileSummary":
         if not len(result):
             return cls(None, {}, result.skipped, result.engine_seconds, result.seconds, None)
-        return cls(result.feature_matrix(blocks), {b: result.features[b].shape[1] for b in blocks},
-                   result.skipped, result.engine_seconds, result.seconds, result.area_px)
+        features, area_px = result.fit_sample(blocks)
+        return cls(features, {b: result.features[b].shape[1] for b in blocks},
+                   result.skipped, result.engine_seconds, result.seconds, area_px)
 
 
 class OrderedFeeder:

@@ -139,6 +139,8 @@ def _tile_result(scene: Scene, tile: Tile, data: np.ndarray, valid: np.ndarray, 
         roles = scene.band_roles.names
         names = tuple(roles[i] if i < len(roles) else None for i in picked)
     features = compute_features(tile_masks, blocks, spectral_data, stretch, names)
+    fit_regions = tile_masks.fit_regions()
+    fit_features = {} if fit_regions is None else compute_features(fit_regions, blocks, spectral_data, stretch, names)
     geometries = np.array(
         # scene-pixel coordinates (integer vertices) until pass 2 writes them (geoalps.objects.coverage)
         tile_geometries(tile_masks, Affine.translation(tile.col_off, tile.row_off), max(1, min_area_px // 8)),
@@ -155,6 +157,8 @@ def _tile_result(scene: Scene, tile: Tile, data: np.ndarray, valid: np.ndarray, 
         features=features,
         engine_seconds=engine_seconds,
         disjoint=bool(engine.disjoint_masks),
+        fit_features=fit_features,
+        fit_area_px=None if fit_regions is None else fit_regions.areas,
     )
 
 

@@ -25,6 +25,12 @@ class TileMasks:
     ``labels`` is set when the masks are disjoint regions of one label image (region engines):
     mask i is ``labels == label_ids[i]``. Vectorising and features then take one pass over the
     image instead of one call per mask (thousands of masks per tile).
+
+    ``fit_labels`` (optional, with ``labels``): a coarser label image of the same tile whose
+    regions each hold whole masks; the k-means learns its classes from those regions and then
+    classifies every mask on its own (the classical engine's regions before ``--classical-split``
+    cut them: cut pieces make purer objects, but fitting on them lets one spread-out cover take
+    two classes).
     """
 
     crops: list[np.ndarray]
@@ -36,6 +42,7 @@ class TileMasks:
     extra: dict[str, np.ndarray] = field(default_factory=dict)
     labels: np.ndarray | None = None
     label_ids: np.ndarray | None = None
+    fit_labels: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.boxes = np.asarray(self.boxes, dtype=np.int64).reshape(-1, 4)
@@ -69,7 +76,26 @@ class TileMasks:
             extra={name: values[index] for name, values in self.extra.items()},
             labels=self.labels,
             label_ids=None if self.labels is None else self.label_ids[index],
+            fit_labels=self.fit_labels,
         )
+
+    def fit_regions(self) -> "TileMasks | None":
+        """The ``fit_labels`` regions made of this tile's kept masks, each mask in the region
+        that holds most of its pixels (a small piece joined across a region edge counts once),
+        as disjoint masks; None without ``fit_labels``. Cost: two passes over the tile."""
+        if self.fit_labels is None or self.labels is None or not len(self):
+            return None
+        index = self.index_image()
+        inside = index > 0
+        n_fit = int(self.fit_labels.max()) + 1
+        codes, counts = np.unique(index[inside].astype(np.int64) * n_fit + self.fit_labels[inside], return_counts=True)
+        mask_of, region_of = codes // n_fit, codes % n_fit
+        order = np.lexsort((-counts, mask_of))  # per mask, its largest share first
+        first = order[np.r_[True, mask_of[order][1:] != mask_of[order][:-1]]]
+        region = np.zeros(len(self) + 1, dtype=np.int32)
+        region[mask_of[first]] = region_of[first]
+        labels = region[index]
+        return TileMasks.from_labels(labels, np.zeros(n_fit, dtype=np.float32))
 
     def index_image(self) -> np.ndarray:
         """For disjoint masks (``labels`` set): int32 image holding mask index + 1, 0 where no
@@ -116,6 +142,8 @@ def filter_by_area(
             crop &= valid[r0:r1, c0:c1]
         if tile_masks.labels is not None:  # keep the label image in step with the clipped crops
             tile_masks.labels[~valid] = 0
+        if tile_masks.fit_labels is not None:
+            tile_masks.fit_labels[~valid] = 0
     areas = tile_masks.areas
     max_area = max_area_frac * max(int(valid.sum()), 1)
     return tile_masks.select((areas >= max(min_area_px, 1)) & (areas <= max_area))

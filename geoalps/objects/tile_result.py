@@ -32,6 +32,10 @@ class TileResult:
     engine_seconds: float = 0.0
     disjoint: bool = False  # from a disjoint engine: the objects tile the scene (a coverage)
     seconds: float = 0.0
+    # the regions k-means learns from when they are not the objects (TileMasks.fit_regions):
+    # their feature blocks and pixel areas; empty / None when the objects themselves are learnt from
+    fit_features: dict[str, np.ndarray] = field(default_factory=dict)
+    fit_area_px: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.geometries)
@@ -40,6 +44,13 @@ class TileResult:
         if not len(self):
             return np.zeros((0, 0), dtype=np.float32)
         return np.concatenate([self.features[b] for b in blocks], axis=1)
+
+    def fit_sample(self, blocks: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(features, pixel areas) k-means learns from: the fit regions' when the tile has them,
+        else the objects'."""
+        if self.fit_features and self.fit_area_px is not None:
+            return np.concatenate([self.fit_features[b] for b in blocks], axis=1), self.fit_area_px
+        return self.feature_matrix(blocks), self.area_px
 
     # -- as data (the work store) ------------------------------------------------------------
     _ARRAYS = ("scores", "area_px", "truncated", "seam_candidate")
@@ -52,7 +63,7 @@ class TileResult:
         meta = {"tile": {f.name: getattr(self.tile, f.name) for f in fields(self.tile)},
                 "features": list(self.features), "skipped": bool(self.skipped),
                 "engine_seconds": float(self.engine_seconds), "disjoint": bool(self.disjoint),
-                "seconds": float(self.seconds)}
+                "seconds": float(self.seconds), "fit_features": list(self.fit_features)}
         arrays = {
             "meta": np.array(json.dumps(meta)),
             "wkb": np.frombuffer(b"".join(w or b"" for w in wkb), dtype=np.uint8),
@@ -60,6 +71,9 @@ class TileResult:
         }
         arrays.update({name: np.asarray(getattr(self, name)) for name in self._ARRAYS})
         arrays.update({f"feature.{name}": np.asarray(block) for name, block in self.features.items()})
+        if self.fit_features and self.fit_area_px is not None:
+            arrays.update({f"fit_feature.{name}": np.asarray(block) for name, block in self.fit_features.items()})
+            arrays["fit_area_px"] = np.asarray(self.fit_area_px)
         return arrays
 
     @classmethod
@@ -89,6 +103,10 @@ class TileResult:
         features = {str(name): np.asarray(arrays[f"feature.{name}"]) for name in meta["features"]}
         if any(len(a) != len(geometries) for a in (*columns.values(), *features.values())):
             raise ValueError("arrays of different lengths")
+        fit_features = {str(name): np.asarray(arrays[f"fit_feature.{name}"]) for name in meta.get("fit_features", [])}
+        fit_area_px = np.asarray(arrays["fit_area_px"]) if fit_features else None
+        if fit_features and any(len(a) != len(fit_area_px) for a in fit_features.values()):
+            raise ValueError("fit arrays of different lengths")
         return cls(tile, geometries, **columns, features=features, skipped=bool(meta["skipped"]),
                    engine_seconds=float(meta["engine_seconds"]), disjoint=bool(meta["disjoint"]),
-                   seconds=float(meta["seconds"]))
+                   seconds=float(meta["seconds"]), fit_features=fit_features, fit_area_px=fit_area_px)

@@ -70,3 +70,20 @@ def test_a_summary_keeps_features_and_figures_never_polygons():
     assert empty.features is None and empty.area_px is None and empty.skipped
     assert full.features.shape == (len(results[list(results)[0]]), 7) and full.block_widths == {"shape": 3, "spectral": 4}
     assert not hasattr(full, "geometries")
+
+
+def test_a_tile_with_fit_regions_is_learnt_from_them():
+    """k-means learns from the fit regions (``TileResult.fit_sample``) when a tile has them, from
+    its objects otherwise; pass 2 still classifies the objects (``features``)."""
+    result = next(iter(_results().values()))
+    fit = {"shape": np.zeros((2, 3), np.float32), "spectral": np.arange(8, dtype=np.float32).reshape(2, 4)}
+    with_fit = TileResult(result.tile, result.geometries, result.scores, result.area_px, result.truncated,
+                          result.seam_candidate, result.features, fit_features=fit,
+                          fit_area_px=np.array([100, 200]))
+    summary = TileSummary.of(with_fit, BLOCKS)
+    np.testing.assert_array_equal(summary.features, np.concatenate([fit["shape"], fit["spectral"]], axis=1))
+    np.testing.assert_array_equal(summary.area_px, [100, 200])
+    assert summary.block_widths == {"shape": 3, "spectral": 4}
+    plain = TileSummary.of(result, BLOCKS)
+    np.testing.assert_array_equal(plain.area_px, result.area_px)
+    assert len(plain.features) == len(result)

@@ -223,3 +223,39 @@ def test_a_damaged_tile_file_is_refused_in_one_line(finished_run, tmp_path, dama
     with pytest.raises(ResumeError) as refused:
         store.load(key)
     assert str(refused.value).startswith(f"{path}: ") and "\n" not in str(refused.value)
+
+
+def test_a_split_run_keeps_its_fit_regions_as_data(tmp_path):
+    """With --classical-split the tiles hold the uncut regions k-means learns from: the same
+    pixels as the objects, fewer rows, the same pixel-weighted mean colour (band means pool
+    linearly), and they read back from the work store unchanged."""
+    from affine import Affine
+
+    from conftest import write_raster
+    from geoalps import label
+    from geoalps.labelling.work_store import WorkStore
+
+    rng = np.random.default_rng(1)
+    size, ramp = 192, 24  # two covers of the same brightness blended over a soft ramp (test_classical)
+    t = np.clip((np.arange(size) - (size - ramp) / 2) / ramp, 0, 1)[None, :, None]
+    image = (1 - t) * np.array([50, 95, 45.0]) + t * np.array([68, 60, 66.0]) + rng.normal(0, 3, (size, size, 3))
+    scene = write_raster(tmp_path / "covers.tif", np.clip(image, 1, 255).astype(np.uint8).transpose(2, 0, 1),
+                         transform=Affine(0.5, 0, 500000, 0, -0.5, 4100000), nodata=0)
+    out = tmp_path / "o.gpkg"
+    label(scene, out, keep_work=True, engine="classical", classes=2, tile_size_px=256, classical_split=True, quiet=True)
+    store = WorkStore(Path(f"{out}.geoalps-work"))
+    (key,) = store.finished()
+    result = store.load(key)
+    assert result.fit_features.keys() == result.features.keys()
+    assert 0 < len(result.fit_area_px) < len(result), "the split cut a region: fewer fit regions than objects"
+    assert result.fit_area_px.sum() == result.area_px.sum()
+    for block in ("spectral",):
+        pooled = (result.fit_features[block] * result.fit_area_px[:, None]).sum(0)
+        objects = (result.features[block] * result.area_px[:, None]).sum(0)
+        np.testing.assert_allclose(pooled, objects, rtol=1e-5)
+    (tmp_path / "again" / "tiles").mkdir(parents=True)
+    WorkStore(tmp_path / "again").save(key, result)
+    again = WorkStore(tmp_path / "again").load(key)
+    np.testing.assert_array_equal(again.fit_area_px, result.fit_area_px)
+    for block, values in result.fit_features.items():
+        np.testing.assert_array_equal(again.fit_features[block], values)
