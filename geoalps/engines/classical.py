@@ -152,9 +152,9 @@ class ClassicalEngine(MaskEngine):
                      settings: RegionSettings) -> np.ndarray:
         """``labels`` with every region of at least ``split_min_px`` cut along the spectral clusters
         of its fine units: square blocks of :data:`SPLIT_UNIT_FRACTION` of the smallest region
-        (:func:`_block_units`), inside the large regions only.
+        (:func:`_block_units`), no second segmentation.
         Cost: nothing when no region is that large; else a k-means of a few thousand block means
-        and a few passes over the pixels (about a fifth of the engine's time again)."""
+        and a few passes over the pixels (about a quarter of the engine's time again)."""
         counts = np.bincount(labels.ravel())
         if not (counts[1:] >= settings.split_min_px).any():
             return labels
@@ -199,25 +199,23 @@ def _cluster_split(image: np.ndarray, labels: np.ndarray, counts: np.ndarray, fi
     """:meth:`RegionGraph.split_by_clusters` on a label image with its pixel ``counts`` (index =
     label).
 
-    Units are the (region, ``fine`` label) pairs of the regions of at least ``split_min_px``
-    pixels; only their pixels are read. Clusters: k-means (:data:`SPLIT_CLUSTERS`, area-weighted,
-    fixed seed, fitted on a fixed sample of :data:`SPLIT_FIT_UNITS` units) on each unit's band
-    shares (its mean values over their sum) and log brightness, so a region is cut where the
-    *kind* of surface changes, not where shade darkens one side of a roof or crown. A large
-    region's pixels are then cut into the 4-connected pieces of one cluster (one pass of
-    connected-component labelling over region x cluster codes).
+    Units are the (region, ``fine`` label) pairs. Clusters: k-means (:data:`SPLIT_CLUSTERS`,
+    area-weighted, fixed seed, fitted on a fixed sample of :data:`SPLIT_FIT_UNITS` units of the
+    whole tile) on each unit's band shares (its mean values over their sum) and log brightness, so
+    a region is cut where the *kind* of surface changes, not where shade darkens one side of a roof
+    or crown. The pixels of the regions of at least ``split_min_px`` are then cut into the
+    4-connected pieces of one cluster: one pass of connected-component labelling over region x
+    cluster codes, no graph of the units.
     """
     from sklearn.cluster import KMeans
 
     flat = labels.ravel()
-    large = np.zeros(len(counts), bool)
-    large[1:] = counts[1:] >= split_min_px
-    inside = np.flatnonzero(large[flat])
+    labelled = np.flatnonzero(flat)
     n_fine = int(fine.max()) + 1
-    codes = flat[inside].astype(np.int64) * n_fine + fine.ravel()[inside]
+    codes = flat[labelled].astype(np.int64) * n_fine + fine.ravel()[labelled]
     _, unit, unit_px = np.unique(codes, return_inverse=True, return_counts=True)
     channels = image.shape[-1]
-    pixels = image.reshape(-1, channels)[inside]
+    pixels = image.reshape(-1, channels)[labelled]
     means = np.stack([np.bincount(unit, pixels[:, c], len(unit_px)) for c in range(channels)], axis=1) / unit_px[:, None]
     brightness = means.sum(axis=1, keepdims=True) + 1.0
     shares = np.concatenate([means / brightness * 255.0, 10.0 * np.log1p(brightness)], axis=1)
@@ -232,8 +230,11 @@ def _cluster_split(image: np.ndarray, labels: np.ndarray, counts: np.ndarray, fi
     centres = model.cluster_centers_
     near = np.linalg.norm(centres[:, None] - centres[None], axis=2) < merge_distance
     n_surfaces, surface = connected_components(coo_matrix(near), directed=False)
-    code = labels.astype(np.int64) * (n_surfaces + 1)
-    code.ravel()[inside] += surface[model.predict(shares)][unit] + 1
+    large = np.zeros(len(counts), bool)
+    large[1:] = counts[1:] >= split_min_px
+    inside = large[flat[labelled]]
+    code = labels.astype(np.int64) * (n_surfaces + 1)  # small regions: one code, never cut
+    code.ravel()[labelled[inside]] += surface[model.predict(shares)][unit[inside]] + 1
     pieces = connected_label(code, background=0, connectivity=1).astype(np.int32)
     return RegionGraph(image, pieces).merged(0.0, min_size_px)
 
