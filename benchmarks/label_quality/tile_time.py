@@ -48,8 +48,10 @@ def _commit(tree: Path) -> str:
 
 def time_once(tree: Path, scene: Path, options: dict) -> float:
     env = dict(os.environ, PYTHONPATH=str(tree), OMP_NUM_THREADS="1")
-    out = subprocess.run([sys.executable, "-c", _ONE_RUN, str(scene), json.dumps(options)], env=env,
-                         capture_output=True, text=True, check=True)
+    # cwd=tree: ``python -c`` puts the working directory ahead of PYTHONPATH, so run from the
+    # repository root the baseline arm imported the current tree's geoalps
+    out = subprocess.run([sys.executable, "-c", _ONE_RUN, str(scene.resolve()), json.dumps(options)], env=env,
+                         cwd=tree, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])["tile_seconds"]
 
 
