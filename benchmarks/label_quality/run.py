@@ -16,9 +16,10 @@ fixed settings of before issue 13: scale ``classical_scale``, its sigma, min_siz
 
     .venv/bin/python benchmarks/label_quality/run.py [--seeds 0,1,2] [--scenes rgbn,zion]
         [--kmeans over_cluster=8,steps=10,merge=kmeans] [--tag NAME] [--json PATH]
-        [--engine sam --checkpoint sam_vit_b_01ec64.pth]
+        [--engine sam --checkpoint sam_vit_b_01ec64.pth] [--label-option classical_split=true]
 
-``--kmeans`` sets the clustering constants of geoalps.clustering.kmeans for a comparison (ignored
+``--label-option KEY=VALUE`` (repeatable; values read as JSON, else text, as ``bank.py`` reads
+them) goes to ``geoalps.label`` and into each row. ``--kmeans`` sets the clustering constants of geoalps.clustering.kmeans for a comparison (ignored
 by code that has none). Results go to benchmarks/label_quality/results.jsonl (appended, one line
 per scene, K and seed) and a table on stdout. No scene is cropped: the largest (Zion,
 1428 x 1128) is four 1024 px tiles.
@@ -241,8 +242,15 @@ def main(argv=None) -> int:
     parser.add_argument("--table", metavar="TAG", help="only print the table of TAG's rows in --json")
     parser.add_argument("--engine", default=None, help="mask engine (default: the default run's, classical)")
     parser.add_argument("--checkpoint", default=None, help="SAM / SAM 2 checkpoint for --engine sam / sam2")
+    parser.add_argument("--label-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="keyword argument of geoalps.label (repeatable; values read as JSON, else text)")
     args = parser.parse_args(argv)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bank import label_options  # one reading of --label-option
+
+    options = label_options(args.label_option, parser)
     engine = {key: value for key, value in (("engine", args.engine), ("checkpoint", args.checkpoint)) if value}
+    engine.update(options)
     if args.table:
         with open(args.json) as f:
             rows = [r for r in map(json.loads, f) if r["tag"] == args.table]
@@ -256,8 +264,8 @@ def main(argv=None) -> int:
         scenes = [s for s in scenes if s["name"] in wanted]
     import geoalps
 
-    print(f"geoalps from {Path(geoalps.__file__).parent}; tag {args.tag}; kmeans {variant or 'defaults'}",
-          file=sys.stderr)
+    print(f"geoalps from {Path(geoalps.__file__).parent}; tag {args.tag}; kmeans {variant or 'defaults'}; "
+          f"label options {options or 'defaults'}", file=sys.stderr)
     rows = []
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -279,7 +287,7 @@ def main(argv=None) -> int:
                     t0 = time.perf_counter()
                     tif, polygons, stats = run_geoalps(image, k, seed, work, engine)
                     wall = time.perf_counter() - t0
-                    row = {"tag": args.tag, "kmeans": variant, "scene": scene["name"], "K": k,
+                    row = {"tag": args.tag, "kmeans": variant, "label_options": options, "scene": scene["name"], "K": k,
                            "engine": stats.get("engine"), "true_classes": n_true, "seed": seed, "objects": int(stats.get("objects", len(polygons))),
                            "tiles": stats.get("tiles"), "seconds": wall,
                            "tile_seconds": stats.get("tile_seconds", 0.0) / max(1, stats.get("tiles", 1))}

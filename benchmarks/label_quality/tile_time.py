@@ -8,6 +8,8 @@ its tree; the figure is the ratio of the medians per scene and the median of tho
 
     .venv/bin/python benchmarks/label_quality/tile_time.py --baseline 2242ea2 --repeats 3
     .venv/bin/python benchmarks/label_quality/tile_time.py --baseline 2242ea2 --label-option classical_split=true
+    .venv/bin/python benchmarks/label_quality/tile_time.py --baseline 2242ea2 --label-option classical_split=true \
+        --baseline-label-option classical_split=true      # a setting's cost, old code against new
 
 The baseline tree is a temporary ``git worktree`` of ``--baseline``. Rows (one per scene, both
 medians and the ratio, the two commits) are appended to ``tile_time.results.jsonl``.
@@ -46,8 +48,10 @@ def _commit(tree: Path) -> str:
 
 def time_once(tree: Path, scene: Path, options: dict) -> float:
     env = dict(os.environ, PYTHONPATH=str(tree), OMP_NUM_THREADS="1")
-    out = subprocess.run([sys.executable, "-c", _ONE_RUN, str(scene), json.dumps(options)], env=env,
-                         capture_output=True, text=True, check=True)
+    # cwd=tree: ``python -c`` puts the working directory ahead of PYTHONPATH, so run from the
+    # repository root the baseline arm imported the current tree's geoalps
+    out = subprocess.run([sys.executable, "-c", _ONE_RUN, str(scene.resolve()), json.dumps(options)], env=env,
+                         cwd=tree, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])["tile_seconds"]
 
 
@@ -66,12 +70,15 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path, default=HERE / "tile_time.results.jsonl")
     parser.add_argument("--label-option", action="append", default=[], metavar="KEY=VALUE",
                         help="for the current tree only (values read as JSON): time a setting against the baseline's default")
+    parser.add_argument("--baseline-label-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="for the baseline tree only (default: none, the baseline's default run)")
     args = parser.parse_args(argv)
     scenes = args.scenes or default_scenes()
     sys.path.insert(0, str(HERE))
     from bank import label_options  # one reading of --label-option
 
     options = label_options(args.label_option, parser)
+    baseline_options = label_options(args.baseline_label_option, parser)
     ratios = []
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp) / "baseline"
@@ -82,12 +89,13 @@ def main(argv=None) -> int:
                 times = {"baseline": [], "current": []}
                 for _ in range(args.repeats):
                     for arm, tree in (("baseline", base), ("current", ROOT)):
-                        times[arm].append(time_once(tree, scene, options if arm == "current" else {}))
+                        times[arm].append(time_once(tree, scene, options if arm == "current" else baseline_options))
                 before, after = statistics.median(times["baseline"]), statistics.median(times["current"])
                 ratio = after / before
                 ratios.append(ratio)
                 row = {"scene": scene.stem, "baseline_commit": commits["baseline"], "commit": commits["current"],
-                       "repeats": args.repeats, "label_options": options, "baseline_s_per_tile": before, "s_per_tile": after, "ratio": ratio,
+                       "repeats": args.repeats, "label_options": options,
+                       "baseline_label_options": baseline_options, "baseline_s_per_tile": before, "s_per_tile": after, "ratio": ratio,
                        "load": os.getloadavg()[0]}
                 with open(args.json, "a") as f:
                     f.write(json.dumps(row) + "\n")

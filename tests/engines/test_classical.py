@@ -180,3 +180,77 @@ def test_a_flat_tile_splits_into_nothing_and_warns_nothing():
         warnings.simplefilter("error")
         out = RegionGraph(image, labels).split_by_clusters(fine, split_min_px=100, min_size_px=16, merge_distance=10.0)
     np.testing.assert_array_equal(out, labels)
+
+
+def test_block_units_are_square_blocks_from_the_top_left():
+    """The split's fine units: one id per ``side`` x ``side`` block, the last row and column of
+    blocks cut by the tile's edge, no id shared by two blocks."""
+    from geoalps.engines.classical import _block_units
+
+    units = _block_units((13, 14), 3)
+    assert units.shape == (13, 14)
+    assert len(np.unique(units)) == 5 * 5  # ceil(13 / 3) x ceil(14 / 3)
+    for row in range(13):
+        for col in range(14):
+            assert units[row, col] == units[row // 3 * 3, col // 3 * 3]
+    assert len(np.unique(units[::3, ::3])) == 25
+
+
+def test_a_large_region_is_cut_along_the_cover_edge_within_one_unit():
+    """Two covers of the same brightness (different band shares) in one large region: the block
+    units cut it into the two covers, off the true edge by at most one block side, though the
+    edge (column 51) runs through blocks of 6 px (those mixed blocks may make a strip of their own,
+    never wider than a block)."""
+    from geoalps.engines.classical import _block_units, _cluster_split
+
+    rng = np.random.default_rng(3)
+    size, edge, side = 120, 51, 6
+    image = np.empty((size, size, 3))
+    image[:, :edge], image[:, edge:] = [50, 95, 45], [68, 60, 66]
+    image = np.clip(image + rng.normal(0, 4, image.shape), 0, 255).astype(np.float32)
+    labels = np.ones((size, size), np.int64)
+    counts = np.bincount(labels.ravel())
+    out = _cluster_split(image, labels, counts, _block_units(labels.shape, side), split_min_px=2000,
+                         min_size_px=36, merge_distance=10.0)
+    left, right = out[:, : edge - side], out[:, edge + side:]
+    assert len(np.unique(left)) == 1 and len(np.unique(right)) == 1 and left[0, 0] != right[0, 0]
+    strip = np.nonzero(~np.isin(out, [left[0, 0], right[0, 0]]))[1]
+    assert strip.size == 0 or (strip.min() >= edge - side and strip.max() < edge + side)
+    truth = np.broadcast_to(np.arange(size)[None, :] >= edge, (size, size))
+    assert _purity(out, truth) > 0.95
+
+
+def test_the_split_leaves_a_uniform_noisy_tile_as_the_first_cut_made_it():
+    """Through the engine: one cover with pixel noise (8 on 0..255), far larger than the split
+    size, comes out with exactly the regions the engine makes without the split."""
+    rng = np.random.default_rng(4)
+    bands = np.clip(np.array([90.0, 120.0, 70.0]) + rng.normal(0, 8, (160, 160, 3)), 0, 255).astype(np.uint8)
+    valid = np.ones((160, 160), bool)
+    engine = ClassicalEngine(LabelOptions(engine="classical", classical_split=True).validated())
+
+    class Unsplit(ClassicalEngine):
+        def settings(self, pixel_size_m):
+            return super().settings(pixel_size_m)._replace(split_min_px=0)
+
+    tile = EngineTile(bands, valid, bands, 0.5)
+    settings = engine.settings(0.5)
+    unsplit = Unsplit(engine.options).generate_tiles([tile])[0].index_image()
+    assert np.bincount(unsplit.ravel()).max() >= settings.split_min_px, "the fixture must reach the split"
+    split = engine.generate_tiles([tile])[0].index_image()
+    np.testing.assert_array_equal(split, unsplit)
+
+
+def test_object_sized_regions_are_never_cut_by_block_units():
+    """A region under the split size that holds two covers (a roof half in shade of another
+    material, a crown over soil) stays one region; the large region beside it is cut."""
+    from geoalps.engines.classical import _block_units
+
+    bands, truth = _two_covers(size=96, ramp_px=2)
+    labels = np.ones(truth.shape, np.int64)
+    labels[:24, 30:66] = 2  # 24 x 36 px across the cover edge at column 48
+    graph = RegionGraph(bands.astype(np.float32), labels)
+    out = graph.split_by_clusters(_block_units(labels.shape, 4), split_min_px=3000, min_size_px=16,
+                                  merge_distance=10.0)
+    assert len(np.unique(out[:24, 30:66])) == 1 and not np.isin(out[:24, 30:66], out[24:]).any()
+    large = out[24:]
+    assert len(np.unique(large)) == 2 and _purity(large, truth[24:]) > 0.97
