@@ -54,17 +54,12 @@ SPLIT_REGION_FACTOR = 16
 #: Spectral clusters of one tile's fine units that a large region is split along (a fixed number:
 #: the segmentation does not depend on ``--classes``, so the segment oracle is one per scene).
 SPLIT_CLUSTERS = 6
-#: The fine units are square blocks of this fraction of the smallest region (cut by the regions),
-#: at least :data:`SPLIT_UNIT_MIN_SIDE_PX` a side. They replace a second felzenszwalb at a quarter of
-#: the scale and smallest region: the same segment oracle on the bank's selection half (a01 0.974
-#: against 0.976) at a quarter of its added time (pass 1 x1.20 the default's, median), the same
-#: object recall but for one crown more on NEON OSBS and one fewer on SJER
-#: (``benchmarks/label_quality``, "a cheaper split").
-SPLIT_UNIT_FRACTION = 0.25
-#: One-pixel units carry the pixel's noise into the clusters: at 10-30 m (smallest region 8 px,
-#: units of 1 px) they cut land cover into 10-40 % more pieces than the felzenszwalb units did;
-#: 2 px keeps the count within 10 % of theirs and the oracle the same.
-SPLIT_UNIT_MIN_SIDE_PX = 2
+#: The fine units are felzenszwalb's regions at this fraction of the scale and the smallest region.
+#: Square blocks of that size instead cost a quarter of the added time (pass 1 x1.2 the default's
+#: against about x1.8) but, with k-means fitted on the uncut regions, move the K-class output of the
+#: bank's 10-20 m selection scenes down (s06 0.454 -> 0.396 at K; units of 2 px carry the pixels'
+#: noise) and lose a crown on NEON SJER (``benchmarks/label_quality``, fourth and fifth rounds).
+SPLIT_FINE_FRACTION = 0.25
 #: The clusters are fitted on at most this many units of a tile (a fixed sample), then given to all.
 SPLIT_FIT_UNITS = 4096
 
@@ -157,15 +152,15 @@ class ClassicalEngine(MaskEngine):
     def _split_large(self, image: np.ndarray, values: np.ndarray, labels: np.ndarray,
                      settings: RegionSettings) -> np.ndarray:
         """``labels`` with every region of at least ``split_min_px`` cut along the spectral clusters
-        of its fine units: square blocks of :data:`SPLIT_UNIT_FRACTION` of the smallest region
-        (:func:`_block_units`), no second segmentation.
-        Cost: nothing when no region is that large; else a k-means of a few thousand block means
-        and a few passes over the pixels (about a quarter of the engine's time again)."""
+        of its fine units (felzenszwalb at :data:`SPLIT_FINE_FRACTION` of scale and smallest region).
+        Cost: nothing when no region is that large; else a second felzenszwalb and a k-means of
+        a few thousand unit means (the engine's time again)."""
         counts = np.bincount(labels.ravel())
         if not (counts[1:] >= settings.split_min_px).any():
             return labels
-        units = _block_units(labels.shape, _unit_side_px(settings.min_size_px))
-        return _cluster_split(values, labels, counts, units, settings.split_min_px, settings.min_size_px,
+        fine = _felzenszwalb(image, settings.scale * SPLIT_FINE_FRACTION, settings.sigma_px,
+                             max(2, int(settings.min_size_px * SPLIT_FINE_FRACTION)))
+        return _cluster_split(values, labels, counts, fine, settings.split_min_px, settings.min_size_px,
                               settings.merge_distance)
 
 
@@ -184,20 +179,6 @@ def _joined(labels: np.ndarray, join: np.ndarray, n: int) -> np.ndarray:
     component = component + 1
     component[0] = 0
     return connected_label(component[labels], background=0, connectivity=1).astype(np.int32)
-
-
-def _unit_side_px(min_size_px: int) -> int:
-    """Side of the split's square fine units: :data:`SPLIT_UNIT_FRACTION` of the smallest region."""
-    return max(SPLIT_UNIT_MIN_SIDE_PX, int(round(math.sqrt(min_size_px * SPLIT_UNIT_FRACTION))))
-
-
-def _block_units(shape: tuple[int, int], side_px: int) -> np.ndarray:
-    """(H, W) ids of the ``side_px`` square blocks of a tile, blocks counted from its top-left
-    pixel. A block crossing a region's edge is cut by it (units are region x block), so units
-    follow the first cut's boundaries; inside a region the cut is as fine as a block."""
-    height, width = shape
-    per_row = -(-width // side_px)
-    return (np.arange(height) // side_px)[:, None] * per_row + (np.arange(width) // side_px)[None, :]
 
 
 def _cluster_split(image: np.ndarray, labels: np.ndarray, counts: np.ndarray, fine: np.ndarray,

@@ -182,18 +182,11 @@ def test_a_flat_tile_splits_into_nothing_and_warns_nothing():
     np.testing.assert_array_equal(out, labels)
 
 
-def test_block_units_are_square_blocks_from_the_top_left():
-    """The split's fine units: one id per ``side`` x ``side`` block, the last row and column of
-    blocks cut by the tile's edge, no id shared by two blocks."""
-    from geoalps.engines.classical import _block_units
-
-    units = _block_units((13, 14), 3)
-    assert units.shape == (13, 14)
-    assert len(np.unique(units)) == 5 * 5  # ceil(13 / 3) x ceil(14 / 3)
-    for row in range(13):
-        for col in range(14):
-            assert units[row, col] == units[row // 3 * 3, col // 3 * 3]
-    assert len(np.unique(units[::3, ::3])) == 25
+def _block_units(shape: tuple[int, int], side_px: int) -> np.ndarray:
+    """Fine units for the split's tests: ids of ``side_px`` square blocks from the top-left (any
+    label image of the tile can be the split's units; the engine's are a finer felzenszwalb)."""
+    per_row = -(-shape[1] // side_px)
+    return (np.arange(shape[0]) // side_px)[:, None] * per_row + (np.arange(shape[1]) // side_px)[None, :]
 
 
 def test_a_large_region_is_cut_along_the_cover_edge_within_one_unit():
@@ -201,7 +194,7 @@ def test_a_large_region_is_cut_along_the_cover_edge_within_one_unit():
     units cut it into the two covers, off the true edge by at most one block side, though the
     edge (column 51) runs through blocks of 6 px (those mixed blocks may make a strip of their own,
     never wider than a block)."""
-    from geoalps.engines.classical import _block_units, _cluster_split
+    from geoalps.engines.classical import _cluster_split
 
     rng = np.random.default_rng(3)
     size, edge, side = 120, 51, 6
@@ -243,8 +236,6 @@ def test_the_split_leaves_a_uniform_noisy_tile_as_the_first_cut_made_it():
 def test_object_sized_regions_are_never_cut_by_block_units():
     """A region under the split size that holds two covers (a roof half in shade of another
     material, a crown over soil) stays one region; the large region beside it is cut."""
-    from geoalps.engines.classical import _block_units
-
     bands, truth = _two_covers(size=96, ramp_px=2)
     labels = np.ones(truth.shape, np.int64)
     labels[:24, 30:66] = 2  # 24 x 36 px across the cover edge at column 48
