@@ -93,9 +93,10 @@ class LabelOptions:
     #: geoalps.engines.classical.region_scale): larger = larger regions. Ignored by SAM.
     classical_scale: float = 200.0
     #: Cut the classical engine's land-cover-sized regions where the tile's spectral clusters
-    #: change (geoalps.engines.classical.SPLIT_REGION_FACTOR). Off by default: on the scene bank's
-    #: selection half it lifts the worst segment oracle (0.867 -> 0.976) but moves the K-class
-    #: clustering of two scenes down (benchmarks/label_quality/README.md). Ignored by SAM.
+    #: change (geoalps.engines.classical.SPLIT_REGION_FACTOR); k-means learns from the uncut
+    #: regions. Off by default: on the scene bank's selection half it lifts the worst segment
+    #: oracle (0.867 -> 0.975) with the K-class output as good, but costs about x1.8 the time per
+    #: tile, over issue 25's x1.5 (benchmarks/label_quality/README.md). Ignored by SAM.
     classical_split: bool = False
     bands: str | None = None
     #: What each band is, one name a band ("blue,green,red,nir"; geoalps.inputs.bands

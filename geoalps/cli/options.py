@@ -87,8 +87,9 @@ classical_opts = stack(
                       "roofs split into pieces, smaller for merged ones). Used only by the classical engine."),
     click.option("--classical-split/--no-classical-split", default=_LABEL.classical_split, show_default=True,
                  help="Cut land-cover-sized regions of the classical engine where the tile's spectral clusters "
-                      "change (covers of similar brightness with a soft edge); roofs and crowns stay whole. "
-                      "Purer regions, but the K-class clustering can move either way (benchmarks/label_quality)."),
+                      "change (covers of similar brightness with a soft edge); roofs and crowns stay whole, and "
+                      "the classes are still learnt from the uncut regions. Purer regions for about x1.8 the "
+                      "time per tile (benchmarks/label_quality)."),
 )
 scene_opts = stack(
     click.option("--bands", default=None,
