@@ -190,10 +190,13 @@ def otb_segments(image: Path, name: str, cache: Path, spatialr: int, ranger: flo
         env = dict(os.environ, ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS="1", OTB_MAX_RAM_HINT="256")
         with tempfile.TemporaryDirectory() as tmp:
             part = Path(tmp) / "seg.tif"
-            subprocess.run([exe, "-in", str(image), "-spatialr", str(spatialr), "-ranger", f"{ranger:.6g}",
+            # run in the temporary folder: LargeScaleMeanShift writes its tile files to the working
+            # directory (two runs there at once overwrite each other's, and a failed run leaves them)
+            subprocess.run([exe, "-in", str(Path(image).resolve()), "-spatialr", str(spatialr),
+                            "-ranger", f"{ranger:.6g}",
                             "-minsize", str(minsize), "-tilesizex", "1024", "-tilesizey", "1024", "-mode", "raster",
                             "-mode.raster.out", str(part), "uint32", "-cleanup", "true"],
-                           check=True, capture_output=True, env=env)
+                           check=True, capture_output=True, env=env, cwd=tmp)
             shutil.move(str(part), out)
     with rasterio.open(out) as src:
         return src.read(1).astype(np.int64) + 1  # ids from 1: 0 means "no region"
