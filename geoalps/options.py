@@ -95,7 +95,7 @@ class LabelOptions:
     #: Cut the classical engine's land-cover-sized regions where the tile's spectral clusters
     #: change (geoalps.engines.classical.SPLIT_REGION_FACTOR); k-means learns from the uncut
     #: regions. Off by default: on the scene bank's selection half it lifts the worst segment
-    #: oracle (0.867 -> 0.975) with the K-class output as good, but costs about x1.8 the time per
+    #: oracle (0.867 -> 0.975) with the K-class output as good, but costs about x1.7 the time per
     #: tile, over issue 25's x1.5 (benchmarks/label_quality/README.md). Ignored by SAM.
     classical_split: bool = False
     bands: str | None = None

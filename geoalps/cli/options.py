@@ -88,7 +88,7 @@ classical_opts = stack(
     click.option("--classical-split/--no-classical-split", default=_LABEL.classical_split, show_default=True,
                  help="Cut land-cover-sized regions of the classical engine where the tile's spectral clusters "
                       "change (covers of similar brightness with a soft edge); roofs and crowns stay whole, and "
-                      "the classes are still learnt from the uncut regions. Purer regions for about x1.8 the "
+                      "the classes are still learnt from the uncut regions. Purer regions for about x1.7 the "
                       "time per tile (benchmarks/label_quality)."),
 )
 scene_opts = stack(

@@ -56,7 +56,7 @@ SPLIT_REGION_FACTOR = 16
 SPLIT_CLUSTERS = 6
 #: The fine units are felzenszwalb's regions at this fraction of the scale and the smallest region.
 #: Square blocks of that size instead cost a quarter of the added time (pass 1 x1.2 the default's
-#: against about x1.8) but, with k-means fitted on the uncut regions, move the K-class output of the
+#: against about x1.7) but, with k-means fitted on the uncut regions, move the K-class output of the
 #: bank's 10-20 m selection scenes down (s06 0.454 -> 0.396 at K; units of 2 px carry the pixels'
 #: noise) and lose a crown on NEON SJER (``benchmarks/label_quality``, fourth and fifth rounds).
 SPLIT_FINE_FRACTION = 0.25
