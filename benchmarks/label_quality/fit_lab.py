@@ -5,7 +5,8 @@ made once (``cluster_lab.scene_regions``, cached); each region gets the pipeline
 (stretched band means + index block) and pixel area. Then, for K = C and 2C and every seed, the
 library's ``OnlineKMeans`` learns from one set (``--variants`` FIT:APPLY pairs: ``base`` = the
 uncut regions, ``split`` = the pieces, ``both`` = the two sets together, ``refine`` = the uncut
-regions then the pieces) and classifies the regions of the other, scored as ``bank.py`` scores
+regions then the pieces, ``mixW`` = both sets, the pieces weighing W x their area) and
+classifies the regions of the other, scored as ``bank.py`` scores
 the output. One batch per scene (the pipeline feeds tiles; the bank's scenes are one tile each).
 
     .venv/bin/python benchmarks/label_quality/fit_lab.py --half selection --tag fit1
@@ -53,9 +54,10 @@ def fitted(sets: dict, fit: str, k: int, seed: int):
     from geoalps.clustering.kmeans import OnlineKMeans
 
     model = OnlineKMeans(k, sets["base"]["widths"], seed=seed)
-    if fit == "both":
+    if fit == "both" or fit.startswith("mix"):  # mixW: the pieces weigh W x their area
+        share = 1.0 if fit == "both" else float(fit[3:])
         model.partial_fit(np.vstack([sets["base"]["x"], sets["split"]["x"]]),
-                          sample_weight=np.r_[sets["base"]["area"], sets["split"]["area"]])
+                          sample_weight=np.r_[sets["base"]["area"], share * sets["split"]["area"]])
     else:
         for name in ("base", "split") if fit == "refine" else (fit,):
             model.partial_fit(sets[name]["x"], sample_weight=sets[name]["area"])
@@ -114,7 +116,7 @@ def main(argv=None) -> int:
     p.add_argument("--half", default="selection", choices=("selection", "report"))
     p.add_argument("--seeds", default="0,1,2,3,4")
     p.add_argument("--mults", default="1,2")
-    p.add_argument("--variants", default=VARIANTS, help="FIT:APPLY pairs (FIT: base, split, both, refine)")
+    p.add_argument("--variants", default=VARIANTS, help="FIT:APPLY pairs (FIT: base, split, both, refine, mixW)")
     p.add_argument("--scenes", default=None)
     p.add_argument("--tag", default="fit")
     p.add_argument("--table", default=None, help="print the table of the rows with this tag")
