@@ -8,7 +8,7 @@ regions whose mean values over all bands are near-identical.
 
 With ``--classical-split`` (off by default), regions far larger than an object
 (:data:`SPLIT_REGION_FACTOR` times the smallest region) are then split where the tile's own spectral clusters say they straddle land cover
-(:meth:`RegionGraph.split_by_clusters`): the first cut and the merge follow local contrast, so two
+(:func:`split_by_clusters`): the first cut and the merge follow local contrast, so two
 covers of similar brightness with a soft edge between them (grass and a dirt road, a lake shore
 under haze) end up in one region, and no clustering of regions can undo that. Object-sized
 regions (roofs, crowns) are left whole.
@@ -155,13 +155,12 @@ class ClassicalEngine(MaskEngine):
         of its fine units (felzenszwalb at :data:`SPLIT_FINE_FRACTION` of scale and smallest region).
         Cost: nothing when no region is that large; else a second felzenszwalb and a k-means of
         a few thousand unit means (the engine's time again)."""
-        counts = np.bincount(labels.ravel())
-        if not (counts[1:] >= settings.split_min_px).any():
+        if not (np.bincount(labels.ravel())[1:] >= settings.split_min_px).any():
             return labels
         fine = _felzenszwalb(image, settings.scale * SPLIT_FINE_FRACTION, settings.sigma_px,
                              max(2, int(settings.min_size_px * SPLIT_FINE_FRACTION)))
-        return _cluster_split(values, labels, counts, fine, settings.split_min_px, settings.min_size_px,
-                              settings.merge_distance)
+        return split_by_clusters(values, labels, fine, settings.split_min_px, settings.min_size_px,
+                                 settings.merge_distance)
 
 
 def _felzenszwalb(image: np.ndarray, scale: float, sigma_px: float, min_size_px: int) -> np.ndarray:
@@ -181,18 +180,21 @@ def _joined(labels: np.ndarray, join: np.ndarray, n: int) -> np.ndarray:
     return connected_label(component[labels], background=0, connectivity=1).astype(np.int32)
 
 
-def _cluster_split(image: np.ndarray, labels: np.ndarray, counts: np.ndarray, fine: np.ndarray,
-                   split_min_px: int, min_size_px: int, merge_distance: float) -> np.ndarray:
-    """:meth:`RegionGraph.split_by_clusters` on a label image with its pixel ``counts`` (index =
-    label).
+def split_by_clusters(image: np.ndarray, labels: np.ndarray, fine: np.ndarray, split_min_px: int,
+                      min_size_px: int, merge_distance: float) -> np.ndarray:
+    """``labels`` (0 = no data) with each region of at least ``split_min_px`` cut into the pieces
+    whose ``fine`` units (any label image of the tile) fall in one spectral cluster of the tile;
+    pieces under ``min_size_px`` join their most similar neighbour; numbered 1..L. Clusters whose
+    centres are closer than ``merge_distance`` count as one (a uniform surface is not cut along
+    its noise).
 
     Units are the (region, ``fine`` label) pairs. Clusters: k-means (:data:`SPLIT_CLUSTERS`,
     area-weighted, fixed seed, fitted on a fixed sample of :data:`SPLIT_FIT_UNITS` units of the
     whole tile) on each unit's band shares (its mean values over their sum) and log brightness, so
     a region is cut where the *kind* of surface changes, not where shade darkens one side of a roof
-    or crown. The pixels of the regions of at least ``split_min_px`` are then cut into the
-    4-connected pieces of one cluster: one pass of connected-component labelling over region x
-    cluster codes, no graph of the units.
+    or crown. The pixels of the large regions are then cut into the 4-connected pieces of one
+    cluster: one pass of connected-component labelling over region x cluster codes, no graph of
+    the units.
     """
     from sklearn.cluster import KMeans
 
@@ -217,8 +219,8 @@ def _cluster_split(image: np.ndarray, labels: np.ndarray, counts: np.ndarray, fi
     centres = model.cluster_centers_
     near = np.linalg.norm(centres[:, None] - centres[None], axis=2) < merge_distance
     n_surfaces, surface = connected_components(coo_matrix(near), directed=False)
-    large = np.zeros(len(counts), bool)
-    large[1:] = counts[1:] >= split_min_px
+    large = np.bincount(flat) >= split_min_px
+    large[0] = False
     inside = large[flat[labelled]]
     code = labels.astype(np.int64) * (n_surfaces + 1)  # small regions: one code, never cut
     code.ravel()[labelled[inside]] += surface[model.predict(shares)][unit[inside]] + 1
@@ -283,15 +285,6 @@ class RegionGraph:
         first = np.r_[True, source[1:] != source[:-1]] if len(source) else np.zeros(0, bool)
         # each small piece points to one neighbour: every joined group holds at most one large piece
         return _joined(pieces, np.stack([source[first], target[first]], axis=1), graph.n)
-
-    def split_by_clusters(self, fine: np.ndarray, split_min_px: int, min_size_px: int,
-                          merge_distance: float) -> np.ndarray:
-        """Label image where each region of at least ``split_min_px`` is cut into the pieces whose
-        ``fine`` units (any label image of the tile) fall in one spectral cluster of the tile;
-        pieces under ``min_size_px`` join their most similar neighbour; numbered 1..L. Clusters
-        whose centres are closer than ``merge_distance`` count as one (a uniform surface is not
-        cut along its noise). See :func:`_cluster_split`."""
-        return _cluster_split(self.image, self.labels, self.counts, fine, split_min_px, min_size_px, merge_distance)
 
     def contrast_scores(self) -> np.ndarray:
         """Per-label confidence in [0, 1]: mean value distance to the neighbours relative to the

@@ -8,7 +8,7 @@ from affine import Affine
 from conftest import write_raster
 from geoalps.engines import EngineTile
 from geoalps.engines.classical import (REGION_MAX_PX, REGION_MIN_PX, REGION_NO_CRS_PX, SPLIT_REGION_FACTOR,
-                                      ClassicalEngine, RegionGraph, region_scale)
+                                      ClassicalEngine, region_scale, split_by_clusters)
 from geoalps.inputs.scene import open_scene
 from geoalps.labelling.tile_work import all_bands_uint8, pixel_size_m
 from geoalps.options import MIN_AREA_PX_DEFAULT, LabelOptions
@@ -147,8 +147,8 @@ def test_only_regions_above_the_split_size_are_split():
     labels[:, 48:] = 1
     labels[:24, :] = 2  # a small region (24 x 96) straddling both covers
     fine = truth.astype(np.int64) + 1 + 2 * (labels == 2)  # units: each cover inside each region
-    graph = RegionGraph(bands.astype(np.float32), labels)
-    out = graph.split_by_clusters(fine, split_min_px=3000, min_size_px=16, merge_distance=10.0)
+    out = split_by_clusters(bands.astype(np.float32), labels, fine, split_min_px=3000, min_size_px=16,
+                            merge_distance=10.0)
     small, large = out[:24], out[24:]
     assert len(np.unique(small)) == 1, "a region under split_min_px stays whole"
     assert len(np.unique(large)) == 2 and _purity(large, truth[24:]) == 1.0
@@ -161,9 +161,9 @@ def test_a_uniform_noisy_surface_is_not_split():
     image = np.clip(np.array([90.0, 120.0, 70.0]) + rng.normal(0, 8, (128, 128, 3)), 0, 255).astype(np.float32)
     labels = np.ones((128, 128), np.int64)
     fine = (np.arange(128 * 128).reshape(128, 128) // 64 % 97).astype(np.int64)  # many small units
-    out = RegionGraph(image, labels).split_by_clusters(fine, split_min_px=1000, min_size_px=16, merge_distance=10.0)
+    out = split_by_clusters(image, labels, fine, split_min_px=1000, min_size_px=16, merge_distance=10.0)
     assert len(np.unique(out)) == 1
-    split = RegionGraph(image, labels).split_by_clusters(fine, split_min_px=1000, min_size_px=16, merge_distance=0.0)
+    split = split_by_clusters(image, labels, fine, split_min_px=1000, min_size_px=16, merge_distance=0.0)
     assert len(np.unique(split)) > 1, "without the surface rule k-means would cut the noise"
 
 
@@ -178,7 +178,7 @@ def test_a_flat_tile_splits_into_nothing_and_warns_nothing():
     fine = (np.arange(64 * 64).reshape(64, 64) // 16 % 7).astype(np.int64)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        out = RegionGraph(image, labels).split_by_clusters(fine, split_min_px=100, min_size_px=16, merge_distance=10.0)
+        out = split_by_clusters(image, labels, fine, split_min_px=100, min_size_px=16, merge_distance=10.0)
     np.testing.assert_array_equal(out, labels)
 
 
@@ -194,17 +194,14 @@ def test_a_large_region_is_cut_along_the_cover_edge_within_one_unit():
     units cut it into the two covers, off the true edge by at most one block side, though the
     edge (column 51) runs through blocks of 6 px (those mixed blocks may make a strip of their own,
     never wider than a block)."""
-    from geoalps.engines.classical import _cluster_split
-
     rng = np.random.default_rng(3)
     size, edge, side = 120, 51, 6
     image = np.empty((size, size, 3))
     image[:, :edge], image[:, edge:] = [50, 95, 45], [68, 60, 66]
     image = np.clip(image + rng.normal(0, 4, image.shape), 0, 255).astype(np.float32)
     labels = np.ones((size, size), np.int64)
-    counts = np.bincount(labels.ravel())
-    out = _cluster_split(image, labels, counts, _block_units(labels.shape, side), split_min_px=2000,
-                         min_size_px=36, merge_distance=10.0)
+    out = split_by_clusters(image, labels, _block_units(labels.shape, side), split_min_px=2000,
+                            min_size_px=36, merge_distance=10.0)
     left, right = out[:, : edge - side], out[:, edge + side:]
     assert len(np.unique(left)) == 1 and len(np.unique(right)) == 1 and left[0, 0] != right[0, 0]
     strip = np.nonzero(~np.isin(out, [left[0, 0], right[0, 0]]))[1]
@@ -239,9 +236,8 @@ def test_object_sized_regions_are_never_cut_by_block_units():
     bands, truth = _two_covers(size=96, ramp_px=2)
     labels = np.ones(truth.shape, np.int64)
     labels[:24, 30:66] = 2  # 24 x 36 px across the cover edge at column 48
-    graph = RegionGraph(bands.astype(np.float32), labels)
-    out = graph.split_by_clusters(_block_units(labels.shape, 4), split_min_px=3000, min_size_px=16,
-                                  merge_distance=10.0)
+    out = split_by_clusters(bands.astype(np.float32), labels, _block_units(labels.shape, 4), split_min_px=3000,
+                            min_size_px=16, merge_distance=10.0)
     assert len(np.unique(out[:24, 30:66])) == 1 and not np.isin(out[:24, 30:66], out[24:]).any()
     large = out[24:]
     assert len(np.unique(large)) == 2 and _purity(large, truth[24:]) > 0.97
