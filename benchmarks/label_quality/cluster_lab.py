@@ -247,6 +247,33 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def run_lab(results: Path, tag_to_print: str | None, table_fn, half: str, names: str | None, run_scene) -> int:
+    """The labs' common loop: print ``table_fn`` of the rows of ``results`` tagged
+    ``tag_to_print`` (nothing run), or run ``run_scene(scene, commit, emit)`` on every bank scene of
+    ``half`` (``names``: comma-separated, else all), appending each emitted row to ``results``, then
+    print the table of the new rows."""
+    if tag_to_print:
+        rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+        print(table_fn([r for r in rows if r["tag"] == tag_to_print]))
+        return 0
+    scenes = bank.bank_scenes(bank.BANK, half, with_real=False)
+    if names:
+        scenes = [s for s in scenes if s["name"] in names.split(",")]
+    commit = bank._git_commit()
+    rows = []
+
+    def emit(row):
+        rows.append(row)
+        with results.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    for scene in scenes:
+        run_scene(scene, commit, emit)
+        print(f"{scene['name']} done", flush=True)
+    print(table_fn(rows))
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--half", default="selection")
@@ -258,28 +285,11 @@ def main(argv=None) -> int:
     p.add_argument("--tag", default="lab")
     p.add_argument("--table", default=None, help="print the table of the rows with this tag")
     args = p.parse_args(argv)
-    if args.table:
-        rows = [json.loads(line) for line in RESULTS.read_text().splitlines() if line.strip()]
-        print(table([r for r in rows if r["tag"] == args.table]))
-        return 0
     options = bank.label_options(args.label_option, p)
-    scenes = bank.bank_scenes(bank.BANK, args.half, with_real=False)
-    if args.scenes:
-        scenes = [s for s in scenes if s["name"] in args.scenes.split(",")]
-    commit = bank._git_commit()
-    rows = []
-
-    def emit(row):
-        rows.append(row)
-        with RESULTS.open("a") as f:
-            f.write(json.dumps(row) + "\n")
-
-    for scene in scenes:
-        scene_rows(scene, [int(s) for s in args.seeds.split(",")], [int(m) for m in args.mults.split(",")], options,
-                   bank.BANK / "lab_cache", args.variants.split(","), args.tag, commit, emit)
-        print(f"{scene['name']} done", flush=True)
-    print(table(rows))
-    return 0
+    seeds, mults = [int(s) for s in args.seeds.split(",")], [int(m) for m in args.mults.split(",")]
+    return run_lab(RESULTS, args.table, table, args.half, args.scenes,
+                   lambda scene, commit, emit: scene_rows(scene, seeds, mults, options, bank.BANK / "lab_cache",
+                                                          args.variants.split(","), args.tag, commit, emit))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ the output. One batch per scene (the pipeline feeds tiles; the bank's scenes are
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -121,28 +120,11 @@ def main(argv=None) -> int:
     p.add_argument("--tag", default="fit")
     p.add_argument("--table", default=None, help="print the table of the rows with this tag")
     args = p.parse_args(argv)
-    if args.table:
-        rows = [json.loads(line) for line in RESULTS.read_text().splitlines() if line.strip()]
-        print(table([r for r in rows if r["tag"] == args.table]))
-        return 0
     variants = [tuple(v.split(":")) for v in args.variants.split(",")]
-    scenes = bank.bank_scenes(bank.BANK, args.half, with_real=False)
-    if args.scenes:
-        scenes = [s for s in scenes if s["name"] in args.scenes.split(",")]
-    commit = bank._git_commit()
-    rows = []
-
-    def emit(row):
-        rows.append(row)
-        with RESULTS.open("a") as f:
-            f.write(json.dumps(row) + "\n")
-
-    for scene in scenes:
-        scene_rows(scene, [int(s) for s in args.seeds.split(",")], [int(m) for m in args.mults.split(",")],
-                   variants, args.tag, commit, emit)
-        print(f"{scene['name']} done", flush=True)
-    print(table(rows))
-    return 0
+    seeds, mults = [int(s) for s in args.seeds.split(",")], [int(m) for m in args.mults.split(",")]
+    return cluster_lab.run_lab(RESULTS, args.table, table, args.half, args.scenes,
+                               lambda scene, commit, emit: scene_rows(scene, seeds, mults, variants, args.tag,
+                                                                      commit, emit))
 
 
 if __name__ == "__main__":
