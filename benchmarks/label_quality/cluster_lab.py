@@ -240,10 +240,11 @@ def table(rows: list[dict]) -> str:
                 per_variant[v].append((mult, np.mean(vals) - np.mean(by["current"])))
         lines.append(f"| {scene} | {mult} | " + " | ".join(cells) + " |")
     for mult in (1, 2):
+        gains = {v: [d for m, d in per_variant[v] if m == mult] for v in variants}
         lines.append(f"| mean gain vs current, mult {mult} | | " + " | ".join(
-            f"{np.mean([d for m, d in per_variant[v] if m == mult]):+.3f}" if per_variant[v] else "-" for v in variants) + " |")
+            f"{np.mean(gains[v]):+.3f}" if gains[v] else "-" for v in variants) + " |")
         lines.append(f"| worst loss vs current, mult {mult} | | " + " | ".join(
-            f"{min([d for m, d in per_variant[v] if m == mult]):+.3f}" if per_variant[v] else "-" for v in variants) + " |")
+            f"{min(gains[v]):+.3f}" if gains[v] else "-" for v in variants) + " |")
     return "\n".join(lines)
 
 
