@@ -59,7 +59,8 @@ def default_scenes() -> list[Path]:
     """The bank's selection half (the scenes defaults are chosen on) and the shipped samples."""
     bank = json.loads((BANK / "bank.json").read_text())
     scenes = [BANK / s["image"] for s in bank["scenes"] if s["half"] == "selection"]
-    return scenes + sorted((ROOT / "sample_data").glob("scene_*.tif"))
+    samples = sorted(p for p in (ROOT / "sample_data").glob("scene_*.tif") if not p.name.endswith(".gt.tif"))
+    return scenes + samples  # not the samples' truth rasters (``*.gt.tif``: class ids, not imagery)
 
 
 def main(argv=None) -> int:
