@@ -225,7 +225,7 @@ def split_by_clusters(image: np.ndarray, labels: np.ndarray, fine: np.ndarray, s
     code = labels.astype(np.int64) * (n_surfaces + 1)  # small regions: one code, never cut
     code.ravel()[labelled[inside]] += surface[model.predict(shares)][unit[inside]] + 1
     pieces = connected_label(code, background=0, connectivity=1).astype(np.int32)
-    return RegionGraph(image, pieces).merged(0.0, min_size_px)
+    return RegionGraph(image, pieces, connected=True).merged(0.0, min_size_px)
 
 
 def scaled_bands(image: np.ndarray) -> np.ndarray:
@@ -243,7 +243,10 @@ class RegionGraph:
     Python once per pixel, far too slow for 1024 px tiles).
     """
 
-    def __init__(self, image: np.ndarray, labels: np.ndarray) -> None:
+    def __init__(self, image: np.ndarray, labels: np.ndarray, connected: bool = False) -> None:
+        """``connected``: ``labels`` are already 4-connected pieces numbered 1..L in raster order
+        (``skimage.measure.label``'s output), so :meth:`merged` with nothing to join reuses them."""
+        self._connected = connected
         self.image = image
         self.labels = labels
         self.n = int(labels.max()) + 1
@@ -269,10 +272,12 @@ class RegionGraph:
         split into 4-connected pieces, pieces under ``min_size_px`` joined to their most similar
         4-neighbour, numbered 1..L (0 stays 0). Felzenszwalb's regions are 8-connected: without
         the join, their diagonal slivers fall under the smallest mask and are left unlabelled."""
-        pieces = _joined(self.labels, self.edges[self.edge_distance < max_distance], self.n)
+        join = self.edges[self.edge_distance < max_distance]
+        reuse = self._connected and not len(join)  # nothing to join: the pieces are the labels
+        pieces = self.labels if reuse else _joined(self.labels, join, self.n)
         if min_size_px <= 1:
             return pieces
-        graph = RegionGraph(self.image, pieces)
+        graph = self if reuse else RegionGraph(self.image, pieces)
         small = graph.counts < min_size_px
         small[0] = False
         source = np.concatenate([graph.edges[:, 0], graph.edges[:, 1]])

@@ -241,3 +241,22 @@ def test_object_sized_regions_are_never_cut_by_block_units():
     assert len(np.unique(out[:24, 30:66])) == 1 and not np.isin(out[:24, 30:66], out[24:]).any()
     large = out[24:]
     assert len(np.unique(large)) == 2 and _purity(large, truth[24:]) > 0.97
+
+
+def test_merging_connected_pieces_with_nothing_to_join_reuses_them():
+    """RegionGraph(connected=True).merged(0, m) (the split's last step, which skips one labelling
+    and one graph) gives exactly what the general path gives: small pieces joined to their most
+    similar neighbour, numbered 1..L."""
+    from skimage.measure import label as connected_label
+
+    from geoalps.engines.classical import RegionGraph
+
+    rng = np.random.default_rng(5)
+    codes = rng.integers(0, 4, (12, 12)).repeat(4, axis=0).repeat(4, axis=1)  # 4 px blocks of 4 kinds
+    codes[rng.random(codes.shape) < 0.02] = 9  # single-pixel specks under the smallest piece
+    pieces = connected_label(codes + 1, background=0, connectivity=1)
+    image = rng.normal(100, 20, (48, 48, 3)).astype(np.float32)
+    general = RegionGraph(image, pieces).merged(0.0, 6)
+    reused = RegionGraph(image, pieces, connected=True).merged(0.0, 6)
+    np.testing.assert_array_equal(reused, general)
+    assert np.bincount(reused.ravel())[1:].min() >= 6 and reused.max() < pieces.max()
