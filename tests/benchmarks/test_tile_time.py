@@ -34,3 +34,24 @@ def test_each_arm_imports_its_own_tree(tmp_path, monkeypatch):
     monkeypatch.chdir(current)  # as when run from the current tree's root
     assert tile_time.time_once(baseline, scene, {}) == 1.5
     assert tile_time.time_once(current, scene, {}) == 2.5
+
+
+def test_default_scenes_are_imagery_not_the_samples_truth(tmp_path, monkeypatch):
+    """The default scenes are the bank's selection half and the shipped samples' imagery; the
+    samples' truth rasters (``scene_*.gt.tif``, class ids) match ``scene_*.tif`` too and were
+    timed as scenes before."""
+    import json
+
+    spec = importlib.util.spec_from_file_location("tile_time_under_test", TILE_TIME)
+    tile_time = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tile_time)
+    bank, samples = tmp_path / "bank", tmp_path / "sample_data"
+    bank.mkdir()
+    samples.mkdir()
+    (bank / "bank.json").write_text(json.dumps({"scenes": [
+        {"image": "s01.tif", "half": "selection"}, {"image": "r01.tif", "half": "report"}]}))
+    for name in ("scene_a.tif", "scene_a.gt.tif", "scene_b.tif", "scene_b.gt.tif"):
+        (samples / name).write_bytes(b"")
+    monkeypatch.setattr(tile_time, "BANK", bank)
+    monkeypatch.setattr(tile_time, "ROOT", tmp_path)
+    assert [p.name for p in tile_time.default_scenes()] == ["s01.tif", "scene_a.tif", "scene_b.tif"]
