@@ -32,6 +32,7 @@ def test_choices_and_defaults_are_the_librarys():
     assert (plugin.TILE_SIZE_DEFAULT_PX, plugin.OVERLAP_DEFAULT_PX) == (defaults.tile_size_px, defaults.overlap_px)
     assert plugin.SEED_DEFAULT == defaults.seed
     assert plugin.CLASSICAL_SCALE_DEFAULT == defaults.classical_scale
+    assert plugin.CLASSICAL_SPLIT_DEFAULT == defaults.classical_split
     LabelOptions(classical_scale=plugin.CLASSICAL_SCALE_MIN).validated()  # the plugin's smallest is valid
     assert plugin.RESUME_REFUSED_EXIT_CODE == ResumeError.exit_code  # the plugin starts over on this code
 
