@@ -2,7 +2,7 @@
 
 Each round starts a LocalCluster of 2 forked single-threaded workers in a child process (as
 ``geoalps label`` does on 2 cores), SIGKILLs the child once the workers are up, waits 3 s and
-counts the rounds in which a worker is still running. ``--plugin`` registers geoalps's
+counts the rounds in which a worker is still running (a row in ``results.jsonl``). ``--plugin`` registers geoalps's
 EndWithParent plugin, as geoalps's TileRunner does.
 
     .venv/bin/python benchmarks/orphan_workers/run.py --rounds 60
@@ -18,7 +18,10 @@ from pathlib import Path
 
 import psutil
 
-ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path.insert(0, str(HERE.parent))
+from _measure import append_rows  # noqa: E402 - benchmarks/ is not a package
 CHILD = r'''
 import logging, sys
 import dask
@@ -56,9 +59,10 @@ def main() -> None:
         lingered += bool(alive)
         for w in alive:
             w.kill()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    print(f"{commit}: {lingered} of {args.rounds} rounds left a worker running {args.wait_s:g} s after the kill "
-          f"({'with' if args.plugin else 'without'} EndWithParent)")
+    append_rows(HERE / "results.jsonl", [{"rounds": args.rounds, "rounds_with_a_worker_left": lingered,
+                                          "plugin": args.plugin, "wait_s": args.wait_s}])
+    print(f"{lingered} of {args.rounds} rounds left a worker running {args.wait_s:g} s after the kill "
+          f"({'with' if args.plugin else 'without'} EndWithParent); row in {HERE / 'results.jsonl'}")
 
 
 if __name__ == "__main__":
