@@ -77,6 +77,23 @@ def _last_frame(exc: BaseException) -> str:
 @click.version_option(version=__version__, package_name="geoalps")
 def main() -> None:
     """geoalps: unsupervised labels for georeferenced imagery (SAM masks + online k-means, ALPS)."""
+    _quiet_torch_logs()
+
+
+#: torch's C++ log level for processes torchrun starts (``TORCH_CPP_LOG_LEVEL``; a value the user
+#: sets is kept). torch.distributed logs every failed connection with its C++ stack (about 40 lines
+#: for a rendezvous that times out) ahead of the one line geoalps prints for the same error.
+TORCHRUN_CPP_LOG_LEVEL = "FATAL"
+
+
+def _quiet_torch_logs() -> None:
+    """Under torchrun, torch's C++ logs at :data:`TORCHRUN_CPP_LOG_LEVEL` unless the user chose a
+    level: geoalps reports the errors those logs repeat (a failed rendezvous, a rank that died or
+    hangs) in one line. It must be set before torch is imported; the sub-commands import it later."""
+    from geoalps.train.distributed import launched
+
+    if launched() and "torch" not in sys.modules:
+        os.environ.setdefault("TORCH_CPP_LOG_LEVEL", TORCHRUN_CPP_LOG_LEVEL)
 
 
 def _register() -> None:

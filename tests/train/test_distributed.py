@@ -256,3 +256,26 @@ def test_a_process_that_joined_a_group_ends_without_the_interpreter_teardown(tmp
             outputs[name] = src.read()
     assert (tmp_path / "plain.teardown").exists() and not (tmp_path / "group.teardown").exists()
     assert np.array_equal(outputs["plain"], outputs["group"])  # complete before leaving
+
+
+def test_a_rank_that_finds_no_group_says_so_in_one_line(tmp_path, scene):
+    """A rendezvous that times out (rank 1 with no rank 0) ends with geoalps's one line and its
+    exit code: torch's C++ connection logs (about 40 lines with their stacks) stay quiet unless
+    the user sets TORCH_CPP_LOG_LEVEL, which is then kept."""
+    from geoalps.errors import DistributedError
+
+    image, labels = scene
+    args = [sys.executable, "-m", "geoalps", "pretrain", "--images", str(image), "--labels", str(labels), "-o", "n.pt",
+            "--epochs", "1", "--steps-per-epoch", "2", "--timeout", "3", "-q", *TINY]
+    env = {k: v for k, v in os.environ.items() if k != "TORCH_CPP_LOG_LEVEL"}
+    env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), RANK="1", WORLD_SIZE="2", LOCAL_RANK="0",
+               LOCAL_WORLD_SIZE="1", OMP_NUM_THREADS="1")
+    quiet = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert quiet.returncode == DistributedError.exit_code, quiet.stderr
+    assert quiet.stderr.strip().count("\n") == 0, quiet.stderr
+    assert "rank 1 of 2: could not join the other processes at 127.0.0.1" in quiet.stderr
+    chosen = subprocess.run(args, cwd=tmp_path, env=dict(env, TORCH_CPP_LOG_LEVEL="WARNING"), capture_output=True,
+                            text=True, timeout=120)
+    assert chosen.returncode == DistributedError.exit_code, chosen.stderr
+    assert "[c10d]" in chosen.stderr  # the user's level is kept: torch's own log lines are back
+    assert not (tmp_path / "n.pt").exists()
