@@ -101,7 +101,7 @@ scene_opts = stack(
     click.option("--band-names", default=None, metavar="NAMES",
                  help="What each band is, one name a band in file order, e.g. blue,green,red,nir; names: "
                       f"{', '.join(BAND_NAME_VOCABULARY)}. Default: the file's band descriptions, else its "
-                      "colour interpretation; unknown bands get no spectral index."),
+                      "colour interpretation; unknown bands get role-free ratios instead of NDVI and NDWI."),
     click.option("--nodata", default=None, callback=_nodata, help="Nodata value overriding the file's (a number or nan)."),
     click.option("--tile-size", "tile_size_px", type=click.IntRange(TILE_SIZE_MIN_PX), default=_LABEL.tile_size_px, show_default=True,
                  help="Tile size in pixels."),

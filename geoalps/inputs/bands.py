@@ -118,7 +118,7 @@ def band_names_hint(shown: str, count: int, view: tuple[int, int, int]) -> str:
     name them."""
     example = ",".join(("blue", "green", "red", "nir", "swir1", "swir2", "other", "other")[:count])
     return (f"{shown}: band roles unknown (neither band descriptions nor colour interpretation name a colour): the engine sees "
-            f"bands {','.join(map(str, view))} as red, green, blue and no spectral index is computed; name the "
+            f"bands {','.join(map(str, view))} as red, green, blue and the indices are role-free ratios, not NDVI; name the "
             f"bands with --band-names, one a band, e.g. --band-names {example} "
             f"(names: {', '.join(BAND_NAME_VOCABULARY)})")
 

@@ -296,3 +296,22 @@ def test_class_centres_are_the_mass_weighted_means_of_their_centres():
         mine = mapping == k
         expected = (centres[mine] * mass[mine, None]).sum(axis=0) / mass[mine].sum()
         np.testing.assert_allclose(got[k], expected, rtol=1e-9, atol=1e-9)
+
+
+def test_a_model_that_saw_a_constant_block_ignores_its_values(tmp_path):
+    """A model fitted where the index block was all zeros (scenes without band roles before the
+    role-free ratios) assigns the same classes, after save and load, whatever values that block
+    takes now: a column constant in training is the same in every centre, so it adds the same
+    distance to each and never changes the nearest."""
+    x, _ = _blobs(60, seed=3)
+    x[:, 4:] = 0.0  # the index block never varied
+    model = _fit(x)
+    path = tmp_path / "model.npz"
+    model.save(path)
+    loaded = OnlineKMeans.load(path)
+    now = x.copy()
+    now[:, 4:] = np.random.default_rng(4).normal(0, 1, (len(x), 2))  # the ratios of today
+    np.testing.assert_array_equal(loaded.predict(now), model.predict(x))
+    moved = x.copy()
+    moved[:, 0] += np.random.default_rng(5).normal(0, 3, len(x))  # a block it did see vary
+    assert (loaded.predict(moved) != model.predict(x)).any(), "the fixture must tell the blocks apart"

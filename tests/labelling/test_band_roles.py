@@ -76,16 +76,19 @@ def test_bgrn_scene_views_bands_3_2_1_and_ndvi_uses_bands_4_and_3(tmp_path, how)
     assert background[0] > 0.5 and box[0] < 0  # NDVI from blue (band 1) would be > 0 on both
 
 
-def test_a_4_band_scene_without_names_gets_no_index_and_one_warning(tmp_path, capsys):
+def test_a_4_band_scene_without_names_gets_role_free_ratios_and_one_warning(tmp_path, capsys):
     """No descriptions, gray/undefined colour interpretation: the view stays 1,2,3, the index
-    block is all zero, and one warning line a run (not a tile) says how to name the bands."""
+    block holds the ratios that need no roles (the spectrum's range ratio, the last band against
+    the first), not NDVI, and one warning line a run (not a tile) says how to name the bands."""
     path = bgrn_scene(tmp_path / "unnamed.tif", descriptions=None)
     with rasterio.open(path) as src:  # what GDAL says of a 4-band uint16 GeoTIFF: nothing of use
         assert [c.name for c in src.colorinterp] == ["gray", "undefined", "undefined", "undefined"]
     view, result = _one_tile(path)
     assert view == (1, 2, 3)
     assert len(result) == 2 and result.features["index"].shape == (2, 2)
-    assert not result.features["index"].any()
+    background, box = _by_region(result)
+    for got, values in ((background, BACKGROUND), (box, BOX)):
+        assert_float32_close(got, [_nd(max(values), min(values)), _nd(values[-1], values[0])])
     assert result.features["spectral"].any()  # the band means are still there
     label(path, tmp_path / "o.gpkg", engine="classical", classes=2, tile_size_px=64, overlap_px=8, workers=1)
     warnings = [line for line in capsys.readouterr().err.splitlines() if "band roles unknown" in line]

@@ -44,7 +44,26 @@ def test_indices_ndvi_ndwi_and_rgb_fallback():
     assert idx[1].tolist() == [0.0, 0.0]
     rgb = spectral_indices(means[:, :3], low[:3], high[:3], ("red", "green", "blue"), 3)
     assert rgb[0, 0] == pytest.approx((20 - 10) / 30) and rgb[0, 1] == pytest.approx((40 - 10 - 10) / 40)
-    assert not spectral_indices(means, low, high, ("a1", "a2", "a3", "a4"), 4).any()
+
+
+
+def test_indices_without_band_roles_need_no_order():
+    """Bands of unknown roles get the spectrum's range ratio, the same in any band order, and the
+    last band against the first, whose sign a reversed order flips; both are ratios, so a scene
+    twice as bright gives the same values. A flat (grey) spectrum gives zeros."""
+    low, high = np.zeros(4), np.full(4, 100.0)
+    means = np.array([[0.1, 0.2, 0.1, 0.5], [0.3, 0.3, 0.3, 0.3], [0.4, 0.3, 0.2, 0.1]])
+    unknown = ("a1", "a2", "a3", "a4")
+    idx = spectral_indices(means, low, high, unknown, 4)
+    np.testing.assert_allclose(idx[:, 0], [(50 - 10) / 60, 0.0, (40 - 10) / 50], rtol=1e-6)
+    np.testing.assert_allclose(idx[:, 1], [(50 - 10) / 60, 0.0, (10 - 40) / 50], rtol=1e-6)
+    shuffled = spectral_indices(means[:, [2, 0, 3, 1]], low, high, unknown, 4)
+    np.testing.assert_allclose(shuffled[:, 0], idx[:, 0], rtol=1e-6)
+    reversed_ = spectral_indices(means[:, ::-1], low, high, unknown, 4)
+    np.testing.assert_allclose(reversed_, idx * [1, -1], rtol=1e-6, atol=1e-7)
+    brighter = spectral_indices(means, low, high * 2, unknown, 4)
+    np.testing.assert_allclose(brighter, idx, rtol=1e-6, atol=1e-7)
+    assert not spectral_indices(means[:, :1], low[:1], high[:1], ("a1",), 1).any(), "one band: no ratio"
 
 
 def test_compute_features_disjoint_masks_means_and_indices():
