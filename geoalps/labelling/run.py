@@ -45,7 +45,7 @@ from geoalps.labelling.lock import run_lock
 from geoalps.labelling.parallel import TileFailure, TileRunner
 from geoalps.labelling.tile_work import TileTask, check_engine, process_tiles
 from geoalps.labelling.work_store import WorkStore, fingerprint, settings_digest
-from geoalps.objects.features import feature_blocks
+from geoalps.objects.features import UNKNOWN_ROLE_INDICES, feature_blocks
 from geoalps.objects.seams import SeamIndex
 from geoalps.objects.coverage import tolerance_px
 from geoalps.options import LabelOptions, RunOptions, auto_workers, parse_simplify, split_options
@@ -260,6 +260,7 @@ def _prepare(scenes, output, raster_out, kmeans_model, return_labels, opts: Labe
                 "aoi_resolved": aoi.fingerprint() if aoi is not None else None,
                 "bands_resolved": [list(b) for b in band_maps],
                 "band_roles_resolved": [list(s.band_roles.names) for s in opened],
+                "unknown_role_indices": UNKNOWN_ROLE_INDICES,
                 "kmeans_model": str(kmeans_model) if clusterer is not None else None}
     if work_dir is None and output is not None:
         work_dir = f"{output}.geoalps-work"

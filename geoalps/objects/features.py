@@ -104,6 +104,9 @@ def spectral_stats(tile_masks: TileMasks, data: np.ndarray, low: np.ndarray, hig
 
 #: Width of the index block.
 INDEX_FEATURES = 2
+#: What the index block holds for bands of unknown roles (zeros before 2026-12-06). Part of a
+#: run's resume fingerprint: a work folder whose tiles hold the other kind is not mixed with new tiles.
+UNKNOWN_ROLE_INDICES = "range-ratio,last-vs-first"
 
 
 def band_roles(band_names: tuple[str | None, ...] | None, n_bands: int) -> dict[str, int | None]:

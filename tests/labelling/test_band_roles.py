@@ -131,3 +131,24 @@ def test_the_outputs_record_the_band_roles(tmp_path):
     assert recorded == {"unnamed.tif": ["blue", "green", "red", "other"]}
     with rasterio.open(raster) as src:
         assert json.loads(src.tags()[BAND_ROLES_METADATA]) == ["blue", "green", "red", "other"]
+
+
+def test_a_work_folder_from_before_the_role_free_ratios_is_not_resumed(tmp_path):
+    """Tiles of a scene without band names held a zero index block before the role-free ratios:
+    a work folder whose fingerprint does not name what the block holds (an older geoalps) is
+    refused instead of mixing its tiles' features with new ones; the same run resumes."""
+    import json
+
+    path = bgrn_scene(tmp_path / "unnamed.tif", descriptions=None)
+    out = tmp_path / "o.gpkg"
+    label(path, out, engine="classical", classes=2, workers=1, quiet=True, keep_work=True)
+    out.unlink()  # as after an interruption
+    run_json = next(tmp_path.glob("*.geoalps-work")) / "run.json"
+    current = json.loads(run_json.read_text())
+    older = dict(current, settings={k: v for k, v in current["settings"].items() if k != "unknown_role_indices"})
+    run_json.write_text(json.dumps(older))
+    with pytest.raises(ResumeError, match=r"with other settings \(.*unknown_role_indices"):
+        label(path, out, engine="classical", classes=2, workers=1, quiet=True, resume=True)
+    run_json.write_text(json.dumps(current))
+    label(path, out, engine="classical", classes=2, workers=1, quiet=True, resume=True)
+    assert out.exists()
