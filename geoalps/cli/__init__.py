@@ -20,22 +20,20 @@ class _Group(click.Group):
 
     def invoke(self, ctx: click.Context):
         try:
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
         except GeoAlpsError as exc:
             from geoalps.inputs.remote import redact  # no password of a URL or address is printed
 
             click.echo(f"geoalps: error: {redact(str(exc))}", err=True)
-            if getattr(exc, "leave_at_once", False):
-                # A broken data-parallel group: its transport threads still run, and the normal
-                # interpreter teardown can abort on them (C++ terminate, exit -6) after the line.
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os._exit(exc.exit_code)
-            sys.exit(exc.exit_code)
+            _exit(exc.exit_code, at_once=getattr(exc, "leave_at_once", False))
         except KeyboardInterrupt:
             click.echo("geoalps: interrupted", err=True)
-            sys.exit(130)
-        except (click.exceptions.Exit, click.ClickException, SystemExit):
+            _exit(130)
+        except click.exceptions.Exit as exc:
+            if _joined_data_parallel():
+                _exit(exc.exit_code)
+            raise
+        except (click.ClickException, SystemExit):
             raise
         except Exception as exc:  # a bug, not bad input: still one line unless debugging
             if os.environ.get("GEOALPS_DEBUG"):
@@ -45,7 +43,27 @@ class _Group(click.Group):
             where = _last_frame(exc)
             click.echo(f"geoalps: error: internal error {type(exc).__name__}: {redact(' '.join(str(exc).split()))} "
                        f"(at {where}; set GEOALPS_DEBUG=1 for the traceback and please report it)", err=True)
-            sys.exit(1)
+            _exit(1)
+        if _joined_data_parallel():
+            _exit(0)
+        return result
+
+
+def _joined_data_parallel() -> bool:
+    """This process joined a torch.distributed group (torchrun): see ``distributed.joined_group``."""
+    module = sys.modules.get("geoalps.train.distributed")  # never imported: never joined
+    return module is not None and module.joined_group()
+
+
+def _exit(code: int, at_once: bool = False) -> None:
+    """Exit with ``code``; a data-parallel process (or a broken group, ``at_once``) skips the
+    interpreter's teardown, where gloo's transport threads can abort it (C++ terminate, exit -6)
+    after its outputs are complete. Everything the command wrote is closed by now."""
+    if at_once or _joined_data_parallel():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 def _last_frame(exc: BaseException) -> str:

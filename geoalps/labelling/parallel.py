@@ -105,10 +105,11 @@ class TileRunner:
                     )
                 self.client = Client(self.cluster)
                 # Forked workers inherit this process's BLAS/OpenMP pools (sized for all cores).
-                from geoalps.labelling.dask_worker import OneGpuPerWorker, SingleThreadedLibraries
+                from geoalps.labelling.dask_worker import EndWithParent, OneGpuPerWorker, SingleThreadedLibraries
 
                 self.client.register_plugin(SingleThreadedLibraries())
                 self.client.register_plugin(OneGpuPerWorker())  # worker i: GPU i mod GPUs
+                self.client.register_plugin(EndWithParent())  # no orphans when this process is killed
         except (OSError, ValueError) as exc:  # ValueError: an address dask cannot parse
             self.close()
             from geoalps.inputs.remote import redact

@@ -30,6 +30,9 @@ from geoalps.errors import DistributedError, OptionError
 #: Environment variables torchrun sets for each process it starts.
 LAUNCH_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 
+#: True once this process has joined a process group (see :func:`joined_group`).
+_joined = False
+
 
 @dataclass(frozen=True)
 class Ranks:
@@ -110,7 +113,20 @@ def start(device_name: str, timeout_s: float) -> Ranks:
                 f"rank {rank} of {world}: could not join the other processes at "
                 f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')} "
                 f"({_first_line(exc)})") from None
+    global _joined
+    _joined = True
     return Ranks(rank, world, local, backend, device, timeout_s)
+
+
+def joined_group() -> bool:
+    """True once this process has joined a data-parallel group, even after :func:`finish` left it.
+
+    Such a process must end without the interpreter's normal teardown: gloo's transport threads
+    can outlive ``destroy_process_group``, and a C++ ``terminate`` at exit (code -6, rare: seen in
+    CI on CPU) then turns a finished run into a failed worker for torchrun. The
+    ``geoalps`` command therefore leaves such processes with ``os._exit`` once their outputs are
+    closed; a Python caller under torchrun can do the same."""
+    return _joined
 
 
 def finish(ranks: Ranks) -> None:

@@ -174,8 +174,12 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(busy_scene, reference, t
     proc = subprocess.Popen([str(BIN / "geoalps"), "label", str(busy_scene), "-o", str(out), "-q", *SMALL_TILES],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for_tiles(work, 10, proc)
+    import psutil
+
+    descendants = psutil.Process(proc.pid).children(recursive=True)  # its dask workers
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    assert not _still_running(descendants, within_s=20), "a killed run's workers live on"
     assert not out.exists(), "a killed run must not leave an output"
     finished = len(list((work / "tiles").glob("*.npz")))
     assert 10 <= finished < 49
@@ -190,6 +194,61 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(busy_scene, reference, t
     assert f"resuming: {finished} of 49 tiles already done" in resumed.stderr
     assert_same(reference, pyogrio.read_dataframe(out, layer="masks"))
     assert not work.exists(), "a finished run cleans up its work folder"
+
+
+def _still_running(processes, within_s: float) -> list:
+    """Those of ``processes`` (psutil) still running after up to ``within_s`` s; a zombie (ended,
+    not yet reaped by whoever adopted it) has ended."""
+    import psutil
+
+    deadline = time.monotonic() + within_s
+    while True:
+        alive = []
+        for p in processes:
+            try:
+                if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(p)
+            except psutil.NoSuchProcess:
+                pass
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.1)
+
+
+ORPHAN = """
+import subprocess, sys, time
+worker = subprocess.Popen([sys.executable, "-c", sys.argv[1]], stdout=subprocess.PIPE, text=True)
+print(worker.stdout.readline().strip(), flush=True)
+time.sleep(600)
+"""
+WORKER = """
+from geoalps.labelling.dask_worker import EndWithParent
+EndWithParent().setup(None)
+import os, time
+print(os.getpid(), flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_local_worker_ends_when_its_run_is_killed():
+    """dask's own guard (a pipe its parent holds) fails when two forked workers inherit each
+    other's pipe (a killed run's workers held the test's pipes past 300 s in CI): the plugin
+    every local worker gets ends a worker within seconds of its parent's death, on its own."""
+    import psutil
+
+    run = subprocess.Popen([sys.executable, "-c", ORPHAN, WORKER], stdout=subprocess.PIPE, text=True,
+                           stderr=subprocess.DEVNULL)
+    worker = None
+    try:
+        worker = psutil.Process(int(run.stdout.readline()))
+        assert worker.ppid() == run.pid and _still_running([worker], within_s=0) == [worker]
+        run.kill()
+        run.wait()
+        assert not _still_running([worker], within_s=10)
+    finally:
+        run.kill()
+        if worker is not None and _still_running([worker], within_s=0):  # nothing left behind if it failed
+            worker.kill()
 
 
 def test_keep_work(busy_scene, tmp_path):

@@ -27,7 +27,8 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals, 
 
 #: Runs ``geoalps`` with one function patched: argv[1] says where the process kills itself.
 KILLER = r"""
-import os, signal, sys, time
+import faulthandler, os, signal, sys, time
+faulthandler.dump_traceback_later(270)  # a run stuck past the test's 300 s says where (stderr)
 point = sys.argv.pop(1)
 import geoalps.labelling.run as run
 import geoalps.outputs.vector as vector
@@ -76,10 +77,15 @@ def _env() -> dict:
 def geoalps(*args, cwd, point: str | None = None, preexec_fn=None, wait: bool = True):
     command = [sys.executable, "-c", KILLER, point] if point else [sys.executable, "-m", "geoalps"]
     process = subprocess.Popen([*command, *map(str, args)], cwd=cwd, env=_env(), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, preexec_fn=preexec_fn)
+                               stderr=subprocess.PIPE, text=True, preexec_fn=preexec_fn, start_new_session=True)
     if not wait:
         return process
-    out, err = process.communicate(timeout=300)
+    try:
+        out, err = process.communicate(timeout=300)
+    except subprocess.TimeoutExpired:  # say where the run stood (faulthandler); never hang the suite
+        os.killpg(process.pid, signal.SIGKILL)  # with its dask workers, which hold the pipes too
+        out, err = process.communicate(timeout=60)
+        pytest.fail(f"geoalps {' '.join(map(str, args))} ran past 300 s; its stderr:\n{err[-6000:]}")
     process.stdout_text, process.stderr_text = out, err
     return process
 
