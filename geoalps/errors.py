@@ -59,7 +59,6 @@ class BusyError(OutputError, exit_code=10):
 class DistributedError(GeoAlpsError, exit_code=11):
     """Data-parallel run: a process failed, died or waited past ``--timeout`` for the others.
 
-    The command leaves at once after its line (``os._exit``): the broken group's gloo threads
-    can otherwise abort the interpreter's teardown and turn exit 11 into a crash (seen in CI)."""
-
-    leave_at_once = True
+    The command leaves at once after its line (``os._exit``), as every data-parallel process
+    does (``geoalps.train.distributed.started``): the broken group's gloo threads can otherwise
+    abort the interpreter's teardown and turn exit 11 into a crash (seen in CI)."""

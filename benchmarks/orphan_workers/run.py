@@ -40,6 +40,14 @@ with dask.config.set({"distributed.worker.multiprocessing-method": "fork"}):
 '''
 
 
+def _running(process: psutil.Process) -> bool:
+    """Running and not a zombie; a process gone between the two questions has ended."""
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=60)
@@ -55,7 +63,7 @@ def main() -> None:
         child.kill()
         child.wait()
         time.sleep(args.wait_s)
-        alive = [w for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE]
+        alive = [w for w in workers if _running(w)]
         lingered += bool(alive)
         for w in alive:
             w.kill()

@@ -25,12 +25,12 @@ class _Group(click.Group):
             from geoalps.inputs.remote import redact  # no password of a URL or address is printed
 
             click.echo(f"geoalps: error: {redact(str(exc))}", err=True)
-            _exit(exc.exit_code, at_once=getattr(exc, "leave_at_once", False))
+            _exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("geoalps: interrupted", err=True)
             _exit(130)
         except click.exceptions.Exit as exc:
-            if _joined_data_parallel():
+            if _data_parallel():
                 _exit(exc.exit_code)
             raise
         except (click.ClickException, SystemExit):
@@ -44,22 +44,22 @@ class _Group(click.Group):
             click.echo(f"geoalps: error: internal error {type(exc).__name__}: {redact(' '.join(str(exc).split()))} "
                        f"(at {where}; set GEOALPS_DEBUG=1 for the traceback and please report it)", err=True)
             _exit(1)
-        if _joined_data_parallel():
+        if _data_parallel():
             _exit(0)
         return result
 
 
-def _joined_data_parallel() -> bool:
-    """This process joined a torch.distributed group (torchrun): see ``distributed.joined_group``."""
-    module = sys.modules.get("geoalps.train.distributed")  # never imported: never joined
-    return module is not None and module.joined_group()
+def _data_parallel() -> bool:
+    """This process is part of a torch.distributed run (torchrun): ``distributed.started``."""
+    module = sys.modules.get("geoalps.train.distributed")  # never imported: never started
+    return module is not None and module.started()
 
 
-def _exit(code: int, at_once: bool = False) -> None:
-    """Exit with ``code``; a data-parallel process (or a broken group, ``at_once``) skips the
-    interpreter's teardown, where gloo's transport threads can abort it (C++ terminate, exit -6)
-    after its outputs are complete. Everything the command wrote is closed by now."""
-    if at_once or _joined_data_parallel():
+def _exit(code: int) -> None:
+    """Exit with ``code``; a data-parallel process skips the interpreter's teardown, where gloo's
+    transport threads can abort it (C++ terminate, exit -6) after its outputs are complete.
+    Everything the command wrote is closed by now."""
+    if _data_parallel():
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)

@@ -30,8 +30,8 @@ from geoalps.errors import DistributedError, OptionError
 #: Environment variables torchrun sets for each process it starts.
 LAUNCH_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 
-#: True once this process has joined a process group (see :func:`joined_group`).
-_joined = False
+#: True once this process, started by torchrun, has begun joining its group (see :func:`started`).
+_started = False
 
 
 @dataclass(frozen=True)
@@ -90,6 +90,8 @@ def start(device_name: str, timeout_s: float) -> Ranks:
 
     if not launched():
         return Ranks(device=resolve_device(device_name))
+    global _started
+    _started = True  # from here on, failed rendezvous included, the process leaves without teardown
     try:
         rank, world, local = (int(os.environ[name]) for name in LAUNCH_VARIABLES)
     except ValueError:
@@ -113,20 +115,20 @@ def start(device_name: str, timeout_s: float) -> Ranks:
                 f"rank {rank} of {world}: could not join the other processes at "
                 f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')} "
                 f"({_first_line(exc)})") from None
-    global _joined
-    _joined = True
     return Ranks(rank, world, local, backend, device, timeout_s)
 
 
-def joined_group() -> bool:
-    """True once this process has joined a data-parallel group, even after :func:`finish` left it.
+def started() -> bool:
+    """True once this process (started by torchrun) has begun joining its data-parallel group,
+    whether the rendezvous worked, failed, or :func:`finish` has left the group since.
 
     Such a process must end without the interpreter's normal teardown: gloo's transport threads
-    can outlive ``destroy_process_group``, and a C++ ``terminate`` at exit (code -6, rare: seen in
-    CI on CPU) then turns a finished run into a failed worker for torchrun. The
-    ``geoalps`` command therefore leaves such processes with ``os._exit`` once their outputs are
-    closed; a Python caller under torchrun can do the same."""
-    return _joined
+    (and a broken or half-made group's) can outlive ``destroy_process_group``, and a C++
+    ``terminate`` at exit (code -6, seen in CI on CPU) then turns a finished run into a failed
+    worker for torchrun, or exit 11 into a crash. The ``geoalps`` command therefore leaves such
+    processes with ``os._exit`` once their outputs are closed, on success and on error; a Python
+    caller under torchrun can do the same."""
+    return _started
 
 
 def finish(ranks: Ranks) -> None:
