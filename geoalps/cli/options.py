@@ -89,7 +89,8 @@ classical_opts = stack(
                  help="Cut land-cover-sized regions of the classical engine where the tile's spectral clusters "
                       "change (covers of similar brightness with a soft edge); roofs and crowns stay whole, and "
                       "the classes are still learnt from the uncut regions. Purer regions for about x1.7 the "
-                      "time per tile (benchmarks/label_quality)."),
+                      "time per tile; --no-classical-split: the regions and speed of earlier versions "
+                      "(benchmarks/label_quality)."),
 )
 scene_opts = stack(
     click.option("--bands", default=None,

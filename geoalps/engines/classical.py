@@ -6,7 +6,7 @@ roofs and roads of the same colour), so the same object gets nearly the same reg
 overlapping tiles (which keeps seams clean); a region-adjacency merge then joins neighbouring
 regions whose mean values over all bands are near-identical.
 
-With ``--classical-split`` (off by default), regions far larger than an object
+With ``--classical-split`` (on by default), regions far larger than an object
 (:data:`SPLIT_REGION_FACTOR` times the smallest region) are then split where the tile's own spectral clusters say they straddle land cover
 (:func:`split_by_clusters`): the first cut and the merge follow local contrast, so two
 covers of similar brightness with a soft edge between them (grass and a dirt road, a lake shore

@@ -28,9 +28,13 @@ def test_sweep_settings_reach_the_engine(tmp_path, capsys):
     rows = {r["setting"]: r for r in map(json.loads, out.read_text().splitlines())}
     assert set(rows) == {"default", "sigma 0.3 scale 100 min 128 merge 10", "sigma 2.5 scale 100 min 128 merge 10"}
     default, same, smoothed = rows.values()
-    # The grid's first point is the engine's default at 0.1 m: identical regions and figures.
+    # The grid's first point is the engine's default at 0.1 m (the split on, as by default):
+    # identical regions and figures.
+    from geoalps.engines.classical import SPLIT_REGION_FACTOR
+
     assert default["settings"] == same["settings"] == {"scale": 100.0, "min_size_px": 128, "sigma_px": 0.3,
-                                                       "merge_distance": 10.0, "split_min_px": 0}
+                                                       "merge_distance": 10.0,
+                                                       "split_min_px": SPLIT_REGION_FACTOR * 128}
     assert (default["regions"], default["found"]) == (same["regions"], same["found"])
     assert smoothed["regions"] != default["regions"], "the smoothing override must reach felzenszwalb"
     for row in rows.values():

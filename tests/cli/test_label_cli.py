@@ -202,16 +202,17 @@ def test_resume_with_another_classical_scale_is_refused(tmp_path):
 
 
 def test_classical_split_reaches_the_engine(tmp_path):
-    """--classical-split is off by default (the default run equals --no-classical-split) and, on,
-    cuts some of the shipped RGB scene's land-cover-sized regions: more polygons, a different
-    coverage of the same area (the cut itself is tested in tests/engines/test_classical.py)."""
+    """--classical-split is on by default (the default run equals --classical-split) and cuts some
+    of the shipped RGB scene's land-cover-sized regions that --no-classical-split keeps whole: more
+    polygons, a different coverage of the same area (the cut itself is tested in
+    tests/engines/test_classical.py)."""
     frames = {}
     for name, args in (("default", ()), ("off", ("--no-classical-split",)), ("on", ("--classical-split",))):
         out = tmp_path / f"{name}.gpkg"
         result = _classical_run(out, *args)
         assert result.returncode == 0, result.stderr
         frames[name] = pyogrio.read_dataframe(out, layer="masks")
-    assert frames["default"].geometry.to_wkb().tolist() == frames["off"].geometry.to_wkb().tolist()
+    assert frames["default"].geometry.to_wkb().tolist() == frames["on"].geometry.to_wkb().tolist()
     assert len(frames["on"]) > len(frames["off"]), (len(frames["on"]), len(frames["off"]))
     covered_on, covered_off = frames["on"].geometry.union_all().area, frames["off"].geometry.union_all().area
     assert covered_on >= 0.95 * covered_off  # cut, not dropped

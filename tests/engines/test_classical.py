@@ -82,11 +82,11 @@ def test_settings_decide_the_regions():
     default, and what an override returns is what ``segment`` uses (the engine sweep relies on it)."""
     from geoalps.engines.classical import RegionSettings
 
-    engine = ClassicalEngine(LabelOptions(engine="classical").validated())
+    engine = ClassicalEngine(LabelOptions(engine="classical", classical_split=False).validated())
     scale, min_size = region_scale(engine.options.classical_scale, 0.1)
     assert engine.settings(0.1) == RegionSettings(scale, min_size, ClassicalEngine.sigma,
                                                   ClassicalEngine.merge_colour_distance, 0)
-    split = ClassicalEngine(LabelOptions(engine="classical", classical_split=True).validated())
+    split = ClassicalEngine(LabelOptions(engine="classical").validated())  # the split is the default
     assert split.settings(0.1).split_min_px == SPLIT_REGION_FACTOR * min_size
     rgb, bands, valid = _nir_tile()
     tile = EngineTile(rgb, valid, bands, 0.5)

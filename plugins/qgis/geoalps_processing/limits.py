@@ -22,8 +22,8 @@ SEED_DEFAULT = 0
 #: number, the plugin asks for at least 1 (a number field cannot exclude 0 itself).
 CLASSICAL_SCALE_MIN = 1.0
 CLASSICAL_SCALE_DEFAULT = 200.0
-#: ``--classical-split`` is off by default (LabelOptions.classical_split).
-CLASSICAL_SPLIT_DEFAULT = False
+#: ``--classical-split`` is on by default (LabelOptions.classical_split).
+CLASSICAL_SPLIT_DEFAULT = True
 
 
 def overlap_problem(tile_size_px: int, overlap_px: int) -> str | None:

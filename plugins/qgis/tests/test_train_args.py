@@ -92,10 +92,11 @@ def test_autolabel_split_and_trust_options(qgis_app, fake_cli, tiny_raster, tmp_
     model.write_bytes(b"model")
     processing.run("geoalps:autolabel", autolabel_params(tiny_raster, tmp_path), feedback=RecordingFeedback())
     argv = read_record(fake_cli)["argv"]
-    assert "--classical-split" not in argv and "--trust-kmeans-model" not in argv  # off by default
-    params = autolabel_params(tiny_raster, tmp_path, CLASSICAL_SPLIT=True, KMEANS_MODEL=str(model),
+    # the split is geoalps's default: nothing passed; trusting a pickled model is off by default
+    assert not {"--classical-split", "--no-classical-split", "--trust-kmeans-model"} & set(argv)
+    params = autolabel_params(tiny_raster, tmp_path, CLASSICAL_SPLIT=False, KMEANS_MODEL=str(model),
                               TRUST_KMEANS_MODEL=True)
     processing.run("geoalps:autolabel", params, feedback=RecordingFeedback())
     argv = read_record(fake_cli)["argv"]
-    assert "--classical-split" in argv
+    assert "--no-classical-split" in argv and "--classical-split" not in argv
     assert argv[argv.index("--kmeans-model") + 1] == str(model) and "--trust-kmeans-model" in argv

@@ -238,8 +238,9 @@ class AutoLabelAlgorithm(GeoAlpsAlgorithm):
             scale = self.parameterAsDouble(parameters, self.CLASSICAL_SCALE, context)
             if scale != CLASSICAL_SCALE_DEFAULT:  # the default: geoalps's own
                 args += ["--classical-scale", repr(scale)]
-        if self._flag(parameters, self.CLASSICAL_SPLIT, context, CLASSICAL_SPLIT_DEFAULT):
-            args += ["--classical-split"]
+        split = self._flag(parameters, self.CLASSICAL_SPLIT, context, CLASSICAL_SPLIT_DEFAULT)
+        if split != CLASSICAL_SPLIT_DEFAULT:  # the default: geoalps's own
+            args += ["--classical-split" if split else "--no-classical-split"]
         bands = (self.parameterAsString(parameters, self.BANDS, context) or "").strip()
         if bands:
             args += ["--bands", bands]
