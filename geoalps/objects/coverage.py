@@ -139,12 +139,11 @@ def drop_inner_collinear(geometries: np.ndarray) -> np.ndarray:
     nxt = np.where(position == last, first, position + 1)
     d_in, d_out = xy - xy[prev], xy[nxt] - xy
     corner = np.abs(d_in[:, 0] * d_out[:, 1] - d_in[:, 1] * d_out[:, 0]) > 0
-    keys = np.rint(xy).astype(np.int64)
-    _, point = np.unique(keys, axis=0, return_inverse=True)
-    point = point.ravel()
+    point = _grid_point_ids(np.rint(xy).astype(np.int64))
     owner = part_owner[ring_part[ring_of]]
-    pairs = np.unique(np.stack([point, owner], 1), axis=0)
-    owners_per_point = np.bincount(pairs[:, 0], minlength=point.max() + 1)
+    n_owners = int(owner.max()) + 1
+    pairs = np.unique(point * n_owners + owner)  # (point, owner) pairs as one code each
+    owners_per_point = np.bincount(pairs // n_owners, minlength=point.max() + 1)
     corner_anywhere = np.zeros(point.max() + 1, bool)
     np.logical_or.at(corner_anywhere, point, corner)
     keep = corner_anywhere[point] | (owners_per_point[point] != 2)
@@ -161,6 +160,18 @@ def drop_inner_collinear(geometries: np.ndarray) -> np.ndarray:
     for i, kind in enumerate(shapely.get_type_id(geometries[present])):
         out[present[i]] = new_parts[part_owner == i][0] if kind == shapely.GeometryType.POLYGON and single[i] else rebuilt[i]
     return out
+
+
+def _grid_point_ids(keys: np.ndarray) -> np.ndarray:
+    """One id per distinct integer (x, y) row of ``keys``, numbered in the order
+    ``np.unique(keys, axis=0)`` sorts them, from a 1-D unique of one int64 code a row: a unique
+    over rows compares them as opaque records and cost most of pass 2's vertex clean-up."""
+    low, high = keys.min(axis=0), keys.max(axis=0)
+    span = high - low + 1
+    if float(span[0]) * float(span[1]) >= 2.0**62:  # codes would overflow: rows as they are
+        return np.unique(keys, axis=0, return_inverse=True)[1].ravel()
+    codes = (keys[:, 0] - low[0]) * span[1] + (keys[:, 1] - low[1])
+    return np.unique(codes, return_inverse=True)[1].ravel()
 
 
 def _rings(parts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

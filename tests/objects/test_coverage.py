@@ -164,3 +164,17 @@ def test_simplify_is_part_of_the_resume_fingerprint(scene, tmp_path):
     with pytest.raises(ResumeError, match="simplify"):
         label(scene, out, engine="classical", quiet=True, tile_size_px=128, overlap_px=16, resume=True, overwrite=True,
               simplify="1px", workers=1)
+
+
+def test_grid_point_ids_number_vertices_as_a_unique_over_rows():
+    """The vertex ids of the clean-up come from one int64 code a vertex; they must be the ids a
+    unique over (x, y) rows gives, for pixel grids, negative and map-sized coordinates, and for
+    spans whose codes would overflow (then the rows themselves are compared)."""
+    from geoalps.objects.coverage import _grid_point_ids
+
+    rng = np.random.default_rng(7)
+    for low, high in ((0, 40), (-500, 500), (399_000, 401_000), (-2**40, 2**40)):
+        keys = rng.integers(low, high, size=(4000, 2))
+        keys[1::2] = keys[::2]  # shared vertices, as where polygons meet
+        expected = np.unique(keys, axis=0, return_inverse=True)[1].ravel()
+        assert np.array_equal(_grid_point_ids(keys), expected), (low, high)
