@@ -254,16 +254,15 @@ class RegionGraph:
         counts = np.bincount(flat, minlength=self.n).astype(np.float64)
         self.counts = counts
         channels = image.shape[-1]
-        pixels = image.reshape(-1, channels).astype(np.float64)
-        sums = np.stack([np.bincount(flat, pixels[:, c], self.n) for c in range(channels)], axis=1)
+        bands = image.reshape(-1, channels).T  # a view; bincount sums each band in float64
+        sums = np.stack([np.bincount(flat, bands[c], self.n) for c in range(channels)], axis=1)
         self.means = sums / np.maximum(counts, 1)[:, None]
-        pairs = np.concatenate([
-            np.stack([labels[:, :-1].ravel(), labels[:, 1:].ravel()], axis=1),
-            np.stack([labels[:-1, :].ravel(), labels[1:, :].ravel()], axis=1),
-        ])
-        pairs = pairs[(pairs[:, 0] != pairs[:, 1]) & (pairs[:, 0] > 0) & (pairs[:, 1] > 0)].astype(np.int64)
-        pairs.sort(axis=1)
-        codes = np.unique(pairs[:, 0] * self.n + pairs[:, 1])  # 1-D unique is far cheaper than axis=0
+        codes = []  # one code (low label, high label) per neighbour pair: 1-D unique is far cheaper than axis=0
+        for first, second in ((labels[:, :-1], labels[:, 1:]), (labels[:-1, :], labels[1:, :])):
+            between = (first != second) & (first > 0) & (second > 0)
+            first, second = first[between].astype(np.int64), second[between].astype(np.int64)
+            codes.append(np.minimum(first, second) * self.n + np.maximum(first, second))
+        codes = np.unique(np.concatenate(codes))
         self.edges = np.stack([codes // self.n, codes % self.n], axis=1)
         self.edge_distance = np.linalg.norm(self.means[self.edges[:, 0]] - self.means[self.edges[:, 1]], axis=1)
 
