@@ -167,10 +167,9 @@ def _grid_point_ids(keys: np.ndarray) -> np.ndarray:
     ``np.unique(keys, axis=0)`` sorts them, from a 1-D unique of one int64 code a row: a unique
     over rows compares them as opaque records and cost most of pass 2's vertex clean-up."""
     low, high = keys.min(axis=0), keys.max(axis=0)
-    span = high - low + 1
-    if float(span[0]) * float(span[1]) >= 2.0**62:  # codes would overflow: rows as they are
+    if np.prod(high.astype(np.float64) - low + 1) >= 2.0**62:  # codes would overflow: rows as they are
         return np.unique(keys, axis=0, return_inverse=True)[1].ravel()
-    codes = (keys[:, 0] - low[0]) * span[1] + (keys[:, 1] - low[1])
+    codes = (keys[:, 0] - low[0]) * (high[1] - low[1] + 1) + (keys[:, 1] - low[1])
     return np.unique(codes, return_inverse=True)[1].ravel()
 
 

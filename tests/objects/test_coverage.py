@@ -173,7 +173,7 @@ def test_grid_point_ids_number_vertices_as_a_unique_over_rows():
     from geoalps.objects.coverage import _grid_point_ids
 
     rng = np.random.default_rng(7)
-    for low, high in ((0, 40), (-500, 500), (399_000, 401_000), (-2**40, 2**40)):
+    for low, high in ((0, 40), (-500, 500), (399_000, 401_000), (-2**40, 2**40), (-2**62, 2**62)):
         keys = rng.integers(low, high, size=(4000, 2))
         keys[1::2] = keys[::2]  # shared vertices, as where polygons meet
         expected = np.unique(keys, axis=0, return_inverse=True)[1].ravel()
