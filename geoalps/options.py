@@ -96,9 +96,9 @@ class LabelOptions:
     #: change (geoalps.engines.classical.SPLIT_REGION_FACTOR); k-means learns from the uncut
     #: regions. On by default: on the scene bank's selection half it misses 1 of issue 25's
     #: targets against 4 (report half 13 + 2 against 19 + 4) with object recall unchanged, for
-    #: x1.68 pass 1's time per tile at the median, x1.31 the whole run's (issue 25 asked for x1.5
+    #: x1.62 pass 1's time per tile at the median, x1.09 the whole run's (issue 25 asked for x1.5
     #: per tile; benchmarks/label_quality/README.md, seventh to ninth rounds). ``False`` gives the
-    #: regions and speed of earlier versions. Ignored by SAM.
+    #: regions of earlier versions. Ignored by SAM.
     classical_split: bool = True
     bands: str | None = None
     #: What each band is, one name a band ("blue,green,red,nir"; geoalps.inputs.bands
