@@ -142,7 +142,7 @@ def score(engine, tile, transform, truth, true_ids: np.ndarray) -> dict:
 
 
 def grid_settings(args, pixel_size_m: float | None, default) -> list[tuple[str, object]]:
-    from geoalps.engines.classical import SPLIT_REGION_FACTOR, RegionSettings
+    from geoalps.engines.classical import RegionSettings, split_size_px
 
     sigmas = [("px", s) for s in args.sigma]
     if args.ground_sigma_m and pixel_size_m:
@@ -151,7 +151,7 @@ def grid_settings(args, pixel_size_m: float | None, default) -> list[tuple[str, 
     for (kind, sigma), scale, min_size, merge in itertools.product(sigmas, args.scale, args.min_size, args.merge):
         name = (f"sigma {'%gm' % args.ground_sigma_m if kind == 'm' else '%g' % sigma} scale {scale:g} "
                 f"min {min_size} merge {merge:g}")
-        split_min_px = SPLIT_REGION_FACTOR * min_size if default.split_min_px else 0  # as the engine's own rule
+        split_min_px = split_size_px(min_size, bool(default.split_min_px))  # the engine's own rule
         out.append((name, RegionSettings(scale, min_size, sigma, merge, split_min_px)))
     return out
 

@@ -29,8 +29,8 @@ from typing import NamedTuple
 import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
-from skimage.measure import label as connected_label
 from skimage.filters import gaussian
+from skimage.measure import label as connected_label
 from skimage.segmentation import felzenszwalb
 from skimage.util import img_as_float64
 
@@ -83,6 +83,12 @@ def region_scale(classical_scale: float, pixel_size_m: float | None) -> tuple[fl
     return scale, min_size
 
 
+def split_size_px(min_size_px: int, split: bool) -> int:
+    """Regions of at least this many pixels are split along spectral clusters: :data:`SPLIT_REGION_FACTOR`
+    smallest regions with ``classical_split``, else 0 (never)."""
+    return SPLIT_REGION_FACTOR * min_size_px if split else 0
+
+
 class RegionSettings(NamedTuple):
     """What decides the classical engine's regions for one scene."""
 
@@ -125,7 +131,7 @@ class ClassicalEngine(MaskEngine):
         decided (``benchmarks/label_quality/engine_sweep.py`` overrides it to sweep them)."""
         scale, min_size = region_scale(self.options.classical_scale, pixel_size_m)
         return RegionSettings(scale, min_size, self.sigma, self.merge_colour_distance,
-                              SPLIT_REGION_FACTOR * min_size if self.options.classical_split else 0)
+                              split_size_px(min_size, self.options.classical_split))
 
     def generate_tiles(self, tiles: list[EngineTile]) -> list[TileMasks]:
         return [self.segment(tile) for tile in tiles]
