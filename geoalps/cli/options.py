@@ -88,7 +88,7 @@ classical_opts = stack(
     click.option("--classical-split/--no-classical-split", default=_LABEL.classical_split, show_default=True,
                  help="Cut land-cover-sized regions of the classical engine where the tile's spectral clusters "
                       "change (covers of similar brightness with a soft edge); roofs and crowns stay whole, and "
-                      "the classes are still learnt from the uncut regions. Purer regions for about x1.7 the "
+                      "the classes are still learnt from the uncut regions. Purer regions for about x1.6 the "
                       "time per tile; --no-classical-split: the regions and speed of earlier versions "
                       "(benchmarks/label_quality)."),
 )
