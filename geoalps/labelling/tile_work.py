@@ -68,10 +68,13 @@ def all_bands_uint8(data: np.ndarray, valid: np.ndarray, scene: Scene) -> np.nda
 def engine_tile(scene: Scene, data: np.ndarray, valid: np.ndarray, bands: tuple[int, int, int],
                 wants_bands: bool, size_m: float | None) -> EngineTile:
     """What an engine sees of one read tile: the 8-bit view of ``bands`` and, for engines with
-    ``wants_bands``, every band on the scene's stretch; ``size_m`` from :func:`pixel_size_m`."""
-    rgb = stretch_to_uint8(data, valid, bands, scene.stats)
-    every = all_bands_uint8(data, valid, scene) if wants_bands else None
-    return EngineTile(rgb, valid, every, size_m)
+    ``wants_bands``, every band on the scene's stretch; ``size_m`` from :func:`pixel_size_m`.
+    The stretch is per band, so with every band at hand the view is picked from them, not
+    stretched again."""
+    if not wants_bands:
+        return EngineTile(stretch_to_uint8(data, valid, bands, scene.stats), valid, None, size_m)
+    every = all_bands_uint8(data, valid, scene)
+    return EngineTile(every[..., [band - 1 for band in bands]], valid, every, size_m)
 
 
 def engine_for(options: LabelOptions, tile_batch: int = 0):

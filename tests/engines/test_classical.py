@@ -10,7 +10,8 @@ from geoalps.engines import EngineTile
 from geoalps.engines.classical import (REGION_MAX_PX, REGION_MIN_PX, REGION_NO_CRS_PX, SPLIT_REGION_FACTOR,
                                       ClassicalEngine, region_scale, split_by_clusters)
 from geoalps.inputs.scene import open_scene
-from geoalps.labelling.tile_work import all_bands_uint8, pixel_size_m
+from geoalps.inputs.bands import stretch_to_uint8
+from geoalps.labelling.tile_work import all_bands_uint8, engine_tile, pixel_size_m
 from geoalps.options import MIN_AREA_PX_DEFAULT, LabelOptions
 
 
@@ -67,6 +68,20 @@ def test_all_bands_keep_the_scene_stretch(tmp_path):
         lo, hi = scene.stats.low[band], scene.stats.high[band]
         expected = np.clip(np.rint((data[band] - lo) * 255.0 / (hi - lo)), 0, 255)
         assert np.abs(out[..., band].astype(int) - expected).max() <= 1
+
+
+@pytest.mark.parametrize("bands", [(3, 2, 1), (4, 4, 4), (5, 1, 2)])
+def test_an_engine_wanting_every_band_sees_the_same_view_as_one_that_does_not(tmp_path, bands):
+    rng = np.random.default_rng(1)
+    data = rng.integers(0, 4000, (5, 16, 24)).astype(np.uint16)
+    data[:, :3, :5] = 0
+    scene = open_scene(str(write_raster(tmp_path / "b.tif", data, nodata=0)))
+    valid = (data != 0).all(axis=0)
+    every = engine_tile(scene, data, valid, bands, True, 0.5)
+    rgb_only = engine_tile(scene, data, valid, bands, False, 0.5)
+    assert rgb_only.bands is None and every.bands.shape == (16, 24, 5)
+    assert np.array_equal(every.rgb, stretch_to_uint8(data, valid, bands, scene.stats))
+    assert np.array_equal(every.rgb, rgb_only.rgb) and not every.rgb[:3, :5].any() and every.rgb.std() > 20
 
 
 def test_smallest_mask_follows_resolution_unless_given():

@@ -107,3 +107,23 @@ def test_split_masks_keep_big_parts_and_drop_specks_like_the_per_mask_path():
     assert len(fast[0].geoms) == 2
     assert all(shapely.equals_exact(f.normalize(), s.normalize(), tolerance=1e-6) for f, s in zip(fast, slow))
     assert len(fast[1].interiors) == 1 and fast[1].interiors[0].envelope.equals(fast[2].envelope)
+
+
+def test_crops_of_a_label_image_are_read_from_it_after_clipping_and_selection():
+    labels = np.zeros((40, 50), dtype=np.int32)
+    labels[2:20, 3:30] = 1
+    labels[22:38, 5:45] = 2
+    labels[5:15, 35:48] = 4  # label 3 is absent: no mask, no crop
+    masks = TileMasks.from_labels(labels, np.array([0, 0.1, 0.2, 0.3, 0.4], np.float32))
+    assert list(masks.label_ids) == [1, 2, 4] and np.allclose(masks.scores, [0.1, 0.2, 0.4])
+    before = [labels[r0:r1, c0:c1] == i for i, (r0, c0, r1, c1) in zip((1, 2, 4), masks.boxes)]
+    valid = np.ones(labels.shape, bool)
+    valid[10:30, 20:40] = False  # cuts masks 1 and 2, and mask 4's lower left corner
+    kept = filter_by_area(masks, valid, 1, 1.0)
+    assert len(kept) == 3
+    for crop, was, (r0, c0, r1, c1) in zip(kept.crops, before, kept.boxes):
+        assert crop.shape == was.shape and np.array_equal(crop, was & valid[r0:r1, c0:c1])
+    assert np.array_equal(kept.areas, [int((c & valid[r0:r1, c0:c1]).sum()) for c, (r0, c0, r1, c1) in zip(before, kept.boxes)])
+    picked = kept.select(np.array([False, True, True]))
+    assert np.array_equal(picked.crops[0], kept.crops[1]) and np.array_equal(picked.dense(1), kept.dense(2))
+    assert [c.shape for c in picked.crops[:]] == [before[1].shape, before[2].shape]
