@@ -7,6 +7,7 @@ timed against itself). Two stand-in trees whose ``label`` report different times
 from __future__ import annotations
 
 import importlib.util
+import platform
 
 from conftest import REPO
 
@@ -56,3 +57,19 @@ def test_default_scenes_are_imagery_not_the_samples_truth(tmp_path, monkeypatch)
     monkeypatch.setattr(tile_time, "BANK", bank)
     monkeypatch.setattr(tile_time, "ROOT", tmp_path)
     assert [p.name for p in tile_time.default_scenes()] == ["s01.tif", "scene_a.tif", "scene_b.tif"]
+
+
+
+def test_rows_name_the_cpu_they_were_timed_on(tmp_path):
+    """Ratios move with the CPU (x1.62 on one machine, x1.65 on another, same code): each row says
+    which CPU it is from."""
+    spec = importlib.util.spec_from_file_location("tile_time_under_test", TILE_TIME)
+    tile_time = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tile_time)
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) Gold 6338 CPU @ 2.00GHz\n"
+                       "processor\t: 1\nmodel name\t: Intel(R) Xeon(R) Gold 6338 CPU @ 2.00GHz\n")
+    assert tile_time.cpu_model(cpuinfo) == "Intel(R) Xeon(R) Gold 6338 CPU @ 2.00GHz"
+    cpuinfo.write_text("processor\t: 0\nBogoMIPS\t: 50.00\n")  # no model name (some ARM kernels)
+    assert tile_time.cpu_model(cpuinfo) == (platform.processor() or "unknown")
+    assert tile_time.cpu_model(tmp_path / "absent") == (platform.processor() or "unknown")
