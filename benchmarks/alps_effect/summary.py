@@ -2,6 +2,7 @@
 
     python benchmarks/alps_effect/summary.py --fine-steps 640 --pre-steps 1200
     python benchmarks/alps_effect/summary.py --search          # random-init arm per budget, seed 0
+    python benchmarks/alps_effect/summary.py --tag split-default-3cb1f43   # only the rows of one campaign
 
 Pairs the two arms of each (dataset, seed) at the given budget (the last row wins when a run was
 repeated: runs are deterministic) and prints mean, min and max of each arm and of the gain, and
@@ -69,8 +70,10 @@ def main() -> None:
     parser.add_argument("--fine-steps", type=int, default=640)
     parser.add_argument("--search", action="store_true", help="one row per run of --seed instead")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tag", default=None, help="only rows with this tag (one campaign: the pseudo-labels "
+                        "change with the labelling default, so rows of different campaigns do not pair)")
     args = parser.parse_args()
-    rows = load(args.results)
+    rows = [r for r in load(args.results) if args.tag is None or r.get("tag") == args.tag]
     if args.search:
         search_table(rows, args.seed)
     else:
