@@ -79,6 +79,23 @@ def _frame(scene: Scene, geometries, features, scores, fragments, clusterer: Onl
     return frame
 
 
+#: Held objects are written once at least this many of them are ready (every tile that could hold
+#: an object overlapping them has been read): each check builds an STRtree of the held objects, so
+#: checking after every tile would cost more than it saves; memory stays a few tile rows' worth.
+FLUSH_READY_OBJECTS = 2000
+
+
+@dataclass
+class _Pending:
+    """A held object waiting for its neighbours: ``order`` is its place in the scene's held list
+    (seam candidates in reading order, then merged objects by group), which decides ties in
+    :func:`resolve_overlaps`; ``ready_after``: the last tile number whose window meets its box."""
+
+    order: tuple[int, int]
+    row: HeldObject
+    ready_after: int
+
+
 def assemble_scene(
     scene: Scene,
     tiles: Sequence[Tile],
@@ -88,6 +105,7 @@ def assemble_scene(
     merged: Sequence[Sequence[tuple[int, int]]] = (),
     on_tile: Callable[[], None] | None = None,
     simplify_px: float = 0.0,
+    flush_ready_objects: int | None = None,
 ) -> Iterator:
     """Classify and merge one scene's objects; yields them as GeoDataFrames in the scene's CRS
     (the columns of :data:`geoalps.outputs.vector.OBJECT_COLUMNS`), no empty ones.
@@ -98,19 +116,30 @@ def assemble_scene(
     by pixel area. Tile results hold scene-pixel geometries; they go to map coordinates here.
 
     Objects of a disjoint engine leave as a coverage (:mod:`geoalps.objects.coverage`): the seam
-    candidates (objects reaching a part of the scene another tile also sees) are held with the
-    merged fragments until the scene is done, their overlaps resolved (smallest object on top,
-    the label raster's rule), every edge noded, and each yielded group (one tile's free objects;
-    the held ones) coverage-simplified by ``simplify_px`` with its outer boundary fixed. Memory:
-    the held objects of one scene (those near tile seams).
+    candidates (objects reaching a part of the scene another tile also sees) and merged objects
+    are held until every tile that could hold an object overlapping them has been read, then
+    written in groups closed under overlap (:func:`_ready_groups`), their overlaps resolved
+    (smallest object on top, the label raster's rule), every edge noded, and each yielded group
+    coverage-simplified by ``simplify_px`` with its outer boundary fixed. Memory: the held objects
+    of a few rows of tiles, whatever the scene's size (holding them all to the scene's end grew
+    with its area: 9 GB at 20480 x 20480 px).
     """
+    flush_ready_objects = FLUSH_READY_OBJECTS if flush_ready_objects is None else flush_ready_objects
     group_of: dict[int, dict[int, int]] = {}
+    group_last_tile = np.full(len(merged), -1)
     for group_number, group in enumerate(merged):
         for tile_number, index in group:
             group_of.setdefault(tile_number, {})[index] = group_number
+            group_last_tile[group_number] = max(group_last_tile[group_number], tile_number)
+    groups_ending: dict[int, list[int]] = {}
+    for group_number, last in enumerate(group_last_tile.tolist()):
+        groups_ending.setdefault(last, []).append(group_number)
+    windows = np.array([(t.col_off, t.row_off, t.col_off + t.width, t.row_off + t.height) for t in tiles],
+                       dtype=np.float64).reshape(-1, 4)
     fragments: dict[tuple[int, int], Fragment] = {}  # only fragments of merged objects are held
-    held: list[HeldObject] = []  # a disjoint engine's seam candidates
+    pending: list[_Pending] = []  # held objects not yet written
     disjoint = False
+    candidates_seen = 0
 
     def finish(geometries) -> np.ndarray:
         geometries = np.asarray(geometries, dtype=object)
@@ -118,32 +147,86 @@ def assemble_scene(
             geometries = simplify_coverage(drop_inner_collinear(node_pixel_edges(geometries)), simplify_px)
         return to_map(geometries, scene.transform)
 
-    for tile_number, tile in enumerate(tiles):
-        result = load(tile)
-        if on_tile is not None:
-            on_tile()
-        if not len(result):
-            continue
-        disjoint = disjoint or result.disjoint
-        feats = result.feature_matrix(blocks)
-        alone = np.ones(len(result), dtype=bool)
-        for index in group_of.get(tile_number, {}):
-            alone[index] = False
-            fragments[(tile_number, index)] = Fragment(result.geometries[index], feats[index],
-                                                       float(result.scores[index]), float(result.area_px[index]))
-        if result.disjoint:
-            keep = alone & result.seam_candidate
-            held.extend(HeldObject(result.geometries[i], feats[i], float(result.scores[i]), 1) for i in np.flatnonzero(keep))
-            alone &= ~keep
-        if alone.any():
-            yield _frame(scene, finish(result.geometries[alone]), feats[alone], result.scores[alone],
-                         np.ones(int(alone.sum())), clusterer)
-    rows = held + [HeldObject.merged([fragments.pop(member) for member in group]) for group in merged]
-    if rows:  # the held objects: one group
-        geometries = np.array([r.geometry for r in rows], dtype=object)
+    def ready_after(geometry) -> int:
+        x0, y0, x1, y1 = shapely.bounds(geometry)
+        meets = (windows[:, 0] <= x1 + 1) & (windows[:, 2] >= x0 - 1) & (windows[:, 1] <= y1 + 1) & (windows[:, 3] >= y0 - 1)
+        return int(np.flatnonzero(meets).max()) if meets.any() else -1
+
+    def write(rows: list[_Pending]):
+        rows = sorted(rows, key=lambda r: r.order)
+        geometries = np.array([r.row.geometry for r in rows], dtype=object)
         if disjoint:
             geometries = resolve_overlaps(geometries)
         kept = np.flatnonzero(~shapely.is_missing(geometries))
         if len(kept):
-            yield _frame(scene, finish(geometries[kept]), np.asarray([rows[i].features for i in kept]),
-                         [rows[i].score for i in kept], [rows[i].n_fragments for i in kept], clusterer)
+            return _frame(scene, finish(geometries[kept]), np.asarray([rows[i].row.features for i in kept]),
+                          [rows[i].row.score for i in kept], [rows[i].row.n_fragments for i in kept], clusterer)
+        return None
+
+    for tile_number, tile in enumerate(tiles):
+        result = load(tile)
+        if on_tile is not None:
+            on_tile()
+        if len(result):
+            disjoint = disjoint or result.disjoint
+            feats = result.feature_matrix(blocks)
+            alone = np.ones(len(result), dtype=bool)
+            for index in group_of.get(tile_number, {}):
+                alone[index] = False
+                fragments[(tile_number, index)] = Fragment(result.geometries[index], feats[index],
+                                                           float(result.scores[index]), float(result.area_px[index]))
+            if result.disjoint:
+                keep = alone & result.seam_candidate
+                for i in np.flatnonzero(keep):
+                    row = HeldObject(result.geometries[i], feats[i], float(result.scores[i]), 1)
+                    pending.append(_Pending((0, candidates_seen), row, ready_after(row.geometry)))
+                    candidates_seen += 1
+                alone &= ~keep
+            if alone.any():
+                yield _frame(scene, finish(result.geometries[alone]), feats[alone], result.scores[alone],
+                             np.ones(int(alone.sum())), clusterer)
+        for group_number in groups_ending.get(tile_number, []):  # merged objects whose last fragment is read
+            row = HeldObject.merged([fragments.pop(member) for member in merged[group_number]])
+            pending.append(_Pending((1, group_number), row, max(tile_number, ready_after(row.geometry))))
+        last = tile_number == len(tiles) - 1
+        if last or sum(p.ready_after <= tile_number for p in pending) >= flush_ready_objects:
+            incomplete = [f.geometry for f in fragments.values()]  # parts of merged objects still to come
+            ready, pending = _ready_groups(pending, incomplete, tile_number, disjoint)
+            for group in ready:
+                frame = write(group)
+                if frame is not None:
+                    yield frame
+    if pending:  # cannot happen: every tile has been read
+        raise RuntimeError(f"{scene.name}: {len(pending)} held objects were never written")
+
+
+def _ready_groups(pending: list[_Pending], incomplete: list, tile_number: int,
+                  disjoint: bool) -> tuple[list[list[_Pending]], list[_Pending]]:
+    """(groups to write now, objects still held). Without overlaps to resolve (not a disjoint
+    engine) every held object is ready. Else objects whose interiors overlap are joined (an
+    STRtree of the held objects and of ``incomplete``, the read fragments of merged objects not
+    yet complete), and a joined set is ready when all its objects are: each overlap is then
+    resolved among the same objects, in the same order, as if the whole scene were held."""
+    if not disjoint:
+        return [pending], []
+    geometries = np.array([p.row.geometry for p in pending] + list(incomplete), dtype=object)
+    n = len(geometries)
+    if not n:
+        return [], []
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    left, right = shapely.STRtree(geometries).query(geometries, predicate="intersects")
+    pairs = left < right
+    left, right = left[pairs], right[pairs]
+    inner = shapely.relate_pattern(geometries[left], geometries[right], "T********")
+    left, right = left[inner], right[inner]
+    _, component = connected_components(coo_matrix((np.ones(len(left)), (left, right)), shape=(n, n)), directed=False)
+    waiting = np.ones(n, dtype=bool)
+    waiting[: len(pending)] = [p.ready_after > tile_number for p in pending]
+    blocked = np.zeros(int(component.max()) + 1, dtype=bool)
+    blocked[component[waiting]] = True
+    groups: list[list[_Pending]] = []
+    if not blocked[component[: len(pending)]].all():
+        groups.append([p for p, c in zip(pending, component) if not blocked[c]])
+    return groups, [p for p, c in zip(pending, component) if blocked[c]]
