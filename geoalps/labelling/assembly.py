@@ -140,6 +140,7 @@ def assemble_scene(
     pending: list[_Pending] = []  # held objects not yet written
     disjoint = False
     candidates_seen = 0
+    ready_blocked = 0  # ready objects the last check left held (an overlapping neighbour was not ready)
 
     def finish(geometries) -> np.ndarray:
         geometries = np.asarray(geometries, dtype=object)
@@ -189,9 +190,13 @@ def assemble_scene(
             row = HeldObject.merged([fragments.pop(member) for member in merged[group_number]])
             pending.append(_Pending((1, group_number), row, max(tile_number, ready_after(row.geometry))))
         last = tile_number == len(tiles) - 1
-        if last or sum(p.ready_after <= tile_number for p in pending) >= flush_ready_objects:
+        ready_now = sum(p.ready_after <= tile_number for p in pending)
+        # checked when enough have become ready since the last check: ready objects still blocked
+        # by a neighbour would otherwise make every later tile pay for an STRtree of them
+        if last or ready_now - ready_blocked >= flush_ready_objects:
             incomplete = [f.geometry for f in fragments.values()]  # parts of merged objects still to come
             ready, pending = _ready_groups(pending, incomplete, tile_number, disjoint)
+            ready_blocked = sum(p.ready_after <= tile_number for p in pending)
             for group in ready:
                 frame = write(group)
                 if frame is not None:
