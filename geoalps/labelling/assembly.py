@@ -3,7 +3,8 @@ stream the result as frames (the run hands them straight to the output writer).
 
 Tiles are read back from the work store one at a time. Which objects merge across seams is known
 before (:class:`geoalps.objects.seams.SeamIndex`, filled in pass 1): every other object is classified and
-yielded straight away, and only the fragments of merged objects are held until the scene is done.
+yielded straight away; fragments of merged objects and a disjoint engine's seam candidates are held
+only until every tile that could overlap them has been read.
 """
 from __future__ import annotations
 
@@ -79,9 +80,10 @@ def _frame(scene: Scene, geometries, features, scores, fragments, clusterer: Onl
     return frame
 
 
-#: Held objects are written once at least this many of them are ready (every tile that could hold
-#: an object overlapping them has been read): each check builds an STRtree of the held objects, so
-#: checking after every tile would cost more than it saves; memory stays a few tile rows' worth.
+#: Held objects are checked for writing once this many more of them have become ready (every tile
+#: that could hold an object overlapping them has been read) since the last check: each check builds
+#: an STRtree of the held objects, so checking after every tile would cost more than it saves;
+#: memory stays a few tile rows' worth.
 FLUSH_READY_OBJECTS = 2000
 
 
