@@ -7,11 +7,12 @@ scene's index, and GDAL writes no timestamps, so the same seed gives byte-identi
     python benchmarks/scene_bank/make_bank.py [--out benchmarks/scene_bank/out] [--seed 25]
 
 Writes ``<name>.tif`` (the image) and ``<name>.gt.tif`` (uint8 truth on the same grid: classes
-1..C, 0 = nodata / ignore, ``CLASS_NAMES`` tag indexed by id) for each of the scenes of
-:data:`SCENES`, and ``bank.json`` listing them: name, image and truth paths (relative to the
+1..C, 0 = nodata / ignore, ``CLASS_NAMES`` tag indexed by id) for each of the written scenes of
+:data:`SCENES` and the drawn ones of :data:`DRAWN`, and ``bank.json`` listing them: name, image and truth paths (relative to the
 folder), number of true classes, pixel size in m, band count, band order, dtype, whether band
 descriptions are set, nodata value, CRS, size and the scene's half ("selection" or "report"), split
-once by the fixed :data:`SPLIT_SEED` (half and half), whatever ``--seed`` is.
+once by the fixed :data:`SPLIT_SEED` (half and half; the drawn scenes by :data:`DRAWN_SPLIT_SEED`),
+whatever ``--seed`` is.
 
 What varies: pixel size 0.1-30 m; 3-13 bands in RGB, BGR, R,G,B,N, B,G,R,N, 6-7-band
 Landsat-like, 8-band WorldView-like and 10/12/13-band Sentinel-2-like orders, with and without
@@ -22,8 +23,8 @@ materials, tree crowns) of many sizes. Each class has a plausible reflectance sp
 (vegetation bright in NIR, water dark in NIR and SWIR, ...), varied region by region, with
 texture at three spatial scales, crown shading and cast shadows at fine pixel sizes, a sensor
 blur, an illumination gradient, haze (stronger at short wavelengths), sensor noise, and in some
-scenes nodata areas (swath edge or a masked blob) with a nodata value. Cost: a few seconds for
-the whole bank (about 30 MB).
+scenes nodata areas (swath edge or a masked blob) with a nodata value. Cost: about ten seconds for
+the whole bank (about 125 MB).
 """
 from __future__ import annotations
 
@@ -205,6 +206,64 @@ SCENES = (
               ("crop", "soil", "grass", "forest", "shrub", "urban"), _o(river="water", road="road"), 32630,
               patch_m=450),
 )
+
+
+#: A second set of scenes whose specs are drawn at random (:func:`drawn_specs`) rather than written
+#: by hand: scenes nobody shaped, with their own half-and-half split (:data:`DRAWN_SPLIT_SEED`), so
+#: the 26 above keep their bytes and halves. Added 2026-12-07, after every choice made so far.
+DRAW_SEED = 2612
+DRAWN_SPLIT_SEED = 2026
+N_DRAWN = 12
+#: What a drawn scene can be; object overlays only below 3 m, as in the written scenes.
+PIXEL_SIZES_M = (0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 10.0, 15.0, 20.0, 30.0)
+SHAPES_PX = ((384, 384), (448, 448), (512, 512), (512, 640), (640, 512))
+COVERS = ("forest", "conifer", "grass", "crop", "soil", "sand", "shrub", "wetland", "water", "urban", "rock")
+
+
+def drawn_specs(n: int = N_DRAWN, seed: int = DRAW_SEED) -> tuple[SceneSpec, ...]:
+    """``n`` scene specs drawn from the same ranges as the written ones, a third each below 1 m
+    (1-3 base covers and objects), 1-5 m (2-5 covers) and 10-30 m (3-10 covers, Landsat and
+    Sentinel-2 band orders too): pixel size, sensor, dtype, band names, layout, covers, rivers,
+    roads, ponds, buildings and trees (below 3 m), haze and nodata. Named
+    ``<a|m|s>NN_drawn_<size>`` (numbers after the written scenes')."""
+    rng = np.random.default_rng(seed)
+    specs, counts = [], {"a": 8, "m": 7, "s": 11}
+    for group in ("a", "m", "s") * (n // 3):
+        sizes = [p for p in PIXEL_SIZES_M if (p < 1 if group == "a" else (1 <= p < 10 if group == "m" else p >= 10))]
+        px = float(rng.choice(sizes))
+        counts[group] += 1
+        overlays: dict[str, str] = {}
+        if group == "a":
+            sensor = str(rng.choice(["RGB", "BGR", "RGBN", "BGRN", "WV8"]))
+            base = rng.choice(["grass", "soil", "pavement", "sand", "crop"], rng.integers(1, 4), replace=False)
+            for kind, p in (("building", 0.8), ("tree", 0.8), ("road", 0.6), ("pond", 0.3), ("pavement", 0.2)):
+                if rng.random() < p:
+                    overlays[kind] = "water" if kind == "pond" else kind
+        else:
+            sensors = ["RGB", "BGR", "RGBN", "BGRN", "WV8"] + (["L6", "L7", "S2-10", "S2-12", "S2-13"] if group == "s" else [])
+            sensor = str(rng.choice(sensors))
+            low, high = (2, 6) if group == "m" else (3, 11)
+            base = rng.choice(COVERS, rng.integers(low, high), replace=False)
+            for kind, p in (("river", 0.3), ("road", 0.5), ("building", 0.4), ("tree", 0.4)):
+                if rng.random() < p and (kind in ("river", "road") or px < 3):
+                    overlays[kind] = "water" if kind == "river" else kind
+        base = tuple(str(b) for b in base)
+        for kind in ("tree", "road"):  # at least three classes
+            if len(set(base) | set(overlays.values())) < 3:
+                overlays[kind] = kind
+        tag = f"{round(px * 100):03d}" if px < 10 else f"{px:g}m"
+        specs.append(SceneSpec(
+            f"{group}{counts[group]:02d}_drawn_{tag}", px, SHAPES_PX[rng.integers(len(SHAPES_PX))], sensor,
+            str(rng.choice(["uint8", "uint16", "float32"])), bool(rng.random() < 0.5),
+            str(rng.choice(["voronoi", "smooth", "fields"])), base, overlays,
+            int(rng.choice([4326, *range(32610, 32640)])) if group == "s" else int(rng.integers(32610, 32640)),
+            nodata=(None, None, None, "edge", "blob")[rng.integers(5)],
+            haze=float(rng.uniform(0.01, 0.05)) if rng.random() < 0.3 else 0.0,
+            patch_m=float(px * rng.uniform(40, 130))))
+    return tuple(specs)
+
+
+DRAWN = drawn_specs()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -568,20 +627,26 @@ def _grid(spec: SceneSpec, rng: np.random.Generator):
     return CRS.from_epsg(spec.epsg), from_origin(x0, y0, spec.pixel_m, spec.pixel_m)
 
 
-def halves(names: list[str]) -> dict[str, str]:
-    """Scene name -> "selection" | "report", drawn once with SPLIT_SEED (half and half)."""
-    order = np.random.default_rng(SPLIT_SEED).permutation(len(names))
+def halves(names: list[str], seed: int = SPLIT_SEED) -> dict[str, str]:
+    """Scene name -> "selection" | "report", drawn once with ``seed`` (half and half)."""
+    order = np.random.default_rng(seed).permutation(len(names))
     first = set(order[: len(names) // 2].tolist())
     return {n: ("selection" if i in first else "report") for i, n in enumerate(names)}
+
+
+def bank_halves() -> dict[str, str]:
+    """The half of every scene of the bank: the written scenes split by :data:`SPLIT_SEED`, the
+    drawn ones by :data:`DRAWN_SPLIT_SEED`, each half and half."""
+    return {**halves([s.name for s in SCENES]), **halves([s.name for s in DRAWN], DRAWN_SPLIT_SEED)}
 
 
 def write_bank(out: Path, seed: int = SEED, names=None) -> list[dict]:
     """Write every scene (or those in ``names``; each the same as in the whole bank), its truth
     and bank.json into ``out``; returns bank.json's scene records."""
     out.mkdir(parents=True, exist_ok=True)
-    half = halves([s.name for s in SCENES])
+    half = bank_halves()
     records = []
-    for index, spec in enumerate(SCENES):
+    for index, spec in enumerate(SCENES + DRAWN):
         if names is not None and spec.name not in names:
             continue
         rng = np.random.default_rng([seed, index])

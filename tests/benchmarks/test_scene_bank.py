@@ -16,7 +16,9 @@ MAKE = REPO / "benchmarks" / "scene_bank" / "make_bank.py"
 #: The selection half as drawn once (SPLIT_SEED); a change here changes which scenes defaults are chosen on.
 SELECTION = ["a01_garden_010", "a03_village_025", "a04_estate_030", "a05_edge_050", "m03_marsh_300",
              "m04_valley_500", "s02_mosaic_s2_10m", "s03_alpine_s2_20m", "s04_desert_l8_30m", "s06_latlon_10m",
-             "s07_small_s2_20m", "s08_tci_10m", "s10_delta_15m"]
+             "s07_small_s2_20m", "s08_tci_10m", "s10_delta_15m",
+             # the drawn scenes (2026-12-07), split by their own seed
+             "a09_drawn_020", "m08_drawn_400", "a11_drawn_050", "s14_drawn_30m", "a12_drawn_025", "s15_drawn_20m"]
 
 
 def _module():
@@ -57,7 +59,23 @@ def test_halves_are_fixed_and_half_and_half(make, bank):
     assert selection == SELECTION
     assert abs(len(selection) - len(report)) <= 1 and report
     # the split does not follow the scene seed
-    assert make.halves([r["name"] for r in records]) == {r["name"]: r["half"] for r in records}
+    assert make.bank_halves() == {r["name"]: r["half"] for r in records}
+    # the written scenes keep the halves they were drawn with before the drawn ones came
+    assert make.halves([s.name for s in make.SCENES]) == {r["name"]: r["half"] for r in records[:len(make.SCENES)]}
+
+
+def test_drawn_scenes_are_drawn_not_written(make):
+    """The drawn specs come from DRAW_SEED alone: a third each aerial, 1-5 m and 10-30 m, names
+    after the written scenes', each with at least three classes, half of them in each half."""
+    specs = make.drawn_specs()
+    assert specs == make.drawn_specs() and specs != make.drawn_specs(seed=make.DRAW_SEED + 1)
+    assert [s.name[0] for s in specs] == ["a", "m", "s"] * (make.N_DRAWN // 3)
+    assert not {s.name for s in specs} & {s.name for s in make.SCENES}
+    for s in specs:
+        assert (s.pixel_m < 1) == (s.name[0] == "a") and (s.pixel_m >= 10) == (s.name[0] == "s")
+        assert len(set(s.base) | set(s.overlays.values())) >= 3, s.name
+    halves = make.bank_halves()
+    assert sorted(halves[s.name] for s in specs).count("selection") == make.N_DRAWN // 2
 
 
 def test_truth_is_aligned_and_holds_the_listed_classes(make, bank):
