@@ -6,8 +6,8 @@ weighted by 1/sqrt(width) so a 256-wide SAM block does not drown a narrow block,
 ``MiniBatchKMeans.partial_fit`` is fed batch by batch as tiles finish, each object weighted by its
 pixel area (the quality that matters is per pixel; issue 13). It fits ``OVER_CLUSTER`` x K centres
 with ``STEPS_PER_BATCH`` mini-batch steps per tile; at the end the centres are merged to K classes
-(``MERGE``: a k-means of the centres weighted by their mass, or Ward agglomeration weighted by
-their mass to the power ``MERGE_MASS_EXPONENT``), so a class can be any shape in feature space. Defaults from
+(``MERGE``: a k-means of the centres weighted by their mass, or mass-weighted Ward
+agglomeration), so a class can be any shape in feature space. Defaults from
 benchmarks/label_quality (benchmarks/README.md, 2026-12-01): 8 x K centres, 10 steps and a
 k-means merge were measured too; they moved many-to-one mIoU by -0.009..+0.030 (mean +0.005 over
 six scene/K cells) for 2.3x the clustering CPU, so the cheaper 4 x K, 5 steps, Ward stays. The first fit
@@ -53,14 +53,6 @@ STEPS_PER_BATCH = 5
 #: How the centres are merged to K classes: "ward" (mass-weighted) or "kmeans" (weighted k-means
 #: of the centres).
 MERGE = "ward"
-#: The Ward merge weighs each centre by its mass (summed pixel area) to this power. With the mass
-#: itself a dominant cover's internal variety (urban's roofs and paving, forest in sun and shade)
-#: outweighs a smaller cover's distinctness and keeps the clusters; below 1 the merge leans towards
-#: keeping distinct small covers apart. Chosen on the scene bank's 19 selection scenes
-#: (``benchmarks/label_quality``, eleventh round, 5 seeds): 0.75 lifts mean many-to-one mIoU by
-#: +0.009 at K and +0.015 at 2K with the same targets missed; 0.5 gains as much but loses 0.075 on
-#: a03 at K and 0.063 on m08 at 2K.
-MERGE_MASS_EXPONENT = 0.75
 
 
 class OnlineKMeans:
@@ -146,7 +138,7 @@ class OnlineKMeans:
             if self.merge == "kmeans":
                 self.mapping = kmeans_merge(centres, mass, k, self.seed)
             else:
-                self.mapping = ward_merge(centres, np.asarray(mass, dtype=np.float64) ** MERGE_MASS_EXPONENT, k)
+                self.mapping = ward_merge(centres, mass, k)
 
     @property
     def effective_classes(self) -> int:

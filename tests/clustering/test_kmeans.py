@@ -90,33 +90,6 @@ def test_merges_follow_mass():
     assert ward_merge(centres, np.array([1, 1, 1000, 1000]), 3).tolist() == [0, 0, 1, 2]
 
 
-def test_mass_exponent_keeps_a_small_distinct_cover_apart():
-    # A dominant cover of two materials (0 and 3, mass 1000 each), a second cover (10, 1000) and a
-    # small distinct one (22, mass 20). By mass itself the small cover joins its neighbour and the
-    # dominant cover keeps two classes; by mass ** 0.75 the dominant cover's materials merge first.
-    centres = np.array([[0.0], [3.0], [10.0], [22.0]])
-    mass = np.array([1000.0, 1000.0, 1000.0, 20.0])
-    assert ward_merge(centres, mass, 3).tolist() == [0, 1, 2, 2]
-    assert ward_merge(centres, mass ** 0.75, 3).tolist() == [0, 0, 1, 2]
-
-
-def test_finish_merges_by_mass_to_the_exponent(monkeypatch):
-    seen = []
-
-    def recording(centres, mass, k):
-        seen.append(np.array(mass))
-        return ward_merge(centres, mass, k)
-
-    monkeypatch.setattr(km, "ward_merge", recording)
-    x, _ = _blobs(100, seed=2)
-    w = np.random.default_rng(1).uniform(10, 1000, len(x))
-    model = _fit(x, weight=w)
-    counts = model.kmeans._counts
-    assert len(seen) == 1 and km.MERGE_MASS_EXPONENT == 0.75
-    np.testing.assert_allclose(seen[0], counts ** km.MERGE_MASS_EXPONENT, rtol=1e-12)
-    assert seen[0].sum() < counts.sum()  # not the plain masses (each well above 1)
-
-
 def test_kmeans_merge_gives_k_classes():
     rng = np.random.default_rng(0)
     labels = kmeans_merge(rng.normal(size=(40, 3)), rng.uniform(1, 5, 40), 10, seed=0)
