@@ -107,7 +107,6 @@ def assemble_scene(
     merged: Sequence[Sequence[tuple[int, int]]] = (),
     on_tile: Callable[[], None] | None = None,
     simplify_px: float = 0.0,
-    flush_ready_objects: int | None = None,
 ) -> Iterator:
     """Classify and merge one scene's objects; yields them as GeoDataFrames in the scene's CRS
     (the columns of :data:`geoalps.outputs.vector.OBJECT_COLUMNS`), no empty ones.
@@ -120,13 +119,12 @@ def assemble_scene(
     Objects of a disjoint engine leave as a coverage (:mod:`geoalps.objects.coverage`): the seam
     candidates (objects reaching a part of the scene another tile also sees) and merged objects
     are held until every tile that could hold an object overlapping them has been read, then
-    written in groups closed under overlap (:func:`_ready_groups`), their overlaps resolved
+    written in sets closed under overlap (:func:`_split_ready`), their overlaps resolved
     (smallest object on top, the label raster's rule), every edge noded, and each yielded group
     coverage-simplified by ``simplify_px`` with its outer boundary fixed. Memory: the held objects
     of a few rows of tiles, whatever the scene's size (holding them all to the scene's end grew
     with its area: 9 GB at 20480 x 20480 px).
     """
-    flush_ready_objects = FLUSH_READY_OBJECTS if flush_ready_objects is None else flush_ready_objects
     group_of: dict[int, dict[int, int]] = {}
     group_last_tile = np.full(len(merged), -1)
     for group_number, group in enumerate(merged):
@@ -154,6 +152,9 @@ def assemble_scene(
         x0, y0, x1, y1 = shapely.bounds(geometry)
         meets = (windows[:, 0] <= x1 + 1) & (windows[:, 2] >= x0 - 1) & (windows[:, 1] <= y1 + 1) & (windows[:, 3] >= y0 - 1)
         return int(np.flatnonzero(meets).max()) if meets.any() else -1
+
+    def ready_count() -> int:
+        return sum(p.ready_after <= tile_number for p in pending)
 
     def write(rows: list[_Pending]):
         rows = sorted(rows, key=lambda r: r.order)
@@ -192,30 +193,28 @@ def assemble_scene(
             row = HeldObject.merged([fragments.pop(member) for member in merged[group_number]])
             pending.append(_Pending((1, group_number), row, max(tile_number, ready_after(row.geometry))))
         last = tile_number == len(tiles) - 1
-        ready_now = sum(p.ready_after <= tile_number for p in pending)
         # checked when enough have become ready since the last check: ready objects still blocked
         # by a neighbour would otherwise make every later tile pay for an STRtree of them
-        if last or ready_now - ready_blocked >= flush_ready_objects:
+        if last or ready_count() - ready_blocked >= FLUSH_READY_OBJECTS:
             incomplete = [f.geometry for f in fragments.values()]  # parts of merged objects still to come
-            ready, pending = _ready_groups(pending, incomplete, tile_number, disjoint)
-            ready_blocked = sum(p.ready_after <= tile_number for p in pending)
-            for group in ready:
-                frame = write(group)
-                if frame is not None:
-                    yield frame
+            ready, pending = _split_ready(pending, incomplete, tile_number, disjoint)
+            ready_blocked = ready_count()
+            frame = write(ready) if ready else None
+            if frame is not None:
+                yield frame
     if pending:  # cannot happen: every tile has been read
         raise RuntimeError(f"{scene.name}: {len(pending)} held objects were never written")
 
 
-def _ready_groups(pending: list[_Pending], incomplete: list, tile_number: int,
-                  disjoint: bool) -> tuple[list[list[_Pending]], list[_Pending]]:
-    """(groups to write now, objects still held). Without overlaps to resolve (not a disjoint
+def _split_ready(pending: list[_Pending], incomplete: list, tile_number: int,
+                 disjoint: bool) -> tuple[list[_Pending], list[_Pending]]:
+    """(objects to write now, objects still held). Without overlaps to resolve (not a disjoint
     engine) every held object is ready. Else objects whose interiors overlap are joined (an
     STRtree of the held objects and of ``incomplete``, the read fragments of merged objects not
     yet complete), and a joined set is ready when all its objects are: each overlap is then
     resolved among the same objects, in the same order, as if the whole scene were held."""
     if not disjoint:
-        return [pending], []
+        return pending, []
     geometries = np.array([p.row.geometry for p in pending] + list(incomplete), dtype=object)
     n = len(geometries)
     if not n:
@@ -233,7 +232,5 @@ def _ready_groups(pending: list[_Pending], incomplete: list, tile_number: int,
     waiting[: len(pending)] = [p.ready_after > tile_number for p in pending]
     blocked = np.zeros(int(component.max()) + 1, dtype=bool)
     blocked[component[waiting]] = True
-    groups: list[list[_Pending]] = []
-    if not blocked[component[: len(pending)]].all():
-        groups.append([p for p, c in zip(pending, component) if not blocked[c]])
-    return groups, [p for p, c in zip(pending, component) if blocked[c]]
+    return ([p for p, c in zip(pending, component) if not blocked[c]],
+            [p for p, c in zip(pending, component) if blocked[c]])

@@ -16,7 +16,7 @@ import geoalps.labelling.assembly as assembly
 from geoalps import label
 from tests.conftest import REPO
 
-_READY_GROUPS = assembly._ready_groups
+_SPLIT_READY = assembly._split_ready
 
 
 def _run(tmp_path, name, monkeypatch, flush_ready_objects):
@@ -24,11 +24,11 @@ def _run(tmp_path, name, monkeypatch, flush_ready_objects):
     written = []
 
     def counting(*args, **kwargs):
-        groups, held = _READY_GROUPS(*args, **kwargs)
-        written.append((len(groups), len(held)))
-        return groups, held
+        ready, held = _SPLIT_READY(*args, **kwargs)
+        written.append((int(bool(ready)), len(held)))  # (a set written or not, objects left held)
+        return ready, held
 
-    monkeypatch.setattr(assembly, "_ready_groups", counting)
+    monkeypatch.setattr(assembly, "_split_ready", counting)
     out = tmp_path / name
     out.mkdir()
     label([REPO / "sample_data" / "scene_rgb_u8.tif"], out / "o.gpkg", raster_out=out / "l.tif", quiet=True,
