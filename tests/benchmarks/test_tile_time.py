@@ -73,3 +73,27 @@ def test_rows_name_the_cpu_they_were_timed_on(tmp_path):
     cpuinfo.write_text("processor\t: 0\nBogoMIPS\t: 50.00\n")  # no model name (some ARM kernels)
     assert tile_time.cpu_model(cpuinfo) == (platform.processor() or "unknown")
     assert tile_time.cpu_model(tmp_path / "absent") == (platform.processor() or "unknown")
+
+
+def test_warm_times_the_second_label_call_of_the_process(tmp_path, monkeypatch):
+    """``--warm``: each process labels once untimed and reports its second call, so what a run
+    pays once (imports, the first scikit-learn fit) is left out of both arms; without it the
+    first call is the one timed."""
+    spec = importlib.util.spec_from_file_location("tile_time_under_test", TILE_TIME)
+    tile_time = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tile_time)
+    package = tmp_path / "tree" / "geoalps"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(
+        "calls = []\n"
+        "class _Result:\n"
+        "    def __init__(self, seconds):\n"
+        "        self.stats = {'tile_seconds': seconds, 'tiles': 1}\n"
+        "def label(*args, **kwargs):\n"
+        "    calls.append(1)\n"
+        "    return _Result(9.0 if len(calls) == 1 else 4.0)\n")
+    scene = tmp_path / "scene.tif"
+    scene.write_bytes(b"")
+    monkeypatch.chdir(tmp_path / "tree")
+    assert tile_time.time_once(tmp_path / "tree", scene, {}).tile_s == 9.0
+    assert tile_time.time_once(tmp_path / "tree", scene, {}, warm=True).tile_s == 4.0
