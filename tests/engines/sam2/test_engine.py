@@ -16,6 +16,7 @@ from conftest import ODD_TRANSFORM, scene_with_objects, write_raster
 from geoalps import label
 from geoalps.clustering.kmeans import OnlineKMeans
 from geoalps.errors import ModelError
+from tests.floats import assert_float32_close
 
 KEEP_ALL = dict(engine="sam2", points_per_side=4, pred_iou_thresh=0.0, stability_thresh=0.0,
                 max_area_frac=1.0, dedupe_iou=0.95, classes=3, quiet=True)
@@ -46,11 +47,22 @@ def test_sam2_masks_land_on_the_grid_and_features_pool_its_embedding(tiny_sam2_c
 
 
 def test_reference_generator_gives_the_fast_ones_objects(tiny_sam2_checkpoint, scene):
+    """The same objects through the whole run, up to float rounding: the two generators' decoders
+    sum in another order, so a pixel whose logit is within float32 rounding of 0 may fall on
+    either side (one pixel of a 221 px mask on an AMD EPYC); as the generator tests allow
+    (tests/engines/sam2/test_generators.py), each polygon matches at IoU >= 0.99, and classes,
+    ids and fragments are the same."""
     fast = label(scene, None, checkpoint=tiny_sam2_checkpoint, seed=2, **KEEP_ALL).gdf
     ref = label(scene, None, checkpoint=tiny_sam2_checkpoint, seed=2, sam_generator="reference", **KEEP_ALL).gdf
     assert len(fast) == len(ref) > 0
-    assert fast.drop(columns="geometry").equals(ref.drop(columns="geometry"))
-    assert fast.geometry.geom_equals_exact(ref.geometry, tolerance=1e-6).all()
+    for column in ("instance_id", "pseudo_class", "n_fragments", "scene"):
+        assert fast[column].tolist() == ref[column].tolist(), column
+    assert_float32_close(fast["score"].to_numpy(), ref["score"].to_numpy())
+    # features are means under the mask: a pixel more or less moves them by about 1 / its area
+    assert np.allclose(fast["class_distance"], ref["class_distance"], rtol=0.02, atol=1e-6)
+    iou = fast.geometry.intersection(ref.geometry).area / fast.geometry.union(ref.geometry).area
+    assert (iou >= 0.99).all(), iou.tolist()
+    assert np.allclose(fast["area_px"], ref["area_px"], rtol=0.01, atol=1)
 
 
 def test_cli_auto_picks_sam2_for_a_sam2_checkpoint_and_rejects_a_wrong_size(tiny_sam2_checkpoint, scene, tmp_path):
