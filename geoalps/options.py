@@ -86,7 +86,9 @@ class LabelOptions:
     #: None = the engine's choice: 64 px for SAM, the classical engine's smallest region, which
     #: follows the ground resolution (geoalps.engines.classical.region_scale).
     min_area_px: int | None = None
-    max_area_frac: float = 0.3
+    #: None = the engine's choice: 0.3 for SAM (ALPS: a mask of most of the tile is background),
+    #: 1 (keep every region) for the classical engine, whose regions partition the tile.
+    max_area_frac: float | None = None
     #: Mask-IoU duplicate removal inside a tile, after the engine.
     dedupe_iou: float = 0.7
     #: Region size of the classical engine (felzenszwalb's scale before the resolution rule of
@@ -135,7 +137,7 @@ class LabelOptions:
             raise OptionError(f"--seed must be between 0 and {2**32 - 1}")
         if self.min_area_px is not None and self.min_area_px < 1:
             raise OptionError("--min-area-px must be at least 1")
-        if not 0 < self.max_area_frac <= 1:
+        if self.max_area_frac is not None and not 0 < self.max_area_frac <= 1:
             raise OptionError("--max-area-frac must be in (0, 1]")
         for name, value in (("--dedupe-iou", self.dedupe_iou), ("--box-nms-iou", self.box_nms_iou)):
             if not 0 <= value <= 1:

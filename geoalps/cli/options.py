@@ -76,8 +76,9 @@ mask_filter_opts = stack(
     click.option("--min-area-px", type=click.IntRange(1), default=_LABEL.min_area_px, show_default="auto",
                  help="Drop masks smaller than this many pixels (auto: 64 for sam; for classical its "
                       "smallest region, from the ground resolution)."),
-    click.option("--max-area-frac", type=float, default=_LABEL.max_area_frac, show_default=True,
-                 help="Drop masks larger than this fraction of the tile (ALPS area threshold)."),
+    click.option("--max-area-frac", type=float, default=_LABEL.max_area_frac, show_default="auto",
+                 help="Drop masks larger than this fraction of the tile (auto: 0.3 for sam, ALPS's area "
+                      "threshold; for classical 1, every region kept: its regions partition the tile)."),
     click.option("--dedupe-iou", type=click.FloatRange(0, 1), default=_LABEL.dedupe_iou, show_default=True,
                  help="Inside a tile, drop a mask overlapping a better one by more than this mask IoU."),
 )

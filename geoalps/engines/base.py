@@ -46,6 +46,9 @@ class MaskEngine(ABC):
     disjoint_masks: ClassVar[bool] = False
     #: True when the engine uses :attr:`EngineTile.bands` (the pipeline then stretches every band).
     wants_bands: ClassVar[bool] = False
+    #: Masks over this share of a tile's valid area are dropped unless ``--max-area-frac`` says
+    #: otherwise: ALPS's area threshold (a SAM mask of most of the tile is background, not an object).
+    max_mask_frac_default: ClassVar[float] = 0.3
 
     def __init__(self, options: LabelOptions, tile_batch: int = 0) -> None:
         """``tile_batch``: tiles per engine call asked for (``--tile-batch``; 0 = the engine's choice)."""
@@ -61,6 +64,11 @@ class MaskEngine(ABC):
         """Masks smaller than this are dropped after the engine: ``--min-area-px``, or the
         engine's own choice for a scene of this resolution when it is not given."""
         return self.options.min_area_px if self.options.min_area_px is not None else MIN_AREA_PX_DEFAULT
+
+    def max_mask_frac(self) -> float:
+        """Masks larger than this share of the tile's valid area are dropped after the engine:
+        ``--max-area-frac``, or :attr:`max_mask_frac_default` when it is not given."""
+        return self.options.max_area_frac if self.options.max_area_frac is not None else self.max_mask_frac_default
 
     def describe(self) -> str:
         """One line for the log: which engine and model a run used."""

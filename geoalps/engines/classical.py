@@ -110,6 +110,10 @@ class ClassicalEngine(MaskEngine):
 
     disjoint_masks = True  # a partition of the tile: nothing to deduplicate
     wants_bands = True
+    #: Every region is kept, however large: in a partition a region of most of the tile is a land
+    #: cover (a field, a lake, bare soil), and ALPS's 0.3 left it unlabelled, a hole in the label
+    #: raster (31 % of the bank's a09_drawn_020, its soil).
+    max_mask_frac_default = 1.0
 
     #: Neighbouring regions whose mean values differ by less than this (0..255, distance over the
     #: bands scaled to three channels) are merged.

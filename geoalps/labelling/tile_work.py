@@ -125,7 +125,7 @@ def _tile_result(scene: Scene, tile: Tile, data: np.ndarray, valid: np.ndarray, 
                  pixel_size: float | None) -> TileResult:
     """Everything after the engine for one tile: area filter, dedupe, core rule, features, polygons."""
     min_area_px = engine.min_mask_px(pixel_size)
-    tile_masks = filter_by_area(tile_masks, valid, min_area_px, options.max_area_frac)
+    tile_masks = filter_by_area(tile_masks, valid, min_area_px, engine.max_mask_frac())
     if not engine.disjoint_masks:
         tile_masks = remove_duplicates(tile_masks, options.dedupe_iou)
 

@@ -3,8 +3,10 @@
 Two objects from different tiles are the same when their IoU is at least ``iou_merge`` (the same
 object seen twice), or when one of them was cut by its tile's inner edge (``truncated``) and they
 overlap by at least ``fragment_overlap`` of the smaller one, or, with no overlap left between
-tiles, when both were cut and they share a stretch of boundary. Objects of the same tile are
-never compared: the engine's own duplicate removal has already judged them.
+tiles, when both were cut and they share a stretch of boundary along a tile edge (the line that
+cut them: two neighbouring regions of a partition share their outline everywhere else, and are
+not one object). Objects of the same tile are never compared: the engine's own duplicate removal
+has already judged them.
 
 :class:`SeamIndex` makes these decisions while tiles finish (pass 1), one pair of neighbouring
 tiles at a time, on the pieces of the objects inside the box the two tiles share (exact: an
@@ -53,10 +55,12 @@ def seam_flags(tile: Tile, boxes: np.ndarray, scene_width: int, scene_height: in
 
 
 def same_object(a: np.ndarray, b: np.ndarray, area_a: np.ndarray, area_b: np.ndarray, cut_a: np.ndarray,
-                cut_b: np.ndarray, iou_merge: float = IOU_MERGE, fragment_overlap: float = FRAGMENT_OVERLAP) -> np.ndarray:
+                cut_b: np.ndarray, iou_merge: float = IOU_MERGE, fragment_overlap: float = FRAGMENT_OVERLAP,
+                tile_edges=None) -> np.ndarray:
     """Which pairs of intersecting objects are one object. ``a``/``b`` may be the objects or
     their pieces inside the box their tiles share (:meth:`SeamIndex._test`); areas are of the whole
-    objects."""
+    objects. ``tile_edges``: the two tiles' outlines (:func:`tile_outline`, their union; or one a
+    pair); objects that only touch count only the boundary they share along it (None: anywhere)."""
     # Most neighbours only touch: the overlay is computed only where interiors overlap.
     overlap = shapely.relate_pattern(a, b, "T********")
     inter = np.zeros(len(a))
@@ -68,9 +72,11 @@ def same_object(a: np.ndarray, b: np.ndarray, area_a: np.ndarray, area_b: np.nda
     same = (iou >= iou_merge) | ((cut_a | cut_b) & (ios >= fragment_overlap))
     touching = ~same & cut_a & cut_b & (inter <= 1e-9 * np.maximum(union, 1))
     if touching.any():
-        shared = shapely.length(shapely.intersection(
-            shapely.boundary(_valid(a[touching])), shapely.boundary(_valid(b[touching]))
-        ))
+        shared = shapely.intersection(shapely.boundary(_valid(a[touching])), shapely.boundary(_valid(b[touching])))
+        if tile_edges is not None:
+            edges = tile_edges[touching] if isinstance(tile_edges, np.ndarray) else tile_edges
+            shared = shapely.intersection(shared, edges)
+        shared = shapely.length(shared)
         side = np.sqrt(np.minimum(area_a[touching], area_b[touching]))
         same[np.flatnonzero(touching)] = shared >= 0.25 * side
     return same
@@ -149,6 +155,7 @@ class SeamIndex:
     def __init__(self, plans: Sequence[Sequence[Tile]], transforms: Sequence[Affine]) -> None:
         self._where = {t.key: (s, n) for s, plan in enumerate(plans) for n, t in enumerate(plan)}
         self._bounds = [np.array([t.envelope(tr) for t in plan]).reshape(-1, 4) for plan, tr in zip(plans, transforms)]
+        self._edges = [np.array([tile_outline(t, tr) for t in plan], dtype=object) for plan, tr in zip(plans, transforms)]
         self._pads = [_box_pad(b) if len(b) else 0.0 for b in self._bounds]
         self._neighbours = [_touching_tiles(b, pad) for b, pad in zip(self._bounds, self._pads)]
         self._finished = [set() for _ in plans]
@@ -184,7 +191,8 @@ class SeamIndex:
         pb = _clipped(b.geometries, ib, box)
         meet = shapely.intersects(pa, pb)
         ia, ib, pa, pb = ia[meet], ib[meet], pa[meet], pb[meet]
-        same = same_object(pa, pb, a.areas[ia], b.areas[ib], a.truncated[ia], b.truncated[ib])
+        edges = shapely.union(self._edges[scene][i], self._edges[scene][j])
+        same = same_object(pa, pb, a.areas[ia], b.areas[ib], a.truncated[ia], b.truncated[ib], tile_edges=edges)
         if same.any():
             k = int(same.sum())
             self._links[scene].append(np.stack([np.full(k, i), a.objects[ia[same]], np.full(k, j), b.objects[ib[same]]], 1))
@@ -201,6 +209,15 @@ class SeamIndex:
         half = len(links)
         groups = _components(len(nodes), inverse[:half], inverse[half:])
         return [[(int(t), int(o)) for t, o in nodes[g]] for g in groups if len(g) > 1]
+
+
+def tile_outline(tile: Tile, scene_transform: Affine):
+    """The tile's outline in the frame of ``scene_transform`` (where its objects are cut), as a
+    band a thousandth of a pixel wide so that boundaries on it are found despite float rounding."""
+    corners = [scene_transform * (tile.col_off + dc, tile.row_off + dr)
+               for dc, dr in ((0, 0), (tile.width, 0), (tile.width, tile.height), (0, tile.height))]
+    pixel = abs(scene_transform.a * scene_transform.e - scene_transform.b * scene_transform.d) ** 0.5
+    return shapely.LinearRing(corners).buffer(1e-3 * pixel, cap_style="flat", join_style="mitre")
 
 
 def _touching_tiles(bounds: np.ndarray, pad: float) -> list[tuple[int, ...]]:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from affine import Affine
 
-from conftest import write_raster
+from conftest import scene_with_objects, write_raster
 from geoalps.engines import EngineTile
 from geoalps.engines.classical import (REGION_MAX_PX, REGION_MIN_PX, REGION_NO_CRS_PX, SPLIT_REGION_FACTOR,
                                       ClassicalEngine, region_scale, split_by_clusters)
@@ -90,6 +90,45 @@ def test_smallest_mask_follows_resolution_unless_given():
     assert auto.min_mask_px(None) == MIN_AREA_PX_DEFAULT
     given = ClassicalEngine(LabelOptions(engine="classical", min_area_px=40).validated())
     assert given.min_mask_px(30.0) == given.min_mask_px(0.1) == 40
+
+
+def test_largest_mask_kept_by_default_for_a_partition_not_for_sam():
+    """ALPS drops masks over 0.3 of the tile (SAM's tile-sized masks are background); the
+    classical engine's regions partition the tile, so by default it keeps every one. A given
+    ``--max-area-frac`` holds for both."""
+    from geoalps.engines.base import MaskEngine
+
+    assert ClassicalEngine(LabelOptions(engine="classical").validated()).max_mask_frac() == 1.0
+    assert MaskEngine.max_mask_frac_default == 0.3  # the SAM engines inherit ALPS's threshold
+    given = ClassicalEngine(LabelOptions(engine="classical", max_area_frac=0.25).validated())
+    assert given.max_mask_frac() == 0.25
+
+
+def test_a_cover_of_most_of_the_scene_keeps_its_label(tmp_path):
+    """A field of 90 % of a one-tile scene with two small roofs: with the default every valid
+    pixel of the label raster has a class and the field is one polygon of its area; with
+    ALPS's 0.3 it is dropped and leaves a hole of its size."""
+    import geopandas as gpd
+    import rasterio
+
+    from geoalps import label
+
+    data = scene_with_objects(160, 160, [(20, 20, 44, 44), (100, 110, 124, 134)], seed=3)
+    scene = write_raster(tmp_path / "field.tif", data, transform=Affine(0.5, 0, 500000, 0, -0.5, 4000000))
+    for given, expect_hole in ((None, False), (0.3, True)):
+        out = tmp_path / f"out_{given}"
+        out.mkdir()
+        label([scene], out / "o.gpkg", raster_out=out / "l.tif", engine="classical", classes=2,
+              max_area_frac=given, quiet=True)
+        with rasterio.open(out / "l.tif") as ds:
+            unlabelled = float((ds.read(1) == ds.nodata).mean())
+        areas_m2 = gpd.read_file(out / "o.gpkg", layer="masks").area.to_numpy()
+        field_m2 = 160 * 160 * 0.25 - 2 * 24 * 24 * 0.25
+        if expect_hole:
+            assert unlabelled > 0.8 and areas_m2.max() < 0.3 * 160 * 160 * 0.25
+        else:
+            assert unlabelled == 0.0
+            assert areas_m2.max() == pytest.approx(field_m2, rel=0.02)
 
 
 def test_settings_decide_the_regions():

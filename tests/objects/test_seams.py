@@ -18,7 +18,7 @@ from geoalps.inputs.scene import open_scene
 from geoalps.labelling.tile_work import TileTask, process_tiles
 from geoalps.inputs.tiles import plan_tiles
 from geoalps.objects.coverage import to_map
-from geoalps.objects.seams import SeamIndex, _components, same_object
+from geoalps.objects.seams import SeamIndex, _components, same_object, tile_outline
 
 
 def _seam_candidates(path, tile_size: int, overlap: int):
@@ -43,13 +43,17 @@ def _seam_candidates(path, tile_size: int, overlap: int):
     return np.concatenate(geoms), np.concatenate(tile_ids), np.concatenate(truncated), bounds, (tiles, results, scene)
 
 
-def _whole_object_groups(geoms, tile_ids, truncated) -> list[np.ndarray]:
-    """The seam rules applied to every intersecting pair of whole objects from different tiles."""
+def _whole_object_groups(geoms, tile_ids, truncated, edges) -> list[np.ndarray]:
+    """The seam rules applied to every intersecting pair of whole objects from different tiles
+    (``edges``: each tile's :func:`tile_outline`; a touching pair counts the boundary it shares
+    along its two tiles' outlines)."""
     left, right = shapely.STRtree(geoms).query(geoms, predicate="intersects")
     pick = (left < right) & (tile_ids[left] != tile_ids[right])
     left, right = left[pick], right[pick]
     areas = shapely.area(geoms)
-    same = same_object(geoms[left], geoms[right], areas[left], areas[right], truncated[left], truncated[right])
+    pair_edges = shapely.union(edges[tile_ids[left]], edges[tile_ids[right]])
+    same = same_object(geoms[left], geoms[right], areas[left], areas[right], truncated[left], truncated[right],
+                       tile_edges=pair_edges)
     return _components(len(geoms), left[same], right[same])
 
 
@@ -65,7 +69,8 @@ def test_clipped_pair_tests_group_like_whole_objects(tmp_path, transform, overla
     for geom, tile in zip(geoms, tile_ids):  # the premise of clipping: objects stay in their tile
         assert shapely.box(*bounds[tile]).buffer(1e-6).contains(geom)
 
-    whole = _whole_object_groups(geoms, tile_ids, truncated)
+    edges = np.array([tile_outline(t, scene.transform) for t in tiles], dtype=object)
+    whole = _whole_object_groups(geoms, tile_ids, truncated, edges)
     merged = [g for g in whole if len(g) > 1]
     assert len(merged) >= 5, "the scene must exercise real seam merges"
     assert all(len(set(tile_ids[g])) > 1 for g in merged)
@@ -82,3 +87,26 @@ def test_clipped_pair_tests_group_like_whole_objects(tmp_path, transform, overla
             index.add(tiles[number], results[number])
         assert index.merged(0) == expected
         assert not index._held, "candidates are dropped once all neighbours of their tile are in"
+
+
+def test_regions_that_only_touch_join_along_a_tile_edge_not_along_their_own_outline():
+    """Two cut objects of neighbouring tiles that do not overlap are one object when they meet
+    where a tile ends (fragments of one object on either side of a zero-overlap seam); two
+    neighbouring regions of a partition share their outline too, inside the tiles, and stay two
+    (a tile's background and the next tile's fragment of an object in it, as both are cut)."""
+    from geoalps.inputs.tiles import Tile
+
+    left_tile = Tile(0, 0, 0, 0, 0, 100, 100, (0, 0, 100, 100), (0, 0, 100, 100))
+    right_tile = Tile(0, 0, 1, 100, 0, 100, 100, (100, 0, 200, 100), (100, 0, 200, 100))
+    edges = shapely.union(tile_outline(left_tile, Affine.identity()), tile_outline(right_tile, Affine.identity()))
+    a = np.array([shapely.box(60, 20, 100, 60)])   # cut by the left tile's right edge at x = 100
+    b = np.array([shapely.box(100, 20, 150, 60)])  # its other half, cut by the right tile's left edge
+    area_a, area_b, cut = shapely.area(a), shapely.area(b), np.array([True])
+    assert same_object(a, b, area_a, area_b, cut, cut, tile_edges=edges).all()
+    # a field around an object's fragment: their shared outline lies inside the right tile
+    field = np.array([shapely.box(110, 0, 200, 100).difference(shapely.box(120, 20, 170, 60))])
+    piece = np.array([shapely.box(120, 20, 170, 60)])
+    assert shapely.length(shapely.intersection(field[0].boundary, piece[0].boundary)) > 100
+    areas_f, areas_p = shapely.area(field), shapely.area(piece)
+    assert not same_object(field, piece, areas_f, areas_p, cut, cut, tile_edges=edges).any()
+    assert same_object(field, piece, areas_f, areas_p, cut, cut).all()  # without tile edges: anywhere
