@@ -46,11 +46,15 @@ class Tile:
     def transform(self, scene_transform: Affine) -> Affine:
         return scene_transform @ Affine.translation(self.col_off, self.row_off)
 
+    def corners(self, scene_transform: Affine) -> list[tuple[float, float]]:
+        """The tile's four corners in scene coordinates, in ring order (top left first)."""
+        return [scene_transform * (self.col_off + dc, self.row_off + dr)
+                for dc, dr in ((0, 0), (self.width, 0), (self.width, self.height), (0, self.height))]
+
     def envelope(self, scene_transform: Affine) -> tuple[float, float, float, float]:
         """(xmin, ymin, xmax, ymax) of the tile's footprint in scene coordinates, from all four
         corners (on a rotated grid two corners do not bound the tile)."""
-        xs, ys = zip(*(scene_transform * (self.col_off + dc, self.row_off + dr)
-                       for dc in (0, self.width) for dr in (0, self.height)))
+        xs, ys = zip(*self.corners(scene_transform))
         return min(xs), min(ys), max(xs), max(ys)
 
     def core_contains(self, col: float, row: float) -> bool:

@@ -214,10 +214,8 @@ class SeamIndex:
 def tile_outline(tile: Tile, scene_transform: Affine):
     """The tile's outline in the frame of ``scene_transform`` (where its objects are cut), as a
     band a thousandth of a pixel wide so that boundaries on it are found despite float rounding."""
-    corners = [scene_transform * (tile.col_off + dc, tile.row_off + dr)
-               for dc, dr in ((0, 0), (tile.width, 0), (tile.width, tile.height), (0, tile.height))]
     pixel = abs(scene_transform.a * scene_transform.e - scene_transform.b * scene_transform.d) ** 0.5
-    return shapely.LinearRing(corners).buffer(1e-3 * pixel, cap_style="flat", join_style="mitre")
+    return shapely.LinearRing(tile.corners(scene_transform)).buffer(1e-3 * pixel, cap_style="flat", join_style="mitre")
 
 
 def _touching_tiles(bounds: np.ndarray, pad: float) -> list[tuple[int, ...]]:
