@@ -4,7 +4,8 @@ this folder on ``sys.path`` and import from here:
 - :func:`run_measured`: run a command, sample the peak memory of its whole process tree;
 - :func:`commit` and :func:`append_rows`: every result row records the commit it was measured on
   (``results.jsonl`` beside the script, one JSON object a line);
-- :func:`mosaic_vrt`: big test scenes as VRT mosaics of the sample scene (no pixels copied).
+- :func:`mosaic_vrt`: big test scenes as VRT mosaics of the sample scene (no pixels copied);
+- :func:`mirrored_mosaic`: big scenes that mirror any scene, so a cover it has runs on unbroken.
 """
 from __future__ import annotations
 
@@ -106,4 +107,32 @@ def mosaic_vrt(size_px: int, folder: Path) -> Path:
            f"<GeoTransform>{geotransform}</GeoTransform>" + "".join(bands) + "</VRTDataset>")
     path = folder / f"mosaic_{size_px}.vrt"
     path.write_text(xml)
+    return path
+
+
+def mirrored_mosaic(source: Path, size_px: int, folder: Path, strip_px: int = 1024) -> Path:
+    """A size_px x size_px GeoTIFF of ``source`` mirrored at each of its edges, again and again
+    (its CRS and pixel size, same origin). Unlike :func:`mosaic_vrt`'s repeats, a cover that reaches
+    the source's edges (bare soil, a lake) meets itself at every copy's edge, so it runs on over the
+    whole scene as one region. Written in strips: memory is the source plus one strip."""
+    import numpy as np
+    import rasterio
+
+    with rasterio.open(source) as src:
+        pixels = src.read()
+        profile = src.profile
+    _, height, width = pixels.shape
+
+    def mirrored(n: int, period: int) -> np.ndarray:
+        phase = np.arange(n) % (2 * period)
+        return np.where(phase < period, phase, 2 * period - 1 - phase)
+
+    cols = mirrored(size_px, width)
+    path = folder / f"{Path(source).stem}_mirrored_{size_px}.tif"
+    profile.update(driver="GTiff", width=size_px, height=size_px, tiled=True, blockxsize=256, blockysize=256,
+                   compress="deflate")
+    with rasterio.open(path, "w", **profile) as out:
+        for row0 in range(0, size_px, strip_px):
+            rows = mirrored(size_px, height)[row0:row0 + strip_px]
+            out.write(pixels[:, rows][:, :, cols], window=rasterio.windows.Window(0, row0, size_px, len(rows)))
     return path

@@ -28,7 +28,7 @@ import rasterio
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from _measure import append_rows, mosaic_vrt, run_measured  # noqa: E402
+from _measure import append_rows, mirrored_mosaic, mosaic_vrt, run_measured  # noqa: E402
 
 RESULTS = HERE / "results.jsonl"
 
@@ -68,6 +68,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=3840)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=1, help="throughput: alternating 1/2-worker pairs")
+    parser.add_argument("--source", type=Path, default=None,
+                        help="memory: mirror this scene instead of repeating the sample (a cover that spans the scene)")
     parser.add_argument("--scratch", type=Path, default=None)
     parser.add_argument("--tag", default="", help="recorded with the row (what was measured: a branch, a change)")
     parser.add_argument("--results", type=Path, default=RESULTS, help="results.jsonl to append the row to")
@@ -76,7 +78,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=args.scratch) as tmp:
         folder = Path(tmp)
         if args.what == "memory":
-            rows = [label_run(mosaic_vrt(size, folder), args.workers, folder, args.extra) for size in args.sizes]
+            def scene(size: int) -> Path:
+                return mirrored_mosaic(args.source, size, folder) if args.source else mosaic_vrt(size, folder)
+
+            rows = [label_run(scene(size), args.workers, folder, args.extra) for size in args.sizes]
             result = {"runs": rows, "peak_ratio_last_vs_first": round(rows[-1]["peak_rss_mb"] / rows[0]["peak_rss_mb"], 3)}
         else:
             # 1 and 2 workers alternate, so a slow spell of a shared host hits both alike.
@@ -92,7 +97,8 @@ def main() -> None:
             result = {"runs": runs, "speedup_2_vs_1": ratios, "median_speedup": float(np.median(ratios)),
                       "tile_work_bound": bounds,
                       "share_of_bound": [round(r / b, 3) for r, b in zip(ratios, bounds)]}
-    append_rows(args.results, [{"what": args.what, **result}], tag=args.tag, extra=args.extra)
+    source = {"source": str(args.source)} if args.source else {}
+    append_rows(args.results, [{"what": args.what, **source, **result}], tag=args.tag, extra=args.extra)
     print(json.dumps(result, indent=1))
 
 
