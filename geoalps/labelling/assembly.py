@@ -8,7 +8,7 @@ only until every tile that could overlap them has been read.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
@@ -19,39 +19,55 @@ from geoalps.inputs.scene import Scene
 from geoalps.objects.tile_result import TileResult
 from geoalps.outputs.vector import with_class_names
 from geoalps.inputs.tiles import Tile
-from geoalps.objects.coverage import drop_inner_collinear, node_pixel_edges, resolve_overlaps, simplify_coverage, to_map
+from geoalps.objects.coverage import (drop_inner_collinear, node_pixel_edges, resolve_overlaps, simplify_coverage, to_map,
+                                      without)
 from geoalps.objects.seams import merge_group
 
 
 @dataclass(frozen=True)
 class Fragment:
     """One tile's part of an object that continues across a seam, held until its scene is done;
-    ``area_px`` weighs its features, score and class in the merged object."""
+    ``area_px`` weighs its features, score and class in the merged object. ``outline_area_px``:
+    the area of its outline as read, which the merged object's is at least (the geometry itself
+    loses what smaller objects written before the object is complete cover)."""
 
-    geometry: object  # shapely, scene pixels
+    geometry: object  # shapely, scene pixels; None once smaller objects cover all of it
     features: np.ndarray
     score: float
     area_px: float
+    outline_area_px: float
 
 
 @dataclass(frozen=True)
 class HeldObject:
-    """An object yielded with its scene's last group: an object merged from its fragments, or a
-    disjoint engine's seam candidate (one fragment), whose overlaps are resolved with the others."""
+    """An object held until its neighbourhood is read: an object merged from its fragments, or a
+    disjoint engine's seam candidate (one fragment), whose overlaps are resolved with the others.
+    ``rank_area_px`` ranks it in :func:`resolve_overlaps` (smallest on top): its whole area, also
+    the part smaller objects written before it already took."""
 
-    geometry: object  # shapely, scene pixels
+    geometry: object  # shapely, scene pixels; None when smaller objects took all of it
     features: np.ndarray
     score: float
     n_fragments: int
+    rank_area_px: float
 
     @classmethod
-    def merged(cls, parts: Sequence[Fragment]) -> "HeldObject":
-        """One object from its fragments: the union, and features and score weighted by area."""
+    def candidate(cls, geometry, features: np.ndarray, score: float) -> "HeldObject":
+        """A seam candidate: one tile's object, ranked by its own area."""
+        return cls(geometry, features, score, 1, float(shapely.area(geometry)))
+
+    @classmethod
+    def merged(cls, parts: Sequence[Fragment], taken_px: float = 0.0) -> "HeldObject":
+        """One object from its fragments: the union, and features and score weighted by area;
+        ``taken_px``: the area of it that smaller objects written before it took (see
+        :func:`_cut_fragments`), added back for its rank."""
         area_px = np.array([p.area_px for p in parts])
         weights = area_px / max(area_px.sum(), 1)
-        return cls(merge_group(np.array([p.geometry for p in parts], dtype=object)),
-                   weights @ np.stack([p.features for p in parts]), float(weights @ np.array([p.score for p in parts])),
-                   len(parts))
+        outlines = [p.geometry for p in parts if p.geometry is not None]
+        geometry = merge_group(np.array(outlines, dtype=object)) if outlines else None
+        rank = (float(shapely.area(geometry)) if geometry is not None else 0.0) + taken_px
+        return cls(geometry, weights @ np.stack([p.features for p in parts]),
+                   float(weights @ np.array([p.score for p in parts])), len(parts), rank)
 
 
 def _frame(scene: Scene, geometries, features, scores, fragments, clusterer: OnlineKMeans | None):
@@ -137,6 +153,7 @@ def assemble_scene(
     windows = np.array([(t.col_off, t.row_off, t.col_off + t.width, t.row_off + t.height) for t in tiles],
                        dtype=np.float64).reshape(-1, 4)
     fragments: dict[tuple[int, int], Fragment] = {}  # only fragments of merged objects are held
+    taken_px: dict[int, float] = {}  # per merged object: area its fragments lost to objects written before it
     pending: list[_Pending] = []  # held objects not yet written
     disjoint = False
     candidates_seen = 0
@@ -157,10 +174,10 @@ def assemble_scene(
         return sum(p.ready_after <= tile_number for p in pending)
 
     def write(rows: list[_Pending]):
-        rows = sorted(rows, key=lambda r: r.order)
+        rows = sorted((r for r in rows if r.row.geometry is not None), key=lambda r: r.order)
         geometries = np.array([r.row.geometry for r in rows], dtype=object)
         if disjoint:
-            geometries = resolve_overlaps(geometries)
+            geometries = resolve_overlaps(geometries, [r.row.rank_area_px for r in rows])
         kept = np.flatnonzero(~shapely.is_missing(geometries))
         if len(kept):
             return _frame(scene, finish(geometries[kept]), np.asarray([rows[i].row.features for i in kept]),
@@ -177,12 +194,13 @@ def assemble_scene(
             alone = np.ones(len(result), dtype=bool)
             for index in group_of.get(tile_number, {}):
                 alone[index] = False
-                fragments[(tile_number, index)] = Fragment(result.geometries[index], feats[index],
-                                                           float(result.scores[index]), float(result.area_px[index]))
+                geometry = result.geometries[index]
+                fragments[(tile_number, index)] = Fragment(geometry, feats[index], float(result.scores[index]),
+                                                           float(result.area_px[index]), float(shapely.area(geometry)))
             if result.disjoint:
                 keep = alone & result.seam_candidate
                 for i in np.flatnonzero(keep):
-                    row = HeldObject(result.geometries[i], feats[i], float(result.scores[i]), 1)
+                    row = HeldObject.candidate(result.geometries[i], feats[i], float(result.scores[i]))
                     pending.append(_Pending((0, candidates_seen), row, ready_after(row.geometry)))
                     candidates_seen += 1
                 alone &= ~keep
@@ -190,47 +208,84 @@ def assemble_scene(
                 yield _frame(scene, finish(result.geometries[alone]), feats[alone], result.scores[alone],
                              np.ones(int(alone.sum())), clusterer)
         for group_number in groups_ending.get(tile_number, []):  # merged objects whose last fragment is read
-            row = HeldObject.merged([fragments.pop(member) for member in merged[group_number]])
+            row = HeldObject.merged([fragments.pop(member) for member in merged[group_number]],
+                                    taken_px.pop(group_number, 0.0))
             pending.append(_Pending((1, group_number), row, max(tile_number, ready_after(row.geometry))))
         last = tile_number == len(tiles) - 1
         # checked when enough have become ready since the last check: ready objects still blocked
         # by a neighbour would otherwise make every later tile pay for an STRtree of them
         if last or ready_count() - ready_blocked >= FLUSH_READY_OBJECTS:
-            incomplete = [f.geometry for f in fragments.values()]  # parts of merged objects still to come
-            ready, pending = _split_ready(pending, incomplete, tile_number, disjoint)
+            incomplete = [key for key, f in fragments.items() if f.geometry is not None]  # merged objects still to come
+            ready, pending, on_top = _split_ready(
+                pending, [(fragments[k].geometry, fragments[k].outline_area_px) for k in incomplete], tile_number, disjoint)
             ready_blocked = ready_count()
             frame = write(ready) if ready else None
+            _cut_fragments(fragments, taken_px, group_of,
+                           [(ready[i].row.geometry, incomplete[j]) for i, j in on_top])
             if frame is not None:
                 yield frame
     if pending:  # cannot happen: every tile has been read
         raise RuntimeError(f"{scene.name}: {len(pending)} held objects were never written")
 
 
-def _split_ready(pending: list[_Pending], incomplete: list, tile_number: int,
-                 disjoint: bool) -> tuple[list[_Pending], list[_Pending]]:
-    """(objects to write now, objects still held). Without overlaps to resolve (not a disjoint
-    engine) every held object is ready. Else objects whose interiors overlap are joined (an
-    STRtree of the held objects and of ``incomplete``, the read fragments of merged objects not
-    yet complete), and a joined set is ready when all its objects are: each overlap is then
-    resolved among the same objects, in the same order, as if the whole scene were held."""
+def _split_ready(pending: list[_Pending], incomplete: list[tuple[object, float]], tile_number: int,
+                 disjoint: bool) -> tuple[list[_Pending], list[_Pending], list[tuple[int, int]]]:
+    """(objects to write now, objects still held, (written, fragment) pairs to cut). Without
+    overlaps to resolve (not a disjoint engine) every held object is ready. Else objects whose
+    interiors overlap are joined (an STRtree of the held objects and of ``incomplete``, the read
+    fragments of merged objects not yet complete, each with its outline's area), and a joined set
+    is ready when all its objects are: each overlap is then resolved among the same objects, in
+    the same order, as if the whole scene were held. A held object smaller than a fragment it
+    overlaps is on top of that fragment's whole object, whatever is read later, so that overlap
+    does not hold it: the third list pairs it (its place in the first) with the fragment (its
+    place in ``incomplete``), to be cut out of the fragment once it is written. A cover that spans
+    the scene (a desert, a sea) is one object complete only at the scene's end; without this,
+    every object over it would wait for the end too."""
     if not disjoint:
-        return pending, []
-    geometries = np.array([p.row.geometry for p in pending] + list(incomplete), dtype=object)
-    n = len(geometries)
+        return pending, [], []
+    geometries = np.array([p.row.geometry for p in pending] + [g for g, _ in incomplete], dtype=object)
+    n, n_pending = len(geometries), len(pending)
     if not n:
-        return [], []
+        return [], [], []
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
+    rank = np.array([p.row.rank_area_px for p in pending] + [a for _, a in incomplete], dtype=np.float64)
     left, right = shapely.STRtree(geometries).query(geometries, predicate="intersects")
     pairs = left < right
     left, right = left[pairs], right[pairs]
     inner = shapely.relate_pattern(geometries[left], geometries[right], "T********")
     left, right = left[inner], right[inner]
-    _, component = connected_components(coo_matrix((np.ones(len(left)), (left, right)), shape=(n, n)), directed=False)
+    on_top = (left < n_pending) & (right >= n_pending) & (rank[left] < rank[right])  # held object, then fragment
+    joined = ~on_top
+    _, component = connected_components(coo_matrix((np.ones(int(joined.sum())), (left[joined], right[joined])),
+                                                   shape=(n, n)), directed=False)
     waiting = np.ones(n, dtype=bool)
-    waiting[: len(pending)] = [p.ready_after > tile_number for p in pending]
+    waiting[:n_pending] = [p.ready_after > tile_number for p in pending]
     blocked = np.zeros(int(component.max()) + 1, dtype=bool)
     blocked[component[waiting]] = True
-    return ([p for p, c in zip(pending, component) if not blocked[c]],
-            [p for p, c in zip(pending, component) if blocked[c]])
+    ready = ~blocked[component[:n_pending]]
+    place = np.cumsum(ready) - 1  # place of each ready object in the first list
+    cuts = [(int(place[i]), int(j) - n_pending) for i, j in zip(left[on_top], right[on_top]) if ready[i]]
+    return ([p for p, r in zip(pending, ready) if r], [p for p, r in zip(pending, ready) if not r], cuts)
+
+
+def _cut_fragments(fragments: dict[tuple[int, int], Fragment], taken_px: dict[int, float],
+                   group_of: dict[int, dict[int, int]], cuts: list[tuple[object, tuple[int, int]]]) -> None:
+    """Cut written objects (``cuts``: (geometry as held, fragment key)) out of the fragments of
+    the merged objects they lie on, and add the area their merged object loses to ``taken_px``.
+    Every fragment a written object overlaps has been read (it waited for every tile its box
+    meets), and no fragment read later reaches it, so the merged object comes out as the union of
+    its fragments minus every smaller object on it: what holding the whole scene gave. Cost: per
+    merged object, one union of the fragments cut and one difference each."""
+    by_group: dict[int, tuple[set, list]] = {}
+    for geometry, key in cuts:
+        keys, cutters = by_group.setdefault(group_of[key[0]][key[1]], (set(), []))
+        keys.add(key)
+        cutters.append(geometry)
+    for group_number, (keys, cutters) in by_group.items():
+        cutter = shapely.union_all(np.array(cutters, dtype=object))
+        outline = shapely.union_all(np.array([fragments[k].geometry for k in keys], dtype=object))
+        taken_px[group_number] = taken_px.get(group_number, 0.0) + float(shapely.area(shapely.intersection(outline, cutter)))
+        for key in keys:
+            fragments[key] = replace(fragments[key], geometry=without(fragments[key].geometry, cutter))

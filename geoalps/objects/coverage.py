@@ -40,16 +40,17 @@ def node_pixel_edges(geometries: np.ndarray) -> np.ndarray:
     return out
 
 
-def resolve_overlaps(geometries: np.ndarray) -> np.ndarray:
+def resolve_overlaps(geometries: np.ndarray, areas: np.ndarray | None = None) -> np.ndarray:
     """Each geometry minus the geometries smaller than it (area, then position) whose interiors
     overlap it: every pixel goes to the smallest object on it, the rule of the label raster
     (:func:`geoalps.outputs.raster.burn_objects` burns small objects over large ones). A geometry
-    covered by smaller ones becomes None. Cost: an STRtree query and one difference per
-    overlapped geometry."""
+    covered by smaller ones becomes None. ``areas`` rank the geometries when given (an object
+    already clipped by smaller ones written before it keeps its whole area's rank), else their
+    own areas. Cost: an STRtree query and one difference per overlapped geometry."""
     geometries = np.asarray(geometries, dtype=object)
     if len(geometries) < 2:
         return geometries
-    areas = shapely.area(geometries)
+    areas = shapely.area(geometries) if areas is None else np.asarray(areas, dtype=np.float64)
     left, right = shapely.STRtree(geometries).query(geometries, predicate="intersects")
     pairs = left != right
     left, right = left[pairs], right[pairs]
@@ -62,10 +63,15 @@ def resolve_overlaps(geometries: np.ndarray) -> np.ndarray:
     left, right = left[overlap], right[overlap]
     out = geometries.copy()
     for i in np.unique(left):
-        rest = shapely.difference(geometries[i], shapely.union_all(geometries[right[left == i]]))
-        rest = shapely.make_valid(rest) if not shapely.is_valid(rest) else rest
-        out[i] = _polygonal(rest)
+        out[i] = without(geometries[i], shapely.union_all(geometries[right[left == i]]))
     return out
+
+
+def without(geometry, cutter):
+    """``geometry`` minus ``cutter``, valid and polygonal (None when nothing is left)."""
+    rest = shapely.difference(geometry, cutter)
+    rest = shapely.make_valid(rest) if not shapely.is_valid(rest) else rest
+    return _polygonal(rest)
 
 
 def _polygonal(geometry):

@@ -24,9 +24,9 @@ def _run(tmp_path, name, monkeypatch, flush_ready_objects):
     written = []
 
     def counting(*args, **kwargs):
-        ready, held = _SPLIT_READY(*args, **kwargs)
+        ready, held, cuts = _SPLIT_READY(*args, **kwargs)
         written.append((int(bool(ready)), len(held)))  # (a set written or not, objects left held)
-        return ready, held
+        return ready, held, cuts
 
     monkeypatch.setattr(assembly, "_split_ready", counting)
     out = tmp_path / name
@@ -56,3 +56,57 @@ def test_held_objects_written_in_groups_are_the_objects_of_one_group(tmp_path, m
     assert shapely.coverage_is_valid(groups.geometry.values)
     assert shapely.area(shapely.symmetric_difference(shapely.union_all(whole.geometry.values),
                                                      shapely.union_all(groups.geometry.values))) == 0
+
+
+def _cover_scene(path, size_px=768):
+    """A field of one soil over the whole scene (mild noise) with 80 patches of other colours."""
+    from rasterio.transform import from_origin
+
+    rng = np.random.default_rng(3)
+    pixels = (np.array([150, 120, 90], np.float32)[:, None, None] + rng.normal(0, 1, (3, size_px, size_px))).astype(np.float32)
+    for _ in range(80):
+        row, col = rng.integers(0, size_px - 40, 2)
+        height, width = rng.integers(16, 40, 2)
+        pixels[:, row:row + height, col:col + width] = rng.choice([[40, 110, 40], [200, 200, 210], [60, 60, 70]])[:, None, None]
+    profile = dict(driver="GTiff", width=size_px, height=size_px, count=3, dtype="uint8", crs="EPSG:32633",
+                   transform=from_origin(500000, 4000000, 0.5, 0.5))
+    with rasterio.open(path, "w", **profile) as out:
+        out.write(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+def _run_cover(tmp_path, name, monkeypatch, flush_ready_objects):
+    monkeypatch.setattr(assembly, "FLUSH_READY_OBJECTS", flush_ready_objects)
+    written = []
+
+    def counting(pending, incomplete, tile_number, disjoint):
+        ready, held, cuts = _SPLIT_READY(pending, incomplete, tile_number, disjoint)
+        written.append((tile_number, len(ready), len(held), len(cuts)))
+        return ready, held, cuts
+
+    monkeypatch.setattr(assembly, "_split_ready", counting)
+    out = tmp_path / name
+    out.mkdir()
+    _cover_scene(tmp_path / "cover.tif") if not (tmp_path / "cover.tif").exists() else None
+    label([tmp_path / "cover.tif"], out / "o.gpkg", raster_out=out / "l.tif", quiet=True, tile_size_px=256,
+          overlap_px=64)
+    with rasterio.open(out / "l.tif") as raster:
+        labels = raster.read(1)
+    return gpd.read_file(out / "o.gpkg", layer="masks"), labels, written
+
+
+def test_objects_on_a_cover_that_spans_the_scene_are_written_before_its_end(tmp_path, monkeypatch):
+    """A cover over every tile (a desert, a sea) is one object, complete only at the scene's last
+    tile. Objects on it that are smaller than its fragments are written as their neighbourhood is
+    read and cut out of the cover's fragments, not held to the end: same output as holding all."""
+    whole, whole_labels, _ = _run_cover(tmp_path, "whole", monkeypatch, 10**9)
+    groups, group_labels, written = _run_cover(tmp_path, "groups", monkeypatch, 1)
+    cover = whole.loc[whole["area_px"].idxmax()]
+    assert cover["n_fragments"] >= 9 and cover["area_px"] > 0.6 * 768**2  # one soil over every tile
+    assert _objects(whole) == _objects(groups)
+    assert np.array_equal(whole_labels, group_labels)
+    assert shapely.coverage_is_valid(groups.geometry.values)
+    last_tile = max(tile for tile, *_ in written)
+    before_end = sum(ready for tile, ready, _, _ in written if tile < last_tile)
+    at_end = sum(ready for tile, ready, _, _ in written if tile == last_tile)
+    assert sum(cuts for *_, cuts in written) > 10  # objects on the cover were cut out of its fragments
+    assert before_end > 5 * at_end  # held objects left for the end: the cover and a few at the last tiles
