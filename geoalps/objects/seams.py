@@ -2,10 +2,12 @@
 
 Two objects from different tiles are the same when their IoU is at least ``iou_merge`` (the same
 object seen twice), or when one of them was cut by its tile's inner edge (``truncated``) and they
-overlap by at least ``fragment_overlap`` of the smaller one, or, with no overlap left between
-tiles, when both were cut and they share a stretch of boundary along a tile edge (the line that
-cut them: two neighbouring regions of a partition share their outline everywhere else, and are
-not one object). Objects of the same tile are never compared: the engine's own duplicate removal
+overlap by at least ``fragment_overlap`` of the smaller one, or when one was cut and their parts
+in the area both tiles see have an IoU of at least ``iou_merge`` (a cover larger than a tile: a
+field, a lake, bare soil, whose overlap is a small share of either part however well the two
+agree), or, with no overlap left between tiles, when both were cut and they share a stretch of
+boundary along a tile edge (the line that cut them: two neighbouring regions of a partition share
+their outline everywhere else, and are not one object). Objects of the same tile are never compared: the engine's own duplicate removal
 has already judged them.
 
 :class:`SeamIndex` makes these decisions while tiles finish (pass 1), one pair of neighbouring
@@ -56,11 +58,13 @@ def seam_flags(tile: Tile, boxes: np.ndarray, scene_width: int, scene_height: in
 
 def same_object(a: np.ndarray, b: np.ndarray, area_a: np.ndarray, area_b: np.ndarray, cut_a: np.ndarray,
                 cut_b: np.ndarray, iou_merge: float = IOU_MERGE, fragment_overlap: float = FRAGMENT_OVERLAP,
-                tile_edges=None) -> np.ndarray:
+                tile_edges=None, seen_by_both=None) -> np.ndarray:
     """Which pairs of intersecting objects are one object. ``a``/``b`` may be the objects or
     their pieces inside the box their tiles share (:meth:`SeamIndex._test`); areas are of the whole
     objects. ``tile_edges``: the two tiles' outlines (:func:`tile_outline`, their union; or one a
-    pair); objects that only touch count only the boundary they share along it (None: anywhere)."""
+    pair); objects that only touch count only the boundary they share along it (None: anywhere).
+    ``seen_by_both``: the part of the scene both tiles see (one polygon, or one a pair), for the
+    rule on objects larger than it (None: not applied)."""
     # Most neighbours only touch: the overlay is computed only where interiors overlap.
     overlap = shapely.relate_pattern(a, b, "T********")
     inter = np.zeros(len(a))
@@ -70,6 +74,12 @@ def same_object(a: np.ndarray, b: np.ndarray, area_a: np.ndarray, area_b: np.nda
     iou = np.where(union > 0, inter / np.maximum(union, 1e-12), 0)
     ios = inter / np.maximum(np.minimum(area_a, area_b), 1e-12)
     same = (iou >= iou_merge) | ((cut_a | cut_b) & (ios >= fragment_overlap))
+    large = ~same & (cut_a | cut_b) & (inter > 0)
+    if seen_by_both is not None and large.any():  # both tiles see the same part of one large object
+        region = seen_by_both[large] if isinstance(seen_by_both, np.ndarray) else seen_by_both
+        seen_a = shapely.area(shapely.intersection(_valid(a[large]), region))
+        seen_b = shapely.area(shapely.intersection(_valid(b[large]), region))
+        same[large] = inter[large] >= iou_merge * (seen_a + seen_b - inter[large])
     touching = ~same & cut_a & cut_b & (inter <= 1e-9 * np.maximum(union, 1))
     if touching.any():
         shared = shapely.intersection(shapely.boundary(_valid(a[touching])), shapely.boundary(_valid(b[touching])))
@@ -192,7 +202,8 @@ class SeamIndex:
         meet = shapely.intersects(pa, pb)
         ia, ib, pa, pb = ia[meet], ib[meet], pa[meet], pb[meet]
         edges = shapely.union(self._edges[scene][i], self._edges[scene][j])
-        same = same_object(pa, pb, a.areas[ia], b.areas[ib], a.truncated[ia], b.truncated[ib], tile_edges=edges)
+        same = same_object(pa, pb, a.areas[ia], b.areas[ib], a.truncated[ia], b.truncated[ib], tile_edges=edges,
+                           seen_by_both=shapely.box(*_shared_box(self._bounds[scene], i, j, 0.0)))
         if same.any():
             k = int(same.sum())
             self._links[scene].append(np.stack([np.full(k, i), a.objects[ia[same]], np.full(k, j), b.objects[ib[same]]], 1))

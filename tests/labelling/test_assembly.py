@@ -59,15 +59,19 @@ def test_held_objects_written_in_groups_are_the_objects_of_one_group(tmp_path, m
 
 
 def _cover_scene(path, size_px=768):
-    """A field of one soil over the whole scene (mild noise) with 80 patches of other colours."""
+    """One soil over the whole scene with 120 soft-edged patches of other colours: where a patch's
+    edge falls differs a little between two tiles, so patches overlap the soil of the next tile."""
     from rasterio.transform import from_origin
+    from scipy.ndimage import gaussian_filter
 
     rng = np.random.default_rng(3)
-    pixels = (np.array([150, 120, 90], np.float32)[:, None, None] + rng.normal(0, 1, (3, size_px, size_px))).astype(np.float32)
-    for _ in range(80):
+    pixels = np.empty((3, size_px, size_px), np.float32)
+    pixels[:] = np.array([150, 120, 90], np.float32)[:, None, None]
+    for _ in range(120):
         row, col = rng.integers(0, size_px - 40, 2)
         height, width = rng.integers(16, 40, 2)
         pixels[:, row:row + height, col:col + width] = rng.choice([[40, 110, 40], [200, 200, 210], [60, 60, 70]])[:, None, None]
+    pixels = gaussian_filter(pixels, (0, 2, 2)) + rng.normal(0, 2, pixels.shape)
     profile = dict(driver="GTiff", width=size_px, height=size_px, count=3, dtype="uint8", crs="EPSG:32633",
                    transform=from_origin(500000, 4000000, 0.5, 0.5))
     with rasterio.open(path, "w", **profile) as out:
@@ -88,7 +92,7 @@ def _run_cover(tmp_path, name, monkeypatch, flush_ready_objects):
     out.mkdir()
     _cover_scene(tmp_path / "cover.tif") if not (tmp_path / "cover.tif").exists() else None
     label([tmp_path / "cover.tif"], out / "o.gpkg", raster_out=out / "l.tif", quiet=True, tile_size_px=256,
-          overlap_px=64)
+          overlap_px=32)
     with rasterio.open(out / "l.tif") as raster:
         labels = raster.read(1)
     return gpd.read_file(out / "o.gpkg", layer="masks"), labels, written
@@ -101,7 +105,7 @@ def test_objects_on_a_cover_that_spans_the_scene_are_written_before_its_end(tmp_
     whole, whole_labels, _ = _run_cover(tmp_path, "whole", monkeypatch, 10**9)
     groups, group_labels, written = _run_cover(tmp_path, "groups", monkeypatch, 1)
     cover = whole.loc[whole["area_px"].idxmax()]
-    assert cover["n_fragments"] >= 9 and cover["area_px"] > 0.6 * 768**2  # one soil over every tile
+    assert cover["n_fragments"] >= 16 and cover["area_px"] > 0.6 * 768**2  # one soil over all 16 tiles
     assert _objects(whole) == _objects(groups)
     assert np.array_equal(whole_labels, group_labels)
     assert shapely.coverage_is_valid(groups.geometry.values)
@@ -109,4 +113,6 @@ def test_objects_on_a_cover_that_spans_the_scene_are_written_before_its_end(tmp_
     before_end = sum(ready for tile, ready, _, _ in written if tile < last_tile)
     at_end = sum(ready for tile, ready, _, _ in written if tile == last_tile)
     assert sum(cuts for *_, cuts in written) > 10  # objects on the cover were cut out of its fragments
-    assert before_end > 5 * at_end  # held objects left for the end: the cover and a few at the last tiles
+    # held objects left for the scene's end: those of the last row of tiles (holding every object
+    # that overlaps the cover's fragments until the cover is complete left 69 of 191, ratio 1.8)
+    assert before_end > 3 * at_end

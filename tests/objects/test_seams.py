@@ -43,17 +43,18 @@ def _seam_candidates(path, tile_size: int, overlap: int):
     return np.concatenate(geoms), np.concatenate(tile_ids), np.concatenate(truncated), bounds, (tiles, results, scene)
 
 
-def _whole_object_groups(geoms, tile_ids, truncated, edges) -> list[np.ndarray]:
+def _whole_object_groups(geoms, tile_ids, truncated, edges, bounds) -> list[np.ndarray]:
     """The seam rules applied to every intersecting pair of whole objects from different tiles
     (``edges``: each tile's :func:`tile_outline`; a touching pair counts the boundary it shares
-    along its two tiles' outlines)."""
+    along its two tiles' outlines; ``bounds``: the tiles' boxes, whose intersection both see)."""
     left, right = shapely.STRtree(geoms).query(geoms, predicate="intersects")
     pick = (left < right) & (tile_ids[left] != tile_ids[right])
     left, right = left[pick], right[pick]
     areas = shapely.area(geoms)
     pair_edges = shapely.union(edges[tile_ids[left]], edges[tile_ids[right]])
+    seen = shapely.intersection(shapely.box(*bounds[tile_ids[left]].T), shapely.box(*bounds[tile_ids[right]].T))
     same = same_object(geoms[left], geoms[right], areas[left], areas[right], truncated[left], truncated[right],
-                       tile_edges=pair_edges)
+                       tile_edges=pair_edges, seen_by_both=seen)
     return _components(len(geoms), left[same], right[same])
 
 
@@ -70,7 +71,7 @@ def test_clipped_pair_tests_group_like_whole_objects(tmp_path, transform, overla
         assert shapely.box(*bounds[tile]).buffer(1e-6).contains(geom)
 
     edges = np.array([tile_outline(t, scene.transform) for t in tiles], dtype=object)
-    whole = _whole_object_groups(geoms, tile_ids, truncated, edges)
+    whole = _whole_object_groups(geoms, tile_ids, truncated, edges, bounds)
     merged = [g for g in whole if len(g) > 1]
     assert len(merged) >= 5, "the scene must exercise real seam merges"
     assert all(len(set(tile_ids[g])) > 1 for g in merged)
@@ -110,3 +111,20 @@ def test_regions_that_only_touch_join_along_a_tile_edge_not_along_their_own_outl
     areas_f, areas_p = shapely.area(field), shapely.area(piece)
     assert not same_object(field, piece, areas_f, areas_p, cut, cut, tile_edges=edges).any()
     assert same_object(field, piece, areas_f, areas_p, cut, cut).all()  # without tile edges: anywhere
+
+
+def test_a_cover_larger_than_the_shared_part_is_one_object_where_both_tiles_see_it_alike():
+    """A field that fills two tiles overlapping by an eighth overlaps itself by a small share of
+    either fragment (0.12 of the smaller: under every whole-object rule), yet both tiles see the
+    same part of it: one object. A field of the next tile that covers a third of that part is
+    another field."""
+    seen = shapely.box(88, 0, 100, 100)  # the left tile is x 0..100, the right tile x 88..188
+    field_left = np.array([shapely.box(0, 0, 100, 100)])
+    field_right = np.array([shapely.box(88, 0, 188, 100)])
+    cut = np.array([True])
+    args = (field_left, field_right, shapely.area(field_left), shapely.area(field_right), cut, cut)
+    assert not same_object(*args).any()  # the whole-object rules alone keep a seam
+    assert same_object(*args, seen_by_both=seen).all()
+    third = np.array([shapely.box(88, 0, 188, 33)])
+    assert not same_object(field_left, third, shapely.area(field_left), shapely.area(third), cut, cut,
+                           seen_by_both=seen).any()
