@@ -26,10 +26,11 @@ from geoalps.objects.seams import merge_group
 
 @dataclass(frozen=True)
 class Fragment:
-    """One tile's part of an object that continues across a seam, held until its scene is done;
-    ``area_px`` weighs its features, score and class in the merged object. ``outline_area_px``:
-    the area of its outline as read, which the merged object's is at least (the geometry itself
-    loses what smaller objects written before the object is complete cover)."""
+    """One tile's part of an object that continues across a seam, held until the object's last
+    fragment is read; ``area_px`` weighs its features, score and class in the merged object.
+    ``outline_area_px``: the area of its outline as read, a lower bound of the merged object's
+    (the geometry itself loses what smaller objects, written before the object is complete,
+    cover of it)."""
 
     geometry: object  # shapely, scene pixels; None once smaller objects cover all of it
     features: np.ndarray

@@ -7,8 +7,8 @@ in the area both tiles see have an IoU of at least ``iou_merge`` (a cover larger
 field, a lake, bare soil, whose overlap is a small share of either part however well the two
 agree), or, with no overlap left between tiles, when both were cut and they share a stretch of
 boundary along a tile edge (the line that cut them: two neighbouring regions of a partition share
-their outline everywhere else, and are not one object). Objects of the same tile are never compared: the engine's own duplicate removal
-has already judged them.
+their outline everywhere else, and are not one object). Objects of the same tile are never
+compared: the engine's own duplicate removal has already judged them.
 
 :class:`SeamIndex` makes these decisions while tiles finish (pass 1), one pair of neighbouring
 tiles at a time, on the pieces of the objects inside the box the two tiles share (exact: an
