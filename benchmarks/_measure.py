@@ -127,12 +127,12 @@ def mirrored_mosaic(source: Path, size_px: int, folder: Path, strip_px: int = 10
         phase = np.arange(n) % (2 * period)
         return np.where(phase < period, phase, 2 * period - 1 - phase)
 
-    cols = mirrored(size_px, width)
+    rows, cols = mirrored(size_px, height), mirrored(size_px, width)
     path = folder / f"{Path(source).stem}_mirrored_{size_px}.tif"
     profile.update(driver="GTiff", width=size_px, height=size_px, tiled=True, blockxsize=256, blockysize=256,
                    compress="deflate")
     with rasterio.open(path, "w", **profile) as out:
         for row0 in range(0, size_px, strip_px):
-            rows = mirrored(size_px, height)[row0:row0 + strip_px]
-            out.write(pixels[:, rows][:, :, cols], window=rasterio.windows.Window(0, row0, size_px, len(rows)))
+            strip = rows[row0:row0 + strip_px]
+            out.write(pixels[:, strip][:, :, cols], window=rasterio.windows.Window(0, row0, size_px, len(strip)))
     return path

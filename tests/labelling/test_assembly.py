@@ -17,22 +17,24 @@ from geoalps import label
 from tests.conftest import REPO
 
 _SPLIT_READY = assembly._split_ready
+SAMPLE = REPO / "sample_data" / "scene_rgb_u8.tif"
 
 
-def _run(tmp_path, name, monkeypatch, flush_ready_objects):
+def _run(tmp_path, name, monkeypatch, flush_ready_objects, scene=SAMPLE):
+    """Label ``scene`` in 256 px tiles; also each check of the held objects as (tile number,
+    objects written, objects left held, (written, fragment) pairs cut)."""
     monkeypatch.setattr(assembly, "FLUSH_READY_OBJECTS", flush_ready_objects)
     written = []
 
-    def counting(*args, **kwargs):
-        ready, held, cuts = _SPLIT_READY(*args, **kwargs)
-        written.append((int(bool(ready)), len(held)))  # (a set written or not, objects left held)
+    def counting(pending, incomplete, tile_number, disjoint):
+        ready, held, cuts = _SPLIT_READY(pending, incomplete, tile_number, disjoint)
+        written.append((tile_number, len(ready), len(held), len(cuts)))
         return ready, held, cuts
 
     monkeypatch.setattr(assembly, "_split_ready", counting)
     out = tmp_path / name
     out.mkdir()
-    label([REPO / "sample_data" / "scene_rgb_u8.tif"], out / "o.gpkg", raster_out=out / "l.tif", quiet=True,
-          tile_size_px=256, overlap_px=32)
+    label([scene], out / "o.gpkg", raster_out=out / "l.tif", quiet=True, tile_size_px=256, overlap_px=32)
     with rasterio.open(out / "l.tif") as raster:
         labels = raster.read(1)
     return gpd.read_file(out / "o.gpkg", layer="masks"), labels, written
@@ -47,9 +49,9 @@ def _objects(frame):
 def test_held_objects_written_in_groups_are_the_objects_of_one_group(tmp_path, monkeypatch):
     whole, whole_labels, whole_written = _run(tmp_path, "whole", monkeypatch, 10**9)
     groups, group_labels, group_written = _run(tmp_path, "groups", monkeypatch, 1)
-    assert sum(n for n, _ in whole_written) == 1  # the scene's end: everything in one group, as before
-    assert sum(n for n, _ in group_written) >= 5  # written as the tiles were read
-    assert any(held > 0 for _, held in group_written)  # some objects waited for a later tile
+    assert sum(ready > 0 for _, ready, _, _ in whole_written) == 1  # the scene's end: everything in one group, as before
+    assert sum(ready > 0 for _, ready, _, _ in group_written) >= 5  # written as the tiles were read
+    assert any(held > 0 for _, _, held, _ in group_written)  # some objects waited for a later tile
     assert len(whole) == len(groups) > 200
     assert _objects(whole) == _objects(groups)
     assert np.array_equal(whole_labels, group_labels)
@@ -78,32 +80,14 @@ def _cover_scene(path, size_px=768):
         out.write(np.clip(pixels, 0, 255).astype(np.uint8))
 
 
-def _run_cover(tmp_path, name, monkeypatch, flush_ready_objects):
-    monkeypatch.setattr(assembly, "FLUSH_READY_OBJECTS", flush_ready_objects)
-    written = []
-
-    def counting(pending, incomplete, tile_number, disjoint):
-        ready, held, cuts = _SPLIT_READY(pending, incomplete, tile_number, disjoint)
-        written.append((tile_number, len(ready), len(held), len(cuts)))
-        return ready, held, cuts
-
-    monkeypatch.setattr(assembly, "_split_ready", counting)
-    out = tmp_path / name
-    out.mkdir()
-    _cover_scene(tmp_path / "cover.tif") if not (tmp_path / "cover.tif").exists() else None
-    label([tmp_path / "cover.tif"], out / "o.gpkg", raster_out=out / "l.tif", quiet=True, tile_size_px=256,
-          overlap_px=32)
-    with rasterio.open(out / "l.tif") as raster:
-        labels = raster.read(1)
-    return gpd.read_file(out / "o.gpkg", layer="masks"), labels, written
-
-
 def test_objects_on_a_cover_that_spans_the_scene_are_written_before_its_end(tmp_path, monkeypatch):
     """A cover over every tile (a desert, a sea) is one object, complete only at the scene's last
     tile. Objects on it that are smaller than its fragments are written as their neighbourhood is
     read and cut out of the cover's fragments, not held to the end: same output as holding all."""
-    whole, whole_labels, _ = _run_cover(tmp_path, "whole", monkeypatch, 10**9)
-    groups, group_labels, written = _run_cover(tmp_path, "groups", monkeypatch, 1)
+    scene = tmp_path / "cover.tif"
+    _cover_scene(scene)
+    whole, whole_labels, _ = _run(tmp_path, "whole", monkeypatch, 10**9, scene)
+    groups, group_labels, written = _run(tmp_path, "groups", monkeypatch, 1, scene)
     cover = whole.loc[whole["area_px"].idxmax()]
     assert cover["n_fragments"] >= 16 and cover["area_px"] > 0.6 * 768**2  # one soil over all 16 tiles
     assert _objects(whole) == _objects(groups)
