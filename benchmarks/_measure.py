@@ -25,11 +25,14 @@ SOURCE = REPO / "sample_data/scene_rgbn_u16.tif"
 
 
 def run_measured(cmd: list[str], env=None, interval: float = 0.1) -> dict:
-    """Run ``cmd``; return wall seconds, exit code, stderr tail and the peak of the summed RSS of the
-    process and all its descendants (dask workers included), sampled every ``interval`` s."""
+    """Run ``cmd``; return wall seconds, exit code, stderr tail, the peak of the summed RSS of the
+    process and all its descendants (dask workers included), sampled every ``interval`` s, and
+    each process's own peak (``peak_rss_mb_by_process``: the command's own process as
+    ``driver``, then its descendants' peaks, largest first), which says where a peak comes from."""
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     peak = 0
+    own_peaks: dict[int, int] = {}
     stop = threading.Event()
 
     def sample() -> None:
@@ -41,9 +44,11 @@ def run_measured(cmd: list[str], env=None, interval: float = 0.1) -> dict:
                 total = 0
                 for p in procs:
                     try:
-                        total += p.memory_info().rss
+                        rss = p.memory_info().rss
                     except psutil.Error:
-                        pass
+                        continue
+                    total += rss
+                    own_peaks[p.pid] = max(own_peaks.get(p.pid, 0), rss)
                 peak = max(peak, total)
             except psutil.Error:
                 pass
@@ -54,8 +59,12 @@ def run_measured(cmd: list[str], env=None, interval: float = 0.1) -> dict:
     _, stderr = proc.communicate()
     stop.set()
     thread.join()
+    children = sorted((rss for pid, rss in own_peaks.items() if pid != proc.pid), reverse=True)
+    by_process = {"driver": round(own_peaks.get(proc.pid, 0) / 2**20, 1),
+                  "descendants": [round(rss / 2**20, 1) for rss in children]}
     return {"seconds": time.perf_counter() - started, "returncode": proc.returncode,
-            "peak_rss_mb": peak / 2**20, "stderr": stderr.strip().splitlines()[-3:]}
+            "peak_rss_mb": peak / 2**20, "peak_rss_mb_by_process": by_process,
+            "stderr": stderr.strip().splitlines()[-3:]}
 
 
 def commit(repo: Path = REPO) -> str:

@@ -57,6 +57,7 @@ def label_run(scene: Path, workers: int, folder: Path, extra: list[str]) -> dict
     shutil.rmtree(work)
     return {"scene": scene.name, "workers": workers, "seconds": round(measured["seconds"], 1), "tiles": tiles,
             "tiles_per_s": round(tiles / measured["seconds"], 3), "peak_rss_mb": round(measured["peak_rss_mb"], 1),
+            "peak_rss_mb_by_process": measured["peak_rss_mb_by_process"],
             "polygons": polygons, "tile_s": round(float(np.mean([r.seconds for r in results])), 3),
             "engine_s_per_tile": round(float(np.mean([r.engine_seconds for r in results])), 3)}
 

@@ -10,6 +10,7 @@ import importlib.util
 import json
 import re
 import subprocess
+import sys
 
 import numpy as np
 import rasterio
@@ -63,6 +64,20 @@ def test_rows_carry_the_date_the_commit_and_the_load(tmp_path):
         assert len(row["load"]) == 3
         if head:  # a git checkout: the row names its commit (+dirty with uncommitted changes)
             assert row["commit"].split("+")[0] == head and row["commit"] in (head, f"{head}+dirty")
+
+
+def test_measured_peaks_say_which_process_held_the_memory():
+    """A driver that starts a child holding 300 MB: the summed peak has it, and the child's own
+    peak (not the driver's) says where it was."""
+    measure = _load(BENCHMARKS / "_measure.py", "_measure_under_test")
+    child = "import time; block = b'x' * (300 * 2**20); time.sleep(1.5)"
+    driver = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {child!r}], check=True)"
+    measured = measure.run_measured([sys.executable, "-c", driver], interval=0.05)
+    assert measured["returncode"] == 0
+    by_process = measured["peak_rss_mb_by_process"]
+    (child_mb,) = by_process["descendants"]
+    assert 300 <= child_mb < 400 and by_process["driver"] < 100
+    assert child_mb + by_process["driver"] * 0.5 <= measured["peak_rss_mb"] <= child_mb + by_process["driver"] + 1
 
 
 def test_mosaic_of_the_sample_scene_repeats_it(tmp_path):
