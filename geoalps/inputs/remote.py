@@ -24,7 +24,8 @@ SCHEME_TO_VSI = {
     "http": "/vsicurl/", "https": "/vsicurl/", "ftp": "/vsicurl/",
     "s3": "/vsis3/", "gs": "/vsigs/", "az": "/vsiaz/", "azure": "/vsiaz/", "abfs": "/vsiadls/",
 }
-#: GDAL settings for remote reads; a value already in the environment wins (the user's choice).
+#: GDAL settings scenes are read with (:func:`gdal_env`), most of them for remote reads; a value
+#: already in the environment wins (the user's choice).
 REMOTE_DEFAULTS = {
     "GDAL_HTTP_MAX_RETRY": "5",  # 429, 5xx and dropped connections are retried ...
     "GDAL_HTTP_RETRY_DELAY": "1",  # ... after 1 s, doubling
@@ -32,6 +33,12 @@ REMOTE_DEFAULTS = {
     # ranges fetched one by one go through the curl block cache: overlapping tiles then fetch a
     # block once (parallel multi-range reads bypass it, and tiles re-fetched ~3.5x the bytes)
     "GDAL_HTTP_MULTIRANGE": "SERIAL",
+    # GDAL's block cache (bytes) is 5 % of the machine's memory a process by default, and a process
+    # keeps what it freed: the statistics read of a 10240 x 10240 px scene left 485 MB in the
+    # driver for the whole run, and in every worker forked from it. Reads go block row by block
+    # row (scene._decimated_read) or a tile at a time, so a small cache costs no time (measured:
+    # benchmarks/scaling README, 2026-12-07 evening)
+    "GDAL_CACHEMAX": 64 * 2**20,
 }
 
 #: A URL: scheme, user info, the rest, the query (not its last character when that is ``:``, ``,``,
@@ -137,4 +144,5 @@ def gdal_config(name: str) -> str | None:
         value = rasterio.env.getenv().get(name)
         if value is not None:
             return str(value)
-    return os.environ.get(name, REMOTE_DEFAULTS.get(name))
+    value = os.environ.get(name, REMOTE_DEFAULTS.get(name))
+    return None if value is None else str(value)

@@ -154,3 +154,50 @@ def test_stats_hold_band_mean_and_std_of_the_valid_pixels(tmp_path):
     mean, std = pooled_mean_std([scene.stats, other.stats])
     np.testing.assert_allclose(mean, both.mean(axis=1), rtol=1e-12)
     np.testing.assert_allclose(std, both.std(axis=1), rtol=1e-12)
+
+
+@pytest.mark.parametrize("layout", [
+    dict(tiled=True, blockxsize=64, blockysize=32, compress="deflate"),  # pixel-interleaved tiles
+    dict(compress="deflate"),  # strips
+    dict(tiled=True, blockxsize=32, blockysize=32, interleave="band"),  # one band after another
+])
+def test_decimated_statistics_read_the_pixels_gdal_picks(tmp_path, monkeypatch, layout):
+    """Without overviews the statistics sample is read block row by block row (GDAL's own
+    decimated read decodes each block once a band, or holds the whole scene in its cache); it
+    must be the sample GDAL's one read gives, pixel for pixel, windows and odd sizes included."""
+    import rasterio
+
+    from geoalps.inputs import scene as scene_module
+
+    data = np.random.default_rng(3).integers(1, 60000, (3, 523, 701), dtype=np.uint16)
+    path = write_raster(tmp_path / "d.tif", data, **layout)
+    monkeypatch.setattr(scene_module, "DECIMATED_READ_BYTES", 3 * 2 * 32 * 64)  # spans of one or two blocks
+    with rasterio.open(path) as src:
+        assert not src.overviews(1)
+        for window, out_h, out_w in [(Window(0, 0, 701, 523), 100, 134), (Window(0, 0, 701, 523), 7, 523),
+                                     (Window(33, 101, 600, 401), 97, 145), (Window(5, 9, 96, 64), 64, 96)]:
+            whole = (window.width, window.height) == (src.width, src.height)
+            expected = src.read(window=None if whole else window, out_shape=(3, out_h, out_w))
+            np.testing.assert_array_equal(scene_module._decimated_read(src, window, out_h, out_w), expected)
+    monkeypatch.setattr(scene_module, "STATS_READ_PX", 128)
+    scene = open_scene(path)
+    sample = data[:, (2 * np.arange(95) + 1) * 523 // 190][:, :, (2 * np.arange(128) + 1) * 701 // 256]
+    assert scene.stats.sample_px == (95 * 128,) * 3  # 523 x 701 px read at 95 x 128
+    assert scene.stats.low[1] == pytest.approx(np.percentile(sample[1], 2.0), rel=1e-9)
+    assert scene.stats.mean[2] == pytest.approx(sample[2].astype(np.float64).mean(), rel=1e-9)
+
+
+def test_gdal_block_cache_is_bounded_unless_the_user_sets_it(monkeypatch):
+    """GDAL's default block cache is 5 % of the machine's memory a process; a whole-scene read
+    kept up to that much in the driver, and in the workers forked from it, for the rest of a run
+    (485 MB of a 10240 x 10240 px scene)."""
+    import rasterio.env
+
+    from geoalps.inputs.remote import REMOTE_DEFAULTS, gdal_env
+
+    monkeypatch.delenv("GDAL_CACHEMAX", raising=False)
+    with gdal_env():
+        assert rasterio.env.getenv()["GDAL_CACHEMAX"] == REMOTE_DEFAULTS["GDAL_CACHEMAX"] == 64 * 2**20
+    monkeypatch.setenv("GDAL_CACHEMAX", "1024")
+    with gdal_env():
+        assert "GDAL_CACHEMAX" not in rasterio.env.getenv()
