@@ -1,9 +1,9 @@
 """Pass 2 writes held seam objects in groups as their neighbourhood is read, not all at the scene's end.
 
 Holding every seam candidate of a disjoint engine until the scene was done made the driver's memory
-grow with the scene's area (9 GB at 20480 x 20480 px, benchmarks/scaling). Written in groups closed
-under overlap, each as soon as every tile that could overlap it has been read, the output must be
-the same objects, pixel for pixel, as when the whole scene is held.
+grow with the scene's area (9 GB at 20480 x 20480 px, benchmarks/scaling). Written as soon as
+every tile that could overlap them has been read (and cut by, or cutting, the neighbours still
+held), the output must be the same objects, pixel for pixel, as when the whole scene is held.
 """
 from __future__ import annotations
 
@@ -27,9 +27,9 @@ def _run(tmp_path, name, monkeypatch, flush_ready_objects, scene=SAMPLE):
     written = []
 
     def counting(pending, incomplete, tile_number, disjoint):
-        ready, held, cuts = _SPLIT_READY(pending, incomplete, tile_number, disjoint)
+        ready, held, cuts, on_held = _SPLIT_READY(pending, incomplete, tile_number, disjoint)
         written.append((tile_number, len(ready), len(held), len(cuts)))
-        return ready, held, cuts
+        return ready, held, cuts, on_held
 
     monkeypatch.setattr(assembly, "_split_ready", counting)
     out = tmp_path / name
@@ -100,3 +100,24 @@ def test_objects_on_a_cover_that_spans_the_scene_are_written_before_its_end(tmp_
     # held objects left for the scene's end: those of the last row of tiles (holding every object
     # that overlaps the cover's fragments until the cover is complete left 69 of 191, ratio 1.8)
     assert before_end > 3 * at_end
+
+
+def _held(geometry, order: int, ready_after: int):
+    return assembly._Pending((0, order), assembly.HeldObject.candidate(geometry, np.zeros(2), 1.0), ready_after)
+
+
+def test_a_held_object_waits_for_its_own_neighbours_only():
+    """Objects overlapping in a chain (the overlap bands of two tiles' partitions) do not wait for
+    the chain's far end: A and B are decided at tile 1 although B overlaps C, which waits for
+    tile 5. C keeps its rank and loses what B (smaller, on top) takes; E, larger than the waiting
+    D on top of it, is written without D's pixels."""
+    a, b, c = shapely.box(0, 0, 10, 10), shapely.box(8, 0, 30, 10), shapely.box(28, 0, 60, 10)
+    d, e = shapely.box(115, 0, 125, 10), shapely.box(100, 0, 120, 10)
+    pending = [_held(a, 0, 0), _held(b, 1, 1), _held(c, 2, 5), _held(d, 3, 5), _held(e, 4, 1)]
+    ready, held, cuts, on_held = assembly._split_ready(pending, [], 1, disjoint=True)
+    assert [p.order[1] for p in ready] == [0, 1, 4] and [p.order[1] for p in held] == [2, 3] and cuts == []
+    assert shapely.equals(ready[2].row.geometry, shapely.box(100, 0, 115, 10))  # E without D
+    assert on_held == [(1, 0)]  # B on top of C
+    held = assembly._cut_held(held, ready, on_held)
+    assert shapely.equals(held[0].row.geometry, shapely.box(30, 0, 60, 10)) and held[0].row.rank_area_px == 320
+    assert held[1].row.geometry is d
