@@ -281,16 +281,8 @@ def _split_ready(pending: list[_Pending], incomplete: list[tuple[object, float]]
     ready_list = [p for p, r in zip(pending, ready) if r]
     held_list = [p for p, r in zip(pending, ready) if not r]
     # a held object on top of one written now takes its pixels first
-    under: dict[int, list] = {}
-    for w, k, top in zip(written.tolist(), kept.tolist(), written_on_top):
-        if not top:
-            under.setdefault(int(place[w]), []).append(pending[k].row.geometry)
-    for i, cutters in under.items():
-        row = ready_list[i].row
-        if row.geometry is None:
-            continue
-        ready_list[i] = replace(ready_list[i], row=replace(row, geometry=without(row.geometry, shapely.union_all(
-            np.array(cutters, dtype=object)))))
+    ready_list = _cut_rows(ready_list, [(int(place[w]), pending[k].row.geometry)
+                                        for w, k, top in zip(written.tolist(), kept.tolist(), written_on_top) if not top])
     on_held = [(int(place[w]), int(held_place[k])) for w, k, top in zip(written.tolist(), kept.tolist(), written_on_top) if top]
     return ready_list, held_list, cuts, on_held
 
@@ -298,17 +290,23 @@ def _split_ready(pending: list[_Pending], incomplete: list[tuple[object, float]]
 def _cut_held(held: list[_Pending], written: list[_Pending], on_held: list[tuple[int, int]]) -> list[_Pending]:
     """``held`` with each object cut by the written objects on top of it (``on_held``: (written,
     held) places), keeping its rank: what resolving them in one group would have taken from it."""
+    return _cut_rows(held, [(k, written[w].row.geometry) for w, k in on_held])
+
+
+def _cut_rows(rows: list[_Pending], cuts: list[tuple[int, object]]) -> list[_Pending]:
+    """``rows`` with the row at each place cut by the geometries paired with it (``cuts``:
+    (place, geometry); None geometries cut nothing), each keeping its rank."""
     cutters: dict[int, list] = {}
-    for w, k in on_held:
-        if written[w].row.geometry is not None:
-            cutters.setdefault(k, []).append(written[w].row.geometry)
-    held = list(held)
-    for k, geometries in cutters.items():
-        row = held[k].row
+    for place, geometry in cuts:
+        if geometry is not None:
+            cutters.setdefault(place, []).append(geometry)
+    rows = list(rows)
+    for place, geometries in cutters.items():
+        row = rows[place].row
         if row.geometry is not None:
-            held[k] = replace(held[k], row=replace(row, geometry=without(row.geometry, shapely.union_all(
+            rows[place] = replace(rows[place], row=replace(row, geometry=without(row.geometry, shapely.union_all(
                 np.array(geometries, dtype=object)))))
-    return held
+    return rows
 
 
 def _cut_fragments(fragments: dict[tuple[int, int], Fragment], taken_px: dict[int, float],
