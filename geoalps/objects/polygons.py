@@ -51,7 +51,8 @@ def mask_to_geometry(crop: np.ndarray, transform: Affine, min_part_px: int = 1):
         return None
     pixel_area = abs(transform.a * transform.e - transform.b * transform.d) or 1.0
     largest = int(np.argmax(sizes))
-    kept = [p for i, p in enumerate(parts) if i == largest or sizes[i] / pixel_area >= min_part_px]
+    # parts are whole pixels: rounded, so a 1 px part's area a hair under one pixel still counts
+    kept = [p for i, p in enumerate(parts) if i == largest or round(sizes[i] / pixel_area) >= min_part_px]
     geometry = kept[0] if len(kept) == 1 else shapely.MultiPolygon(kept)
     if not geometry.is_valid:
         geometry = shapely.make_valid(geometry)
@@ -100,7 +101,7 @@ def _disjoint_geometries(tile_masks: TileMasks, tile_transform: Affine, min_part
     part_mask = np.asarray(part_mask)
     # Parts of one mask together, largest first; extra parts under min_part_px pixels dropped.
     pixel_area = abs(tile_transform.a * tile_transform.e - tile_transform.b * tile_transform.d) or 1.0
-    sizes = shapely.area(parts) / pixel_area
+    sizes = np.rint(shapely.area(parts) / pixel_area)  # whole pixels (the float area can be a hair under)
     order = np.lexsort((-sizes, part_mask))
     parts, part_mask, sizes = parts[order], part_mask[order], sizes[order]
     first = np.r_[True, part_mask[1:] != part_mask[:-1]]
