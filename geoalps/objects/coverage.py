@@ -136,15 +136,7 @@ def drop_inner_collinear(geometries: np.ndarray) -> np.ndarray:
     open_mask = np.ones(len(xy), bool)
     open_mask[closing] = False
     xy, ring_of = xy[open_mask], ring_of[open_mask]
-    starts = np.r_[0, np.flatnonzero(np.diff(ring_of)) + 1]
-    ends = np.r_[starts[1:], len(xy)]
-    position = np.arange(len(xy))
-    first = np.repeat(starts, ends - starts)
-    last = np.repeat(ends, ends - starts) - 1
-    prev = np.where(position == first, last, position - 1)
-    nxt = np.where(position == last, first, position + 1)
-    d_in, d_out = xy - xy[prev], xy[nxt] - xy
-    corner = np.abs(d_in[:, 0] * d_out[:, 1] - d_in[:, 1] * d_out[:, 0]) > 0
+    corner = _corners(xy, np.r_[0, np.flatnonzero(np.diff(ring_of)) + 1])
     point = _grid_point_ids(np.rint(xy).astype(np.int64))
     owner = part_owner[ring_part[ring_of]]
     n_owners = int(owner.max()) + 1
@@ -166,6 +158,23 @@ def drop_inner_collinear(geometries: np.ndarray) -> np.ndarray:
     for i, kind in enumerate(shapely.get_type_id(geometries[present])):
         out[present[i]] = new_parts[part_owner == i][0] if kind == shapely.GeometryType.POLYGON and single[i] else rebuilt[i]
     return out
+
+
+def _corners(xy: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Whether each vertex of open rings (``xy`` ring after ring, ``starts`` their first rows)
+    turns: its incoming and outgoing edges are not collinear; neighbours are cyclic within a ring.
+    Its own function so its (N, 2) temporaries (48 bytes a vertex) are freed before the vertex
+    ids are sorted, which is where pass 2's largest group peaks."""
+    ends = np.r_[starts[1:], len(xy)]
+    incoming = np.empty_like(xy)  # the previous vertex, then the edge into this one
+    incoming[1:] = xy[:-1]
+    incoming[starts] = xy[ends - 1]
+    np.subtract(xy, incoming, out=incoming)
+    outgoing = np.empty_like(xy)  # the next vertex, then the edge out of this one
+    outgoing[:-1] = xy[1:]
+    outgoing[ends - 1] = xy[starts]
+    np.subtract(outgoing, xy, out=outgoing)
+    return np.abs(incoming[:, 0] * outgoing[:, 1] - incoming[:, 1] * outgoing[:, 0]) > 0
 
 
 def _grid_point_ids(keys: np.ndarray) -> np.ndarray:
