@@ -40,23 +40,24 @@ def mask_to_geometry(crop: np.ndarray, transform: Affine, min_part_px: int = 1):
     Parts smaller than ``min_part_px`` pixels are dropped, except the largest part, so every
     non-empty mask gives a geometry. Cost: proportional to the crop's size.
     """
-    parts, sizes = [], []
-    for geojson, _ in rio_features.shapes(
+    parts = [shapely.geometry.shape(geojson) for geojson, _ in rio_features.shapes(
         crop.astype(np.uint8), mask=crop, connectivity=4, transform=transform
-    ):
-        polygon = shapely.geometry.shape(geojson)
-        parts.append(polygon)
-        sizes.append(abs(polygon.area))
+    )]
     if not parts:
         return None
-    pixel_area = abs(transform.a * transform.e - transform.b * transform.d) or 1.0
+    sizes = _pixels(np.array(parts, dtype=object), transform)
     largest = int(np.argmax(sizes))
-    # parts are whole pixels: rounded, so a 1 px part's area a hair under one pixel still counts
-    kept = [p for i, p in enumerate(parts) if i == largest or round(sizes[i] / pixel_area) >= min_part_px]
+    kept = [p for i, p in enumerate(parts) if i == largest or sizes[i] >= min_part_px]
     geometry = kept[0] if len(kept) == 1 else shapely.MultiPolygon(kept)
     if not geometry.is_valid:
         geometry = shapely.make_valid(geometry)
     return geometry
+
+
+def _pixels(parts: np.ndarray, transform: Affine) -> np.ndarray:
+    """How many pixels each polygon of pixel squares covers under ``transform``: its area over a
+    pixel's, rounded (under a map transform the float area can come out a hair under)."""
+    return np.rint(shapely.area(parts) / (abs(transform.determinant) or 1.0))
 
 
 def tile_geometries(tile_masks: TileMasks, tile_transform: Affine, min_part_px: int) -> list:
@@ -100,8 +101,7 @@ def _disjoint_geometries(tile_masks: TileMasks, tile_transform: Affine, min_part
     parts = shapely.polygons(rings, indices=np.repeat(np.arange(len(rings_per_part)), rings_per_part))
     part_mask = np.asarray(part_mask)
     # Parts of one mask together, largest first; extra parts under min_part_px pixels dropped.
-    pixel_area = abs(tile_transform.a * tile_transform.e - tile_transform.b * tile_transform.d) or 1.0
-    sizes = np.rint(shapely.area(parts) / pixel_area)  # whole pixels (the float area can be a hair under)
+    sizes = _pixels(parts, tile_transform)
     order = np.lexsort((-sizes, part_mask))
     parts, part_mask, sizes = parts[order], part_mask[order], sizes[order]
     first = np.r_[True, part_mask[1:] != part_mask[:-1]]
