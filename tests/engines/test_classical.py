@@ -316,6 +316,47 @@ def test_merging_connected_pieces_with_nothing_to_join_reuses_them():
     assert np.bincount(reused.ravel())[1:].min() >= 6 and reused.max() < pieces.max()
 
 
+def test_small_pieces_that_are_each_others_nearest_still_join_a_region():
+    """Two specks of one colour inside a field of another are each other's most similar
+    neighbour: one pass pairs them into a group still under the smallest region, which the area
+    filter then dropped, leaving valid pixels unlabelled. They must end in a region of at least
+    the smallest size (the field's), and the two large regions must stay apart."""
+    from geoalps.engines.classical import RegionGraph
+
+    image = np.zeros((20, 40, 3), np.float32)
+    image[:, 20:] = 200.0  # two large fields, far apart in value
+    pieces = np.ones((20, 40), np.int32)
+    pieces[:, 20:] = 2
+    pieces[5, 5], pieces[5, 6] = 3, 4  # a two-pixel speck cut in two pieces, near in value to each other
+    image[5, 5:7] = 90.0
+    pieces[12:14, 30] = 5, 5  # a speck in the other field, with no small neighbour
+    image[12:14, 30] = 150.0
+    merged = RegionGraph(image, pieces, connected=False).merged(0.0, 6)
+    assert merged.min() >= 1 and len(np.unique(merged)) == 2
+    assert merged[5, 5] == merged[5, 6] == merged[0, 0] and merged[12, 30] == merged[0, 39] != merged[0, 0]
+    assert np.bincount(merged.ravel())[1:].min() >= 6
+
+
+def test_no_valid_pixel_of_a_partition_is_left_unlabelled(tmp_path):
+    """The classical engine's regions cover every valid pixel: the label raster has no hole inside
+    the valid area. On this crop of the shipped sample, 48 pixels in specks that paired up below
+    the smallest region were dropped by the area filter."""
+    import rasterio
+
+    import geoalps
+    from conftest import REPO
+
+    with rasterio.open(REPO / "sample_data" / "scene_rgbn_u16.tif") as src:
+        data = src.read(window=((0, 256), (0, 256)))
+    path = write_raster(tmp_path / "crop.tif", data, nodata=0)
+    out = geoalps.label([str(path)], tmp_path / "o.gpkg", raster_out=tmp_path / "o.tif", classes=4, seed=0,
+                        workers=1, quiet=True)
+    with rasterio.open(tmp_path / "o.tif") as src:
+        unlabelled = src.read(1) == src.nodata
+    assert (data != 0).any(axis=0).all() and out.stats["objects"] > 10
+    assert not unlabelled.any(), f"{unlabelled.sum()} valid pixels unlabelled"
+
+
 @pytest.mark.parametrize("scale, min_size_px", [(12.5, 2), (6.0, 2), (50.0, 8)])
 def test_felzenszwalb_on_the_once_smoothed_tile_gives_its_own_regions(scale, min_size_px):
     """The engine smooths a tile once for both felzenszwalb calls of the split and runs
@@ -339,3 +380,32 @@ def test_felzenszwalb_on_the_once_smoothed_tile_gives_its_own_regions(scale, min
         warnings.simplefilter("ignore", RuntimeWarning)
         own = felzenszwalb(image, scale=scale, sigma=0.3, min_size=min_size_px, channel_axis=-1)
     assert np.array_equal(_felzenszwalb(_smoothed(image, 0.3), scale, min_size_px), own)
+
+
+class _NoLargeRegion(ClassicalEngine):
+    """The split on, but no region large enough to cut: the engine's path that only absorbs."""
+
+    def settings(self, pixel_size_m):
+        return super().settings(pixel_size_m)._replace(split_min_px=10**9)
+
+
+@pytest.mark.parametrize("engine_class, split", [(ClassicalEngine, True), (ClassicalEngine, False), (_NoLargeRegion, True)])
+def test_every_valid_pixel_is_in_a_region_of_the_smallest_size(engine_class, split):
+    """Whichever path the engine takes (the split, no split, the split with nothing to cut), its
+    regions cover every valid pixel and none is under the smallest region (the area filter
+    would drop it and leave a hole). A crop of the shipped sample with a nodata corner."""
+    import rasterio
+
+    from conftest import REPO
+
+    with rasterio.open(REPO / "sample_data" / "scene_rgbn_u16.tif") as src:
+        data = src.read(window=((0, 256), (0, 256))).astype(np.float32)
+    low, high = data.min(axis=(1, 2), keepdims=True), data.max(axis=(1, 2), keepdims=True)
+    bands = np.moveaxis((data - low) / (high - low) * 255, 0, -1).astype(np.uint8)
+    valid = np.ones((256, 256), bool)
+    valid[:40, :60] = False
+    engine = engine_class(LabelOptions(engine="classical", classical_split=split).validated())
+    masks = engine.generate_tiles([EngineTile(bands[..., :3].copy(), valid, bands, 2.0)])[0]
+    sizes = np.bincount(masks.labels.ravel())[1:]
+    assert (masks.labels[valid] > 0).all() and not masks.labels[~valid].any()
+    assert sizes.min() >= engine.settings(2.0).min_size_px and len(sizes) > 10
