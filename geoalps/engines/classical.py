@@ -216,27 +216,30 @@ def _small_absorbed(counts: np.ndarray, means: np.ndarray, edges: np.ndarray, mi
     as a mask (up to 1 % of a scene's pixels unlabelled, ``benchmarks/label_quality``). Cost: a
     few passes over the graph's edges, none over pixels."""
     n = len(counts)
+    sums = np.ascontiguousarray((means * counts[:, None]).T)  # per band, for the joined groups' means
     group, sizes, group_means = np.arange(n), counts, means  # the first pass is on the labels themselves
     for _ in range(n if until_none else 1):  # each pass joins at least one group: n bounds them
         first, second = group[edges[:, 0]], group[edges[:, 1]]
-        between = first != second
-        first, second = first[between], second[between]
-        distance = np.linalg.norm(group_means[first] - group_means[second], axis=1)
         small = sizes < min_size_px  # label 0 (no data) has no edges: never picked
+        touching = (small[first] | small[second]) & (first != second)
+        if not touching.any():
+            break
+        edges = edges[touching]  # groups only grow: an edge between two large ones never matters again
+        first, second = first[touching], second[touching]
+        distance = np.linalg.norm(group_means[first] - group_means[second], axis=1)
         source, target = np.concatenate([first, second]), np.concatenate([second, first])
         distance = np.concatenate([distance, distance])
         pick = small[source]
-        if not pick.any():
-            break
         source, target, distance = source[pick], target[pick], distance[pick]
         order = np.lexsort((target, distance, source))  # nearest neighbour first, ties by label
         source, target = source[order], target[order]
         nearest = np.r_[True, source[1:] != source[:-1]]
         graph = coo_matrix((np.ones(int(nearest.sum())), (source[nearest], target[nearest])), shape=(n, n))
         group = connected_components(graph, directed=False)[1][group]
-        sizes = np.bincount(group, counts, n)
-        group_means = np.stack([np.bincount(group, means[:, c] * counts, n) for c in range(means.shape[1])], axis=1)
-        group_means /= np.maximum(sizes, 1)[:, None]
+        if until_none:
+            sizes = np.bincount(group, counts, n)
+            group_means = np.stack([np.bincount(group, band, n) for band in sums], axis=1)
+            group_means /= np.maximum(sizes, 1)[:, None]
     numbered = np.zeros(n, np.int64)  # label 0 (no data) has no edges: it stays alone, and 0
     numbered[1:] = np.unique(group[1:], return_inverse=True)[1] + 1
     return numbered
