@@ -39,6 +39,8 @@ import rasterio
 
 ROOT = Path(__file__).resolve().parents[2]
 REAL = ROOT.parent / "shared" / "realdata"
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from _measure import commit  # noqa: E402
 #: Object matching: buildings by mask IoU over footprints of at least BUILDING_MIN_PX pixels,
 #: tree crowns by box IoU (issue 13's definitions).
 BUILDING_IOU, BUILDING_MIN_PX, TREE_BOX_IOU = 0.5, 30, 0.4
@@ -267,7 +269,7 @@ def main(argv=None) -> int:
     print(f"geoalps from {Path(geoalps.__file__).parent}; tag {args.tag}; kmeans {variant or 'defaults'}; "
           f"label options {options or 'defaults'}", file=sys.stderr)
     rows = []
-    started = time.perf_counter()
+    started, measured_commit = time.perf_counter(), commit()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for scene in scenes:
@@ -287,7 +289,7 @@ def main(argv=None) -> int:
                     t0 = time.perf_counter()
                     tif, polygons, stats = run_geoalps(image, k, seed, work, engine)
                     wall = time.perf_counter() - t0
-                    row = {"tag": args.tag, "kmeans": variant, "label_options": options, "scene": scene["name"], "K": k,
+                    row = {"tag": args.tag, "commit": measured_commit, "kmeans": variant, "label_options": options, "scene": scene["name"], "K": k,
                            "engine": stats.get("engine"), "true_classes": n_true, "seed": seed, "objects": int(stats.get("objects", len(polygons))),
                            "tiles": stats.get("tiles"), "seconds": wall,
                            "tile_seconds": stats.get("tile_seconds", 0.0) / max(1, stats.get("tiles", 1))}
