@@ -200,15 +200,20 @@ def _joined(labels: np.ndarray, join: np.ndarray, n: int) -> np.ndarray:
     """``labels`` with the label pairs in ``join`` made one region, then split into 4-connected
     pieces numbered 1..L (0 stays 0)."""
     graph = coo_matrix((np.ones(len(join)), (join[:, 0], join[:, 1])), shape=(n, n))
-    _, component = connected_components(graph, directed=False)
-    component = component + 1
-    component[0] = 0
-    return connected_label(component[labels], background=0, connectivity=1).astype(np.int32)
+    return _grouped(connected_components(graph, directed=False)[1], labels)
+
+
+def _grouped(group: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """``labels`` with each label (but 0, which has no neighbours and stays 0) replaced by its
+    ``group``, then split into 4-connected pieces numbered 1..L in raster order."""
+    code = group + 1
+    code[0] = 0
+    return connected_label(code[labels], background=0, connectivity=1).astype(np.int32)
 
 
 def _small_absorbed(counts: np.ndarray, means: np.ndarray, edges: np.ndarray, min_size_px: int,
                     until_none: bool = True) -> np.ndarray:
-    """Group (1..G, 0 for label 0) of every label of a region graph, with each group under
+    """Group of every label of a region graph (for :func:`_grouped`), with each group under
     ``min_size_px`` joined to its most similar neighbouring group, repeated until no group that
     small has a neighbour (``until_none``; else one pass). Each small group points to one
     neighbour, so a joined group holds at most one large one; but two small pieces that are each
@@ -240,9 +245,7 @@ def _small_absorbed(counts: np.ndarray, means: np.ndarray, edges: np.ndarray, mi
             sizes = np.bincount(group, counts, n)
             group_means = np.stack([np.bincount(group, band, n) for band in sums], axis=1)
             group_means /= np.maximum(sizes, 1)[:, None]
-    numbered = np.zeros(n, np.int64)  # label 0 (no data) has no edges: it stays alone, and 0
-    numbered[1:] = np.unique(group[1:], return_inverse=True)[1] + 1
-    return numbered
+    return group
 
 
 def split_by_clusters(image: np.ndarray, labels: np.ndarray, fine: np.ndarray, split_min_px: int,
@@ -344,8 +347,7 @@ class RegionGraph:
         if min_size_px <= 1:
             return pieces
         graph = self if reuse else RegionGraph(self.image, pieces)
-        group = _small_absorbed(graph.counts, graph.means, graph.edges, min_size_px, absorb_all)
-        return connected_label(group[pieces], background=0, connectivity=1).astype(np.int32)
+        return _grouped(_small_absorbed(graph.counts, graph.means, graph.edges, min_size_px, absorb_all), pieces)
 
     def contrast_scores(self) -> np.ndarray:
         """Per-label confidence in [0, 1]: mean value distance to the neighbours relative to the
